@@ -1,0 +1,1 @@
+"""The per-run coordinator actor of Kumofire Jobs."""

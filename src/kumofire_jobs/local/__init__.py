@@ -1,0 +1,1 @@
+"""The embedded Cloudflare bindings: D1 on SQLite, Queues, Durable Objects with alarms, cron."""
