@@ -1,3 +1,60 @@
-"""Kumofire Jobs: durable jobs for Cloudflare Python Workers."""
+"""Kumofire Jobs: durable jobs for Cloudflare Python Workers.
+
+D1 is the source of truth, a Queue carries only `{"version": 1, "kumofireJobRunId": id}`, and
+each run is owned by a coordinator Durable Object holding its lease and its timing as an alarm.
+"""
+
+from .clock import Clock, ManualClock, SystemClock
+from .context import JobContext
+from .errors import (
+    ConflictError,
+    JobCanceledError,
+    KumofireJobsError,
+    LeaseLostError,
+    NonRetryableError,
+    NotFoundError,
+    UnknownJobError,
+    ValidationError,
+)
+from .jobs import Jobs
+from .models import (
+    ConsumeResult,
+    CreatedRun,
+    CreateRequest,
+    DispatchResult,
+    JobRun,
+    Page,
+)
+from .retry import RetryPolicy
+from .runtime import Resources, Runtime, create_runtime
+from .states import ConsumeOutcome, RunStatus
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Clock",
+    "ConflictError",
+    "ConsumeOutcome",
+    "ConsumeResult",
+    "CreateRequest",
+    "CreatedRun",
+    "DispatchResult",
+    "JobCanceledError",
+    "JobContext",
+    "JobRun",
+    "Jobs",
+    "KumofireJobsError",
+    "LeaseLostError",
+    "ManualClock",
+    "NonRetryableError",
+    "NotFoundError",
+    "Page",
+    "Resources",
+    "RetryPolicy",
+    "RunStatus",
+    "Runtime",
+    "SystemClock",
+    "UnknownJobError",
+    "ValidationError",
+    "create_runtime",
+]

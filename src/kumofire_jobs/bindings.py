@@ -63,7 +63,7 @@ class Queue(Protocol):
 
     async def send(self, body: Any, options: dict[str, Any] | None = None) -> None: ...
 
-    async def sendBatch(  # noqa: N802 - the platform's spelling
+    async def sendBatch(
         self, messages: Sequence[dict[str, Any]], options: dict[str, Any] | None = None
     ) -> None: ...
 
@@ -85,9 +85,9 @@ class MessageBatch(Protocol):
     queue: str
     messages: Sequence[QueueMessage]
 
-    def ackAll(self) -> None: ...  # noqa: N802
+    def ackAll(self) -> None: ...
 
-    def retryAll(self, options: dict[str, Any] | None = None) -> None: ...  # noqa: N802
+    def retryAll(self, options: dict[str, Any] | None = None) -> None: ...
 
 
 # --- Durable Objects ------------------------------------------------------------------------
@@ -96,7 +96,7 @@ class MessageBatch(Protocol):
 class DurableObjectId(Protocol):
     name: str | None
 
-    def toString(self) -> str: ...  # noqa: N802
+    def toString(self) -> str: ...
 
 
 class DurableObjectStub(Protocol):
@@ -108,8 +108,8 @@ class DurableObjectStub(Protocol):
 
 
 class DurableObjectNamespace(Protocol):
-    def idFromName(self, name: str) -> DurableObjectId: ...  # noqa: N802
+    def idFromName(self, name: str) -> DurableObjectId: ...
 
     def get(self, id: DurableObjectId) -> DurableObjectStub: ...
 
-    def getByName(self, name: str) -> DurableObjectStub: ...  # noqa: N802
+    def getByName(self, name: str) -> DurableObjectStub: ...

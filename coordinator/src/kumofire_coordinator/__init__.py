@@ -1,1 +1,31 @@
-"""The per-run coordinator actor of Kumofire Jobs."""
+"""The per-run coordinator actor of Kumofire Jobs.
+
+It holds a key's due time as a Durable Object alarm, delivers the key through a hook the
+jobs layer plugs in, grants at most one live lease with a fencing token, redelivers when no
+consumer takes the lease or a holder dies, and closes when told the key is done.
+"""
+
+from .actor import (
+    Clock,
+    CoordinatorActor,
+    CoordinatorConfig,
+    Delivery,
+    DeliveryAction,
+    DeliveryHook,
+)
+from .endpoint import CoordinatorEndpoint
+from .state import ActorState, Phase
+from .storage import ActorStorage
+
+__all__ = [
+    "ActorState",
+    "ActorStorage",
+    "Clock",
+    "CoordinatorActor",
+    "CoordinatorConfig",
+    "CoordinatorEndpoint",
+    "Delivery",
+    "DeliveryAction",
+    "DeliveryHook",
+    "Phase",
+]

@@ -1,0 +1,261 @@
+"""The per-run coordinator actor: timing as an alarm, one lease at a time, redelivery.
+
+One actor per key (a run id), living in a Durable Object. It knows nothing of D1 or of job
+semantics: the jobs layer plugs in a `DeliveryHook` that hands the key to the queue, and
+consumers ask the actor for a lease before they run anything.
+
+Every method reads the state, changes it and writes it back without awaiting anything but
+storage, so the Durable Object's input gate makes each of them atomic. The one exception is
+the alarm, which awaits the delivery hook (a queue send, a D1 write): other calls run
+meanwhile, so the alarm writes its intent first and afterwards changes the state only if its
+stored version is still the one it wrote (compare-and-set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from .state import STATE_KEY, ActorState, Phase
+from .storage import ActorStorage
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Unix epoch seconds."""
+        ...
+
+
+class DeliveryAction(StrEnum):
+    SENT = "sent"  # handed to the queue: wait for a lease, redeliver if none comes
+    CLOSE = "close"  # nothing left to deliver (finished, canceled or missing): close
+    DEFER = "defer"  # not due yet after all: arm again for `due_ms`
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    action: DeliveryAction
+    due_ms: int | None = None
+
+
+class DeliveryHook(Protocol):
+    async def deliver(self, key: str, delivery: int) -> Delivery:
+        """Hand `key` to whoever will ask for its lease; `delivery` counts from 1."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Redelivery timing: if no consumer takes the lease, deliver again after
+    `redeliver_initial * 2 ** (n - 1)` seconds (at most `redeliver_max`), and give up after
+    `max_deliveries` deliveries, leaving the key to reconciliation."""
+
+    redeliver_initial: float = 10.0
+    redeliver_max: float = 300.0
+    max_deliveries: int = 10
+
+    def redelivery_delay_ms(self, deliveries: int) -> int:
+        delay = min(self.redeliver_initial * 2 ** max(deliveries - 1, 0), self.redeliver_max)
+        return int(delay * 1000)
+
+
+class CoordinatorActor:
+    def __init__(
+        self,
+        storage: ActorStorage,
+        clock: Clock,
+        hook: DeliveryHook,
+        config: CoordinatorConfig | None = None,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._hook = hook
+        self._config = config or CoordinatorConfig()
+
+    # --- calls from the jobs layer ----------------------------------------------------------
+
+    async def arm(self, key: str, due_ms: int) -> dict[str, Any]:
+        """Own `key`, due at `due_ms`; the alarm delivers it then (at once if already due).
+
+        A live lease is never displaced: the due time waits until the holder releases."""
+        state = await self._load()
+        if state is not None and state.key == key and state.lease_live(self._now_ms()):
+            state.pending_due = due_ms
+            state.canceled = False
+            await self._save(state, alarm_ms=state.lease_expires)
+            return {"armed": False, "reason": "leased"}
+        if state is None or state.key != key:
+            state = ActorState(key=key, due=due_ms, token=state.token if state else 0)
+        state.due = due_ms
+        state.phase = Phase.ARMED
+        state.deliveries = 0
+        state.lease_expires = None
+        state.canceled = False
+        state.pending_due = None
+        await self._save(state, alarm_ms=due_ms)
+        return {"armed": True}
+
+    async def lease(self, key: str, lease_ms: int) -> dict[str, Any]:
+        """Grant the lease to one caller: never before the due time, never while another
+        caller's lease is live. The token fences the holder's writes elsewhere."""
+        now = self._now_ms()
+        state = await self._load()
+        if state is None or state.key != key:
+            return {"granted": False, "reason": "closed"}
+        if state.canceled:
+            return {"granted": False, "reason": "canceled"}
+        if state.pending_due is not None and not state.lease_live(now):
+            # Armed again while the last holder had the lease, and that lease has ended.
+            state.due, state.pending_due = state.pending_due, None
+            state.phase = Phase.ARMED
+            state.lease_expires = None
+            await self._save(state, alarm_ms=state.due)
+        if now < state.due:
+            return {"granted": False, "reason": "not_due", "due_ms": state.due}
+        if state.lease_live(now):
+            return {"granted": False, "reason": "held"}
+        # Tokens only grow, even across a close that cleared storage: they start from the time.
+        state.token = max(state.token + 1, now)
+        state.phase = Phase.LEASED
+        state.lease_expires = now + lease_ms
+        state.deliveries = 0
+        await self._save(state, alarm_ms=state.lease_expires)
+        return {"granted": True, "token": state.token, "expires_ms": state.lease_expires}
+
+    async def renew(self, token: int, lease_ms: int) -> dict[str, Any]:
+        """Extend the holder's lease; tells a holder whose run was canceled or whose lease was
+        lost (expired and given to someone else)."""
+        state = await self._load()
+        if state is None or state.token != token or state.phase is not Phase.LEASED:
+            return {"ok": False, "reason": "lost"}
+        if state.canceled:
+            return {"ok": False, "reason": "canceled"}
+        state.lease_expires = self._now_ms() + lease_ms
+        await self._save(state, alarm_ms=state.lease_expires)
+        return {"ok": True, "expires_ms": state.lease_expires}
+
+    async def release(self, token: int, rearm_ms: int | None = None) -> dict[str, Any]:
+        """The holder is done: close (terminal), or arm again at `rearm_ms` (a retry). A due
+        time armed while the lease was held wins over both."""
+        state = await self._load()
+        if state is None or state.token != token or state.phase is not Phase.LEASED:
+            return {"ok": False, "reason": "lost"}
+        if state.pending_due is not None:
+            rearm_ms = state.pending_due
+        elif state.canceled:
+            rearm_ms = None
+        if rearm_ms is None:
+            await self.close()
+            return {"ok": True, "closed": True}
+        state.phase = Phase.ARMED
+        state.due = rearm_ms
+        state.lease_expires = None
+        state.pending_due = None
+        state.deliveries = 0
+        await self._save(state, alarm_ms=rearm_ms)
+        return {"ok": True, "closed": False}
+
+    async def cancel(self) -> dict[str, Any]:
+        """Stop delivering. A live lease stays until its holder learns of the cancel (renew)
+        and releases, or until it expires."""
+        state = await self._load()
+        if state is not None and state.lease_live(self._now_ms()):
+            state.canceled = True
+            state.pending_due = None
+            await self._save(state, alarm_ms=state.lease_expires)
+            return {"canceled": True, "leased": True}
+        await self.close()
+        return {"canceled": True, "leased": False}
+
+    async def close(self) -> dict[str, Any]:
+        """Forget the key: no alarm, no storage."""
+        await self._storage.deleteAlarm()
+        await self._storage.deleteAll()
+        return {"closed": True}
+
+    async def status(self) -> dict[str, Any]:
+        """What the actor knows, for reconciliation (asked, not guessed)."""
+        state = await self._load()
+        if state is None:
+            return {"phase": "closed", "lease_live": False}
+        return {
+            "key": state.key,
+            "phase": state.phase.value,
+            "due_ms": state.due,
+            "deliveries": state.deliveries,
+            "lease_live": state.lease_live(self._now_ms()),
+            "lease_expires_ms": state.lease_expires,
+            "canceled": state.canceled,
+        }
+
+    # --- the alarm --------------------------------------------------------------------------
+
+    async def alarm(self) -> None:
+        state = await self._load()
+        if state is None:
+            return
+        now = self._now_ms()
+        if state.phase is Phase.ABANDONED:
+            return
+        if state.phase is Phase.LEASED:
+            if state.lease_expires is not None and now < state.lease_expires:
+                await self._storage.setAlarm(state.lease_expires)  # renewed since it was set
+                return
+            if state.pending_due is not None:  # armed while leased: the holder died first
+                state.due, state.pending_due = state.pending_due, None
+                if now < state.due:
+                    state.phase = Phase.ARMED
+                    state.lease_expires = None
+                    await self._save(state, alarm_ms=state.due)
+                    return
+            elif state.canceled:  # the holder died after a cancel: nothing left to deliver
+                await self.close()
+                return
+            # The holder died (no renew, no release): deliver again so another can take over.
+        elif state.phase is Phase.ARMED and now < state.due:
+            await self._storage.setAlarm(state.due)
+            return
+        if state.deliveries >= self._config.max_deliveries:
+            state.phase = Phase.ABANDONED
+            await self._save(state, alarm_ms=None)
+            return
+
+        # Write the intent before the send: a crash during the send leaves the redelivery
+        # alarm armed, and any call that runs meanwhile bumps the version we check below.
+        state.deliveries += 1
+        state.phase = Phase.DELIVERED
+        state.lease_expires = None
+        redeliver_at = now + self._config.redelivery_delay_ms(state.deliveries)
+        await self._save(state, alarm_ms=redeliver_at)
+        written = state.version
+
+        result = await self._hook.deliver(state.key, state.deliveries)
+
+        current = await self._load()
+        if current is None or current.version != written:
+            return  # leased, released, armed or closed meanwhile: that state stands
+        if result.action is DeliveryAction.CLOSE:
+            await self.close()
+        elif result.action is DeliveryAction.DEFER and result.due_ms is not None:
+            current.phase = Phase.ARMED
+            current.due = result.due_ms
+            current.deliveries = 0
+            await self._save(current, alarm_ms=result.due_ms)
+
+    # --- storage ----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
+
+    async def _load(self) -> ActorState | None:
+        data = await self._storage.get(STATE_KEY)
+        return None if data is None else ActorState.from_storage(data)
+
+    async def _save(self, state: ActorState, *, alarm_ms: int | None) -> None:
+        state.version += 1
+        await self._storage.put(STATE_KEY, state.to_storage())
+        if alarm_ms is None:
+            await self._storage.deleteAlarm()
+        else:
+            await self._storage.setAlarm(alarm_ms)

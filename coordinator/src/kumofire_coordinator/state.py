@@ -1,0 +1,57 @@
+"""The actor's stored state: one record under one storage key.
+
+Phases and their alarm (the one alarm of the object is always the next thing to check):
+
+| phase       | meaning                                              | alarm at              |
+|-------------|------------------------------------------------------|-----------------------|
+| `armed`     | waiting for the due time                             | `due`                 |
+| `delivered` | handed to the delivery hook; waiting for a lease     | next redelivery       |
+| `leased`    | a consumer holds the lease (`token`, `lease_expires`) | `lease_expires`       |
+| `abandoned` | redelivered `max_deliveries` times, nobody took it   | none (reconciliation) |
+
+A closed actor has no state at all: its storage is cleared and its alarm deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+STATE_KEY = "coordinator"
+
+
+class Phase(StrEnum):
+    ARMED = "armed"
+    DELIVERED = "delivered"
+    LEASED = "leased"
+    ABANDONED = "abandoned"
+
+
+@dataclass(slots=True)
+class ActorState:
+    key: str
+    due: int  # epoch ms
+    phase: Phase = Phase.ARMED
+    version: int = 0  # bumped by every change; compare-and-set across awaits
+    deliveries: int = 0  # deliveries since the last arm or lease grant
+    token: int = 0  # the last fencing token granted (monotonic for this key)
+    lease_expires: int | None = None  # epoch ms, while leased
+    canceled: bool = False
+    pending_due: int | None = None  # armed again while leased: applies when the lease ends
+
+    def lease_live(self, now: int) -> bool:
+        return (
+            self.phase is Phase.LEASED
+            and self.lease_expires is not None
+            and now < self.lease_expires
+        )
+
+    def to_storage(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["phase"] = self.phase.value
+        return data
+
+    @classmethod
+    def from_storage(cls, data: dict[str, Any]) -> ActorState:
+        return cls(**{**data, "phase": Phase(data["phase"])})

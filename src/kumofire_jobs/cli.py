@@ -1,0 +1,79 @@
+"""`kumofire-jobs`: the command line (API.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".kumofire"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kumofire-jobs", description="Durable jobs for Cloudflare Python Workers."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole system locally on the embedded bindings",
+        description="Run the HTTP API, the queue consumer, coordinator alarms and the "
+        "reconciliation cron in one process, on the embedded bindings under --data-dir.",
+    )
+    dev.add_argument(
+        "--app",
+        metavar="MODULE:RUNTIME",
+        help="your runtime, as MODULE:ATTRIBUTE (default: a built-in demo with jobs "
+        "hello, flaky and fail)",
+    )
+    dev.add_argument("--host", default=DEFAULT_HOST)
+    dev.add_argument("--port", type=int, default=DEFAULT_PORT)
+    dev.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    dev.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="wrangler.toml to read queue consumer settings and crons from "
+        "(default: ./wrangler.toml when present)",
+    )
+
+    migrate = commands.add_parser("migrate", help="apply pending migrations to the local database")
+    migrate.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    migrate.add_argument("--dry-run", action="store_true", help="list pending migrations only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "dev":
+        from .local.server import run_dev_server
+
+        config = args.config
+        if config is None and Path("wrangler.toml").is_file():
+            config = Path("wrangler.toml")
+        try:
+            return asyncio.run(
+                run_dev_server(
+                    app=args.app,
+                    host=args.host,
+                    port=args.port,
+                    data_dir=args.data_dir,
+                    config=config,
+                )
+            )
+        except KeyboardInterrupt:
+            return 130
+    if args.command == "migrate":
+        from .local.server import migrate_local
+
+        return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

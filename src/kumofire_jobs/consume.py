@@ -1,0 +1,249 @@
+"""Consume: take the lease, start the run in one guarded update, run the handler while the
+lease is renewed in the background, record the one outcome of the attempt, release.
+
+The D1 writes are fenced by the lease's token (`lease_token`): a consumer whose lease
+expired and was granted to another cannot finalize, whatever it does afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .clock import Clock, now_ms
+from .context import Handler, JobContext
+from .coordination import Coordinators
+from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .log import get_logger
+from .models import ConsumeResult, JobRun, JobRunMessage
+from .retry import RetryPolicy
+from .states import TERMINAL, ConsumeOutcome, RunStatus
+from .store import RunStore
+
+log = get_logger()
+
+MAX_ERROR_CHARS = 2000
+
+
+def parse_message(message: Any) -> str:
+    """The run id of a well-formed queue message, else MalformedMessageError."""
+    if not isinstance(message, Mapping) or set(message) != {"version", "kumofireJobRunId"}:
+        raise MalformedMessageError("not a {version, kumofireJobRunId} object")
+    try:
+        parsed = msgspec.convert(dict(message), JobRunMessage, strict=True)
+    except msgspec.ValidationError as exc:
+        raise MalformedMessageError(str(exc)) from None
+    if parsed.version != 1 or not parsed.kumofireJobRunId:
+        raise MalformedMessageError(f"unsupported message version {parsed.version!r}")
+    return parsed.kumofireJobRunId
+
+
+def describe_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
+
+
+class _LeaseKeeper:
+    """Renews the lease every third of its length while the handler runs; if the run was
+    canceled or the lease lost, stops the handler."""
+
+    def __init__(
+        self, coordinators: Coordinators, clock: Clock, run_id: str, token: int, lease_ms: int
+    ) -> None:
+        self._coordinators = coordinators
+        self._clock = clock
+        self._run_id = run_id
+        self._token = token
+        self._lease_ms = lease_ms
+        self.ended: str | None = None  # "canceled" or "lost"
+
+    async def renew(self) -> None:
+        result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
+        if not result.get("ok"):
+            self.ended = "canceled" if result.get("reason") == "canceled" else "lost"
+        self.raise_if_ended()
+
+    def raise_if_ended(self) -> None:
+        if self.ended == "canceled":
+            raise JobCanceledError(f"run {self._run_id} was canceled")
+        if self.ended == "lost":
+            raise LeaseLostError(f"the lease on run {self._run_id} was lost")
+
+    async def keep(self, handler_task: asyncio.Task[Any]) -> None:
+        interval = self._lease_ms / 3000
+        while not handler_task.done():
+            await self._clock.sleep_until(self._clock.now() + interval)
+            if handler_task.done():
+                return
+            try:
+                await self.renew()
+            except (JobCanceledError, LeaseLostError):
+                handler_task.cancel()
+                return
+            except Exception as exc:  # a failed renewal is retried at the next interval
+                log.warning("lease.renew_failed", run_id=self._run_id, error=describe_error(exc))
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        coordinators: Coordinators,
+        handlers: Mapping[str, Handler],
+        retry: RetryPolicy,
+        lease_seconds: float,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._coordinators = coordinators
+        self._handlers = handlers
+        self._retry = retry
+        self._lease_ms = int(lease_seconds * 1000)
+        self._clock = clock
+
+    async def consume(self, message: Any) -> ConsumeResult:
+        run_id = parse_message(message)
+        grant = await self._coordinators.lease(run_id, self._lease_ms)
+        if not grant.get("granted"):
+            log.debug("run.ignored", run_id=run_id, reason=grant.get("reason"))
+            return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
+        token = int(grant["token"])
+        run = await self._store.start(run_id, token, now_ms(self._clock))
+        if run is None:
+            outcome = await self._not_started(run_id, token)
+            return ConsumeResult(outcome=outcome, job_run_id=run_id)
+        return ConsumeResult(outcome=await self._execute(run, token), job_run_id=run_id)
+
+    async def _not_started(self, run_id: str, token: int) -> ConsumeOutcome:
+        """The guarded start matched nothing: learn why from the row, and act on it."""
+        now = now_ms(self._clock)
+        row = await self._store.get_row(run_id)
+        if row is None or RunStatus(row["status"]) in TERMINAL:
+            await self._release(run_id, token)  # closes the actor: nothing left to deliver
+            return ConsumeOutcome.IGNORED
+        if row["scheduled_for"] > now:
+            # A crash fell between a retry's D1 write and its re-arm: arm for the due time.
+            await self._release(run_id, token, rearm_ms=row["scheduled_for"])
+            return ConsumeOutcome.IGNORED
+        if row["status"] == RunStatus.RUNNING and row["attempt"] >= row["max_attempts"]:
+            error = f"attempt {row['attempt']} was cut off: its lease expired before it finished"
+            failed = await self._store.fail_cut_off(run_id, token, now, error)
+            await self._release(run_id, token)
+            if failed is not None:
+                log.warning(
+                    "run.failed", run_id=run_id, job=row["name"], attempt=row["attempt"],
+                    outcome="failed", error=error,
+                )  # fmt: skip
+                return ConsumeOutcome.FAILED
+        else:
+            await self._release(run_id, token)
+        return ConsumeOutcome.IGNORED
+
+    async def _execute(self, run: JobRun, token: int) -> ConsumeOutcome:
+        bound = log.bind(run_id=run.id, job=run.name, attempt=run.attempt)
+        started = self._clock.now()
+        bound.info("run.started")
+        handler = self._handlers.get(run.name)
+        if handler is None:
+            error = f"no handler is registered for job {run.name!r}"
+            return await self._fail(run, token, error, bound, started)
+
+        keeper = _LeaseKeeper(self._coordinators, self._clock, run.id, token, self._lease_ms)
+        ctx = JobContext(job=run, heartbeat=keeper.renew, log=bound)
+        task = asyncio.ensure_future(handler(ctx))
+        keeping = asyncio.ensure_future(keeper.keep(task))
+        try:
+            await task
+        except asyncio.CancelledError:
+            if keeper.ended is None:
+                raise  # this consumer itself is being stopped
+            return await self._ended(run, token, keeper.ended, bound, started)
+        except JobCanceledError:
+            return await self._ended(run, token, "canceled", bound, started)
+        except LeaseLostError:
+            return await self._ended(run, token, "lost", bound, started)
+        except NonRetryableError as exc:
+            return await self._fail(run, token, describe_error(exc), bound, started)
+        except Exception as exc:
+            if run.attempt < run.max_attempts:
+                return await self._reschedule(run, token, describe_error(exc), bound, started)
+            return await self._fail(run, token, describe_error(exc), bound, started)
+        finally:
+            keeping.cancel()
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+        return await self._succeed(run, token, bound, started)
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def _duration_ms(self, started: float) -> int:
+        return round((self._clock.now() - started) * 1000)
+
+    async def _succeed(self, run: JobRun, token: int, bound: Any, started: float) -> ConsumeOutcome:
+        now = now_ms(self._clock)
+        if not await self._store.finish(run.id, token, RunStatus.SUCCEEDED, now, None):
+            return await self._superseded(run, token, bound, started)
+        await self._release(run.id, token)
+        bound.info("run.succeeded", outcome="succeeded", duration_ms=self._duration_ms(started))
+        return ConsumeOutcome.SUCCEEDED
+
+    async def _fail(
+        self, run: JobRun, token: int, error: str, bound: Any, started: float
+    ) -> ConsumeOutcome:
+        now = now_ms(self._clock)
+        if not await self._store.finish(run.id, token, RunStatus.FAILED, now, error):
+            return await self._superseded(run, token, bound, started)
+        await self._release(run.id, token)
+        bound.warning(
+            "run.failed", outcome="failed", error=error, duration_ms=self._duration_ms(started)
+        )
+        return ConsumeOutcome.FAILED
+
+    async def _reschedule(
+        self, run: JobRun, token: int, error: str, bound: Any, started: float
+    ) -> ConsumeOutcome:
+        now = now_ms(self._clock)
+        due = now + int(self._retry.delay(run.attempt) * 1000)
+        if not await self._store.reschedule(run.id, token, now, due, error):
+            return await self._superseded(run, token, bound, started)
+        await self._release(run.id, token, rearm_ms=due)
+        bound.info(
+            "run.retried", outcome="retried", error=error, retry_in_ms=due - now,
+            duration_ms=self._duration_ms(started),
+        )  # fmt: skip
+        return ConsumeOutcome.RETRIED
+
+    async def _ended(
+        self, run: JobRun, token: int, why: str, bound: Any, started: float
+    ) -> ConsumeOutcome:
+        """The handler was stopped: the run was canceled, or the lease went to another."""
+        if why == "canceled":
+            await self._release(run.id, token)
+            bound.info("run.canceled", outcome="canceled", duration_ms=self._duration_ms(started))
+            return ConsumeOutcome.CANCELED
+        bound.warning("run.lease_lost", outcome="ignored", duration_ms=self._duration_ms(started))
+        return ConsumeOutcome.IGNORED
+
+    async def _superseded(
+        self, run: JobRun, token: int, bound: Any, started: float
+    ) -> ConsumeOutcome:
+        """The fenced finalize matched nothing: canceled meanwhile, or no longer our lease."""
+        current = await self._store.get_row(run.id)
+        if current is not None and current["status"] == RunStatus.CANCELED:
+            return await self._ended(run, token, "canceled", bound, started)
+        return await self._ended(run, token, "lost", bound, started)
+
+    async def _release(self, run_id: str, token: int, rearm_ms: int | None = None) -> None:
+        # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
+        # its alarm delivers again, and the next consumer reads the outcome and closes it.
+        try:
+            await self._coordinators.release(run_id, token, rearm_ms)
+        except Exception as exc:
+            log.warning("lease.release_failed", run_id=run_id, error=describe_error(exc))

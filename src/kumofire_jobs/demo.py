@@ -1,0 +1,31 @@
+"""The built-in demo runtime `kumofire-jobs dev` runs when given no `--app`.
+
+Three jobs to try the lifecycle with: `hello` succeeds, `flaky` fails its first attempt and
+succeeds on the retry, `fail` never succeeds (and uses up its attempts).
+"""
+
+from __future__ import annotations
+
+from .context import JobContext
+from .retry import RetryPolicy
+from .runtime import create_runtime
+
+
+async def hello(ctx: JobContext) -> None:
+    ctx.log.info("hello", payload=ctx.job.payload)
+
+
+async def flaky(ctx: JobContext) -> None:
+    if ctx.job.attempt == 1:
+        raise RuntimeError("the first attempt of a flaky job fails")
+    ctx.log.info("flaky.recovered", attempt=ctx.job.attempt)
+
+
+async def fail(ctx: JobContext) -> None:
+    raise RuntimeError("this job always fails")
+
+
+runtime = create_runtime(
+    {"hello": hello, "flaky": flaky, "fail": fail},
+    retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0),
+)

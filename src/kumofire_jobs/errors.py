@@ -1,0 +1,50 @@
+"""The exceptions of the public API, each with the HTTP error code it maps to."""
+
+from __future__ import annotations
+
+
+class KumofireJobsError(Exception):
+    code = "error"
+    status = 500
+
+
+class ValidationError(KumofireJobsError, ValueError):
+    """A field is invalid."""
+
+    code = "validation_error"
+    status = 422
+
+
+class UnknownJobError(ValidationError):
+    """The job name has no handler."""
+
+    code = "unknown_job"
+    status = 422
+
+
+class NotFoundError(KumofireJobsError, LookupError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(KumofireJobsError):
+    """The call contradicts the run's current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class NonRetryableError(Exception):
+    """Raised by a handler to fail its run at once, whatever attempts are left."""
+
+
+class JobCanceledError(Exception):
+    """Raised by `JobContext.heartbeat()` when the run was canceled."""
+
+
+class LeaseLostError(Exception):
+    """Raised by `JobContext.heartbeat()` when another consumer has taken over the run."""
+
+
+class MalformedMessageError(ValueError):
+    """A queue message that is not `{"version": 1, "kumofireJobRunId": "..."}`."""

@@ -1,0 +1,37 @@
+"""Sortable ids: a prefix, then a ULID (48-bit millisecond time, 80 random bits, in Crockford
+base32). Ids made in the same millisecond by one process increase monotonically, so sorting
+ids sorts runs by creation."""
+
+from __future__ import annotations
+
+import os
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+
+
+class IdFactory:
+    def __init__(self) -> None:
+        self._last_ms = -1
+        self._last_random = 0
+
+    def ulid(self, now_ms: int) -> str:
+        if now_ms <= self._last_ms:
+            # Same (or an earlier) millisecond: keep the time, step the random part.
+            now_ms = self._last_ms
+            random = self._last_random + 1
+        else:
+            random = int.from_bytes(os.urandom(10), "big")
+        self._last_ms, self._last_random = now_ms, random
+        value = (now_ms << _RANDOM_BITS) | (random & ((1 << _RANDOM_BITS) - 1))
+        chars = []
+        for _ in range(26):
+            chars.append(_ALPHABET[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))
+
+    def run_id(self, now_ms: int) -> str:
+        return "run_" + self.ulid(now_ms)
+
+    def schedule_id(self, now_ms: int) -> str:
+        return "sch_" + self.ulid(now_ms)

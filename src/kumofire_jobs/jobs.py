@@ -1,0 +1,203 @@
+"""The jobs API of a bound runtime: what `runtime.bind(resources)` returns.
+
+The HTTP API, the RPC entrypoint and the CLI call exactly these methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import validation
+from .clock import now_ms
+from .errors import ConflictError, ValidationError
+from .log import get_logger
+from .migrations import check_schema, schema_version
+from .models import (
+    ConsumeResult,
+    CreatedRun,
+    CreateRequest,
+    DispatchResult,
+    JobRun,
+    Page,
+)
+from .reconcile import reconcile
+from .states import RunStatus
+from .store import NewRun, encode_payload
+
+if TYPE_CHECKING:
+    from .runtime import BoundResources, Runtime
+
+log = get_logger()
+
+
+class Jobs:
+    def __init__(self, runtime: Runtime, bound: BoundResources) -> None:
+        self._runtime = runtime
+        self._bound = bound
+        self._store = bound.store
+        self._coordinators = bound.coordinators
+        self._clock = runtime.clock
+
+    async def _ready(self) -> None:
+        await self._bound.ensure_schema(check_schema)
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at (for health checks; never fails on an old
+        schema)."""
+        return await schema_version(self._bound.resources.db)
+
+    # --- create -----------------------------------------------------------------------------
+
+    def _new_run(self, request: CreateRequest, now: int) -> NewRun:
+        runtime = self._runtime
+        return NewRun(
+            id=runtime.ids.run_id(now),
+            name=validation.job_name(request.name, runtime.handlers),
+            payload=encode_payload(request.payload),
+            max_attempts=validation.max_attempts(request.max_attempts, runtime.retry.max_attempts),
+            scheduled_for=validation.due_ms(request.run_at, request.delay, now),
+            created_at=now,
+            dedupe_key=validation.dedupe_key(request.dedupe_key),
+        )
+
+    async def create(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> CreatedRun:
+        request = CreateRequest(
+            name=name,
+            payload=payload,
+            run_at=run_at,
+            delay=delay,
+            max_attempts=max_attempts,
+            dedupe_key=dedupe_key,
+        )
+        return (await self.create_many([request]))[0]
+
+    async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:
+        """Create up to 100 runs in one D1 transaction, then arm their coordinators."""
+        if len(requests) > validation.MAX_BATCH:
+            raise ValidationError(f"at most {validation.MAX_BATCH} runs per call")
+        await self._ready()
+        now = now_ms(self._clock)
+        runs = [self._new_run(request, now) for request in requests]
+        keys = [run.dedupe_key for run in runs if run.dedupe_key is not None]
+        if len(keys) != len(set(keys)):
+            raise ValidationError("two runs in one call share a dedupe_key")
+        inserted = await self._store.insert_many(runs)
+        created: list[CreatedRun] = []
+        to_arm: list[NewRun] = []
+        for run, was_inserted in zip(runs, inserted, strict=True):
+            if was_inserted:
+                created.append(CreatedRun(kumofire_job_run_id=run.id, deduplicated=False))
+                to_arm.append(run)
+                continue
+            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "")
+            if existing is None:  # pruned between the two statements: create it after all
+                return await self.create_many(requests)
+            created.append(CreatedRun(kumofire_job_run_id=existing, deduplicated=True))
+        await asyncio.gather(*(self._arm(run) for run in to_arm))
+        return created
+
+    async def _arm(self, run: NewRun) -> None:
+        log.info("run.created", run_id=run.id, job=run.name, scheduled_for_ms=run.scheduled_for)
+        try:
+            await self._coordinators.arm(run.id, run.scheduled_for)
+        except Exception as exc:
+            # The run is durable in D1; reconciliation arms it if this call never landed.
+            log.error("run.arm_failed", run_id=run.id, error=str(exc))
+
+    # --- read -------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> JobRun | None:
+        await self._ready()
+        return await self._store.get(run_id)
+
+    async def list(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[JobRun]:
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise ValidationError(f"status must be one of: {known}") from None
+        await self._ready()
+        return await self._store.page(
+            status=status,
+            name=name,
+            schedule_id=schedule_id,
+            limit=validation.limit(limit),
+            cursor=cursor,
+        )
+
+    async def counts(self, *, name: str | None = None) -> dict[str, int]:
+        await self._ready()
+        return await self._store.counts(name=name)
+
+    # --- change -----------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> JobRun | None:
+        """Cancel an unfinished run at once; a finished run comes back unchanged."""
+        await self._ready()
+        run = await self._store.cancel(run_id, now_ms(self._clock))
+        if run is None:
+            return await self._store.get(run_id)
+        log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
+        try:
+            await self._coordinators.cancel(run_id)
+        except Exception as exc:
+            # D1 says canceled: a delivery finds that and closes the actor; a running
+            # handler's fenced finalize leaves the run canceled.
+            log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))
+        return run
+
+    async def retry(self, run_id: str) -> JobRun | None:
+        """Schedule a failed or canceled run again now, with one more attempt allowed."""
+        await self._ready()
+        now = now_ms(self._clock)
+        run = await self._store.retry(run_id, now)
+        if run is None:
+            current = await self._store.get(run_id)
+            if current is None:
+                return None
+            raise ConflictError(
+                f"run {run_id} is {current.status.value}: only failed or canceled runs can be "
+                "retried"
+            )
+        log.info("run.retry_requested", run_id=run.id, job=run.name, attempt=run.attempt)
+        await self._coordinators.arm(run.id, now)
+        return run
+
+    # --- the queue consumer and the cron trigger --------------------------------------------
+
+    async def consume(self, message: Any) -> ConsumeResult:
+        """One queue message: lease, start, run the handler, record the outcome."""
+        await self._ready()
+        return await self._bound.consumer.consume(message)
+
+    async def dispatch(self, limit: int = 100) -> DispatchResult:
+        await self._ready()
+        return await reconcile(
+            store=self._store,
+            coordinators=self._coordinators,
+            clock=self._clock,
+            limit=limit,
+            grace_seconds=self._runtime.reconcile_grace_seconds,
+            retention_seconds=self._runtime.retention_seconds,
+        )

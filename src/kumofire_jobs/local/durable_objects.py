@@ -1,0 +1,1103 @@
+"""The embedded Durable Objects binding: one instance per id, SQLite storage, alarms.
+
+A `LocalDurableObjectNamespace` is what a Worker sees as `env.COORDINATOR`: stubs whose
+methods are RPC calls into one live object per id, each object with its `ctx.storage` (KV,
+alarm, and a lazily created SQL database) persisted on disk, and an event-driven alarm
+scheduler. The semantics follow the platform's documentation, not convenience:
+
+* Concurrency (the input gate). Calls to one object start one at a time, in order. Storage
+  methods complete inside the event loop without yielding, so while a call awaits storage no
+  other call can start, and a read-modify-write over storage is atomic. When a call awaits
+  anything else (a queue send, another RPC, a future) the event loop runs other calls to the
+  same object, which may interleave.
+* The output gate. Every storage write is committed before its method returns, so nothing the
+  object sends afterwards can leave before the write is durable (with `synchronous="NORMAL"`,
+  durable against a crash of this process; pass `"FULL"` for power loss too).
+* Alarms. One per object, millisecond granularity; an alarm set in the past fires at once; a
+  throwing `alarm()` is retried after 2 s, 4 s, 8 s, ... up to 6 retries, then dropped; an alarm
+  set while `alarm()` runs replaces the running one (no retry of the old one); during the
+  handler `getAlarm()` is None unless the handler set a new alarm (as workerd does).
+* `deleteAll()` also deletes the alarm: the platform does so for compatibility dates from
+  2026-02-24 (changelog "deleteAll() now deletes Durable Object alarm"), and this project's
+  date is later. `delete_all_deletes_alarm=False` gives the older behaviour.
+* RPC: positional arguments only, values structured-cloned both ways, exceptions arrive as
+  `DurableObjectError` carrying the message but not the type.
+
+Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
+KV pairs and alarm, so thousands of objects cost rows, not files; an object that uses
+`ctx.storage.sql` gets its own file under `<path>/sql/` on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import inspect
+import itertools
+import logging
+import math
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import msgspec
+
+from kumofire_jobs.clock import Clock, sleep_until_or_woken
+
+if TYPE_CHECKING:
+    from kumofire_coordinator.storage import ActorStorage
+    from kumofire_jobs.bindings import DurableObjectId, DurableObjectNamespace
+
+log = logging.getLogger(__name__)
+
+# --- Platform facts -------------------------------------------------------------------------
+
+ALARM_RETRY_START_SECONDS = 2.0  # first retry 2 s after a throwing alarm(), then doubling
+ALARM_MAX_RETRIES = 6  # retries after the first run; the alarm is dropped after the 6th fails
+MAX_KEY_BYTES = 2 * 1024  # UTF-8 bytes of one key
+MAX_VALUE_BYTES = 128 * 1024  # one serialized value
+# Like miniflare: the platform's own serialization adds a few tag bytes, and a 128 KiB byte
+# string must still fit.
+VALUE_SIZE_SLACK = 32
+MAX_KEYS_PER_CALL = 128  # keys in one get/put/delete
+# deleteAll() deletes the alarm from compatibility date 2026-02-24 on; the project's is later.
+DELETE_ALL_DELETES_ALARM = True
+
+_GET_OPTIONS = frozenset({"allowConcurrency", "noCache"})
+_PUT_OPTIONS = frozenset({"allowConcurrency", "allowUnconfirmed", "noCache"})
+_LIST_OPTIONS = _GET_OPTIONS | {"start", "startAfter", "end", "prefix", "reverse", "limit"}
+_GET_ALARM_OPTIONS = frozenset({"allowConcurrency"})
+_SET_ALARM_OPTIONS = frozenset({"allowConcurrency", "allowUnconfirmed"})
+_SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_TRANSACTION_STATEMENT = re.compile(
+    r"\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE
+)
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+_NO_VALUE: Any = object()
+
+# --- Errors ---------------------------------------------------------------------------------
+
+
+class DurableObjectError(Exception):
+    """An exception raised inside a Durable Object, as the caller sees it.
+
+    Workers RPC carries the message across but not the exception's type, so callers must not
+    branch on types raised by the object. `remote` is True as on the platform's errors.
+    """
+
+    remote = True
+
+
+class DataCloneError(TypeError):
+    """A value that the structured clone algorithm (RPC, storage) cannot carry."""
+
+
+# --- Structured clone -----------------------------------------------------------------------
+
+
+def structured_clone(value: Any) -> Any:
+    """A deep copy limited to what crosses RPC and storage: dict (str keys), list, str, int,
+    float, bool, None, bytes. Tuples arrive as lists; anything else raises DataCloneError."""
+    try:
+        return _clone(value)
+    except RecursionError:
+        raise DataCloneError("value is cyclic or nested too deeply to clone") from None
+
+
+def _clone(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise DataCloneError(f"dict keys must be strings, not {type(key).__name__}")
+            out[str(key)] = _clone(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_clone(item) for item in value]
+    if kind is bytes:
+        return value
+    # Subclasses (str and int enums, dict subclasses) cross as their base value, as Pyodide
+    # converts them.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, dict):
+        return _clone(dict(value))
+    if isinstance(value, list | tuple):
+        return [_clone(item) for item in value]
+    raise DataCloneError(f"{kind.__name__} object could not be cloned")
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return msgspec.msgpack.encode(structured_clone(value))
+    except OverflowError:
+        raise DataCloneError("an integer beyond 64 bits could not be cloned into storage") from None
+
+
+_decode = msgspec.msgpack.decode
+
+
+# --- Ids and stubs --------------------------------------------------------------------------
+
+
+class LocalDurableObjectId:
+    """A Durable Object id: 64 hex digits; `name` is kept when it came from a name."""
+
+    __slots__ = ("_hex", "_namespace", "name")
+
+    def __init__(self, hex_id: str, name: str | None, namespace: str) -> None:
+        self._hex = hex_id
+        self.name = name
+        self._namespace = namespace
+
+    def toString(self) -> str:
+        return self._hex
+
+    def equals(self, other: object) -> bool:
+        return self == other
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, LocalDurableObjectId)
+            and other._hex == self._hex
+            and other._namespace == self._namespace
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+    def __str__(self) -> str:
+        return self._hex
+
+    def __repr__(self) -> str:
+        return f"LocalDurableObjectId({self._hex[:12]}…, name={self.name!r})"
+
+
+class LocalDurableObjectStub:
+    """`await stub.method(*args)` calls the object's public method by RPC."""
+
+    def __init__(self, namespace: LocalDurableObjectNamespace, id: LocalDurableObjectId) -> None:
+        self.id: DurableObjectId = id
+        self.name = id.name
+        self._local_id = id
+        self._namespace = namespace
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return _RpcMethod(self._namespace, self._local_id, method)
+
+    def __repr__(self) -> str:
+        return f"<stub {self._namespace.class_name} {self.id!r}>"
+
+
+class _RpcMethod:
+    __slots__ = ("_id", "_method", "_namespace")
+
+    def __init__(
+        self, namespace: LocalDurableObjectNamespace, id: LocalDurableObjectId, method: str
+    ) -> None:
+        self._namespace = namespace
+        self._id = id
+        self._method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        if kwargs:
+            raise TypeError(
+                f"RPC method {self._method!r} takes positional arguments only "
+                f"(got keyword arguments {sorted(kwargs)})"
+            )
+        # Like the platform the call is sent now, not when awaited, so calls made in order are
+        # delivered in order; awaiting the result only waits for the answer.
+        task = self._namespace._send(self._id, self._method, structured_clone(list(args)))
+        return _answer(task)
+
+
+async def _answer(task: asyncio.Future[Any]) -> Any:
+    # Shielded: a caller that stops waiting does not cancel the call inside the object.
+    return await asyncio.shield(task)
+
+
+# --- Per-object state -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInvocationInfo:
+    """What the platform passes to `alarm(alarmInfo)`."""
+
+    retryCount: int
+    isRetry: bool
+
+
+class _Actor:
+    """Book-keeping for one object id: its live instance (if any), gate and alarm."""
+
+    __slots__ = (
+        "alarm_gen",
+        "alarm_ms",
+        "alarm_queued",
+        "alarm_retry",
+        "alarm_running",
+        "blockers",
+        "hex",
+        "instance",
+        "name",
+        "name_recorded",
+        "opened",
+        "serial",
+        "sql",
+        "storage",
+    )
+
+    def __init__(self, hex_id: str, name: str | None) -> None:
+        self.hex = hex_id
+        self.name = name
+        self.name_recorded = False
+        self.instance: Any = None
+        self.serial = 0  # how many instances have been built (tests watch rebuilds)
+        self.blockers = 0  # running blockConcurrencyWhile callbacks
+        self.opened: asyncio.Event | None = None  # set when blockers drops to 0
+        self.storage: LocalDurableObjectStorage | None = None
+        self.sql: LocalSqlStorage | None = None
+        # The alarm: alarm_ms is the pending (or running) alarm, alarm_retry its retry count.
+        # While it runs, alarm_queued holds one set by the handler (None: none or deleted).
+        self.alarm_ms: int | None = None
+        self.alarm_retry = 0
+        self.alarm_gen = 0  # bumps on every change, so stale heap entries are skipped
+        self.alarm_running = False
+        self.alarm_queued: int | None = None
+
+
+class LocalDurableObjectState:
+    """`ctx` as the object's constructor receives it."""
+
+    def __init__(
+        self,
+        namespace: LocalDurableObjectNamespace,
+        actor: _Actor,
+        id: LocalDurableObjectId,
+        storage: LocalDurableObjectStorage,
+    ) -> None:
+        self.id = id
+        self.storage = storage
+        self._namespace = namespace
+        self._actor = actor
+
+    def blockConcurrencyWhile(self, callback: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
+        """Run `callback` with no other call to this object starting until it completes.
+
+        Starts at once (so a constructor may call it without awaiting, as in JavaScript);
+        await the returned task for its result. If the callback raises, the object is reset:
+        the next call builds a fresh instance.
+        """
+        actor = self._actor
+        actor.blockers += 0
+        if actor.opened is None:
+            actor.opened = asyncio.Event()
+        actor.opened.clear()
+
+        async def run() -> Any:
+            try:
+                return await callback()
+            except BaseException:
+                if actor.instance is not None:
+                    self._namespace._drop_instance(actor)
+                raise
+            finally:
+                actor.blockers -= 1
+                if actor.blockers == 0 and actor.opened is not None:
+                    actor.opened.set()
+
+        return self._namespace._track(asyncio.ensure_future(run()), "blockConcurrencyWhile")
+
+    def waitUntil(self, awaitable: Awaitable[Any]) -> None:
+        """Keep `awaitable` running after the call returns (its errors are logged)."""
+        self._namespace._track(asyncio.ensure_future(awaitable), "waitUntil")
+
+
+# --- Storage --------------------------------------------------------------------------------
+
+
+def _check_options(options: Mapping[str, Any] | None, allowed: frozenset[str], op: str) -> None:
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{op}() options must be a dict, not {type(options).__name__}")
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(
+            f"{op}() got unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"storage keys must be strings, not {type(key).__name__}")
+    if len(key) * 4 > MAX_KEY_BYTES and len(key.encode()) > MAX_KEY_BYTES:
+        raise ValueError(f"keys cannot exceed {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _check_keys(keys: Any, op: str) -> list[str]:
+    if not isinstance(keys, list | tuple):
+        raise TypeError(f"{op}() takes a key or a list of keys")
+    if len(keys) > MAX_KEYS_PER_CALL:
+        raise ValueError(f"{op}() takes at most {MAX_KEYS_PER_CALL} keys")
+    return [_check_key(key) for key in keys]
+
+
+def _encode_value(value: Any) -> bytes:
+    data = _encode(value)
+    if len(data) > MAX_VALUE_BYTES + VALUE_SIZE_SLACK:
+        raise ValueError(f"values cannot exceed {MAX_VALUE_BYTES} bytes")
+    return data
+
+
+def _alarm_ms(scheduled_time: Any) -> int:
+    if isinstance(scheduled_time, datetime):
+        if scheduled_time.tzinfo is None:
+            raise TypeError("setAlarm() needs a timezone-aware datetime")
+        return math.floor(scheduled_time.timestamp() * 1000)
+    if isinstance(scheduled_time, bool) or not isinstance(scheduled_time, int | float):
+        raise TypeError("setAlarm() takes epoch milliseconds or a datetime")
+    if not math.isfinite(scheduled_time):
+        raise ValueError("setAlarm() needs a finite time")
+    return math.floor(scheduled_time)
+
+
+class LocalDurableObjectStorage:
+    """`ctx.storage`: the KV API, the alarm API and `sql`, in the platform's spelling.
+
+    Every method runs to completion without yielding to the event loop (SQLite is called
+    synchronously), which is what makes the input gate hold, and commits before it returns,
+    which is what makes the output gate hold.
+    """
+
+    def __init__(self, namespace: LocalDurableObjectNamespace, actor: _Actor) -> None:
+        self._namespace = namespace
+        self._actor = actor
+
+    # KV ------------------------------------------------------------------------------------
+
+    @overload
+    async def get(self, key: str, options: Mapping[str, Any] | None = None) -> Any: ...
+
+    @overload
+    async def get(
+        self, key: list[str] | tuple[str, ...], options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]: ...
+
+    async def get(self, key: Any, options: Mapping[str, Any] | None = None) -> Any:
+        """A key's value (None when absent), or for a list of keys a dict of those present."""
+        _check_options(options, _GET_OPTIONS, "get")
+        db = self._namespace._db
+        if isinstance(key, str):
+            row = db.execute(
+                "SELECT value FROM kv WHERE object_id = ? AND key = ?",
+                (self._actor.hex, _check_key(key)),
+            ).fetchone()
+            return None if row is None else _decode(row[0])
+        keys = _check_keys(key, "get")
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        rows = db.execute(
+            f"SELECT key, value FROM kv WHERE object_id = ? AND key IN ({marks}) ORDER BY key",
+            (self._actor.hex, *keys),
+        ).fetchall()
+        return {k: _decode(v) for k, v in rows}
+
+    async def put(
+        self,
+        key: str | Mapping[str, Any],
+        value: Any = _NO_VALUE,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`put(key, value)` or `put({key: value, ...})` (then the second argument is options)."""
+        if isinstance(key, str):
+            if value is _NO_VALUE:
+                raise TypeError("put() needs a value")
+            _check_options(options, _PUT_OPTIONS, "put")
+            rows = [(self._actor.hex, _check_key(key), _encode_value(value))]
+        elif isinstance(key, Mapping):
+            if options is not None:
+                raise TypeError("put(entries, options) takes two arguments")
+            entries_options = None if value is _NO_VALUE else value
+            _check_options(entries_options, _PUT_OPTIONS, "put")
+            if len(key) > MAX_KEYS_PER_CALL:
+                raise ValueError(f"put() takes at most {MAX_KEYS_PER_CALL} entries")
+            rows = [(self._actor.hex, _check_key(k), _encode_value(v)) for k, v in key.items()]
+        else:
+            raise TypeError("put() takes a key and a value, or a dict of entries")
+        with self._namespace._write(self._actor) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO kv (object_id, key, value) VALUES (?, ?, ?)", rows
+            )
+
+    @overload
+    async def delete(self, key: str, options: Mapping[str, Any] | None = None) -> bool: ...
+
+    @overload
+    async def delete(
+        self, key: list[str] | tuple[str, ...], options: Mapping[str, Any] | None = None
+    ) -> int: ...
+
+    async def delete(self, key: Any, options: Mapping[str, Any] | None = None) -> bool | int:
+        """Delete a key (True if it existed) or a list of keys (how many existed)."""
+        _check_options(options, _PUT_OPTIONS, "delete")
+        keys = [_check_key(key)] if isinstance(key, str) else _check_keys(key, "delete")
+        if not keys:
+            return 0
+        marks = ",".join("?" * len(keys))
+        with self._namespace._write(None) as db:
+            deleted = db.execute(
+                f"DELETE FROM kv WHERE object_id = ? AND key IN ({marks})",
+                (self._actor.hex, *keys),
+            ).rowcount
+        return deleted > 0 if isinstance(key, str) else deleted
+
+    async def deleteAll(self, options: Mapping[str, Any] | None = None) -> None:
+        """Delete every key, the SQL database and (see DELETE_ALL_DELETES_ALARM) the alarm."""
+        _check_options(options, _PUT_OPTIONS, "deleteAll")
+        namespace, actor = self._namespace, self._actor
+        deletes_alarm = namespace.delete_all_deletes_alarm
+        with namespace._write(None) as db:
+            db.execute("DELETE FROM kv WHERE object_id = ?", (actor.hex,))
+            if deletes_alarm:
+                namespace._delete_alarm(actor, db)
+                db.execute("DELETE FROM names WHERE object_id = ?", (actor.hex,))
+                actor.name_recorded = False
+        if actor.sql is not None:
+            actor.sql._destroy()
+
+    async def list(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Entries ordered by key: `prefix`, `start` (inclusive) or `startAfter`, `end`
+        (exclusive), `reverse`, `limit`."""
+        _check_options(options, _LIST_OPTIONS, "list")
+        # None stands for JavaScript's undefined: the option is absent.
+        opts = {k: v for k, v in (options or {}).items() if v is not None}
+        where = ["object_id = ?"]
+        params: list[Any] = [self._actor.hex]
+        if "start" in opts and "startAfter" in opts:
+            raise TypeError("list() takes start or startAfter, not both")
+        for option, op in (("start", ">="), ("startAfter", ">"), ("end", "<")):
+            if option in opts:
+                where.append(f"key {op} ?")
+                params.append(_check_key(opts[option]))
+        prefix = opts.get("prefix")
+        if prefix is not None and prefix != "":
+            where.append("key >= ? AND substr(key, 1, ?) = ?")
+            params += [_check_key(prefix), len(prefix), prefix]
+        order = "DESC" if opts.get("reverse") else "ASC"
+        sql = f"SELECT key, value FROM kv WHERE {' AND '.join(where)} ORDER BY key {order}"
+        if "limit" in opts:
+            limit = opts["limit"]
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError("list() limit must be a positive integer")
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._namespace._db.execute(sql, params).fetchall()
+        return {k: _decode(v) for k, v in rows}
+
+    async def sync(self) -> None:
+        """Resolve once writes are durable: they already are when each write returns."""
+
+    # Alarm ---------------------------------------------------------------------------------
+
+    async def getAlarm(self, options: Mapping[str, Any] | None = None) -> float | None:
+        """The alarm's time in epoch ms, or None. Inside `alarm()`: only one it set itself."""
+        _check_options(options, _GET_ALARM_OPTIONS, "getAlarm")
+        return self._namespace._alarm_time(self._actor)
+
+    async def setAlarm(
+        self, scheduled_time: float | datetime, options: Mapping[str, Any] | None = None
+    ) -> None:
+        """Set the object's one alarm (epoch ms or datetime), replacing any other."""
+        _check_options(options, _SET_ALARM_OPTIONS, "setAlarm")
+        time_ms = _alarm_ms(scheduled_time)
+        instance = self._actor.instance
+        if instance is not None and not callable(getattr(instance, "alarm", None)):
+            raise TypeError("the Durable Object class must have an alarm() handler to setAlarm()")
+        self._namespace._set_alarm(self._actor, time_ms)
+
+    async def deleteAlarm(self, options: Mapping[str, Any] | None = None) -> None:
+        _check_options(options, _SET_ALARM_OPTIONS, "deleteAlarm")
+        with self._namespace._write(None) as db:
+            self._namespace._delete_alarm(self._actor, db)
+
+    # SQL -----------------------------------------------------------------------------------
+
+    @property
+    def sql(self) -> LocalSqlStorage:
+        actor = self._actor
+        if actor.sql is None:
+            actor.sql = LocalSqlStorage(self._namespace._sql_path(actor.hex), self._namespace)
+        return actor.sql
+
+
+# --- SQL storage ----------------------------------------------------------------------------
+
+
+class SqlRow(dict[str, Any]):
+    """A result row: a dict that also reads columns as attributes (`row.greeting`), as a
+    Python Worker reads the JavaScript row object."""
+
+    def __getattr__(self, column: str) -> Any:
+        try:
+            return self[column]
+        except KeyError:
+            raise AttributeError(column) from None
+
+
+class LocalSqlCursor:
+    """The result of `sql.exec()`: iterate it once, or take `toArray()` / `one()` / `raw()`."""
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]], written: int) -> None:
+        self.columnNames = columns
+        self._rows = rows
+        self._next = 0
+        # sqlite3 does not report rows scanned: rowsRead counts the rows returned, a lower
+        # bound of what the platform bills.
+        self.rowsRead = len(rows)
+        self.rowsWritten = written
+
+    def _take(self) -> list[tuple[Any, ...]]:
+        rows = self._rows[self._next :]
+        self._next = len(self._rows)
+        return rows
+
+    def __iter__(self) -> Iterator[SqlRow]:
+        while self._next < len(self._rows):
+            row = self._rows[self._next]
+            self._next += 1
+            yield SqlRow(zip(self.columnNames, row, strict=True))
+
+    def next(self) -> dict[str, Any]:
+        """The JavaScript iterator protocol: `{"done": bool, "value": row}`."""
+        for row in self:
+            return {"done": False, "value": row}
+        return {"done": True}
+
+    def toArray(self) -> list[SqlRow]:
+        return [SqlRow(zip(self.columnNames, row, strict=True)) for row in self._take()]
+
+    def one(self) -> SqlRow:
+        rows = self._take()
+        if len(rows) != 1:
+            raise ValueError(f"Expected exactly one result from SQL query, got {len(rows)}")
+        return SqlRow(zip(self.columnNames, rows[0], strict=True))
+
+    def raw(self) -> Iterator[list[Any]]:
+        return (list(row) for row in self._take())
+
+
+class LocalSqlStorage:
+    """`ctx.storage.sql`: a per-object SQLite database, created on first use."""
+
+    def __init__(self, path: Path, namespace: LocalDurableObjectNamespace) -> None:
+        self._path = path
+        self._namespace = namespace
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = self._namespace._connect(self._path)
+        return self._conn
+
+    def exec(self, query: str, *bindings: Any) -> LocalSqlCursor:
+        """Run one statement (or several, without bindings) and return its cursor."""
+        for binding in bindings:
+            if binding is not None and not isinstance(binding, int | float | str | bytes):
+                raise TypeError(f"cannot bind a {type(binding).__name__} to a SQL parameter")
+        statements = _split_sql(query)
+        if not statements:
+            raise ValueError("exec() needs a statement")
+        if len(statements) > 1 and bindings:
+            raise ValueError("bindings apply to a single statement")
+        for statement in statements:
+            if _TRANSACTION_STATEMENT.match(statement):
+                raise ValueError(
+                    "To execute a transaction, use the storage's transaction APIs instead of "
+                    "the SQL BEGIN TRANSACTION or SAVEPOINT statements"
+                )
+        conn = self._connection()
+        before = conn.total_changes
+        cursor: sqlite3.Cursor | None = None
+        for statement in statements:
+            cursor = conn.execute(statement, bindings)
+        assert cursor is not None
+        rows = cursor.fetchall()
+        columns = [d[0] for d in cursor.description or ()]
+        return LocalSqlCursor(columns, rows, conn.total_changes - before)
+
+    @property
+    def databaseSize(self) -> int:
+        if self._conn is None and not self._path.exists():
+            return 0
+        conn = self._connection()
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return int(pages * size)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _destroy(self) -> None:
+        self._close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self._path}{suffix}")
+
+
+def _split_sql(query: str) -> list[str]:
+    statements: list[str] = []
+    buffer = ""
+    for piece in query.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                statements.append(buffer)
+            buffer = ""
+    if buffer.strip(" \t\r\n;"):
+        statements.append(buffer)
+    return statements
+
+
+# --- The namespace --------------------------------------------------------------------------
+
+Factory = Callable[[LocalDurableObjectState, Any], Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    object_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (object_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    object_id TEXT PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    retry INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names (
+    object_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class LocalDurableObjectNamespace:
+    """A Durable Object namespace bound to one class, persisted under the directory `path`.
+
+    `factory(ctx, env)` builds an object, like `DurableObject.__init__(self, ctx, env)`.
+    Objects are built lazily on their first call and rebuilt from storage after `evict()`.
+    Alarms fire only between `start()` and `stop()`/`close()`.
+    """
+
+    def __init__(
+        self,
+        factory: Factory,
+        *,
+        path: str | os.PathLike[str],
+        clock: Clock,
+        env: Any = None,
+        class_name: str | None = None,
+        synchronous: str = "NORMAL",
+        delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
+        self.class_name: str = class_name or str(getattr(factory, "__name__", "DurableObject"))
+        self.delete_all_deletes_alarm = delete_all_deletes_alarm
+        self._factory = factory
+        self._env = env
+        self._clock = clock
+        self._synchronous = synchronous.upper()
+        self._dir = Path(path)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._db = self._connect(self._dir / "objects.sqlite3")
+        self._db.executescript(_SCHEMA)
+        self._actors: dict[str, _Actor] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
+        self._heap: list[tuple[float, int, _Actor, int]] = []
+        self._seq = itertools.count()
+        self._pending_alarms = 0
+        self._wake: asyncio.Event | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._closed = False
+        for hex_id, time_ms, retry in self._db.execute(
+            "SELECT object_id, time_ms, retry FROM alarms"
+        ).fetchall():
+            actor = self._actor(hex_id, None)
+            actor.alarm_retry = retry
+            self._arm(actor, time_ms)
+
+    # The binding -----------------------------------------------------------------------------
+
+    def idFromName(self, name: str) -> LocalDurableObjectId:
+        if not isinstance(name, str):
+            raise TypeError("idFromName() takes a string")
+        digest = hashlib.sha256(f"{self.class_name}\0{name}".encode()).hexdigest()
+        return LocalDurableObjectId(digest, name, self.class_name)
+
+    def newUniqueId(self, options: Mapping[str, Any] | None = None) -> LocalDurableObjectId:
+        _check_options(options, frozenset({"jurisdiction"}), "newUniqueId")
+        return LocalDurableObjectId(secrets.token_hex(32), None, self.class_name)
+
+    def idFromString(self, id: str) -> LocalDurableObjectId:
+        if not isinstance(id, str) or not _HEX_ID.fullmatch(id):
+            raise TypeError("Invalid Durable Object ID: must be 64 hex digits")
+        return LocalDurableObjectId(id, None, self.class_name)
+
+    def get(self, id: Any, options: Mapping[str, Any] | None = None) -> LocalDurableObjectStub:
+        _check_options(options, frozenset({"locationHint"}), "get")
+        if not isinstance(id, LocalDurableObjectId) or id._namespace != self.class_name:
+            raise TypeError("get() takes an id made by this namespace")
+        return LocalDurableObjectStub(self, id)
+
+    def getByName(
+        self, name: str, options: Mapping[str, Any] | None = None
+    ) -> LocalDurableObjectStub:
+        return self.get(self.idFromName(name), options)
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start firing alarms (the ones persisted before fire as soon as they are due)."""
+        if self._closed:
+            raise RuntimeError("the namespace is closed")
+        if self._scheduler is None:
+            self._wake = asyncio.Event()
+            self._scheduler = asyncio.create_task(self._schedule(), name="do-alarm-scheduler")
+
+    async def stop(self) -> None:
+        """Stop firing alarms and cancel in-flight calls and alarm handlers.
+
+        Like a process that dies: a cancelled alarm stays stored and fires again later.
+        """
+        scheduler, self._scheduler = self._scheduler, None
+        tasks = [*self._tasks, *([scheduler] if scheduler else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._wake = None
+        self._rearm_all()
+
+    async def close(self) -> None:
+        await self.stop()
+        for actor in self._actors.values():
+            if actor.sql is not None:
+                actor.sql._close()
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+    async def __aenter__(self) -> LocalDurableObjectNamespace:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # Inspection (tests, the dev server) --------------------------------------------------------
+
+    def evict(self, id_or_name: LocalDurableObjectId | str) -> None:
+        """Drop the object's in-memory instance; storage and alarm stay. Calls already running
+        finish on the old instance."""
+        actor = self._actors.get(self._hex(id_or_name))
+        if actor is not None and actor.instance is not None:
+            self._drop_instance(actor)
+
+    def evict_all(self) -> None:
+        for actor in self._actors.values():
+            if actor.instance is not None:
+                self._drop_instance(actor)
+
+    def alarm_of(self, id_or_name: LocalDurableObjectId | str) -> float | None:
+        """What the object's `getAlarm()` would answer."""
+        actor = self._actors.get(self._hex(id_or_name))
+        return None if actor is None else self._alarm_time(actor)
+
+    def instance_count(self) -> int:
+        return sum(1 for actor in self._actors.values() if actor.instance is not None)
+
+    def _hex(self, id_or_name: LocalDurableObjectId | str) -> str:
+        if isinstance(id_or_name, LocalDurableObjectId):
+            return id_or_name.toString()
+        return self.idFromName(id_or_name).toString()
+
+    # Calls ---------------------------------------------------------------------------------------
+
+    def _actor(self, hex_id: str, name: str | None) -> _Actor:
+        actor = self._actors.get(hex_id)
+        if actor is None:
+            actor = self._actors[hex_id] = _Actor(hex_id, name)
+            actor.storage = LocalDurableObjectStorage(self, actor)
+        elif actor.name is None and name is not None:
+            actor.name = name
+        return actor
+
+    def _send(self, id: LocalDurableObjectId, method: str, args: list[Any]) -> asyncio.Future[Any]:
+        actor = self._actor(id.toString(), id.name)
+        return self._track(asyncio.ensure_future(self._rpc(actor, method, args)), None)
+
+    async def _rpc(self, actor: _Actor, method: str, args: list[Any]) -> Any:
+        instance = await self._enter(actor)
+        function = getattr(instance, method, None)
+        if not callable(function):
+            raise DurableObjectError(f'The RPC receiver does not implement the method "{method}".')
+        try:
+            result = function(*args)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            log.debug("Durable Object method %s raised", method, exc_info=True)
+            raise DurableObjectError(str(exc)) from None
+        return structured_clone(result)
+
+    async def _enter(self, actor: _Actor) -> Any:
+        """Wait for the object's gate, building the instance if needed; return it."""
+        while True:
+            while actor.blockers:
+                assert actor.opened is not None
+                await actor.opened.wait()
+            if actor.instance is None:
+                self._build(actor)
+            if not actor.blockers:  # the constructor may have called blockConcurrencyWhile
+                return actor.instance
+
+    def _build(self, actor: _Actor) -> None:
+        assert actor.storage is not None
+        if actor.name is None:
+            row = self._db.execute(
+                "SELECT name FROM names WHERE object_id = ?", (actor.hex,)
+            ).fetchone()
+            if row is not None:
+                actor.name, actor.name_recorded = row[0], True
+        id = LocalDurableObjectId(actor.hex, actor.name, self.class_name)
+        ctx = LocalDurableObjectState(self, actor, id, actor.storage)
+        actor.serial += 1
+        try:
+            actor.instance = self._factory(ctx, self._env)
+        except Exception as exc:
+            log.debug("Durable Object constructor raised", exc_info=True)
+            raise DurableObjectError(str(exc)) from None
+
+    def _drop_instance(self, actor: _Actor) -> None:
+        actor.instance = None
+        if actor.sql is not None:
+            actor.sql._close()  # frees the file handle; reopened on next use
+
+    def _track(self, task: asyncio.Future[Any], label: str | None) -> asyncio.Future[Any]:
+        self._tasks.add(task)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self._tasks.discard(task)
+            # Retrieve the outcome so an unawaited failure is logged, not left for the GC.
+            if not task.cancelled() and (exc := task.exception()) is not None and label:
+                log.error("Durable Object %s failed", label, exc_info=exc)
+
+        task.add_done_callback(done)
+        return task
+
+    # Storage plumbing -----------------------------------------------------------------------------
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _sql_path(self, hex_id: str) -> Path:
+        return self._dir / "sql" / f"{hex_id}.sqlite3"
+
+    @contextlib.contextmanager
+    def _write(self, recording: _Actor | None) -> Iterator[sqlite3.Connection]:
+        """One transaction, committed before the caller continues (the output gate)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Remember the object's name beside its first stored value, so an instance rebuilt
+            # after a restart (say, by its alarm) still knows `ctx.id.name`.
+            if recording is not None and recording.name and not recording.name_recorded:
+                db.execute(
+                    "INSERT OR IGNORE INTO names (object_id, name) VALUES (?, ?)",
+                    (recording.hex, recording.name),
+                )
+                recording.name_recorded = True
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # Alarms ------------------------------------------------------------------------------------
+
+    def _alarm_time(self, actor: _Actor) -> float | None:
+        if actor.alarm_running:
+            return None if actor.alarm_queued is None else float(actor.alarm_queued)
+        return None if actor.alarm_ms is None else float(actor.alarm_ms)
+
+    def _set_alarm(self, actor: _Actor, time_ms: int) -> None:
+        with self._write(actor) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, 0)",
+                (actor.hex, time_ms),
+            )
+        if actor.alarm_running:
+            actor.alarm_queued = time_ms  # takes over when the running handler returns
+        else:
+            actor.alarm_retry = 0
+            self._arm(actor, time_ms)
+
+    def _delete_alarm(self, actor: _Actor, db: sqlite3.Connection) -> None:
+        if actor.alarm_running:
+            # Only the alarm queued by the handler goes; the running one may still be retried,
+            # so its row is what a restart must find.
+            actor.alarm_queued = None
+            assert actor.alarm_ms is not None
+            db.execute(
+                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
+                (actor.hex, actor.alarm_ms, actor.alarm_retry),
+            )
+            return
+        db.execute("DELETE FROM alarms WHERE object_id = ?", (actor.hex,))
+        if actor.alarm_ms is not None:
+            self._pending_alarms -= 1
+        actor.alarm_ms = None
+        actor.alarm_retry = 0
+        actor.alarm_gen += 1
+
+    def _arm(self, actor: _Actor, time_ms: int) -> None:
+        """Put the actor's alarm in the heap (in memory; the row is already written)."""
+        if actor.alarm_ms is None:
+            self._pending_alarms += 1
+        actor.alarm_ms = time_ms
+        actor.alarm_gen += 1
+        due = time_ms / 1000
+        if self._wake is not None and (not self._heap or due < self._heap[0][0]):
+            self._wake.set()
+        heapq.heappush(self._heap, (due, next(self._seq), actor, actor.alarm_gen))
+        if len(self._heap) > 1024 and len(self._heap) > 4 * self._pending_alarms:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._heap = [entry for entry in self._heap if entry[3] == entry[2].alarm_gen]
+        heapq.heapify(self._heap)
+
+    def _next_due(self) -> float | None:
+        heap = self._heap
+        while heap and (heap[0][3] != heap[0][2].alarm_gen or heap[0][2].alarm_running):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    async def _schedule(self) -> None:
+        assert self._wake is not None
+        while True:
+            now = self._clock.now()
+            due = self._next_due()
+            dispatched = 0
+            while due is not None and due <= now:
+                _, _, actor, gen = heapq.heappop(self._heap)
+                self._track(asyncio.ensure_future(self._fire(actor, gen)), None)
+                dispatched += 1
+                if dispatched % 256 == 0:
+                    # Let the first handlers start while thousands more are due at once.
+                    await asyncio.sleep(0)
+                due = self._next_due()
+            await sleep_until_or_woken(self._clock, due, self._wake)
+
+    async def _fire(self, actor: _Actor, gen: int) -> None:
+        if actor.alarm_gen != gen or actor.alarm_running:
+            return  # replaced or deleted between its dispatch and now
+        actor.alarm_running = True
+        actor.alarm_queued = None
+        retry = actor.alarm_retry
+        info = AlarmInvocationInfo(retryCount=retry, isRetry=retry > 0)
+        succeeded = False
+        try:
+            instance = await self._enter(actor)
+            handler = getattr(instance, "alarm", None)
+            if not callable(handler):
+                log.error("%s has no alarm() handler; dropping its alarm", self.class_name)
+                succeeded = True
+            else:
+                result = handler(info)
+                if inspect.isawaitable(result):
+                    await result
+                succeeded = True
+        except asyncio.CancelledError:
+            raise  # stop(): the stored alarm stands and stop() re-arms it
+        except Exception:
+            log.warning(
+                "alarm() of %s %s raised (retry %d)",
+                self.class_name,
+                actor.name or actor.hex,
+                retry,
+                exc_info=True,
+            )
+        actor.alarm_running = False
+        queued, actor.alarm_queued = actor.alarm_queued, None
+        if queued is not None:  # set during the run: it replaces this alarm, row written
+            actor.alarm_retry = 0
+            self._arm(actor, queued)
+        elif succeeded or retry >= ALARM_MAX_RETRIES:
+            with self._write(None) as db:
+                self._delete_alarm(actor, db)
+        else:
+            delay = ALARM_RETRY_START_SECONDS * 2**retry
+            time_ms = math.floor((self._clock.now() + delay) * 1000)
+            actor.alarm_retry = retry + 1
+            with self._write(None) as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
+                    (actor.hex, time_ms, actor.alarm_retry),
+                )
+            self._arm(actor, time_ms)
+
+    def _rearm_all(self) -> None:
+        """After stop(): handlers cut short count as not run; rebuild the heap from scratch."""
+        self._heap = []
+        self._pending_alarms = 0
+        for actor in self._actors.values():
+            if actor.alarm_running:
+                actor.alarm_running = False
+                if actor.alarm_queued is not None:
+                    actor.alarm_ms, actor.alarm_retry = actor.alarm_queued, 0
+                actor.alarm_queued = None
+            time_ms, actor.alarm_ms = actor.alarm_ms, None
+            if time_ms is not None:
+                self._arm(actor, time_ms)
+
+
+if TYPE_CHECKING:
+    # The binding satisfies the runtime's protocols.
+    def _as_namespace(ns: LocalDurableObjectNamespace) -> DurableObjectNamespace:
+        return ns
+
+    def _as_actor_storage(storage: LocalDurableObjectStorage) -> ActorStorage:
+        return storage

@@ -1,0 +1,162 @@
+"""The embedded bindings wired together as this project's `wrangler.toml` declares them.
+
+`LocalEnvironment` is to the runtime what a Worker's `env` is on Cloudflare: it has the
+`JOBS_DB`, `JOBS_QUEUE` and `JOB_COORDINATOR` bindings, its queue consumer calls
+`runtime.consume_batch`, its coordinator objects wrap `runtime.coordinator_actor`, and its
+cron triggers call `runtime.dispatch_scheduled`: the same calls `src/entry.py` makes. Every
+byte lives under one data directory, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kumofire_coordinator import CoordinatorEndpoint
+
+from ..log import get_logger
+from ..migrations import apply_migrations
+from ..runtime import Resources, Runtime
+from .cron import LocalCron, ScheduledController
+from .d1 import LocalD1Database
+from .durable_objects import LocalDurableObjectNamespace, LocalDurableObjectState
+from .queue import ConsumerSettings, LocalMessageBatch, LocalQueueBroker
+
+log = get_logger()
+
+# Names as wrangler.toml declares them; used when no wrangler.toml is given.
+DEFAULT_QUEUE = "kumofire-jobs"
+DEFAULT_DEAD_LETTER_QUEUE = "kumofire-jobs-dlq"
+DEFAULT_CRONS = ("* * * * *",)
+COORDINATOR_CLASS = "JobCoordinator"
+# Prompt delivery: the platform's default batch timeout (5 s) would delay every run.
+PROMPT_CONSUMER = ConsumerSettings(
+    max_batch_size=100, max_batch_timeout=0, dead_letter_queue=DEFAULT_DEAD_LETTER_QUEUE
+)
+
+
+class LocalJobCoordinator(CoordinatorEndpoint):
+    """The coordinator Durable Object class, as the embedded namespace builds it."""
+
+    def __init__(self, ctx: LocalDurableObjectState, env: LocalEnvironment) -> None:
+        self.ctx = ctx
+        self.actor = env.runtime.coordinator_actor(ctx.storage, env.resources)
+
+
+class WranglerSettings:
+    """What the embedded environment takes from a wrangler.toml."""
+
+    def __init__(
+        self,
+        queue: str = DEFAULT_QUEUE,
+        consumer: ConsumerSettings = PROMPT_CONSUMER,
+        crons: Sequence[str] = DEFAULT_CRONS,
+    ) -> None:
+        self.queue = queue
+        self.consumer = consumer
+        self.crons = tuple(crons)
+
+    @classmethod
+    def load(cls, path: Path) -> WranglerSettings:
+        with path.open("rb") as file:
+            config = tomllib.load(file)
+        return cls.from_config(config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> WranglerSettings:
+        queues = config.get("queues", {})
+        producers = [p for p in queues.get("producers", []) if p.get("binding") == "JOBS_QUEUE"]
+        queue = producers[0]["queue"] if producers else DEFAULT_QUEUE
+        consumer = PROMPT_CONSUMER
+        for table in queues.get("consumers", []):
+            if table.get("queue") == queue:
+                consumer = ConsumerSettings.from_wrangler(table)
+        crons = config.get("triggers", {}).get("crons", list(DEFAULT_CRONS))
+        return cls(queue=queue, consumer=consumer, crons=crons)
+
+
+class LocalEnvironment:
+    def __init__(
+        self,
+        runtime: Runtime,
+        data_dir: str | Path,
+        *,
+        settings: WranglerSettings | None = None,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        self.runtime = runtime
+        self.clock = runtime.clock
+        self.settings = settings or WranglerSettings()
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "d1").mkdir(exist_ok=True)
+
+        self.JOBS_DB = LocalD1Database(self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous)
+        self.broker = LocalQueueBroker(
+            self.data_dir / "queues.sqlite", self.clock, synchronous=synchronous
+        )
+        self.JOBS_QUEUE = self.broker.producer(self.settings.queue)
+        self.JOB_COORDINATOR = LocalDurableObjectNamespace(
+            LocalJobCoordinator,
+            path=self.data_dir / "durable_objects" / COORDINATOR_CLASS,
+            clock=self.clock,
+            env=self,
+            class_name=COORDINATOR_CLASS,
+            synchronous=synchronous,
+        )
+        self.resources = Resources(
+            db=self.JOBS_DB, queue=self.JOBS_QUEUE, coordinator=self.JOB_COORDINATOR
+        )
+        self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
+        self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)
+        self.jobs = runtime.bind(self.resources)
+        self._started = False
+
+    # --- the Worker's handlers, as workerd would call them -----------------------------------
+
+    async def queue(self, batch: LocalMessageBatch) -> None:
+        await self.runtime.consume_batch(batch, self.resources)
+
+    async def scheduled(self, controller: ScheduledController) -> None:
+        await self.runtime.dispatch_scheduled(self.resources)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        return [m.name for m in await apply_migrations(self.JOBS_DB)]
+
+    async def start(self, *, migrate: bool = True) -> None:
+        """Apply pending migrations (unless told not to), then start the queue consumer,
+        the alarms and the cron triggers."""
+        if migrate:
+            applied = await self.migrate()
+            if applied:
+                log.info("migrations.applied", migrations=applied)
+        await self.JOB_COORDINATOR.start()
+        await self.broker.start()
+        await self.cron.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """A clean shutdown: timers stop, in-flight batches finish and settle."""
+        if self._started:
+            await self.cron.stop()
+            await self.broker.stop()
+            await self.JOB_COORDINATOR.stop()
+            self._started = False
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the stores at once, as a crash would (nothing in flight is settled)."""
+        self.broker.close()
+        await self.JOB_COORDINATOR.close()
+        self.JOBS_DB.close()
+
+    async def __aenter__(self) -> LocalEnvironment:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

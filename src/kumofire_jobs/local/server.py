@@ -1,0 +1,108 @@
+"""`kumofire-jobs dev` and `kumofire-jobs migrate`: the embedded system in one process.
+
+The HTTP API is served by uvicorn; the queue consumer, the coordinators' alarms and the cron
+triggers run on the same event loop. uvicorn handles Ctrl-C and SIGTERM: it stops accepting
+requests, and then the bindings stop cleanly (in-flight batches settle).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..log import configure_logging, get_logger
+from ..migrations import apply_migrations, pending_migrations
+from ..runtime import Runtime
+from ..web import create_app
+from .d1 import LocalD1Database
+from .environment import LocalEnvironment, WranglerSettings
+
+log = get_logger()
+
+TOKEN_ENV = "KUMOFIRE_API_TOKEN"
+
+
+def load_runtime(spec: str | None) -> Runtime:
+    """`MODULE:ATTRIBUTE`, imported from the current directory the way uvicorn loads an app;
+    None gives the built-in demo."""
+    if spec is None:
+        spec = "kumofire_jobs.demo:runtime"
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise SystemExit(f"--app must look like MODULE:RUNTIME, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"could not import {module_name!r}: {exc}") from None
+    value: Any = module
+    for part in attribute.split("."):
+        try:
+            value = getattr(value, part)
+        except AttributeError:
+            raise SystemExit(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(value, Runtime):
+        raise SystemExit(f"{spec} is a {type(value).__name__}, not a runtime (create_runtime)")
+    return value
+
+
+async def run_dev_server(
+    *, app: str | None, host: str, port: int, data_dir: Path, config: Path | None
+) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print(
+            "kumofire-jobs dev needs uvicorn: pip install 'kumofire-jobs[local]'", file=sys.stderr
+        )
+        return 1
+    configure_logging()
+    runtime = load_runtime(app)
+    settings = WranglerSettings.load(config) if config is not None else WranglerSettings()
+    env = LocalEnvironment(runtime, data_dir, settings=settings)
+    await env.start()
+    http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            for listener in self.servers:
+                for sock in listener.sockets:
+                    bound_host, bound_port = sock.getsockname()[:2]
+                    print(
+                        f"Kumofire Jobs dev server listening on http://{bound_host}:{bound_port}"
+                        f" (data in {data_dir}/)",
+                        flush=True,
+                    )
+
+    server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
+    try:
+        await server.serve()
+    finally:
+        await env.stop()
+    return 0
+
+
+async def migrate_local(data_dir: Path, *, dry_run: bool) -> int:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "d1").mkdir(exist_ok=True)
+    db = LocalD1Database(data_dir / "d1" / "jobs.sqlite")
+    try:
+        pending = await pending_migrations(db)
+        if not pending:
+            print("No migrations to apply.")
+            return 0
+        if dry_run:
+            print("Migrations to apply:")
+            for migration in pending:
+                print(f"  {migration.name}")
+            return 0
+        for migration in await apply_migrations(db):
+            print(f"Applied {migration.name}")
+        return 0
+    finally:
+        db.close()

@@ -1,0 +1,71 @@
+"""The public data shapes (msgspec Structs), as API.md names them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .states import ConsumeOutcome, RunStatus
+
+T = TypeVar("T")
+
+
+class JobRun(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    status: RunStatus
+    payload: Any
+    attempt: int
+    max_attempts: int
+    scheduled_for: datetime
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_error: str | None
+    dedupe_key: str | None
+    schedule_id: str | None
+
+
+class CreatedRun(msgspec.Struct, kw_only=True):
+    kumofire_job_run_id: str
+    deduplicated: bool
+
+
+class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One run to create: the keyword arguments of `jobs.create`, as a value."""
+
+    name: str
+    payload: Any = None
+    run_at: datetime | None = None
+    delay: float | None = None
+    max_attempts: int | None = None
+    dedupe_key: str | None = None
+
+
+class Page(msgspec.Struct, Generic[T], kw_only=True):
+    items: list[T]
+    next_cursor: str | None
+
+
+class ConsumeResult(msgspec.Struct, kw_only=True):
+    outcome: ConsumeOutcome
+    job_run_id: str | None
+
+
+class DispatchResult(msgspec.Struct, kw_only=True):
+    """What reconciliation repaired. In a healthy system every count is zero."""
+
+    dispatched: int = 0  # due runs whose coordinator had lost them, armed again
+    recovered: int = 0  # running runs whose lease no longer lives, delivered again
+    pruned: int = 0  # finished runs deleted by retention
+    checked: int = 0  # runs whose coordinator was asked
+
+
+class JobRunMessage(msgspec.Struct, kw_only=True):
+    """The queue's only message: `{"version": 1, "kumofireJobRunId": "run_..."}`."""
+
+    version: int
+    kumofireJobRunId: str

@@ -1,0 +1,68 @@
+"""Reconciliation: the cron trigger's safety net.
+
+Each run's coordinator delivers it on time; this finds what a coordinator or the queue
+dropped and repairs it. It asks each unfinished, overdue run's actor what it holds (never
+guessing from D1 alone): an actor that no longer owns the run (closed, say, because an arm
+call failed after the insert) or gave up redelivering is armed again, which delivers at
+once. It also deletes finished runs past the retention age. In a healthy system it finds
+nothing to repair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .clock import Clock, now_ms
+from .coordination import Coordinators
+from .log import get_logger
+from .models import DispatchResult
+from .store import RunStore
+
+log = get_logger()
+
+# A run is "overdue" only this long after its due time: before that its actor is still
+# expected to be delivering it, and asking would only cost a Durable Object request.
+DEFAULT_GRACE_SECONDS = 60.0
+_CONCURRENCY = 16
+_LOST_PHASES = {"closed", "abandoned"}
+
+
+async def reconcile(
+    *,
+    store: RunStore,
+    coordinators: Coordinators,
+    clock: Clock,
+    limit: int,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    retention_seconds: float | None,
+) -> DispatchResult:
+    now = now_ms(clock)
+    result = DispatchResult()
+    rows = await store.active_due_before(now - int(grace_seconds * 1000), limit)
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def check(row: dict[str, object]) -> None:
+        run_id = str(row["id"])
+        async with gate:
+            status = await coordinators.status(run_id)
+            result.checked += 1
+            if status.get("phase") not in _LOST_PHASES:
+                return
+            await coordinators.arm(run_id, int(str(row["scheduled_for"])))
+        if row["status"] == "running":
+            result.recovered += 1
+        else:
+            result.dispatched += 1
+        log.warning(
+            "run.reconciled", run_id=run_id, status=row["status"], actor=status.get("phase")
+        )
+
+    await asyncio.gather(*(check(row) for row in rows))
+    if retention_seconds is not None:
+        result.pruned = await store.prune(now - int(retention_seconds * 1000), limit)
+    if result.dispatched or result.recovered or result.pruned:
+        log.info(
+            "reconcile.done", dispatched=result.dispatched, recovered=result.recovered,
+            pruned=result.pruned, checked=result.checked,
+        )  # fmt: skip
+    return result

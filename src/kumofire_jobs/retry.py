@@ -1,0 +1,25 @@
+"""The retry policy: how many attempts, and how long to wait before each next one."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Delay before attempt n+1 is `min(base_delay * 2 ** (n - 1), max_delay)` seconds.
+
+    The defaults are the reference system's: 3 attempts, 1 s base, 60 s cap."""
+
+    max_attempts: int = 3
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_attempts <= 100:
+            raise ValueError("max_attempts must be between 1 and 100")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("retry delays must not be negative")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after attempt `attempt` (1-based) failed."""
+        return float(min(self.base_delay * 2 ** (attempt - 1), self.max_delay))

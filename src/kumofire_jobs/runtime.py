@@ -1,0 +1,189 @@
+"""The runtime: handlers and policies, bound to platform resources on demand.
+
+```python
+runtime = create_runtime(handlers={"email": send_email})
+jobs = runtime.bind(Resources(db=env.JOBS_DB, queue=env.JOBS_QUEUE,
+                              coordinator=env.JOB_COORDINATOR))
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kumofire_coordinator import CoordinatorActor, CoordinatorConfig
+from kumofire_coordinator.storage import ActorStorage
+
+from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
+from .clock import Clock, SystemClock
+from .consume import Consumer, describe_error
+from .context import Handler
+from .coordination import Coordinators
+from .delivery import QueueDeliveryHook
+from .errors import MalformedMessageError
+from .ids import IdFactory
+from .jobs import Jobs
+from .log import get_logger
+from .models import ConsumeResult, DispatchResult
+from .reconcile import DEFAULT_GRACE_SECONDS
+from .retry import RetryPolicy
+from .states import ConsumeOutcome
+from .store import RunStore
+
+log = get_logger()
+
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_RETENTION_SECONDS = 7 * 86_400.0
+
+# The binding names this project's wrangler.toml declares.
+DB_BINDING = "JOBS_DB"
+QUEUE_BINDING = "JOBS_QUEUE"
+COORDINATOR_BINDING = "JOB_COORDINATOR"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """The binding objects themselves: a D1 database, a Queue producer, and the
+    coordinator's Durable Object namespace."""
+
+    db: D1Database
+    queue: Queue
+    coordinator: DurableObjectNamespace
+
+    @classmethod
+    def from_env(cls, env: Any) -> Resources:
+        """Pick this project's bindings (`JOBS_DB`, `JOBS_QUEUE`, `JOB_COORDINATOR`)."""
+        return cls(
+            db=getattr(env, DB_BINDING),
+            queue=getattr(env, QUEUE_BINDING),
+            coordinator=getattr(env, COORDINATOR_BINDING),
+        )
+
+
+@dataclass(slots=True)
+class BoundResources:
+    """Per-resources state a runtime keeps: the store, the coordinator client, and whether
+    the schema was found current (checked once, then trusted)."""
+
+    resources: Resources
+    store: RunStore
+    coordinators: Coordinators
+    consumer: Consumer
+    schema_checked: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def ensure_schema(self, check: Callable[[D1Database], Awaitable[None]]) -> None:
+        if self.schema_checked:
+            return
+        async with self._lock:
+            if not self.schema_checked:
+                await check(self.resources.db)
+                self.schema_checked = True
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        handlers: Mapping[str, Handler],
+        retry: RetryPolicy,
+        lease_seconds: float,
+        clock: Clock,
+        retention_seconds: float | None,
+        reconcile_grace_seconds: float,
+        coordinator_config: CoordinatorConfig,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self.handlers = dict(handlers)
+        self.retry = retry
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.retention_seconds = retention_seconds
+        self.reconcile_grace_seconds = reconcile_grace_seconds
+        self.coordinator_config = coordinator_config
+        self.ids = IdFactory()
+        self._bound: dict[tuple[int, int, int], BoundResources] = {}
+
+    def _bind(self, resources: Resources) -> BoundResources:
+        key = (id(resources.db), id(resources.queue), id(resources.coordinator))
+        bound = self._bound.get(key)
+        if bound is None or bound.resources != resources:
+            store = RunStore(resources.db)
+            coordinators = Coordinators(resources.coordinator)
+            consumer = Consumer(
+                store=store,
+                coordinators=coordinators,
+                handlers=self.handlers,
+                retry=self.retry,
+                lease_seconds=self.lease_seconds,
+                clock=self.clock,
+            )
+            bound = BoundResources(resources, store, coordinators, consumer)
+            self._bound[key] = bound
+        return bound
+
+    def bind(self, resources: Resources) -> Jobs:
+        return Jobs(self, self._bind(resources))
+
+    async def dispatch_scheduled(self, resources: Resources, limit: int = 100) -> DispatchResult:
+        """The cron trigger's work: reconciliation and retention."""
+        return await self.bind(resources).dispatch(limit)
+
+    async def consume_batch(self, batch: MessageBatch, resources: Resources) -> list[ConsumeResult]:
+        """Consume every message of a queue batch, concurrently. A malformed message is
+        acknowledged and ignored; a failure of the runtime itself (D1 or a coordinator
+        unreachable, say) retries the message. One result per message, in order."""
+        jobs = self.bind(resources)
+
+        async def one(message: Any) -> ConsumeResult:
+            try:
+                result = await jobs.consume(message.body)
+            except MalformedMessageError as exc:
+                message.ack()
+                log.warning("message.malformed", message_id=message.id, error=str(exc))
+                return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=None)
+            except Exception as exc:
+                message.retry()
+                log.error(
+                    "message.consume_failed", message_id=message.id, error=describe_error(exc)
+                )
+                return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=None)
+            message.ack()
+            return result
+
+        return list(await asyncio.gather(*(one(message) for message in batch.messages)))
+
+    def delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
+        return QueueDeliveryHook(self._bind(resources).store, resources.queue, self.clock)
+
+    def coordinator_actor(self, storage: ActorStorage, resources: Resources) -> CoordinatorActor:
+        """The actor a coordinator Durable Object wraps, delivering through this runtime."""
+        return CoordinatorActor(
+            storage, self.clock, self.delivery_hook(resources), self.coordinator_config
+        )
+
+
+def create_runtime(
+    handlers: Mapping[str, Handler],
+    *,
+    retry: RetryPolicy | None = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    clock: Clock | None = None,
+    retention_seconds: float | None = DEFAULT_RETENTION_SECONDS,
+    reconcile_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    coordinator_config: CoordinatorConfig | None = None,
+) -> Runtime:
+    """Build a runtime. `retention_seconds=None` keeps finished runs forever."""
+    return Runtime(
+        handlers=handlers,
+        retry=retry or RetryPolicy(),
+        lease_seconds=lease_seconds,
+        clock=clock or SystemClock(),
+        retention_seconds=retention_seconds,
+        reconcile_grace_seconds=reconcile_grace_seconds,
+        coordinator_config=coordinator_config or CoordinatorConfig(),
+    )

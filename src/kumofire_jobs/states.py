@@ -1,0 +1,49 @@
+"""Run statuses and the one table of transitions every guarded update follows.
+
+| from        | to          | by                                                        |
+|-------------|-------------|-----------------------------------------------------------|
+| (new)       | scheduled   | create                                                    |
+| scheduled   | queued      | the coordinator's delivery hook, once due                 |
+| scheduled   | running     | consume (a message delivered before `queued` was written) |
+| queued      | running     | consume, holding the lease                                |
+| running     | running     | consume after the last holder's lease expired (a crash)   |
+| running     | succeeded   | the handler returned                                      |
+| running     | scheduled   | the handler raised with attempts left (a retry)           |
+| running     | failed      | attempts exhausted, NonRetryableError, no handler         |
+| scheduled, queued, running | canceled | cancel                                      |
+| failed, canceled | scheduled | manual retry                                         |
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class ConsumeOutcome(StrEnum):
+    IGNORED = "ignored"
+    SUCCEEDED = "succeeded"
+    RETRIED = "retried"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+ALL_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
+ACTIVE: frozenset[RunStatus] = frozenset({RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.RUNNING})
+TERMINAL: frozenset[RunStatus] = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED}
+)
+RETRYABLE_BY_HAND: frozenset[RunStatus] = frozenset({RunStatus.FAILED, RunStatus.CANCELED})
+
+
+def sql_list(statuses: frozenset[RunStatus]) -> str:
+    """`'a', 'b'` for an SQL `IN (...)`: constants only, never user input."""
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses))

@@ -1,0 +1,282 @@
+"""Every SQL statement the job core runs against D1, in one place.
+
+Each status change is one guarded statement (`WHERE id = ? AND status IN (...)`), and most
+return the row they changed, so a step costs one D1 query. A change that matches nothing is
+an answer too: the caller reads the row to learn why.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from .bindings import D1Database, D1PreparedStatement
+from .errors import ValidationError
+from .models import JobRun, Page
+from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
+from .times import ms_to_datetime
+
+TABLE = "kumofire_job_runs"
+COLUMNS = (
+    "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
+    "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token"
+)
+_ACTIVE = sql_list(ACTIVE)
+_TERMINAL = sql_list(TERMINAL)
+_RETRYABLE = sql_list(RETRYABLE_BY_HAND)
+
+_INSERT = (
+    f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
+    "created_at, updated_at, dedupe_key, schedule_id, occurrence_key) "
+    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+_SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
+_SELECT_BY_DEDUPE = f"SELECT id FROM {TABLE} WHERE dedupe_key = ?"
+_MARK_QUEUED = (
+    f"UPDATE {TABLE} SET status = 'queued', updated_at = ?1 "
+    "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 RETURNING id"
+)
+_START = (
+    f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
+    "updated_at = ?1, finished_at = NULL, lease_token = ?2 "
+    f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
+    f"AND attempt < max_attempts RETURNING {COLUMNS}"
+)
+_FINISH = (
+    f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3 "
+    "WHERE id = ?4 AND status = 'running' AND lease_token = ?5 RETURNING id"
+)
+_RESCHEDULE = (
+    f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?2, "
+    "last_error = ?3 WHERE id = ?4 AND status = 'running' AND lease_token = ?5 RETURNING id"
+)
+_FAIL_CUT_OFF = (
+    f"UPDATE {TABLE} SET status = 'failed', updated_at = ?1, finished_at = ?1, last_error = ?2 "
+    "WHERE id = ?3 AND status = 'running' AND attempt >= max_attempts "
+    f"AND (lease_token IS NULL OR lease_token < ?4) RETURNING {COLUMNS}"
+)
+_CANCEL = (
+    f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1 "
+    f"WHERE id = ?2 AND status IN ({_ACTIVE}) RETURNING {COLUMNS}"
+)
+_RETRY = (
+    f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
+    "finished_at = NULL, max_attempts = max_attempts + 1 "
+    f"WHERE id = ?2 AND status IN ({_RETRYABLE}) RETURNING {COLUMNS}"
+)
+_COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"
+_DUE_SINCE = (
+    f"SELECT id, status, scheduled_for FROM {TABLE} "
+    f"WHERE status IN ({_ACTIVE}) AND scheduled_for <= ? ORDER BY scheduled_for LIMIT ?"
+)
+_PRUNE = (
+    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
+    f"WHERE status IN ({_TERMINAL}) AND finished_at < ? LIMIT ?)"
+)
+
+
+MAX_PAYLOAD_BYTES = 1024 * 1024  # D1 rows hold up to 2 MB; the HTTP body limit is 1 MiB
+
+
+def encode_payload(payload: Any) -> str | None:
+    """The payload as JSON text, or ValidationError if it is not JSON or too large."""
+    if payload is None:
+        return None
+    try:
+        encoded = msgspec.json.encode(payload)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValidationError(f"payload is not JSON-serializable: {exc}") from None
+    if len(encoded) > MAX_PAYLOAD_BYTES:
+        raise ValidationError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes as JSON")
+    return encoded.decode()
+
+
+def _decode_payload(text: str | None) -> Any:
+    return None if text is None else msgspec.json.decode(text)
+
+
+def _ms_or_none(value: int | None) -> Any:
+    return None if value is None else ms_to_datetime(value)
+
+
+def row_to_run(row: dict[str, Any]) -> JobRun:
+    return JobRun(
+        id=row["id"],
+        name=row["name"],
+        status=RunStatus(row["status"]),
+        payload=_decode_payload(row["payload"]),
+        attempt=row["attempt"],
+        max_attempts=row["max_attempts"],
+        scheduled_for=ms_to_datetime(row["scheduled_for"]),
+        created_at=ms_to_datetime(row["created_at"]),
+        updated_at=ms_to_datetime(row["updated_at"]),
+        started_at=_ms_or_none(row["started_at"]),
+        finished_at=_ms_or_none(row["finished_at"]),
+        last_error=row["last_error"],
+        dedupe_key=row["dedupe_key"],
+        schedule_id=row["schedule_id"],
+    )
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = base64.urlsafe_b64decode(padded.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationError("cursor is not one this API returned") from None
+    if not value.startswith(("run_", "sch_")):
+        raise ValidationError("cursor is not one this API returned")
+    return value
+
+
+class NewRun(msgspec.Struct, kw_only=True):
+    """A validated run ready to insert."""
+
+    id: str
+    name: str
+    payload: str | None  # JSON text, from encode_payload
+    max_attempts: int
+    scheduled_for: int
+    created_at: int
+    dedupe_key: str | None = None
+    schedule_id: str | None = None
+    occurrence_key: str | None = None
+
+
+class RunStore:
+    def __init__(self, db: D1Database) -> None:
+        self.db = db
+
+    # --- create ------------------------------------------------------------------------------
+
+    def _insert(self, run: NewRun) -> D1PreparedStatement:
+        return self.db.prepare(_INSERT).bind(
+            run.id,
+            run.name,
+            run.payload,
+            run.max_attempts,
+            run.scheduled_for,
+            run.created_at,
+            run.created_at,
+            run.dedupe_key,
+            run.schedule_id,
+            run.occurrence_key,
+        )
+
+    async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
+        """Insert runs in one transaction; False where a unique key already existed."""
+        if not runs:
+            return []
+        statements = [self._insert(run) for run in runs]
+        if len(statements) == 1:
+            return [bool((await statements[0].all()).results)]
+        return [bool(result.results) for result in await self.db.batch(statements)]
+
+    async def id_by_dedupe_key(self, key: str) -> str | None:
+        value = await self.db.prepare(_SELECT_BY_DEDUPE).bind(key).first("id")
+        return None if value is None else str(value)
+
+    # --- read -------------------------------------------------------------------------------
+
+    async def get_row(self, run_id: str) -> dict[str, Any] | None:
+        row: dict[str, Any] | None = await self.db.prepare(_SELECT_BY_ID).bind(run_id).first()
+        return row
+
+    async def get(self, run_id: str) -> JobRun | None:
+        row = await self.get_row(run_id)
+        return None if row is None else row_to_run(row)
+
+    async def page(
+        self,
+        *,
+        status: RunStatus | None,
+        name: str | None,
+        schedule_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[JobRun]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("status", status), ("name", name), ("schedule_id", schedule_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        if cursor is not None:
+            where.append("id < ?")
+            args.append(decode_cursor(cursor))
+        sql = f"SELECT {COLUMNS} FROM {TABLE}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit + 1)
+        rows = (await self.db.prepare(sql).bind(*args).all()).results
+        items = [row_to_run(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def counts(self, *, name: str | None) -> dict[str, int]:
+        sql, args = _COUNTS, []
+        if name is not None:
+            sql += " WHERE name = ?"
+            args.append(name)
+        rows = (await self.db.prepare(sql + " GROUP BY status").bind(*args).all()).results
+        counts = {status.value: 0 for status in ALL_STATUSES}
+        for row in rows:
+            counts[row["status"]] = row["n"]
+        return counts
+
+    # --- transitions ------------------------------------------------------------------------
+
+    async def mark_queued(self, run_id: str, now: int) -> bool:
+        return await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first("id") is not None
+
+    async def start(self, run_id: str, token: int, now: int) -> JobRun | None:
+        """scheduled/queued/running -> running under `token`, if due and attempts are left."""
+        row = await self.db.prepare(_START).bind(now, token, run_id).first()
+        return None if row is None else row_to_run(row)
+
+    async def finish(
+        self, run_id: str, token: int, status: RunStatus, now: int, error: str | None
+    ) -> bool:
+        """running -> succeeded/failed, only for the current lease holder."""
+        stmt = self.db.prepare(_FINISH).bind(status.value, now, error, run_id, token)
+        return await stmt.first("id") is not None
+
+    async def reschedule(
+        self, run_id: str, token: int, now: int, scheduled_for: int, error: str
+    ) -> bool:
+        """running -> scheduled (a retry), only for the current lease holder."""
+        stmt = self.db.prepare(_RESCHEDULE).bind(now, scheduled_for, error, run_id, token)
+        return await stmt.first("id") is not None
+
+    async def fail_cut_off(self, run_id: str, token: int, now: int, error: str) -> JobRun | None:
+        """A running run whose last allowed attempt was cut off by a crash -> failed."""
+        row = await self.db.prepare(_FAIL_CUT_OFF).bind(now, error, run_id, token).first()
+        return None if row is None else row_to_run(row)
+
+    async def cancel(self, run_id: str, now: int) -> JobRun | None:
+        row = await self.db.prepare(_CANCEL).bind(now, run_id).first()
+        return None if row is None else row_to_run(row)
+
+    async def retry(self, run_id: str, now: int) -> JobRun | None:
+        row = await self.db.prepare(_RETRY).bind(now, run_id).first()
+        return None if row is None else row_to_run(row)
+
+    # --- reconciliation ---------------------------------------------------------------------
+
+    async def active_due_before(self, cutoff: int, limit: int) -> list[dict[str, Any]]:
+        """Unfinished runs due at or before `cutoff`, oldest first."""
+        return (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
+
+    async def prune(self, finished_before: int, limit: int) -> int:
+        result = await self.db.prepare(_PRUNE).bind(finished_before, limit).run()
+        return int(result.meta.changes)

@@ -1,0 +1,225 @@
+"""The Starlette app of the HTTP API (API.md, "HTTP API").
+
+Every route calls the public jobs API and nothing else. Bad input gets the documented JSON
+error, never a stack trace: validation errors map to their codes, and an unexpected error is
+logged and answered with a bare 500 `internal_error`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import KumofireJobsError, ValidationError
+from ..jobs import Jobs
+from ..log import get_logger
+from . import wire
+from .openapi import openapi_document
+
+log = get_logger()
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+_encoder = msgspec.json.Encoder()
+
+JobsProvider = Callable[[Request], Jobs]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def create_app(
+    jobs: JobsProvider,
+    *,
+    api_token: str | None = None,
+    require_token: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """`jobs(request)` gives the bound jobs API for a request. With `api_token`, every route
+    but health needs `Authorization: Bearer <token>`; with `require_token` (a production
+    Worker) and no token configured, the API answers 403 `api_disabled`."""
+
+    def authorize(request: Request) -> None:
+        if api_token is None:
+            if require_token:
+                raise ApiError(403, "api_disabled", "the API is disabled: no token is configured")
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), api_token.encode()
+        ):
+            raise ApiError(401, "unauthorized", "a valid bearer token is required")
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
+            chunks.append(chunk)
+        try:
+            return msgspec.json.decode(b"".join(chunks))
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+    def route(path: str, methods: list[str], *, public: bool = False) -> Callable[[Endpoint], Route]:
+        def wrap(endpoint: Endpoint) -> Route:
+            async def handle(request: Request) -> Response:
+                try:
+                    if not public:
+                        authorize(request)
+                    return await endpoint(request)
+                except ApiError as exc:
+                    return error_response(exc.status, exc.code, exc.message)
+                except KumofireJobsError as exc:
+                    return error_response(exc.status, exc.code, str(exc))
+
+            return Route(path, handle, methods=methods)
+
+        return wrap
+
+    def not_found(what: str) -> ApiError:
+        return ApiError(404, "not_found", f"{what} not found")
+
+    def query_int(request: Request, name: str) -> int | None:
+        value = request.query_params.get(name)
+        if value is None or value == "":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValidationError(f"{name} must be an integer") from None
+
+    def query_str(request: Request, name: str) -> str | None:
+        value = request.query_params.get(name)
+        return value if value else None
+
+    # --- routes -----------------------------------------------------------------------------
+
+    @route("/v1/health", ["GET"], public=True)
+    async def health(request: Request) -> Response:
+        version = await jobs(request).schema_version()
+        return JSONResponse({"status": "ok", "schema_version": version})
+
+    @route("/v1/openapi.json", ["GET"], public=True)
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    @route("/v1/runs", ["POST"])
+    async def create_run(request: Request) -> Response:
+        created = await jobs(request).create_many([wire.create_request(await read_json(request))])
+        return JSONResponse(wire.created_to_wire(created[0]), status_code=202)
+
+    @route("/v1/runs:batch", ["POST"])
+    async def create_runs(request: Request) -> Response:
+        body = wire.require_object(await read_json(request))
+        runs = body.get("runs")
+        if not isinstance(runs, list):
+            raise ValidationError("runs must be a list of run bodies")
+        requests = [wire.create_request(item, f"runs[{i}]") for i, item in enumerate(runs)]
+        created = await jobs(request).create_many(requests)
+        return JSONResponse({"items": [wire.created_to_wire(c) for c in created]}, status_code=202)
+
+    @route("/v1/runs", ["GET"])
+    async def list_runs(request: Request) -> Response:
+        page = await jobs(request).list(
+            status=query_str(request, "status"),
+            name=query_str(request, "name"),
+            schedule_id=query_str(request, "schedule_id"),
+            limit=query_int(request, "limit") or 50,
+            cursor=query_str(request, "cursor"),
+        )
+        return JSONResponse(wire.page_to_wire(page))
+
+    @route("/v1/runs:counts", ["GET"])
+    async def counts(request: Request) -> Response:
+        return JSONResponse(await jobs(request).counts(name=query_str(request, "name")))
+
+    @route("/v1/runs/{run_id}", ["GET"])
+    async def get_run(request: Request) -> Response:
+        run = await jobs(request).get(request.path_params["run_id"])
+        if run is None:
+            raise not_found("run")
+        return JSONResponse(wire.run_to_wire(run))
+
+    @route("/v1/runs/{run_id}/cancel", ["POST"])
+    async def cancel_run(request: Request) -> Response:
+        run = await jobs(request).cancel(request.path_params["run_id"])
+        if run is None:
+            raise not_found("run")
+        return JSONResponse(wire.run_to_wire(run))
+
+    @route("/v1/runs/{run_id}/retry", ["POST"])
+    async def retry_run(request: Request) -> Response:
+        run = await jobs(request).retry(request.path_params["run_id"])
+        if run is None:
+            raise not_found("run")
+        return JSONResponse(wire.run_to_wire(run))
+
+    routes = [
+        health,
+        openapi,
+        create_run,
+        create_runs,
+        list_runs,
+        counts,
+        get_run,
+        cancel_run,
+        retry_run,
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        return error_response(exc.status_code, code, message)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.error("http.internal_error", path=request.url.path, error=repr(exc))
+        return error_response(500, "internal_error", "the server failed to handle the request")
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )

@@ -1,0 +1,240 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at `GET /v1/openapi.json`.
+
+Written out rather than inferred, so that it says what API.md promises: status codes, error
+codes and the wire shapes (times as RFC 3339 strings).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from .. import __version__
+from ..states import ConsumeOutcome, RunStatus
+
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    described = {
+        400: "the body is not JSON (`invalid_json`)",
+        401: "token missing or wrong (`unauthorized`)",
+        403: "production Worker with no token configured (`api_disabled`)",
+        404: "unknown id, key or route (`not_found`)",
+        409: "the call contradicts the current state (`conflict`)",
+        413: "body over the limit (`payload_too_large`)",
+        422: "a field is invalid (`validation_error`) or the job has no handler (`unknown_job`)",
+    }
+    return {str(s): _json(_ref("Error"), described[s]) for s in statuses}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_AUTH = (401, 403)
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "CreateRun": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "description": "a job name with a registered handler"},
+            "payload": {"description": "any JSON value, handed to the handler"},
+            "run_at": {**_TIME, "description": "due time; a past time is due now"},
+            "delay": {"type": "number", "minimum": 0, "maximum": 31536000},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+            "dedupe_key": {"type": "string"},
+        },
+    },
+    "CreatedRun": {
+        "type": "object",
+        "required": ["kumofire_job_run_id", "deduplicated"],
+        "properties": {
+            "kumofire_job_run_id": {"type": "string"},
+            "deduplicated": {"type": "boolean"},
+        },
+    },
+    "JobRun": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+            "payload": {},
+            "attempt": {"type": "integer"},
+            "max_attempts": {"type": "integer"},
+            "scheduled_for": _TIME,
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "started_at": _NULLABLE_TIME,
+            "finished_at": _NULLABLE_TIME,
+            "last_error": {"type": ["string", "null"]},
+            "dedupe_key": {"type": ["string", "null"]},
+            "schedule_id": {"type": ["string", "null"]},
+        },
+    },
+    "RunPage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref("JobRun")},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    "Counts": {
+        "type": "object",
+        "properties": {s.value: {"type": "integer"} for s in RunStatus},
+    },
+    "ConsumeOutcome": {"type": "string", "enum": [o.value for o in ConsumeOutcome]},
+}
+
+_PATHS: dict[str, Any] = {
+    "/v1/health": {
+        "get": {
+            "summary": "Liveness and the database schema version (never needs a token)",
+            "security": [],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "status": {"const": "ok"},
+                            "schema_version": {"type": "integer"},
+                        },
+                    },
+                    "the service is up",
+                )
+            },
+        }
+    },
+    "/v1/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "the OpenAPI document"}},
+        }
+    },
+    "/v1/runs": {
+        "post": {
+            "summary": "Create a run",
+            "requestBody": {"required": True, **_json(_ref("CreateRun"), "the run")},
+            "responses": {
+                "202": _json(_ref("CreatedRun"), "created, or an existing run by dedupe_key"),
+                **_errors(400, *_AUTH, 413, 422),
+            },
+        },
+        "get": {
+            "summary": "List runs, newest first",
+            "parameters": [
+                _query("status", {"type": "string", "enum": [s.value for s in RunStatus]}, ""),
+                _query("name", {"type": "string"}, "job name"),
+                _query("schedule_id", {"type": "string"}, "runs of one schedule"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
+                _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+            ],
+            "responses": {"200": _json(_ref("RunPage"), "a page"), **_errors(*_AUTH, 422)},
+        },
+    },
+    "/v1/runs:batch": {
+        "post": {
+            "summary": "Create up to 100 runs in one call",
+            "requestBody": {
+                "required": True,
+                **_json(
+                    {
+                        "type": "object",
+                        "required": ["runs"],
+                        "properties": {
+                            "runs": {"type": "array", "maxItems": 100, "items": _ref("CreateRun")}
+                        },
+                    },
+                    "the runs",
+                ),
+            },
+            "responses": {
+                "202": _json(
+                    {"type": "object", "properties": {
+                        "items": {"type": "array", "items": _ref("CreatedRun")}}},
+                    "one result per run, in order",
+                ),  # fmt: skip
+                **_errors(400, *_AUTH, 413, 422),
+            },
+        }
+    },
+    "/v1/runs:counts": {
+        "get": {
+            "summary": "Run counts by status (every status, zeros included)",
+            "parameters": [_query("name", {"type": "string"}, "job name")],
+            "responses": {"200": _json(_ref("Counts"), "the counts"), **_errors(*_AUTH)},
+        }
+    },
+    "/v1/runs/{run_id}": {
+        "get": {
+            "summary": "Get a run",
+            "parameters": [_path("run_id")],
+            "responses": {"200": _json(_ref("JobRun"), "the run"), **_errors(*_AUTH, 404)},
+        }
+    },
+    "/v1/runs/{run_id}/cancel": {
+        "post": {
+            "summary": "Cancel a scheduled, queued or running run (a finished one is unchanged)",
+            "parameters": [_path("run_id")],
+            "responses": {"200": _json(_ref("JobRun"), "the run"), **_errors(*_AUTH, 404)},
+        }
+    },
+    "/v1/runs/{run_id}/retry": {
+        "post": {
+            "summary": "Schedule a failed or canceled run again now, with one more attempt",
+            "parameters": [_path("run_id")],
+            "responses": {
+                "200": _json(_ref("JobRun"), "the run"),
+                **_errors(*_AUTH, 404, 409),
+            },
+        }
+    },
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Kumofire Jobs", "version": __version__},
+        "paths": _PATHS,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def documented_routes() -> set[tuple[str, str]]:
+    """(METHOD, path) for every operation described; a test compares them with the app."""
+    return {(method.upper(), path) for path, ops in _PATHS.items() for method in ops}

@@ -1,0 +1,333 @@
+"""The Durable Objects contract on the embedded binding, and what only the embedded one has
+(limits, inspection, the scheduler under load, the storage layout)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.local.durable_objects import (
+    MAX_KEY_BYTES,
+    MAX_KEYS_PER_CALL,
+    MAX_VALUE_BYTES,
+    DataCloneError,
+    DurableObjectError,
+    LocalDurableObjectNamespace,
+)
+
+from .durable_object_contract import ContractObject, DurableObjectContract, Probe, now_ms
+
+
+class LocalDurableObjectEnv:
+    rejected = (TypeError, ValueError)
+
+    def __init__(self, clock: ManualClock, path: Path, **options: Any) -> None:
+        self.clock = clock
+        self.path = path
+        self.options = options
+        self.probe = Probe(now=clock.now)
+        self._namespace: LocalDurableObjectNamespace | None = None
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+
+    async def advance_to(self, when: float) -> None:
+        await self.clock.advance_to(when)
+
+    def namespace(self) -> LocalDurableObjectNamespace:
+        assert self._namespace is not None
+        return self._namespace
+
+    async def open(self, *, start: bool = True) -> LocalDurableObjectNamespace:
+        self._namespace = LocalDurableObjectNamespace(
+            ContractObject,
+            path=self.path,
+            clock=self.clock,
+            env=SimpleNamespace(PROBE=self.probe),
+            **self.options,
+        )
+        if start:
+            await self._namespace.start()
+        return self._namespace
+
+    async def evict(self, name: str) -> None:
+        self.namespace().evict(name)
+
+    async def restart(self) -> None:
+        await self.close()
+        await self.open()
+
+    async def close(self) -> None:
+        if self._namespace is not None:
+            await self._namespace.close()
+
+
+@pytest.fixture
+async def do_env(clock: ManualClock, data_dir: Path) -> AsyncIterator[LocalDurableObjectEnv]:
+    env = LocalDurableObjectEnv(clock, data_dir / "do")
+    await env.open()
+    yield env
+    await env.close()
+
+
+class TestLocalDurableObjects(DurableObjectContract):
+    pass
+
+
+# --- Local-only behaviour -------------------------------------------------------------------
+
+
+async def test_errors_have_the_documented_types(do_env: LocalDurableObjectEnv) -> None:
+    stub = do_env.namespace().getByName("rpc")
+    with pytest.raises(DurableObjectError, match="boom") as raised:
+        await stub.fail("boom")
+    assert raised.value.remote is True
+    with pytest.raises(DataCloneError):
+        await stub.echo({1, 2})
+
+
+async def test_storage_limits_are_enforced(do_env: LocalDurableObjectEnv) -> None:
+    stub = do_env.namespace().getByName("limits")
+    await stub.storage("put", "k" * MAX_KEY_BYTES, 1)
+    with pytest.raises(DurableObjectError, match="keys cannot exceed"):
+        await stub.storage("put", "k" * (MAX_KEY_BYTES + 1), 1)
+    with pytest.raises(DurableObjectError, match="keys cannot exceed"):
+        await stub.storage("put", "é" * (MAX_KEY_BYTES // 2 + 1), 1)  # counted in UTF-8 bytes
+    await stub.storage("put", "big", b"\x00" * MAX_VALUE_BYTES)
+    with pytest.raises(DurableObjectError, match="values cannot exceed"):
+        await stub.storage("put", "bigger", b"\x00" * (MAX_VALUE_BYTES + 64))
+    too_many = [f"k{i}" for i in range(MAX_KEYS_PER_CALL + 1)]
+    with pytest.raises(DurableObjectError, match="at most"):
+        await stub.storage("get", too_many)
+    with pytest.raises(DurableObjectError, match="at most"):
+        await stub.storage("put", dict.fromkeys(too_many, 1))
+    with pytest.raises(DurableObjectError, match="clone"):
+        await stub.storage("put", "k", 2**70)  # wider than storage's 64-bit integers
+
+
+async def test_alarm_accepts_aware_datetimes_only(do_env: LocalDurableObjectEnv) -> None:
+    stub = do_env.namespace().getByName("alarm")
+    when = datetime.fromtimestamp(do_env.now(), UTC) + timedelta(seconds=5)
+    await stub.storage("setAlarm", now_ms(when.timestamp()))
+    assert do_env.namespace().alarm_of("alarm") == now_ms(when.timestamp())
+    ctx_storage = await _storage_of(do_env, "alarm")
+    await ctx_storage.setAlarm(when)
+    assert await ctx_storage.getAlarm() == now_ms(when.timestamp())
+    with pytest.raises(TypeError, match="timezone"):
+        await ctx_storage.setAlarm(when.replace(tzinfo=None))
+    with pytest.raises(TypeError):
+        await ctx_storage.setAlarm("soon")
+
+
+async def _storage_of(env: LocalDurableObjectEnv, name: str) -> Any:
+    """The object's own `ctx.storage` (built by a call first)."""
+    await env.namespace().getByName(name).whoami()
+    ns = env.namespace()
+    return ns._actors[ns.idFromName(name).toString()].storage
+
+
+async def test_storage_returns_fresh_copies(do_env: LocalDurableObjectEnv) -> None:
+    storage = await _storage_of(do_env, "copies")
+    value = {"list": [1]}
+    await storage.put("k", value)
+    value["list"].append(2)
+    first = await storage.get("k")
+    first["list"].append(3)
+    assert await storage.get("k") == {"list": [1]}
+
+
+async def test_inspection_helpers(do_env: LocalDurableObjectEnv) -> None:
+    ns = do_env.namespace()
+    assert ns.instance_count() == 0
+    await ns.getByName("a").whoami()
+    await ns.getByName("b").storage("setAlarm", now_ms(do_env.now()) + 1_000)
+    assert ns.instance_count() == 2
+    assert ns.alarm_of("b") == now_ms(do_env.now()) + 1_000
+    assert ns.alarm_of(ns.idFromName("b")) == ns.alarm_of("b")
+    assert ns.alarm_of("a") is None
+    assert ns.alarm_of("never-touched") is None
+    ns.evict_all()
+    assert ns.instance_count() == 0
+    await do_env.advance(1)
+    assert ns.instance_count() == 1  # the alarm rebuilt "b" only
+    assert ns.alarm_of("b") is None
+
+
+async def test_ids_are_checked(do_env: LocalDurableObjectEnv, clock: ManualClock) -> None:
+    ns = do_env.namespace()
+    with pytest.raises(TypeError):
+        ns.idFromString("not-an-id")
+    other = LocalDurableObjectNamespace(
+        ContractObject, path=do_env.path.parent / "other", clock=clock, class_name="Other"
+    )
+    try:
+        assert other.idFromName("a") != ns.idFromName("a")
+        with pytest.raises(TypeError):
+            ns.get(other.idFromName("a"))
+    finally:
+        await other.close()
+    with pytest.raises(TypeError, match="locationhint"):
+        ns.get(ns.idFromName("a"), {"locationhint": "weur"})
+
+
+async def test_many_alarms_due_together_fire_at_once(do_env: LocalDurableObjectEnv) -> None:
+    ns = do_env.namespace()
+    due_ms = now_ms(do_env.now()) + 1_000
+    names = [f"bulk-{i}" for i in range(2_000)]
+    await asyncio.gather(*(ns.getByName(name).storage("setAlarm", due_ms) for name in names))
+    ns.evict_all()
+    await do_env.advance(1)
+    assert len(do_env.probe.alarms) == len(names)
+    assert {call.at for call in do_env.probe.alarms} == {due_ms / 1000}
+    assert all(ns.alarm_of(name) is None for name in names)
+
+
+class HoldingAlarm(ContractObject):
+    """An object whose alarm waits on a shared gate: shows alarms of different objects run
+    concurrently, and calls to the object interleave with its alarm."""
+
+    async def alarm(self, alarmInfo: Any = None) -> None:  # noqa: N803
+        self.probe.events.append(("alarm", self.ctx.id.name or "?"))
+        await self.probe.gate("alarms")
+        self.probe.events.append(("alarm done", self.ctx.id.name or "?"))
+
+
+async def test_alarms_of_different_objects_run_concurrently(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    probe = Probe(now=clock.now)
+    async with LocalDurableObjectNamespace(
+        HoldingAlarm, path=data_dir, clock=clock, env=SimpleNamespace(PROBE=probe)
+    ) as ns:
+        due_ms = now_ms(clock.now()) + 1_000
+        for i in range(20):
+            await ns.getByName(f"o{i}").storage("setAlarm", due_ms)
+        await clock.advance(1)
+        assert len(probe.events) == 20  # all started, none finished
+        assert await ns.getByName("o0").note("during") == "during"  # the gate is open
+        probe.open("alarms")
+        await clock.advance(0)
+        assert sum(1 for kind, _ in probe.events if kind == "alarm done") == 20
+
+
+async def test_retry_count_survives_a_restart(do_env: LocalDurableObjectEnv) -> None:
+    stub = do_env.namespace().getByName("flaky")
+    object_id = (await stub.whoami())["id"]
+    await stub.storage("put", "alarm:plan", {"fail": True})
+    start = do_env.now()
+    await stub.storage("setAlarm", now_ms(start))
+    await do_env.advance(3)  # runs at +0 and +2 fail; the next retry is due at +6
+    await do_env.restart()
+    await do_env.advance(3)
+    calls = do_env.probe.alarms_of(object_id)
+    assert [(c.at - start, c.retry_count) for c in calls] == [(0, 0), (2, 1), (6, 2)]
+
+
+async def test_alarm_set_before_start_fires_after_start(clock: ManualClock, data_dir: Path) -> None:
+    env = LocalDurableObjectEnv(clock, data_dir)
+    ns = await env.open(start=False)
+    try:
+        stub = ns.getByName("early")
+        await stub.storage("setAlarm", now_ms(clock.now()))
+        await clock.advance(5)
+        assert env.probe.alarms == []
+        await ns.start()
+        await clock.advance(0)
+        assert [c.at for c in env.probe.alarms] == [clock.now()]
+    finally:
+        await env.close()
+
+
+async def test_stop_cuts_a_running_alarm_which_fires_again(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    probe = Probe(now=clock.now)
+    env = SimpleNamespace(PROBE=probe)
+    ns = LocalDurableObjectNamespace(HoldingAlarm, path=data_dir, clock=clock, env=env)
+    await ns.start()
+    await ns.getByName("cut").storage("setAlarm", now_ms(clock.now()))
+    await clock.advance(0)
+    assert probe.events == [("alarm", "cut")]
+    await ns.close()  # mid-handler
+    ns = LocalDurableObjectNamespace(HoldingAlarm, path=data_dir, clock=clock, env=env)
+    await ns.start()
+    try:
+        probe.open("alarms")
+        await clock.advance(0)
+        assert probe.events == [("alarm", "cut"), ("alarm", "cut"), ("alarm done", "cut")]
+        assert ns.alarm_of("cut") is None
+    finally:
+        await ns.close()
+
+
+async def test_delete_all_can_keep_the_alarm_like_older_compatibility_dates(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    env = LocalDurableObjectEnv(clock, data_dir, delete_all_deletes_alarm=False)
+    ns = await env.open()
+    try:
+        stub = ns.getByName("old")
+        await stub.storage("put", "k", 1)
+        await stub.storage("setAlarm", now_ms(clock.now()) + 1_000)
+        await stub.storage("deleteAll")
+        assert await stub.storage("list") == {}
+        assert await stub.storage("getAlarm") == now_ms(clock.now()) + 1_000
+    finally:
+        await env.close()
+
+
+async def test_objects_share_one_database_file(do_env: LocalDurableObjectEnv) -> None:
+    ns = do_env.namespace()
+    await asyncio.gather(*(ns.getByName(f"o{i}").storage("put", "k", i) for i in range(200)))
+    files = {path.name for path in do_env.path.iterdir()}
+    assert files <= {"objects.sqlite3", "objects.sqlite3-wal", "objects.sqlite3-shm"}
+    await ns.getByName("o1").sql("CREATE TABLE t (x)")  # SQL gets its own file, on first use
+    assert len(list((do_env.path / "sql").glob("*.sqlite3"))) == 1
+    await ns.getByName("o1").storage("deleteAll")
+    assert list((do_env.path / "sql").iterdir()) == []
+
+
+async def test_name_is_known_to_an_object_rebuilt_by_its_alarm_after_restart(
+    do_env: LocalDurableObjectEnv,
+) -> None:
+    stub = do_env.namespace().getByName("named")
+    await stub.storage("setAlarm", now_ms(do_env.now()) + 1_000)
+    await do_env.restart()
+    ns = do_env.namespace()
+    await do_env.advance(1)
+    assert ns.instance_count() == 1
+    hex_id = ns.idFromName("named").toString()
+    assert ns._actors[hex_id].instance.ctx.id.name == "named"
+
+
+async def test_alarm_heap_stays_bounded_under_rearming(do_env: LocalDurableObjectEnv) -> None:
+    ns = do_env.namespace()
+    storage = await _storage_of(do_env, "rearm")
+    base = now_ms(do_env.now())
+    for i in range(10_000):
+        await storage.setAlarm(base + 60_000 + i)
+    assert len(ns._heap) <= 4 * 1024
+    await do_env.advance(120)
+    assert len(do_env.probe.alarms) == 1
+
+
+async def test_sql_rejects_transaction_statements(do_env: LocalDurableObjectEnv) -> None:
+    storage = await _storage_of(do_env, "sql")
+    with pytest.raises(ValueError, match="transaction"):
+        storage.sql.exec("BEGIN TRANSACTION")
+    cursor = storage.sql.exec("CREATE TABLE t (a, b); INSERT INTO t VALUES (1, 'x')")
+    assert cursor.rowsWritten == 1
+    row = storage.sql.exec("SELECT a, b FROM t").one()
+    assert (row.a, row["b"]) == (1, "x")
+    assert list(storage.sql.exec("SELECT b FROM t").raw()) == [["x"]]
+    assert storage.sql.databaseSize > 0

@@ -1,0 +1,288 @@
+"""The Queue contract on the embedded broker, plus what only the embedded broker promises."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kumofire_jobs.bindings import MessageBatch, Queue
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.local.queue import (
+    LOCAL_DEFAULT_MAX_CONCURRENCY,
+    ConsumerSettings,
+    LocalQueueBroker,
+    wrangler_consumers,
+)
+
+# The suite lives in a non-test module: have pytest rewrite its asserts too.
+pytest.register_assert_rewrite("contracts.queue_contract")
+from contracts.queue_contract import QueueContract, Recorder  # noqa: E402
+
+Handler = Callable[[MessageBatch], Awaitable[None]]
+
+
+class LocalQueueEnv:
+    rejected: tuple[type[BaseException], ...] = (TypeError, ValueError)
+
+    def __init__(self, path: Path, clock: ManualClock) -> None:
+        self.path = path
+        self.clock = clock
+        self.broker = LocalQueueBroker(path, clock)
+        self._consumers: list[tuple[str, Handler, ConsumerSettings]] = []
+        self._started = False
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+
+    def producer(self, queue: str) -> Queue:
+        return self.broker.producer(queue)
+
+    def consume(self, queue: str, handler: Handler, **settings: Any) -> None:
+        parsed = ConsumerSettings.from_wrangler({"queue": queue, **settings})
+        self._consumers.append((queue, handler, parsed))
+        self.broker.add_consumer(queue, handler, parsed)
+
+    async def start(self) -> None:
+        self._started = True
+        await self.broker.start()
+
+    async def depth(self, queue: str) -> int:
+        return await self.broker.depth(queue)
+
+    async def restart(self) -> None:
+        self.broker.close()  # abrupt, as a dying process: nothing in flight is settled
+        self.broker = LocalQueueBroker(self.path, self.clock)
+        for queue, handler, settings in self._consumers:
+            self.broker.add_consumer(queue, handler, settings)
+        if self._started:
+            await self.broker.start()
+
+    async def shutdown(self) -> None:
+        await self.broker.stop(cancel_in_flight=True)
+        self.broker.close()
+
+
+@pytest.fixture
+async def queue_env(data_dir: Path, clock: ManualClock) -> AsyncIterator[LocalQueueEnv]:
+    env = LocalQueueEnv(data_dir / "queues.sqlite3", clock)
+    yield env
+    await env.shutdown()
+
+
+class TestLocalQueue(QueueContract):
+    pass
+
+
+# --- Local specifics ------------------------------------------------------------------------
+
+
+async def test_order_is_by_visibility_time_then_send_order(queue_env: LocalQueueEnv) -> None:
+    env = queue_env
+    got = Recorder(env)
+    env.consume("q", got, max_batch_size=10, max_batch_timeout=60)
+    await env.start()
+    queue = env.producer("q")
+    await queue.send("a", {"delaySeconds": 10})
+    await queue.send("b")
+    await queue.send("c", {"delaySeconds": 5})
+    await queue.send("d")
+    await env.advance(60)
+    assert got.bodies == [["b", "d", "c", "a"]]
+
+
+async def test_concurrency_limits_batches_in_flight(
+    queue_env: LocalQueueEnv, clock: ManualClock
+) -> None:
+    env = queue_env
+    running: list[int] = []
+    peak = 0
+
+    async def slow(batch: MessageBatch, call: int) -> None:
+        nonlocal peak
+        running.append(call)
+        peak = max(peak, len(running))
+        await clock.sleep_until(clock.now() + 10)
+        running.remove(call)
+
+    got = Recorder(env, slow)
+    env.consume("q", got, max_batch_size=1, max_batch_timeout=0, max_concurrency=2)
+    await env.start()
+    start = env.now()
+    await env.producer("q").sendBatch([{"body": i} for i in range(5)])
+    await env.advance(100)
+    assert peak == 2
+    assert [c.at - start for c in got.calls] == [0, 0, 10, 10, 20]
+    assert got.flat_bodies == [0, 1, 2, 3, 4]
+
+
+async def test_default_concurrency_is_the_local_cap(
+    queue_env: LocalQueueEnv, clock: ManualClock
+) -> None:
+    env = queue_env
+
+    async def hold(batch: MessageBatch, call: int) -> None:
+        await clock.sleep_until(clock.now() + 1)
+
+    got = Recorder(env, hold)
+    env.consume("q", got, max_batch_size=1, max_batch_timeout=0)
+    await env.start()
+    await env.producer("q").sendBatch([{"body": i} for i in range(20)])
+    await env.advance(0)
+    assert len(got.calls) == LOCAL_DEFAULT_MAX_CONCURRENCY
+
+
+async def test_stop_lets_in_flight_batches_settle(
+    queue_env: LocalQueueEnv, clock: ManualClock
+) -> None:
+    env = queue_env
+
+    async def hold(batch: MessageBatch, call: int) -> None:
+        await clock.sleep_until(clock.now() + 1)
+
+    got = Recorder(env, hold)
+    env.consume("q", got, max_batch_timeout=0)
+    await env.start()
+    await env.producer("q").send("x")
+    await env.advance(0)
+    stopping = asyncio.ensure_future(env.broker.stop())
+    await env.advance(1)
+    await stopping
+    assert await env.depth("q") == 0
+    await env.producer("q").send("after stop")
+    await env.advance(10)
+    assert len(got.calls) == 1  # stopped: nothing more is delivered
+
+
+async def test_stop_with_cancel_returns_in_flight_messages(
+    queue_env: LocalQueueEnv, clock: ManualClock
+) -> None:
+    env = queue_env
+
+    async def hold(batch: MessageBatch, call: int) -> None:
+        await clock.sleep_until(clock.now() + 3600)
+
+    got = Recorder(env, hold)
+    env.consume("q", got, max_batch_timeout=0)
+    await env.start()
+    await env.producer("q").send("x")
+    await env.advance(0)
+    await env.broker.stop(cancel_in_flight=True)
+    assert await env.depth("q") == 1
+    await env.broker.start()
+    await env.advance(0)
+    assert [c.attempts for c in got.calls] == [[1], [2]]
+
+
+async def test_timers_are_event_driven(queue_env: LocalQueueEnv, clock: ManualClock) -> None:
+    """An idle consumer waits on nothing but the wake-up; a delayed message sets exactly one
+    timer, for when it becomes visible."""
+    env = queue_env
+    env.consume("q", Recorder(env), max_batch_timeout=0)
+    await env.start()
+    await env.advance(0)
+    assert clock.next_deadline() is None
+    await env.producer("q").send("x", {"delaySeconds": 42})
+    await env.advance(0)
+    assert clock.next_deadline() == clock.now() + 42
+
+
+async def test_a_dead_letter_queue_may_dead_letter_again(queue_env: LocalQueueEnv) -> None:
+    async def fail(batch: MessageBatch, call: int) -> None:
+        raise RuntimeError("no")
+
+    env = queue_env
+    first = Recorder(env, fail)
+    second = Recorder(env, fail)
+    env.consume("a", first, max_batch_timeout=0, max_retries=0, dead_letter_queue="b")
+    env.consume("b", second, max_batch_timeout=0, max_retries=1, dead_letter_queue="c")
+    await env.start()
+    await env.producer("a").send("x")
+    await env.advance(0)
+    assert (len(first.calls), len(second.calls)) == (1, 2)
+    assert await env.depth("c") == 1
+
+
+def test_one_consumer_per_queue(data_dir: Path, clock: ManualClock) -> None:
+    broker = LocalQueueBroker(data_dir / "q.sqlite3", clock)
+    try:
+
+        async def handler(batch: MessageBatch) -> None:
+            return None
+
+        broker.add_consumer("q", handler)
+        with pytest.raises(ValueError, match="already has a consumer"):
+            broker.add_consumer("q", handler)
+        with pytest.raises(ValueError, match="own dead-letter"):
+            broker.add_consumer("z", handler, ConsumerSettings(dead_letter_queue="z"))
+    finally:
+        broker.close()
+
+
+def test_consumer_settings_from_wrangler() -> None:
+    settings = ConsumerSettings.from_wrangler(
+        {
+            "queue": "jobs",
+            "max_batch_size": 50,
+            "max_batch_timeout": 0,
+            "max_retries": 10,
+            "dead_letter_queue": "jobs-dlq",
+            "retry_delay": 30,
+            "max_concurrency": 5,
+        }
+    )
+    assert settings == ConsumerSettings(
+        max_batch_size=50,
+        max_batch_timeout=0,
+        max_retries=10,
+        dead_letter_queue="jobs-dlq",
+        retry_delay=30,
+        max_concurrency=5,
+    )
+    config = {"queues": {"consumers": [{"queue": "jobs", "max_retries": 5}, {"queue": "dlq"}]}}
+    assert list(wrangler_consumers(config)) == [
+        ("jobs", ConsumerSettings(max_retries=5)),
+        ("dlq", ConsumerSettings()),
+    ]
+    defaults = ConsumerSettings.from_wrangler({"queue": "jobs"})
+    assert (defaults.max_batch_size, defaults.max_batch_timeout, defaults.max_retries) == (
+        10,
+        5,
+        3,
+    )
+    assert (defaults.retry_delay, defaults.dead_letter_queue) == (0, None)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_batch_size": 0},
+        {"max_batch_size": 101},
+        {"max_batch_timeout": -1},
+        {"max_batch_timeout": 61},
+        {"max_retries": -1},
+        {"max_retries": 101},
+        {"retry_delay": 86_401},
+        {"max_concurrency": 0},
+        {"max_concurrency": 251},
+        {"max_batch_size": True},
+        {"max_batch_size": "10"},
+        {"dead_letter_queue": ""},
+        {"max_batch_sise": 10},
+        {"type": "http_pull"},
+    ],
+)
+def test_consumer_settings_reject_out_of_range(bad: dict[str, Any]) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        ConsumerSettings.from_wrangler({"queue": "jobs", **bad})
+
+
+def test_synchronous_mode_is_validated(data_dir: Path, clock: ManualClock) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        LocalQueueBroker(data_dir / "q.sqlite3", clock, synchronous="sometimes")
