@@ -1,12 +1,19 @@
-"""Shared fixtures: a manual clock and a fresh data directory per test."""
+"""Shared fixtures: a manual clock, a fresh data directory, and embedded environments."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kumofire_jobs import create_runtime
 from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.context import Handler
+from kumofire_jobs.local.environment import LocalEnvironment
+
+EnvFactory = Callable[..., Awaitable[LocalEnvironment]]
 
 
 @pytest.fixture
@@ -19,3 +26,22 @@ def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "kumofire"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+async def make_env(clock: ManualClock, data_dir: Path) -> AsyncIterator[EnvFactory]:
+    """`await make_env(handlers, **create_runtime_options)`: a started LocalEnvironment on
+    the manual clock. Every environment made is stopped after the test."""
+    made: list[LocalEnvironment] = []
+
+    async def make(handlers: Mapping[str, Handler], **options: Any) -> LocalEnvironment:
+        options.setdefault("clock", clock)
+        runtime = create_runtime(handlers, **options)
+        env = LocalEnvironment(runtime, data_dir / f"env{len(made)}")
+        made.append(env)
+        await env.start()
+        return env
+
+    yield make
+    for env in made:
+        await env.stop(drain_seconds=0)

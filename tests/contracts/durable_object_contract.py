@@ -127,7 +127,7 @@ class ContractObject:
         rows = [dict(row) for row in cursor.toArray()]
         return {"rows": rows, "rowsWritten": cursor.rowsWritten}
 
-    async def alarm(self, alarmInfo: Any = None) -> None:  # noqa: N803 - the platform's name
+    async def alarm(self, alarmInfo: Any = None) -> None:
         storage = self.ctx.storage
         self.probe.alarms.append(
             AlarmCall(
@@ -258,7 +258,8 @@ class DurableObjectContract:
         assert got == {**value, "tuple": [1, 2]}
         assert isinstance(got["bytes"], bytes)
         assert got["true"] is True
-        assert isinstance(got["float"], float) and isinstance(got["int"], int)
+        assert isinstance(got["float"], float)
+        assert isinstance(got["int"], int)
 
     async def test_list_is_ordered_and_filtered(self, do_env: DurableObjectEnv) -> None:
         stub = do_env.namespace().getByName("kv")
@@ -429,7 +430,8 @@ class DurableObjectContract:
         assert probe.events == [("start", "a")]
         noted = asyncio.ensure_future(stub.note("b"))
         await settle(do_env)
-        assert noted.done() and noted.result() == "b"
+        assert noted.done()
+        assert noted.result() == "b"
         assert not held.done()
         probe.open("a")
         assert await held == "a"
@@ -449,7 +451,8 @@ class DurableObjectContract:
         assert probe.events == []
         probe.open("g")
         await settle(do_env)
-        assert blocked.done() and waiting.done()
+        assert blocked.done()
+        assert waiting.done()
         assert probe.events == [("note", "after")]
 
     async def test_constructor_block_concurrency_while_runs_before_any_call(
@@ -514,7 +517,7 @@ class DurableObjectContract:
 
     async def test_rpc_values_are_structured_clones(self, do_env: DurableObjectEnv) -> None:
         stub = do_env.namespace().getByName("rpc")
-        doc = {"items": [1, 2], "meta": {"k": "v"}}
+        doc: dict[str, Any] = {"items": [1, 2], "meta": {"k": "v"}}
         returned = await stub.remember(doc)
         doc["items"].append(3)  # the caller's copy, not the object's
         returned["meta"]["k"] = "changed"  # the returned copy, not the object's

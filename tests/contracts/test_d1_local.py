@@ -18,7 +18,7 @@ from kumofire_jobs.local.d1 import (
 )
 
 # The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite("contracts.d1_contract")
+pytest.register_assert_rewrite(f"{__package__}.d1_contract")
 from .d1_contract import D1Contract, ReopenD1, make_people  # noqa: E402
 
 

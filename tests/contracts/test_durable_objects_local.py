@@ -22,7 +22,14 @@ from kumofire_jobs.local.durable_objects import (
     LocalDurableObjectNamespace,
 )
 
-from .durable_object_contract import ContractObject, DurableObjectContract, Probe, now_ms
+# The suite lives in a non-test module: have pytest rewrite its asserts too.
+pytest.register_assert_rewrite(f"{__package__}.durable_object_contract")
+from .durable_object_contract import (  # noqa: E402
+    ContractObject,
+    DurableObjectContract,
+    Probe,
+    now_ms,
+)
 
 
 class LocalDurableObjectEnv:
@@ -196,7 +203,7 @@ class HoldingAlarm(ContractObject):
     """An object whose alarm waits on a shared gate: shows alarms of different objects run
     concurrently, and calls to the object interleave with its alarm."""
 
-    async def alarm(self, alarmInfo: Any = None) -> None:  # noqa: N803
+    async def alarm(self, alarmInfo: Any = None) -> None:
         self.probe.events.append(("alarm", self.ctx.id.name or "?"))
         await self.probe.gate("alarms")
         self.probe.events.append(("alarm done", self.ctx.id.name or "?"))

@@ -310,7 +310,7 @@ class LocalDurableObjectState:
         the next call builds a fresh instance.
         """
         actor = self._actor
-        actor.blockers += 0
+        actor.blockers += 1
         if actor.opened is None:
             actor.opened = asyncio.Event()
         actor.opened.clear()

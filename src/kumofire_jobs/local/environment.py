@@ -9,6 +9,7 @@ byte lives under one data directory, so a restart loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -139,11 +140,16 @@ class LocalEnvironment:
         await self.cron.start()
         self._started = True
 
-    async def stop(self) -> None:
-        """A clean shutdown: timers stop, in-flight batches finish and settle."""
+    async def stop(self, *, drain_seconds: float | None = None) -> None:
+        """A clean shutdown: timers stop and in-flight batches finish and settle, waiting at
+        most `drain_seconds` (real time; None: as long as they take). Handlers still running
+        then are cancelled, as by a crash: their runs are recovered when the leases expire."""
         if self._started:
             await self.cron.stop()
-            await self.broker.stop()
+            try:
+                await asyncio.wait_for(self.broker.stop(), drain_seconds)
+            except TimeoutError:
+                await self.broker.stop(cancel_in_flight=True)
             await self.JOB_COORDINATOR.stop()
             self._started = False
         await self.close()

@@ -23,6 +23,7 @@ from .environment import LocalEnvironment, WranglerSettings
 log = get_logger()
 
 TOKEN_ENV = "KUMOFIRE_API_TOKEN"
+DRAIN_SECONDS = 10.0  # how long Ctrl-C waits for running handlers
 
 
 def load_runtime(spec: str | None) -> Runtime:
@@ -83,7 +84,7 @@ async def run_dev_server(
     try:
         await server.serve()
     finally:
-        await env.stop()
+        await env.stop(drain_seconds=DRAIN_SECONDS)
     return 0
 
 

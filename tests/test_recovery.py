@@ -1,0 +1,315 @@
+"""Crashes, lost and duplicated messages, reconciliation and retention, with faults injected
+at the binding edges (a queue that drops a send, a coordinator namespace that fails a call)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kumofire_jobs import JobContext, Resources
+from kumofire_jobs.bindings import DurableObjectNamespace, Queue
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.delivery import run_message
+from kumofire_jobs.local.environment import LocalEnvironment
+
+from .conftest import EnvFactory
+
+
+def rewire(
+    env: LocalEnvironment,
+    *,
+    queue: Queue | None = None,
+    coordinator: DurableObjectNamespace | None = None,
+) -> None:
+    """Put a faulty binding in front of the real one, before any coordinator is built."""
+    env.resources = Resources(
+        db=env.JOBS_DB,
+        queue=queue or env.JOBS_QUEUE,
+        coordinator=coordinator or env.JOB_COORDINATOR,
+    )
+    env.jobs = env.runtime.bind(env.resources)
+
+
+class DroppingQueue:
+    """Loses the first `drops` sends (a message lost between producer and consumer)."""
+
+    def __init__(self, inner: Queue, drops: int) -> None:
+        self.inner = inner
+        self.drops = drops
+        self.sent = 0
+
+    async def send(self, body: Any, options: dict[str, Any] | None = None) -> None:
+        self.sent += 1
+        if self.drops > 0:
+            self.drops -= 1
+            return
+        await self.inner.send(body, options)
+
+    async def sendBatch(  # noqa: N802
+        self, messages: Any, options: dict[str, Any] | None = None
+    ) -> None:
+        await self.inner.sendBatch(messages, options)
+
+
+class FailingNamespace:
+    """A coordinator namespace whose stubs fail the named methods while `failing` holds."""
+
+    def __init__(self, inner: DurableObjectNamespace, *methods: str, times: int = 10**9) -> None:
+        self.inner = inner
+        self.methods = set(methods)
+        self.times = times
+
+    def idFromName(self, name: str) -> Any:  # noqa: N802
+        return self.inner.idFromName(name)
+
+    def get(self, id: Any) -> Any:
+        return _FailingStub(self, self.inner.get(id))
+
+    def getByName(self, name: str) -> Any:  # noqa: N802
+        return _FailingStub(self, self.inner.getByName(name))
+
+
+class _FailingStub:
+    def __init__(self, namespace: FailingNamespace, inner: Any) -> None:
+        self._namespace = namespace
+        self._inner = inner
+        self.id = inner.id
+
+    def __getattr__(self, method: str) -> Any:
+        target = getattr(self._inner, method)
+        namespace = self._namespace
+
+        async def call(*args: Any) -> Any:
+            if method in namespace.methods and namespace.times > 0:
+                namespace.times -= 1
+                raise RuntimeError(f"injected failure of {method}")
+            return await target(*args)
+
+        return call
+
+
+async def test_consumer_dies_mid_run_lease_expires_and_the_run_is_recovered(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[int] = []
+    unblock_first = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.attempt)
+        if ctx.job.attempt == 1:
+            await unblock_first.wait()  # the first consumer hangs, its renewals fail
+
+    env = await make_env({"job": job}, lease_seconds=30)
+    partition = FailingNamespace(env.JOB_COORDINATOR, "renew")
+    rewire(env, coordinator=partition)
+    created = await env.jobs.create("job")
+    run_id = created.kumofire_job_run_id
+    await clock.advance(29.9)
+    assert calls == [1]
+    await clock.advance(0.1)  # the lease expires: the actor's alarm delivers again
+    assert calls == [1, 2]
+    partition.methods.clear()  # the partition heals
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 2
+
+    unblock_first.set()  # the stale consumer wakes up and tries to finalize: fenced off
+    await clock.advance(0)
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 2
+    assert run.last_error is None
+    assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+
+
+async def test_crash_on_the_last_attempt_fails_the_run(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    async def hang(ctx: JobContext) -> None:
+        await asyncio.Event().wait()
+
+    env = await make_env({"job": hang}, lease_seconds=30)
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "renew"))
+    created = await env.jobs.create("job", max_attempts=1)
+    await clock.advance(31)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "failed" and run.attempt == 1
+    assert run.last_error is not None and "cut off" in run.last_error
+
+
+async def test_handler_longer_than_the_lease_without_heartbeats_runs_once(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[int] = []
+
+    async def long(ctx: JobContext) -> None:
+        calls.append(ctx.job.attempt)
+        await clock.sleep_until(clock.now() + 300)  # ten leases long, never heartbeats
+
+    env = await make_env({"long": long}, lease_seconds=30)
+    created = await env.jobs.create("long")
+    await clock.advance(600)
+    assert calls == [1]
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+
+
+async def test_lost_queue_message_is_redelivered_by_the_coordinator(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(clock.now())
+
+    env = await make_env({"job": job})
+    start = clock.now()
+    dropping = DroppingQueue(env.JOBS_QUEUE, drops=1)
+    rewire(env, queue=dropping)
+    created = await env.jobs.create("job")
+    await clock.advance(9.9)
+    assert calls == []
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "queued"
+    await clock.advance(0.1)  # the first redelivery (CoordinatorConfig.redeliver_initial)
+    assert calls == [start + 10]
+    assert dropping.sent == 2
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+
+
+async def test_duplicated_queue_messages_execute_once(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    env = await make_env({"job": job})
+    created = await env.jobs.create("job", delay=1)
+    run_id = created.kumofire_job_run_id
+    await env.JOBS_QUEUE.send(run_message(run_id))  # early duplicates: not due, refused
+    await clock.advance(1)
+    await env.JOBS_QUEUE.sendBatch([{"body": run_message(run_id)}] * 3)  # late: run finished
+    await clock.advance(1)
+    assert calls == [run_id]
+    assert await env.broker.depth("kumofire-jobs") == 0
+
+
+async def test_message_for_a_finished_run_closes_its_actor(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    created = await env.jobs.create("job")
+    run_id = created.kumofire_job_run_id
+    await clock.advance(0)
+    stub = env.JOB_COORDINATOR.getByName(run_id)
+    # A coordinator left behind (its close was lost) is closed by the next message.
+    await stub.arm(run_id, int(clock.now() * 1000) + 3_600_000)
+    assert (await stub.status())["phase"] == "armed"
+    await env.JOBS_QUEUE.send(run_message(run_id))
+    await clock.advance(0)
+    assert (await stub.status())["phase"] == "armed"  # not due: the lease is refused
+    await clock.advance(3600)  # its alarm fires: delivery finds the run finished
+    assert (await stub.status())["phase"] == "closed"
+    assert env.JOB_COORDINATOR.alarm_of(run_id) is None
+
+
+async def test_message_for_a_missing_run_is_ignored_and_closes_nothing_forever(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    stub = env.JOB_COORDINATOR.getByName("run_ghost")
+    await stub.arm("run_ghost", int(clock.now() * 1000))
+    await clock.advance(0)
+    assert (await stub.status())["phase"] == "closed"  # delivery found no run: closed
+    assert await env.broker.depth("kumofire-jobs") == 0
+
+
+async def test_reconciliation_after_a_coordinator_failure(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(clock.now())
+
+    env = await make_env({"job": job})
+    start = clock.now()  # on a minute boundary: the cron trigger fires each minute
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "arm", times=1))
+    created = await env.jobs.create("job")  # the run is in D1; its coordinator never heard
+    await clock.advance(59)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "scheduled" and calls == []
+    await clock.advance(1)  # the cron tick at +60 s: overdue by the grace period, re-armed
+    assert calls == [start + 60]
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+    healthy = await env.jobs.dispatch()
+    assert (healthy.dispatched, healthy.recovered) == (0, 0)
+
+
+async def test_reconciliation_revives_an_abandoned_coordinator(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    dropping = DroppingQueue(env.JOBS_QUEUE, drops=10)  # every delivery of the actor is lost
+    rewire(env, queue=dropping)
+    created = await env.jobs.create("job")
+    run_id = created.kumofire_job_run_id
+    # Deliveries at 0, 10, 30, 70, 150, 310, 610, 910, 1210, 1510 s (doubling from 10 s,
+    # capped at 300 s); the alarm after the tenth gives up at 1810 s.
+    await clock.advance(1830)
+    assert dropping.sent == 10
+    stub = env.JOB_COORDINATOR.getByName(run_id)
+    status = await stub.status()
+    assert status["phase"] == "abandoned" and status["deliveries"] == 10
+    assert env.JOB_COORDINATOR.alarm_of(run_id) is None  # it gave up: no more alarms
+    await clock.advance(30)  # the cron tick at 1860 s re-arms it, and this delivery arrives
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded"
+
+
+async def test_retention_deletes_finished_runs_and_keeps_unfinished_ones(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": lambda ctx: asyncio.sleep(0)}, retention_seconds=3600)
+    done = await env.jobs.create("job", dedupe_key="once")
+    waiting = await env.jobs.create("job", delay=86_400)
+    await clock.advance(3600)
+    assert await env.jobs.get(done.kumofire_job_run_id) is not None
+    await clock.advance(60)  # the first cron tick after the retention age
+    assert await env.jobs.get(done.kumofire_job_run_id) is None
+    assert await env.jobs.get(waiting.kumofire_job_run_id) is not None
+    again = await env.jobs.create("job", dedupe_key="once")  # pruning frees the dedupe key
+    assert not again.deduplicated
+    stub = env.JOB_COORDINATOR.getByName(done.kumofire_job_run_id)
+    assert (await stub.status())["phase"] == "closed"
+
+
+async def test_consume_batch_acks_malformed_messages_and_retries_runtime_failures(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    env = await make_env({"job": job})
+    for body in (
+        {"version": 2, "kumofireJobRunId": "run_x"},
+        {"version": 1, "kumofireJobRunId": 7},
+        {"version": 1},
+        {"version": 1, "kumofireJobRunId": "run_x", "extra": True},
+        "not an object",
+        [1, 2],
+    ):
+        await env.JOBS_QUEUE.send(body)
+    await clock.advance(0)
+    assert await env.broker.depth("kumofire-jobs") == 0  # acknowledged, never retried
+
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "lease", times=1))
+    created = await env.jobs.create("job")
+    await clock.advance(0)  # the first consume fails in the runtime: the message is retried
+    assert calls == [created.kumofire_job_run_id]
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
