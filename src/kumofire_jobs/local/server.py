@@ -7,9 +7,12 @@ requests, and then the bindings stop cleanly (in-flight batches settle).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,18 @@ async def run_dev_server(
     http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises a captured SIGTERM/SIGINT after serving, which would kill the
+            # process before the bindings stop cleanly; ask it to exit and stop ourselves.
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             for listener in self.servers:

@@ -1,0 +1,18 @@
+"""A runtime for the tests that start a real `kumofire-jobs dev` process (`--app`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kumofire_jobs import JobContext, RetryPolicy, create_runtime
+
+
+async def sleep(ctx: JobContext) -> None:
+    await asyncio.sleep(float(ctx.job.payload or 0))
+
+
+runtime = create_runtime(
+    {"sleep": sleep},
+    retry=RetryPolicy(max_attempts=3, base_delay=0.1),
+    lease_seconds=1.0,
+)

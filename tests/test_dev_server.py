@@ -1,0 +1,142 @@
+"""`kumofire-jobs dev` as a user runs it: a real process, real HTTP, killed and restarted.
+
+These tests wait on a real process, so they poll its HTTP API with a deadline; the timing
+they depend on is the short lease of `tests/dev_app.py`, not a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class DevServer:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "kumofire_jobs.cli", "dev", "--port", "0",
+                "--data-dir", str(data_dir), *extra,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.url = self._wait_for_url()
+        self.http = httpx.Client(base_url=self.url, timeout=5)
+
+    def _wait_for_url(self) -> str:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            match = LISTENING.search(line)
+            if match:
+                return match.group(1)
+        raise AssertionError(f"the dev server exited ({self.process.wait()}) before listening")
+
+    def wait_for(self, predicate: Any, timeout: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; last value {value!r}")
+            time.sleep(0.05)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = self.http.get("/v1/runs:counts").json()
+        return counts
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.http.close()
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=20)
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[DevServer]]:
+    started: list[DevServer] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+def test_quick_start_demo_runs_a_job_and_stops_on_sigterm(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    server = DevServer(tmp_path / "data")
+    servers.append(server)
+    assert server.url.startswith("http://127.0.0.1:")
+    assert server.http.get("/v1/health").json() == {"status": "ok", "schema_version": 1}
+    created = server.http.post("/v1/runs", json={"name": "hello", "payload": {"hi": 1}})
+    assert created.status_code == 202
+    run_id = created.json()["kumofire_job_run_id"]
+    run = server.wait_for(
+        lambda: (r := server.http.get(f"/v1/runs/{run_id}").json())["status"] == "succeeded" and r
+    )
+    assert run["attempt"] == 1
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    data = tmp_path / "data"
+    first = DevServer(data, "--app", "tests.dev_app:runtime")
+    servers.append(first)
+    in_flight = [
+        first.http.post("/v1/runs", json={"name": "sleep", "payload": 2}).json() for _ in range(5)
+    ]
+    pending = [
+        first.http.post("/v1/runs", json={"name": "sleep", "delay": 1.5}).json() for _ in range(5)
+    ]
+    first.wait_for(lambda: first.counts()["running"] == 5)
+    first.stop(signal.SIGKILL)
+
+    second = DevServer(data, "--app", "tests.dev_app:runtime")
+    servers.append(second)
+    second.wait_for(lambda: second.counts()["succeeded"] == 10, timeout=40)
+    assert second.counts() == {
+        "scheduled": 0, "queued": 0, "running": 0, "succeeded": 10, "failed": 0, "canceled": 0,
+    }  # fmt: skip
+    for created in in_flight:
+        run = second.http.get(f"/v1/runs/{created['kumofire_job_run_id']}").json()
+        assert run["attempt"] == 2  # the attempt the kill cut off counts
+    for created in pending:
+        run = second.http.get(f"/v1/runs/{created['kumofire_job_run_id']}").json()
+        assert run["attempt"] == 1
+    assert second.stop(signal.SIGINT) == 0
+
+
+def test_migrate_command(tmp_path: Path) -> None:
+    def migrate(*extra: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "kumofire_jobs.cli", "migrate", "--data-dir", str(tmp_path),
+             *extra],
+            check=True, capture_output=True, text=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+
+    assert "0001_job_runs.sql" in migrate("--dry-run")
+    assert "Applied 0001_job_runs.sql" in migrate()
+    assert "No migrations to apply" in migrate()
