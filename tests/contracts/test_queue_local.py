@@ -19,8 +19,8 @@ from kumofire_jobs.local.queue import (
 )
 
 # The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite("contracts.queue_contract")
-from contracts.queue_contract import QueueContract, Recorder  # noqa: E402
+pytest.register_assert_rewrite("tests.contracts.queue_contract")
+from .queue_contract import QueueContract, Recorder  # noqa: E402
 
 Handler = Callable[[MessageBatch], Awaitable[None]]
 

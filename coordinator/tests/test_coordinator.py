@@ -1,0 +1,326 @@
+"""The coordinator actor's protocol, run in the embedded Durable Object binding (real storage,
+alarms and input gate) with a recording delivery hook and the manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kumofire_coordinator import (
+    CoordinatorActor,
+    CoordinatorConfig,
+    CoordinatorEndpoint,
+    Delivery,
+    DeliveryAction,
+)
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
+
+KEY = "run_1"
+LEASE_MS = 30_000
+CONFIG = CoordinatorConfig(redeliver_initial=10.0, redeliver_max=40.0, max_deliveries=4)
+
+
+@dataclass
+class Hook:
+    """Records deliveries; `gate`, when set, holds a delivery until the test opens it."""
+
+    clock: ManualClock
+    deliveries: list[tuple[str, int, float]] = field(default_factory=list)
+    action: Delivery = field(default_factory=lambda: Delivery(DeliveryAction.SENT))
+    gate: asyncio.Event | None = None
+
+    async def deliver(self, key: str, delivery: int) -> Delivery:
+        self.deliveries.append((key, delivery, self.clock.now()))
+        if self.gate is not None:
+            await self.gate.wait()  # a queue send: other calls to the actor may run meanwhile
+        return self.action
+
+
+@dataclass
+class Env:
+    hook: Hook
+
+
+class CoordinatorUnderTest(CoordinatorEndpoint):
+    def __init__(self, ctx: Any, env: Env) -> None:
+        self.actor = CoordinatorActor(ctx.storage, env.hook.clock, env.hook, CONFIG)
+
+
+@pytest.fixture
+def hook(clock: ManualClock) -> Hook:
+    return Hook(clock)
+
+
+@pytest.fixture
+async def namespace(
+    clock: ManualClock, tmp_path: Path, hook: Hook
+) -> AsyncIterator[LocalDurableObjectNamespace]:
+    ns = LocalDurableObjectNamespace(
+        CoordinatorUnderTest, path=tmp_path / "do", clock=clock, env=Env(hook)
+    )
+    await ns.start()
+    yield ns
+    await ns.close()
+
+
+def now_ms(clock: ManualClock) -> int:
+    return int(clock.now() * 1000)
+
+
+async def test_arm_delivers_at_the_due_time_and_not_before(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    start = clock.now()
+    await stub.arm(KEY, now_ms(clock) + 5_000)
+    await clock.advance(4.999)
+    assert hook.deliveries == []
+    await clock.advance(0.001)
+    assert hook.deliveries == [(KEY, 1, start + 5)]
+    assert (await stub.status())["phase"] == "delivered"
+
+
+async def test_a_due_time_in_the_past_delivers_at_once(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    await namespace.getByName(KEY).arm(KEY, now_ms(clock) - 60_000)
+    await clock.advance(0)
+    assert [d[1] for d in hook.deliveries] == [1]
+
+
+async def test_two_consumers_racing_for_one_lease_exactly_one_wins(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    results = await asyncio.gather(*(stub.lease(KEY, LEASE_MS) for _ in range(5)))
+    granted = [r for r in results if r["granted"]]
+    assert len(granted) == 1
+    assert {r["reason"] for r in results if not r["granted"]} == {"held"}
+
+
+async def test_a_lease_before_the_due_time_is_refused(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(KEY)
+    due = now_ms(clock) + 1_000
+    await stub.arm(KEY, due)
+    assert await stub.lease(KEY, LEASE_MS) == {"granted": False, "reason": "not_due", "due_ms": due}
+    await clock.advance(1)
+    assert (await stub.lease(KEY, LEASE_MS))["granted"]
+
+
+async def test_a_lease_for_an_unknown_key_is_refused(
+    namespace: LocalDurableObjectNamespace,
+) -> None:
+    result = await namespace.getByName(KEY).lease(KEY, LEASE_MS)
+    assert result == {"granted": False, "reason": "closed"}
+
+
+async def test_lease_expiry_leads_to_redelivery_and_a_new_token(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    first = await stub.lease(KEY, LEASE_MS)
+    await clock.advance(29.999)
+    assert len(hook.deliveries) == 1  # the holder still has its lease
+    assert not (await stub.lease(KEY, LEASE_MS))["granted"]
+    await clock.advance(0.001)  # expired, never renewed: the holder died
+    assert len(hook.deliveries) == 2
+    second = await stub.lease(KEY, LEASE_MS)
+    assert second["granted"] and second["token"] > first["token"]
+    assert await stub.renew(first["token"], LEASE_MS) == {"ok": False, "reason": "lost"}
+
+
+async def test_renewal_keeps_the_lease_alive(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    lease = await stub.lease(KEY, LEASE_MS)
+    for _ in range(10):
+        await clock.advance(20)
+        assert (await stub.renew(lease["token"], LEASE_MS))["ok"]
+    assert len(hook.deliveries) == 1
+    assert (await stub.status())["lease_live"]
+
+
+async def test_a_stale_token_cannot_release(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    stale = await stub.lease(KEY, LEASE_MS)
+    await clock.advance(30)
+    fresh = await stub.lease(KEY, LEASE_MS)
+    assert await stub.release(stale["token"], None) == {"ok": False, "reason": "lost"}
+    assert (await stub.status())["lease_live"]
+    assert await stub.release(fresh["token"], None) == {"ok": True, "closed": True}
+
+
+async def test_release_with_rearm_delivers_again_at_that_time(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    lease = await stub.lease(KEY, LEASE_MS)
+    rearm = now_ms(clock) + 2_000
+    assert await stub.release(lease["token"], rearm) == {"ok": True, "closed": False}
+    assert not (await stub.lease(KEY, LEASE_MS))["granted"]  # not due again yet
+    await clock.advance(2)
+    assert [d[1] for d in hook.deliveries] == [1, 1]  # a fresh delivery count after a re-arm
+
+
+async def test_release_without_rearm_closes_the_actor(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    lease = await stub.lease(KEY, LEASE_MS)
+    await stub.release(lease["token"], None)
+    assert await stub.status() == {"phase": "closed", "lease_live": False}
+    assert namespace.alarm_of(KEY) is None
+
+
+async def test_cancel_during_a_lease_tells_the_holder_and_closes_on_release(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    lease = await stub.lease(KEY, LEASE_MS)
+    assert await stub.cancel() == {"canceled": True, "leased": True}
+    assert await stub.renew(lease["token"], LEASE_MS) == {"ok": False, "reason": "canceled"}
+    assert (await stub.lease(KEY, LEASE_MS))["reason"] == "canceled"
+    await stub.release(lease["token"], now_ms(clock) + 1000)  # a retry asked for: canceled wins
+    assert (await stub.status())["phase"] == "closed"
+    await clock.advance(3600)
+    assert len(hook.deliveries) == 1
+
+
+async def test_cancel_when_the_holder_died_closes_at_expiry(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    await stub.lease(KEY, LEASE_MS)
+    await stub.cancel()
+    await clock.advance(30)
+    assert (await stub.status())["phase"] == "closed"
+    assert len(hook.deliveries) == 1
+
+
+async def test_cancel_without_a_lease_closes_at_once(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock) + 5_000)
+    assert await stub.cancel() == {"canceled": True, "leased": False}
+    await clock.advance(60)
+    assert hook.deliveries == []
+    assert namespace.alarm_of(KEY) is None
+
+
+async def test_close_stops_everything_and_clears_storage(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock) + 5_000)
+    assert await stub.close() == {"closed": True}
+    assert namespace.alarm_of(KEY) is None
+    await clock.advance(600)
+    assert hook.deliveries == []
+    assert await stub.status() == {"phase": "closed", "lease_live": False}
+
+
+async def test_redelivery_when_the_message_is_lost_then_giving_up(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    start = clock.now()
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(3600)  # nobody ever takes the lease
+    # Backoff 10 s, 20 s, 40 s (capped at 40 s); four deliveries, then it gives up.
+    assert [(d[1], d[2] - start) for d in hook.deliveries] == [(1, 0), (2, 10), (3, 30), (4, 70)]
+    status = await stub.status()
+    assert status["phase"] == "abandoned" and status["deliveries"] == 4
+    assert namespace.alarm_of(KEY) is None
+    assert (await stub.lease(KEY, LEASE_MS))["granted"]  # a late message can still take it
+
+
+async def test_a_hook_saying_close_or_defer(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    later = now_ms(clock) + 7_000
+    hook.action = Delivery(DeliveryAction.DEFER, due_ms=later)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    assert (await stub.status())["phase"] == "armed"
+    assert namespace.alarm_of(KEY) == later
+    hook.action = Delivery(DeliveryAction.CLOSE)
+    await clock.advance(7)
+    assert (await stub.status())["phase"] == "closed"
+    assert len(hook.deliveries) == 2
+
+
+async def test_an_alarm_and_a_lease_interleaving_lose_no_update(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()  # the delivery's send is slow
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    assert len(hook.deliveries) == 1  # the alarm is awaiting its send
+    # A consumer got an earlier message and takes the lease while the alarm awaits.
+    lease = await stub.lease(KEY, LEASE_MS)
+    assert lease["granted"]
+    hook.gate.set()
+    await clock.advance(0)  # the alarm resumes: its compare-and-set sees the lease and yields
+    status = await stub.status()
+    assert status["phase"] == "leased" and status["lease_live"]
+    assert namespace.alarm_of(KEY) == lease["expires_ms"]
+    assert (await stub.renew(lease["token"], LEASE_MS))["ok"]
+
+
+async def test_state_survives_eviction(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    lease = await stub.lease(KEY, LEASE_MS)
+    namespace.evict(KEY)
+    assert (await namespace.getByName(KEY).renew(lease["token"], LEASE_MS))["ok"]
+    assert not (await namespace.getByName(KEY).lease(KEY, LEASE_MS))["granted"]
+
+
+async def test_arm_while_leased_waits_for_the_release(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    lease = await stub.lease(KEY, LEASE_MS)
+    await stub.cancel()
+    # The run is retried by hand while the canceled attempt still runs: arm again.
+    assert await stub.arm(KEY, now_ms(clock)) == {"armed": False, "reason": "leased"}
+    assert (await stub.renew(lease["token"], LEASE_MS))["ok"]  # no longer canceled
+    await stub.release(lease["token"], None)  # the old attempt ends: the new due time stands
+    await clock.advance(0)
+    assert len(hook.deliveries) == 2
+    assert (await stub.lease(KEY, LEASE_MS))["granted"]
