@@ -307,13 +307,13 @@ async def test_manual_retry_of_failed_and_canceled_runs(
     assert run is not None and run.status == "succeeded" and run.attempt == 2
 
 
-async def test_list_filters_and_cursor_pagination(
-    make_env: EnvFactory, clock: ManualClock
-) -> None:
+async def test_list_filters_and_cursor_pagination(make_env: EnvFactory, clock: ManualClock) -> None:
     env = await make_env({"a": Recorder(), "b": Recorder()})
     ids = []
     for i in range(7):
-        ids.append((await env.jobs.create("a" if i % 2 == 0 else "b", delay=10)).kumofire_job_run_id)
+        ids.append(
+            (await env.jobs.create("a" if i % 2 == 0 else "b", delay=10)).kumofire_job_run_id
+        )
         await clock.advance(0.001)
     page = await env.jobs.list(limit=3)
     assert [r.id for r in page.items] == ids[::-1][:3]

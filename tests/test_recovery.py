@@ -45,9 +45,7 @@ class DroppingQueue:
             return
         await self.inner.send(body, options)
 
-    async def sendBatch(  # noqa: N802
-        self, messages: Any, options: dict[str, Any] | None = None
-    ) -> None:
+    async def sendBatch(self, messages: Any, options: dict[str, Any] | None = None) -> None:
         await self.inner.sendBatch(messages, options)
 
 
@@ -59,13 +57,13 @@ class FailingNamespace:
         self.methods = set(methods)
         self.times = times
 
-    def idFromName(self, name: str) -> Any:  # noqa: N802
+    def idFromName(self, name: str) -> Any:
         return self.inner.idFromName(name)
 
     def get(self, id: Any) -> Any:
         return _FailingStub(self, self.inner.get(id))
 
-    def getByName(self, name: str) -> Any:  # noqa: N802
+    def getByName(self, name: str) -> Any:
         return _FailingStub(self, self.inner.getByName(name))
 
 

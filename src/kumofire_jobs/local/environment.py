@@ -17,13 +17,14 @@ from typing import Any
 
 from kumofire_coordinator import CoordinatorEndpoint
 
+from ..bindings import MessageBatch
 from ..log import get_logger
 from ..migrations import apply_migrations
 from ..runtime import Resources, Runtime
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
 from .durable_objects import LocalDurableObjectNamespace, LocalDurableObjectState
-from .queue import ConsumerSettings, LocalMessageBatch, LocalQueueBroker
+from .queue import ConsumerSettings, LocalQueueBroker
 
 log = get_logger()
 
@@ -36,6 +37,12 @@ COORDINATOR_CLASS = "JobCoordinator"
 PROMPT_CONSUMER = ConsumerSettings(
     max_batch_size=100, max_batch_timeout=0, dead_letter_queue=DEFAULT_DEAD_LETTER_QUEUE
 )
+
+
+def open_local_d1(data_dir: Path, *, synchronous: str = "NORMAL") -> LocalD1Database:
+    """The jobs database of a data directory (created if new)."""
+    (data_dir / "d1").mkdir(parents=True, exist_ok=True)
+    return LocalD1Database(data_dir / "d1" / "jobs.sqlite", synchronous=synchronous)
 
 
 class LocalJobCoordinator(CoordinatorEndpoint):
@@ -94,7 +101,9 @@ class LocalEnvironment:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "d1").mkdir(exist_ok=True)
 
-        self.JOBS_DB = LocalD1Database(self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous)
+        self.JOBS_DB = LocalD1Database(
+            self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous
+        )
         self.broker = LocalQueueBroker(
             self.data_dir / "queues.sqlite", self.clock, synchronous=synchronous
         )
@@ -117,7 +126,7 @@ class LocalEnvironment:
 
     # --- the Worker's handlers, as workerd would call them -----------------------------------
 
-    async def queue(self, batch: LocalMessageBatch) -> None:
+    async def queue(self, batch: MessageBatch) -> None:
         await self.runtime.consume_batch(batch, self.resources)
 
     async def scheduled(self, controller: ScheduledController) -> None:

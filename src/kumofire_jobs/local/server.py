@@ -20,8 +20,7 @@ from ..log import configure_logging, get_logger
 from ..migrations import apply_migrations, pending_migrations
 from ..runtime import Runtime
 from ..web import create_app
-from .d1 import LocalD1Database
-from .environment import LocalEnvironment, WranglerSettings
+from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 
 log = get_logger()
 
@@ -104,9 +103,7 @@ async def run_dev_server(
 
 
 async def migrate_local(data_dir: Path, *, dry_run: bool) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "d1").mkdir(exist_ok=True)
-    db = LocalD1Database(data_dir / "d1" / "jobs.sqlite")
+    db = open_local_d1(data_dir)
     try:
         pending = await pending_migrations(db)
         if not pending:

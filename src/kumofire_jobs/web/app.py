@@ -101,7 +101,9 @@ def create_app(
         except msgspec.DecodeError as exc:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
 
-    def route(path: str, methods: list[str], *, public: bool = False) -> Callable[[Endpoint], Route]:
+    def route(
+        path: str, methods: list[str], *, public: bool = False
+    ) -> Callable[[Endpoint], Route]:
         def wrap(endpoint: Endpoint) -> Route:
             async def handle(request: Request) -> Response:
                 try:

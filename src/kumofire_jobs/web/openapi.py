@@ -179,10 +179,12 @@ _PATHS: dict[str, Any] = {
             },
             "responses": {
                 "202": _json(
-                    {"type": "object", "properties": {
-                        "items": {"type": "array", "items": _ref("CreatedRun")}}},
+                    {
+                        "type": "object",
+                        "properties": {"items": {"type": "array", "items": _ref("CreatedRun")}},
+                    },
                     "one result per run, in order",
-                ),  # fmt: skip
+                ),
                 **_errors(400, *_AUTH, 413, 422),
             },
         }
