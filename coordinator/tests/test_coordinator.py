@@ -324,3 +324,17 @@ async def test_arm_while_leased_waits_for_the_release(
     await clock.advance(0)
     assert len(hook.deliveries) == 2
     assert (await stub.lease(KEY, LEASE_MS))["granted"]
+
+
+def test_state_round_trips_through_storage_with_every_field() -> None:
+    from dataclasses import fields
+
+    from kumofire_coordinator import ActorState, Phase
+
+    state = ActorState(
+        key="k", due=5, phase=Phase.LEASED, version=3, deliveries=2, token=9,
+        lease_expires=7, canceled=True, pending_due=11,
+    )  # fmt: skip
+    stored = state.to_storage()
+    assert set(stored) == {f.name for f in fields(ActorState)}
+    assert ActorState.from_storage(stored) == state

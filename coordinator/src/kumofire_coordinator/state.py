@@ -14,7 +14,7 @@ A closed actor has no state at all: its storage is cleared and its alarm deleted
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -48,9 +48,17 @@ class ActorState:
         )
 
     def to_storage(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["phase"] = self.phase.value
-        return data
+        return {
+            "key": self.key,
+            "due": self.due,
+            "phase": self.phase.value,
+            "version": self.version,
+            "deliveries": self.deliveries,
+            "token": self.token,
+            "lease_expires": self.lease_expires,
+            "canceled": self.canceled,
+            "pending_due": self.pending_due,
+        }
 
     @classmethod
     def from_storage(cls, data: dict[str, Any]) -> ActorState:
