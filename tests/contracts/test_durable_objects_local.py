@@ -338,3 +338,35 @@ async def test_sql_rejects_transaction_statements(do_env: LocalDurableObjectEnv)
     assert (row.a, row["b"]) == (1, "x")
     assert list(storage.sql.exec("SELECT b FROM t").raw()) == [["x"]]
     assert storage.sql.databaseSize > 0
+
+
+class FailingBoot(ContractObject):
+    """An object whose constructor's blockConcurrencyWhile fails while storage says so."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        ctx.blockConcurrencyWhile(self._maybe_fail)
+
+    async def _maybe_fail(self) -> None:
+        await asyncio.sleep(0)
+        if await self.ctx.storage.get("fail boot"):
+            raise RuntimeError("boot failed")
+
+
+async def test_failed_block_concurrency_while_resets_the_object(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    probe = Probe(now=clock.now)
+    async with LocalDurableObjectNamespace(
+        FailingBoot, path=data_dir, clock=clock, env=SimpleNamespace(PROBE=probe)
+    ) as ns:
+        stub = ns.getByName("boot")
+        await stub.storage("put", "fail boot", True)  # this instance was built before
+        ns.evict("boot")
+        with pytest.raises(DurableObjectError, match="boot failed"):
+            await stub.whoami()
+        assert ns.instance_count() == 0
+        storage = ns._actors[ns.idFromName("boot").toString()].storage
+        assert storage is not None
+        await storage.put("fail boot", False)
+        assert (await stub.whoami())["instance"] == probe.constructed

@@ -16,7 +16,9 @@ scheduler. The semantics follow the platform's documentation, not convenience:
 * Alarms. One per object, millisecond granularity; an alarm set in the past fires at once; a
   throwing `alarm()` is retried after 2 s, 4 s, 8 s, ... up to 6 retries, then dropped; an alarm
   set while `alarm()` runs replaces the running one (no retry of the old one); during the
-  handler `getAlarm()` is None unless the handler set a new alarm (as workerd does).
+  handler `getAlarm()` is None unless the handler set a new alarm, and `deleteAlarm()` there
+  removes only such a new alarm (as workerd does). Between retries `getAlarm()` answers the
+  retry's time. At least once: a handler cut short by `stop()` runs again after `start()`.
 * `deleteAll()` also deletes the alarm: the platform does so for compatibility dates from
   2026-02-24 (changelog "deleteAll() now deletes Durable Object alarm"), and this project's
   date is later. `delete_all_deletes_alarm=False` gives the older behaviour.
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 
 ALARM_RETRY_START_SECONDS = 2.0  # first retry 2 s after a throwing alarm(), then doubling
 ALARM_MAX_RETRIES = 6  # retries after the first run; the alarm is dropped after the 6th fails
+# The KV-backed class limits. SQLite-backed classes allow 2 MB per key plus value; enforcing
+# the stricter pair keeps code that runs here within both.
 MAX_KEY_BYTES = 2 * 1024  # UTF-8 bytes of one key
 MAX_VALUE_BYTES = 128 * 1024  # one serialized value
 # Like miniflare: the platform's own serialization adds a few tag bytes, and a 128 KiB byte
@@ -263,6 +267,8 @@ class _Actor:
         "name",
         "name_recorded",
         "opened",
+        "reset_error",
+        "resets",
         "serial",
         "sql",
         "storage",
@@ -276,6 +282,8 @@ class _Actor:
         self.serial = 0  # how many instances have been built (tests watch rebuilds)
         self.blockers = 0  # running blockConcurrencyWhile callbacks
         self.opened: asyncio.Event | None = None  # set when blockers drops to 0
+        self.resets = 0  # blockConcurrencyWhile callbacks that failed (each resets the object)
+        self.reset_error = ""
         self.storage: LocalDurableObjectStorage | None = None
         self.sql: LocalSqlStorage | None = None
         # The alarm: alarm_ms is the pending (or running) alarm, alarm_retry its retry count.
@@ -318,16 +326,23 @@ class LocalDurableObjectState:
         async def run() -> Any:
             try:
                 return await callback()
-            except BaseException:
+            except Exception as exc:
+                # The platform resets the object; the calls waiting at the gate fail.
+                actor.resets += 1
+                actor.reset_error = str(exc)
                 if actor.instance is not None:
                     self._namespace._drop_instance(actor)
                 raise
-            finally:
-                actor.blockers -= 1
-                if actor.blockers == 0 and actor.opened is not None:
-                    actor.opened.set()
 
-        return self._namespace._track(asyncio.ensure_future(run()), "blockConcurrencyWhile")
+        def release(_: object) -> None:
+            # A done callback, not `finally`: it also runs if the task is cancelled unstarted.
+            actor.blockers -= 1
+            if actor.blockers == 0 and actor.opened is not None:
+                actor.opened.set()
+
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(release)
+        return self._namespace._track(task, "blockConcurrencyWhile")
 
     def waitUntil(self, awaitable: Awaitable[Any]) -> None:
         """Keep `awaitable` running after the call returns (its errors are logged)."""
@@ -881,9 +896,12 @@ class LocalDurableObjectNamespace:
     async def _enter(self, actor: _Actor) -> Any:
         """Wait for the object's gate, building the instance if needed; return it."""
         while True:
+            resets = actor.resets
             while actor.blockers:
                 assert actor.opened is not None
                 await actor.opened.wait()
+            if actor.resets != resets:
+                raise DurableObjectError(actor.reset_error)
             if actor.instance is None:
                 self._build(actor)
             if not actor.blockers:  # the constructor may have called blockConcurrencyWhile
