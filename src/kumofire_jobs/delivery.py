@@ -33,7 +33,8 @@ class QueueDeliveryHook:
 
     async def deliver(self, key: str, delivery: int) -> Delivery:
         now = now_ms(self._clock)
-        if not await self._store.mark_queued(key, now):
+        row = await self._store.mark_queued(key, now)
+        if row is None:
             row = await self._store.get_row(key)
             if row is None or RunStatus(row["status"]) in TERMINAL:
                 return Delivery(DeliveryAction.CLOSE)
@@ -41,5 +42,7 @@ class QueueDeliveryHook:
                 return Delivery(DeliveryAction.DEFER, due_ms=row["scheduled_for"])
             # queued or running: a redelivery (lost message, or a holder that died).
         await self._queue.send(run_message(key), _SEND_OPTIONS)
-        log.info("run.queued", run_id=key, delivery=delivery)
+        log.info(
+            "run.queued", run_id=key, job=row["name"], attempt=row["attempt"], delivery=delivery
+        )
         return Delivery(DeliveryAction.SENT)

@@ -109,7 +109,13 @@ class Jobs:
         return created
 
     async def _arm(self, run: NewRun) -> None:
-        log.info("run.created", run_id=run.id, job=run.name, scheduled_for_ms=run.scheduled_for)
+        log.info(
+            "run.created",
+            run_id=run.id,
+            job=run.name,
+            attempt=0,
+            scheduled_for_ms=run.scheduled_for,
+        )
         try:
             await self._coordinators.arm(run.id, run.scheduled_for)
         except Exception as exc:

@@ -1,0 +1,55 @@
+"""One structured event per run state change, as JSON lines off a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from kumofire_jobs import JobContext
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.log import configure_logging
+
+from .conftest import EnvFactory
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()  # not a terminal: JSON
+    configure_logging(stream=stream)
+    yield stream
+    structlog.reset_defaults()
+
+
+async def test_every_state_change_is_one_json_event(
+    make_env: EnvFactory, clock: ManualClock, log_stream: io.StringIO
+) -> None:
+    async def flaky(ctx: JobContext) -> None:
+        if ctx.job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    env = await make_env({"flaky": flaky})
+    created = await env.jobs.create("flaky")
+    await clock.advance(1)
+    events = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    ours = [e for e in events if e.get("run_id") == created.kumofire_job_run_id]
+    assert [(e["event"], e["attempt"]) for e in ours] == [
+        ("run.created", 0),
+        ("run.queued", 0),
+        ("run.started", 1),
+        ("run.retried", 1),
+        ("run.queued", 1),
+        ("run.started", 2),
+        ("run.succeeded", 2),
+    ]
+    for event in ours:
+        assert event["job"] == "flaky"
+        assert event["level"] in {"info", "warning"}
+        assert event["timestamp"].endswith("Z")
+    finished = [e for e in ours if e["event"] in {"run.retried", "run.succeeded"}]
+    assert [e["outcome"] for e in finished] == ["retried", "succeeded"]
+    assert all(isinstance(e["duration_ms"], int) for e in finished)
+    assert finished[0]["error"] == "RuntimeError: first attempt fails"
