@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from kumofire_jobs.migrations import SCHEMA_VERSION
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +90,10 @@ def test_quick_start_demo_runs_a_job_and_stops_on_sigterm(
     server = DevServer(tmp_path / "data")
     servers.append(server)
     assert server.url.startswith("http://127.0.0.1:")
-    assert server.http.get("/v1/health").json() == {"status": "ok", "schema_version": 1}
+    assert server.http.get("/v1/health").json() == {
+        "status": "ok",
+        "schema_version": SCHEMA_VERSION,
+    }
     created = server.http.post("/v1/runs", json={"name": "hello", "payload": {"hi": 1}})
     assert created.status_code == 202
     run_id = created.json()["kumofire_job_run_id"]

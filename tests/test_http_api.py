@@ -12,6 +12,7 @@ import pytest
 from kumofire_jobs import JobContext
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.migrations import SCHEMA_VERSION
 from kumofire_jobs.web import create_app
 from kumofire_jobs.web.openapi import documented_routes
 
@@ -198,7 +199,10 @@ async def test_production_without_a_token_is_disabled(env: LocalEnvironment) -> 
 
 
 async def test_health_and_openapi_describe_every_route(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/v1/health")).json() == {"status": "ok", "schema_version": 1}
+    assert (await client.get("/v1/health")).json() == {
+        "status": "ok",
+        "schema_version": SCHEMA_VERSION,
+    }
     document = (await client.get("/v1/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
     served = {

@@ -100,6 +100,14 @@ def write(directory: Path, name: str, sql: str) -> Path:
     return path
 
 
+SHIPPED = [p.name for p in sorted(REPO_MIGRATIONS.glob("*.sql"))]
+SCHEDULE_COLUMNS = [
+    "id", "key", "name", "type", "expr", "timezone", "enabled", "payload", "max_attempts",
+    "revision", "anchor_at", "next_run_at", "next_run_id", "last_scheduled_at", "created_at",
+    "updated_at",
+]  # fmt: skip
+
+
 # --- the schema ---------------------------------------------------------------------------
 
 
@@ -116,6 +124,13 @@ async def test_apply_produces_the_schema_the_code_expects(db: LocalD1Database) -
         "kumofire_job_runs_schedule_occurrence",
         "kumofire_job_runs_active",
     }
+    columns = await db.prepare("SELECT name FROM pragma_table_info('kumofire_job_schedules')").all()
+    assert [c["name"] for c in columns.results] == SCHEDULE_COLUMNS
+    indexes = await db.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' "
+        "AND tbl_name = 'kumofire_job_schedules' AND sql IS NOT NULL"
+    ).all()
+    assert {i["name"] for i in indexes.results} == {"kumofire_job_schedules_key"}
 
 
 async def test_the_status_check_rejects_an_unknown_status(db: LocalD1Database) -> None:
@@ -143,7 +158,10 @@ async def test_apply_is_idempotent(db: LocalD1Database) -> None:
 async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) -> None:
     await apply_migrations(db)
     rows = await recorded(db)
-    assert [(r["id"], r["name"]) for r in rows] == [(1, "0001_job_runs.sql")]
+    assert [(r["id"], r["name"]) for r in rows] == [
+        (1, "0001_job_runs.sql"),
+        (2, "0002_schedules.sql"),
+    ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()
     # wrangler 4.86.0, src/d1/migrations/helpers.ts (initMigrationsTable), as SQLite stores it
@@ -448,7 +466,7 @@ async def test_wrangler_finds_nothing_to_apply_after_this_migrator(
     path = local_database_file(persist)
     db = open_db(path)
     assert await schema_version(db) == 0
-    assert [m.name for m in await apply_migrations(db)] == ["0001_job_runs.sql"]
+    assert [m.name for m in await apply_migrations(db)] == SHIPPED
     before = await schema(db)
     db.close()
 
@@ -463,4 +481,4 @@ async def test_wrangler_finds_nothing_to_apply_after_this_migrator(
 
     again = open_db(path)
     assert await schema(again) == before
-    assert [r["name"] for r in await recorded(again)] == ["0001_job_runs.sql"]
+    assert [r["name"] for r in await recorded(again)] == SHIPPED
