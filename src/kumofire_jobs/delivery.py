@@ -7,6 +7,8 @@ carries. A run that is finished, canceled or gone closes the actor; one that is 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from kumofire_coordinator import Delivery, DeliveryAction
 
 from .bindings import Queue
@@ -25,15 +27,27 @@ def run_message(run_id: str) -> dict[str, object]:
     return {"version": MESSAGE_VERSION, "kumofireJobRunId": run_id}
 
 
+# Called after a schedule's occurrence is delivered: (schedule_id, run_id, nominal ms).
+OccurrenceDelivered = Callable[[str, str, int], Awaitable[object]]
+
+
 class QueueDeliveryHook:
-    def __init__(self, store: RunStore, queue: Queue, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        queue: Queue,
+        clock: Clock,
+        on_occurrence: OccurrenceDelivered | None = None,
+    ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
+        self._on_occurrence = on_occurrence
 
     async def deliver(self, key: str, delivery: int) -> Delivery:
         now = now_ms(self._clock)
-        row = await self._store.mark_queued(key, now)
+        queued = await self._store.mark_queued(key, now)
+        row = queued
         if row is None:
             row = await self._store.get_row(key)
             if row is None or RunStatus(row["status"]) in TERMINAL:
@@ -45,4 +59,11 @@ class QueueDeliveryHook:
         log.info(
             "run.queued", run_id=key, job=row["name"], attempt=row["attempt"], delivery=delivery
         )
+        if queued is not None and queued["schedule_id"] and self._on_occurrence is not None:
+            # A schedule's pending occurrence went out: materialize the next one. If that
+            # fails, reconciliation restores the schedule's missing next occurrence.
+            try:
+                await self._on_occurrence(queued["schedule_id"], key, queued["scheduled_for"])
+            except Exception as exc:
+                log.error("schedule.advance_failed", run_id=key, error=str(exc))
         return Delivery(DeliveryAction.SENT)

@@ -21,9 +21,11 @@ from .models import (
     CreateRequest,
     DispatchResult,
     JobRun,
+    JobSchedule,
     Page,
 )
 from .reconcile import reconcile
+from .schedules import Schedules
 from .states import RunStatus
 from .store import NewRun, encode_payload
 
@@ -40,6 +42,7 @@ class Jobs:
         self._store = bound.store
         self._coordinators = bound.coordinators
         self._clock = runtime.clock
+        self.schedules = Schedules(runtime, bound)
 
     async def _ready(self) -> None:
         await self._bound.ensure_schema(check_schema)
@@ -171,6 +174,9 @@ class Jobs:
             # D1 says canceled: a delivery finds that and closes the actor; a running
             # handler's fenced finalize leaves the run canceled.
             log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))
+        if run.schedule_id is not None:
+            # Canceling a schedule's pending occurrence moves the schedule on to the next.
+            await self.schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
         return run
 
     async def retry(self, run_id: str) -> JobRun | None:
@@ -198,8 +204,10 @@ class Jobs:
         return await self._bound.consumer.consume(message)
 
     async def dispatch(self, limit: int = 100) -> DispatchResult:
+        """Reconciliation: re-arm runs whose coordinator lost them, restore schedules whose
+        next occurrence is missing, and delete finished runs past the retention age."""
         await self._ready()
-        return await reconcile(
+        result = await reconcile(
             store=self._store,
             coordinators=self._coordinators,
             clock=self._clock,
@@ -207,3 +215,98 @@ class Jobs:
             grace_seconds=self._runtime.reconcile_grace_seconds,
             retention_seconds=self._runtime.retention_seconds,
         )
+        result.schedules_restored = await self.schedules.restore(limit)
+        return result
+
+    # --- schedules --------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        key: str | None = None,
+        timezone: str | None = None,
+        enabled: bool = True,
+        max_attempts: int | None = None,
+    ) -> JobSchedule:
+        await self._ready()
+        return await self.schedules.create(
+            name, payload, cron=cron, every=every, key=key, timezone=timezone,
+            enabled=enabled, max_attempts=max_attempts,
+        )  # fmt: skip
+
+    async def upsert_schedule(
+        self,
+        key: str,
+        name: str,
+        payload: Any = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        enabled: bool | None = None,
+        max_attempts: int | None = None,
+    ) -> JobSchedule:
+        """Create the schedule `key` names, or change only the fields given."""
+        schedule, _ = await self.upsert_schedule_created(
+            key, name, payload, cron=cron, every=every, timezone=timezone, enabled=enabled,
+            max_attempts=max_attempts,
+        )  # fmt: skip
+        return schedule
+
+    async def upsert_schedule_created(
+        self, key: str, name: str, payload: Any = None, **fields: Any
+    ) -> tuple[JobSchedule, bool]:
+        """`upsert_schedule`, also telling whether the schedule was created (HTTP 201)."""
+        await self._ready()
+        return await self.schedules.upsert(key, name, payload, **fields)
+
+    async def get_schedule(self, schedule_id: str) -> JobSchedule | None:
+        await self._ready()
+        return await self.schedules.get("id", schedule_id)
+
+    async def get_schedule_by_key(self, key: str) -> JobSchedule | None:
+        await self._ready()
+        return await self.schedules.get("key", key)
+
+    async def update_schedule(self, schedule_id: str, **patch: Any) -> JobSchedule | None:
+        await self._ready()
+        return await self.schedules.update("id", schedule_id, patch)
+
+    async def update_schedule_by_key(self, key: str, **patch: Any) -> JobSchedule | None:
+        await self._ready()
+        return await self.schedules.update("key", key, patch)
+
+    async def disable_schedule(self, schedule_id: str) -> JobSchedule | None:
+        return await self.update_schedule(schedule_id, enabled=False)
+
+    async def disable_schedule_by_key(self, key: str) -> JobSchedule | None:
+        return await self.update_schedule_by_key(key, enabled=False)
+
+    async def enable_schedule(self, schedule_id: str) -> JobSchedule | None:
+        return await self.update_schedule(schedule_id, enabled=True)
+
+    async def enable_schedule_by_key(self, key: str) -> JobSchedule | None:
+        return await self.update_schedule_by_key(key, enabled=True)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        await self._ready()
+        return await self.schedules.delete("id", schedule_id)
+
+    async def delete_schedule_by_key(self, key: str) -> bool:
+        await self._ready()
+        return await self.schedules.delete("key", key)
+
+    async def list_schedules(
+        self,
+        *,
+        enabled: bool | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[JobSchedule]:
+        await self._ready()
+        return await self.schedules.list(enabled=enabled, name=name, limit=limit, cursor=cursor)

@@ -62,6 +62,7 @@ class DispatchResult(msgspec.Struct, kw_only=True):
     recovered: int = 0  # running runs whose lease no longer lives, delivered again
     pruned: int = 0  # finished runs deleted by retention
     checked: int = 0  # runs whose coordinator was asked
+    schedules_restored: int = 0  # schedules whose next occurrence was missing, materialized
 
 
 class JobRunMessage(msgspec.Struct, kw_only=True):
@@ -69,3 +70,22 @@ class JobRunMessage(msgspec.Struct, kw_only=True):
 
     version: int
     kumofireJobRunId: str
+
+
+class JobSchedule(msgspec.Struct, kw_only=True):
+    """A recurring rule. `type` is "cron" or "interval"; `expr` the cron text, or the interval
+    seconds as the shortest decimal string ("5", "1.5")."""
+
+    id: str
+    key: str | None
+    name: str
+    type: str
+    expr: str
+    timezone: str | None
+    enabled: bool
+    payload: Any
+    max_attempts: int | None
+    next_run_at: datetime | None
+    last_scheduled_at: datetime | None
+    created_at: datetime
+    updated_at: datetime

@@ -158,7 +158,14 @@ class Runtime:
         return list(await asyncio.gather(*(one(message) for message in batch.messages)))
 
     def delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
-        return QueueDeliveryHook(self._bind(resources).store, resources.queue, self.clock)
+        jobs = self.bind(resources)
+
+        async def occurrence_delivered(schedule_id: str, run_id: str, nominal_ms: int) -> None:
+            await jobs.schedules.advance(schedule_id, run_id, delivered=True, nominal_ms=nominal_ms)
+
+        return QueueDeliveryHook(
+            self._bind(resources).store, resources.queue, self.clock, occurrence_delivered
+        )
 
     def coordinator_actor(self, storage: ActorStorage, resources: Resources) -> CoordinatorActor:
         """The actor a coordinator Durable Object wraps, delivering through this runtime."""

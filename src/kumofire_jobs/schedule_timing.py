@@ -15,17 +15,19 @@ extensions (`L`, `W`, `#`, `?`) are accepted; its random `R` and hashed `H` valu
 occurrence must be the same in every isolate that computes it), nor are `@daily`-style aliases
 or croniter's 7-field form with years.
 
-The expression is evaluated on the local wall clock of the schedule's time zone, and each
-matching local time becomes one instant:
+The expression is evaluated on the local wall clock of the schedule's time zone. A matching
+local time fires at the first instant at which that clock reads it or a later time; put another
+way, it fires when the clock first reaches it. So:
 
-- a local time that exists once is that instant;
-- a local time that occurs twice (clocks set back) is its *first* occurrence only, so the
-  repeated stretch of wall-clock time fires nothing the second time round (`30 1 * * *` fires
-  once on a New York fall-back day; `*/15 * * * *` fires at 01:00-01:45 EDT and then not until
-  02:00 EST);
-- a local time that does not exist (clocks set forward) is the first instant whose local time
-  is at or after it, which is the transition itself: `30 2 * * *` on a New York spring-forward
-  day fires at 03:00 EDT. Every skipped time maps to that one instant, so it fires once.
+- a local time that exists once fires at that instant;
+- a local time that occurs twice (clocks set back) fires at its *first* occurrence only, and the
+  repeated stretch of wall-clock time fires nothing the second time round: `30 1 * * *` fires
+  once on a New York fall-back day, at 01:30 EDT; `*/15 * * * *` fires at 01:00-01:45 EDT and
+  next at 02:00 EST;
+- a local time that a change skips (clocks set forward) fires at the first instant after the
+  gap, when the clock reads the first valid time after it: `30 2 * * *` on a New York
+  spring-forward day fires at 03:00 EDT (07:00 UTC). Every skipped time maps to that one
+  instant (as does 03:00 itself), so it fires once.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Timing(msgspec.Struct, frozen=True, kw_only=True):
 # ---------------------------------------------------------------------------------- parsing
 
 
-def parse_timing(*, cron: Any, every: Any, timezone: Any) -> Timing:
+def parse_timing(*, cron: str | None, every: float | int | None, timezone: str | None) -> Timing:
     """Validate a schedule's timing arguments as API.md states them, or raise ValidationError."""
     if cron is None and every is None:
         raise ValidationError("a schedule needs a timing: give cron or every")
@@ -251,7 +253,7 @@ def _wall_clock_iterator(expr: str) -> Any:
         _PROBE_FROM,
         ret_type=datetime,
         # A sixth field is seconds at the start (croniter's default reads it at the end).
-        second_at_beginning=len(expr.split(" ")) == 6,
+        second_at_beginning=len(expr.split()) == 6,
     )
 
 
@@ -274,6 +276,7 @@ def _wall(ms: int, zone: tzinfo) -> datetime:
     return _from_ms(ms).astimezone(zone).replace(tzinfo=None)
 
 
+@lru_cache(maxsize=4096)
 def _cron_next(expr: str, zone_name: str, after_ms: int) -> int:
     iterator = _wall_clock_iterator(expr)
     zone = _zone(zone_name)
@@ -304,7 +307,7 @@ def _naive_to_ms(wall: datetime) -> int:
 
 
 def _wall_to_ms(wall: datetime, zone: tzinfo) -> int:
-    """The instant a matching local time fires at (the rules in the module docstring)."""
+    """The first instant at which the zone's clock reads `wall` or later (module docstring)."""
     first = wall.replace(tzinfo=zone)  # fold=0: the earlier of two occurrences
     at = _to_ms(first)
     if _wall(at, zone) == wall:

@@ -39,7 +39,8 @@ _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
 _SELECT_BY_DEDUPE = f"SELECT id FROM {TABLE} WHERE dedupe_key = ?"
 _MARK_QUEUED = (
     f"UPDATE {TABLE} SET status = 'queued', updated_at = ?1 "
-    "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 RETURNING name, attempt"
+    "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 "
+    "RETURNING name, attempt, schedule_id, scheduled_for"
 )
 _START = (
     f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
@@ -237,7 +238,8 @@ class RunStore:
     # --- transitions ------------------------------------------------------------------------
 
     async def mark_queued(self, run_id: str, now: int) -> dict[str, Any] | None:
-        """scheduled -> queued once due; the run's name and attempt, or None if no match."""
+        """scheduled -> queued once due: the run's name, attempt, schedule_id and
+        scheduled_for, or None if nothing matched."""
         row: dict[str, Any] | None = await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first()
         return row
 

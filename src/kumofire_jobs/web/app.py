@@ -197,6 +197,96 @@ def create_app(
             raise not_found("run")
         return JSONResponse(wire.run_to_wire(run))
 
+    def query_bool(request: Request, name: str) -> bool | None:
+        value = request.query_params.get(name)
+        if value is None or value == "":
+            return None
+        if value not in ("true", "false"):
+            raise ValidationError(f"{name} must be true or false")
+        return value == "true"
+
+    def schedule_target(request: Request) -> tuple[str, str]:
+        if "key" in request.path_params:
+            return "key", request.path_params["key"]
+        return "id", request.path_params["schedule_id"]
+
+    def found(schedule: Any) -> Response:
+        if schedule is None:
+            raise not_found("schedule")
+        return JSONResponse(wire.schedule_to_wire(schedule))
+
+    @route("/v1/schedules", ["POST"])
+    async def create_schedule(request: Request) -> Response:
+        fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_CREATE_FIELDS)
+        if "enabled" in fields and fields["enabled"] is None:
+            del fields["enabled"]
+        schedule = await jobs(request).create_schedule(**fields)
+        return JSONResponse(wire.schedule_to_wire(schedule), status_code=201)
+
+    @route("/v1/schedules", ["GET"])
+    async def list_schedules(request: Request) -> Response:
+        page = await jobs(request).list_schedules(
+            enabled=query_bool(request, "enabled"),
+            name=query_str(request, "name"),
+            limit=query_int(request, "limit") or 50,
+            cursor=query_str(request, "cursor"),
+        )
+        return JSONResponse(wire.schedule_page_to_wire(page))
+
+    @route("/v1/schedules/by-key/{key}", ["PUT"])
+    async def upsert_schedule(request: Request) -> Response:
+        fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_PATCH_FIELDS)
+        name = fields.pop("name", None)
+        schedule, created = await jobs(request).upsert_schedule_created(
+            request.path_params["key"], name, **fields
+        )
+        return JSONResponse(wire.schedule_to_wire(schedule), status_code=201 if created else 200)
+
+    async def get_schedule(request: Request) -> Response:
+        column, value = schedule_target(request)
+        bound = jobs(request)
+        if column == "key":
+            return found(await bound.get_schedule_by_key(value))
+        return found(await bound.get_schedule(value))
+
+    async def patch_schedule(request: Request) -> Response:
+        fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_PATCH_FIELDS)
+        column, value = schedule_target(request)
+        bound = jobs(request)
+        if column == "key":
+            return found(await bound.update_schedule_by_key(value, **fields))
+        return found(await bound.update_schedule(value, **fields))
+
+    async def delete_schedule(request: Request) -> Response:
+        column, value = schedule_target(request)
+        bound = jobs(request)
+        deleted = await (
+            bound.delete_schedule_by_key(value) if column == "key" else bound.delete_schedule(value)
+        )
+        if not deleted:
+            raise not_found("schedule")
+        return Response(status_code=204)
+
+    def toggle(enabled: bool) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            column, value = schedule_target(request)
+            bound = jobs(request)
+            if column == "key":
+                return found(await bound.update_schedule_by_key(value, enabled=enabled))
+            return found(await bound.update_schedule(value, enabled=enabled))
+
+        return endpoint
+
+    schedule_routes = []
+    for base in ("/v1/schedules/{schedule_id}", "/v1/schedules/by-key/{key}"):
+        schedule_routes += [
+            route(base, ["GET"])(get_schedule),
+            route(base, ["PATCH"])(patch_schedule),
+            route(base, ["DELETE"])(delete_schedule),
+            route(base + "/disable", ["POST"])(toggle(False)),
+            route(base + "/enable", ["POST"])(toggle(True)),
+        ]
+
     routes = [
         health,
         openapi,
@@ -207,6 +297,10 @@ def create_app(
         get_run,
         cancel_run,
         retry_run,
+        create_schedule,
+        list_schedules,
+        upsert_schedule,
+        *schedule_routes,
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

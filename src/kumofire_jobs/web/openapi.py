@@ -111,6 +111,48 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {s.value: {"type": "integer"} for s in RunStatus},
     },
+    "CreateSchedule": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "description": "a job name with a registered handler"},
+            "payload": {"description": "any JSON value, handed to every occurrence"},
+            "cron": {
+                "type": "string",
+                "description": "5 fields, or 6 with a leading seconds field; exclusive with every",
+            },
+            "every": {"type": "number", "minimum": 1, "description": "seconds between runs"},
+            "key": {"type": "string", "description": "unique; no '/'"},
+            "timezone": {"type": "string", "description": "IANA name, cron only (default UTC)"},
+            "enabled": {"type": "boolean"},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+    },
+    "JobSchedule": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "key": {"type": ["string", "null"]},
+            "name": {"type": "string"},
+            "type": {"type": "string", "enum": ["cron", "interval"]},
+            "expr": {"type": "string"},
+            "timezone": {"type": ["string", "null"]},
+            "enabled": {"type": "boolean"},
+            "payload": {},
+            "max_attempts": {"type": ["integer", "null"]},
+            "next_run_at": _NULLABLE_TIME,
+            "last_scheduled_at": _NULLABLE_TIME,
+            "created_at": _TIME,
+            "updated_at": _TIME,
+        },
+    },
+    "SchedulePage": {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref("JobSchedule")},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
     "ConsumeOutcome": {"type": "string", "enum": [o.value for o in ConsumeOutcome]},
 }
 
@@ -221,6 +263,81 @@ _PATHS: dict[str, Any] = {
         }
     },
 }
+
+
+def _schedule_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/v1/schedules": {
+            "post": {
+                "summary": "Create a schedule (its first occurrence is materialized at once)",
+                "requestBody": {"required": True, **_json(_ref("CreateSchedule"), "the schedule")},
+                "responses": {
+                    "201": _json(_ref("JobSchedule"), "created"),
+                    **_errors(400, *_AUTH, 409, 413, 422),
+                },
+            },
+            "get": {
+                "summary": "List schedules, newest first",
+                "parameters": [
+                    _query("enabled", {"type": "boolean"}, ""),
+                    _query("name", {"type": "string"}, "job name"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, ""),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+                "responses": {
+                    "200": _json(_ref("SchedulePage"), "a page"),
+                    **_errors(*_AUTH, 422),
+                },
+            },
+        },
+        "/v1/schedules/by-key/{key}": {
+            "put": {
+                "summary": "Create or change the schedule with this key (only the fields given)",
+                "parameters": [_path("key")],
+                "requestBody": {"required": True, **_json(_ref("CreateSchedule"), "the fields")},
+                "responses": {
+                    "201": _json(_ref("JobSchedule"), "created"),
+                    "200": _json(_ref("JobSchedule"), "updated"),
+                    **_errors(400, *_AUTH, 413, 422),
+                },
+            }
+        },
+    }
+    for base, param in (
+        ("/v1/schedules/{schedule_id}", "schedule_id"),
+        ("/v1/schedules/by-key/{key}", "key"),
+    ):
+        one = {"200": _json(_ref("JobSchedule"), "the schedule"), **_errors(*_AUTH, 404)}
+        paths.setdefault(base, {}).update(
+            {
+                "get": {"summary": "Get a schedule", "parameters": [_path(param)],
+                        "responses": one},
+                "patch": {
+                    "summary": "Change the fields given (timing changes replace the pending "
+                    "occurrence)",
+                    "parameters": [_path(param)],
+                    "requestBody": {"required": True, **_json(_ref("CreateSchedule"), "fields")},
+                    "responses": {**one, **_errors(400, 413, 422)},
+                },
+                "delete": {
+                    "summary": "Delete a schedule (its pending occurrence is canceled; its runs "
+                    "are kept)",
+                    "parameters": [_path(param)],
+                    "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404)},
+                },
+            }
+        )  # fmt: skip
+        for action, summary in (
+            ("disable", "Disable (cancels the pending occurrence)"),
+            ("enable", "Enable (materializes the next occurrence)"),
+        ):
+            paths[f"{base}/{action}"] = {
+                "post": {"summary": summary, "parameters": [_path(param)], "responses": one}
+            }
+    return paths
+
+
+_PATHS.update(_schedule_paths())
 
 
 @cache

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ..errors import ValidationError
-from ..models import CreatedRun, CreateRequest, JobRun, Page
+from ..models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
 from ..times import format_rfc3339, parse_rfc3339
 
 _CREATE_FIELDS = frozenset(CreateRequest.__struct_fields__)
@@ -34,6 +34,46 @@ def run_to_wire(run: JobRun) -> dict[str, Any]:
         "dedupe_key": run.dedupe_key,
         "schedule_id": run.schedule_id,
     }
+
+
+def schedule_to_wire(schedule: JobSchedule) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "key": schedule.key,
+        "name": schedule.name,
+        "type": schedule.type,
+        "expr": schedule.expr,
+        "timezone": schedule.timezone,
+        "enabled": schedule.enabled,
+        "payload": schedule.payload,
+        "max_attempts": schedule.max_attempts,
+        "next_run_at": format_rfc3339(schedule.next_run_at),
+        "last_scheduled_at": format_rfc3339(schedule.last_scheduled_at),
+        "created_at": format_rfc3339(schedule.created_at),
+        "updated_at": format_rfc3339(schedule.updated_at),
+    }
+
+
+def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
+    return {
+        "items": [schedule_to_wire(schedule) for schedule in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+SCHEDULE_CREATE_FIELDS = frozenset(
+    {"name", "payload", "cron", "every", "key", "timezone", "enabled", "max_attempts"}
+)
+SCHEDULE_PATCH_FIELDS = SCHEDULE_CREATE_FIELDS - {"key"}
+
+
+def schedule_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    """A schedule body's fields, rejecting unknown ones (their values are checked later)."""
+    fields = require_object(body)
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ValidationError(f"the body has unknown field(s): {', '.join(unknown)}")
+    return dict(fields)
 
 
 def created_to_wire(created: CreatedRun) -> dict[str, Any]:
