@@ -213,3 +213,86 @@ async def test_health_and_openapi_describe_every_route(client: httpx.AsyncClient
     assert documented_routes() == served
     described = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
     assert described == served
+
+
+async def test_schedule_routes(client: httpx.AsyncClient, clock: ManualClock) -> None:
+    created = await client.post(
+        "/v1/schedules", json={"name": "email", "every": 5, "key": "five", "payload": {"a": 1}}
+    )
+    assert created.status_code == 201
+    schedule = created.json()
+    assert schedule["type"] == "interval" and schedule["expr"] == "5"
+    assert TIME.match(schedule["next_run_at"]) and schedule["last_scheduled_at"] is None
+    sid = schedule["id"]
+    await clock.advance(5)
+    got = (await client.get(f"/v1/schedules/{sid}")).json()
+    assert got["last_scheduled_at"] is not None
+    assert (await client.get("/v1/schedules/by-key/five")).json()["id"] == sid
+    runs = (await client.get("/v1/runs", params={"schedule_id": sid})).json()["items"]
+    assert [r["status"] for r in runs] == ["scheduled", "succeeded"]
+
+    upserted = await client.put("/v1/schedules/by-key/five", json={"every": 10})
+    assert upserted.status_code == 200 and upserted.json()["expr"] == "10"
+    fresh = await client.put(
+        "/v1/schedules/by-key/daily", json={"name": "email", "cron": "0 9 * * *"}
+    )
+    assert fresh.status_code == 201 and fresh.json()["timezone"] == "UTC"
+    same = await client.put(
+        "/v1/schedules/by-key/daily", json={"name": "email", "cron": "0 9 * * *"}
+    )
+    assert same.status_code == 200 and same.json() == fresh.json()
+
+    patched = await client.patch(f"/v1/schedules/{sid}", json={"payload": {"a": 2}})
+    assert patched.status_code == 200 and patched.json()["payload"] == {"a": 2}
+    patched = await client.patch("/v1/schedules/by-key/daily", json={"timezone": "Asia/Tokyo"})
+    assert patched.json()["timezone"] == "Asia/Tokyo"
+
+    disabled = await client.post("/v1/schedules/by-key/five/disable")
+    assert disabled.status_code == 200 and disabled.json()["enabled"] is False
+    assert disabled.json()["next_run_at"] is None
+    enabled = await client.post(f"/v1/schedules/{sid}/enable")
+    assert enabled.json()["enabled"] is True and enabled.json()["next_run_at"] is not None
+    await client.post(f"/v1/schedules/{sid}/disable")
+
+    listed = (await client.get("/v1/schedules", params={"enabled": "false"})).json()
+    assert [s["id"] for s in listed["items"]] == [sid]
+    page = (await client.get("/v1/schedules", params={"limit": 1})).json()
+    assert len(page["items"]) == 1 and page["next_cursor"] is not None
+
+    assert (await client.delete(f"/v1/schedules/{sid}")).status_code == 204
+    assert (await client.delete("/v1/schedules/by-key/daily")).status_code == 204
+    assert error_of(await client.delete(f"/v1/schedules/{sid}")) == (404, "not_found")
+
+
+async def test_schedule_bad_input(client: httpx.AsyncClient) -> None:
+    cases: list[tuple[str, str, dict[str, Any], tuple[int, str]]] = [
+        ("POST", "/v1/schedules", {"json": {"name": "email"}}, (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "cron": "* * * * *", "every": 5}},
+         (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "cron": "nope"}},
+         (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "cron": "0 0 0 * * * *"}},
+         (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "every": 0}},
+         (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "cron": "* * * * *",
+         "timezone": "Nowhere/City"}}, (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "every": 5, "timezone": "UTC"}},
+         (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"name": "nope", "every": 5}}, (422, "unknown_job")),
+        ("POST", "/v1/schedules", {"json": {"name": "email", "every": 5, "oops": 1}},
+         (422, "validation_error")),
+        ("POST", "/v1/schedules", {"content": b"{"}, (400, "invalid_json")),
+        ("PUT", "/v1/schedules/by-key/k", {"json": {"every": 5}}, (422, "validation_error")),
+        ("PATCH", "/v1/schedules/sch_missing", {"json": {"every": 5}}, (404, "not_found")),
+        ("GET", "/v1/schedules/by-key/missing", {}, (404, "not_found")),
+        ("POST", "/v1/schedules/sch_missing/enable", {}, (404, "not_found")),
+        ("GET", "/v1/schedules", {"params": {"enabled": "maybe"}}, (422, "validation_error")),
+        ("PUT", "/v1/schedules", {}, (405, "method_not_allowed")),
+    ]  # fmt: skip
+    for method, path, kwargs, expected in cases:
+        response = await client.request(method, path, **kwargs)
+        assert error_of(response) == expected, (method, path, kwargs, response.text)
+    await client.post("/v1/schedules", json={"name": "email", "every": 5, "key": "dup"})
+    dup = await client.post("/v1/schedules", json={"name": "email", "every": 5, "key": "dup"})
+    assert error_of(dup) == (409, "conflict")

@@ -303,16 +303,24 @@ class Schedules:
     # --- materialization --------------------------------------------------------------------
 
     async def advance(
-        self, schedule_id: str, run_id: str, *, delivered: bool, nominal_ms: int | None
+        self,
+        schedule_id: str,
+        run_id: str,
+        *,
+        delivered: bool,
+        nominal_ms: int | None,
+        skip: bool = True,
     ) -> str | None:
         """The pending occurrence `run_id` was delivered (or canceled, or lost): materialize
-        the next one. Returns the new run id, or None if the schedule had moved on already."""
+        the next one, the first regular occurrence after now and, with `skip`, after the
+        pending one's nominal time too. Returns the new run id, or None if the schedule had
+        moved on already."""
         current = await self._store.get("id", schedule_id)
         if current is None or not current["enabled"] or current["next_run_id"] != run_id:
             return None
         now = now_ms(self._clock)
         nominal = current["next_run_at"] if nominal_ms is None else nominal_ms
-        after = max(nominal or now, now)
+        after = max(nominal or now, now) if skip else now
         at = next_occurrence(_timing_of(current), after, anchor_ms=current["anchor_at"])
         new_run = self._runtime.ids.run_id(now)
         guard = (schedule_id, current["revision"], run_id)
@@ -334,9 +342,15 @@ class Schedules:
         its successor being materialized get their next occurrence."""
         restored = 0
         for row in await self._store.missing_next(limit):
-            delivered = row["run_status"] not in (None, "canceled")
+            # Delivered (its successor never materialized) or canceled: move past it. Gone
+            # altogether (pruned, deleted): materialize the next occurrence after now.
+            status = row["run_status"]
             new_run = await self.advance(
-                row["id"], row["next_run_id"], delivered=delivered, nominal_ms=row["next_run_at"]
+                row["id"],
+                row["next_run_id"],
+                delivered=status not in (None, "canceled"),
+                nominal_ms=row["next_run_at"],
+                skip=status is not None,
             )
             if new_run is not None:
                 restored += 1
