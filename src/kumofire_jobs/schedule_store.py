@@ -13,7 +13,7 @@ from typing import Any
 from .bindings import D1Database, D1PreparedStatement
 from .models import JobSchedule, Page
 from .store import TABLE as RUNS
-from .store import decode_cursor, encode_cursor
+from .store import keyset_page
 from .times import ms_to_datetime
 
 TABLE = "kumofire_job_schedules"
@@ -141,26 +141,9 @@ class ScheduleStore:
     async def page(
         self, *, enabled: bool | None, name: str | None, limit: int, cursor: str | None
     ) -> Page[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if enabled is not None:
-            where.append("enabled = ?")
-            args.append(int(enabled))
-        if name is not None:
-            where.append("name = ?")
-            args.append(name)
-        if cursor is not None:
-            where.append("id < ?")
-            args.append(decode_cursor(cursor))
-        sql = f"SELECT {COLUMNS} FROM {TABLE}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = (await self.db.prepare(sql).bind(*args).all()).results
-        items = rows[:limit]
-        next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        filters = {"enabled": None if enabled is None else int(enabled), "name": name}
+        rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
+        return Page(items=rows, next_cursor=next_cursor)
 
     async def missing_next(self, limit: int) -> list[dict[str, Any]]:
         """Enabled schedules whose pending occurrence is gone or no longer waiting."""

@@ -139,6 +139,31 @@ def decode_cursor(cursor: str) -> str:
     return value
 
 
+async def keyset_page(
+    db: D1Database,
+    table: str,
+    columns: str,
+    filters: dict[str, Any],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows newest first (ids sort by creation), equal to every non-None filter, after the
+    cursor; and the cursor of the next page, or None on the last one."""
+    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
+    args: list[Any] = [value for value in filters.values() if value is not None]
+    if cursor is not None:
+        where.append("id < ?")
+        args.append(decode_cursor(cursor))
+    sql = f"SELECT {columns} FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = (
+        await db.prepare(sql + " ORDER BY id DESC LIMIT ?").bind(*args, limit + 1).all()
+    ).results
+    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
 class NewRun(msgspec.Struct, kw_only=True):
     """A validated run ready to insert."""
 
@@ -205,24 +230,9 @@ class RunStore:
         limit: int,
         cursor: str | None,
     ) -> Page[JobRun]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("status", status), ("name", name), ("schedule_id", schedule_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(str(value))
-        if cursor is not None:
-            where.append("id < ?")
-            args.append(decode_cursor(cursor))
-        sql = f"SELECT {COLUMNS} FROM {TABLE}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit + 1)
-        rows = (await self.db.prepare(sql).bind(*args).all()).results
-        items = [row_to_run(row) for row in rows[:limit]]
-        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-        return Page(items=items, next_cursor=next_cursor)
+        filters = {"status": status and status.value, "name": name, "schedule_id": schedule_id}
+        rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
+        return Page(items=[row_to_run(row) for row in rows], next_cursor=next_cursor)
 
     async def counts(self, *, name: str | None) -> dict[str, int]:
         sql, args = _COUNTS, []
