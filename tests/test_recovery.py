@@ -311,3 +311,75 @@ async def test_consume_batch_acks_malformed_messages_and_retries_runtime_failure
     assert calls == [created.kumofire_job_run_id]
     run = await env.jobs.get(created.kumofire_job_run_id)
     assert run is not None and run.status == "succeeded"
+
+
+class _ReplayedStatement:
+    """A statement whose write is executed twice, the first answer lost: what a D1 client
+    sees when it retries a write whose response the network dropped."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def bind(self, *values: Any) -> _ReplayedStatement:
+        return _ReplayedStatement(self._inner.bind(*values))
+
+    async def first(self, column: str | None = None) -> Any:
+        await self._inner.first(column)
+        return await self._inner.first(column)
+
+    async def all(self) -> Any:
+        await self._inner.all()
+        return await self._inner.all()
+
+    async def run(self) -> Any:
+        await self._inner.run()
+        return await self._inner.run()
+
+    async def raw(self, options: Any = None) -> Any:
+        return await self._inner.raw(options)
+
+
+class ReplayingD1:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def prepare(self, query: str) -> Any:
+        statement = self.inner.prepare(query)
+        is_write = query.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+        return _ReplayedStatement(statement) if is_write else statement
+
+    async def batch(self, statements: Any) -> Any:
+        unwrapped = [getattr(s, "_inner", s) for s in statements]
+        await self.inner.batch(unwrapped)
+        return await self.inner.batch(unwrapped)
+
+    async def exec(self, query: str) -> Any:
+        return await self.inner.exec(query)
+
+
+async def test_writes_retried_after_a_lost_answer_do_not_duplicate_or_stall(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[int] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.attempt)
+        if ctx.job.attempt == 1:
+            raise RuntimeError("retry me")
+
+    env = await make_env({"job": job})
+    env.resources = Resources(
+        db=ReplayingD1(env.JOBS_DB), queue=env.JOBS_QUEUE, coordinator=env.JOB_COORDINATOR
+    )
+    env.jobs = env.runtime.bind(env.resources)
+    created = await env.jobs.create("job")  # the insert lands twice: one run
+    assert not created.deduplicated
+    await clock.advance(0)  # start lands twice; the reschedule lands twice
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "scheduled" and run.attempt == 1
+    await clock.advance(1)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 2
+    assert calls == [1, 2]
+    assert sum((await env.jobs.counts()).values()) == 1
+    assert (await env.JOB_COORDINATOR.getByName(run.id).status())["phase"] == "closed"

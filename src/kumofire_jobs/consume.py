@@ -22,7 +22,7 @@ from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .retry import RetryPolicy
 from .states import TERMINAL, ConsumeOutcome, RunStatus
-from .store import RunStore
+from .store import RunStore, row_to_run
 
 log = get_logger()
 
@@ -123,6 +123,9 @@ class Consumer:
         """The guarded start matched nothing: learn why from the row, and act on it."""
         now = now_ms(self._clock)
         row = await self._store.get_row(run_id)
+        if row is not None and row["status"] == RunStatus.RUNNING and row["lease_token"] == token:
+            # Our own start landed, but its answer was lost (a retried D1 write): go on.
+            return await self._execute(row_to_run(row), token)
         if row is None or RunStatus(row["status"]) in TERMINAL:
             await self._release(run_id, token)  # closes the actor: nothing left to deliver
             return ConsumeOutcome.IGNORED
@@ -188,7 +191,8 @@ class Consumer:
 
     async def _succeed(self, run: JobRun, token: int, bound: Any, started: float) -> ConsumeOutcome:
         now = now_ms(self._clock)
-        if not await self._store.finish(run.id, token, RunStatus.SUCCEEDED, now, None):
+        written = await self._store.finish(run.id, token, RunStatus.SUCCEEDED, now, None)
+        if not written and not await self._landed(run.id, token, RunStatus.SUCCEEDED):
             return await self._superseded(run, token, bound, started)
         await self._release(run.id, token)
         bound.info("run.succeeded", outcome="succeeded", duration_ms=self._duration_ms(started))
@@ -198,7 +202,8 @@ class Consumer:
         self, run: JobRun, token: int, error: str, bound: Any, started: float
     ) -> ConsumeOutcome:
         now = now_ms(self._clock)
-        if not await self._store.finish(run.id, token, RunStatus.FAILED, now, error):
+        written = await self._store.finish(run.id, token, RunStatus.FAILED, now, error)
+        if not written and not await self._landed(run.id, token, RunStatus.FAILED):
             return await self._superseded(run, token, bound, started)
         await self._release(run.id, token)
         bound.warning(
@@ -211,7 +216,8 @@ class Consumer:
     ) -> ConsumeOutcome:
         now = now_ms(self._clock)
         due = now + int(self._retry.delay(run.attempt) * 1000)
-        if not await self._store.reschedule(run.id, token, now, due, error):
+        written = await self._store.reschedule(run.id, token, now, due, error)
+        if not written and not await self._landed(run.id, token, RunStatus.SCHEDULED):
             return await self._superseded(run, token, bound, started)
         await self._release(run.id, token, rearm_ms=due)
         bound.info(
@@ -230,6 +236,12 @@ class Consumer:
             return ConsumeOutcome.CANCELED
         bound.warning("run.lease_lost", outcome="ignored", duration_ms=self._duration_ms(started))
         return ConsumeOutcome.IGNORED
+
+    async def _landed(self, run_id: str, token: int, status: RunStatus) -> bool:
+        """Whether a fenced write that matched nothing had in fact landed on an earlier try
+        (a D1 call retried after its answer was lost): the row shows our token and status."""
+        row = await self._store.get_row(run_id)
+        return row is not None and row["lease_token"] == token and row["status"] == status
 
     async def _superseded(
         self, run: JobRun, token: int, bound: Any, started: float

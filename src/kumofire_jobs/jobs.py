@@ -100,6 +100,8 @@ class Jobs:
         created: list[CreatedRun] = []
         to_arm: list[NewRun] = []
         for run, was_inserted in zip(runs, inserted, strict=True):
+            if not was_inserted and await self._store.get_row(run.id) is not None:
+                was_inserted = True  # our insert landed on an earlier try of a retried batch
             if was_inserted:
                 created.append(CreatedRun(kumofire_job_run_id=run.id, deduplicated=False))
                 to_arm.append(run)

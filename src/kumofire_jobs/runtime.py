@@ -36,6 +36,7 @@ from .store import RunStore
 log = get_logger()
 
 DEFAULT_LEASE_SECONDS = 30.0
+_BOUND_CACHE = 16
 DEFAULT_RETENTION_SECONDS = 7 * 86_400.0
 
 # The binding names this project's wrangler.toml declares.
@@ -112,6 +113,8 @@ class Runtime:
         key = (id(resources.db), id(resources.queue), id(resources.coordinator))
         bound = self._bound.get(key)
         if bound is None or bound.resources != resources:
+            if len(self._bound) >= _BOUND_CACHE:  # bindings made per request: keep it bounded
+                self._bound.pop(next(iter(self._bound)))
             store = RunStore(resources.db)
             coordinators = Coordinators(resources.coordinator)
             consumer = Consumer(

@@ -46,7 +46,8 @@ _START = (
     f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
     "updated_at = ?1, finished_at = NULL, lease_token = ?2 "
     f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
-    f"AND attempt < max_attempts RETURNING {COLUMNS}"
+    # Tokens only grow: a replay of this very start (a retried write) matches nothing.
+    f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) RETURNING {COLUMNS}"
 )
 _FINISH = (
     f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3 "
@@ -67,7 +68,7 @@ _CANCEL = (
 )
 _RETRY = (
     f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
-    "finished_at = NULL, max_attempts = max_attempts + 1 "
+    "finished_at = NULL, max_attempts = max_attempts + 1, lease_token = NULL "
     f"WHERE id = ?2 AND status IN ({_RETRYABLE}) RETURNING {COLUMNS}"
 )
 _COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"

@@ -11,27 +11,45 @@ Values come back as they reach Python on the platform, where they cross JavaScri
 an integral REAL arrives as an int. BLOBs come back as bytes (the SDK hands over a list of
 byte values; the Cloudflare adapter converts it).
 
-Every method does its work synchronously and returns: SQLite answers in microseconds, a
-thread hop would cost more than the query, and with no await inside a method one call can
-never interleave with another, which is also how a D1 database runs queries: one at a time.
+Every statement runs synchronously on the event loop: SQLite answers in microseconds, a thread
+hop would cost more than the query, and statements never interleave, which is also how a D1
+database runs queries: one at a time.
+
+Group commit. A write does not commit alone: it runs inside a transaction the binding keeps
+open for the current event-loop turn, and the transaction commits at the end of the turn
+(`output_gate.at_commit`), so the writes of every caller in that turn share one commit. Each
+caller's `await` resolves only after that commit, so an acknowledged write is durable, and a
+statement that ran while the transaction was open (a read of uncommitted rows included)
+answers only once what it saw is durable. A failing statement fails alone (SQLite undoes just
+that statement); `batch()` and `exec()` run inside a SAVEPOINT, so they stay all or nothing.
+Statements that could undo the whole transaction (an `OR ROLLBACK` conflict clause, or a
+schema declaring `ON CONFLICT ROLLBACK` or `RAISE(ROLLBACK, ...)`), PRAGMAs and VACUUM run
+alone, after the open transaction is committed. A read with no transaction open runs at once.
+
+Called from a Durable Object whose storage writes are not yet durable, a statement first waits
+for them (the object's output gate).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kumofire_jobs.bindings import D1Meta, D1PreparedStatement, D1Result
+from kumofire_jobs.local import output_gate
 from kumofire_jobs.migrations import split_sql, sql_tokens
 
 if TYPE_CHECKING:
     from kumofire_jobs.bindings import D1Database
+
+_T = TypeVar("_T")
 
 __all__ = [
     "MAX_BOUND_PARAMETERS",
@@ -73,7 +91,15 @@ _TRANSACTION_MESSAGE = (
 _TRANSACTION_VERBS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 _UNAUTHORIZED_VERBS = frozenset({"ATTACH", "DETACH"})
 _SCHEMA_VERBS = frozenset({"CREATE", "DROP", "ALTER"})
+_READ_VERBS = frozenset({"SELECT", "VALUES", "EXPLAIN"})
+_ALONE_VERBS = frozenset({"PRAGMA", "VACUUM"})  # not meant for inside a transaction
 _CLASSIFY_CACHE_LIMIT = 4096
+_BATCH_SAVEPOINT = "kumofire_batch"
+
+# How a statement takes part in group commit.
+_READ = 0  # runs at once when no transaction is open, else inside it
+_GROUPED = 1  # runs inside the open transaction (opening it)
+_ALONE = 2  # runs alone, in autocommit, after the open transaction commits
 
 
 class D1Error(Exception):
@@ -176,6 +202,7 @@ class _Sql:
     rejection: str | None  # D1's error message when D1 refuses the statement outright
     table: str | None  # the table an INSERT/REPLACE/DELETE writes, for rows_written
     changes_schema: bool
+    mode: int  # _READ, _GROUPED or _ALONE
 
 
 class LocalD1PreparedStatement:
@@ -193,7 +220,7 @@ class LocalD1PreparedStatement:
         return LocalD1PreparedStatement(self._db, self.sql, tuple(map(_bind_value, values)))
 
     async def first(self, column: str | None = None) -> Any:
-        row = self._db._first(self)
+        row = await self._db._call(self._db._first, self)
         if row is None:
             return None
         if column is None:
@@ -203,11 +230,11 @@ class LocalD1PreparedStatement:
         return row[column]
 
     async def all(self) -> LocalD1Result:
-        return self._db._result(self)
+        return await self._db._call(self._db._result, self)
 
     async def run(self) -> LocalD1Result:
         # D1's run() answers like all() (a RETURNING clause's rows are in `results`).
-        return self._db._result(self)
+        return await self._db._call(self._db._result, self)
 
     async def raw(self, options: dict[str, Any] | None = None) -> list[list[Any]]:
         column_names = False
@@ -224,7 +251,7 @@ class LocalD1PreparedStatement:
                     f"not {', '.join(sorted(map(repr, unknown)))}"
                 )
             column_names = bool(options.get("columnNames"))
-        columns, rows = self._db._raw(self)
+        columns, rows = await self._db._call(self._db._raw, self)
         out = [list(row) for row in rows]
         if column_names:
             out.insert(0, columns)
@@ -269,9 +296,24 @@ class LocalD1Database:
         self._page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
         self._classified: dict[str, _Sql] = {}
         self._index_counts: dict[str, int] = {}
+        # Group commit: whether our transaction is open, who waits for its commit, and
+        # whether the schema can roll a whole transaction back (None: not yet known).
+        self._group = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._commit_requested = False
+        self._rollback_risk: bool | None = None
+        self._batching = False  # inside batch()/exec(): statements join its transaction
+        self._closed = False
 
     def close(self) -> None:
-        self._conn.close()
+        """Close the database; writes of the open transaction are committed first."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._commit_group()
+        finally:
+            self._conn.close()
 
     # --- the D1Database API ---------------------------------------------------------------
 
@@ -283,16 +325,23 @@ class LocalD1Database:
         if not statements:
             raise D1Error("D1_ERROR: No SQL statements detected.")
         own: list[LocalD1PreparedStatement] = []
+        alone = False
         for statement in statements:
             if not isinstance(statement, LocalD1PreparedStatement) or statement._db is not self:
                 raise D1TypeError(
                     "D1_TYPE_ERROR: batch() takes statements prepared on this database, "
                     f"not {statement!r}"
                 )
-            self._check(statement.sql, statement._params)  # refuse before writing anything
+            info = self._check(statement.sql, statement._params)  # refuse before writing
+            alone = alone or self._mode(info) == _ALONE
             own.append(statement)
-        with self._transaction():
-            return [self._result(statement) for statement in own]
+        await self._gate()
+        try:
+            with self._transaction(alone):
+                return [self._result(statement) for statement in own]
+        finally:
+            if self._group:
+                await self._durable()
 
     async def exec(self, query: str) -> LocalD1ExecResult:
         """Run SQL without binds, line by line, as D1's exec() does.
@@ -303,21 +352,138 @@ class LocalD1Database:
         """
         started = time.perf_counter()
         count = 0
-        with self._transaction():
-            for number, line in enumerate(query.strip().split("\n"), start=1):
-                statements = split_sql(line, strip_comments=False)
-                if not statements:
-                    continue
-                count += 1
-                for sql in statements:
-                    try:
-                        self._exec_one(sql)
-                    except D1Error as error:
-                        cause = str(error).removeprefix("D1_ERROR: ")
-                        raise D1Error(
-                            f"D1_EXEC_ERROR: Error in line {number}: {line}: {cause}"
-                        ) from error
+        lines = [
+            (number, line, split_sql(line, strip_comments=False))
+            for number, line in enumerate(query.strip().split("\n"), start=1)
+        ]
+        alone = any(
+            self._mode(self._classify(sql)) == _ALONE for _, _, sqls in lines for sql in sqls
+        )
+        await self._gate()
+        try:
+            with self._transaction(alone):
+                for number, line, statements in lines:
+                    if not statements:
+                        continue
+                    count += 1
+                    for sql in statements:
+                        try:
+                            self._exec_one(sql)
+                        except D1Error as error:
+                            cause = str(error).removeprefix("D1_ERROR: ")
+                            raise D1Error(
+                                f"D1_EXEC_ERROR: Error in line {number}: {line}: {cause}"
+                            ) from error
+        finally:
+            if self._group:
+                await self._durable()
         return LocalD1ExecResult(count, (time.perf_counter() - started) * 1000)
+
+    # --- group commit ---------------------------------------------------------------------
+
+    async def _gate(self) -> None:
+        """Called from a Durable Object: wait until its storage writes are durable."""
+        gate = output_gate.pending_gate()
+        if gate is not None:
+            await gate.durable()
+
+    async def _call(
+        self,
+        run: Callable[[LocalD1PreparedStatement], _T],
+        statement: LocalD1PreparedStatement,
+    ) -> _T:
+        """Run one statement; answer once what it wrote or read is durable."""
+        gate = output_gate.pending_gate()
+        if gate is not None:
+            await gate.durable()
+        try:
+            return run(statement)
+        finally:
+            if self._group:
+                await self._durable()
+
+    def _mode(self, info: _Sql) -> int:
+        mode = info.mode
+        if mode == _GROUPED:
+            risk = self._rollback_risk
+            if risk is None:
+                risk = self._rollback_risk = self._schema_can_roll_back()
+            if risk:
+                return _ALONE
+        return mode
+
+    def _schema_can_roll_back(self) -> bool:
+        """Whether a table or trigger can roll a whole transaction back (`ON CONFLICT
+        ROLLBACK`, `RAISE(ROLLBACK, ...)`); a false alarm only costs group commit."""
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE sql LIKE '%rollback%' LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    def _begin_group(self) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise _d1_error(error) from error
+        self._group = True
+        if not self._commit_requested:
+            self._commit_requested = True
+            output_gate.at_commit(self._commit_phase)
+
+    def _commit_phase(self) -> None:
+        self._commit_requested = False
+        if not self._closed:
+            self._commit_group()
+
+    def _durable(self) -> asyncio.Future[None]:
+        """A future resolved once the open transaction (if any) has committed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._group:
+            self._waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
+
+    def _commit_group(self) -> None:
+        """Commit the open transaction now and answer everyone who waited for it."""
+        if not self._group:
+            return
+        self._group = False
+        error: D1Error | None = None
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            error = _d1_error(exc)
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._forget_schema()
+        self._answer(error)
+
+    def _group_lost(self, cause: sqlite3.Error | sqlite3.Warning) -> None:
+        """SQLite rolled the whole open transaction back (an I/O error, say): every
+        statement in it is undone, so everyone waiting for it fails."""
+        self._group = False
+        self._forget_schema()
+        self._answer(D1Error(f"D1_ERROR: the transaction was rolled back: {cause}"))
+
+    def _answer(self, error: D1Error | None) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+
+    def _failed(self, error: sqlite3.Error | sqlite3.Warning) -> D1Error:
+        """The D1 error for a failed statement, noting a transaction SQLite rolled back."""
+        if self._group and not self._conn.in_transaction:
+            self._group_lost(error)
+        return _d1_error(error)
+
+    def _forget_schema(self) -> None:
+        self._index_counts.clear()  # a rolled-back DDL may have been counted
+        self._rollback_risk = None
 
     # --- execution ------------------------------------------------------------------------
 
@@ -326,7 +492,7 @@ class LocalD1Database:
         try:
             cursor.fetchall()  # run it to the end, as D1 does, whatever it returns
         except sqlite3.Error as error:
-            raise _d1_error(error) from error
+            raise self._failed(error) from error
         finally:
             cursor.close()
 
@@ -338,7 +504,7 @@ class LocalD1Database:
                 return None
             columns = [d[0] for d in cursor.description]
         except sqlite3.Error as error:
-            raise _d1_error(error) from error
+            raise self._failed(error) from error
         finally:
             cursor.close()
         return dict(zip(columns, _js_row(row), strict=False))
@@ -349,7 +515,7 @@ class LocalD1Database:
             rows = cursor.fetchall()
             columns = [d[0] for d in cursor.description] if cursor.description else []
         except sqlite3.Error as error:
-            raise _d1_error(error) from error
+            raise self._failed(error) from error
         finally:
             cursor.close()
         return columns, [list(_js_row(row)) for row in rows]
@@ -363,7 +529,7 @@ class LocalD1Database:
             description = cursor.description
             last_row_id = cursor.lastrowid or 0
         except sqlite3.Error as error:
-            raise _d1_error(error) from error
+            raise self._failed(error) from error
         finally:
             cursor.close()
         duration = (time.perf_counter() - started) * 1000
@@ -397,12 +563,18 @@ class LocalD1Database:
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[sqlite3.Cursor, _Sql]:
         info = self._check(sql, params)
+        if info.mode != _READ and not self._batching:
+            if self._mode(info) == _GROUPED:
+                if not self._group:
+                    self._begin_group()
+            elif self._group:
+                self._commit_group()  # then this one runs alone, in autocommit
         try:
             cursor = self._conn.execute(sql, params)
         except (sqlite3.Error, sqlite3.Warning) as error:
-            raise _d1_error(error) from error
+            raise self._failed(error) from error
         if info.changes_schema:
-            self._index_counts.clear()
+            self._forget_schema()
         return cursor, info
 
     def _check(self, sql: str, params: tuple[Any, ...]) -> _Sql:
@@ -424,8 +596,8 @@ class LocalD1Database:
             info = self._classified[sql] = _classify(sql)
         return info
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
+    def _transaction(self, alone: bool) -> _Transaction:
+        return _Transaction(self, alone)
 
     def _index_count(self, table: str) -> int:
         """The indexes a row insert or delete in `table` also writes (cached per table)."""
@@ -452,29 +624,60 @@ class LocalD1Database:
 
 
 class _Transaction:
-    """batch() and exec(): one IMMEDIATE transaction, rolled back on any error.
+    """batch() and exec(): all or nothing.
 
-    IMMEDIATE takes the write lock up front, so a second process on the same file waits
-    for it (busy timeout) instead of failing when a read would upgrade to a write.
+    Usually a SAVEPOINT inside the group transaction (released on success, rolled back to on
+    any error). When a statement must not share a transaction (`alone`), the group is
+    committed first and this is one IMMEDIATE transaction of its own. IMMEDIATE takes the
+    write lock up front, so a second process on the same file waits for it (busy timeout)
+    instead of failing when a read would upgrade to a write.
     """
 
-    __slots__ = ("_db",)
+    __slots__ = ("_alone", "_db")
 
-    def __init__(self, db: LocalD1Database) -> None:
+    def __init__(self, db: LocalD1Database, alone: bool) -> None:
         self._db = db
+        self._alone = alone
 
     def __enter__(self) -> None:
-        try:
-            self._db._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as error:
-            raise _d1_error(error) from error
+        db = self._db
+        if self._alone:
+            db._commit_group()
+            try:
+                db._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise _d1_error(error) from error
+        else:
+            if not db._group:
+                db._begin_group()
+            try:
+                db._conn.execute(f"SAVEPOINT {_BATCH_SAVEPOINT}")
+            except sqlite3.Error as error:
+                raise db._failed(error) from error
+        db._batching = True
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        conn = self._db._conn
+        db = self._db
+        db._batching = False
+        conn = db._conn
+        if not self._alone:
+            if exc_type is not None:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {_BATCH_SAVEPOINT}")
+                    conn.execute(f"RELEASE {_BATCH_SAVEPOINT}")
+                    db._forget_schema()
+                elif db._group:
+                    db._group_lost(sqlite3.OperationalError("the batch's transaction was lost"))
+                return
+            try:
+                conn.execute(f"RELEASE {_BATCH_SAVEPOINT}")
+            except sqlite3.Error as error:
+                raise db._failed(error) from error
+            return
         if exc_type is not None:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._db._index_counts.clear()  # a rolled-back DDL may have been counted
+            db._forget_schema()
             return
         try:
             conn.execute("COMMIT")
@@ -488,7 +691,10 @@ def _classify(sql: str) -> _Sql:
     words: list[str] = []  # the first few keywords, to find an INSERT/DELETE's table
     names: list[str] = []
     rejection: str | None = None
+    rolls_back = False  # `OR ROLLBACK` / `ON CONFLICT ROLLBACK` undo the whole transaction
     for kind, text in sql_tokens(sql):
+        if kind == "word" and text.upper() == "ROLLBACK":
+            rolls_back = True
         if kind == "param" and text[0] != "?":
             rejection = (
                 f"D1_ERROR: named parameter {text} is not supported: D1 binds ordered (?NNN) "
@@ -508,11 +714,18 @@ def _classify(sql: str) -> _Sql:
     table = None
     if verb in ("INSERT", "REPLACE", "DELETE"):
         table = _target_table(words, names, "FROM" if verb == "DELETE" else "INTO")
+    if verb in _READ_VERBS:
+        mode = _READ
+    elif verb in _ALONE_VERBS or rolls_back:
+        mode = _ALONE
+    else:
+        mode = _GROUPED
     return _Sql(
         verb=verb,
         rejection=rejection,
         table=table,
         changes_schema=verb in _SCHEMA_VERBS,
+        mode=mode,
     )
 
 

@@ -10,9 +10,17 @@ scheduler. The semantics follow the platform's documentation, not convenience:
   other call can start, and a read-modify-write over storage is atomic. When a call awaits
   anything else (a queue send, another RPC, a future) the event loop runs other calls to the
   same object, which may interleave.
-* The output gate. Every storage write is committed before its method returns, so nothing the
-  object sends afterwards can leave before the write is durable (with `synchronous="NORMAL"`,
-  durable against a crash of this process; pass `"FULL"` for power loss too).
+* Write coalescing and the output gate, as the platform does them. A storage write applies at
+  once in memory (the object's later reads see it) and is committed with every other write
+  made in the same event-loop turn, by any object, in one transaction. What the object sends
+  waits for its writes to be durable: an RPC result (or error) is released to the caller only
+  after the commit, and before the object performs I/O through another local binding (a D1
+  statement, a queue send, an RPC to another object) its pending writes are committed first
+  (see `output_gate`). So a crash loses only writes whose call had not yet returned; with
+  `synchronous="NORMAL"` durable against a crash of this process, `"FULL"` for power loss
+  too. Reads are served from a per-object cache of what was read or written (dropped on
+  eviction), as the platform's storage cache does. A failed commit resets the objects whose
+  writes it held, and their callers get the error.
 * Alarms. One per object, millisecond granularity; an alarm set in the past fires at once; a
   throwing `alarm()` is retried after 2 s, 4 s, 8 s, ... up to 6 retries, then dropped; an alarm
   set while `alarm()` runs replaces the running one (no retry of the old one); during the
@@ -34,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import hashlib
 import heapq
 import inspect
@@ -53,6 +63,7 @@ from typing import TYPE_CHECKING, Any, overload
 import msgspec
 
 from kumofire_jobs.clock import Clock, sleep_until_or_woken
+from kumofire_jobs.local import output_gate
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
@@ -86,6 +97,9 @@ _TRANSACTION_STATEMENT = re.compile(
 )
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 _NO_VALUE: Any = object()
+_MISSING: Any = object()
+# Keys an object's read cache holds before it starts over (the platform caches a few MB).
+CACHE_MAX_KEYS = 1024
 
 # --- Errors ---------------------------------------------------------------------------------
 
@@ -230,15 +244,13 @@ class _RpcMethod:
                 f"RPC method {self._method!r} takes positional arguments only "
                 f"(got keyword arguments {sorted(kwargs)})"
             )
+        args_clone = structured_clone(list(args))
+        # Output from the calling object (if any) waits for its writes to be durable.
+        output_gate.flush()
         # Like the platform the call is sent now, not when awaited, so calls made in order are
-        # delivered in order; awaiting the result only waits for the answer.
-        task = self._namespace._send(self._id, self._method, structured_clone(list(args)))
-        return _answer(task)
-
-
-async def _answer(task: asyncio.Future[Any]) -> Any:
-    # Shielded: a caller that stops waiting does not cancel the call inside the object.
-    return await asyncio.shield(task)
+        # delivered in order; awaiting the result only waits for the answer. The answer is its
+        # own future: a caller that stops waiting does not cancel the call inside the object.
+        return self._namespace._send(self._id, self._method, args_clone)
 
 
 # --- Per-object state -----------------------------------------------------------------------
@@ -253,31 +265,57 @@ class AlarmInvocationInfo:
 
 
 class _Actor:
-    """Book-keeping for one object id: its live instance (if any), gate and alarm."""
+    """Book-keeping for one object id: its live instance (if any), gates, alarm, and the
+    writes not yet committed. It is the object's output gate (`output_gate.Gate`)."""
 
     __slots__ = (
+        "alarm_committed",
         "alarm_gen",
         "alarm_ms",
         "alarm_queued",
         "alarm_retry",
+        "alarm_row",
         "alarm_running",
         "blockers",
+        "cache",
+        "cache_complete",
+        "dirty",
         "hex",
         "instance",
         "name",
+        "name_committed",
         "name_recorded",
+        "namespace",
         "opened",
         "reset_error",
         "resets",
         "serial",
         "sql",
         "storage",
+        "writes",
+        "writes_clear",
     )
 
-    def __init__(self, hex_id: str, name: str | None) -> None:
+    def __init__(
+        self, hex_id: str, name: str | None, namespace: LocalDurableObjectNamespace
+    ) -> None:
         self.hex = hex_id
         self.name = name
-        self.name_recorded = False
+        self.namespace = namespace
+        self.name_recorded = False  # the name's row, as it will be once pending writes commit
+        self.name_committed: bool | None = None  # the row as committed (None: not known)
+        # Writes not yet committed: KV values by key (None: deleted), whether every committed
+        # key goes first (deleteAll), and the alarm row (alarm_row) when it differs from the
+        # committed one (alarm_committed; an object with a stored alarm is loaded at open, so
+        # any other object has none). `dirty` while any of these waits for a commit.
+        self.dirty = False
+        self.writes: dict[str, bytes | None] = {}
+        self.writes_clear = False
+        self.alarm_row: tuple[int, int] | None = None
+        self.alarm_committed: tuple[int, int] | None = None
+        # Committed values read or written (None: absent); complete when it holds every key.
+        self.cache: dict[str, bytes | None] = {}
+        self.cache_complete = False
         self.instance: Any = None
         self.serial = 0  # how many instances have been built (tests watch rebuilds)
         self.blockers = 0  # running blockConcurrencyWhile callbacks
@@ -293,6 +331,17 @@ class _Actor:
         self.alarm_gen = 0  # bumps on every change, so stale heap entries are skipped
         self.alarm_running = False
         self.alarm_queued: int | None = None
+
+    # The output gate ---------------------------------------------------------------------------
+
+    def pending(self) -> bool:
+        return self.dirty
+
+    def flush(self) -> None:
+        self.namespace._flush()
+
+    def durable(self) -> asyncio.Future[None]:
+        return self.namespace._durable()
 
 
 class LocalDurableObjectState:
@@ -403,8 +452,9 @@ class LocalDurableObjectStorage:
     """`ctx.storage`: the KV API, the alarm API and `sql`, in the platform's spelling.
 
     Every method runs to completion without yielding to the event loop (SQLite is called
-    synchronously), which is what makes the input gate hold, and commits before it returns,
-    which is what makes the output gate hold.
+    synchronously), which is what makes the input gate hold. Writes apply to the object's
+    pending writes and commit with the turn's other writes; the output gate holds what the
+    object sends until then.
     """
 
     def __init__(self, namespace: LocalDurableObjectNamespace, actor: _Actor) -> None:
@@ -423,23 +473,16 @@ class LocalDurableObjectStorage:
 
     async def get(self, key: Any, options: Mapping[str, Any] | None = None) -> Any:
         """A key's value (None when absent), or for a list of keys a dict of those present."""
-        _check_options(options, _GET_OPTIONS, "get")
-        db = self._namespace._db
+        if options is not None:
+            _check_options(options, _GET_OPTIONS, "get")
         if isinstance(key, str):
-            row = db.execute(
-                "SELECT value FROM kv WHERE object_id = ? AND key = ?",
-                (self._actor.hex, _check_key(key)),
-            ).fetchone()
-            return None if row is None else _decode(row[0])
+            data = self._namespace._read(self._actor, _check_key(key))
+            return None if data is None else _decode(data)
         keys = _check_keys(key, "get")
         if not keys:
             return {}
-        marks = ",".join("?" * len(keys))
-        rows = db.execute(
-            f"SELECT key, value FROM kv WHERE object_id = ? AND key IN ({marks}) ORDER BY key",
-            (self._actor.hex, *keys),
-        ).fetchall()
-        return {k: _decode(v) for k, v in rows}
+        found = self._namespace._read_many(self._actor, keys)
+        return {k: _decode(found[k]) for k in sorted(found)}
 
     async def put(
         self,
@@ -448,11 +491,14 @@ class LocalDurableObjectStorage:
         options: Mapping[str, Any] | None = None,
     ) -> None:
         """`put(key, value)` or `put({key: value, ...})` (then the second argument is options)."""
+        actor = self._actor
         if isinstance(key, str):
             if value is _NO_VALUE:
                 raise TypeError("put() needs a value")
-            _check_options(options, _PUT_OPTIONS, "put")
-            rows = [(self._actor.hex, _check_key(key), _encode_value(value))]
+            if options is not None:
+                _check_options(options, _PUT_OPTIONS, "put")
+            key = _check_key(key)
+            actor.writes[key] = _encode_value(value)
         elif isinstance(key, Mapping):
             if options is not None:
                 raise TypeError("put(entries, options) takes two arguments")
@@ -460,13 +506,13 @@ class LocalDurableObjectStorage:
             _check_options(entries_options, _PUT_OPTIONS, "put")
             if len(key) > MAX_KEYS_PER_CALL:
                 raise ValueError(f"put() takes at most {MAX_KEYS_PER_CALL} entries")
-            rows = [(self._actor.hex, _check_key(k), _encode_value(v)) for k, v in key.items()]
+            # Validate and encode every entry before applying any: all or nothing.
+            rows = [(_check_key(k), _encode_value(v)) for k, v in key.items()]
+            actor.writes.update(rows)
         else:
             raise TypeError("put() takes a key and a value, or a dict of entries")
-        with self._namespace._write(self._actor) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO kv (object_id, key, value) VALUES (?, ?, ?)", rows
-            )
+        self._namespace._record_name(actor)
+        self._namespace._touch(actor)
 
     @overload
     async def delete(self, key: str, options: Mapping[str, Any] | None = None) -> bool: ...
@@ -482,25 +528,24 @@ class LocalDurableObjectStorage:
         keys = [_check_key(key)] if isinstance(key, str) else _check_keys(key, "delete")
         if not keys:
             return 0
-        marks = ",".join("?" * len(keys))
-        with self._namespace._write(None) as db:
-            deleted = db.execute(
-                f"DELETE FROM kv WHERE object_id = ? AND key IN ({marks})",
-                (self._actor.hex, *keys),
-            ).rowcount
-        return deleted > 0 if isinstance(key, str) else deleted
+        namespace, actor = self._namespace, self._actor
+        found = namespace._read_many(actor, keys)
+        if found:
+            for existing in found:
+                actor.writes[existing] = None
+            namespace._touch(actor)
+        return len(found) > 0 if isinstance(key, str) else len(found)
 
     async def deleteAll(self, options: Mapping[str, Any] | None = None) -> None:
         """Delete every key, the SQL database and (see DELETE_ALL_DELETES_ALARM) the alarm."""
         _check_options(options, _PUT_OPTIONS, "deleteAll")
         namespace, actor = self._namespace, self._actor
-        deletes_alarm = namespace.delete_all_deletes_alarm
-        with namespace._write(None) as db:
-            db.execute("DELETE FROM kv WHERE object_id = ?", (actor.hex,))
-            if deletes_alarm:
-                namespace._delete_alarm(actor, db)
-                db.execute("DELETE FROM names WHERE object_id = ?", (actor.hex,))
-                actor.name_recorded = False
+        actor.writes.clear()
+        actor.writes_clear = True
+        if namespace.delete_all_deletes_alarm:
+            namespace._delete_alarm(actor)
+            actor.name_recorded = False
+        namespace._touch(actor)
         if actor.sql is not None:
             actor.sql._destroy()
 
@@ -530,24 +575,30 @@ class LocalDurableObjectStorage:
                 raise ValueError("list() limit must be a positive integer")
             sql += " LIMIT ?"
             params.append(limit)
+        if self._actor.dirty:
+            self._namespace._flush()  # list the committed rows, pending writes included
         rows = self._namespace._db.execute(sql, params).fetchall()
         return {k: _decode(v) for k, v in rows}
 
     async def sync(self) -> None:
-        """Resolve once writes are durable: they already are when each write returns."""
+        """Resolve once the writes made so far are durable."""
+        if self._actor.dirty:
+            await self._namespace._durable()
 
     # Alarm ---------------------------------------------------------------------------------
 
     async def getAlarm(self, options: Mapping[str, Any] | None = None) -> float | None:
         """The alarm's time in epoch ms, or None. Inside `alarm()`: only one it set itself."""
-        _check_options(options, _GET_ALARM_OPTIONS, "getAlarm")
+        if options is not None:
+            _check_options(options, _GET_ALARM_OPTIONS, "getAlarm")
         return self._namespace._alarm_time(self._actor)
 
     async def setAlarm(
         self, scheduled_time: float | datetime, options: Mapping[str, Any] | None = None
     ) -> None:
         """Set the object's one alarm (epoch ms or datetime), replacing any other."""
-        _check_options(options, _SET_ALARM_OPTIONS, "setAlarm")
+        if options is not None:
+            _check_options(options, _SET_ALARM_OPTIONS, "setAlarm")
         time_ms = _alarm_ms(scheduled_time)
         instance = self._actor.instance
         if instance is not None and not callable(getattr(instance, "alarm", None)):
@@ -555,9 +606,11 @@ class LocalDurableObjectStorage:
         self._namespace._set_alarm(self._actor, time_ms)
 
     async def deleteAlarm(self, options: Mapping[str, Any] | None = None) -> None:
-        _check_options(options, _SET_ALARM_OPTIONS, "deleteAlarm")
-        with self._namespace._write(None) as db:
-            self._namespace._delete_alarm(self._actor, db)
+        if options is not None:
+            _check_options(options, _SET_ALARM_OPTIONS, "deleteAlarm")
+        namespace, actor = self._namespace, self._actor
+        if actor.alarm_running or actor.alarm_ms is not None or actor.alarm_row is not None:
+            namespace._delete_alarm(actor)
 
     # SQL -----------------------------------------------------------------------------------
 
@@ -762,12 +815,20 @@ class LocalDurableObjectNamespace:
         self._pending_alarms = 0
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
+        self._context: contextvars.Context | None = None  # alarm handlers' context (start())
         self._closed = False
+        # Group commit: objects with writes not yet committed, futures waiting for the commit,
+        # and RPC answers (future, value, is_error) the output gate holds until then.
+        self._dirty: list[_Actor] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        self._commit_requested = False
         for hex_id, time_ms, retry in self._db.execute(
             "SELECT object_id, time_ms, retry FROM alarms"
         ).fetchall():
             actor = self._actor(hex_id, None)
             actor.alarm_retry = retry
+            actor.alarm_row = actor.alarm_committed = (time_ms, retry)
             self._arm(actor, time_ms)
 
     # The binding -----------------------------------------------------------------------------
@@ -805,6 +866,7 @@ class LocalDurableObjectNamespace:
         if self._closed:
             raise RuntimeError("the namespace is closed")
         if self._scheduler is None:
+            self._context = contextvars.copy_context()
             self._wake = asyncio.Event()
             self._scheduler = asyncio.create_task(self._schedule(), name="do-alarm-scheduler")
 
@@ -819,10 +881,34 @@ class LocalDurableObjectNamespace:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._wake = None
+        if not self._closed:
+            # What the objects wrote is committed (answers held for it are released).
+            error = self._commit()
+            if error is not None:
+                log.error("Durable Object storage commit failed at stop: %s", error)
         self._rearm_all()
 
     async def close(self) -> None:
         await self.stop()
+        self._close_files()
+
+    async def abort(self) -> None:
+        """Close as a crash would: calls and alarm handlers are cut off, and writes not yet
+        committed are lost. Only writes whose call had not returned can be among them: an
+        answer is released after its object's writes are committed."""
+        scheduler, self._scheduler = self._scheduler, None
+        tasks = [*self._tasks, *([scheduler] if scheduler else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for answer, _, _ in self._held:
+            answer.cancel()
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._held, self._waiters, self._dirty = [], [], []
+        self._close_files()
+
+    def _close_files(self) -> None:
         for actor in self._actors.values():
             if actor.sql is not None:
                 actor.sql._close()
@@ -869,29 +955,66 @@ class LocalDurableObjectNamespace:
     def _actor(self, hex_id: str, name: str | None) -> _Actor:
         actor = self._actors.get(hex_id)
         if actor is None:
-            actor = self._actors[hex_id] = _Actor(hex_id, name)
+            actor = self._actors[hex_id] = _Actor(hex_id, name, self)
             actor.storage = LocalDurableObjectStorage(self, actor)
         elif actor.name is None and name is not None:
             actor.name = name
         return actor
 
     def _send(self, id: LocalDurableObjectId, method: str, args: list[Any]) -> asyncio.Future[Any]:
-        actor = self._actor(id.toString(), id.name)
-        return self._track(asyncio.ensure_future(self._rpc(actor, method, args)), None)
+        actor = self._actor(id._hex, id.name)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        task = loop.create_task(self._rpc(actor, method, args, answer))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._rpc_done, answer))
+        return answer
 
-    async def _rpc(self, actor: _Actor, method: str, args: list[Any]) -> Any:
-        instance = await self._enter(actor)
-        function = getattr(instance, method, None)
-        if not callable(function):
-            raise DurableObjectError(f'The RPC receiver does not implement the method "{method}".')
+    def _rpc_done(self, answer: asyncio.Future[Any], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if answer.done():
+            return
+        if task.cancelled():
+            answer.cancel()  # stop(): the caller sees the call cut off
+        elif (exc := task.exception()) is not None:
+            answer.set_exception(exc)
+        # else: the answer is held by the output gate until the object's writes commit
+
+    async def _rpc(
+        self, actor: _Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
+    ) -> None:
+        output_gate.enter(actor)
         try:
-            result = function(*args)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            log.debug("Durable Object method %s raised", method, exc_info=True)
-            raise DurableObjectError(str(exc)) from None
-        return structured_clone(result)
+            instance = actor.instance
+            if instance is None or actor.blockers:
+                instance = await self._enter(actor)
+            function = getattr(instance, method, None)
+            if not callable(function):
+                raise DurableObjectError(
+                    f'The RPC receiver does not implement the method "{method}".'
+                )
+            try:
+                result = function(*args)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                log.debug("Durable Object method %s raised", method, exc_info=True)
+                raise DurableObjectError(str(exc)) from None
+            value = structured_clone(result)
+        except Exception as error:
+            self._answer(actor, answer, error, True)
+        else:
+            self._answer(actor, answer, value, False)
+
+    def _answer(self, actor: _Actor, answer: asyncio.Future[Any], value: Any, error: bool) -> None:
+        """Release a call's outcome to its caller, once the object's writes are durable."""
+        if actor.dirty:
+            self._held.append((answer, value, error))
+        elif not answer.done():
+            if error:
+                answer.set_exception(value)
+            else:
+                answer.set_result(value)
 
     async def _enter(self, actor: _Actor) -> Any:
         """Wait for the object's gate, building the instance if needed; return it."""
@@ -926,6 +1049,8 @@ class LocalDurableObjectNamespace:
 
     def _drop_instance(self, actor: _Actor) -> None:
         actor.instance = None
+        actor.cache = {}  # the storage cache lives with the instance; pending writes stay
+        actor.cache_complete = False
         if actor.sql is not None:
             actor.sql._close()  # frees the file handle; reopened on next use
 
@@ -953,25 +1078,226 @@ class LocalDurableObjectNamespace:
     def _sql_path(self, hex_id: str) -> Path:
         return self._dir / "sql" / f"{hex_id}.sqlite3"
 
-    @contextlib.contextmanager
-    def _write(self, recording: _Actor | None) -> Iterator[sqlite3.Connection]:
-        """One transaction, committed before the caller continues (the output gate)."""
+    # Storage: reads, pending writes, group commit --------------------------------------------
+
+    def _read(self, actor: _Actor, key: str) -> bytes | None:
+        """A key's value as the object sees it: pending writes, then the cache, then disk."""
+        value = actor.writes.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[no-any-return]
+        if actor.writes_clear:
+            return None
+        cache = actor.cache
+        value = cache.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[no-any-return]
+        if actor.cache_complete:
+            return None
+        row = self._db.execute(
+            "SELECT value FROM kv WHERE object_id = ? AND key = ?", (actor.hex, key)
+        ).fetchone()
+        data: bytes | None = None if row is None else row[0]
+        if len(cache) >= CACHE_MAX_KEYS:
+            cache.clear()
+        cache[key] = data
+        return data
+
+    def _read_many(self, actor: _Actor, keys: list[str]) -> dict[str, bytes]:
+        """The present keys among `keys`, with their values."""
+        found: dict[str, bytes] = {}
+        missing: list[str] = []
+        writes, cache = actor.writes, actor.cache
+        for key in keys:
+            value = writes.get(key, _MISSING)
+            if value is _MISSING and not actor.writes_clear:
+                value = cache.get(key, _MISSING)
+                if value is _MISSING:
+                    if not actor.cache_complete:
+                        missing.append(key)
+                    continue
+            if value is not _MISSING and value is not None:
+                found[key] = value
+        if missing:
+            missing = list(dict.fromkeys(missing))
+            marks = ",".join("?" * len(missing))
+            rows = dict(
+                self._db.execute(
+                    f"SELECT key, value FROM kv WHERE object_id = ? AND key IN ({marks})",
+                    (actor.hex, *missing),
+                ).fetchall()
+            )
+            if len(cache) + len(missing) > CACHE_MAX_KEYS:
+                cache.clear()
+            for key in missing:
+                data = rows.get(key)
+                cache[key] = data
+                if data is not None:
+                    found[key] = data
+        return found
+
+    def _record_name(self, actor: _Actor) -> None:
+        # Remember the object's name beside its first stored value, so an instance rebuilt
+        # after a restart (say, by its alarm) still knows `ctx.id.name`.
+        if actor.name and not actor.name_recorded:
+            actor.name_recorded = True
+
+    def _touch(self, actor: _Actor) -> None:
+        """The object has pending writes: commit them at the end of the loop's turn."""
+        if not actor.dirty:
+            actor.dirty = True
+            self._dirty.append(actor)
+            if not self._commit_requested:
+                self._commit_requested = True
+                output_gate.at_commit(self._commit_phase)
+
+    def _commit_phase(self) -> None:
+        self._commit_requested = False
+        if self._closed:
+            return
+        error = self._commit()
+        if error is not None:
+            log.error("Durable Object storage commit failed: %s", error)
+
+    def _durable(self) -> asyncio.Future[None]:
+        """A future resolved once every write pending now is committed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._dirty:
+            self._waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
+
+    def _flush(self) -> None:
+        """Commit every pending write now; raise if that fails."""
+        if self._dirty or self._held or self._waiters:
+            error = self._commit()
+            if error is not None:
+                raise error
+
+    def _commit(self) -> DurableObjectError | None:
+        """One transaction for every object's pending writes; then release what waited."""
+        dirty, self._dirty = self._dirty, []
+        waiters, self._waiters = self._waiters, []
+        held, self._held = self._held, []
+        error: DurableObjectError | None = None
+        if dirty:
+            try:
+                self._write_out(dirty)
+            except sqlite3.Error as exc:
+                error = DurableObjectError(f"Durable Object storage write failed: {exc}")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                for actor in dirty:
+                    self._reset_after_failed_commit(actor)
+            else:
+                for actor in dirty:
+                    self._committed(actor)
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
+        for answer, value, failed in held:
+            if not answer.done():
+                if error is not None:
+                    answer.set_exception(error)
+                elif failed:
+                    answer.set_exception(value)
+                else:
+                    answer.set_result(value)
+        return error
+
+    def _write_out(self, dirty: list[_Actor]) -> None:
+        clears: list[tuple[str]] = []
+        deletes: list[tuple[str, str]] = []
+        puts: list[tuple[str, str, bytes]] = []
+        alarm_sets: list[tuple[str, int, int]] = []
+        alarm_deletes: list[tuple[str]] = []
+        name_sets: list[tuple[str, str]] = []
+        name_deletes: list[tuple[str]] = []
+        for actor in dirty:
+            hex_id = actor.hex
+            if actor.writes_clear:
+                clears.append((hex_id,))
+            for key, value in actor.writes.items():
+                if value is None:
+                    if not actor.writes_clear:
+                        deletes.append((hex_id, key))
+                else:
+                    puts.append((hex_id, key, value))
+            row = actor.alarm_row
+            if row != actor.alarm_committed:
+                if row is None:
+                    alarm_deletes.append((hex_id,))
+                else:
+                    alarm_sets.append((hex_id, row[0], row[1]))
+            if actor.name_recorded != actor.name_committed:
+                if actor.name_recorded:
+                    name_sets.append((hex_id, actor.name or ""))
+                else:
+                    name_deletes.append((hex_id,))
         db = self._db
         db.execute("BEGIN IMMEDIATE")
-        try:
-            # Remember the object's name beside its first stored value, so an instance rebuilt
-            # after a restart (say, by its alarm) still knows `ctx.id.name`.
-            if recording is not None and recording.name and not recording.name_recorded:
-                db.execute(
-                    "INSERT OR IGNORE INTO names (object_id, name) VALUES (?, ?)",
-                    (recording.hex, recording.name),
-                )
-                recording.name_recorded = True
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        if clears:
+            db.executemany("DELETE FROM kv WHERE object_id = ?", clears)
+        if deletes:
+            db.executemany("DELETE FROM kv WHERE object_id = ? AND key = ?", deletes)
+        if puts:
+            db.executemany(
+                "INSERT OR REPLACE INTO kv (object_id, key, value) VALUES (?, ?, ?)", puts
+            )
+        if alarm_sets:
+            db.executemany(
+                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
+                alarm_sets,
+            )
+        if alarm_deletes:
+            db.executemany("DELETE FROM alarms WHERE object_id = ?", alarm_deletes)
+        if name_sets:
+            db.executemany("INSERT OR IGNORE INTO names (object_id, name) VALUES (?, ?)", name_sets)
+        if name_deletes:
+            db.executemany("DELETE FROM names WHERE object_id = ?", name_deletes)
         db.execute("COMMIT")
+
+    def _committed(self, actor: _Actor) -> None:
+        cache = actor.cache
+        if actor.writes_clear:
+            cache.clear()
+            actor.cache_complete = True
+            actor.writes_clear = False
+        if len(cache) + len(actor.writes) > CACHE_MAX_KEYS:
+            cache.clear()
+            actor.cache_complete = False
+        cache.update(actor.writes)
+        actor.writes = {}
+        actor.alarm_committed = actor.alarm_row
+        actor.name_committed = actor.name_recorded
+        actor.dirty = False
+
+    def _reset_after_failed_commit(self, actor: _Actor) -> None:
+        """The writes are lost: the object starts again from what is committed."""
+        actor.dirty = False
+        actor.writes = {}
+        actor.writes_clear = False
+        actor.name_recorded = bool(actor.name_committed)
+        if actor.instance is not None:
+            self._drop_instance(actor)
+        else:
+            actor.cache, actor.cache_complete = {}, False
+        committed = actor.alarm_committed
+        actor.alarm_row = committed
+        if actor.alarm_running:
+            actor.alarm_queued = None
+        elif committed is None:
+            if actor.alarm_ms is not None:
+                self._pending_alarms -= 1
+            actor.alarm_ms = None
+            actor.alarm_retry = 0
+            actor.alarm_gen += 1
+        else:
+            actor.alarm_retry = committed[1]
+            self._arm(actor, committed[0])
 
     # Alarms ------------------------------------------------------------------------------------
 
@@ -981,29 +1307,26 @@ class LocalDurableObjectNamespace:
         return None if actor.alarm_ms is None else float(actor.alarm_ms)
 
     def _set_alarm(self, actor: _Actor, time_ms: int) -> None:
-        with self._write(actor) as db:
-            db.execute(
-                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, 0)",
-                (actor.hex, time_ms),
-            )
+        actor.alarm_row = (time_ms, 0)
+        self._record_name(actor)
+        self._touch(actor)
         if actor.alarm_running:
             actor.alarm_queued = time_ms  # takes over when the running handler returns
         else:
             actor.alarm_retry = 0
             self._arm(actor, time_ms)
 
-    def _delete_alarm(self, actor: _Actor, db: sqlite3.Connection) -> None:
+    def _delete_alarm(self, actor: _Actor) -> None:
         if actor.alarm_running:
             # Only the alarm queued by the handler goes; the running one may still be retried,
             # so its row is what a restart must find.
             actor.alarm_queued = None
             assert actor.alarm_ms is not None
-            db.execute(
-                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
-                (actor.hex, actor.alarm_ms, actor.alarm_retry),
-            )
+            actor.alarm_row = (actor.alarm_ms, actor.alarm_retry)
+            self._touch(actor)
             return
-        db.execute("DELETE FROM alarms WHERE object_id = ?", (actor.hex,))
+        actor.alarm_row = None
+        self._touch(actor)
         if actor.alarm_ms is not None:
             self._pending_alarms -= 1
         actor.alarm_ms = None
@@ -1011,12 +1334,20 @@ class LocalDurableObjectNamespace:
         actor.alarm_gen += 1
 
     def _arm(self, actor: _Actor, time_ms: int) -> None:
-        """Put the actor's alarm in the heap (in memory; the row is already written)."""
+        """Schedule the actor's alarm in memory (its row is written or pending)."""
         if actor.alarm_ms is None:
             self._pending_alarms += 1
         actor.alarm_ms = time_ms
         actor.alarm_gen += 1
         due = time_ms / 1000
+        if self._scheduler is not None and due <= self._clock.now():
+            # Due already: start the handler now rather than waking the scheduler for it.
+            assert self._context is not None
+            task = asyncio.get_running_loop().create_task(
+                self._fire(actor, actor.alarm_gen), context=self._context.copy()
+            )
+            self._track(task, None)
+            return
         if self._wake is not None and (not self._heap or due < self._heap[0][0]):
             self._wake.set()
         heapq.heappush(self._heap, (due, next(self._seq), actor, actor.alarm_gen))
@@ -1052,6 +1383,7 @@ class LocalDurableObjectNamespace:
     async def _fire(self, actor: _Actor, gen: int) -> None:
         if actor.alarm_gen != gen or actor.alarm_running:
             return  # replaced or deleted between its dispatch and now
+        output_gate.enter(actor)
         actor.alarm_running = True
         actor.alarm_queued = None
         retry = actor.alarm_retry
@@ -1084,17 +1416,13 @@ class LocalDurableObjectNamespace:
             actor.alarm_retry = 0
             self._arm(actor, queued)
         elif succeeded or retry >= ALARM_MAX_RETRIES:
-            with self._write(None) as db:
-                self._delete_alarm(actor, db)
+            self._delete_alarm(actor)
         else:
             delay = ALARM_RETRY_START_SECONDS * 2**retry
             time_ms = math.floor((self._clock.now() + delay) * 1000)
             actor.alarm_retry = retry + 1
-            with self._write(None) as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
-                    (actor.hex, time_ms, actor.alarm_retry),
-                )
+            actor.alarm_row = (time_ms, actor.alarm_retry)
+            self._touch(actor)
             self._arm(actor, time_ms)
 
     def _rearm_all(self) -> None:

@@ -4,6 +4,13 @@ One SQLite file (WAL) holds every queue's messages, so they survive a restart. T
 runs SQLite synchronously on the event loop: a statement takes microseconds, less than a hop
 to a thread would. One process owns the file at a time.
 
+Writes are group-committed (see `output_gate`): they run inside a transaction that commits at
+the end of the event loop's turn, shared by every send, delivery and settlement of that turn. A
+`send()` returns only after its commit, so an acknowledged message is durable; a handler
+starts only after the commit that recorded its delivery, so a delivery that happened is
+counted. Called from a Durable Object with storage writes not yet durable, a send first waits
+for them (the object's output gate).
+
 Semantics follow Cloudflare's documentation (Queues: limits, JavaScript APIs, batching and
 retries, dead-letter queues) and Miniflare's broker where the documentation is silent:
 
@@ -39,6 +46,7 @@ from typing import Any, Final
 
 from kumofire_jobs.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.clock import Clock, now_ms, sleep_until_or_woken
+from kumofire_jobs.local import output_gate
 from kumofire_jobs.log import get_logger
 
 # --- The platform's limits and defaults --------------------------------------------------
@@ -235,7 +243,7 @@ class LocalQueue:
         delay = _delay(opts.get("delaySeconds"), "send()")
         encoded = _encode(body, content_type, "send()")
         _check_size(encoded, "send()")
-        self._broker._enqueue(self.name, [(content_type, encoded, delay or 0)])
+        await self._broker._send(self.name, [(content_type, encoded, delay or 0)])
 
     async def sendBatch(  # the platform's spelling
         self, messages: Sequence[dict[str, Any]], options: dict[str, Any] | None = None
@@ -268,7 +276,7 @@ class LocalQueue:
             raise ValueError(
                 f"sendBatch(): {total} bytes in total exceed the {MAX_SEND_BATCH_BYTES}-byte limit"
             )
-        self._broker._enqueue(self.name, rows)
+        await self._broker._send(self.name, rows)
 
 
 # --- Consumer side: messages and batches ---------------------------------------------------
@@ -375,6 +383,9 @@ _RETRY_ROW: Final = "UPDATE messages SET lease = NULL, visible_at = ? WHERE seq 
 _RELEASE_LEASE: Final = "UPDATE messages SET lease = NULL WHERE lease = ?"
 
 
+_UNKNOWN: Final[Any] = float("-inf")
+
+
 def _report_crash(task: asyncio.Task[None]) -> None:
     # A broken store stops delivery: say so at once rather than at garbage collection.
     if not task.cancelled() and (exc := task.exception()) is not None:
@@ -387,7 +398,7 @@ def _placeholders(n: int) -> str:
 
 
 class _Consumer:
-    __slots__ = ("handler", "in_flight", "queue", "settings", "task", "wake")
+    __slots__ = ("handler", "in_flight", "next_visible", "queue", "settings", "task", "wake")
 
     def __init__(self, queue: str, handler: QueueHandler, settings: ConsumerSettings) -> None:
         self.queue = queue
@@ -396,6 +407,16 @@ class _Consumer:
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
+        # A lower bound of the next time a delayed message becomes visible (None: there is
+        # none), or _UNKNOWN; kept up to date on sends and retries, so the delivery loop asks
+        # SQLite only when a bound has passed.
+        self.next_visible: float | None = _UNKNOWN
+
+    def delayed_until(self, visible_at: float) -> None:
+        """A message of this queue becomes visible at `visible_at`."""
+        known = self.next_visible
+        if known is not _UNKNOWN and (known is None or visible_at < known):
+            self.next_visible = visible_at
 
 
 class LocalQueueBroker:
@@ -411,7 +432,7 @@ class LocalQueueBroker:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
         self._clock = clock
-        # Autocommit: single statements commit alone; multi-statement changes use _tx().
+        # Autocommit, except for the group transaction (_write) that writes join.
         self._db = sqlite3.connect(os.fspath(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -422,6 +443,10 @@ class LocalQueueBroker:
         self._leases = itertools.count(1)
         self._started = False
         self._closed = False
+        # Group commit: whether our transaction is open and who waits for its commit.
+        self._group = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._commit_requested = False
 
     # -- public API
 
@@ -469,8 +494,11 @@ class LocalQueueBroker:
                 task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
         if not self._closed:
+            self._commit_group()
             # Nothing is in flight now; a handler cancelled before it began left its lease.
             self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
+            for consumer in self._consumers.values():
+                consumer.next_visible = _UNKNOWN
 
     def close(self) -> None:
         """Close the store. Anything still in flight is abandoned, as by a crash."""
@@ -483,17 +511,31 @@ class LocalQueueBroker:
                 if task is not None:
                     task.cancel()
             consumer.task = None
-        self._db.close()
+        try:
+            self._commit_group()  # what was written is kept (as if the crash came after)
+        finally:
+            self._db.close()
 
     async def depth(self, queue_name: str) -> int:
         """Messages not yet acked: visible, delayed and in flight."""
         self._check_open()
+        if self._group:
+            await self._durable()
         row = self._db.execute(
             "SELECT count(*) FROM messages WHERE queue = ?", (queue_name,)
         ).fetchone()
         return int(row[0])
 
     # -- producing
+
+    async def _send(self, queue: str, rows: Sequence[tuple[str, bytes, int]]) -> None:
+        """Store the messages; return once they are durable."""
+        self._check_open()
+        gate = output_gate.pending_gate()
+        if gate is not None:
+            await gate.durable()  # the sending object's writes first
+        self._enqueue(queue, rows)
+        await self._durable()
 
     def _enqueue(self, queue: str, rows: Sequence[tuple[str, bytes, int]]) -> None:
         self._check_open()
@@ -504,12 +546,16 @@ class LocalQueueBroker:
             for content_type, body, delay in rows
         ]
         if len(params) == 1:
+            self._write()
             self._db.execute(_INSERT, params[0])
         else:
             with self._tx():
                 self._db.executemany(_INSERT, params)
         consumer = self._consumers.get(queue)
         if consumer is not None:
+            for _, _, delay in rows:
+                if delay > 0:
+                    consumer.delayed_until(now + delay)
             consumer.wake.set()
 
     # -- delivering
@@ -548,9 +594,13 @@ class LocalQueueBroker:
                     self._dispatch(consumer, rows)
                     continue
                 deadline = rows[0][5] + timeout
-            (next_visible,) = self._db.execute(
-                _SELECT_NEXT_VISIBLE, (consumer.queue, now)
-            ).fetchone()
+            next_visible = consumer.next_visible
+            if next_visible is _UNKNOWN or (next_visible is not None and next_visible <= now):
+                # Unknown, or the bound passed (those messages are visible now): ask.
+                (next_visible,) = self._db.execute(
+                    _SELECT_NEXT_VISIBLE, (consumer.queue, now)
+                ).fetchone()
+                consumer.next_visible = next_visible
             if next_visible is not None and (deadline is None or next_visible < deadline):
                 deadline = next_visible
             await sleep_until_or_woken(self._clock, deadline, consumer.wake)
@@ -558,6 +608,7 @@ class LocalQueueBroker:
     def _dispatch(self, consumer: _Consumer, rows: list[_Row]) -> None:
         lease = next(self._leases)
         seqs = [row[0] for row in rows]
+        self._write()
         self._db.execute(
             f"UPDATE messages SET lease = ?, attempts = attempts + 1"
             f" WHERE seq IN ({_placeholders(len(seqs))})",
@@ -571,10 +622,17 @@ class LocalQueueBroker:
 
     async def _run_handler(self, consumer: _Consumer, batch: LocalMessageBatch) -> None:
         try:
+            if self._group:
+                try:
+                    await self._durable()  # the delivery is recorded before it happens
+                except sqlite3.Error:
+                    batch._settled = True  # rolled back: the messages are as they were
+                    return
             await consumer.handler(batch)
         except asyncio.CancelledError:
             batch._settled = True
             if not self._closed:  # stopped, not crashed: hand the messages back now
+                self._write()
                 self._db.execute(_RELEASE_LEASE, (batch._lease,))
             raise
         except Exception:
@@ -615,6 +673,12 @@ class LocalQueueBroker:
                 if delay is None:
                     delay = batch_delay if batch_delay is not None else settings.retry_delay
                 retried.append((now + delay, message._seq))
+        if acked and not retried and not exhausted:
+            self._write()  # one statement: atomic by itself
+            self._db.execute(
+                f"DELETE FROM messages WHERE seq IN ({_placeholders(len(acked))})", acked
+            )
+            return
         with self._tx():
             if acked:
                 self._db.execute(
@@ -624,6 +688,9 @@ class LocalQueueBroker:
                 self._db.executemany(_RETRY_ROW, retried)
             if exhausted:
                 self._dead_letter(consumer, exhausted)
+        for visible_at, _ in retried:
+            if visible_at > now:
+                consumer.delayed_until(visible_at)
 
     def _dead_letter(self, consumer: _Consumer, seqs: list[int]) -> None:
         """Move messages out of attempts to the dead-letter queue, or delete them."""
@@ -662,13 +729,65 @@ class LocalQueueBroker:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """Several statements as one change, inside the group transaction."""
+        self._write()
+        self._db.execute("SAVEPOINT change")
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK TO change")
+                self._db.execute("RELEASE change")
             raise
-        self._db.execute("COMMIT")
+        self._db.execute("RELEASE change")
+
+    # -- group commit
+
+    def _write(self) -> None:
+        """Open the group transaction (if needed) for a write; it commits at the end of the
+        loop's turn."""
+        if not self._group:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._group = True
+            if not self._commit_requested:
+                self._commit_requested = True
+                output_gate.at_commit(self._commit_phase)
+
+    def _commit_phase(self) -> None:
+        self._commit_requested = False
+        if not self._closed:
+            self._commit_group()
+
+    def _durable(self) -> asyncio.Future[None]:
+        """A future resolved once the open transaction (if any) has committed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._group:
+            self._waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
+
+    def _commit_group(self) -> None:
+        if not self._group:
+            return
+        self._group = False
+        waiters, self._waiters = self._waiters, []
+        error: sqlite3.Error | None = None
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            error = exc
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            _log.error("queue commit failed; its writes are lost", error=str(exc))
+            for consumer in self._consumers.values():
+                consumer.next_visible = _UNKNOWN
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,171 @@
+"""The `JobsService` RPC entrypoint's methods (API.md, "Service binding (RPC)"), as plain
+async functions over a bound `Jobs`.
+
+Workers RPC passes positional arguments only and plain values: each function takes an id or
+one dict shaped like the HTTP body or query, and returns the dict the HTTP API answers. A
+failure raises `JobsRpcError`, whose message starts with the error code
+(`"not_found: run not found"`); RPC carries the message to the caller but not the type.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, ParamSpec, TypeVar
+
+from ..errors import KumofireJobsError, ValidationError
+from ..jobs import Jobs
+from ..log import get_logger
+from ..web import wire
+from .ffi import to_py
+
+log = get_logger()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+LIST_QUERY_KEYS: Final = frozenset({"status", "name", "schedule_id", "limit", "cursor"})
+COUNTS_QUERY_KEYS: Final = frozenset({"name"})
+DEFAULT_LIMIT: Final = 50
+
+
+class JobsRpcError(Exception):
+    """What a `JobsService` method raises: `str()` is `"<code>: <message>"`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def split_error(text: str) -> tuple[str, str] | None:
+    """The (code, message) of a `JobsService` error as the caller sees its text: the message
+    itself, or the Python traceback Workers RPC delivers in its place, whose last line is
+    `kumofire_jobs.cloudflare.service.JobsRpcError: <code>: <message>`."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1].strip()
+    marker = f"{JobsRpcError.__name__}: "
+    if marker in last:
+        last = last.split(marker, 1)[1]
+    elif len(lines) > 1:
+        return None
+    code, sep, message = last.partition(": ")
+    if not sep or not code or not all(c.islower() or c == "_" for c in code):
+        return None
+    return code, message
+
+
+def rpc_method(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Errors as `JobsRpcError`: the API's own with their code; anything else is logged and
+    answered as `internal_error`, as the HTTP API answers it, without internals."""
+
+    @functools.wraps(function)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await function(*args, **kwargs)
+        except JobsRpcError:
+            raise
+        except KumofireJobsError as exc:
+            raise JobsRpcError(exc.code, str(exc)) from None
+        except Exception as exc:
+            log.error("rpc.internal_error", method=function.__name__, error=repr(exc))
+            raise JobsRpcError("internal_error", "the server failed to handle the call") from None
+
+    return call
+
+
+def _not_found(what: str) -> JobsRpcError:
+    return JobsRpcError("not_found", f"{what} not found")
+
+
+def _run_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError("the run id must be a non-empty string")
+    return value
+
+
+def _query(value: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    query = to_py(value)
+    if query is None:
+        return {}
+    if not isinstance(query, dict):
+        raise ValidationError("the query must be an object")
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise ValidationError(f"the query has unknown field(s): {', '.join(unknown)}")
+    return query
+
+
+def _optional_str(query: Mapping[str, Any], key: str) -> str | None:
+    value = query.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{key} must be a string")
+    return value
+
+
+@rpc_method
+async def create(jobs: Jobs, body: Any) -> dict[str, Any]:
+    created = await jobs.create_many([wire.create_request(to_py(body))])
+    return wire.created_to_wire(created[0])
+
+
+@rpc_method
+async def create_many(jobs: Jobs, bodies: Any) -> dict[str, Any]:
+    items = to_py(bodies)
+    if not isinstance(items, list):
+        raise ValidationError("bodies must be a list of run bodies")
+    requests = [wire.create_request(item, f"bodies[{i}]") for i, item in enumerate(items)]
+    created = await jobs.create_many(requests)
+    return {"items": [wire.created_to_wire(c) for c in created]}
+
+
+@rpc_method
+async def get(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    run = await jobs.get(_run_id(run_id))
+    if run is None:
+        raise _not_found("run")
+    return wire.run_to_wire(run)
+
+
+@rpc_method
+async def list_runs(jobs: Jobs, query: Any = None) -> dict[str, Any]:
+    fields = _query(query, LIST_QUERY_KEYS)
+    limit = fields.get("limit")
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    elif isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError("limit must be an integer")
+    page = await jobs.list(
+        status=_optional_str(fields, "status"),
+        name=_optional_str(fields, "name"),
+        schedule_id=_optional_str(fields, "schedule_id"),
+        limit=limit,
+        cursor=_optional_str(fields, "cursor"),
+    )
+    return wire.page_to_wire(page)
+
+
+@rpc_method
+async def counts(jobs: Jobs, query: Any = None) -> dict[str, int]:
+    fields = _query(query, COUNTS_QUERY_KEYS)
+    return await jobs.counts(name=_optional_str(fields, "name"))
+
+
+@rpc_method
+async def cancel(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    run = await jobs.cancel(_run_id(run_id))
+    if run is None:
+        raise _not_found("run")
+    return wire.run_to_wire(run)
+
+
+@rpc_method
+async def retry(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    run = await jobs.retry(_run_id(run_id))
+    if run is None:
+        raise _not_found("run")
+    return wire.run_to_wire(run)

@@ -1,0 +1,313 @@
+"""`src/entry.py` on the local bindings, through the SDK-shaped layer and the adapter: the
+Worker's queue consumer, cron, HTTP API and `JobsService`, and the coordinator Durable Object,
+all as workerd would call them. The SDK itself needs Pyodide, so a stand-in `workers` package
+(tests/cloudflare/stubs) provides the two base classes and the ASGI bridge."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import msgspec
+import pytest
+
+from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.cloudflare import (
+    CloudflareActorStorage,
+    CloudflareD1Database,
+    JobsRpcError,
+    WorkerApp,
+)
+from kumofire_jobs.local.d1 import LocalD1Database
+from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
+from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
+from kumofire_jobs.migrations import apply_migrations
+from kumofire_jobs.models import DispatchResult
+
+from .fake_sdk import (
+    STYLES,
+    FakeD1Database,
+    FakeDurableObjectNamespace,
+    FakeDurableObjectState,
+    FakeEnv,
+    FakeMessageBatch,
+    FakeQueue,
+)
+
+STUBS = Path(__file__).parent / "stubs"
+QUEUE = "kumofire-jobs"
+
+
+@pytest.fixture
+def entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """`src/entry.py`, imported with the stand-in `workers` package."""
+    monkeypatch.syspath_prepend(str(STUBS))
+    names = ("entry", "workers", "workers.asgi")
+    for name in names:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield importlib.import_module("entry")
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(params=STYLES)
+def style(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.payloads: list[Any] = []
+
+    async def __call__(self, ctx: JobContext) -> None:
+        self.payloads.append(ctx.job.payload)
+
+
+class Stack:
+    """The Worker of src/entry.py on local bindings: its `env` is SDK-shaped, its queue
+    consumer calls `Default.queue`, its coordinator objects are `entry.JobCoordinator`."""
+
+    def __init__(
+        self, entry: ModuleType, clock: ManualClock, data_dir: Path, style: str, **vars: str
+    ) -> None:
+        self.entry = entry
+        self.style = style
+        self.recorder = Recorder()
+        runtime = create_runtime({"job": self.recorder}, clock=clock)
+        self.app = WorkerApp(runtime)
+        entry.app = self.app  # the module's app, with this test's handlers and clock
+        self.d1 = LocalD1Database(data_dir / "d1.sqlite")
+        self.broker = LocalQueueBroker(data_dir / "queues.sqlite", clock)
+        self.namespace = LocalDurableObjectNamespace(
+            self.coordinator, path=data_dir / "do", clock=clock, class_name="JobCoordinator"
+        )
+        self.env = FakeEnv(
+            JOBS_DB=FakeD1Database(self.d1, style),
+            JOBS_QUEUE=FakeQueue(self.broker.producer(QUEUE), style),
+            JOB_COORDINATOR=FakeDurableObjectNamespace(self.namespace, style),
+            **vars,
+        )
+        self.broker.add_consumer(
+            QUEUE, self.consume, ConsumerSettings(max_batch_size=100, max_batch_timeout=0)
+        )
+
+    def coordinator(self, ctx: Any, env: Any) -> Any:
+        return self.entry.JobCoordinator(FakeDurableObjectState(ctx, self.style), self.env)
+
+    async def consume(self, batch: Any) -> None:
+        worker = self.entry.Default(SimpleNamespace(), self.env)
+        await worker.queue(FakeMessageBatch(batch, self.style))
+
+    def service(self) -> Any:
+        return self.entry.JobsService(SimpleNamespace(), self.env)
+
+    async def start(self) -> None:
+        # Migrations through the adapter too (batches of DDL).
+        await apply_migrations(CloudflareD1Database(FakeD1Database(self.d1, self.style)))
+        await self.namespace.start()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        await self.broker.stop(cancel_in_flight=True)
+        self.broker.close()
+        await self.namespace.close()
+        self.d1.close()
+
+
+@pytest.fixture
+async def stack(
+    entry: ModuleType, clock: ManualClock, data_dir: Path, style: str
+) -> AsyncIterator[Stack]:
+    made = Stack(entry, clock, data_dir, style)
+    await made.start()
+    yield made
+    await made.stop()
+
+
+# --- A run through the whole Worker ---------------------------------------------------------
+
+
+async def test_a_run_goes_through_rpc_coordinator_queue_and_handler(
+    stack: Stack, clock: ManualClock
+) -> None:
+    jobs = stack.service()
+    created = await jobs.create({"name": "job", "payload": {"n": 1}, "delay": 2})
+    assert set(created) == {"kumofire_job_run_id", "deduplicated"}
+    run_id = created["kumofire_job_run_id"]
+    await clock.advance(1.999)
+    assert stack.recorder.payloads == []
+    await clock.advance(0.001)
+    assert stack.recorder.payloads == [{"n": 1}]
+    run = await jobs.get(run_id)
+    assert run["status"] == "succeeded"
+    assert run["attempt"] == 1
+    # The coordinator Durable Object is entry.JobCoordinator, over the adapted storage, and
+    # closed itself once the run finished.
+    actor = stack.namespace._actors[stack.namespace.idFromName(run_id).toString()]
+    assert isinstance(actor.instance, stack.entry.JobCoordinator)
+    assert isinstance(actor.instance.actor._storage, CloudflareActorStorage)
+    assert await actor.storage.list() == {}
+
+
+async def test_rpc_methods_answer_like_the_http_api(stack: Stack, clock: ManualClock) -> None:
+    jobs = stack.service()
+    many = await jobs.create_many([{"name": "job", "dedupe_key": "k"}, {"name": "job"}])
+    again = await jobs.create({"name": "job", "dedupe_key": "k"})
+    assert again == {
+        "kumofire_job_run_id": many["items"][0]["kumofire_job_run_id"],
+        "deduplicated": True,
+    }
+    await clock.advance(0)
+    page = await jobs.list({"status": "succeeded", "limit": 1})
+    assert set(page) == {"items", "next_cursor"} and len(page["items"]) == 1
+    assert page["next_cursor"] is not None
+    assert (await jobs.counts())["succeeded"] == 2
+    assert (await jobs.counts({"name": "other"}))["succeeded"] == 0
+    run_id = many["items"][1]["kumofire_job_run_id"]
+    with pytest.raises(JobsRpcError, match=r"^conflict: "):
+        await jobs.retry(run_id)
+    with pytest.raises(JobsRpcError, match=r"^not_found: run not found$"):
+        await jobs.cancel("run_missing")
+    with pytest.raises(JobsRpcError, match=r"^unknown_job: "):
+        await jobs.create({"name": "nope"})
+
+
+# --- The handlers' arguments ------------------------------------------------------------------
+
+
+class LocalishMessage:
+    def __init__(self, body: Any) -> None:
+        self.id = "m1"
+        self.timestamp = 1_798_761_600_000.0
+        self.body = body
+        self.attempts = 1
+        self.settled: list[str] = []
+
+    def ack(self) -> None:
+        self.settled.append("ack")
+
+    def retry(self, options: dict[str, Any] | None = None) -> None:
+        self.settled.append(f"retry {options}")
+
+
+def localish_batch(*bodies: Any) -> Any:
+    return SimpleNamespace(queue=QUEUE, messages=[LocalishMessage(body) for body in bodies])
+
+
+@pytest.mark.parametrize("extra", [(), (None, None), ("env", "ctx")], ids=["batch", "nones", "all"])
+async def test_queue_takes_the_batch_alone_or_with_env_and_ctx(
+    stack: Stack, extra: tuple[Any, ...]
+) -> None:
+    batch = localish_batch({"version": 1, "kumofireJobRunId": "run_gone"}, {"not": "ours"})
+    worker = stack.entry.Default(SimpleNamespace(), stack.env)
+    assert await worker.queue(FakeMessageBatch(batch, stack.style), *extra) is None
+    # A run D1 does not know is finished with; a malformed message is acked and ignored.
+    assert [m.settled for m in batch.messages] == [["ack"], ["ack"]]
+
+
+async def test_a_failing_consume_retries_the_message(stack: Stack) -> None:
+    batch = localish_batch({"version": 1, "kumofireJobRunId": "run_x"})
+    stack.env.JOBS_DB.fail_next("D1_ERROR: no such table: job_runs: SQLITE_ERROR")
+    worker = stack.entry.Default(SimpleNamespace(), stack.env)
+    await worker.queue(FakeMessageBatch(batch, stack.style))
+    assert batch.messages[0].settled == ["retry None"]
+
+
+@pytest.mark.parametrize(
+    "extra", [(), (None, None), ("env", "ctx")], ids=["controller", "nones", "all"]
+)
+async def test_scheduled_takes_the_controller_alone_or_with_env_and_ctx(
+    stack: Stack, extra: tuple[Any, ...]
+) -> None:
+    calls: list[Any] = []
+    dispatch = stack.app.runtime.dispatch_scheduled
+
+    async def spy(resources: Any, limit: int = 100) -> DispatchResult:
+        calls.append(resources)
+        return await dispatch(resources, limit)
+
+    stack.app.runtime.dispatch_scheduled = spy  # type: ignore[method-assign]
+    controller = SimpleNamespace(cron="* * * * *", scheduledTime=1_798_761_600_000)
+    worker = stack.entry.Default(SimpleNamespace(), stack.env)
+    assert await worker.scheduled(controller, *extra) is None
+    assert len(calls) == 1
+    assert isinstance(calls[0].db, CloudflareD1Database)
+    assert calls[0] is stack.app.resources(FakeEnv())  # built once, kept for the isolate
+
+
+async def test_reconciliation_repairs_through_the_adapter(stack: Stack, clock: ManualClock) -> None:
+    jobs = stack.service()
+    run_id = (await jobs.create({"name": "job", "delay": 60}))["kumofire_job_run_id"]
+    # The coordinator loses the run (storage wiped), so only the cron can deliver it.
+    await stack.namespace.getByName(run_id).close()
+    await clock.advance(120)
+    assert stack.recorder.payloads == []
+    worker = stack.entry.Default(SimpleNamespace(), stack.env)
+    await worker.scheduled(SimpleNamespace(cron="* * * * *"))
+    await clock.advance(0)
+    assert (await jobs.get(run_id))["status"] == "succeeded"
+
+
+# --- fetch: the HTTP API behind a required token ----------------------------------------------
+
+
+async def call(stack: Stack, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    asgi = importlib.import_module("workers.asgi")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = asgi.Request(method, f"https://jobs.example.com{path}", headers)
+    response = await stack.entry.Default(SimpleNamespace(), stack.env).fetch(request)
+    return response.status, msgspec.json.decode(response.body)
+
+
+async def test_fetch_without_a_token_configured_disables_the_api(stack: Stack) -> None:
+    status, body = await call(stack, "GET", "/v1/runs")
+    assert (status, body["error"]["code"]) == (403, "api_disabled")
+    status, body = await call(stack, "GET", "/v1/health")
+    assert (status, body["status"]) == (200, "ok")
+
+
+async def test_fetch_requires_the_configured_token(stack: Stack) -> None:
+    stack.env.KUMOFIRE_API_TOKEN = "s3cret"
+    assert (await call(stack, "GET", "/v1/runs"))[0] == 401
+    assert (await call(stack, "GET", "/v1/runs", "wrong"))[0] == 401
+    status, body = await call(stack, "GET", "/v1/runs", "s3cret")
+    assert (status, body) == (200, {"items": [], "next_cursor": None})
+    created = await stack.service().create({"name": "job"})
+    status, run = await call(stack, "GET", f"/v1/runs/{created['kumofire_job_run_id']}", "s3cret")
+    assert status == 200
+    assert run == await stack.service().get(created["kumofire_job_run_id"])
+
+
+def test_env_var_reads_text_bindings_then_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kumofire_jobs.cloudflare import env_var
+
+    monkeypatch.delenv("KUMOFIRE_API_TOKEN", raising=False)
+    assert env_var(FakeEnv(), "KUMOFIRE_API_TOKEN") is None
+    assert env_var(FakeEnv(KUMOFIRE_API_TOKEN=""), "KUMOFIRE_API_TOKEN") is None
+    monkeypatch.setenv("KUMOFIRE_API_TOKEN", "from-os")
+    assert env_var(FakeEnv(), "KUMOFIRE_API_TOKEN") == "from-os"
+    assert env_var(FakeEnv(KUMOFIRE_API_TOKEN="binding"), "KUMOFIRE_API_TOKEN") == "binding"
+
+
+def test_the_module_registers_its_handlers_and_classes(entry: ModuleType) -> None:
+    assert set(entry.handlers) == set(entry.runtime.handlers)
+    assert entry.app.runtime is entry.runtime
+    methods = {"create", "create_many", "get", "list", "counts", "cancel", "retry"}
+    assert methods <= set(vars(entry.JobsService))
+    for name in ("arm", "lease", "renew", "release", "cancel", "close", "status", "alarm"):
+        assert callable(getattr(entry.JobCoordinator, name))
+
+
+async def test_the_example_handler_runs(entry: ModuleType) -> None:
+    logged: list[Any] = []
+    job = SimpleNamespace(id="run_1", attempt=1, payload={"hello": "world"})
+    ctx = SimpleNamespace(job=job, log=SimpleNamespace(info=lambda *a, **k: logged.append((a, k))))
+    await entry.handlers["echo"](ctx)
+    assert logged == [(("echo",), {"payload": {"hello": "world"}})]
