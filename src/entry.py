@@ -47,7 +47,8 @@ class Default(WorkerEntrypoint):
 
 class JobsService(WorkerEntrypoint):
     """The RPC entrypoint other Workers bind with `entrypoint = "JobsService"`: positional
-    arguments, plain dicts back, errors whose message starts with the error code."""
+    arguments, plain dicts back, errors whose message starts with the error code. A Python
+    caller wraps its binding in `kumofire_jobs.client.JobsClient` for the typed API."""
 
     async def create(self, body):
         return await service.create(app.jobs(self.env), body)
@@ -69,6 +70,45 @@ class JobsService(WorkerEntrypoint):
 
     async def retry(self, id):
         return await service.retry(app.jobs(self.env), id)
+
+    async def create_schedule(self, body):
+        return await service.create_schedule(app.jobs(self.env), body)
+
+    async def upsert_schedule(self, key, body):
+        return await service.upsert_schedule(app.jobs(self.env), key, body)
+
+    async def get_schedule(self, id):
+        return await service.get_schedule(app.jobs(self.env), id)
+
+    async def get_schedule_by_key(self, key):
+        return await service.get_schedule_by_key(app.jobs(self.env), key)
+
+    async def update_schedule(self, id, patch):
+        return await service.update_schedule(app.jobs(self.env), id, patch)
+
+    async def update_schedule_by_key(self, key, patch):
+        return await service.update_schedule_by_key(app.jobs(self.env), key, patch)
+
+    async def disable_schedule(self, id):
+        return await service.disable_schedule(app.jobs(self.env), id)
+
+    async def disable_schedule_by_key(self, key):
+        return await service.disable_schedule_by_key(app.jobs(self.env), key)
+
+    async def enable_schedule(self, id):
+        return await service.enable_schedule(app.jobs(self.env), id)
+
+    async def enable_schedule_by_key(self, key):
+        return await service.enable_schedule_by_key(app.jobs(self.env), key)
+
+    async def delete_schedule(self, id):
+        return await service.delete_schedule(app.jobs(self.env), id)
+
+    async def delete_schedule_by_key(self, key):
+        return await service.delete_schedule_by_key(app.jobs(self.env), key)
+
+    async def list_schedules(self, query=None):
+        return await service.list_schedules(app.jobs(self.env), query)
 
 
 class JobCoordinator(DurableObject, CoordinatorEndpoint):

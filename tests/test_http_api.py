@@ -267,6 +267,7 @@ async def test_schedule_routes(client: httpx.AsyncClient, clock: ManualClock) ->
 async def test_schedule_bad_input(client: httpx.AsyncClient) -> None:
     cases: list[tuple[str, str, dict[str, Any], tuple[int, str]]] = [
         ("POST", "/v1/schedules", {"json": {"name": "email"}}, (422, "validation_error")),
+        ("POST", "/v1/schedules", {"json": {"every": 5}}, (422, "validation_error")),
         ("POST", "/v1/schedules", {"json": {"name": "email", "cron": "* * * * *", "every": 5}},
          (422, "validation_error")),
         ("POST", "/v1/schedules", {"json": {"name": "email", "cron": "nope"}},

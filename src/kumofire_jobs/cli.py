@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending migrations to the local database")
     migrate.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
     migrate.add_argument("--dry-run", action="store_true", help="list pending migrations only")
+
+    from .deploy.commands import add_cloudflare_parser
+
+    add_cloudflare_parser(commands)
     return parser
 
 
@@ -72,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .local.server import migrate_local
 
         return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
+    if args.command == "cloudflare":
+        from .deploy.commands import run_cloudflare
+
+        return run_cloudflare(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -6,6 +6,7 @@ all as workerd would call them. The SDK itself needs Pyodide, so a stand-in `wor
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -175,6 +176,58 @@ async def test_rpc_methods_answer_like_the_http_api(stack: Stack, clock: ManualC
         await jobs.cancel("run_missing")
     with pytest.raises(JobsRpcError, match=r"^unknown_job: "):
         await jobs.create({"name": "nope"})
+
+
+RPC_METHODS = {
+    # API.md, "Service binding (RPC)": exactly these, positional arguments only.
+    "create", "create_many", "get", "list", "counts", "cancel", "retry",
+    "create_schedule", "upsert_schedule", "get_schedule", "get_schedule_by_key",
+    "update_schedule", "update_schedule_by_key", "disable_schedule", "disable_schedule_by_key",
+    "enable_schedule", "enable_schedule_by_key", "delete_schedule", "delete_schedule_by_key",
+    "list_schedules",
+}  # fmt: skip
+
+
+def test_jobs_service_has_exactly_the_rpc_methods(entry: ModuleType) -> None:
+    public = {name for name in vars(entry.JobsService) if not name.startswith("_")}
+    assert public == RPC_METHODS
+    for name in RPC_METHODS:
+        parameters = inspect.signature(getattr(entry.JobsService, name)).parameters.values()
+        kinds = {p.kind for p in parameters}
+        assert kinds == {inspect.Parameter.POSITIONAL_OR_KEYWORD}, name
+
+
+async def test_schedules_through_the_rpc_entrypoint(stack: Stack, clock: ManualClock) -> None:
+    jobs = stack.service()
+    body = {"name": "job", "payload": {"tick": True}, "every": 2, "key": "tick"}
+    schedule = await jobs.create_schedule(body)
+    assert schedule["next_run_at"] == "2027-01-01T00:00:02.000Z"
+    await clock.advance(4)
+    assert stack.recorder.payloads == [{"tick": True}, {"tick": True}]
+    assert (await jobs.get_schedule(schedule["id"]))["last_scheduled_at"] == (
+        "2027-01-01T00:00:04.000Z"
+    )
+    updated = await jobs.update_schedule_by_key("tick", {"payload": {"tick": 2}})
+    assert updated["payload"] == {"tick": 2}
+    assert (await jobs.disable_schedule_by_key("tick"))["next_run_at"] is None
+    await clock.advance(10)
+    assert len(stack.recorder.payloads) == 2
+    assert (await jobs.enable_schedule(schedule["id"]))["enabled"] is True
+    await clock.advance(2)
+    assert stack.recorder.payloads[2:] == [{"tick": 2}]
+    upserted = await jobs.upsert_schedule("tick", {"cron": "0 0 * * *"})
+    assert (upserted["id"], upserted["type"]) == (schedule["id"], "cron")
+    page = await jobs.list_schedules({"name": "job"})
+    assert [s["id"] for s in page["items"]] == [schedule["id"]]
+    assert await jobs.delete_schedule_by_key("tick") == {"deleted": True}
+    with pytest.raises(JobsRpcError, match=r"^not_found: schedule not found$"):
+        await jobs.delete_schedule(schedule["id"])
+    with pytest.raises(JobsRpcError, match=r"^not_found: "):
+        await jobs.get_schedule_by_key("tick")
+    with pytest.raises(JobsRpcError, match=r"^validation_error: "):
+        await jobs.create_schedule({"name": "job", "cron": "not cron"})
+    runs = await jobs.list({"schedule_id": schedule["id"]})
+    assert len(runs["items"]) >= 3  # occurrences outlive their schedule
 
 
 # --- The handlers' arguments ------------------------------------------------------------------

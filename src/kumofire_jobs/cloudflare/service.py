@@ -5,6 +5,12 @@ Workers RPC passes positional arguments only and plain values: each function tak
 one dict shaped like the HTTP body or query, and returns the dict the HTTP API answers. A
 failure raises `JobsRpcError`, whose message starts with the error code
 (`"not_found: run not found"`); RPC carries the message to the caller but not the type.
+
+Where HTTP answers 404 (an unknown run id, schedule id or key) these raise `not_found`, so no
+method returns None. Two answers differ from HTTP's because HTTP says it with the status alone:
+`upsert_schedule` returns the schedule without telling whether it was created (201) or updated
+(200), and `delete_schedule*` return `{"deleted": true}` where HTTP answers 204 with no body.
+`kumofire_jobs.client.JobsClient` turns all of this back into the typed jobs API.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 from ..errors import KumofireJobsError, ValidationError
 from ..jobs import Jobs
 from ..log import get_logger
+from ..models import JobSchedule
 from ..web import wire
 from .ffi import to_py
 
@@ -26,6 +33,7 @@ R = TypeVar("R")
 
 LIST_QUERY_KEYS: Final = frozenset({"status", "name", "schedule_id", "limit", "cursor"})
 COUNTS_QUERY_KEYS: Final = frozenset({"name"})
+SCHEDULE_LIST_QUERY_KEYS: Final = frozenset({"enabled", "name", "limit", "cursor"})
 DEFAULT_LIMIT: Final = 50
 
 
@@ -107,6 +115,15 @@ def _optional_str(query: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def _limit(fields: Mapping[str, Any]) -> int:
+    limit = fields.get("limit")
+    if limit is None:
+        return DEFAULT_LIMIT
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError("limit must be an integer")
+    return limit
+
+
 @rpc_method
 async def create(jobs: Jobs, body: Any) -> dict[str, Any]:
     created = await jobs.create_many([wire.create_request(to_py(body))])
@@ -134,16 +151,11 @@ async def get(jobs: Jobs, run_id: Any) -> dict[str, Any]:
 @rpc_method
 async def list_runs(jobs: Jobs, query: Any = None) -> dict[str, Any]:
     fields = _query(query, LIST_QUERY_KEYS)
-    limit = fields.get("limit")
-    if limit is None:
-        limit = DEFAULT_LIMIT
-    elif isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValidationError("limit must be an integer")
     page = await jobs.list(
         status=_optional_str(fields, "status"),
         name=_optional_str(fields, "name"),
         schedule_id=_optional_str(fields, "schedule_id"),
-        limit=limit,
+        limit=_limit(fields),
         cursor=_optional_str(fields, "cursor"),
     )
     return wire.page_to_wire(page)
@@ -169,3 +181,112 @@ async def retry(jobs: Jobs, run_id: Any) -> dict[str, Any]:
     if run is None:
         raise _not_found("run")
     return wire.run_to_wire(run)
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+
+def _ref(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"the schedule {what} must be a non-empty string")
+    return value
+
+
+def _schedule(schedule: JobSchedule | None) -> dict[str, Any]:
+    if schedule is None:
+        raise _not_found("schedule")
+    return wire.schedule_to_wire(schedule)
+
+
+@rpc_method
+async def create_schedule(jobs: Jobs, body: Any) -> dict[str, Any]:
+    """`POST /v1/schedules`: the new schedule (HTTP 201)."""
+    fields = wire.schedule_fields(to_py(body), wire.SCHEDULE_CREATE_FIELDS)
+    if fields.get("enabled", True) is None:
+        del fields["enabled"]
+    name = fields.pop("name", None)
+    return _schedule(await jobs.create_schedule(name, **fields))
+
+
+@rpc_method
+async def upsert_schedule(jobs: Jobs, key: Any, body: Any) -> dict[str, Any]:
+    """`PUT /v1/schedules/by-key/{key}`: the schedule, created or updated. Like the HTTP body,
+    the answer does not say which (HTTP tells by its status, 201 or 200)."""
+    fields = wire.schedule_fields(to_py(body), wire.SCHEDULE_PATCH_FIELDS)
+    name = fields.pop("name", None)
+    schedule, _ = await jobs.upsert_schedule_created(_ref(key, "key"), name, **fields)
+    return _schedule(schedule)
+
+
+@rpc_method
+async def get_schedule(jobs: Jobs, schedule_id: Any) -> dict[str, Any]:
+    return _schedule(await jobs.get_schedule(_ref(schedule_id, "id")))
+
+
+@rpc_method
+async def get_schedule_by_key(jobs: Jobs, key: Any) -> dict[str, Any]:
+    return _schedule(await jobs.get_schedule_by_key(_ref(key, "key")))
+
+
+@rpc_method
+async def update_schedule(jobs: Jobs, schedule_id: Any, patch: Any) -> dict[str, Any]:
+    fields = wire.schedule_fields(to_py(patch), wire.SCHEDULE_PATCH_FIELDS)
+    return _schedule(await jobs.update_schedule(_ref(schedule_id, "id"), **fields))
+
+
+@rpc_method
+async def update_schedule_by_key(jobs: Jobs, key: Any, patch: Any) -> dict[str, Any]:
+    fields = wire.schedule_fields(to_py(patch), wire.SCHEDULE_PATCH_FIELDS)
+    return _schedule(await jobs.update_schedule_by_key(_ref(key, "key"), **fields))
+
+
+@rpc_method
+async def disable_schedule(jobs: Jobs, schedule_id: Any) -> dict[str, Any]:
+    return _schedule(await jobs.disable_schedule(_ref(schedule_id, "id")))
+
+
+@rpc_method
+async def disable_schedule_by_key(jobs: Jobs, key: Any) -> dict[str, Any]:
+    return _schedule(await jobs.disable_schedule_by_key(_ref(key, "key")))
+
+
+@rpc_method
+async def enable_schedule(jobs: Jobs, schedule_id: Any) -> dict[str, Any]:
+    return _schedule(await jobs.enable_schedule(_ref(schedule_id, "id")))
+
+
+@rpc_method
+async def enable_schedule_by_key(jobs: Jobs, key: Any) -> dict[str, Any]:
+    return _schedule(await jobs.enable_schedule_by_key(_ref(key, "key")))
+
+
+@rpc_method
+async def delete_schedule(jobs: Jobs, schedule_id: Any) -> dict[str, bool]:
+    """`DELETE /v1/schedules/{id}`: `{"deleted": true}` where HTTP answers 204; a schedule that
+    does not exist raises `not_found`, as HTTP answers 404 and as a missing run does here."""
+    if not await jobs.delete_schedule(_ref(schedule_id, "id")):
+        raise _not_found("schedule")
+    return {"deleted": True}
+
+
+@rpc_method
+async def delete_schedule_by_key(jobs: Jobs, key: Any) -> dict[str, bool]:
+    if not await jobs.delete_schedule_by_key(_ref(key, "key")):
+        raise _not_found("schedule")
+    return {"deleted": True}
+
+
+@rpc_method
+async def list_schedules(jobs: Jobs, query: Any = None) -> dict[str, Any]:
+    """`GET /v1/schedules`: `enabled` is a JSON boolean here (the HTTP query's `true`/`false`)."""
+    fields = _query(query, SCHEDULE_LIST_QUERY_KEYS)
+    enabled = fields.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValidationError("enabled must be true or false")
+    page = await jobs.list_schedules(
+        enabled=enabled,
+        name=_optional_str(fields, "name"),
+        limit=_limit(fields),
+        cursor=_optional_str(fields, "cursor"),
+    )
+    return wire.schedule_page_to_wire(page)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import hashlib
 import heapq
 import inspect
@@ -62,7 +61,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 
-from kumofire_jobs.clock import Clock, sleep_until_or_woken
+from kumofire_jobs.clock import Clock
 from kumofire_jobs.local import output_gate
 
 if TYPE_CHECKING:
@@ -130,21 +129,26 @@ def structured_clone(value: Any) -> Any:
         raise DataCloneError("value is cyclic or nested too deeply to clone") from None
 
 
+# Immutable values that cross as they are (checked by exact type: subclasses are converted).
+_ATOMS = frozenset({str, int, float, bool, type(None), bytes})
+
+
 def _clone(value: Any) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
+    if kind in _ATOMS:
         return value
+    atoms = _ATOMS
     if kind is dict:
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if not isinstance(key, str):
-                raise DataCloneError(f"dict keys must be strings, not {type(key).__name__}")
-            out[str(key)] = _clone(item)
+            if type(key) is not str:
+                if not isinstance(key, str):
+                    raise DataCloneError(f"dict keys must be strings, not {type(key).__name__}")
+                key = str(key)
+            out[key] = item if type(item) in atoms else _clone(item)
         return out
     if kind is list or kind is tuple:
-        return [_clone(item) for item in value]
-    if kind is bytes:
-        return value
+        return [item if type(item) in atoms else _clone(item) for item in value]
     # Subclasses (str and int enums, dict subclasses) cross as their base value, as Pyodide
     # converts them.
     if isinstance(value, bool):
@@ -808,14 +812,19 @@ class LocalDurableObjectNamespace:
         self._db = self._connect(self._dir / "objects.sqlite3")
         self._db.executescript(_SCHEMA)
         self._actors: dict[str, _Actor] = {}
+        self._digests: dict[str, str] = {}  # idFromName's recent answers
         self._tasks: set[asyncio.Future[Any]] = set()
         # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
         self._heap: list[tuple[float, int, _Actor, int]] = []
         self._seq = itertools.count()
         self._pending_alarms = 0
-        self._wake: asyncio.Event | None = None
-        self._scheduler: asyncio.Task[None] | None = None
+        # Alarms fire between start() and stop(): one timer task sleeps until the earliest.
+        self._running = False
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_due: float | None = None
         self._context: contextvars.Context | None = None  # alarm handlers' context (start())
+        # RPC calls in flight, with the future their caller awaits.
+        self._calls: dict[asyncio.Task[None], asyncio.Future[Any]] = {}
         self._closed = False
         # Group commit: objects with writes not yet committed, futures waiting for the commit,
         # and RPC answers (future, value, is_error) the output gate holds until then.
@@ -836,7 +845,12 @@ class LocalDurableObjectNamespace:
     def idFromName(self, name: str) -> LocalDurableObjectId:
         if not isinstance(name, str):
             raise TypeError("idFromName() takes a string")
-        digest = hashlib.sha256(f"{self.class_name}\0{name}".encode()).hexdigest()
+        digest = self._digests.get(name)
+        if digest is None:
+            digest = hashlib.sha256(f"{self.class_name}\0{name}".encode()).hexdigest()
+            if len(self._digests) >= 4096:
+                self._digests.clear()
+            self._digests[name] = digest
         return LocalDurableObjectId(digest, name, self.class_name)
 
     def newUniqueId(self, options: Mapping[str, Any] | None = None) -> LocalDurableObjectId:
@@ -865,22 +879,30 @@ class LocalDurableObjectNamespace:
         """Start firing alarms (the ones persisted before fire as soon as they are due)."""
         if self._closed:
             raise RuntimeError("the namespace is closed")
-        if self._scheduler is None:
+        if not self._running:
+            self._running = True
             self._context = contextvars.copy_context()
-            self._wake = asyncio.Event()
-            self._scheduler = asyncio.create_task(self._schedule(), name="do-alarm-scheduler")
+            self._reschedule()
+
+    async def _cancel_all(self) -> None:
+        """Stop the alarm timer and cut off every call and alarm handler in flight."""
+        self._running = False
+        self._timer, self._timer_due = None, None
+        calls, self._calls = self._calls, {}
+        tasks = [*self._tasks, *calls]
+        for task in tasks:
+            task.cancel()
+        for answer in calls.values():
+            answer.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
 
     async def stop(self) -> None:
         """Stop firing alarms and cancel in-flight calls and alarm handlers.
 
         Like a process that dies: a cancelled alarm stays stored and fires again later.
         """
-        scheduler, self._scheduler = self._scheduler, None
-        tasks = [*self._tasks, *([scheduler] if scheduler else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._wake = None
+        await self._cancel_all()
         if not self._closed:
             # What the objects wrote is committed (answers held for it are released).
             error = self._commit()
@@ -896,11 +918,7 @@ class LocalDurableObjectNamespace:
         """Close as a crash would: calls and alarm handlers are cut off, and writes not yet
         committed are lost. Only writes whose call had not returned can be among them: an
         answer is released after its object's writes are committed."""
-        scheduler, self._scheduler = self._scheduler, None
-        tasks = [*self._tasks, *([scheduler] if scheduler else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._cancel_all()
         for answer, _, _ in self._held:
             answer.cancel()
         for waiter in self._waiters:
@@ -966,21 +984,21 @@ class LocalDurableObjectNamespace:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         task = loop.create_task(self._rpc(actor, method, args, answer))
-        self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._rpc_done, answer))
+        self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
         return answer
 
-    def _rpc_done(self, answer: asyncio.Future[Any], task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if answer.done():
-            return
-        if task.cancelled():
-            answer.cancel()  # stop(): the caller sees the call cut off
-        elif (exc := task.exception()) is not None:
-            answer.set_exception(exc)
-        # else: the answer is held by the output gate until the object's writes commit
-
     async def _rpc(
+        self, actor: _Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
+    ) -> None:
+        try:
+            await self._call(actor, method, args, answer)
+        except asyncio.CancelledError:
+            answer.cancel()  # stop(): the caller sees the call cut off
+            raise
+        finally:
+            self._calls.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+
+    async def _call(
         self, actor: _Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
     ) -> None:
         output_gate.enter(actor)
@@ -1340,19 +1358,57 @@ class LocalDurableObjectNamespace:
         actor.alarm_ms = time_ms
         actor.alarm_gen += 1
         due = time_ms / 1000
-        if self._scheduler is not None and due <= self._clock.now():
-            # Due already: start the handler now rather than waking the scheduler for it.
-            assert self._context is not None
-            task = asyncio.get_running_loop().create_task(
-                self._fire(actor, actor.alarm_gen), context=self._context.copy()
-            )
-            self._track(task, None)
+        if self._running and due <= self._clock.now():
+            self._start_fire(actor, actor.alarm_gen)  # due already: no timer needed
             return
-        if self._wake is not None and (not self._heap or due < self._heap[0][0]):
-            self._wake.set()
         heapq.heappush(self._heap, (due, next(self._seq), actor, actor.alarm_gen))
         if len(self._heap) > 1024 and len(self._heap) > 4 * self._pending_alarms:
             self._compact()
+        if self._running and (self._timer_due is None or due < self._timer_due):
+            self._reschedule()
+
+    def _start_fire(self, actor: _Actor, gen: int) -> None:
+        assert self._context is not None
+        task = asyncio.get_running_loop().create_task(
+            self._fire(actor, gen), context=self._context.copy()
+        )
+        self._tasks.add(task)  # _fire removes it when done
+
+    def _reschedule(self) -> None:
+        """Point the timer at the earliest pending alarm."""
+        due = self._next_due()
+        if due is None or (self._timer_due is not None and self._timer_due <= due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._context is not None
+        self._timer_due = due
+        self._timer = asyncio.get_running_loop().create_task(
+            self._sleep_until(due), context=self._context.copy()
+        )
+        self._tasks.add(self._timer)
+
+    async def _sleep_until(self, due: float) -> None:
+        """The timer: at `due`, start the handlers of every alarm due by then."""
+        timer = asyncio.current_task()
+        try:
+            await self._clock.sleep_until(due)
+            self._timer, self._timer_due = None, None
+            dispatched = 0
+            now = self._clock.now()
+            next_due = self._next_due()
+            while next_due is not None and next_due <= now:
+                _, _, actor, gen = heapq.heappop(self._heap)
+                self._start_fire(actor, gen)
+                dispatched += 1
+                if dispatched % 256 == 0:
+                    # Let the first handlers start while thousands more are due at once.
+                    await asyncio.sleep(0)
+                next_due = self._next_due()
+            if next_due is not None and self._running:
+                self._reschedule()
+        finally:
+            self._tasks.discard(timer)
 
     def _compact(self) -> None:
         self._heap = [entry for entry in self._heap if entry[3] == entry[2].alarm_gen]
@@ -1364,23 +1420,13 @@ class LocalDurableObjectNamespace:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    async def _schedule(self) -> None:
-        assert self._wake is not None
-        while True:
-            now = self._clock.now()
-            due = self._next_due()
-            dispatched = 0
-            while due is not None and due <= now:
-                _, _, actor, gen = heapq.heappop(self._heap)
-                self._track(asyncio.ensure_future(self._fire(actor, gen)), None)
-                dispatched += 1
-                if dispatched % 256 == 0:
-                    # Let the first handlers start while thousands more are due at once.
-                    await asyncio.sleep(0)
-                due = self._next_due()
-            await sleep_until_or_woken(self._clock, due, self._wake)
-
     async def _fire(self, actor: _Actor, gen: int) -> None:
+        try:
+            await self._run_alarm(actor, gen)
+        finally:
+            self._tasks.discard(asyncio.current_task())
+
+    async def _run_alarm(self, actor: _Actor, gen: int) -> None:
         if actor.alarm_gen != gen or actor.alarm_running:
             return  # replaced or deleted between its dispatch and now
         output_gate.enter(actor)

@@ -76,21 +76,33 @@ def flush() -> None:
         gate.flush()
 
 
+import os
+
+MAX_DEFERRALS = int(os.environ.get("KF_DEFER", "0"))
+
+
 class _Turn:
     """The commit callbacks requested during the current loop turn."""
 
-    __slots__ = ("_callbacks", "_loop")
+    __slots__ = ("_callbacks", "_deferrals", "_loop", "_ready")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._callbacks: list[Callable[[], None]] = []
+        self._ready: object = getattr(loop, "_ready", None)
+        self._deferrals = 0
 
     def add(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
         if len(self._callbacks) == 1:
+            self._deferrals = 0
             self._loop.call_soon(self._run)
 
     def _run(self) -> None:
+        if self._ready and self._deferrals < MAX_DEFERRALS:
+            self._deferrals += 1
+            self._loop.call_soon(self._run)
+            return
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()  # each binding reports its own errors to its own waiters

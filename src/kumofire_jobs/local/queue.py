@@ -493,6 +493,8 @@ class LocalQueueBroker:
             for task in handlers:
                 task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+        for consumer in self._consumers.values():
+            consumer.in_flight.clear()  # a task cancelled before it began did not remove itself
         if not self._closed:
             self._commit_group()
             # Nothing is in flight now; a handler cancelled before it began left its lease.
@@ -545,18 +547,20 @@ class LocalQueueBroker:
             (queue, secrets.token_hex(16), timestamp, content_type, body, now + delay)
             for content_type, body, delay in rows
         ]
+        consumer = self._consumers.get(queue)
+        if consumer is not None:
+            for _, _, delay in rows:
+                if delay > 0:
+                    consumer.delayed_until(now + delay)
+            # Woken before the write asks for its commit, the consumer runs first in the next
+            # turn, so its delivery joins the same commit as this send.
+            consumer.wake.set()
         if len(params) == 1:
             self._write()
             self._db.execute(_INSERT, params[0])
         else:
             with self._tx():
                 self._db.executemany(_INSERT, params)
-        consumer = self._consumers.get(queue)
-        if consumer is not None:
-            for _, _, delay in rows:
-                if delay > 0:
-                    consumer.delayed_until(now + delay)
-            consumer.wake.set()
 
     # -- delivering
 
@@ -616,9 +620,7 @@ class LocalQueueBroker:
         )
         batch = LocalMessageBatch(consumer.queue, lease, rows)
         task = asyncio.get_running_loop().create_task(self._run_handler(consumer, batch))
-        consumer.in_flight.add(task)
-        task.add_done_callback(consumer.in_flight.discard)
-        task.add_done_callback(_report_crash)
+        consumer.in_flight.add(task)  # _run_handler removes it
 
     async def _run_handler(self, consumer: _Consumer, batch: LocalMessageBatch) -> None:
         try:
@@ -641,13 +643,21 @@ class LocalQueueBroker:
                 queue=consumer.queue,
                 messages=len(batch._messages),
             )
-            self._settle(consumer, batch, failed=True)
+            self._settle_or_report(consumer, batch, failed=True)
         else:
-            self._settle(consumer, batch, failed=False)
+            self._settle_or_report(consumer, batch, failed=False)
         finally:
-            # Free the slot before waking the loop (the done callback would run too late).
             consumer.in_flight.discard(asyncio.current_task())
             consumer.wake.set()
+
+    def _settle_or_report(
+        self, consumer: _Consumer, batch: LocalMessageBatch, *, failed: bool
+    ) -> None:
+        try:
+            self._settle(consumer, batch, failed=failed)
+        except Exception:
+            # The messages stay leased until the next open or stop(), then come back.
+            _log.exception("queue batch could not be settled", queue=consumer.queue)
 
     def _settle(self, consumer: _Consumer, batch: LocalMessageBatch, *, failed: bool) -> None:
         batch._settled = True

@@ -220,7 +220,8 @@ def create_app(
         fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_CREATE_FIELDS)
         if "enabled" in fields and fields["enabled"] is None:
             del fields["enabled"]
-        schedule = await jobs(request).create_schedule(**fields)
+        name = fields.pop("name", None)
+        schedule = await jobs(request).create_schedule(name, **fields)
         return JSONResponse(wire.schedule_to_wire(schedule), status_code=201)
 
     @route("/v1/schedules", ["GET"])

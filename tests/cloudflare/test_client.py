@@ -1,0 +1,412 @@
+"""`JobsClient` over a service binding to the real `JobsService` of `src/entry.py`, on the
+local bindings: typed arguments out, RPC (positional, plain values, errors as messages) to the
+entrypoint, and typed results and the jobs API's exceptions back, in both binding styles."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from kumofire_jobs import (
+    ConflictError,
+    CreatedRun,
+    CreateRequest,
+    JobRun,
+    Jobs,
+    KumofireJobsError,
+    NotFoundError,
+    Page,
+    RunStatus,
+    UnknownJobError,
+    ValidationError,
+)
+from kumofire_jobs.client import JobsClient, JobsServiceError, error_from_service
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.models import JobSchedule
+
+from .fake_sdk import STYLES, JsError
+from .service_binding import FakeServiceBinding, python_error_text
+from .test_entry import STUBS, Stack
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCH = datetime(2027, 1, 1, tzinfo=UTC)  # ManualClock's start
+
+
+@pytest.fixture
+def entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.syspath_prepend(str(STUBS))
+    names = ("entry", "workers", "workers.asgi")
+    for name in names:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    yield importlib.import_module("entry")
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(params=STYLES)
+def style(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def stack(
+    entry: ModuleType, clock: ManualClock, data_dir: Path, style: str
+) -> AsyncIterator[Stack]:
+    made = Stack(entry, clock, data_dir, style)
+    await made.start()
+    yield made
+    await made.stop()
+
+
+@pytest.fixture
+def binding(stack: Stack) -> FakeServiceBinding:
+    return FakeServiceBinding(stack.service(), stack.style)
+
+
+@pytest.fixture
+def client(binding: FakeServiceBinding) -> JobsClient:
+    return JobsClient(binding)
+
+
+@pytest.fixture
+def local(stack: Stack) -> Jobs:
+    """The same service's jobs API in process, to compare with what the client answers."""
+    return stack.app.jobs(stack.env)
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+async def test_runs_round_trip(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding, clock: ManualClock
+) -> None:
+    run_at = datetime(2027, 1, 1, 9, 0, 30, 123456, tzinfo=timezone(timedelta(hours=9)))
+    created = await client.create(
+        "job", {"to": "x"}, run_at=run_at, max_attempts=5, dedupe_key="welcome"
+    )
+    assert isinstance(created, CreatedRun) and created.deduplicated is False
+    # Positional arguments only, and times as RFC 3339 UTC strings.
+    assert binding.calls[-1] == (
+        "create",
+        [
+            {
+                "name": "job",
+                "payload": {"to": "x"},
+                "run_at": "2027-01-01T00:00:30.123Z",
+                "max_attempts": 5,
+                "dedupe_key": "welcome",
+            }
+        ],
+    )
+    again = await client.create("job", {"other": 1}, dedupe_key="welcome")
+    assert again == CreatedRun(kumofire_job_run_id=created.kumofire_job_run_id, deduplicated=True)
+
+    run = await client.get(created.kumofire_job_run_id)
+    assert isinstance(run, JobRun)
+    assert run == await local.get(created.kumofire_job_run_id)
+    assert run.status is RunStatus.SCHEDULED
+    assert run.scheduled_for == datetime(2027, 1, 1, 0, 0, 30, 123000, tzinfo=UTC)
+    assert run.scheduled_for.tzinfo is not None and run.started_at is None
+    assert (run.max_attempts, run.dedupe_key, run.payload) == (5, "welcome", {"to": "x"})
+
+    many = await client.create_many(
+        [CreateRequest(name="job", payload=i, delay=i) for i in range(3)]
+    )
+    assert [type(c) for c in many] == [CreatedRun] * 3
+    await clock.advance(31)
+    done = await client.get(many[2].kumofire_job_run_id)
+    assert done is not None and done.status is RunStatus.SUCCEEDED and done.attempt == 1
+    assert done.started_at is not None and done.finished_at is not None
+
+    page = await client.list(name="job", limit=2)
+    assert isinstance(page, Page) and [type(r) for r in page.items] == [JobRun] * 2
+    assert page == await local.list(name="job", limit=2)
+    assert page.next_cursor is not None
+    rest = await client.list(name="job", limit=2, cursor=page.next_cursor)
+    assert rest == await local.list(name="job", limit=2, cursor=page.next_cursor)
+    ids = [r.id for r in page.items + rest.items]
+    assert sorted(ids, reverse=True) == ids and len(ids) == 4 and rest.next_cursor is None
+    succeeded = await client.list(status=RunStatus.SUCCEEDED)
+    assert len(succeeded.items) == 4
+    assert await client.list(status="failed") == Page(items=[], next_cursor=None)
+    assert await client.counts() == await local.counts()
+    assert (await client.counts())["succeeded"] == 4
+    assert (await client.counts(name="other"))["succeeded"] == 0
+
+
+async def test_cancel_and_retry(client: JobsClient, local: Jobs, clock: ManualClock) -> None:
+    created = await client.create("job", delay=60)
+    canceled = await client.cancel(created.kumofire_job_run_id)
+    assert canceled is not None and canceled.status is RunStatus.CANCELED
+    assert canceled == await local.get(created.kumofire_job_run_id)
+    # A finished run comes back unchanged.
+    assert await client.cancel(created.kumofire_job_run_id) == canceled
+    retried = await client.retry(created.kumofire_job_run_id)
+    assert retried is not None
+    assert retried.status is RunStatus.SCHEDULED
+    assert retried.max_attempts == canceled.max_attempts + 1
+    await clock.advance(0)
+    run = await client.get(created.kumofire_job_run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    with pytest.raises(ConflictError, match="succeeded") as caught:
+        await client.retry(created.kumofire_job_run_id)
+    with pytest.raises(ConflictError) as expected:
+        await local.retry(created.kumofire_job_run_id)
+    assert str(caught.value) == str(expected.value)
+
+
+async def test_missing_runs_are_none(client: JobsClient) -> None:
+    assert await client.get("run_missing") is None
+    assert await client.cancel("run_missing") is None
+    assert await client.retry("run_missing") is None
+
+
+async def test_errors_come_back_as_the_jobs_api_raises_them(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding
+) -> None:
+    async def same_error(remote: Any, in_process: Any) -> KumofireJobsError:
+        with pytest.raises(KumofireJobsError) as caught:
+            await remote
+        with pytest.raises(KumofireJobsError) as expected:
+            await in_process
+        assert type(caught.value) is type(expected.value)
+        assert str(caught.value) == str(expected.value)
+        return caught.value
+
+    error = await same_error(client.create("nope"), local.create("nope"))
+    assert isinstance(error, UnknownJobError)
+    error = await same_error(client.create("job", delay=-1), local.create("job", delay=-1))
+    assert type(error) is ValidationError
+    now = datetime.now(UTC)
+    await same_error(
+        client.create("job", run_at=now, delay=1), local.create("job", run_at=now, delay=1)
+    )
+    await same_error(client.create("job", max_attempts=0), local.create("job", max_attempts=0))
+    await same_error(client.list(limit=0), local.list(limit=0))
+    await same_error(client.list(status="bogus"), local.list(status="bogus"))
+    requests = [CreateRequest(name="job"), CreateRequest(name="nope")]
+    await same_error(client.create_many(requests), local.create_many(requests))
+
+    # A naive run_at is refused before anything is sent, as the jobs API refuses it.
+    calls = len(binding.calls)
+    naive = datetime(2027, 1, 1)
+    error = await same_error(client.create("job", run_at=naive), local.create("job", run_at=naive))
+    assert "naive" in str(error)
+    assert len(binding.calls) == calls
+
+
+async def test_internal_errors_and_platform_failures(client: JobsClient, stack: Stack) -> None:
+    stack.env.JOBS_DB.fail_next("D1_ERROR: no such table: job_runs: SQLITE_ERROR")
+    with pytest.raises(JobsServiceError) as caught:
+        await client.get("run_1")
+    assert (caught.value.code, str(caught.value)) == (
+        "internal_error",
+        "the server failed to handle the call",
+    )
+    assert isinstance(caught.value, KumofireJobsError)
+
+    class Broken:
+        async def get(self, run_id: Any) -> Any:
+            raise JsError("Error", "Network connection lost.")
+
+    with pytest.raises(JsError, match="Network connection lost"):
+        await JobsClient(Broken()).get("run_1")
+    # A binding without the method (the wrong entrypoint) fails as the platform says.
+    with pytest.raises(AttributeError):
+        await JobsClient(object()).get("run_1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("not_found: run not found", NotFoundError("run not found")),
+        ("conflict: run r is running", ConflictError("run r is running")),
+        ("unknown_job: no handler", UnknownJobError("no handler")),
+        ("validation_error: a: b", ValidationError("a: b")),
+        ("internal_error: failed", JobsServiceError("internal_error", "failed")),
+        ("Network connection lost.", None),
+    ],
+)
+def test_error_from_service(text: str, expected: KumofireJobsError | None) -> None:
+    for raised in (JsError("Error", text), Exception(text)):
+        error = error_from_service(raised)
+        if expected is None:
+            assert error is None
+        else:
+            assert type(error) is type(expected) and str(error) == str(expected)
+    if expected is not None:
+        # The Pyodide form: the entrypoint's traceback, the code on its last line.
+        from kumofire_jobs.cloudflare import JobsRpcError
+
+        code, _, message = text.partition(": ")
+        try:
+            raise JobsRpcError(code, message)
+        except JobsRpcError as exc:
+            traceback_text = python_error_text(exc)
+        assert traceback_text.startswith("Traceback (most recent call last):")
+        error = error_from_service(JsError("Error", traceback_text))
+        assert type(error) is type(expected) and str(error) == str(expected)
+
+
+# --- schedules --------------------------------------------------------------------------------
+
+
+async def test_schedules_round_trip(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding, clock: ManualClock, stack: Stack
+) -> None:
+    schedule = await client.create_schedule("job", {"n": 1}, every=2, key="tick", max_attempts=3)
+    assert isinstance(schedule, JobSchedule)
+    assert schedule == await local.get_schedule(schedule.id)
+    assert (schedule.type, schedule.expr, schedule.enabled) == ("interval", "2", True)
+    assert schedule.next_run_at == EPOCH + timedelta(seconds=2)
+    assert binding.calls[-1] == (
+        "create_schedule",
+        [{"name": "job", "payload": {"n": 1}, "every": 2, "key": "tick", "enabled": True,
+          "max_attempts": 3}],
+    )  # fmt: skip
+    await clock.advance(2)
+    assert stack.recorder.payloads == [{"n": 1}]
+    got = await client.get_schedule(schedule.id)
+    assert got is not None and got.last_scheduled_at == EPOCH + timedelta(seconds=2)
+    assert await client.get_schedule_by_key("tick") == got
+
+    daily = await client.upsert_schedule("daily", "job", cron="30 9 * * *", timezone="Asia/Tokyo")
+    assert daily == await local.get_schedule_by_key("daily")
+    assert daily.next_run_at == datetime(2027, 1, 1, 0, 30, tzinfo=UTC)  # 09:30 in Tokyo
+    moved = await client.upsert_schedule("daily", "job", payload=[1], enabled=False)
+    assert (moved.id, moved.payload, moved.enabled, moved.next_run_at) == (
+        daily.id, [1], False, None
+    )  # fmt: skip
+    assert moved.timezone == "Asia/Tokyo"  # only the fields given change
+
+    patched = await client.update_schedule(schedule.id, every=1.5, payload={"n": 2})
+    assert patched is not None and (patched.expr, patched.payload) == ("1.5", {"n": 2})
+    patched = await client.update_schedule_by_key("tick", max_attempts=4)
+    assert patched is not None and patched.max_attempts == 4
+    assert patched == await local.get_schedule(schedule.id)
+
+    disabled = await client.disable_schedule(schedule.id)
+    assert disabled is not None and (disabled.enabled, disabled.next_run_at) == (False, None)
+    enabled = await client.enable_schedule(schedule.id)
+    assert enabled is not None and enabled.enabled and enabled.next_run_at is not None
+    assert (await client.disable_schedule_by_key("tick")).enabled is False  # type: ignore[union-attr]
+    assert (await client.enable_schedule_by_key("daily")).enabled is True  # type: ignore[union-attr]
+
+    page = await client.list_schedules(limit=1)
+    assert page == await local.list_schedules(limit=1) and page.next_cursor is not None
+    rest = await client.list_schedules(limit=1, cursor=page.next_cursor)
+    assert [s.key for s in page.items + rest.items] == ["daily", "tick"]
+    assert [s.key for s in (await client.list_schedules(enabled=False)).items] == ["tick"]
+    assert (await client.list_schedules(name="other")).items == []
+
+    assert await client.delete_schedule(schedule.id) is True
+    assert await client.delete_schedule(schedule.id) is False
+    assert await client.delete_schedule_by_key("daily") is True
+    assert await client.delete_schedule_by_key("daily") is False
+    assert await client.list_schedules() == Page(items=[], next_cursor=None)
+    runs = await client.list(schedule_id=schedule.id)
+    assert runs.items and all(r.schedule_id == schedule.id for r in runs.items)
+
+
+async def test_missing_schedules_are_none_and_errors_typed(client: JobsClient, local: Jobs) -> None:
+    for missing in (
+        client.get_schedule("sch_missing"),
+        client.get_schedule_by_key("missing"),
+        client.update_schedule("sch_missing", payload=1),
+        client.update_schedule_by_key("missing", payload=1),
+        client.disable_schedule("sch_missing"),
+        client.disable_schedule_by_key("missing"),
+        client.enable_schedule("sch_missing"),
+        client.enable_schedule_by_key("missing"),
+    ):
+        assert await missing is None
+
+    with pytest.raises(UnknownJobError):
+        await client.create_schedule("nope", every=5)
+    with pytest.raises(UnknownJobError):
+        await client.upsert_schedule("k", "nope", every=5)
+    await client.create_schedule("job", every=5, key="taken")
+    with pytest.raises(ConflictError, match="taken"):
+        await client.create_schedule("job", every=5, key="taken")
+    for remote, in_process in [
+        (client.create_schedule("job"), local.create_schedule("job")),
+        (
+            client.create_schedule("job", cron="* * *"),
+            local.create_schedule("job", cron="* * *"),
+        ),
+        (
+            client.create_schedule("job", every=5, timezone="UTC"),
+            local.create_schedule("job", every=5, timezone="UTC"),
+        ),
+        (
+            client.update_schedule_by_key("taken", every=0),
+            local.update_schedule_by_key("taken", every=0),
+        ),
+        (
+            client.update_schedule_by_key("taken", typo=1),
+            local.update_schedule_by_key("taken", typo=1),
+        ),
+        (client.list_schedules(limit=500), local.list_schedules(limit=500)),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            await remote
+        with pytest.raises(ValidationError) as expected:
+            await in_process
+        assert type(caught.value) is type(expected.value)
+    # The patch's unknown field is named as the HTTP body's would be.
+    with pytest.raises(ValidationError, match="typo"):
+        await client.update_schedule("sch_x", typo=1)
+
+
+# --- On a Worker --------------------------------------------------------------------------------
+
+SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc
+    import sys
+
+    FORBIDDEN = ("sqlite3", "_sqlite3", "kumofire_jobs.local", "js", "pyodide", "_pyodide",
+                 "workers")
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN):
+                raise ImportError(f"forbidden import on the Worker's path: {name}")
+            return None
+
+    sys.meta_path.insert(0, Refuse())
+    sys.path[:0] = [SRC]
+    from kumofire_jobs.client import JobsClient
+    bad = [m for m in sys.modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    assert not bad, bad
+    print("ok")
+    """
+)
+
+
+def test_the_client_imports_on_a_worker() -> None:
+    """No sqlite3, no local bindings, no `js`/`pyodide` at import time, and no need for the
+    `workers` SDK either: the client only needs the binding it is given."""
+    script = SCRIPT.replace("SRC", repr(str(ROOT / "src")))
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+async def test_arguments_that_cannot_cross_fail_before_the_call(
+    client: JobsClient, binding: FakeServiceBinding
+) -> None:
+    with pytest.raises(TypeError, match="cannot cross to JavaScript"):
+        await client.create("job", {"ids": {1, 2}})
+    assert binding.calls == []
