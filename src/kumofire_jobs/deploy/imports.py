@@ -491,8 +491,9 @@ def build_import_graph(
         frozenset(platform_modules),
     )
     start = Resolved(entry.stem, ModuleKind.UPLOAD, entry, False)
-    required = _walk(start, finder, roots, forbidden, python, everything=False)
-    full = _walk(start, finder, roots, forbidden, python, everything=True)
+    parsed: dict[str, list[ImportRef] | Exception] = {}
+    required = _walk(start, finder, roots, forbidden, python, parsed, everything=False)
+    full = _walk(start, finder, roots, forbidden, python, parsed, everything=True)
 
     graph = ImportGraph(entry=start.name, modules=full.modules, required=set(required.modules))
     for module, (importer, at, why) in required.missing.items():
@@ -516,6 +517,7 @@ def _walk(
     roots: Sequence[_Root],
     forbidden: Sequence[str],
     python: tuple[int, int],
+    parsed: dict[str, list[ImportRef] | Exception],
     *,
     everything: bool,
 ) -> _Walk:
@@ -535,17 +537,21 @@ def _walk(
         assert current.path is not None
         if current.path.name != "__init__.py" and current.is_package:
             continue  # a namespace package: no code of its own
-        try:
-            refs = collect_imports(
-                current.path.read_text(encoding="utf-8"),
-                current.name,
-                is_package=current.is_package,
-                filename=str(current.path),
-                python=python,
-            )
-        except (SyntaxError, UnicodeDecodeError) as error:
+        if current.name not in parsed:
+            try:
+                parsed[current.name] = collect_imports(
+                    current.path.read_text(encoding="utf-8"),
+                    current.name,
+                    is_package=current.is_package,
+                    filename=str(current.path),
+                    python=python,
+                )
+            except (SyntaxError, UnicodeDecodeError) as error:
+                parsed[current.name] = error
+        refs = parsed[current.name]
+        if isinstance(refs, Exception):
             importer = walk.parent.get(current.name, current.name)
-            walk.missing.setdefault(current.name, (importer, where(current, 1), str(error)))
+            walk.missing.setdefault(current.name, (importer, where(current, 1), str(refs)))
             continue
         for ref in refs:
             optional = ref.optional or (ref.lazy and current.kind is ModuleKind.VENDORED)
