@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from kumofire_jobs.local.d1 import (
 
 # The suite lives in a non-test module: have pytest rewrite its asserts too.
 pytest.register_assert_rewrite(f"{__package__}.d1_contract")
-from .d1_contract import D1Contract, ReopenD1, make_people  # noqa: E402
+from .d1_contract import D1Contract, ReopenD1, count, make_people  # noqa: E402
 
 
 @pytest.fixture
@@ -220,3 +221,108 @@ async def test_reads_and_writes_are_quick(d1: LocalD1Database) -> None:
         await select.bind(f"p{i}").first()
     elapsed = time.perf_counter() - started
     assert elapsed < 5, f"4,000 queries took {elapsed:.2f}s"
+
+
+# --- group commit ------------------------------------------------------------------------------
+
+
+def committed_names(path: Path) -> list[str]:
+    """The people rows as committed on disk, read through a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("SELECT name FROM people ORDER BY name")]
+    finally:
+        conn.close()
+
+
+async def test_an_acknowledged_write_is_durable(d1: LocalD1Database, d1_path: Path) -> None:
+    await make_people(d1)
+    insert = d1.prepare("INSERT INTO people (name) VALUES (?)")
+    on_disk_when_answered: list[list[str]] = []
+    calls = [asyncio.ensure_future(insert.bind(name).run()) for name in ("ada", "alan")]
+    for call in calls:
+        call.add_done_callback(lambda _: on_disk_when_answered.append(committed_names(d1_path)))
+    await asyncio.gather(*calls)
+    assert on_disk_when_answered == [["ada", "alan"], ["ada", "alan"]]
+
+
+async def test_concurrent_writes_share_one_commit(d1: LocalD1Database) -> None:
+    await make_people(d1)
+    statements: list[str] = []
+    d1._conn.set_trace_callback(statements.append)
+    insert = d1.prepare("INSERT INTO people (name) VALUES (?)")
+    await asyncio.gather(*(insert.bind(f"p{i}").run() for i in range(20)))
+    d1._conn.set_trace_callback(None)
+    assert statements.count("COMMIT") == 1
+    assert await count(d1, "people") == 20
+
+
+async def test_a_failing_statement_fails_alone_among_concurrent_ones(
+    d1: LocalD1Database, d1_path: Path
+) -> None:
+    await make_people(d1)
+    insert = d1.prepare("INSERT INTO people (name) VALUES (?)")
+    results = await asyncio.gather(
+        insert.bind("ada").run(),
+        insert.bind("ada").run(),  # UNIQUE: fails, alone
+        insert.bind("alan").run(),
+        d1.prepare("INSERT OR ROLLBACK INTO people (name) VALUES ('alan')").run(),
+        insert.bind("grace").run(),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, Exception)]
+    assert len(failures) == 2
+    assert all("UNIQUE constraint failed" in str(f) for f in failures)
+    assert committed_names(d1_path) == ["ada", "alan", "grace"]
+
+
+async def test_a_failing_batch_applies_nothing_among_concurrent_writes(
+    d1: LocalD1Database, d1_path: Path
+) -> None:
+    await make_people(d1)
+    insert = d1.prepare("INSERT INTO people (name) VALUES (?)")
+    results = await asyncio.gather(
+        insert.bind("ada").run(),
+        d1.batch([insert.bind("alan"), insert.bind("ada")]),  # fails: alan rolls back
+        d1.batch([insert.bind("grace"), insert.bind("edsger")]),
+        insert.bind("barbara").run(),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], D1Error)
+    assert not any(isinstance(r, Exception) for i, r in enumerate(results) if i != 1)
+    assert committed_names(d1_path) == ["ada", "barbara", "edsger", "grace"]
+
+
+async def test_a_schema_that_can_roll_back_a_transaction_commits_writes_alone(
+    d1: LocalD1Database, d1_path: Path
+) -> None:
+    await d1.prepare(
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT UNIQUE ON CONFLICT ROLLBACK)"
+    ).run()
+    insert = d1.prepare("INSERT INTO people (name) VALUES (?)")
+    results = await asyncio.gather(
+        insert.bind("ada").run(),
+        insert.bind("ada").run(),  # rolls back its transaction: which must hold nothing else
+        insert.bind("alan").run(),
+        return_exceptions=True,
+    )
+    assert [isinstance(r, Exception) for r in results] == [False, True, False]
+    assert committed_names(d1_path) == ["ada", "alan"]
+
+
+async def test_a_read_with_no_write_pending_answers_at_once(d1: LocalD1Database) -> None:
+    await make_people(d1)
+    read = d1.prepare("SELECT count(*) AS n FROM people").first("n")
+    with pytest.raises(StopIteration) as done:
+        read.send(None)  # completes without yielding to the event loop
+    assert done.value.value == 0
+
+
+async def test_close_commits_what_is_pending(d1_path: Path) -> None:
+    db = LocalD1Database(d1_path)
+    await make_people(db)
+    pending = asyncio.ensure_future(db.prepare("INSERT INTO people (name) VALUES ('ada')").run())
+    await asyncio.sleep(0)  # the statement ran; its commit waits for the end of the turn
+    db.close()
+    assert committed_names(d1_path) == ["ada"]
+    assert (await pending).success

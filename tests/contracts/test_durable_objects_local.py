@@ -370,3 +370,245 @@ async def test_failed_block_concurrency_while_resets_the_object(
         assert storage is not None
         await storage.put("fail boot", False)
         assert (await stub.whoami())["instance"] == probe.constructed
+
+
+# --- Write coalescing and the output gate -----------------------------------------------------
+
+
+def _committed_value(path: Path, object_id: str, key: str) -> Any:
+    """A KV value as committed on disk (read through a connection of its own), or None."""
+    import sqlite3
+
+    import msgspec
+
+    conn = sqlite3.connect(path / "objects.sqlite3")
+    try:
+        row = conn.execute(
+            "SELECT value FROM kv WHERE object_id = ? AND key = ?", (object_id, key)
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else msgspec.msgpack.decode(row[0])
+
+
+class Coalescing(ContractObject):
+    """Reports what is committed on disk while its own call is still running."""
+
+    async def write_then_read(self, key: str, value: Any) -> dict[str, Any]:
+        await self.ctx.storage.put(key, value)
+        return {
+            "read": await self.ctx.storage.get(key),
+            "on_disk": _committed_value(self.probe.path, self.ctx.id.toString(), key),
+        }
+
+    async def write_then_tell(self, key: str, target: str) -> Any:
+        await self.ctx.storage.put(key, "written")
+        # An RPC to another object is output: the write must be durable before it leaves.
+        return await self.probe.namespace.getByName(target).read_committed(
+            self.ctx.id.toString(), key
+        )
+
+    async def read_committed(self, object_id: str, key: str) -> Any:
+        return _committed_value(self.probe.path, object_id, key)
+
+    async def write_then_hang(self, key: str) -> None:
+        await self.ctx.storage.put(key, "unacknowledged")
+        await self.probe.gate("never")
+
+
+async def _coalescing(clock: ManualClock, path: Path) -> tuple[LocalDurableObjectNamespace, Probe]:
+    probe = Probe(now=clock.now)
+    ns = LocalDurableObjectNamespace(
+        Coalescing, path=path, clock=clock, env=SimpleNamespace(PROBE=probe)
+    )
+    probe.path = path  # type: ignore[attr-defined]
+    probe.namespace = ns  # type: ignore[attr-defined]
+    await ns.start()
+    return ns, probe
+
+
+async def test_a_write_is_read_back_in_its_call_before_it_commits(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    ns, _ = await _coalescing(clock, data_dir)
+    try:
+        seen = await ns.getByName("a").write_then_read("k", {"v": 1})
+        assert seen == {"read": {"v": 1}, "on_disk": None}  # pending, yet visible to the call
+        object_id = ns.idFromName("a").toString()
+        assert _committed_value(data_dir, object_id, "k") == {"v": 1}  # durable once answered
+    finally:
+        await ns.close()
+
+
+async def test_an_answer_is_released_only_after_its_writes_are_durable(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    ns, _ = await _coalescing(clock, data_dir)
+    object_id = ns.idFromName("a").toString()
+    on_disk_when_answered: list[Any] = []
+    try:
+        calls = [ns.getByName("a").storage("put", f"k{i}", i) for i in range(3)]
+        for i, call in enumerate(calls):
+            call.add_done_callback(  # type: ignore[attr-defined]
+                lambda _, i=i: on_disk_when_answered.append(
+                    _committed_value(data_dir, object_id, f"k{i}")
+                )
+            )
+        await asyncio.gather(*calls)
+        assert on_disk_when_answered == [0, 1, 2]
+    finally:
+        await ns.close()
+
+
+async def test_writes_are_durable_before_an_rpc_leaves_the_object(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    ns, _ = await _coalescing(clock, data_dir)
+    on_disk_when_sent: list[Any] = []
+    send = ns._send
+
+    def recording(id: Any, method: str, args: list[Any]) -> Any:
+        if method == "read_committed":
+            on_disk_when_sent.append(_committed_value(data_dir, args[0], args[1]))
+        return send(id, method, args)
+
+    ns._send = recording  # type: ignore[method-assign]
+    try:
+        assert await ns.getByName("a").write_then_tell("k", "b") == "written"
+        assert on_disk_when_sent == ["written"]
+    finally:
+        await ns.close()
+
+
+async def test_writes_of_concurrent_calls_share_one_commit(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    ns, _ = await _coalescing(clock, data_dir)
+    commits = 0
+    original = ns._write_out
+
+    def counting(dirty: Any) -> None:
+        nonlocal commits
+        commits += 1
+        original(dirty)
+
+    ns._write_out = counting  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*(ns.getByName(f"o{i}").storage("put", "k", i) for i in range(50)))
+        assert commits == 1
+        assert [await ns.getByName(f"o{i}").storage("get", "k") for i in range(50)] == list(
+            range(50)
+        )
+    finally:
+        await ns.close()
+
+
+async def test_a_crash_loses_only_writes_whose_call_had_not_returned(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    ns, _ = await _coalescing(clock, data_dir)
+    await ns.getByName("a").storage("put", "acknowledged", 1)
+    hanging = asyncio.ensure_future(ns.getByName("a").write_then_hang("pending"))
+    await asyncio.sleep(0)  # the call starts and writes; its turn has not ended
+    storage = ns._actors[ns.idFromName("a").toString()].storage
+    assert storage is not None
+    await storage.put("direct", 2)  # returned, but its turn has not ended either
+    await ns.abort()
+    assert hanging.cancelled()
+    ns, _ = await _coalescing(clock, data_dir)
+    try:
+        stub = ns.getByName("a")
+        assert await stub.storage("get", "acknowledged") == 1
+        assert await stub.storage("get", "pending") is None
+        assert await stub.storage("get", "direct") is None
+    finally:
+        await ns.close()
+
+
+async def test_a_failed_commit_fails_the_calls_it_held_and_resets_the_object(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    import sqlite3
+
+    ns, _ = await _coalescing(clock, data_dir)
+    try:
+        stub = ns.getByName("a")
+        await stub.storage("put", "k", "old")
+        first = (await stub.whoami())["instance"]
+        original = ns._write_out
+
+        def failing(dirty: Any) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        ns._write_out = failing  # type: ignore[method-assign]
+        with pytest.raises(DurableObjectError, match="disk I/O error"):
+            await stub.storage("put", "k", "new")
+        ns._write_out = original  # type: ignore[method-assign]
+        assert await stub.storage("get", "k") == "old"  # the lost write is not seen
+        assert (await stub.whoami())["instance"] != first  # rebuilt from what is committed
+    finally:
+        await ns.close()
+
+
+async def test_reads_of_a_new_object_need_no_query(do_env: LocalDurableObjectEnv) -> None:
+    ns = do_env.namespace()
+    queries: list[str] = []
+    ns._db.set_trace_callback(queries.append)
+    stub = ns.getByName("fresh")
+    assert await stub.storage("get", "k") is None
+    assert await stub.storage("get", ["a", "b"]) == {}
+    assert not [q for q in queries if q.startswith("SELECT")]
+    ns._db.set_trace_callback(None)
+
+
+class Outgoing(ContractObject):
+    """Writes, then performs I/O through the other local bindings."""
+
+    async def write_then_query(self, key: str) -> Any:
+        await self.ctx.storage.put(key, "written")
+        # `committed(object_id, key)` is evaluated when D1 runs the statement.
+        return await (
+            self.probe.d1.prepare("SELECT committed(?, ?) AS seen")
+            .bind(self.ctx.id.toString(), key)
+            .first("seen")
+        )
+
+    async def write_then_send(self, key: str) -> None:
+        await self.ctx.storage.put(key, "written")
+        await self.probe.queue.send({"key": key})
+
+
+async def test_writes_are_durable_before_a_d1_statement_or_a_queue_send_runs(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    from kumofire_jobs.local.d1 import LocalD1Database
+    from kumofire_jobs.local.queue import LocalQueueBroker
+
+    probe = Probe(now=clock.now)
+    d1 = LocalD1Database(data_dir / "d1.sqlite")
+    broker = LocalQueueBroker(data_dir / "queues.sqlite", clock)
+    do_path = data_dir / "do"
+    d1._conn.create_function(
+        "committed", 2, lambda object_id, key: _committed_value(do_path, object_id, key)
+    )
+    seen_at_send: list[Any] = []
+    enqueue = broker._enqueue
+
+    def recording(queue: str, rows: Any) -> None:
+        seen_at_send.append(_committed_value(do_path, ns.idFromName("a").toString(), "sent"))
+        enqueue(queue, rows)
+
+    broker._enqueue = recording  # type: ignore[method-assign]
+    probe.d1 = d1  # type: ignore[attr-defined]
+    probe.queue = broker.producer("q")  # type: ignore[attr-defined]
+    ns = LocalDurableObjectNamespace(
+        Outgoing, path=do_path, clock=clock, env=SimpleNamespace(PROBE=probe)
+    )
+    try:
+        assert await ns.getByName("a").write_then_query("queried") == "written"
+        await ns.getByName("a").write_then_send("sent")
+        assert seen_at_send == ["written"]
+    finally:
+        await ns.close()
+        broker.close()
+        d1.close()

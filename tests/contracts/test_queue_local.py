@@ -286,3 +286,72 @@ def test_consumer_settings_reject_out_of_range(bad: dict[str, Any]) -> None:
 def test_synchronous_mode_is_validated(data_dir: Path, clock: ManualClock) -> None:
     with pytest.raises(ValueError, match="synchronous"):
         LocalQueueBroker(data_dir / "q.sqlite3", clock, synchronous="sometimes")
+
+
+# --- group commit ------------------------------------------------------------------------------
+
+
+def _committed_bodies(path: Path) -> list[bytes]:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("SELECT body FROM messages ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+async def test_an_acknowledged_send_is_durable(queue_env: LocalQueueEnv) -> None:
+    env = queue_env
+    queue = env.producer("q")
+    on_disk_when_answered: list[int] = []
+    sends = [asyncio.ensure_future(queue.send(i)) for i in range(3)]
+    for send in sends:
+        send.add_done_callback(
+            lambda _: on_disk_when_answered.append(len(_committed_bodies(env.path)))
+        )
+    await asyncio.gather(*sends)
+    assert on_disk_when_answered == [3, 3, 3]  # one commit for the three
+
+
+async def test_a_delivery_is_recorded_before_its_handler_runs(queue_env: LocalQueueEnv) -> None:
+    import sqlite3
+
+    env = queue_env
+    attempts_seen: list[int] = []
+
+    async def handler(batch: MessageBatch, call: int) -> None:
+        conn = sqlite3.connect(env.path)
+        try:
+            attempts_seen.extend(row[0] for row in conn.execute("SELECT attempts FROM messages"))
+        finally:
+            conn.close()
+
+    env.consume("q", Recorder(env, handler), max_batch_timeout=0)
+    await env.start()
+    await env.producer("q").send("x")
+    await env.advance(0)
+    assert attempts_seen == [1]
+
+
+async def test_an_idle_consumer_does_not_query_for_delayed_messages(
+    queue_env: LocalQueueEnv,
+) -> None:
+    env = queue_env
+    got = Recorder(env)
+    env.consume("q", got, max_batch_timeout=0)
+    await env.start()
+    await env.advance(0)
+    queries: list[str] = []
+    env.broker._db.set_trace_callback(queries.append)
+    for i in range(5):
+        await env.producer("q").send(i)
+        await env.advance(0)
+    env.broker._db.set_trace_callback(None)
+    assert len(got.calls) == 5
+    assert not [q for q in queries if "min(visible_at)" in q]
+    await env.producer("q").send("later", {"delaySeconds": 30})
+    await env.advance(29)
+    assert len(got.calls) == 5
+    await env.advance(1)
+    assert got.bodies[-1] == ["later"]

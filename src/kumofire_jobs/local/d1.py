@@ -565,8 +565,8 @@ class LocalD1Database:
         info = self._check(sql, params)
         if info.mode != _READ and not self._batching:
             if self._mode(info) == _GROUPED:
-                if not self._group:
-                    self._begin_group()
+                if not self._group and not output_gate.alone():
+                    self._begin_group()  # else: alone in this turn, it commits at once
             elif self._group:
                 self._commit_group()  # then this one runs alone, in autocommit
         try:

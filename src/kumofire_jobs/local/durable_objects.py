@@ -2,8 +2,8 @@
 
 A `LocalDurableObjectNamespace` is what a Worker sees as `env.COORDINATOR`: stubs whose
 methods are RPC calls into one live object per id, each object with its `ctx.storage` (KV,
-alarm, and a lazily created SQL database) persisted on disk, and an event-driven alarm
-scheduler. The semantics follow the platform's documentation, not convenience:
+alarm, and a lazily created SQL database) persisted on disk, and event-driven alarms. The
+semantics follow the platform's documentation, not convenience:
 
 * Concurrency (the input gate). Calls to one object start one at a time, in order. Storage
   methods complete inside the event loop without yielding, so while a call awaits storage no
@@ -27,6 +27,8 @@ scheduler. The semantics follow the platform's documentation, not convenience:
   handler `getAlarm()` is None unless the handler set a new alarm, and `deleteAlarm()` there
   removes only such a new alarm (as workerd does). Between retries `getAlarm()` answers the
   retry's time. At least once: a handler cut short by `stop()` runs again after `start()`.
+  Scheduling is event-driven: one timer task sleeps until the earliest alarm (re-aimed only
+  when an earlier one is set), and an alarm already due starts its handler at once.
 * `deleteAll()` also deletes the alarm: the platform does so for compatibility dates from
   2026-02-24 (changelog "deleteAll() now deletes Durable Object alarm"), and this project's
   date is later. `delete_all_deletes_alarm=False` gives the older behaviour.
@@ -35,7 +37,8 @@ scheduler. The semantics follow the platform's documentation, not convenience:
 
 Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
 KV pairs and alarm, so thousands of objects cost rows, not files; an object that uses
-`ctx.storage.sql` gets its own file under `<path>/sql/` on first use.
+`ctx.storage.sql` gets its own file under `<path>/sql/` on first use (its statements commit
+one by one, so they are durable when `exec()` returns). `abort()` closes as a crash would.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
@@ -123,6 +127,8 @@ class DataCloneError(TypeError):
 def structured_clone(value: Any) -> Any:
     """A deep copy limited to what crosses RPC and storage: dict (str keys), list, str, int,
     float, bool, None, bytes. Tuples arrive as lists; anything else raises DataCloneError."""
+    if type(value) in _ATOMS:
+        return value
     try:
         return _clone(value)
     except RecursionError:
@@ -248,7 +254,7 @@ class _RpcMethod:
                 f"RPC method {self._method!r} takes positional arguments only "
                 f"(got keyword arguments {sorted(kwargs)})"
             )
-        args_clone = structured_clone(list(args))
+        args_clone = structured_clone(args)  # a list, as tuples arrive
         # Output from the calling object (if any) waits for its writes to be durable.
         output_gate.flush()
         # Like the platform the call is sent now, not when awaited, so calls made in order are
@@ -832,6 +838,11 @@ class LocalDurableObjectNamespace:
         self._waiters: list[asyncio.Future[None]] = []
         self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
         self._commit_requested = False
+        # Objects with stored KV pairs when the namespace opened: any other object starts with
+        # a complete (empty) cache, so its first reads need no query.
+        self._stored: set[str] = {
+            row[0] for row in self._db.execute("SELECT DISTINCT object_id FROM kv")
+        }
         for hex_id, time_ms, retry in self._db.execute(
             "SELECT object_id, time_ms, retry FROM alarms"
         ).fetchall():
@@ -918,13 +929,17 @@ class LocalDurableObjectNamespace:
         """Close as a crash would: calls and alarm handlers are cut off, and writes not yet
         committed are lost. Only writes whose call had not returned can be among them: an
         answer is released after its object's writes are committed."""
-        await self._cancel_all()
-        for answer, _, _ in self._held:
-            answer.cancel()
-        for waiter in self._waiters:
-            waiter.cancel()
+        # Before anything yields, so no commit can slip in.
+        held, waiters, dirty = self._held, self._waiters, self._dirty
         self._held, self._waiters, self._dirty = [], [], []
         self._close_files()
+        for answer, _, _ in held:
+            answer.cancel()
+        for waiter in waiters:
+            waiter.cancel()
+        for actor in dirty:
+            actor.dirty = False
+        await self._cancel_all()
 
     def _close_files(self) -> None:
         for actor in self._actors.values():
@@ -975,6 +990,7 @@ class LocalDurableObjectNamespace:
         if actor is None:
             actor = self._actors[hex_id] = _Actor(hex_id, name, self)
             actor.storage = LocalDurableObjectStorage(self, actor)
+            actor.cache_complete = hex_id not in self._stored
         elif actor.name is None and name is not None:
             actor.name = name
         return actor
@@ -984,7 +1000,8 @@ class LocalDurableObjectNamespace:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         task = loop.create_task(self._rpc(actor, method, args, answer))
-        self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
+        if not task.done():  # (an eager task factory may have run it to the end already)
+            self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
         return answer
 
     async def _rpc(
@@ -1013,7 +1030,7 @@ class LocalDurableObjectNamespace:
                 )
             try:
                 result = function(*args)
-                if inspect.isawaitable(result):
+                if type(result) is CoroutineType or inspect.isawaitable(result):
                     result = await result
             except Exception as exc:
                 log.debug("Durable Object method %s raised", method, exc_info=True)
@@ -1372,7 +1389,8 @@ class LocalDurableObjectNamespace:
         task = asyncio.get_running_loop().create_task(
             self._fire(actor, gen), context=self._context.copy()
         )
-        self._tasks.add(task)  # _fire removes it when done
+        if not task.done():
+            self._tasks.add(task)  # _fire removes it when done
 
     def _reschedule(self) -> None:
         """Point the timer at the earliest pending alarm."""
@@ -1381,12 +1399,15 @@ class LocalDurableObjectNamespace:
             return
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         assert self._context is not None
         self._timer_due = due
-        self._timer = asyncio.get_running_loop().create_task(
+        timer = asyncio.get_running_loop().create_task(
             self._sleep_until(due), context=self._context.copy()
         )
-        self._tasks.add(self._timer)
+        if not timer.done():
+            self._timer = timer
+            self._tasks.add(timer)
 
     async def _sleep_until(self, due: float) -> None:
         """The timer: at `due`, start the handlers of every alarm due by then."""

@@ -60,6 +60,19 @@ def current() -> Gate | None:
     return _current.get()
 
 
+ALONE = True
+
+
+def alone() -> bool:
+    """Whether nothing else is ready to run on the event loop (CPython's run queue is
+    empty): then no other caller can join a group commit in this turn, and committing at once
+    saves the wait. Unknown on other loops: False."""
+    if not ALONE:
+        return False
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is not None and not ready
+
+
 def pending_gate() -> Gate | None:
     """The current object's gate if it has pending writes: await `gate.durable()` before
     performing I/O on its behalf."""
@@ -76,33 +89,21 @@ def flush() -> None:
         gate.flush()
 
 
-import os
-
-MAX_DEFERRALS = int(os.environ.get("KF_DEFER", "0"))
-
-
 class _Turn:
     """The commit callbacks requested during the current loop turn."""
 
-    __slots__ = ("_callbacks", "_deferrals", "_loop", "_ready")
+    __slots__ = ("_callbacks", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._callbacks: list[Callable[[], None]] = []
-        self._ready: object = getattr(loop, "_ready", None)
-        self._deferrals = 0
 
     def add(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
         if len(self._callbacks) == 1:
-            self._deferrals = 0
             self._loop.call_soon(self._run)
 
     def _run(self) -> None:
-        if self._ready and self._deferrals < MAX_DEFERRALS:
-            self._deferrals += 1
-            self._loop.call_soon(self._run)
-            return
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback()  # each binding reports its own errors to its own waiters

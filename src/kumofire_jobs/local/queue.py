@@ -327,13 +327,22 @@ class LocalMessage:
 class LocalMessageBatch:
     """A batch handed to a consumer (`MessageBatch` of the platform's consumer API)."""
 
-    __slots__ = ("_decision", "_lease", "_messages", "_settled", "messages", "queue")
+    __slots__ = (
+        "_decision",
+        "_lease",
+        "_messages",
+        "_requeued",
+        "_settled",
+        "messages",
+        "queue",
+    )
 
     def __init__(self, queue: str, lease: int, messages: Sequence[_Row]) -> None:
         self.queue = queue
         self._lease = lease
         self._decision: _Decision | None = None
         self._settled = False
+        self._requeued = False  # some messages are back in the queue (retried, released)
         self._messages = [
             LocalMessage(self, seq, id, timestamp, _decode(body, content_type), attempts + 1)
             for seq, id, timestamp, content_type, body, _, attempts in messages
@@ -552,8 +561,11 @@ class LocalQueueBroker:
             for _, _, delay in rows:
                 if delay > 0:
                     consumer.delayed_until(now + delay)
-            # Woken before the write asks for its commit, the consumer runs first in the next
-            # turn, so its delivery joins the same commit as this send.
+        # Alone in this turn, the send commits at once; else the consumer is woken before the
+        # write asks for its commit, so it runs first in the next turn and its delivery joins
+        # the same commit as this send.
+        solo = not self._group and output_gate.alone()
+        if consumer is not None and not solo:
             consumer.wake.set()
         if len(params) == 1:
             self._write()
@@ -561,6 +573,8 @@ class LocalQueueBroker:
         else:
             with self._tx():
                 self._db.executemany(_INSERT, params)
+        if consumer is not None and solo:
+            consumer.wake.set()
 
     # -- delivering
 
@@ -596,8 +610,11 @@ class LocalQueueBroker:
                     continue
                 if len(rows) >= size or now >= rows[0][5] + timeout:
                     self._dispatch(consumer, rows)
-                    continue
-                deadline = rows[0][5] + timeout
+                    if len(rows) >= size:
+                        continue  # there may be more
+                    # That was everything visible now: wait for what changes it.
+                else:
+                    deadline = rows[0][5] + timeout
             next_visible = consumer.next_visible
             if next_visible is _UNKNOWN or (next_visible is not None and next_visible <= now):
                 # Unknown, or the bound passed (those messages are visible now): ask.
@@ -620,7 +637,8 @@ class LocalQueueBroker:
         )
         batch = LocalMessageBatch(consumer.queue, lease, rows)
         task = asyncio.get_running_loop().create_task(self._run_handler(consumer, batch))
-        consumer.in_flight.add(task)  # _run_handler removes it
+        if not task.done():  # (an eager task factory may have run it to the end already)
+            consumer.in_flight.add(task)  # _run_handler removes it
 
     async def _run_handler(self, consumer: _Consumer, batch: LocalMessageBatch) -> None:
         try:
@@ -633,6 +651,7 @@ class LocalQueueBroker:
             await consumer.handler(batch)
         except asyncio.CancelledError:
             batch._settled = True
+            batch._requeued = True
             if not self._closed:  # stopped, not crashed: hand the messages back now
                 self._write()
                 self._db.execute(_RELEASE_LEASE, (batch._lease,))
@@ -647,8 +666,13 @@ class LocalQueueBroker:
         else:
             self._settle_or_report(consumer, batch, failed=False)
         finally:
-            consumer.in_flight.discard(asyncio.current_task())
-            consumer.wake.set()
+            in_flight = consumer.in_flight
+            saturated = len(in_flight) >= consumer.settings.concurrency
+            in_flight.discard(asyncio.current_task())
+            # The delivery loop waits for news only when a slot frees up for it or messages
+            # are visible again (retried); an acked batch changes nothing it waits for.
+            if saturated or batch._requeued:
+                consumer.wake.set()
 
     def _settle_or_report(
         self, consumer: _Consumer, batch: LocalMessageBatch, *, failed: bool
@@ -657,6 +681,7 @@ class LocalQueueBroker:
             self._settle(consumer, batch, failed=failed)
         except Exception:
             # The messages stay leased until the next open or stop(), then come back.
+            batch._requeued = True
             _log.exception("queue batch could not be settled", queue=consumer.queue)
 
     def _settle(self, consumer: _Consumer, batch: LocalMessageBatch, *, failed: bool) -> None:
@@ -698,6 +723,8 @@ class LocalQueueBroker:
                 self._db.executemany(_RETRY_ROW, retried)
             if exhausted:
                 self._dead_letter(consumer, exhausted)
+        if retried:
+            batch._requeued = True
         for visible_at, _ in retried:
             if visible_at > now:
                 consumer.delayed_until(visible_at)
@@ -756,7 +783,7 @@ class LocalQueueBroker:
     def _write(self) -> None:
         """Open the group transaction (if needed) for a write; it commits at the end of the
         loop's turn."""
-        if not self._group:
+        if not self._group and not output_gate.alone():
             self._db.execute("BEGIN IMMEDIATE")
             self._group = True
             if not self._commit_requested:
