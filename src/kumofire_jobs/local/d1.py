@@ -24,7 +24,9 @@ answers only once what it saw is durable. A failing statement fails alone (SQLit
 that statement); `batch()` and `exec()` run inside a SAVEPOINT, so they stay all or nothing.
 Statements that could undo the whole transaction (an `OR ROLLBACK` conflict clause, or a
 schema declaring `ON CONFLICT ROLLBACK` or `RAISE(ROLLBACK, ...)`), PRAGMAs and VACUUM run
-alone, after the open transaction is committed. A read with no transaction open runs at once.
+alone, after the open transaction is committed. A read with no transaction open runs at once,
+and so does a write when nothing else is ready to run on the event loop (nobody could share
+its commit): it commits alone, as a lone statement did before group commit.
 
 Called from a Durable Object whose storage writes are not yet durable, a statement first waits
 for them (the object's output gate).
@@ -336,6 +338,7 @@ class LocalD1Database:
             alone = alone or self._mode(info) == _ALONE
             own.append(statement)
         await self._gate()
+        alone = alone or (not self._group and output_gate.alone())
         try:
             with self._transaction(alone):
                 return [self._result(statement) for statement in own]
@@ -360,6 +363,7 @@ class LocalD1Database:
             self._mode(self._classify(sql)) == _ALONE for _, _, sqls in lines for sql in sqls
         )
         await self._gate()
+        alone = alone or (not self._group and output_gate.alone())
         try:
             with self._transaction(alone):
                 for number, line, statements in lines:
@@ -627,10 +631,10 @@ class _Transaction:
     """batch() and exec(): all or nothing.
 
     Usually a SAVEPOINT inside the group transaction (released on success, rolled back to on
-    any error). When a statement must not share a transaction (`alone`), the group is
-    committed first and this is one IMMEDIATE transaction of its own. IMMEDIATE takes the
-    write lock up front, so a second process on the same file waits for it (busy timeout)
-    instead of failing when a read would upgrade to a write.
+    any error). When a statement must not share a transaction, or nothing else is ready to run
+    (`alone`), the group is committed first and this is one IMMEDIATE transaction of its own.
+    IMMEDIATE takes the write lock up front, so a second process on the same file waits for it
+    (busy timeout) instead of failing when a read would upgrade to a write.
     """
 
     __slots__ = ("_alone", "_db")

@@ -1045,6 +1045,8 @@ class LocalDurableObjectNamespace:
         """Release a call's outcome to its caller, once the object's writes are durable."""
         if actor.dirty:
             self._held.append((answer, value, error))
+            if output_gate.alone():
+                self._commit_and_report()  # nobody else could join this turn's commit
         elif not answer.done():
             if error:
                 answer.set_exception(value)
@@ -1187,8 +1189,10 @@ class LocalDurableObjectNamespace:
 
     def _commit_phase(self) -> None:
         self._commit_requested = False
-        if self._closed:
-            return
+        if not self._closed:
+            self._commit_and_report()
+
+    def _commit_and_report(self) -> None:
         error = self._commit()
         if error is not None:
             log.error("Durable Object storage commit failed: %s", error)

@@ -18,6 +18,8 @@ Two pieces live here:
   as the current gate, and before a local binding performs I/O for them (a D1 statement, a
   queue send, an RPC to another object) it waits until the object's pending writes are
   durable (`pending_gate()` / `flush()`).
+* `alone()`: when nothing else is ready to run, nobody could share the turn's commit, so a
+  binding commits at once instead of waiting for the end of the turn.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Protocol
 
-__all__ = ["Gate", "at_commit", "current", "enter", "flush", "pending_gate"]
+__all__ = ["Gate", "alone", "at_commit", "current", "enter", "flush", "pending_gate"]
 
 
 class Gate(Protocol):
@@ -60,15 +62,11 @@ def current() -> Gate | None:
     return _current.get()
 
 
-ALONE = True
-
-
 def alone() -> bool:
-    """Whether nothing else is ready to run on the event loop (CPython's run queue is
-    empty): then no other caller can join a group commit in this turn, and committing at once
-    saves the wait. Unknown on other loops: False."""
-    if not ALONE:
-        return False
+    """Whether nothing else is ready to run on the event loop (CPython's run queue is empty):
+    then no other caller can join a group commit in this turn, and committing at once saves
+    the caller a loop turn (an isolated D1 statement costs what it did before group commit).
+    Unknown on other loops: False."""
     ready = getattr(asyncio.get_running_loop(), "_ready", None)
     return ready is not None and not ready
 
@@ -78,6 +76,9 @@ def pending_gate() -> Gate | None:
     performing I/O on its behalf."""
     gate = _current.get()
     if gate is not None and gate.pending():
+        if alone():
+            gate.flush()  # nobody else could join this turn's commit: commit now
+            return None
         return gate
     return None
 

@@ -8,8 +8,9 @@ Writes are group-committed (see `output_gate`): they run inside a transaction th
 the end of the event loop's turn, shared by every send, delivery and settlement of that turn. A
 `send()` returns only after its commit, so an acknowledged message is durable; a handler
 starts only after the commit that recorded its delivery, so a delivery that happened is
-counted. Called from a Durable Object with storage writes not yet durable, a send first waits
-for them (the object's output gate).
+counted. When nothing else is ready to run, a write commits at once instead. Called from a
+Durable Object with storage writes not yet durable, a send first waits for them (the
+object's output gate).
 
 Semantics follow Cloudflare's documentation (Queues: limits, JavaScript APIs, batching and
 retries, dead-letter queues) and Miniflare's broker where the documentation is silent:
@@ -647,6 +648,7 @@ class LocalQueueBroker:
                     await self._durable()  # the delivery is recorded before it happens
                 except sqlite3.Error:
                     batch._settled = True  # rolled back: the messages are as they were
+                    batch._requeued = True
                     return
             await consumer.handler(batch)
         except asyncio.CancelledError:
