@@ -301,8 +301,7 @@ class LocalD1Database:
         # Group commit: whether our transaction is open, who waits for its commit, and
         # whether the schema can roll a whole transaction back (None: not yet known).
         self._group = False
-        self._waiters: list[asyncio.Future[None]] = []
-        self._commit_requested = False
+        self._commits = output_gate.CommitWaiters(self._commit_phase)
         self._rollback_risk: bool | None = None
         self._batching = False  # inside batch()/exec(): statements join its transaction
         self._closed = False
@@ -430,23 +429,15 @@ class LocalD1Database:
         except sqlite3.Error as error:
             raise _d1_error(error) from error
         self._group = True
-        if not self._commit_requested:
-            self._commit_requested = True
-            output_gate.at_commit(self._commit_phase)
+        self._commits.request()
 
     def _commit_phase(self) -> None:
-        self._commit_requested = False
         if not self._closed:
             self._commit_group()
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once the open transaction (if any) has committed."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._group:
-            self._waiters.append(waiter)
-        else:
-            waiter.set_result(None)
-        return waiter
+        return self._commits.wait(self._group)
 
     def _commit_group(self) -> None:
         """Commit the open transaction now and answer everyone who waited for it."""
@@ -461,23 +452,14 @@ class LocalD1Database:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             self._forget_schema()
-        self._answer(error)
+        self._commits.answer(error)
 
     def _group_lost(self, cause: sqlite3.Error | sqlite3.Warning) -> None:
         """SQLite rolled the whole open transaction back (an I/O error, say): every
         statement in it is undone, so everyone waiting for it fails."""
         self._group = False
         self._forget_schema()
-        self._answer(D1Error(f"D1_ERROR: the transaction was rolled back: {cause}"))
-
-    def _answer(self, error: D1Error | None) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
+        self._commits.answer(D1Error(f"D1_ERROR: the transaction was rolled back: {cause}"))
 
     def _failed(self, error: sqlite3.Error | sqlite3.Warning) -> D1Error:
         """The D1 error for a failed statement, noting a transaction SQLite rolled back."""

@@ -30,7 +30,16 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Protocol
 
-__all__ = ["Gate", "alone", "at_commit", "current", "enter", "flush", "pending_gate"]
+__all__ = [
+    "CommitWaiters",
+    "Gate",
+    "alone",
+    "at_commit",
+    "current",
+    "enter",
+    "flush",
+    "pending_gate",
+]
 
 
 class Gate(Protocol):
@@ -120,3 +129,42 @@ def at_commit(callback: Callable[[], None]) -> None:
     if turn is None:
         turn = _turns[loop] = _Turn(loop)
     turn.add(callback)
+
+
+class CommitWaiters:
+    """One connection's end-of-turn commit: the single `at_commit` request per turn (which
+    runs `phase`, the binding's commit), and the callers waiting for that commit."""
+
+    def __init__(self, phase: Callable[[], None]) -> None:
+        self._phase = phase
+        self._waiters: list[asyncio.Future[None]] = []
+        self._requested = False
+
+    def request(self) -> None:
+        """Commit at the end of this turn (once, however often asked)."""
+        if not self._requested:
+            self._requested = True
+            at_commit(self._run)
+
+    def _run(self) -> None:
+        self._requested = False
+        self._phase()
+
+    def wait(self, open_transaction: bool) -> asyncio.Future[None]:
+        """A future resolved once the open transaction (if any) has committed."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if open_transaction:
+            self._waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
+
+    def answer(self, error: BaseException | None) -> None:
+        """The transaction committed (`error` None) or was lost: tell everyone waiting."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)

@@ -455,8 +455,7 @@ class LocalQueueBroker:
         self._closed = False
         # Group commit: whether our transaction is open and who waits for its commit.
         self._group = False
-        self._waiters: list[asyncio.Future[None]] = []
-        self._commit_requested = False
+        self._commits = output_gate.CommitWaiters(self._commit_phase)
 
     # -- public API
 
@@ -788,29 +787,20 @@ class LocalQueueBroker:
         if not self._group and not output_gate.alone():
             self._db.execute("BEGIN IMMEDIATE")
             self._group = True
-            if not self._commit_requested:
-                self._commit_requested = True
-                output_gate.at_commit(self._commit_phase)
+            self._commits.request()
 
     def _commit_phase(self) -> None:
-        self._commit_requested = False
         if not self._closed:
             self._commit_group()
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once the open transaction (if any) has committed."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._group:
-            self._waiters.append(waiter)
-        else:
-            waiter.set_result(None)
-        return waiter
+        return self._commits.wait(self._group)
 
     def _commit_group(self) -> None:
         if not self._group:
             return
         self._group = False
-        waiters, self._waiters = self._waiters, []
         error: sqlite3.Error | None = None
         try:
             self._db.execute("COMMIT")
@@ -821,12 +811,7 @@ class LocalQueueBroker:
             _log.error("queue commit failed; its writes are lost", error=str(exc))
             for consumer in self._consumers.values():
                 consumer.next_visible = _UNKNOWN
-        for waiter in waiters:
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
+        self._commits.answer(error)
 
     def _check_open(self) -> None:
         if self._closed:
