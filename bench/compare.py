@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import distribution_ms, early_count, summarize
+from kumofire_jobs.log import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 HUEY = "huey@FULL"
@@ -50,8 +51,8 @@ class Sizes:
 
 
 TINY = Sizes(
-    e2e_runs=200,
-    create_runs=200,
+    e2e_runs=50,
+    create_runs=50,
     latency=[(1000.0, 20)],
     timers=[(20, 0.0)],
     reps=1,
@@ -62,11 +63,13 @@ TINY = Sizes(
 # --- one measurement, in its own process ------------------------------------------------------
 
 
-def run_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one workload on one system (called in a fresh process)."""
+def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]:
+    """Run one workload on one system (in a fresh process, or in-process for the tests,
+    `log_to_file=False`: logging left as it is)."""
     system, workload = spec["system"], spec["workload"]
     with tempfile.TemporaryDirectory(prefix="kumofire-bench-") as tmp:
-        data, log = Path(tmp) / "data", Path(tmp) / "log.jsonl"
+        data = Path(tmp) / "data"
+        log = Path(tmp) / "log.jsonl" if log_to_file else None
         if system == HUEY:
             from bench import huey_side as h
 
@@ -118,7 +121,11 @@ def _key(workload: str, **params: Any) -> str:
     return workload + "".join(f" {k}={v}" for k, v in params.items())
 
 
-def run_all(sizes: Sizes, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_all(
+    sizes: Sizes,
+    log: Callable[[str], None] = print,
+    measure: Callable[[dict[str, Any]], dict[str, Any]] = measure,
+) -> dict[str, Any]:
     """Every workload on every system, `sizes.reps` times, interleaved; returns the raw
     per-repetition results and the pooled samples for the plots."""
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -329,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_cost:
         from bench import cost
 
-        cost_results = cost.run(calibrate=not args.no_calibrate)
+        # The runtime's log lines of the cost model are not wanted (the process ends after).
+        configure_logging(json=True, stream=open(os.devnull, "w"))  # noqa: SIM115
+        cost_results = cost.run(calibrate_d1=not args.no_calibrate)
         (args.out / "cost.json").write_text(json.dumps(cost_results, indent=1) + "\n")
         (args.out / "cost.md").write_text(report.cost_markdown(cost_results))
     print(f"results in {args.out}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import resource
+import signal
 import threading
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ def _cpu() -> float:
 class HueyBench:
     """A SqliteHuey instance with the benchmark's tasks and a completion counter."""
 
-    def __init__(self, data_dir: Path, log_path: Path, expected: int) -> None:
+    def __init__(self, data_dir: Path, log_path: Path | None, expected: int) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.huey = SqliteHuey(name="bench", filename=str(data_dir / "huey.db"))
         self.expected = expected
@@ -49,9 +50,11 @@ class HueyBench:
         self.starts: list[tuple[float, float]] = []  # (start, due) for timer workloads
         self.done = threading.Event()
         self._lock = threading.Lock()
-        logging.basicConfig(
-            filename=str(log_path), level=logging.INFO, format="%(asctime)s %(message)s"
-        )
+        if log_path is not None:  # None: leave logging as it is (in-process tests)
+            logging.basicConfig(
+                filename=str(log_path), level=logging.INFO, format="%(asctime)s %(message)s"
+            )
+        self._signals: dict[int, Any] = {}
 
         @self.huey.task(name="noop")
         def noop() -> None:
@@ -85,12 +88,18 @@ class HueyBench:
         return int(self.huey.storage.conn.execute("PRAGMA synchronous").fetchone()[0])
 
     def start(self) -> None:
+        # Consumer.start() installs its signal handlers; they are put back on stop().
+        self._signals = {
+            s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
         self.consumer = self.huey.create_consumer(**HUEY_CONSUMER)
         self.consumer.start()
 
     def stop(self) -> None:
         if self.consumer is not None:
             self.consumer.stop(graceful=True)
+            for number, handler in self._signals.items():
+                signal.signal(number, handler)
         self.huey.storage.close()
 
     def wait(self, timeout: float) -> None:
@@ -103,7 +112,7 @@ def _settings(bench: HueyBench) -> dict[str, Any]:
     return {"synchronous": names[bench.synchronous()], "consumer": HUEY_CONSUMER}
 
 
-def e2e(runs: int, data_dir: Path, log_path: Path) -> dict[str, Any]:
+def e2e(runs: int, data_dir: Path, log_path: Path | None) -> dict[str, Any]:
     bench = HueyBench(data_dir, log_path, runs)
     bench.start()
     cpu0, t0 = _cpu(), time.perf_counter()
@@ -125,7 +134,7 @@ def e2e(runs: int, data_dir: Path, log_path: Path) -> dict[str, Any]:
     }
 
 
-def create(runs: int, many: bool, data_dir: Path, log_path: Path) -> dict[str, Any]:
+def create(runs: int, many: bool, data_dir: Path, log_path: Path | None) -> dict[str, Any]:
     """Enqueue `runs` tasks with no consumer running; `many`: `task.map()` of 100 (Huey has
     no batch enqueue: map enqueues one by one, each in its own transaction)."""
     bench = HueyBench(data_dir, log_path, runs)
@@ -149,7 +158,7 @@ def create(runs: int, many: bool, data_dir: Path, log_path: Path) -> dict[str, A
     }
 
 
-def latency(rate: float, runs: int, data_dir: Path, log_path: Path) -> dict[str, Any]:
+def latency(rate: float, runs: int, data_dir: Path, log_path: Path | None) -> dict[str, Any]:
     """Open loop: run i arrives at t0 + i / rate; start minus arrival."""
     bench = HueyBench(data_dir, log_path, runs)
     bench.start()

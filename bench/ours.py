@@ -7,6 +7,7 @@ default, or `FULL`. Logging is on, JSON lines to a file, as a service would log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import resource
 import time
@@ -71,7 +72,10 @@ def _environment(
     return env, recorder
 
 
-def _logging(log_path: Path) -> Any:
+def _logging(log_path: Path | None) -> Any:
+    """JSON lines to `log_path`; None leaves logging as it is (in-process tests)."""
+    if log_path is None:
+        return contextlib.nullcontext()
     stream = log_path.open("w")
     configure_logging(json=True, stream=stream)
     return stream

@@ -1,0 +1,548 @@
+"""The cost of a run on Cloudflare, counted, for this project and for the reference design.
+
+    uv run python -m bench.cost [--runs 10] [--no-calibrate] [--out bench/results]
+
+Ours is counted by running the real runtime on the embedded bindings wrapped in counting
+proxies (bench/instrument.py) on a manual clock (no waiting): every D1 statement with its
+meta, queue messages written, read and deleted, Durable Object RPC calls and alarm runs,
+the coordinator's storage rows, Worker invocations. The reference design (`@kumofire/jobs`)
+is its model in bench/reference.py, whose D1 statements run on the same local D1. Then every
+D1 statement of both is replayed, in order, on the D1 that `wrangler d1 execute --local`
+runs (miniflare, workerd's SQLite: bench/d1_counts.mjs), whose `rows_read`/`rows_written`
+are the counters D1 bills; those are the figures priced (`--no-calibrate`: the local
+binding's approximations instead, marked as such).
+
+Scenarios, each per run, the run's own work (a cron tick's fixed queries are reported apart,
+per month): one-shot (created due now), delayed (due in 60 s), retried twice (fails on
+attempts 1 and 2, succeeds on 3), and one occurrence of a recurring schedule in steady state
+(for ours: its delivery materializes the next one). Runs are isolated: each queue batch
+holds one message; the "batched" dollars divide per-invocation costs by 100 (consumer
+batches of 100, as this project's wrangler.toml configures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import reference
+from bench.instrument import D1Statement, InstrumentedEnvironment, Recorder
+from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.local.d1 import LocalD1Database
+from kumofire_jobs.log import configure_logging
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = ("one-shot", "delayed", "retried twice", "schedule occurrence")
+BATCH = 100  # consumer batch size for the "batched" figures
+
+# Workers Paid plan, beyond the included allowances, in USD per million units. From
+# Cloudflare's pricing pages (Workers, D1, Queues, Durable Objects) as looked up on 2026-11-22.
+PRICES = {
+    "worker_requests": 0.30,  # Workers Standard: 10 M requests/month included
+    "d1_rows_read": 0.001,  # D1: first 25 billion rows read/month included
+    "d1_rows_written": 1.00,  # D1: first 50 million rows written/month included
+    "queue_ops": 0.40,  # Queues: 1 M operations/month included; 3 per message, +1 read/retry
+    "do_requests": 0.15,  # Durable Objects: 1 M requests/month (RPC calls, alarm runs)
+    "do_rows_read": 0.001,  # SQLite-backed DO storage: 25 billion rows read/month included
+    "do_rows_written": 1.00,  # 50 M rows written/month included; each setAlarm() one row
+}
+PRICE_DATE = "2026-11-22"
+PRICE_NOTE = (
+    "Not priced: Worker CPU time ($0.02 per million CPU ms beyond 30 M) and Durable Object "
+    "duration ($12.50 per million GB-s beyond 400,000), which depend on the Python Workers "
+    "runtime and are not measurable here; storage (GB-month), negligible per run."
+)
+
+
+# --- ours ---------------------------------------------------------------------------------------
+
+
+async def measure_ours(runs: int) -> dict[str, Any]:
+    """Every scenario, `runs` times, on an instrumented LocalEnvironment and a manual clock."""
+    recorder = Recorder()
+    clock = ManualClock()
+
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    async def flaky(ctx: JobContext) -> None:
+        if ctx.job.attempt < 3:
+            raise RuntimeError("fails on attempts 1 and 2")
+
+    runtime = create_runtime({"noop": noop, "flaky": flaky}, clock=clock)
+    scenarios: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kumofire-cost-") as tmp:
+        env = InstrumentedEnvironment(runtime, Path(tmp), recorder)
+        await env.start()
+
+        async def create(name: str, delay: float | None = None) -> str:
+            recorder.total.invocations["request"] += 1  # one API request (fetch or RPC) each
+            created = await env.jobs.create(name, delay=delay)
+            return created.kumofire_job_run_id
+
+        async def measured(name: str, body: Any) -> None:
+            mark, outcomes = recorder.mark(), len(env.outcomes)
+            ids = await body()
+            counts = recorder.since(mark)
+            statuses = [str((await env.jobs.get(i)).status) for i in ids]  # type: ignore[union-attr]
+            scenarios[name] = {
+                "runs": len(ids),
+                "counts": counts,
+                "d1_offset": len(mark.d1),
+                "statuses": statuses,
+                "outcomes": Counter(env.outcomes[outcomes:]),
+            }
+
+        # Warm-up, not counted: the schema check (once per isolate on Cloudflare).
+        await create("noop")
+        await clock.advance(0)
+
+        async def one_shot() -> list[str]:
+            ids = []
+            for _ in range(runs):
+                ids.append(await create("noop"))
+                await clock.advance(0)
+            return ids
+
+        async def delayed() -> list[str]:
+            ids = []
+            for _ in range(runs):
+                ids.append(await create("noop", delay=60))
+                await clock.advance(60)
+            return ids
+
+        async def retried() -> list[str]:
+            ids = []
+            for _ in range(runs):
+                ids.append(await create("flaky"))
+                await clock.advance(0)
+                await clock.advance(10)  # the retries' backoff: 1 s, then 2 s
+            return ids
+
+        await measured("one-shot", one_shot)
+        await measured("delayed", delayed)
+        await measured("retried twice", retried)
+
+        schedule = await env.jobs.create_schedule("noop", every=60)
+        await clock.advance(60)  # the first occurrence runs; the second is materialized
+
+        async def occurrences() -> list[str]:
+            async def succeeded() -> set[str]:
+                page = await env.jobs.list(schedule_id=schedule.id, limit=200)
+                return {r.id for r in page.items if r.status == "succeeded"}
+
+            before = await succeeded()
+            for _ in range(runs):
+                await clock.advance(60)
+            return sorted(await succeeded() - before)
+
+        await measured("schedule occurrence", occurrences)
+        await env.jobs.disable_schedule(schedule.id)
+        await clock.advance(0)
+
+        mark = recorder.mark()
+        await env.tick()
+        cron = {"counts": recorder.since(mark), "d1_offset": len(mark.d1)}
+        await env.stop()
+    return {"scenarios": scenarios, "cron": cron, "trace": recorder.total.d1}
+
+
+# --- the reference model ------------------------------------------------------------------------
+
+
+async def measure_reference(runs: int) -> dict[str, Any]:
+    """The reference model's steps, its D1 statements run on the local D1 for their meta."""
+    model = reference.Model()
+    trace: list[D1Statement] = []
+    with tempfile.TemporaryDirectory(prefix="kumofire-ref-") as tmp:
+        db = LocalD1Database(Path(tmp) / "ref.sqlite")
+
+        async def execute(steps: list[reference.Step]) -> tuple[list[reference.Step], int]:
+            offset = len(trace)
+            for step in steps:
+                if step.sql is None:
+                    continue
+                result = await db.prepare(step.sql).bind(*step.params).all()
+                trace.append(
+                    D1Statement(
+                        step.sql, list(step.params), None,
+                        int(result.meta.rows_read), int(result.meta.rows_written),
+                    )
+                )  # fmt: skip
+            return steps, offset
+
+        schema = [reference.Step("schema", "setup", sql) for sql in reference.SCHEMA]
+        await execute([*schema, *model.bind("request")])  # the definition, once registered
+        scenarios: dict[str, Any] = {}
+        scenarios["one-shot"] = await execute([s for _ in range(runs) for s in model.one_shot()])
+        scenarios["delayed"] = await execute([s for _ in range(runs) for s in model.delayed()])
+        scenarios["retried twice"] = await execute(
+            [s for _ in range(runs) for s in model.retried_twice()]
+        )
+        await execute([model.schedule_row("sch-1")])
+        scenarios["schedule occurrence"] = await execute(
+            [s for _ in range(runs) for s in model.schedule_occurrence("sch-1")]
+        )
+        cron = await execute(list(model.tick_fixed()))
+        db.close()
+    return {"scenarios": scenarios, "cron": cron, "trace": trace, "runs": runs}
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+
+def calibrate(trace: list[D1Statement]) -> list[dict[str, Any]]:
+    """D1's own counters for every statement of `trace`, replayed in order on miniflare."""
+    node = shutil.which("node")
+    if node is None or not (REPO / "node_modules" / "miniflare").is_dir():
+        raise RuntimeError(
+            "calibration needs node and miniflare (wrangler's, installed by `npm ci`); "
+            "or run with --no-calibrate"
+        )
+    payload = json.dumps(
+        {"statements": [{"sql": s.sql, "params": s.params, "batch": s.batch} for s in trace]}
+    )
+    done = subprocess.run(
+        [node, str(REPO / "bench" / "d1_counts.mjs")],
+        input=payload,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"d1_counts.mjs failed: {done.stderr[-2000:]}")
+    metas: list[dict[str, Any]] = json.loads(done.stdout)
+    errors = [(trace[i].sql, m["error"]) for i, m in enumerate(metas) if "error" in m]
+    if errors:
+        raise RuntimeError(f"statements failed on miniflare's D1: {errors[:3]}")
+    return metas
+
+
+# --- per-run figures ----------------------------------------------------------------------------
+
+
+def _d1(
+    statements: list[D1Statement], metas: list[dict[str, Any]] | None, offset: int
+) -> dict[str, int]:
+    local_read = sum(s.rows_read or 0 for s in statements)
+    local_written = sum(s.rows_written or 0 for s in statements)
+    out = {
+        "statements": len(statements),
+        "rows_read_local": local_read,
+        "rows_written_local": local_written,
+    }
+    if metas is not None:
+        window = metas[offset : offset + len(statements)]
+        out["rows_read"] = sum(m["rows_read"] for m in window)
+        out["rows_written"] = sum(m["rows_written"] for m in window)
+    else:
+        out["rows_read"], out["rows_written"] = local_read, local_written
+    return out
+
+
+def ours_per_run(entry: dict[str, Any], metas: list[dict[str, Any]] | None) -> dict[str, float]:
+    counts, runs = entry["counts"], entry.get("runs", 1)
+    d1 = _d1(counts.d1, metas, entry["d1_offset"])
+    totals = {
+        "d1_statements": d1["statements"],
+        "d1_rows_read": d1["rows_read"],
+        "d1_rows_written": d1["rows_written"],
+        "d1_rows_read_local": d1["rows_read_local"],
+        "d1_rows_written_local": d1["rows_written_local"],
+        "queue_write": counts.queue["write"],
+        "queue_read": counts.queue["read"],
+        "queue_delete": counts.queue["delete"],
+        "do_rpc": sum(counts.rpc.values()),
+        "do_alarms": counts.alarms,
+        "do_rows_read": counts.storage["rows_read"],
+        "do_rows_written": counts.storage["rows_written"],
+        "worker_request": counts.invocations["request"],
+        "worker_queue": counts.invocations["queue"],
+        "worker_cron": counts.invocations["cron"],
+        "overhead_d1_rows_read": 0,
+        "overhead_d1_rows_written": 0,
+    }
+    return _finish(totals, runs)
+
+
+def reference_per_run(
+    steps: list[reference.Step], offset: int, trace: list[D1Statement],
+    metas: list[dict[str, Any]] | None, runs: int,
+) -> dict[str, float]:  # fmt: skip
+    sql_steps = [s for s in steps if s.sql is not None]
+    statements = trace[offset : offset + len(sql_steps)]
+    d1 = _d1(statements, metas, offset)
+    overhead_read = overhead_written = 0
+    if metas is not None:
+        for i, step in enumerate(sql_steps):
+            if step.overhead and step.where == "queue":
+                overhead_read += metas[offset + i]["rows_read"]
+                overhead_written += metas[offset + i]["rows_written"]
+    binds = Counter(s.where for s in steps if s.label == "schema version")
+    consumes = sum(1 for s in steps if s.label == "lock upsert")
+    totals = {
+        "d1_statements": d1["statements"],
+        "d1_rows_read": d1["rows_read"],
+        "d1_rows_written": d1["rows_written"],
+        "d1_rows_read_local": d1["rows_read_local"],
+        "d1_rows_written_local": d1["rows_written_local"],
+        "queue_write": sum(1 for s in steps if s.send),
+        "queue_read": consumes,
+        "queue_delete": consumes,
+        "do_rpc": 0,
+        "do_alarms": 0,
+        "do_rows_read": 0,
+        "do_rows_written": 0,
+        "worker_request": binds["request"],
+        "worker_queue": binds["queue"],
+        "worker_cron": binds["cron"],
+        "overhead_d1_rows_read": overhead_read,
+        "overhead_d1_rows_written": overhead_written,
+    }
+    return _finish(totals, runs)
+
+
+def _finish(totals: dict[str, int], runs: int) -> dict[str, float]:
+    per = {k: v / runs for k, v in totals.items()}
+    per["queue_ops"] = per["queue_write"] + per["queue_read"] + per["queue_delete"]
+    per["do_requests"] = per["do_rpc"] + per["do_alarms"]
+    per["worker_invocations"] = per["worker_request"] + per["worker_queue"] + per["worker_cron"]
+    return per
+
+
+def dollars(per_run: dict[str, float], *, batched: bool = False) -> dict[str, float]:
+    """USD per million runs, by component (`batched`: queue invocations and their
+    per-invocation D1 work shared by a consumer batch of 100)."""
+    queue_share = 1 / BATCH if batched else 1.0
+    invocations = per_run["worker_request"] + per_run["worker_cron"]
+    invocations += per_run["worker_queue"] * queue_share
+    d1_written = per_run["d1_rows_written"] - per_run["overhead_d1_rows_written"] * (
+        1 - queue_share
+    )
+    d1_read = per_run["d1_rows_read"] - per_run["overhead_d1_rows_read"] * (1 - queue_share)
+    out = {
+        "workers": invocations * PRICES["worker_requests"],
+        "d1": d1_read * PRICES["d1_rows_read"] + d1_written * PRICES["d1_rows_written"],
+        "queues": per_run["queue_ops"] * PRICES["queue_ops"],
+        "durable_objects": per_run["do_requests"] * PRICES["do_requests"]
+        + per_run["do_rows_read"] * PRICES["do_rows_read"]
+        + per_run["do_rows_written"] * PRICES["do_rows_written"],
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def label(sql: str) -> str:
+    """A short name for a statement: its verb, table and first clause."""
+    text = re.sub(r"\s+", " ", sql).strip()
+    m = re.match(r"(INSERT INTO|DELETE FROM|UPDATE) (\w+)(.*)", text, re.IGNORECASE)
+    if m:
+        verb, table, rest = m.groups()
+        if verb.upper() == "UPDATE":
+            first = rest.split(",")[0].replace(" SET ", "SET ").strip()
+            return f"UPDATE {table} {first}"[:80]
+        return f"{verb.upper()} {table}"
+    m = re.match(r"SELECT .*? FROM (\w+)(?: (\w+))?(.*?)(?: ORDER| LIMIT|$)", text, re.IGNORECASE)
+    if m:
+        table, _, where = m.groups()
+        return f"SELECT FROM {table}{where}"[:80]
+    return text[:80]
+
+
+def breakdown(statements: list[D1Statement], metas: list[dict[str, Any]] | None, offset: int,
+              runs: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Per statement label: calls, rows read and written per run (D1's and local)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for i, statement in enumerate(statements):
+        key = label(statement.sql)
+        row = rows.setdefault(key, {"statement": key, "calls": 0, "rows_read": 0,
+                                    "rows_written": 0, "rows_read_local": 0,
+                                    "rows_written_local": 0})  # fmt: skip
+        row["calls"] += 1
+        row["rows_read_local"] += statement.rows_read or 0
+        row["rows_written_local"] += statement.rows_written or 0
+        meta = metas[offset + i] if metas is not None else None
+        row["rows_read"] += meta["rows_read"] if meta else statement.rows_read or 0
+        row["rows_written"] += meta["rows_written"] if meta else statement.rows_written or 0
+    for row in rows.values():
+        for key in ("calls", "rows_read", "rows_written", "rows_read_local", "rows_written_local"):
+            row[key] = row[key] / runs
+    return sorted(rows.values(), key=lambda r: -r["rows_written"])
+
+
+# --- the whole model ----------------------------------------------------------------------------
+
+
+def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
+    ours = asyncio.run(measure_ours(runs))
+    ref = asyncio.run(measure_reference(runs))
+    ours_metas = calibrate(ours["trace"]) if calibrate_d1 else None
+    ref_metas = calibrate(ref["trace"]) if calibrate_d1 else None
+    result: dict[str, Any] = {
+        "calibrated": calibrate_d1,
+        "runs_per_scenario": runs,
+        "prices_usd_per_million": PRICES,
+        "price_date": PRICE_DATE,
+        "price_note": PRICE_NOTE,
+        "scenarios": {},
+        "checks": {},
+    }
+    for name in SCENARIOS:
+        entry = ours["scenarios"][name]
+        steps, offset = ref["scenarios"][name]
+        o = ours_per_run(entry, ours_metas)
+        r = reference_per_run(steps, offset, ref["trace"], ref_metas, runs)
+        result["scenarios"][name] = {
+            "ours": {"per_run": o, "usd_per_million": dollars(o),
+                     "usd_per_million_batched": dollars(o, batched=True)},
+            "reference": {"per_run": r, "usd_per_million": dollars(r),
+                          "usd_per_million_batched": dollars(r, batched=True)},
+            "ours_d1_by_statement": breakdown(entry["counts"].d1, ours_metas,
+                                              entry["d1_offset"], entry["runs"]),
+            "reference_d1_by_statement": breakdown(
+                ref["trace"][offset : offset + sum(1 for s in steps if s.sql)], ref_metas,
+                offset, runs),
+        }  # fmt: skip
+        result["checks"][name] = {
+            "runs": entry["runs"],
+            "statuses": dict(Counter(entry["statuses"])),
+            "outcomes": dict(entry["outcomes"]),
+        }
+    cron_counts = ours["cron"]["counts"]
+    steps, offset = ref["cron"]
+    tick_o = ours_per_run(
+        {"counts": cron_counts, "d1_offset": ours["cron"]["d1_offset"]}, ours_metas
+    )
+    tick_r = reference_per_run(steps, offset, ref["trace"], ref_metas, 1)
+    month = 30 * 24 * 60
+    result["cron_tick"] = {
+        "ours": {"per_tick": tick_o, "usd_per_month": dollars(tick_o)["total"] * month / 1e6},
+        "reference": {"per_tick": tick_r, "usd_per_month": dollars(tick_r)["total"] * month / 1e6},
+    }
+    return result
+
+
+# --- markdown -----------------------------------------------------------------------------------
+
+ROWS = [
+    ("D1 statements", "d1_statements"),
+    ("D1 rows read", "d1_rows_read"),
+    ("D1 rows written", "d1_rows_written"),
+    ("queue operations (write + read + delete)", "queue_ops"),
+    ("Durable Object requests (RPC calls + alarm runs)", "do_requests"),
+    ("  of which alarm runs", "do_alarms"),
+    ("Durable Object storage rows written", "do_rows_written"),
+    ("Durable Object storage rows read", "do_rows_read"),
+    ("Worker invocations (request + queue batch)", "worker_invocations"),
+]
+
+
+def _n(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+
+
+def markdown(cost: dict[str, Any]) -> str:
+    source = "D1's counters (miniflare)" if cost["calibrated"] else "the local binding's meta"
+    lines = [
+        f"Per run, counted over {cost['runs_per_scenario']} runs per scenario; D1 rows from "
+        f"{source}. Prices: Workers Paid plan beyond the included allowances, USD per million, "
+        f"as published on {cost['price_date']}: "
+        + ", ".join(f"{k} ${v:g}" for k, v in cost["prices_usd_per_million"].items())
+        + ". "
+        + cost["price_note"],
+        "",
+        "| per run | " + " | ".join(f"{s}: ours | {s}: reference" for s in SCENARIOS) + " |",
+        "|---|" + "---|" * (2 * len(SCENARIOS)),
+    ]
+    for title, key in ROWS:
+        cells = []
+        for name in SCENARIOS:
+            entry = cost["scenarios"][name]
+            cells += [_n(entry["ours"]["per_run"][key]), _n(entry["reference"]["per_run"][key])]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    totals = (
+        ("USD per million runs", "usd_per_million"),
+        ("USD per million, consumer batches of 100", "usd_per_million_batched"),
+    )
+    for title, field in totals:
+        cells = []
+        for name in SCENARIOS:
+            entry = cost["scenarios"][name]
+            cells += [f"**{entry['ours'][field]['total']:.2f}**",
+                      f"**{entry['reference'][field]['total']:.2f}**"]  # fmt: skip
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", "USD per million runs by product (isolated runs):", "",
+              "| scenario | design | Workers | D1 | Queues | Durable Objects | total |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in SCENARIOS:
+        for design in ("ours", "reference"):
+            d = cost["scenarios"][name][design]["usd_per_million"]
+            lines.append(
+                f"| {name} | {design} | {d['workers']:.2f} | {d['d1']:.2f} | {d['queues']:.2f} | "
+                f"{d['durable_objects']:.2f} | {d['total']:.2f} |"
+            )
+    tick = cost["cron_tick"]
+    lines += [
+        "",
+        f"Cron tick (fixed, every minute, idle system): ours "
+        f"{_n(tick['ours']['per_tick']['d1_rows_read'])} D1 rows read, "
+        f"{_n(tick['ours']['per_tick']['d1_rows_written'])} written; reference "
+        f"{_n(tick['reference']['per_tick']['d1_rows_read'])} read, "
+        f"{_n(tick['reference']['per_tick']['d1_rows_written'])} written; about "
+        f"${tick['ours']['usd_per_month']:.3f} and ${tick['reference']['usd_per_month']:.3f} "
+        "a month beyond the allowances.",
+        "",
+        "Ours, one-shot run: D1 rows by statement (per run), most written first:",
+        "",
+        "| statement | calls | rows read | rows written | local meta: read / written |",
+        "|---|---|---|---|---|",
+    ]
+    for row in cost["scenarios"]["one-shot"]["ours_d1_by_statement"]:
+        lines.append(
+            f"| `{row['statement']}` | {_n(row['calls'])} | {_n(row['rows_read'])} | "
+            f"{_n(row['rows_written'])} | {_n(row['rows_read_local'])} / "
+            f"{_n(row['rows_written_local'])} |"
+        )
+    lines += ["", "Reference, one-shot run: D1 rows by statement (per run):", "",
+              "| statement | calls | rows read | rows written | local meta: read / written |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for row in cost["scenarios"]["one-shot"]["reference_d1_by_statement"]:
+        lines.append(
+            f"| `{row['statement']}` | {_n(row['calls'])} | {_n(row['rows_read'])} | "
+            f"{_n(row['rows_written'])} | {_n(row['rows_read_local'])} / "
+            f"{_n(row['rows_written_local'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10, help="runs per scenario")
+    parser.add_argument("--no-calibrate", action="store_true", help="local D1 meta, no miniflare")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    configure_logging(json=True, stream=open(os.devnull, "w"))  # noqa: SIM115 (for the process)
+    cost = run(calibrate_d1=not args.no_calibrate, runs=args.runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cost.json").write_text(json.dumps(cost, indent=1) + "\n")
+    (args.out / "cost.md").write_text(markdown(cost))
+    print(markdown(cost))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
