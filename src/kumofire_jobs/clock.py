@@ -14,6 +14,8 @@ import itertools
 import time
 from typing import Protocol, runtime_checkable
 
+from . import precise_sleep
+
 
 @runtime_checkable
 class Clock(Protocol):
@@ -34,19 +36,14 @@ def now_ms(clock: Clock) -> int:
 
 
 class SystemClock:
-    """Wall-clock time; waits with the event loop's timers (no polling)."""
+    """Wall-clock time; waits with the event loop's timers (no polling), to well under a
+    millisecond (`precise_sleep`): an alarm's lateness is mostly this wait."""
 
     def now(self) -> float:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        # The loop's timer runs on the monotonic clock; re-check the wall clock so that a
-        # wake-up a fraction early (clock skew, timer rounding) sleeps again, never returns early.
-        while True:
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(remaining)
+        await precise_sleep.sleep_until(deadline)
 
 
 class ManualClock:

@@ -7,7 +7,9 @@ carries. A run that is finished, canceled or gone closes the actor; one that is 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from kumofire_coordinator import Delivery, DeliveryAction
 
@@ -21,6 +23,7 @@ log = get_logger()
 
 MESSAGE_VERSION = 1
 _SEND_OPTIONS = {"contentType": "json"}
+_RAN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED})
 
 
 def run_message(run_id: str) -> dict[str, object]:
@@ -46,24 +49,48 @@ class QueueDeliveryHook:
 
     async def deliver(self, key: str, delivery: int) -> Delivery:
         now = now_ms(self._clock)
-        queued = await self._store.mark_queued(key, now)
+        sending: asyncio.Future[None] | None = None
+        if delivery == 1:
+            # The common case, a run's first delivery: the send goes out with the D1 write
+            # (one round trip, not two). Should the run turn out finished or not yet due,
+            # the message is harmless: its consumer is refused the lease.
+            sending = asyncio.ensure_future(self._queue.send(run_message(key), _SEND_OPTIONS))
+        try:
+            queued = await self._store.mark_queued(key, now)
+        finally:
+            if sending is not None:
+                await sending
         row = queued
         if row is None:
             row = await self._store.get_row(key)
-            if row is None or RunStatus(row["status"]) in TERMINAL:
+            if row is None:
                 return Delivery(DeliveryAction.CLOSE)
-            if row["status"] == RunStatus.SCHEDULED and row["scheduled_for"] > now:
+            status = RunStatus(row["status"])
+            if status in TERMINAL:
+                if sending is not None and status in _RAN:
+                    # Its consumer was faster than our D1 write: it was delivered all the same.
+                    await self._occurrence_delivered(row, key)
+                return Delivery(DeliveryAction.CLOSE)
+            if status == RunStatus.SCHEDULED and row["scheduled_for"] > now:
                 return Delivery(DeliveryAction.DEFER, due_ms=row["scheduled_for"])
-            # queued or running: a redelivery (lost message, or a holder that died).
-        await self._queue.send(run_message(key), _SEND_OPTIONS)
+            # queued or running: a redelivery (lost message, or a holder that died), or a
+            # first delivery whose consumer started before our D1 write landed.
+        if sending is None:
+            await self._queue.send(run_message(key), _SEND_OPTIONS)
         log.info(
             "run.queued", run_id=key, job=row["name"], attempt=row["attempt"], delivery=delivery
         )
-        if queued is not None and queued["schedule_id"] and self._on_occurrence is not None:
-            # A schedule's pending occurrence went out: materialize the next one. If that
-            # fails, reconciliation restores the schedule's missing next occurrence.
-            try:
-                await self._on_occurrence(queued["schedule_id"], key, queued["scheduled_for"])
-            except Exception as exc:
-                log.error("schedule.advance_failed", run_id=key, error=str(exc))
+        if queued is not None or sending is not None:
+            await self._occurrence_delivered(row, key)
         return Delivery(DeliveryAction.SENT)
+
+    async def _occurrence_delivered(self, row: dict[str, Any], key: str) -> None:
+        """A schedule's pending occurrence went out: materialize the next one (guarded by
+        the schedule's pending run id, so asking twice does it once). If that fails,
+        reconciliation restores the schedule's missing next occurrence."""
+        if not row["schedule_id"] or self._on_occurrence is None:
+            return
+        try:
+            await self._on_occurrence(row["schedule_id"], key, row["scheduled_for"])
+        except Exception as exc:
+            log.error("schedule.advance_failed", run_id=key, error=str(exc))

@@ -7,6 +7,7 @@ where JSON lines become searchable fields.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Any, TextIO
@@ -19,6 +20,34 @@ _encoder = msgspec.json.Encoder()
 
 def _json_serializer(event: dict[str, Any], **_: Any) -> str:
     return _encoder.encode(event).decode()
+
+
+class TurnFlushedLogger:
+    """Writes each line at once and flushes once per event-loop turn, not once per line: a
+    busy runtime logs several events per run, and a flush is a system call each. Outside
+    an event loop every line is flushed by itself."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._flush_pending = False
+
+    def msg(self, message: str) -> None:
+        self._stream.write(message + "\n")
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._stream.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        self._stream.flush()
+
+    log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
 
 
 def configure_logging(
@@ -42,7 +71,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: TurnFlushedLogger(stream),
         cache_logger_on_first_use=True,
     )
 
