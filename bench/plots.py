@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 COLORS = {"huey@FULL": "tab:red", "ours@FULL": "tab:blue", "ours@NORMAL": "tab:green"}
 LABELS = {"huey@FULL": "Huey (SqliteHuey, FULL)", "ours@FULL": "ours, FULL",
@@ -22,6 +23,7 @@ def _cdf(ax: plt.Axes, by_system: dict[str, list[float]], title: str, xlabel: st
         ys = [(i + 1) / len(ms) for i in range(len(ms))]
         ax.step(ms, ys, where="post", color=COLORS.get(system), label=LABELS.get(system, system))
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of runs")
     ax.set_title(title, fontsize=10)
