@@ -41,6 +41,7 @@ class DevServer:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         self.url = self._wait_for_url()
+        self.output = ""
         self.http = httpx.Client(base_url=self.url, timeout=5)
 
     def _wait_for_url(self) -> str:
@@ -66,12 +67,14 @@ class DevServer:
         return counts
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it; what it printed after it started listening is then in `output`."""
         self.http.close()
         self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=20)
         finally:
             if self.process.stdout is not None:
+                self.output = self.process.stdout.read()
                 self.process.stdout.close()
 
 
@@ -132,6 +135,45 @@ def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
         run = second.http.get(f"/v1/runs/{created['kumofire_job_run_id']}").json()
         assert run["attempt"] == 1
     assert second.stop(signal.SIGINT) == 0
+
+
+def test_a_route_in_wrangler_toml_reaches_a_worker_run_in_process_with_service(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    # The example handler Worker, as its README runs it: the service's routing var and
+    # [[services]] binding in a wrangler.toml, the Worker itself behind --service.
+    config = tmp_path / "wrangler.toml"
+    config.write_text((ROOT / "examples" / "handler-worker" / "jobs-service.toml").read_text())
+    server = DevServer(
+        tmp_path / "data", "--config", str(config),
+        "--service", "HANDLERS=examples/handler-worker/src/entry.py:Handlers",
+    )  # fmt: skip
+    servers.append(server)
+    flaky = server.http.post(
+        "/v1/runs",
+        json={"name": "notify", "payload": {"to": "a@example.com", "fail_attempts": 1}},
+    ).json()["kumofire_job_run_id"]
+    refused = server.http.post(
+        "/v1/runs", json={"name": "notify", "payload": {"to": "nobody"}}
+    ).json()["kumofire_job_run_id"]
+    unknown = server.http.post("/v1/runs", json={"name": "nope"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "unknown_job")
+
+    def finished(run_id: str) -> Any:
+        run = server.http.get(f"/v1/runs/{run_id}").json()
+        return run["status"] in ("succeeded", "failed") and run
+
+    run = server.wait_for(lambda: finished(flaky))
+    assert (run["status"], run["attempt"]) == ("succeeded", 2)  # its first attempt was retried
+    run = server.wait_for(lambda: finished(refused))
+    assert (run["status"], run["attempt"]) == ("failed", 1)
+    assert run["last_error"] == (
+        "NonRetryableError: HANDLERS.run_job: ValueError: non_retryable: notify needs an email "
+        "address in payload.to, got 'nobody'"
+    )
+    assert server.stop(signal.SIGTERM) == 0
+    assert "remote job 'notify' -> HANDLERS.run_job" in server.output
+    assert f'"event": "notify.sent", "run_id": "{flaky}"' in server.output  # the target printed
 
 
 def test_migrate_command(tmp_path: Path) -> None:

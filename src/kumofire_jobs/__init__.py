@@ -13,6 +13,7 @@ from .errors import (
     LeaseLostError,
     NonRetryableError,
     NotFoundError,
+    RemoteHandlersError,
     UnknownJobError,
     ValidationError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "NonRetryableError",
     "NotFoundError",
     "Page",
+    "RemoteHandlersError",
     "Resources",
     "RetryPolicy",
     "RunStatus",

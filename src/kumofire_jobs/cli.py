@@ -38,8 +38,17 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="wrangler.toml to read queue consumer settings and crons from "
+        help="wrangler.toml to read queue consumer settings, crons and vars from "
         "(default: ./wrangler.toml when present)",
+    )
+    dev.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="BINDING=MODULE:CLASS",
+        help="run another Worker's entrypoint class in-process as the service binding BINDING, "
+        "for the job routes of KUMOFIRE_REMOTE_HANDLERS; MODULE is a module name or a .py "
+        "path, CLASS defaults to the binding's entrypoint in wrangler.toml (repeatable)",
     )
 
     migrate = commands.add_parser("migrate", help="apply pending migrations to the local database")
@@ -68,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     port=args.port,
                     data_dir=args.data_dir,
                     config=config,
+                    services=args.service,
                 )
             )
         except KeyboardInterrupt:

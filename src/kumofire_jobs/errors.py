@@ -46,5 +46,11 @@ class LeaseLostError(Exception):
     """Raised by `JobContext.heartbeat()` when another consumer has taken over the run."""
 
 
+class RemoteHandlersError(ValueError):
+    """The remote handler routing (`KUMOFIRE_REMOTE_HANDLERS`, see `kumofire_jobs.remote`) is
+    invalid, names a binding the Worker does not have, or routes a job that also has a handler
+    registered in the runtime."""
+
+
 class MalformedMessageError(ValueError):
     """A queue message that is not `{"version": 1, "kumofireJobRunId": "..."}`."""

@@ -58,7 +58,7 @@ class Jobs:
         runtime = self._runtime
         return NewRun(
             id=runtime.ids.run_id(now),
-            name=validation.job_name(request.name, runtime.handlers),
+            name=validation.job_name(request.name, self._bound.handlers),
             payload=encode_payload(request.payload),
             max_attempts=validation.max_attempts(request.max_attempts, runtime.retry.max_attempts),
             scheduled_for=validation.due_ms(request.run_at, request.delay, now),

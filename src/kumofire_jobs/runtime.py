@@ -23,7 +23,7 @@ from .consume import Consumer, describe_error
 from .context import Handler
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
-from .errors import MalformedMessageError
+from .errors import MalformedMessageError, RemoteHandlersError
 from .ids import IdFactory
 from .jobs import Jobs
 from .log import get_logger
@@ -48,11 +48,14 @@ COORDINATOR_BINDING = "JOB_COORDINATOR"
 @dataclass(frozen=True, slots=True)
 class Resources:
     """The binding objects themselves: a D1 database, a Queue producer, and the
-    coordinator's Durable Object namespace."""
+    coordinator's Durable Object namespace. `remote_handlers` are handlers that come with
+    these bindings, in addition to the runtime's own: the routes of jobs to other Workers
+    through service bindings (`kumofire_jobs.remote`); a job name may not be in both."""
 
     db: D1Database
     queue: Queue
     coordinator: DurableObjectNamespace
+    remote_handlers: Mapping[str, Handler] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Any) -> Resources:
@@ -66,13 +69,14 @@ class Resources:
 
 @dataclass(slots=True)
 class BoundResources:
-    """Per-resources state a runtime keeps: the store, the coordinator client, and whether
-    the schema was found current (checked once, then trusted)."""
+    """Per-resources state a runtime keeps: the store, the coordinator client, the handlers
+    by job name, and whether the schema was found current (checked once, then trusted)."""
 
     resources: Resources
     store: RunStore
     coordinators: Coordinators
     consumer: Consumer
+    handlers: Mapping[str, Handler]  # the runtime's own and the resources' remote ones
     schema_checked: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -115,19 +119,34 @@ class Runtime:
         if bound is None or bound.resources != resources:
             if len(self._bound) >= _BOUND_CACHE:  # bindings made per request: keep it bounded
                 self._bound.pop(next(iter(self._bound)))
+            handlers = self.handlers_with(resources.remote_handlers)
             store = RunStore(resources.db)
             coordinators = Coordinators(resources.coordinator)
             consumer = Consumer(
                 store=store,
                 coordinators=coordinators,
-                handlers=self.handlers,
+                handlers=handlers,
                 retry=self.retry,
                 lease_seconds=self.lease_seconds,
                 clock=self.clock,
             )
-            bound = BoundResources(resources, store, coordinators, consumer)
+            bound = BoundResources(resources, store, coordinators, consumer, handlers)
             self._bound[key] = bound
         return bound
+
+    def handlers_with(self, remote: Mapping[str, Handler]) -> Mapping[str, Handler]:
+        """The handlers by job name: the runtime's own and `remote`; a name in both raises
+        `RemoteHandlersError`."""
+        if not remote:
+            return self.handlers
+        both = sorted(set(self.handlers) & set(remote))
+        if both:
+            names = ", ".join(repr(name) for name in both)
+            raise RemoteHandlersError(
+                f"job {names} has a handler registered in the runtime and a remote route "
+                "(KUMOFIRE_REMOTE_HANDLERS): keep each job in one place"
+            )
+        return {**self.handlers, **remote}
 
     def bind(self, resources: Resources) -> Jobs:
         return Jobs(self, self._bind(resources))

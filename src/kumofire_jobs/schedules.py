@@ -115,7 +115,7 @@ class Schedules:
         row: dict[str, Any] = {
             "id": runtime.ids.schedule_id(now),
             "key": None if fields["key"] is None else _key(fields["key"]),
-            "name": validation.job_name(fields["name"], runtime.handlers),
+            "name": validation.job_name(fields["name"], self._bound.handlers),
             "type": timing.type,
             "expr": timing.expr,
             "timezone": timing.timezone,
@@ -219,7 +219,7 @@ class Schedules:
         runtime = self._runtime
         row = dict(current)
         if "name" in given:
-            row["name"] = validation.job_name(given["name"], runtime.handlers)
+            row["name"] = validation.job_name(given["name"], self._bound.handlers)
         if "payload" in given:
             row["payload"] = encode_payload(given["payload"])
         if "max_attempts" in given:

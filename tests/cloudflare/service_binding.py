@@ -12,59 +12,47 @@ Python traceback, its last line `<module>.<type>: <message>`: the type is lost.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Any
 
+from kumofire_jobs.local.services import (
+    LocalServiceBinding,
+    ServiceBindingError,
+    as_received,
+    clone_for_rpc,
+    python_error_text,
+)
+
 from .fake_sdk import UNDEFINED, JsError, _call_options, present, receive
 
-
-def structured_clone(value: Any) -> Any:
-    """A copy of plain data (None for null), refusing what a structured clone refuses here."""
-    if value is None or isinstance(value, bool | int | float | str | bytes):
-        return value
-    if isinstance(value, dict):
-        return {str(key): structured_clone(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [structured_clone(item) for item in value]
-    raise JsError("DataCloneError", f"{type(value).__name__} could not be cloned.")
-
-
-def python_error_text(exc: BaseException) -> str:
-    """What a JavaScript caller reads as the message of a Python entrypoint's exception."""
-    return "".join(traceback.format_exception(exc))
+__all__ = ["FakeServiceBinding", "python_error_text"]
 
 
 class FakeServiceBinding:
     """`env.<BINDING>` for `[[services]] ... entrypoint = "<Class>"`: every public method of
-    `entrypoint` is callable by RPC. `calls` records (method, arguments as they arrived)."""
+    `entrypoint` is callable by RPC. `calls` records (method, arguments as they arrived).
+
+    Workers RPC itself (clones, the call as its own task, errors as tracebacks) is the local
+    bindings' `LocalServiceBinding`; this adds the caller's style on both ends."""
 
     def __init__(self, entrypoint: Any, style: str) -> None:
-        self._entrypoint = entrypoint
+        self._local = LocalServiceBinding(lambda ctx, env: entrypoint, name="BINDING")
         self._style = style
         self.calls: list[tuple[str, list[Any]]] = []
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         if method.startswith("_"):
             raise AttributeError(method)
-        entrypoint = self._entrypoint
         style = self._style
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             sent = [receive(arg, style) for arg in _call_options(args, kwargs)]
-            arrived = [
-                present(structured_clone(None if a is UNDEFINED else a), "sdk") for a in sent
-            ]
-            self.calls.append((method, arrived))
-            target = getattr(entrypoint, method, None)
-            if target is None or method.startswith("_"):
-                raise JsError(
-                    "TypeError", f'The RPC receiver does not implement the method "{method}".'
-                )
+            arguments = [None if a is UNDEFINED else a for a in sent]
             try:
-                result = await target(*arrived)
-            except Exception as exc:
-                raise JsError("Error", python_error_text(exc)) from None
-            return present(structured_clone(receive(result, "sdk")), style)
+                self.calls.append((method, as_received(clone_for_rpc(arguments))))
+                result = await getattr(self._local, method)(*arguments)
+            except ServiceBindingError as exc:
+                raise JsError(exc.name, exc.message) from None
+            return present(receive(result, "sdk"), style)
 
         return call

@@ -294,3 +294,61 @@ def test_a_config_without_databases_says_so(tmp_path: Path) -> None:
     path.write_text('name = "x"\n', encoding="utf-8")
     with pytest.raises(DeployError, match=r"declares no \[\[d1_databases\]\]"):
         d1_database(load_config(path), "kumofire-jobs")
+
+
+# --- remote handlers ----------------------------------------------------------------------------
+
+HANDLERS_SERVICE = {"binding": "HANDLERS", "service": "my-handlers", "entrypoint": "Handlers"}
+
+
+def _remote(routes: Any, services: list[Any], batch: int | None = 25) -> Callable[..., None]:
+    def change(config: dict[str, Any]) -> None:
+        config["vars"] = {"KUMOFIRE_REMOTE_HANDLERS": routes}
+        config["services"] = services
+        if batch is None:
+            del config["queues"]["consumers"][0]["max_batch_size"]
+        else:
+            config["queues"]["consumers"][0]["max_batch_size"] = batch
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {"notify": {"binding": "HANDLERS", "method": "run_job"}},
+        '{"notify": {"binding": "HANDLERS"}}',
+    ],
+    ids=["table", "json-text"],
+)
+def test_remote_handlers_with_their_service_binding_pass(
+    make_project: ProjectFactory, routes: Any
+) -> None:
+    problems = problems_of(make_project(_remote(routes, [HANDLERS_SERVICE])))
+    assert [p.code for p in problems] == ["d1-database-id"]
+    # Without max_batch_size the platform's default, 10, is small enough too.
+    problems = problems_of(make_project(_remote(routes, [HANDLERS_SERVICE], batch=None)))
+    assert [p.code for p in problems] == ["d1-database-id"]
+
+
+def test_a_route_to_an_undeclared_binding_is_an_error(make_project: ProjectFactory) -> None:
+    routes = {"notify": {"binding": "MAILER"}}
+    errors = errors_of(make_project(_remote(routes, [HANDLERS_SERVICE])))
+    assert [p.code for p in errors] == ["remote-handlers"]
+    assert "routes job 'notify' to 'MAILER', but no [[services]] has binding = 'MAILER'" in (
+        errors[0].message
+    )
+
+
+def test_a_malformed_routing_var_is_an_error(make_project: ProjectFactory) -> None:
+    errors = errors_of(make_project(_remote({"notify": {"bindings": "H"}}, [HANDLERS_SERVICE])))
+    assert [p.code for p in errors] == ["remote-handlers"]
+    assert "unknown field(s): bindings" in errors[0].message
+
+
+def test_big_batches_with_remote_handlers_are_a_warning(make_project: ProjectFactory) -> None:
+    routes = {"notify": {"binding": "HANDLERS"}}
+    problems = problems_of(make_project(_remote(routes, [HANDLERS_SERVICE], batch=100)))
+    batch = [p for p in problems if p.code == "remote-handlers-batch"]
+    assert [p.severity for p in batch] == [Severity.WARNING]
+    assert "lower max_batch_size to 31 or less" in batch[0].message

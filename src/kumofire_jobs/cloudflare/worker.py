@@ -23,12 +23,15 @@ from typing import Any, Final
 
 from kumofire_coordinator import CoordinatorActor
 
+from ..context import Handler
 from ..jobs import Jobs
 from ..models import ConsumeResult, DispatchResult
+from ..remote import REMOTE_HANDLERS_VAR, parse_routes, remote_handlers
 from ..runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING, Resources, Runtime
 from ..web import create_app
 from .d1 import CloudflareD1Database, D1RetryPolicy
 from .durable_objects import CloudflareActorStorage, CloudflareDurableObjectNamespace
+from .ffi import to_js, to_py
 from .queue import CloudflareQueue, adapt_batch
 
 API_TOKEN_VAR: Final = "KUMOFIRE_API_TOKEN"
@@ -37,11 +40,26 @@ AsgiFetch = Callable[[Any, Any, Any, Any], Awaitable[Any]]
 
 
 def resources_from_env(env: Any, *, d1_retry: D1RetryPolicy | None = None) -> Resources:
-    """This project's bindings (`JOBS_DB`, `JOBS_QUEUE`, `JOB_COORDINATOR`), adapted."""
+    """This project's bindings (`JOBS_DB`, `JOBS_QUEUE`, `JOB_COORDINATOR`), adapted, and the
+    remote handlers that `KUMOFIRE_REMOTE_HANDLERS` routes to other Workers."""
     return Resources(
         db=CloudflareD1Database(getattr(env, DB_BINDING), retry=d1_retry),
         queue=CloudflareQueue(getattr(env, QUEUE_BINDING)),
         coordinator=CloudflareDurableObjectNamespace(getattr(env, COORDINATOR_BINDING)),
+        remote_handlers=remote_handlers_from_env(env),
+    )
+
+
+def remote_handlers_from_env(env: Any) -> dict[str, Handler]:
+    """The handlers of the `KUMOFIRE_REMOTE_HANDLERS` routes (a JSON var: a JavaScript object,
+    or its text), each calling its service binding with the run as a JavaScript object."""
+    routes = parse_routes(to_py(getattr(env, REMOTE_HANDLERS_VAR, None)))
+    return remote_handlers(
+        routes,
+        env,
+        outgoing=to_js,
+        hint="add it to wrangler.toml: [[services]] binding = ..., service = <the Worker>, "
+        "entrypoint = <its WorkerEntrypoint class>",
     )
 
 
@@ -78,7 +96,9 @@ class WorkerApp:
 
     def resources(self, env: Any) -> Resources:
         if self._resources is None:
-            self._resources = resources_from_env(env, d1_retry=self.d1_retry)
+            resources = resources_from_env(env, d1_retry=self.d1_retry)
+            self.runtime.handlers_with(resources.remote_handlers)  # a job routed twice raises
+            self._resources = resources
         return self._resources
 
     def jobs(self, env: Any) -> Jobs:

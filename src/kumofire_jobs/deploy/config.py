@@ -14,7 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..errors import RemoteHandlersError
 from ..migrations import MigrationError, default_migrations_dir, discover_migrations
+from ..remote import REMOTE_HANDLERS_VAR, parse_routes
 from ..runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING
 from .wrangler import DeployError
 
@@ -37,6 +39,10 @@ PYTHON_313_DATES = (dt.date(2026, 4, 21), dt.date(2026, 9, 7))
 """The `compatibility_date`s that give Python 3.13 on Workers (DESIGN.md, "Platform facts")."""
 
 PLACEHOLDER_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
+
+MAX_SERVICE_CALLS_PER_BATCH = 31
+"""Cloudflare allows 32 Worker invocations per request, the consumer's own and one per
+service binding call: a batch of remote runs makes one call each."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ def validate_config(config: WranglerConfig) -> list[Problem]:
     problems += _check_queues(config)
     problems += _check_coordinator(config)
     problems += _check_crons(config)
+    problems += _check_remote_handlers(config)
     return problems
 
 
@@ -433,3 +440,56 @@ def _check_crons(config: WranglerConfig) -> list[Problem]:
             )
         ]
     return []
+
+
+def _check_remote_handlers(config: WranglerConfig) -> list[Problem]:
+    """`KUMOFIRE_REMOTE_HANDLERS` in `[vars]`: well formed, each route's binding declared in
+    `[[services]]`, and queue batches small enough for one service binding call per run."""
+    variables = config.data.get("vars", {})
+    value = variables.get(REMOTE_HANDLERS_VAR) if isinstance(variables, Mapping) else None
+    try:
+        routes = parse_routes(value)
+    except RemoteHandlersError as error:
+        return [Problem("remote-handlers", str(error))]
+    if not routes:
+        return []
+    problems = []
+    services = {
+        str(table.get("binding")): table
+        for table in config.tables("services")
+        if isinstance(table.get("binding"), str)
+    }
+    for route in routes.values():
+        if route.binding not in services:
+            problems.append(
+                Problem(
+                    "remote-handlers",
+                    f"{REMOTE_HANDLERS_VAR} routes job {route.job!r} to {route.binding!r}, but "
+                    f"no [[services]] has binding = {route.binding!r}: add one naming the "
+                    "target Worker (service) and its WorkerEntrypoint class (entrypoint)",
+                )
+            )
+    queues = {
+        p.get("queue")
+        for p in config.nested_tables("queues", "producers")
+        if p.get("binding") == QUEUE_BINDING
+    }
+    sizes = [
+        c.get("max_batch_size", 10)  # the platform's default batch size
+        for c in config.nested_tables("queues", "consumers")
+        if c.get("queue") in queues
+    ]
+    too_big = [
+        size for size in sizes if isinstance(size, int) and size > MAX_SERVICE_CALLS_PER_BATCH
+    ]
+    if too_big:
+        problems.append(
+            Problem(
+                "remote-handlers-batch",
+                f"max_batch_size = {too_big[0]} with remote handlers: each remote run is one "
+                "service binding call, and Cloudflare allows 32 Worker invocations per "
+                f"request, so lower max_batch_size to {MAX_SERVICE_CALLS_PER_BATCH} or less",
+                Severity.WARNING,
+            )
+        )
+    return problems

@@ -5,6 +5,9 @@
 `runtime.consume_batch`, its coordinator objects wrap `runtime.coordinator_actor`, and its
 cron triggers call `runtime.dispatch_scheduled`: the same calls `src/entry.py` makes. Every
 byte lives under one data directory, so a restart loses nothing.
+
+Service bindings given to it (in-process Workers, `local.services`) are in `services`, and
+the routes of the `KUMOFIRE_REMOTE_HANDLERS` var reach them, as on Cloudflare.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import asyncio
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from kumofire_coordinator import CoordinatorEndpoint
 
 from ..bindings import MessageBatch
+from ..errors import RemoteHandlersError
 from ..log import get_logger
 from ..migrations import apply_migrations
+from ..remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
 from ..runtime import Resources, Runtime
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
@@ -61,10 +67,14 @@ class WranglerSettings:
         queue: str = DEFAULT_QUEUE,
         consumer: ConsumerSettings = PROMPT_CONSUMER,
         crons: Sequence[str] = DEFAULT_CRONS,
+        vars: Mapping[str, Any] | None = None,
+        services: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.queue = queue
         self.consumer = consumer
         self.crons = tuple(crons)
+        self.vars = dict(vars or {})  # [vars]: text or JSON values
+        self.services = dict(services or {})  # [[services]] tables by binding name
 
     @classmethod
     def load(cls, path: Path) -> WranglerSettings:
@@ -82,7 +92,18 @@ class WranglerSettings:
             if table.get("queue") == queue:
                 consumer = ConsumerSettings.from_wrangler(table)
         crons = config.get("triggers", {}).get("crons", list(DEFAULT_CRONS))
-        return cls(queue=queue, consumer=consumer, crons=crons)
+        services = {
+            table["binding"]: table
+            for table in config.get("services", [])
+            if isinstance(table, Mapping) and isinstance(table.get("binding"), str)
+        }
+        return cls(
+            queue=queue,
+            consumer=consumer,
+            crons=crons,
+            vars=config.get("vars", {}),
+            services=services,
+        )
 
 
 class LocalEnvironment:
@@ -93,10 +114,15 @@ class LocalEnvironment:
         *,
         settings: WranglerSettings | None = None,
         synchronous: str = "NORMAL",
+        services: Mapping[str, Any] | None = None,
     ) -> None:
         self.runtime = runtime
         self.clock = runtime.clock
         self.settings = settings or WranglerSettings()
+        self.services = dict(services or {})  # binding name -> in-process Worker
+        # Checked before anything is opened: a bad route leaves nothing to close.
+        remote = remote_handlers(self._remote_routes(), SimpleNamespace(**self.services))
+        runtime.handlers_with(remote)
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "d1").mkdir(exist_ok=True)
@@ -117,12 +143,28 @@ class LocalEnvironment:
             synchronous=synchronous,
         )
         self.resources = Resources(
-            db=self.JOBS_DB, queue=self.JOBS_QUEUE, coordinator=self.JOB_COORDINATOR
+            db=self.JOBS_DB,
+            queue=self.JOBS_QUEUE,
+            coordinator=self.JOB_COORDINATOR,
+            remote_handlers=remote,
         )
         self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
         self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)
         self.jobs = runtime.bind(self.resources)
         self._started = False
+
+    def _remote_routes(self) -> dict[str, RemoteRoute]:
+        routes = parse_routes(self.settings.vars.get(REMOTE_HANDLERS_VAR))
+        for route in routes.values():
+            if route.binding not in self.services:
+                declared = self.settings.services.get(route.binding, {})
+                entrypoint = declared.get("entrypoint") or "CLASS"
+                raise RemoteHandlersError(
+                    f"{REMOTE_HANDLERS_VAR} routes job {route.job!r} to the service binding "
+                    f"{route.binding!r}, which is not running: run that Worker in-process with "
+                    f"--service {route.binding}=MODULE:{entrypoint}"
+                )
+        return routes
 
     # --- the Worker's handlers, as workerd would call them -----------------------------------
 
@@ -161,6 +203,8 @@ class LocalEnvironment:
                 await self.broker.stop(cancel_in_flight=True)
             await self.JOB_COORDINATOR.stop()
             self._started = False
+        for binding in self.services.values():
+            await binding.stop()  # what runs on in the in-process Workers
         await self.close()
 
     async def close(self) -> None:

@@ -12,15 +12,17 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import RemoteHandlersError
 from ..log import configure_logging, get_logger
 from ..migrations import apply_migrations, pending_migrations
 from ..runtime import Runtime
 from ..web import create_app
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
+from .services import ServiceSpecError, parse_service_spec, service_bindings
 
 log = get_logger()
 
@@ -53,8 +55,46 @@ def load_runtime(spec: str | None) -> Runtime:
     return value
 
 
+def dev_environment(
+    runtime: Runtime,
+    data_dir: Path,
+    *,
+    settings: WranglerSettings | None = None,
+    services: Sequence[str] = (),
+) -> LocalEnvironment:
+    """The environment `kumofire-jobs dev` runs (not started): `services` are `--service
+    BINDING=MODULE:CLASS` arguments, each Worker loaded in-process behind its binding, which
+    the routes of `KUMOFIRE_REMOTE_HANDLERS` in `settings.vars` reach. A bad argument or
+    route raises SystemExit with the reason."""
+    settings = settings or WranglerSettings()
+    try:
+        specs = [parse_service_spec(text) for text in services]
+        entrypoints = {
+            name: str(table["entrypoint"])
+            for name, table in settings.services.items()
+            if isinstance(table.get("entrypoint"), str)
+        }
+        bindings = service_bindings(specs, entrypoints)
+        return LocalEnvironment(runtime, data_dir, settings=settings, services=bindings)
+    except (ServiceSpecError, RemoteHandlersError) as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _describe_services(env: LocalEnvironment) -> Iterator[str]:
+    for name, binding in env.services.items():
+        yield f"  service binding {name}: {binding.target} (in-process)"
+    for job, handler in env.resources.remote_handlers.items():
+        yield f"  remote job {job!r} -> {getattr(handler, 'route', '?')}"
+
+
 async def run_dev_server(
-    *, app: str | None, host: str, port: int, data_dir: Path, config: Path | None
+    *,
+    app: str | None,
+    host: str,
+    port: int,
+    data_dir: Path,
+    config: Path | None,
+    services: Sequence[str] = (),
 ) -> int:
     try:
         import uvicorn
@@ -66,7 +106,7 @@ async def run_dev_server(
     configure_logging()
     runtime = load_runtime(app)
     settings = WranglerSettings.load(config) if config is not None else WranglerSettings()
-    env = LocalEnvironment(runtime, data_dir, settings=settings)
+    env = dev_environment(runtime, data_dir, settings=settings, services=services)
     await env.start()
     http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
 
@@ -93,6 +133,8 @@ async def run_dev_server(
                         f" (data in {data_dir}/)",
                         flush=True,
                     )
+            for line in _describe_services(env):
+                print(line, flush=True)
 
     server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
     try:
