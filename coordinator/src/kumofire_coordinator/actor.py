@@ -7,8 +7,9 @@ consumers ask the actor for a lease before they run anything.
 Every method reads the state, changes it and writes it back without awaiting anything but
 storage, so the Durable Object's input gate makes each of them atomic. The one exception is
 the alarm, which awaits the delivery hook (a queue send, a D1 write): other calls run
-meanwhile, so the alarm writes its intent first and afterwards changes the state only if its
-stored version is still the one it wrote (compare-and-set).
+meanwhile, so afterwards the alarm changes the state only if its stored version is still the
+one it read before the send (compare-and-set). A failed or interrupted delivery leaves the
+state as it was, and the platform retries the alarm.
 """
 
 from __future__ import annotations
@@ -169,8 +170,8 @@ class CoordinatorActor:
         return {"canceled": True, "leased": False}
 
     async def close(self) -> dict[str, Any]:
-        """Forget the key: no alarm, no storage."""
-        await self._storage.deleteAlarm()
+        """Forget the key: no alarm, no storage (`deleteAll` deletes the alarm too, from
+        compatibility date 2026-02-24)."""
         await self._storage.deleteAll()
         return {"closed": True}
 
@@ -221,19 +222,17 @@ class CoordinatorActor:
             await self._save(state, alarm_ms=None)
             return
 
-        # Write the intent before the send: a crash during the send leaves the redelivery
-        # alarm armed, and any call that runs meanwhile bumps the version we check below.
-        state.deliveries += 1
-        state.phase = Phase.DELIVERED
-        state.lease_expires = None
-        redeliver_at = now + self._config.redelivery_delay_ms(state.deliveries)
-        await self._save(state, alarm_ms=redeliver_at)
-        written = state.version
-
-        result = await self._hook.deliver(state.key, state.deliveries)
+        # Deliver first, record it after: the send does not wait for a storage commit (the
+        # output gate holds outgoing I/O until pending writes are durable). A crash during
+        # the send is covered by the platform, which retries an alarm whose handler did not
+        # finish; a call that runs meanwhile (a lease, most often) bumps the version, and
+        # then its state stands.
+        seen = state.version
+        delivery = state.deliveries + 1
+        result = await self._hook.deliver(state.key, delivery)
 
         current = await self._load()
-        if current is None or current.version != written:
+        if current is None or current.version != seen:
             return  # leased, released, armed or closed meanwhile: that state stands
         if result.action is DeliveryAction.CLOSE:
             await self.close()
@@ -242,6 +241,12 @@ class CoordinatorActor:
             current.due = result.due_ms
             current.deliveries = 0
             await self._save(current, alarm_ms=result.due_ms)
+        else:
+            current.deliveries = delivery
+            current.phase = Phase.DELIVERED
+            current.lease_expires = None
+            redeliver_at = self._now_ms() + self._config.redelivery_delay_ms(delivery)
+            await self._save(current, alarm_ms=redeliver_at)
 
     # --- storage ----------------------------------------------------------------------------
 

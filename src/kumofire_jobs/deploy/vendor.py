@@ -171,7 +171,7 @@ def plan_from_uv_export(project: Path) -> VendorPlan:
     itself: its code is uploaded from the directory of `main`)."""
     uv = find_uv()
     base = [
-        *uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-editable",
+        *uv, "export", "--frozen", "--no-default-groups", "--no-emit-project", "--no-editable",
         "--no-hashes", "--no-annotate", "--no-header", "--format", "requirements-txt",
     ]  # fmt: skip
     prune = [arg for name in (*PYWRANGLER_VENDORED, *LOCAL_ONLY) for arg in ("--prune", name)]
