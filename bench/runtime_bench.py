@@ -1,7 +1,7 @@
 """Benchmarks of the embedded runtime (issue targets: >= 2,000 no-op runs/s end to end; start
 minus due p50 < 2 ms, p99 < 10 ms at 10% load, p99 < 50 ms at 50% load; never early).
 
-    uv run python bench/runtime_bench.py throughput --runs 20000
+    uv run python bench/runtime_bench.py throughput --runs 20000 [--batch 100 | --concurrency 32]
     uv run python bench/runtime_bench.py lateness --runs 1000 --rate 200
 
 Everything runs in one process on the embedded bindings with durable writes (WAL,
@@ -65,7 +65,9 @@ async def _environment(
     return env
 
 
-async def throughput(runs: int, batch: int, synchronous: str, data_dir: Path) -> dict[str, Any]:
+async def throughput(
+    runs: int, batch: int, synchronous: str, data_dir: Path, concurrency: int = 1
+) -> dict[str, Any]:
     completion = Completion(runs)
     env = await _environment(completion, data_dir, synchronous)
     cpu0 = time.process_time()
@@ -75,8 +77,13 @@ async def throughput(runs: int, batch: int, synchronous: str, data_dir: Path) ->
             size = min(batch, runs - offset)
             await env.jobs.create_many([CreateRequest(name="noop")] * size)
     else:
-        for _ in range(runs):
-            await env.jobs.create("noop")
+        # `concurrency` callers, each creating one run at a time (as concurrent requests do).
+        async def caller(count: int) -> None:
+            for _ in range(count):
+                await env.jobs.create("noop")
+
+        share, extra = divmod(runs, concurrency)
+        await asyncio.gather(*(caller(share + (i < extra)) for i in range(concurrency)))
     created = time.perf_counter()
     await env.all_succeeded.wait()
     elapsed = time.perf_counter() - start
@@ -86,6 +93,7 @@ async def throughput(runs: int, batch: int, synchronous: str, data_dir: Path) ->
         "benchmark": "throughput",
         "runs": runs,
         "create_batch": batch,
+        "concurrency": concurrency,
         "synchronous": synchronous,
         "seconds": round(elapsed, 3),
         "runs_per_second": round(runs / elapsed),
@@ -137,6 +145,9 @@ def main() -> None:
     parser.add_argument("benchmark", choices=["throughput", "lateness"])
     parser.add_argument("--runs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=1, help="create_many size (1: create)")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="callers of create at once (with --batch 1)"
+    )
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     parser.add_argument("--log", type=Path, default=None, help="log file (default: temp)")
@@ -147,7 +158,13 @@ def main() -> None:
             configure_logging(json=True, stream=log_file)
             if args.benchmark == "throughput":
                 result = asyncio.run(
-                    throughput(args.runs, args.batch, args.synchronous, Path(tmp) / "data")
+                    throughput(
+                        args.runs,
+                        args.batch,
+                        args.synchronous,
+                        Path(tmp) / "data",
+                        args.concurrency,
+                    )
                 )
             else:
                 result = asyncio.run(
