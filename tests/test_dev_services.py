@@ -6,6 +6,7 @@ The real dev server process with `--service` is in tests/test_dev_server.py."""
 from __future__ import annotations
 
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,54 @@ def test_the_stand_in_sdk_steps_aside_for_a_loaded_one(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "workers", sentinel)
     workers_sdk.install()
     assert sys.modules["workers"] is sentinel
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "handler-worker"
+
+
+async def test_the_example_handler_worker_as_its_readme_runs_it(
+    imports: None, clock: ManualClock, data_dir: Path
+) -> None:
+    settings = WranglerSettings.load(EXAMPLE / "jobs-service.toml")
+    env = dev_environment(
+        create_runtime({}, clock=clock),
+        data_dir,
+        settings=settings,
+        services=[f"HANDLERS={EXAMPLE / 'src' / 'entry.py'}:Handlers"],
+    )
+    await env.start()
+    try:
+        flaky = await env.jobs.create("notify", {"to": "a@example.com", "fail_attempts": 1})
+        refused = await env.jobs.create("notify", {"to": "nobody"})
+        await clock.advance(0)
+        run = await env.jobs.get(flaky.kumofire_job_run_id)
+        assert run is not None and (run.status, run.attempt) == ("scheduled", 1)
+        assert run.last_error == (
+            "RemoteHandlerError: HANDLERS.run_job: RuntimeError: the mail relay timed out "
+            "(attempt 1)"
+        )
+        await clock.advance(1)
+        run = await env.jobs.get(flaky.kumofire_job_run_id)
+        assert run is not None and (run.status, run.attempt) == ("succeeded", 2)
+        run = await env.jobs.get(refused.kumofire_job_run_id)
+        assert run is not None and (run.status, run.attempt) == ("failed", 1)
+        assert run.last_error is not None and "non_retryable: notify needs an email" in (
+            run.last_error
+        )
+    finally:
+        await env.stop(drain_seconds=0)
+
+
+def test_the_example_configs() -> None:
+    worker = tomllib.loads((EXAMPLE / "wrangler.toml").read_text())
+    service = tomllib.loads((EXAMPLE / "jobs-service.toml").read_text())
+    assert worker["main"] == "src/entry.py" and "python_workers" in worker["compatibility_flags"]
+    [binding] = service["services"]
+    assert binding == {
+        "binding": "HANDLERS", "service": worker["name"], "entrypoint": "Handlers"
+    }  # fmt: skip
+    routes = service["vars"]["KUMOFIRE_REMOTE_HANDLERS"]
+    assert routes == {"notify": {"binding": "HANDLERS", "method": "run_job"}}
+    # The repository's wrangler.toml shows the same lines, commented out.
+    repo = (EXAMPLE.parents[1] / "wrangler.toml").read_text()
+    assert '# [vars.KUMOFIRE_REMOTE_HANDLERS]\n# notify = { binding = "HANDLERS"' in repo

@@ -203,12 +203,13 @@ class LocalEnvironment:
                 await self.broker.stop(cancel_in_flight=True)
             await self.JOB_COORDINATOR.stop()
             self._started = False
-        for binding in self.services.values():
-            await binding.stop()  # what runs on in the in-process Workers
         await self.close()
 
     async def close(self) -> None:
-        """Close the stores at once, as a crash would (nothing in flight is settled)."""
+        """Close the stores at once, as a crash would (nothing in flight is settled), and
+        stop what still runs in the in-process Workers."""
+        for binding in self.services.values():
+            await binding.stop()
         self.broker.close()
         await self.JOB_COORDINATOR.close()
         self.JOBS_DB.close()
