@@ -8,7 +8,6 @@ expired and was granted to another cannot finalize, whatever it does afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +59,8 @@ class _LeaseKeeper:
         self._token = token
         self._lease_ms = lease_ms
         self.ended: str | None = None  # "canceled" or "lost"
+        self.finished = False  # the handler returned or raised
+        self.stopped_runner = False  # keep() cancelled the handler's task
 
     async def renew(self) -> None:
         result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
@@ -73,16 +74,20 @@ class _LeaseKeeper:
         if self.ended == "lost":
             raise LeaseLostError(f"the lease on run {self._run_id} was lost")
 
-    async def keep(self, handler_task: asyncio.Task[Any]) -> None:
+    async def keep(self, runner: asyncio.Task[Any]) -> None:
+        """Renew until `finished` is set; stop `runner` (the task running the handler) if
+        the run was canceled or the lease lost."""
         interval = self._lease_ms / 3000
-        while not handler_task.done():
+        while not self.finished:
             await self._clock.sleep_until(self._clock.now() + interval)
-            if handler_task.done():
+            if self.finished:
                 return
             try:
                 await self.renew()
             except (JobCanceledError, LeaseLostError):
-                handler_task.cancel()
+                if not self.finished:
+                    self.stopped_runner = True
+                    runner.cancel()
                 return
             except Exception as exc:  # a failed renewal is retried at the next interval
                 log.warning("lease.renew_failed", run_id=self._run_id, error=describe_error(exc))
@@ -158,14 +163,17 @@ class Consumer:
 
         keeper = _LeaseKeeper(self._coordinators, self._clock, run.id, token, self._lease_ms)
         ctx = JobContext(job=run, heartbeat=keeper.renew, log=bound)
-        task = asyncio.ensure_future(handler(ctx))
-        keeping = asyncio.ensure_future(keeper.keep(task))
+        runner = asyncio.current_task()
+        assert runner is not None
+        # The handler runs in this task (no task of its own: most handlers are short), and
+        # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
+        keeping = asyncio.ensure_future(keeper.keep(runner))
         try:
-            await task
+            await handler(ctx)
         except asyncio.CancelledError:
-            if keeper.ended is None:
+            if not keeper.stopped_runner or runner.uncancel() > 0:
                 raise  # this consumer itself is being stopped
-            return await self._ended(run, token, keeper.ended, bound, started)
+            return await self._ended(run, token, keeper.ended or "lost", bound, started)
         except JobCanceledError:
             return await self._ended(run, token, "canceled", bound, started)
         except LeaseLostError:
@@ -177,11 +185,8 @@ class Consumer:
                 return await self._reschedule(run, token, describe_error(exc), bound, started)
             return await self._fail(run, token, describe_error(exc), bound, started)
         finally:
-            keeping.cancel()
-            if not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
+            keeper.finished = True
+            keeping.cancel()  # not awaited: once `finished`, it touches nothing
         return await self._succeed(run, token, bound, started)
 
     # --- outcomes ---------------------------------------------------------------------------
