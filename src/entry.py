@@ -17,7 +17,8 @@ from kumofire_jobs.cloudflare import WorkerApp, service
 # RetryPolicy) or `NonRetryableError` to fail the run at once. Register each under the job name
 # that `create` is called with. In a larger project keep them in your own modules under src/
 # and import them here; `create_runtime` also takes `retry=RetryPolicy(...)`,
-# `lease_seconds=...` and `retention_seconds=...`.
+# `lease_seconds=...` and `retention_seconds=...`. A job whose handler lives in another Worker
+# is not registered here: `KUMOFIRE_REMOTE_HANDLERS` in wrangler.toml routes it there.
 
 
 async def echo(ctx: JobContext) -> None:

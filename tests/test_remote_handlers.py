@@ -488,6 +488,19 @@ async def test_an_exception_in_the_target_arrives_as_its_traceback() -> None:
     assert "services.py" not in error.message  # it starts in the target's code
 
 
+async def test_an_entrypoint_that_cannot_be_built_fails_the_call() -> None:
+    class Broken:
+        def __init__(self, ctx: Any, env: Any) -> None:
+            raise RuntimeError("no config")
+
+        async def run(self) -> None:
+            pass
+
+    with pytest.raises(ServiceBindingError) as raised:
+        await LocalServiceBinding(Broken, name="BROKEN").run()
+    assert raised.value.message.rstrip().endswith("RuntimeError: no config")
+
+
 async def test_each_call_builds_the_entrypoint_and_runs_on_its_own() -> None:
     Echo.made = 0
     Echo.gate = asyncio.Event()

@@ -122,6 +122,13 @@ def python_error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+def _target_error(exc: BaseException) -> str:
+    # The traceback starts in the target's code, not in this call's machinery.
+    if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
+        exc = exc.with_traceback(exc.__traceback__.tb_next)
+    return python_error_text(exc)
+
+
 class LocalWorkerEnv:
     """The `env` of a Worker run in-process: it has no bindings or vars of its own."""
 
@@ -199,7 +206,10 @@ class LocalServiceBinding:
         return asyncio.shield(task)
 
     async def _invoke(self, method: str, arguments: list[Any]) -> Any:
-        instance = self.entrypoint(LocalExecutionContext(self._tasks), self.env)
+        try:
+            instance = self.entrypoint(LocalExecutionContext(self._tasks), self.env)
+        except Exception as exc:
+            raise ServiceBindingError("Error", _target_error(exc)) from None
         function = getattr(instance, method, None)
         if not callable(function) or method.startswith("_"):
             raise ServiceBindingError(
@@ -210,10 +220,7 @@ class LocalServiceBinding:
             if inspect.isawaitable(result):
                 result = await result
         except Exception as exc:
-            # The traceback starts in the target's code, not in this call's machinery.
-            if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
-                exc = exc.with_traceback(exc.__traceback__.tb_next)
-            raise ServiceBindingError("Error", python_error_text(exc)) from None
+            raise ServiceBindingError("Error", _target_error(exc)) from None
         return as_received(clone_for_rpc(result))
 
     async def stop(self) -> None:
