@@ -122,7 +122,7 @@ async def test_apply_produces_the_schema_the_code_expects(db: LocalD1Database) -
     assert {i["name"] for i in indexes.results} == {
         "kumofire_job_runs_dedupe_key",
         "kumofire_job_runs_schedule_occurrence",
-        "kumofire_job_runs_active",
+        "kumofire_job_runs_unfinished",
     }
     columns = await db.prepare("SELECT name FROM pragma_table_info('kumofire_job_schedules')").all()
     assert [c["name"] for c in columns.results] == SCHEDULE_COLUMNS
@@ -161,6 +161,7 @@ async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) 
     assert [(r["id"], r["name"]) for r in rows] == [
         (1, "0001_job_runs.sql"),
         (2, "0002_schedules.sql"),
+        (3, "0003_unfinished_runs_index.sql"),
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -338,3 +338,98 @@ def test_state_round_trips_through_storage_with_every_field() -> None:
     stored = state.to_storage()
     assert set(stored) == {f.name for f in fields(ActorState)}
     assert ActorState.from_storage(stored) == state
+
+
+# --- storage rows written (each put, delete and alarm change is a billed row) -------------------
+
+
+class CountingStorage:
+    """The object's real storage, counting the calls that write a row."""
+
+    writes: ClassVar[list[str]] = []
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._storage, name)
+        if name in ("put", "delete", "deleteAll", "setAlarm", "deleteAlarm"):
+
+            async def counted(*args: Any) -> Any:
+                CountingStorage.writes.append(name)
+                return await method(*args)
+
+            return counted
+        return method
+
+
+class CountingCoordinator(CoordinatorEndpoint):
+    def __init__(self, ctx: Any, env: Env) -> None:
+        self.actor = CoordinatorActor(
+            CountingStorage(ctx.storage), env.hook.clock, env.hook, CONFIG
+        )
+
+
+@pytest.fixture
+async def counting(
+    clock: ManualClock, tmp_path: Path, hook: Hook
+) -> AsyncIterator[LocalDurableObjectNamespace]:
+    CountingStorage.writes = []
+    ns = LocalDurableObjectNamespace(
+        CountingCoordinator, path=tmp_path / "counted", clock=clock, env=Env(hook)
+    )
+    await ns.start()
+    yield ns
+    await ns.close()
+
+
+async def test_a_run_costs_five_storage_rows(
+    counting: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = counting.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))  # due now: the alarm runs at once
+    await clock.advance(0)
+    assert [d[1] for d in hook.deliveries] == [1]
+    # arm: the state and the alarm; the first delivery: only its redelivery alarm
+    assert CountingStorage.writes == ["put", "setAlarm", "setAlarm"]
+    assert (await stub.status())["phase"] == "delivered"
+    grant = await stub.lease(KEY, LEASE_MS)  # the redelivery alarm comes first: it serves
+    assert CountingStorage.writes[3:] == ["put"]
+    await stub.release(grant["token"])
+    assert CountingStorage.writes[4:] == ["deleteAll"]
+    assert counting.alarm_of(KEY) is None
+
+
+async def test_a_lease_outliving_the_redelivery_alarm_is_kept_not_redelivered(
+    counting: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = counting.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    grant = await stub.lease(KEY, LEASE_MS)
+    await clock.advance(CONFIG.redeliver_initial + 1)  # the earlier alarm re-aims at expiry
+    assert len(hook.deliveries) == 1
+    assert counting.alarm_of(KEY) == grant["expires_ms"]
+    await clock.advance(grant["expires_ms"] / 1000 - clock.now())  # the holder never returned
+    assert [d[1] for d in hook.deliveries] == [1, 1]  # delivered again, counting anew
+
+
+async def test_a_lease_shorter_than_the_redelivery_delay_sets_its_own_alarm(
+    counting: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = counting.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    grant = await stub.lease(KEY, 2_000)
+    assert CountingStorage.writes[3:] == ["put", "setAlarm"]
+    assert counting.alarm_of(KEY) == grant["expires_ms"]
+
+
+async def test_a_redelivery_is_counted_although_the_first_delivery_wrote_no_state(
+    counting: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = counting.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock) - 3_600_000)  # a past due time counts from now
+    await clock.advance(CONFIG.redeliver_initial + 20 + 40 + 40)
+    assert [d[1] for d in hook.deliveries] == [1, 2, 3, 4]
+    assert (await stub.status())["phase"] == "abandoned"

@@ -10,6 +10,20 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 
 
+def _encode(value: int) -> str:
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def run_ids_before(ms: int) -> str:
+    """A bound below every run id made at or after `ms` and above every one made before it
+    (the alphabet is in ASCII order, so text order is time order)."""
+    return "run_" + _encode(ms << _RANDOM_BITS)
+
+
 class IdFactory:
     def __init__(self) -> None:
         self._last_ms = -1
@@ -23,12 +37,7 @@ class IdFactory:
         else:
             random = int.from_bytes(os.urandom(10), "big")
         self._last_ms, self._last_random = now_ms, random
-        value = (now_ms << _RANDOM_BITS) | (random & ((1 << _RANDOM_BITS) - 1))
-        chars = []
-        for _ in range(26):
-            chars.append(_ALPHABET[value & 31])
-            value >>= 5
-        return "".join(reversed(chars))
+        return _encode((now_ms << _RANDOM_BITS) | (random & ((1 << _RANDOM_BITS) - 1)))
 
     def run_id(self, now_ms: int) -> str:
         return "run_" + self.ulid(now_ms)

@@ -16,6 +16,7 @@ import msgspec
 
 from .bindings import D1Database, D1PreparedStatement
 from .errors import ValidationError
+from .ids import run_ids_before
 from .models import JobRun, Page
 from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
 from .times import ms_to_datetime
@@ -44,7 +45,7 @@ _MARK_QUEUED = (
 )
 _START = (
     f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
-    "updated_at = ?1, finished_at = NULL, lease_token = ?2 "
+    "updated_at = ?1, lease_token = ?2 "
     f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
     # Tokens only grow: a replay of this very start (a retried write) matches nothing.
     f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) RETURNING {COLUMNS}"
@@ -74,11 +75,15 @@ _RETRY = (
 _COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"
 _DUE_SINCE = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
-    f"WHERE status IN ({_ACTIVE}) AND scheduled_for <= ? ORDER BY scheduled_for LIMIT ?"
+    # `finished_at IS NULL` names the partial index's own term, so SQLite uses the index.
+    f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
+    "ORDER BY scheduled_for LIMIT ?"
 )
 _PRUNE = (
+    # Run ids start with their creation time, and a run finishes after it is created: the
+    # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-    f"WHERE status IN ({_TERMINAL}) AND finished_at < ? LIMIT ?)"
+    f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
 )
 
 
@@ -293,5 +298,6 @@ class RunStore:
         return (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
 
     async def prune(self, finished_before: int, limit: int) -> int:
-        result = await self.db.prepare(_PRUNE).bind(finished_before, limit).run()
+        bound = run_ids_before(finished_before)
+        result = await self.db.prepare(_PRUNE).bind(bound, finished_before, limit).run()
         return int(result.meta.changes)

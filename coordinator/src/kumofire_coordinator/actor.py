@@ -80,6 +80,7 @@ class CoordinatorActor:
         """Own `key`, due at `due_ms`; the alarm delivers it then (at once if already due).
 
         A live lease is never displaced: the due time waits until the holder releases."""
+        due_ms = max(due_ms, self._now_ms())  # a past due time means now (see alarm())
         state = await self._load()
         if state is not None and state.key == key and state.lease_live(self._now_ms()):
             state.pending_due = due_ms
@@ -108,7 +109,7 @@ class CoordinatorActor:
             return {"granted": False, "reason": "canceled"}
         if state.pending_due is not None and not state.lease_live(now):
             # Armed again while the last holder had the lease, and that lease has ended.
-            state.due, state.pending_due = state.pending_due, None
+            state.due, state.pending_due = max(state.pending_due, now), None
             state.phase = Phase.ARMED
             state.lease_expires = None
             await self._save(state, alarm_ms=state.due)
@@ -121,7 +122,7 @@ class CoordinatorActor:
         state.phase = Phase.LEASED
         state.lease_expires = now + lease_ms
         state.deliveries = 0
-        await self._save(state, alarm_ms=state.lease_expires)
+        await self._save_lease(state)
         return {"granted": True, "token": state.token, "expires_ms": state.lease_expires}
 
     async def renew(self, token: int, lease_ms: int) -> dict[str, Any]:
@@ -133,7 +134,7 @@ class CoordinatorActor:
         if state.canceled:
             return {"ok": False, "reason": "canceled"}
         state.lease_expires = self._now_ms() + lease_ms
-        await self._save(state, alarm_ms=state.lease_expires)
+        await self._save_lease(state)
         return {"ok": True, "expires_ms": state.lease_expires}
 
     async def release(self, token: int, rearm_ms: int | None = None) -> dict[str, Any]:
@@ -150,7 +151,7 @@ class CoordinatorActor:
             await self.close()
             return {"ok": True, "closed": True}
         state.phase = Phase.ARMED
-        state.due = rearm_ms
+        state.due = max(rearm_ms, self._now_ms())
         state.lease_expires = None
         state.pending_due = None
         state.deliveries = 0
@@ -180,12 +181,14 @@ class CoordinatorActor:
         state = await self._load()
         if state is None:
             return {"phase": "closed", "lease_live": False}
+        now = self._now_ms()
+        delivered = state.phase is Phase.ARMED and now >= state.due  # see alarm()
         return {
             "key": state.key,
-            "phase": state.phase.value,
+            "phase": Phase.DELIVERED.value if delivered else state.phase.value,
             "due_ms": state.due,
-            "deliveries": state.deliveries,
-            "lease_live": state.lease_live(self._now_ms()),
+            "deliveries": max(state.deliveries, 1) if delivered else state.deliveries,
+            "lease_live": state.lease_live(now),
             "lease_expires_ms": state.lease_expires,
             "canceled": state.canceled,
         }
@@ -204,7 +207,7 @@ class CoordinatorActor:
                 await self._storage.setAlarm(state.lease_expires)  # renewed since it was set
                 return
             if state.pending_due is not None:  # armed while leased: the holder died first
-                state.due, state.pending_due = state.pending_due, None
+                state.due, state.pending_due = max(state.pending_due, now), None
                 if now < state.due:
                     state.phase = Phase.ARMED
                     state.lease_expires = None
@@ -217,7 +220,15 @@ class CoordinatorActor:
         elif state.phase is Phase.ARMED and now < state.due:
             await self._storage.setAlarm(state.due)
             return
-        if state.deliveries >= self._config.max_deliveries:
+        deliveries = state.deliveries
+        if state.phase is Phase.ARMED and now >= state.due + self._config.redelivery_delay_ms(1):
+            # An armed actor's first delivery records nothing but the redelivery alarm (see
+            # below); an alarm this long after the due time follows such a delivery. (Due
+            # times are never in the past when set, so only an alarm that itself came this
+            # late, after downtime, is counted one delivery too many: that costs nothing but
+            # one of the deliveries before giving up.)
+            deliveries = max(deliveries, 1)
+        if deliveries >= self._config.max_deliveries:
             state.phase = Phase.ABANDONED
             await self._save(state, alarm_ms=None)
             return
@@ -228,12 +239,13 @@ class CoordinatorActor:
         # finish; a call that runs meanwhile (a lease, most often) bumps the version, and
         # then its state stands.
         seen = state.version
-        delivery = state.deliveries + 1
+        delivery = deliveries + 1
         result = await self._hook.deliver(state.key, delivery)
 
         current = await self._load()
         if current is None or current.version != seen:
             return  # leased, released, armed or closed meanwhile: that state stands
+        redeliver_at = self._now_ms() + self._config.redelivery_delay_ms(delivery)
         if result.action is DeliveryAction.CLOSE:
             await self.close()
         elif result.action is DeliveryAction.DEFER and result.due_ms is not None:
@@ -241,11 +253,15 @@ class CoordinatorActor:
             current.due = result.due_ms
             current.deliveries = 0
             await self._save(current, alarm_ms=result.due_ms)
+        elif delivery == 1 and current.phase is Phase.ARMED:
+            # The first delivery of an armed actor: only the redelivery alarm is written (one
+            # storage row, not two). The state stays `armed` with its due time passed, which
+            # status() reports as `delivered`.
+            await self._storage.setAlarm(redeliver_at)
         else:
             current.deliveries = delivery
             current.phase = Phase.DELIVERED
             current.lease_expires = None
-            redeliver_at = self._now_ms() + self._config.redelivery_delay_ms(delivery)
             await self._save(current, alarm_ms=redeliver_at)
 
     # --- storage ----------------------------------------------------------------------------
@@ -256,6 +272,18 @@ class CoordinatorActor:
     async def _load(self) -> ActorState | None:
         data = await self._storage.get(STATE_KEY)
         return None if data is None else ActorState.from_storage(data)
+
+    async def _save_lease(self, state: ActorState) -> None:
+        """Store a granted or renewed lease. Its alarm must come by the lease's expiry, and
+        an alarm set already that comes no later (the redelivery alarm, usually) serves: it
+        finds the lease live and re-aims at the expiry. That saves a storage row per lease."""
+        assert state.lease_expires is not None
+        alarm = await self._storage.getAlarm()
+        if alarm is not None and alarm <= state.lease_expires:
+            state.version += 1
+            await self._storage.put(STATE_KEY, state.to_storage())
+        else:
+            await self._save(state, alarm_ms=state.lease_expires)
 
     async def _save(self, state: ActorState, *, alarm_ms: int | None) -> None:
         state.version += 1

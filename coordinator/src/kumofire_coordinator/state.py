@@ -4,10 +4,18 @@ Phases and their alarm (the one alarm of the object is always the next thing to 
 
 | phase       | meaning                                              | alarm at              |
 |-------------|------------------------------------------------------|-----------------------|
-| `armed`     | waiting for the due time                             | `due`                 |
-| `delivered` | handed to the delivery hook; waiting for a lease     | next redelivery       |
-| `leased`    | a consumer holds the lease (`token`, `lease_expires`) | `lease_expires`       |
+| `armed`     | waiting for the due time; once it has passed and the | `due`; then the first |
+|             | first delivery went out, waiting for a lease (that   | redelivery            |
+|             | delivery writes only the alarm; status: `delivered`) |                       |
+| `delivered` | redelivered; waiting for a lease                     | next redelivery       |
+| `leased`    | a consumer holds the lease (`token`, `lease_expires`) | `lease_expires`, or an |
+|             |                                                      | earlier alarm that    |
+|             |                                                      | re-aims at it         |
 | `abandoned` | redelivered `max_deliveries` times, nobody took it   | none (reconciliation) |
+
+Each storage write is a billed row on the platform, so the common path writes few: arming
+(state and alarm), the first delivery (alarm), the lease (state; its alarm is the pending
+redelivery alarm when that comes first), the close (`deleteAll`).
 
 A closed actor has no state at all: its storage is cleared and its alarm deleted.
 """

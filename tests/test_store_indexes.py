@@ -1,0 +1,75 @@
+"""What the runs table's indexes cost and serve: status changes on the way to running leave
+the index of unfinished runs alone (D1 bills every index entry written), and the periodic
+queries read through an index instead of the whole table."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kumofire_jobs import JobContext, NonRetryableError
+from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.local.d1 import LocalD1Database
+from kumofire_jobs.store import _DUE_SINCE, _PRUNE
+
+from .conftest import EnvFactory
+
+_BROKEN = (
+    "SELECT COUNT(*) AS n FROM kumofire_job_runs "
+    "WHERE (finished_at IS NULL) <> (status IN ('scheduled', 'queued', 'running'))"
+)
+
+
+async def _plan(db: LocalD1Database, sql: str, *params: Any) -> str:
+    rows = await db.prepare(f"EXPLAIN QUERY PLAN {sql}").bind(*params).all()
+    return " | ".join(str(row["detail"]) for row in rows.results)
+
+
+async def test_reconciliation_reads_the_unfinished_runs_index(make_env: EnvFactory) -> None:
+    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    plan = await _plan(env.JOBS_DB, _DUE_SINCE, 0, 10)
+    assert "USING INDEX kumofire_job_runs_unfinished" in plan
+    assert "SCAN kumofire_job_runs" not in plan.replace("USING INDEX", "")
+
+
+async def test_retention_reads_a_primary_key_range(make_env: EnvFactory) -> None:
+    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    plan = await _plan(env.JOBS_DB, _PRUNE, "run_0", 0, 10)
+    assert "USING PRIMARY KEY (id<?)" in plan
+
+
+async def test_finished_at_marks_exactly_the_finished_runs(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The partial index's term `finished_at IS NULL` must mean "unfinished" in every status
+    a run can reach, or reconciliation would miss runs."""
+
+    async def job(ctx: JobContext) -> None:
+        mode = ctx.job.payload["mode"]
+        if mode == "fail":
+            raise NonRetryableError("no")
+        if mode == "flaky" and ctx.job.attempt == 1:
+            raise RuntimeError("again")
+        if mode == "slow":
+            await asyncio.Event().wait()  # runs until the environment stops
+
+    env = await make_env({"job": job})
+    db = env.JOBS_DB
+    ids = {}
+    for mode in ("ok", "fail", "flaky", "slow", "later", "cancel"):
+        delay = 600 if mode in ("later", "cancel") else None
+        created = await env.jobs.create("job", {"mode": mode}, delay=delay)
+        ids[mode] = created.kumofire_job_run_id
+    await clock.advance(0.5)  # ok succeeded, fail failed, flaky waits for its retry, slow runs
+    await env.jobs.cancel(ids["cancel"])
+    assert (await db.prepare(_BROKEN).first()) == {"n": 0}
+    statuses = {mode: (await env.jobs.get(run_id)).status for mode, run_id in ids.items()}  # type: ignore[union-attr]
+    assert statuses == {
+        "ok": "succeeded", "fail": "failed", "flaky": "scheduled", "slow": "running",
+        "later": "scheduled", "cancel": "canceled",
+    }  # fmt: skip
+    await env.jobs.retry(ids["fail"])  # a finished run back to scheduled
+    assert (await db.prepare(_BROKEN).first()) == {"n": 0}
+    await clock.advance(60)
+    assert (await db.prepare(_BROKEN).first()) == {"n": 0}
+    assert (await env.jobs.get(ids["flaky"])).status == "succeeded"  # type: ignore[union-attr]
