@@ -416,6 +416,11 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
                      "usd_per_million_batched": dollars(o, batched=True)},
             "reference": {"per_run": r, "usd_per_million": dollars(r),
                           "usd_per_million_batched": dollars(r, batched=True)},
+            "ours_do_storage_ops": {
+                op: n / entry["runs"] for op, n in sorted(entry["counts"].storage.items())
+                if not op.startswith("rows_")
+            },
+            "ours_do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
             "ours_d1_by_statement": breakdown(entry["counts"].d1, ours_metas,
                                               entry["d1_offset"], entry["runs"]),
             "reference_d1_by_statement": breakdown(
@@ -536,6 +541,15 @@ def markdown(cost: dict[str, Any]) -> str:
             f"| `{row['statement']}` | {_n(row['calls'])} | {_n(row['rows_read'])} | "
             f"{_n(row['rows_written'])} | {_n(row['rows_read_local'])} / "
             f"{_n(row['rows_written_local'])} |"
+        )
+    lines.append("")
+    for name in SCENARIOS:
+        entry = cost["scenarios"][name]
+        ops = ", ".join(f"{op} {_n(n)}" for op, n in entry["ours_do_storage_ops"].items())
+        rpc = ", ".join(f"{m} {_n(n)}" for m, n in entry["ours_do_rpc"].items())
+        lines.append(
+            f"- Ours, {name}, per run: coordinator RPC calls {rpc}; alarm runs "
+            f"{_n(entry['ours']['per_run']['do_alarms'])}; storage operations {ops}."
         )
     lines += ["", "Reference, one-shot run: D1 rows by statement (per run):", "",
               "| statement | calls | rows read | rows written | local meta: read / written |",
