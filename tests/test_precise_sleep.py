@@ -6,7 +6,10 @@ which no manual clock can stand in for. They assert order, never duration."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+
+import pytest
 
 from kumofire_jobs import precise_sleep
 from kumofire_jobs.clock import SystemClock
@@ -45,3 +48,18 @@ async def test_a_cancelled_sleep_leaves_the_waker_working() -> None:
     deadline = time.time() + 0.0015
     await precise_sleep.sleep_until(deadline)
     assert time.time() >= deadline
+
+
+async def test_without_threads_the_loop_timer_does_it_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pyodide cannot start threads: the first short wait finds out and falls back."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    monkeypatch.setattr(precise_sleep, "_waker", precise_sleep._Waker())
+    monkeypatch.setattr(precise_sleep, "_threads_work", True)
+    deadline = time.time() + 0.001
+    await precise_sleep.sleep_until(deadline)
+    assert time.time() >= deadline
+    assert precise_sleep._threads_work is False

@@ -36,7 +36,7 @@ class _Waker:
         with self._cond:
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="kumofire-waker", daemon=True)
-                thread.start()  # RuntimeError where threads are unavailable
+                thread.start()  # RuntimeError (or OSError) where threads are unavailable
                 self._thread = thread
             heapq.heappush(self._heap, (deadline, next(self._seq), loop, future))
             if self._heap[0][3] is future:
@@ -78,5 +78,5 @@ async def sleep_until(deadline: float) -> None:
             continue
         try:
             await _waker.wait_until(deadline)
-        except RuntimeError:
-            _threads_work = False  # no threads here: the loop's timer alone
+        except (RuntimeError, OSError):
+            _threads_work = False  # no threads here (Pyodide): the loop's timer alone
