@@ -31,6 +31,7 @@ from bench.stats import distribution_ms, early_count, summarize
 from kumofire_jobs.log import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
 HUEY = "huey@FULL"
 OURS_FULL = "ours@FULL"
 OURS_NORMAL = "ours@NORMAL"
@@ -303,7 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help="a tiny workload (seconds; CI)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5; tiny 1)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: bench/results (tiny: a temp dir)"
+    )
     parser.add_argument("--no-cost", action="store_true", help="skip the cost model")
     parser.add_argument(
         "--no-calibrate",
@@ -317,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import plots, report
 
+    if args.out is None:  # a tiny run never overwrites the committed results
+        args.out = Path(tempfile.mkdtemp(prefix="kumofire-tiny-")) if args.tiny else RESULTS
     sizes = TINY if args.tiny else Sizes()
     if args.reps is not None:
         sizes.reps = args.reps
