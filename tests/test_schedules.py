@@ -144,15 +144,15 @@ async def test_disable_enable_delete(make_env: EnvFactory, clock: ManualClock) -
     ticks = Ticks(clock)
     env = await make_env({"tick": ticks})
     schedule = await env.jobs.create_schedule("tick", every=5, key="k")
-    await clock.advance(5)
+    await clock.advance(6)  # the occurrence at 5 runs; the one at 10 is materialized
     assert ticks.at == [5.0]
     await env.jobs.disable_schedule(schedule.id)
-    await clock.advance(20)
+    await clock.advance(19)
     assert ticks.at == [5.0]
     assert (await env.jobs.counts())["canceled"] == 1
     enabled = await env.jobs.enable_schedule(schedule.id)
     assert enabled is not None and enabled.next_run_at == at(clock, 5)  # from enabling
-    await clock.advance(10)
+    await clock.advance(11)
     assert ticks.at == [5.0, 30.0, 35.0]
 
     assert await env.jobs.delete_schedule_by_key("k")
@@ -231,13 +231,13 @@ async def test_catch_up_after_downtime_runs_once_then_regular(
     await clock.advance(3600 + 15)  # down for an hour: sixty occurrences missed
     env = LocalEnvironment(runtime, tmp_path)
     await env.start()
-    await clock.advance(0)
+    await clock.advance(1)
     assert ticks.at == [60.0, 3675.0]  # the pending one, once, late
     current = await env.jobs.get_schedule(schedule.id)
     assert current is not None
-    assert current.last_scheduled_at == at(clock, -3675 + 120)  # its nominal time
-    assert current.next_run_at == at(clock, 45)  # the first regular occurrence after now
-    await clock.advance(45)
+    assert current.last_scheduled_at == at(clock, -3676 + 120)  # its nominal time
+    assert current.next_run_at == at(clock, 44)  # the first regular occurrence after 3675
+    await clock.advance(44)
     assert ticks.at == [60.0, 3675.0, 3720.0]
     await env.stop()
 

@@ -23,6 +23,7 @@ log = get_logger()
 
 MESSAGE_VERSION = 1
 _SEND_OPTIONS = {"contentType": "json"}
+MATERIALIZE_AFTER = 0.005  # seconds after an occurrence's delivery
 _RAN = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED})
 
 
@@ -90,6 +91,10 @@ class QueueDeliveryHook:
         reconciliation restores the schedule's missing next occurrence."""
         if not row["schedule_id"] or self._on_occurrence is None:
             return
+        # Let the delivered occurrence start first: the next one is due a second or more
+        # later, and its D1 batch and arm would otherwise compete with this one's lease and
+        # `running` write (on one event loop here, at the one D1 database on Cloudflare).
+        await self._clock.sleep_until(self._clock.now() + MATERIALIZE_AFTER)
         try:
             await self._on_occurrence(row["schedule_id"], key, row["scheduled_for"])
         except Exception as exc:
