@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kumofire_jobs.bindings import D1Meta, D1PreparedStatement, D1Result
-from kumofire_jobs.local import output_gate
+from kumofire_jobs.local import checkpoint, output_gate
 from kumofire_jobs.migrations import split_sql, sql_tokens
 
 if TYPE_CHECKING:
@@ -286,6 +286,8 @@ class LocalD1Database:
         conn = self._conn
         if not in_memory:
             conn.execute("PRAGMA journal_mode=WAL")
+            checkpoint.configure(conn)
+        self._checkpointer = None if in_memory else checkpoint.Checkpointer(self.path)
         conn.execute(f"PRAGMA synchronous={mode}")
         conn.execute("PRAGMA foreign_keys=ON")  # D1 enforces foreign keys
         conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, MAX_BOUND_PARAMETERS)
@@ -314,6 +316,8 @@ class LocalD1Database:
         try:
             self._commit_group()
         finally:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._conn.close()
 
     # --- the D1Database API ---------------------------------------------------------------
@@ -549,6 +553,8 @@ class LocalD1Database:
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[sqlite3.Cursor, _Sql]:
         info = self._check(sql, params)
+        if info.mode != _READ and self._checkpointer is not None:
+            self._checkpointer.wrote()
         if info.mode != _READ and not self._batching:
             if self._mode(info) == _GROUPED:
                 if not self._group and not output_gate.alone():

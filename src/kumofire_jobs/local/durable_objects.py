@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, overload
 import msgspec
 
 from kumofire_jobs.clock import Clock
-from kumofire_jobs.local import output_gate
+from kumofire_jobs.local import checkpoint, output_gate
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
@@ -816,6 +816,8 @@ class LocalDurableObjectNamespace:
         self._dir = Path(path)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._db = self._connect(self._dir / "objects.sqlite3")
+        checkpoint.configure(self._db)
+        self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
         self._db.executescript(_SCHEMA)
         self._actors: dict[str, _Actor] = {}
         self._digests: dict[str, str] = {}  # idFromName's recent answers
@@ -947,6 +949,7 @@ class LocalDurableObjectNamespace:
                 actor.sql._close()
         if not self._closed:
             self._closed = True
+            self._checkpointer.close()
             self._db.close()
 
     async def __aenter__(self) -> LocalDurableObjectNamespace:
@@ -1277,6 +1280,7 @@ class LocalDurableObjectNamespace:
                 else:
                     name_deletes.append((hex_id,))
         db = self._db
+        self._checkpointer.wrote()
         db.execute("BEGIN IMMEDIATE")
         if clears:
             db.executemany("DELETE FROM kv WHERE object_id = ?", clears)

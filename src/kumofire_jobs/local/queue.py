@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from kumofire_jobs.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.clock import Clock, now_ms, sleep_until_or_woken
-from kumofire_jobs.local import output_gate
+from kumofire_jobs.local import checkpoint, output_gate
 from kumofire_jobs.log import get_logger
 
 # --- The platform's limits and defaults --------------------------------------------------
@@ -446,6 +446,8 @@ class LocalQueueBroker:
         self._db = sqlite3.connect(os.fspath(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        checkpoint.configure(self._db)
+        self._checkpointer = checkpoint.Checkpointer(path)
         self._db.executescript(_SCHEMA)
         # Batches in flight when the last process died: visible again, attempt counted.
         self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
@@ -525,6 +527,7 @@ class LocalQueueBroker:
         try:
             self._commit_group()  # what was written is kept (as if the crash came after)
         finally:
+            self._checkpointer.close()
             self._db.close()
 
     async def depth(self, queue_name: str) -> int:
@@ -784,6 +787,7 @@ class LocalQueueBroker:
     def _write(self) -> None:
         """Open the group transaction (if needed) for a write; it commits at the end of the
         loop's turn."""
+        self._checkpointer.wrote()
         if not self._group and not output_gate.alone():
             self._db.execute("BEGIN IMMEDIATE")
             self._group = True
