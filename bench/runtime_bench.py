@@ -23,6 +23,7 @@ from typing import Any
 from kumofire_jobs import CreateRequest, JobContext, create_runtime
 from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.local.gc_tuning import freeze_startup_heap
 from kumofire_jobs.log import configure_logging
 
 
@@ -62,6 +63,7 @@ async def _environment(
     env.expected = completion.expected
     env.all_succeeded = asyncio.Event()
     await env.start()
+    freeze_startup_heap()  # as `kumofire-jobs dev` does
     return env
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.local.gc_tuning import freeze_startup_heap
 from kumofire_jobs.log import configure_logging
 
 
@@ -64,6 +65,7 @@ async def precision(data_dir: Path) -> dict[str, Any]:
     recorder = Recorder({"every-1": 60, "cron-2s": 30})
     env = LocalEnvironment(create_runtime({"tick": recorder.handler}), data_dir)
     await env.start()
+    freeze_startup_heap()  # as `kumofire-jobs dev` does
     await env.jobs.create_schedule("tick", "every-1", every=1)
     await env.jobs.create_schedule("tick", "cron-2s", cron="*/2 * * * * *")
     await recorder.done.wait()
@@ -79,6 +81,7 @@ async def many(schedules: int, data_dir: Path) -> dict[str, Any]:
     recorder = Recorder({"many": schedules})
     env = LocalEnvironment(create_runtime({"tick": recorder.handler}), data_dir)
     await env.start()
+    freeze_startup_heap()  # as `kumofire-jobs dev` does
     started = time.time()
     for i in range(schedules):
         await env.jobs.create_schedule("tick", "many", cron=f"{i % 60} * * * * *")

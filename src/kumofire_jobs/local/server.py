@@ -22,6 +22,7 @@ from ..migrations import apply_migrations, pending_migrations
 from ..runtime import Runtime
 from ..web import create_app
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
+from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
 
 log = get_logger()
@@ -109,6 +110,7 @@ async def run_dev_server(
     env = dev_environment(runtime, data_dir, settings=settings, services=services)
     await env.start()
     http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
+    freeze_startup_heap()  # short collector pauses from here on
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
