@@ -37,6 +37,7 @@ OURS_FULL = "ours@FULL"
 OURS_NORMAL = "ours@NORMAL"
 SYSTEMS = (HUEY, OURS_FULL, OURS_NORMAL)
 OURS = (OURS_FULL, OURS_NORMAL)
+CALLERS = 32  # concurrent callers of create (ours: asyncio tasks; Huey: producer threads)
 
 
 @dataclass
@@ -76,6 +77,7 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
 
             runners: dict[str, Callable[[], dict[str, Any]]] = {
                 "e2e": lambda: h.e2e(spec["runs"], data, log),
+                "e2e_concurrent": lambda: h.e2e(spec["runs"], data, log, spec["callers"]),
                 "create": lambda: h.create(spec["runs"], False, data, log),
                 "create_many": lambda: h.create(spec["runs"], True, data, log),
                 "latency": lambda: h.latency(spec["rate"], spec["runs"], data, log),
@@ -90,6 +92,7 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
         coroutines: dict[str, Callable[[], Any]] = {
             "e2e": lambda: o.e2e(spec["runs"], 1, sync, data, log),
             "e2e_many": lambda: o.e2e(spec["runs"], o.BATCH, sync, data, log),
+            "e2e_concurrent": lambda: o.e2e(spec["runs"], 1, sync, data, log, spec["callers"]),
             "create": lambda: o.create(spec["runs"], False, sync, data, log),
             "create_many": lambda: o.create(spec["runs"], True, sync, data, log),
             "latency": lambda: o.latency(spec["rate"], spec["runs"], sync, data, log),
@@ -160,6 +163,12 @@ def run_all(
                 system,
                 {"workload": "e2e", "runs": sizes.e2e_runs},
             )
+        for system in SYSTEMS:
+            record(
+                _key("e2e_concurrent", runs=sizes.e2e_runs, callers=CALLERS),
+                system,
+                {"workload": "e2e_concurrent", "runs": sizes.e2e_runs, "callers": CALLERS},
+            )
         for system in OURS:
             record(
                 _key("e2e_many", runs=sizes.e2e_runs),
@@ -205,6 +214,7 @@ def _brief(result: dict[str, Any]) -> str:
 METRICS: dict[str, list[str]] = {
     "e2e": ["runs_per_second", "cpu_ms_per_run"],
     "e2e_many": ["runs_per_second", "cpu_ms_per_run"],
+    "e2e_concurrent": ["runs_per_second", "cpu_ms_per_run"],
     "create": ["creates_per_second"],
     "create_many": ["creates_per_second"],
     "latency": ["p50_ms", "p99_ms", "max_ms"],

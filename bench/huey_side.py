@@ -112,12 +112,29 @@ def _settings(bench: HueyBench) -> dict[str, Any]:
     return {"synchronous": names[bench.synchronous()], "consumer": HUEY_CONSUMER}
 
 
-def e2e(runs: int, data_dir: Path, log_path: Path | None) -> dict[str, Any]:
+def e2e(runs: int, data_dir: Path, log_path: Path | None, callers: int = 1) -> dict[str, Any]:
+    """`runs` no-op tasks enqueued and completed, by `callers` producer threads each
+    enqueueing one at a time (1: the calling thread alone)."""
     bench = HueyBench(data_dir, log_path, runs)
     bench.start()
     cpu0, t0 = _cpu(), time.perf_counter()
-    for _ in range(runs):
-        bench.noop()
+    if callers == 1:
+        for _ in range(runs):
+            bench.noop()
+    else:
+
+        def producer(count: int) -> None:
+            for _ in range(count):
+                bench.noop()
+
+        share, extra = divmod(runs, callers)
+        threads = [
+            threading.Thread(target=producer, args=(share + (i < extra),)) for i in range(callers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     created = time.perf_counter()
     bench.wait(timeout=3600)
     elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0

@@ -17,10 +17,12 @@ from typing import Any
 from kumofire_jobs import CreateRequest, JobContext, create_runtime
 from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.local.gc_tuning import freeze_startup_heap
 from kumofire_jobs.log import configure_logging
 from kumofire_jobs.states import ConsumeOutcome
 
 BATCH = 100  # create_many size
+CALLERS = 32  # concurrent callers of create in the e2e_concurrent workload
 
 
 def _cpu() -> float:
@@ -82,18 +84,26 @@ def _logging(log_path: Path | None) -> Any:
 
 
 async def e2e(
-    runs: int, batch: int, synchronous: str, data_dir: Path, log_path: Path
+    runs: int, batch: int, synchronous: str, data_dir: Path, log_path: Path, callers: int = 1
 ) -> dict[str, Any]:
+    """`runs` no-op runs created and completed: by `create_many` of `batch` (batch > 1), or
+    by `callers` tasks each calling `create` one at a time (as concurrent requests would)."""
     with _logging(log_path):
         env, _ = _environment(data_dir, synchronous, runs)
         await env.start()
+        freeze_startup_heap()  # as `kumofire-jobs dev` does
         cpu0, t0 = _cpu(), time.perf_counter()
         if batch > 1:
             for offset in range(0, runs, batch):
                 await env.jobs.create_many([CreateRequest(name="noop")] * min(batch, runs - offset))
         else:
-            for _ in range(runs):
-                await env.jobs.create("noop")
+
+            async def caller(count: int) -> None:
+                for _ in range(count):
+                    await env.jobs.create("noop")
+
+            share, extra = divmod(runs, callers)
+            await asyncio.gather(*(caller(share + (i < extra)) for i in range(callers)))
         created = time.perf_counter()
         await env.all_done.wait()
         elapsed, cpu = time.perf_counter() - t0, _cpu() - cpu0
@@ -117,6 +127,7 @@ async def create(
     with _logging(log_path):
         env, _ = _environment(data_dir, synchronous, runs)
         await env.migrate()
+        freeze_startup_heap()  # as `kumofire-jobs dev` does
         t0 = time.perf_counter()
         if many:
             for offset in range(0, runs, BATCH):
@@ -144,6 +155,7 @@ async def latency(
     with _logging(log_path):
         env, recorder = _environment(data_dir, synchronous, runs)
         await env.start()
+        freeze_startup_heap()  # as `kumofire-jobs dev` does
         t0 = time.time() + 0.2
         creates: list[asyncio.Future[Any]] = []
         for i in range(runs):
@@ -171,6 +183,7 @@ async def lateness(
     with _logging(log_path):
         env, recorder = _environment(data_dir, synchronous, runs)
         await env.start()
+        freeze_startup_heap()  # as `kumofire-jobs dev` does
         first = (int(time.time() * 1000) + int(lead * 1000)) / 1000
         dues = [round(first + window * (i + 0.5) / runs, 3) for i in range(runs)]
         created_late = 0

@@ -26,7 +26,9 @@ def test_tiny_harness_runs_every_workload_and_every_run_completes(tmp_path: Path
     summary = compare.summarize_all(measured["raw"])
 
     workloads = {key.split()[0] for key in summary}
-    assert workloads == {"e2e", "e2e_many", "create", "create_many", "latency", "lateness"}
+    assert workloads == {
+        "e2e", "e2e_concurrent", "e2e_many", "create", "create_many", "latency", "lateness"
+    }  # fmt: skip
     for key, entry in summary.items():
         # every run created was completed (or, for the create workloads, stored)
         assert entry["checks"] and all(entry["checks"].values()), (key, entry["checks"])
