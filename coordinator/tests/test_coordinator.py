@@ -433,3 +433,29 @@ async def test_a_redelivery_is_counted_although_the_first_delivery_wrote_no_stat
     await clock.advance(CONFIG.redeliver_initial + 20 + 40 + 40)
     assert [d[1] for d in hook.deliveries] == [1, 2, 3, 4]
     assert (await stub.status())["phase"] == "abandoned"
+
+
+async def test_a_failing_delivery_is_recorded_and_redelivered_until_giving_up(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """A send that keeps failing must not outlast the platform's few alarm retries: each
+    failure is counted and aims at the next redelivery, so the actor ends `abandoned` (which
+    reconciliation picks up) instead of `armed` with no alarm."""
+
+    class Outage(Exception):
+        pass
+
+    async def failing(key: str, delivery: int) -> Delivery:
+        hook.deliveries.append((key, delivery, clock.now()))
+        raise Outage("queue down")
+
+    hook.deliver = failing  # type: ignore[method-assign]
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    assert (await stub.status())["phase"] == "delivered"
+    assert namespace.alarm_of(KEY) == now_ms(clock) + 10_000
+    await clock.advance(10 + 20 + 40 + 40)  # the fourth failure's alarm finds it out of tries
+    assert [d[1] for d in hook.deliveries] == [1, 2, 3, 4]
+    status = await stub.status()
+    assert status["phase"] == "abandoned" and status["deliveries"] == 4

@@ -31,8 +31,9 @@ def run_message(run_id: str) -> dict[str, object]:
     return {"version": MESSAGE_VERSION, "kumofireJobRunId": run_id}
 
 
-# Called after a schedule's occurrence is delivered: (schedule_id, run_id, nominal ms).
-OccurrenceDelivered = Callable[[str, str, int], Awaitable[object]]
+# Called after a schedule's occurrence is delivered: (schedule_id, run_id, nominal ms or
+# None: the schedule's record of it).
+OccurrenceDelivered = Callable[[str, str, int | None], Awaitable[object]]
 
 
 class QueueDeliveryHook:
@@ -73,6 +74,9 @@ class QueueDeliveryHook:
                     await self._occurrence_delivered(row, key)
                 return Delivery(DeliveryAction.CLOSE)
             if status == RunStatus.SCHEDULED and row["scheduled_for"] > now:
+                if sending is not None and row["attempt"] > 0:
+                    # Its consumer was faster still: it ran, failed and waits for a retry.
+                    await self._occurrence_delivered(row, key)
                 return Delivery(DeliveryAction.DEFER, due_ms=row["scheduled_for"])
             # queued or running: a redelivery (lost message, or a holder that died), or a
             # first delivery whose consumer started before our D1 write landed.
@@ -95,7 +99,10 @@ class QueueDeliveryHook:
         # later, and its D1 batch and arm would otherwise compete with this one's lease and
         # `running` write (on one event loop here, at the one D1 database on Cloudflare).
         await self._clock.sleep_until(self._clock.now() + MATERIALIZE_AFTER)
+        # A run that already ran may have been rescheduled: then the schedule's own record
+        # of the pending occurrence's nominal time is the one to go by (None).
+        nominal = row["scheduled_for"] if row["attempt"] == 0 else None
         try:
-            await self._on_occurrence(row["schedule_id"], key, row["scheduled_for"])
+            await self._on_occurrence(row["schedule_id"], key, nominal)
         except Exception as exc:
             log.error("schedule.advance_failed", run_id=key, error=str(exc))

@@ -182,7 +182,9 @@ class Runtime:
     def delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
         jobs = self.bind(resources)
 
-        async def occurrence_delivered(schedule_id: str, run_id: str, nominal_ms: int) -> None:
+        async def occurrence_delivered(
+            schedule_id: str, run_id: str, nominal_ms: int | None
+        ) -> None:
             await jobs.schedules.advance(schedule_id, run_id, delivered=True, nominal_ms=nominal_ms)
 
         return QueueDeliveryHook(

@@ -240,7 +240,20 @@ class CoordinatorActor:
         # then its state stands.
         seen = state.version
         delivery = deliveries + 1
-        result = await self._hook.deliver(state.key, delivery)
+        try:
+            result = await self._hook.deliver(state.key, delivery)
+        except Exception:
+            # The send or the D1 write failed: record the attempt and aim at the next
+            # redelivery, so that an outage counts towards giving up (and reconciliation)
+            # instead of outlasting the platform's few retries of a failed alarm.
+            current = await self._load()
+            if current is not None and current.version == seen:
+                current.deliveries = delivery
+                current.phase = Phase.DELIVERED
+                current.lease_expires = None
+                retry_at = self._now_ms() + self._config.redelivery_delay_ms(delivery)
+                await self._save(current, alarm_ms=retry_at)
+            raise
 
         current = await self._load()
         if current is None or current.version != seen:
