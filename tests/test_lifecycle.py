@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -367,3 +368,45 @@ async def test_create_many_in_one_call(make_env: EnvFactory, clock: ManualClock)
     with pytest.raises(UnknownJobError):  # one bad request rejects the call, nothing is created
         await env.jobs.create_many([CreateRequest(name="job"), CreateRequest(name="nope")])
     assert sum((await env.jobs.counts()).values()) == 4
+
+
+async def test_consume_driven_outside_any_task_still_runs_the_handler(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """Some runtimes drive a coroutine without wrapping it in a task (no current task to
+    cancel on a lost lease): the handler then gets a task of its own."""
+    from .test_recovery import DroppingQueue, rewire
+
+    seen: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        seen.append(ctx.job.id)
+
+    env = await make_env({"job": job})
+    rewire(env, queue=DroppingQueue(env.JOBS_QUEUE, drops=1))  # its message never arrives
+    created = await env.jobs.create("job")
+    run_id = created.kumofire_job_run_id
+    await clock.advance(0)
+    assert seen == []
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    coro = env.jobs.consume({"version": 1, "kumofireJobRunId": run_id})
+
+    def step(_: object = None) -> None:
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            done.set_result(stop.value)
+            return
+        except BaseException as exc:  # reported through the future
+            done.set_exception(exc)
+            return
+        yielded.add_done_callback(step)
+
+    loop.call_soon(step)  # a plain callback: no current task while the coroutine runs
+    result = await done
+    assert result.outcome == "succeeded"
+    assert seen == [run_id]
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded"

@@ -161,6 +161,16 @@ class Consumer:
             error = f"no handler is registered for job {run.name!r}"
             return await self._fail(run, token, error, bound, started)
 
+        runner = asyncio.current_task()
+        if runner is None:  # a coroutine driven outside any task: give the handler its own
+            return await asyncio.ensure_future(
+                self._run_handler(run, token, handler, bound, started)
+            )
+        return await self._run_handler(run, token, handler, bound, started)
+
+    async def _run_handler(
+        self, run: JobRun, token: int, handler: Handler, bound: Any, started: float
+    ) -> ConsumeOutcome:
         keeper = _LeaseKeeper(self._coordinators, self._clock, run.id, token, self._lease_ms)
         ctx = JobContext(job=run, heartbeat=keeper.renew, log=bound)
         runner = asyncio.current_task()
