@@ -215,38 +215,52 @@ def _error_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip() for line in text.strip().splitlines() if line.strip()]
+_TRACEBACK_HEADER: Final = "Traceback (most recent call last):"
+_EXCEPTION_LINE: Final = re.compile(r"([\w.<>]+)(?:: (.*))?\Z")
+
+
+def _exception_line(text: str) -> str:
+    """The line naming the error: after a Python traceback's last frame (the first line at
+    column 0 after its last header; a message or notes may follow on more lines), or the
+    first line of a plain message."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    headers = [i for i, line in enumerate(lines) if line.strip() == _TRACEBACK_HEADER]
+    if not headers:
+        return lines[0].strip()
+    for line in lines[headers[-1] + 1 :]:
+        if not line[:1].isspace():
+            return line.strip()
+    return lines[-1].strip()
 
 
 def is_non_retryable(exc: BaseException) -> bool:
     """Whether a remote handler's error asks to fail the run at once: its message starts with
     `non_retryable:` (what any target, JavaScript included, can throw), or it is a Python
     `NonRetryableError` (kumofire_jobs' or the Workers SDK's), which Workers RPC delivers as
-    a traceback whose last line is `<module>.NonRetryableError: <message>`."""
+    a traceback whose exception line reads `<module>.NonRetryableError[: <message>]`."""
     if getattr(exc, "name", None) == _NON_RETRYABLE_TYPE:
         return True
     text = _error_text(exc).removeprefix(_PYTHON_ERROR_PREFIX).strip()
     if text.startswith((NON_RETRYABLE_PREFIX, _NON_RETRYABLE_TYPE)):
         return True
-    lines = _lines(text)
-    if not lines:
-        return False
-    last = lines[-1]
-    if last.startswith(NON_RETRYABLE_PREFIX):
+    line = _exception_line(text)
+    if line.startswith(NON_RETRYABLE_PREFIX):
         return True
-    head, sep, message = last.partition(": ")
-    if not sep or " " in head:
+    match = _EXCEPTION_LINE.match(line)
+    if match is None:
         return False
+    head, message = match.group(1), match.group(2) or ""
     return head.rsplit(".", 1)[-1] == _NON_RETRYABLE_TYPE or message.startswith(
         NON_RETRYABLE_PREFIX
     )
 
 
 def _summary(exc: BaseException) -> str:
-    """The line that says what went wrong: the last of a traceback, or the whole message."""
-    lines = _lines(_error_text(exc).removeprefix(_PYTHON_ERROR_PREFIX))
-    return lines[-1] if lines else type(exc).__name__
+    """The line that says what went wrong: a traceback's exception line, or the message."""
+    line = _exception_line(_error_text(exc).removeprefix(_PYTHON_ERROR_PREFIX))
+    return line or type(exc).__name__
 
 
 class RemoteHandler:

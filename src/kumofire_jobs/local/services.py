@@ -306,6 +306,10 @@ def _import(spec: ServiceSpec) -> Any:
         raise ServiceSpecError(
             f"--service {spec!r}: could not import {spec.module!r}: {exc}"
         ) from None
+    except Exception as exc:  # it raised while importing (SyntaxError included)
+        raise ServiceSpecError(
+            f"--service {spec!r}: importing {spec.module!r} failed: {exc!r}"
+        ) from exc
 
 
 def load_entrypoint(spec: ServiceSpec, default: str | None = None) -> type[Any]:
