@@ -248,17 +248,12 @@ class CoordinatorActor:
             # instead of outlasting the platform's few retries of a failed alarm.
             current = await self._load()
             if current is not None and current.version == seen:
-                current.deliveries = delivery
-                current.phase = Phase.DELIVERED
-                current.lease_expires = None
-                retry_at = self._now_ms() + self._config.redelivery_delay_ms(delivery)
-                await self._save(current, alarm_ms=retry_at)
+                await self._record_delivery(current, delivery)
             raise
 
         current = await self._load()
         if current is None or current.version != seen:
             return  # leased, released, armed or closed meanwhile: that state stands
-        redeliver_at = self._now_ms() + self._config.redelivery_delay_ms(delivery)
         if result.action is DeliveryAction.CLOSE:
             await self.close()
         elif result.action is DeliveryAction.DEFER and result.due_ms is not None:
@@ -270,12 +265,19 @@ class CoordinatorActor:
             # The first delivery of an armed actor: only the redelivery alarm is written (one
             # storage row, not two). The state stays `armed` with its due time passed, which
             # status() reports as `delivered`.
-            await self._storage.setAlarm(redeliver_at)
+            await self._storage.setAlarm(self._redelivery_at(delivery))
         else:
-            current.deliveries = delivery
-            current.phase = Phase.DELIVERED
-            current.lease_expires = None
-            await self._save(current, alarm_ms=redeliver_at)
+            await self._record_delivery(current, delivery)
+
+    def _redelivery_at(self, delivery: int) -> int:
+        return self._now_ms() + self._config.redelivery_delay_ms(delivery)
+
+    async def _record_delivery(self, state: ActorState, delivery: int) -> None:
+        """`delivery` went out (or failed): wait for a lease until the next redelivery."""
+        state.deliveries = delivery
+        state.phase = Phase.DELIVERED
+        state.lease_expires = None
+        await self._save(state, alarm_ms=self._redelivery_at(delivery))
 
     # --- storage ----------------------------------------------------------------------------
 
