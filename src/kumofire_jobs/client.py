@@ -21,12 +21,13 @@ client turns them into the `JobsService` RPC calls (positional arguments only, o
 like the HTTP body or query, times as RFC 3339 strings) and the answers back into the models
 (`CreatedRun`, `JobRun`, `JobSchedule`, `Page`). Workers RPC carries an error's message but
 not its type, so the service's `"<code>: <message>"` comes back as the exception the jobs API
-raises: `UnknownJobError`, `ValidationError`, `ConflictError`, or None / False where the jobs
-API answers a missing run or schedule so (`get`, `cancel`, `retry`, `get_schedule`,
-`update_schedule`, `enable_schedule`, `disable_schedule`, the `*_by_key` forms; the
-`delete_schedule*` methods return False). Any other code raises `JobsServiceError` (its `code`
-says which, `internal_error` for a failure inside the service); a failure that is not the
-service's answer (the binding missing, the network) propagates as the platform raised it.
+raises: `UnknownJobError`, `ValidationError`, `PayloadTooLargeError`, `ConflictError`, or
+None / False where the jobs API answers a missing run or schedule so (`get`, `cancel`,
+`retry`, `get_schedule`, `update_schedule`, `enable_schedule`, `disable_schedule`, the
+`*_by_key` forms; the `delete_schedule*` methods return False). Any other code raises
+`JobsServiceError` (its `code` says which, `internal_error` for a failure inside the service);
+a failure that is not the service's answer (the binding missing, the network) propagates as
+the platform raised it.
 
 The binding may be the Workers SDK's wrapper (which converts arguments and results itself) or
 the raw JavaScript object: arguments go out as JavaScript values and results come back through
@@ -46,6 +47,7 @@ from .errors import (
     ConflictError,
     KumofireJobsError,
     NotFoundError,
+    PayloadTooLargeError,
     UnknownJobError,
     ValidationError,
 )
@@ -71,6 +73,7 @@ class JobsServiceError(KumofireJobsError):
 ERRORS: Final[Mapping[str, type[KumofireJobsError]]] = {
     UnknownJobError.code: UnknownJobError,
     ValidationError.code: ValidationError,
+    PayloadTooLargeError.code: PayloadTooLargeError,
     NotFoundError.code: NotFoundError,
     ConflictError.code: ConflictError,
 }

@@ -22,6 +22,13 @@ class UnknownJobError(ValidationError):
     status = 422
 
 
+class PayloadTooLargeError(ValidationError):
+    """The payload is larger, as JSON, than a D1 row holds (HTTP 413)."""
+
+    code = "payload_too_large"
+    status = 413
+
+
 class NotFoundError(KumofireJobsError, LookupError):
     code = "not_found"
     status = 404

@@ -27,7 +27,7 @@ from .models import (
 from .reconcile import reconcile
 from .schedules import Schedules
 from .states import RunStatus
-from .store import NewRun, encode_payload
+from .store import NewRun
 
 if TYPE_CHECKING:
     from .runtime import BoundResources, Runtime
@@ -59,7 +59,7 @@ class Jobs:
         return NewRun(
             id=runtime.ids.run_id(now),
             name=validation.job_name(request.name, self._bound.handlers),
-            payload=encode_payload(request.payload),
+            payload=validation.payload(request.payload),
             max_attempts=validation.max_attempts(request.max_attempts, runtime.retry.max_attempts),
             scheduled_for=validation.due_ms(request.run_at, request.delay, now),
             created_at=now,

@@ -22,7 +22,6 @@ from .log import get_logger
 from .models import JobSchedule, Page
 from .schedule_store import ScheduleStore, row_to_schedule
 from .schedule_timing import Timing, next_occurrence, parse_timing
-from .store import encode_payload
 
 if TYPE_CHECKING:
     from .runtime import BoundResources, Runtime
@@ -120,7 +119,7 @@ class Schedules:
             "expr": timing.expr,
             "timezone": timing.timezone,
             "enabled": enabled,
-            "payload": encode_payload(fields["payload"]),
+            "payload": validation.payload(fields["payload"]),
             "max_attempts": (
                 None
                 if fields["max_attempts"] is None
@@ -221,7 +220,7 @@ class Schedules:
         if "name" in given:
             row["name"] = validation.job_name(given["name"], self._bound.handlers)
         if "payload" in given:
-            row["payload"] = encode_payload(given["payload"])
+            row["payload"] = validation.payload(given["payload"])
         if "max_attempts" in given:
             row["max_attempts"] = validation.max_attempts(given["max_attempts"], 0)
         if "enabled" in given:

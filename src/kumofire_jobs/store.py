@@ -87,22 +87,6 @@ _PRUNE = (
 )
 
 
-MAX_PAYLOAD_BYTES = 1024 * 1024  # D1 rows hold up to 2 MB; the HTTP body limit is 1 MiB
-
-
-def encode_payload(payload: Any) -> str | None:
-    """The payload as JSON text, or ValidationError if it is not JSON or too large."""
-    if payload is None:
-        return None
-    try:
-        encoded = msgspec.json.encode(payload)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise ValidationError(f"payload is not JSON-serializable: {exc}") from None
-    if len(encoded) > MAX_PAYLOAD_BYTES:
-        raise ValidationError(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes as JSON")
-    return encoded.decode()
-
-
 def _decode_payload(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .errors import UnknownJobError, ValidationError
+import msgspec
+
+from .errors import PayloadTooLargeError, UnknownJobError, ValidationError
 from .times import datetime_to_ms, seconds_to_ms
 
 MAX_DELAY_SECONDS = 365 * 86_400
@@ -16,6 +18,15 @@ MAX_DEDUPE_KEY_CHARS = 512
 MAX_NAME_CHARS = 256
 MAX_BATCH = 100
 MAX_LIST_LIMIT = 200
+DEFAULT_LIST_LIMIT = 50
+# D1 refuses a string or a row over 1,000,000 bytes; the rest of a run's row (name, dedupe key,
+# a 2,000-character last_error) fits in what is left.
+MAX_PAYLOAD_BYTES = 960_000
+# Far below the interpreter's recursion limit, so a payload that is accepted also decodes
+# wherever it is read (an HTTP answer, the consumer), however deep that caller's stack is.
+MAX_PAYLOAD_DEPTH = 100
+# Times are read back as datetimes, which end with the year 9999.
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def job_name(name: Any, handlers: Mapping[str, Any]) -> str:
@@ -46,11 +57,19 @@ def due_ms(run_at: Any, delay: Any, now: int) -> int:
         if not isinstance(run_at, datetime):
             raise ValidationError("run_at must be a timezone-aware datetime")
         try:
-            return max(datetime_to_ms(run_at), now)
+            due = datetime_to_ms(run_at)
         except ValueError as exc:
             raise ValidationError(f"run_at: {exc}") from None
+        if due > MAX_TIME_MS:
+            raise ValidationError("run_at must be before the year 10000 (UTC)")
+        return max(due, now)
     if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or math.isnan(delay):
+        # isnan only for floats: it converts an int, and a huge one overflows.
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or (isinstance(delay, float) and math.isnan(delay))
+        ):
             raise ValidationError("delay must be a number of seconds")
         if not 0 <= delay <= MAX_DELAY_SECONDS:
             raise ValidationError("delay must be between 0 and 365 days (31536000 seconds)")
@@ -68,7 +87,47 @@ def dedupe_key(value: Any) -> str | None:
     return value
 
 
-def limit(value: Any, default: int = 50) -> int:
+def payload(value: Any) -> str | None:
+    """The payload as JSON text for D1, or ValidationError saying why it cannot be stored."""
+    if value is None:
+        return None
+    if not _depth_within(value, MAX_PAYLOAD_DEPTH):
+        raise ValidationError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, msgspec.EncodeError, RecursionError) as exc:
+        raise ValidationError(f"payload is not JSON-serializable: {exc}") from None
+    if len(encoded) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(
+            f"payload is {len(encoded)} bytes as JSON, over the limit of {MAX_PAYLOAD_BYTES} "
+            "(a D1 row holds at most 1,000,000 bytes)"
+        )
+    return encoded.decode()
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest at most `limit` deep. Iterative, so it cannot overflow
+    the stack itself, and it ends on a container that holds itself."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple | set | frozenset):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if not _is_scalar(child))
+    return True
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def limit(value: Any, default: int = DEFAULT_LIST_LIMIT) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):

@@ -19,6 +19,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
+from .. import validation
 from ..errors import KumofireJobsError, ValidationError
 from ..jobs import Jobs
 from ..log import get_logger
@@ -34,7 +35,6 @@ R = TypeVar("R")
 LIST_QUERY_KEYS: Final = frozenset({"status", "name", "schedule_id", "limit", "cursor"})
 COUNTS_QUERY_KEYS: Final = frozenset({"name"})
 SCHEDULE_LIST_QUERY_KEYS: Final = frozenset({"enabled", "name", "limit", "cursor"})
-DEFAULT_LIMIT: Final = 50
 
 
 class JobsRpcError(Exception):
@@ -118,7 +118,7 @@ def _optional_str(query: Mapping[str, Any], key: str) -> str | None:
 def _limit(fields: Mapping[str, Any]) -> int:
     limit = fields.get("limit")
     if limit is None:
-        return DEFAULT_LIMIT
+        return validation.DEFAULT_LIST_LIMIT
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise ValidationError("limit must be an integer")
     return limit

@@ -2,7 +2,8 @@
 
 Every route calls the public jobs API and nothing else. Bad input gets the documented JSON
 error, never a stack trace: validation errors map to their codes, and an unexpected error is
-logged and answered with a bare 500 `internal_error`.
+logged once with its traceback and answered with a bare 500 `internal_error` on a connection
+that stays open.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import validation
 from ..errors import KumofireJobsError, ValidationError
 from ..jobs import Jobs
 from ..log import get_logger
@@ -50,6 +54,39 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class InternalErrors:
+    """Answers an unexpected error with the JSON 500 and logs it once, with its traceback.
+
+    Starlette's own catch-all (`ServerErrorMiddleware`) re-raises after answering, so the server
+    prints a second traceback and closes the client's keep-alive connection; this middleware
+    sits inside it and does not re-raise."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("http.internal_error", method=scope["method"], path=scope["path"])
+            if started:
+                raise  # part of an answer is out: only closing the connection can end it
+            response = error_response(
+                500, "internal_error", "the server failed to handle the request"
+            )
+            await response(scope, receive, send)
 
 
 _HTTP_CODES = {
@@ -85,21 +122,32 @@ def create_app(
         ):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
 
+    def too_large() -> ApiError:
+        return ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
+
     async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            raise ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
+        declared = request.headers.get("content-length", "")
+        # Compare lengths first: int() refuses more than 4,300 digits.
+        if declared.isascii() and declared.isdigit():
+            digits = declared.lstrip("0")
+            if len(digits) > len(str(max_body_bytes)) or int(digits or "0") > max_body_bytes:
+                raise too_large()
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body_bytes:
-                raise ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
+                raise too_large()
             chunks.append(chunk)
         try:
             return msgspec.json.decode(b"".join(chunks))
         except msgspec.DecodeError as exc:
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValidationError(
+                "the body nests too deeply to read "
+                f"(a payload may nest at most {validation.MAX_PAYLOAD_DEPTH} levels)"
+            ) from None
 
     def route(
         path: str, methods: list[str], *, public: bool = False
@@ -122,14 +170,15 @@ def create_app(
     def not_found(what: str) -> ApiError:
         return ApiError(404, "not_found", f"{what} not found")
 
-    def query_int(request: Request, name: str) -> int | None:
-        value = request.query_params.get(name)
+    def query_limit(request: Request) -> int:
+        """`limit`, validated by the jobs API (1 to 200); 50 when absent."""
+        value = request.query_params.get("limit")
         if value is None or value == "":
-            return None
+            return validation.DEFAULT_LIST_LIMIT
         try:
             return int(value)
         except ValueError:
-            raise ValidationError(f"{name} must be an integer") from None
+            raise ValidationError("limit must be an integer") from None
 
     def query_str(request: Request, name: str) -> str | None:
         value = request.query_params.get(name)
@@ -142,7 +191,7 @@ def create_app(
         version = await jobs(request).schema_version()
         return JSONResponse({"status": "ok", "schema_version": version})
 
-    @route("/v1/openapi.json", ["GET"], public=True)
+    @route("/v1/openapi.json", ["GET"])
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -167,7 +216,7 @@ def create_app(
             status=query_str(request, "status"),
             name=query_str(request, "name"),
             schedule_id=query_str(request, "schedule_id"),
-            limit=query_int(request, "limit") or 50,
+            limit=query_limit(request),
             cursor=query_str(request, "cursor"),
         )
         return JSONResponse(wire.page_to_wire(page))
@@ -229,7 +278,7 @@ def create_app(
         page = await jobs(request).list_schedules(
             enabled=query_bool(request, "enabled"),
             name=query_str(request, "name"),
-            limit=query_int(request, "limit") or 50,
+            limit=query_limit(request),
             cursor=query_str(request, "cursor"),
         )
         return JSONResponse(wire.schedule_page_to_wire(page))
@@ -304,19 +353,29 @@ def create_app(
         *schedule_routes,
     ]
 
+    def allowed_methods(scope: Scope) -> str:
+        """Every method of the path (RFC 9110's Allow), not only the first route's: each
+        method of a path is a route of its own."""
+        methods: set[str] = set()
+        for candidate in routes:
+            if candidate.matches(scope)[0] is not Match.NONE and candidate.methods:
+                methods |= candidate.methods
+        return ", ".join(sorted(methods))
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        response = error_response(exc.status_code, code, message)
         if exc.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}"
-        return error_response(exc.status_code, code, message)
-
-    async def internal_error(request: Request, exc: Exception) -> Response:
-        log.error("http.internal_error", path=request.url.path, error=repr(exc))
-        return error_response(500, "internal_error", "the server failed to handle the request")
+            response = error_response(
+                405, code, f"{request.method} is not allowed on {request.url.path}"
+            )
+            response.headers["Allow"] = allowed_methods(request.scope)
+        return response
 
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        middleware=[Middleware(InternalErrors)],
+        exception_handlers={HTTPException: http_error},
     )
