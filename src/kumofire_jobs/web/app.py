@@ -202,7 +202,7 @@ def create_app(
 
     @route("/v1/runs:batch", ["POST"])
     async def create_runs(request: Request) -> Response:
-        body = wire.require_object(await read_json(request))
+        body = wire.known_fields(await read_json(request), wire.BATCH_FIELDS)
         runs = body.get("runs")
         if not isinstance(runs, list):
             raise ValidationError("runs must be a list of run bodies")

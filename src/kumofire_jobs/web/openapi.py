@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..states import ConsumeOutcome, RunStatus
+from . import wire
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -48,6 +49,53 @@ def _path(name: str) -> dict[str, Any]:
 
 _AUTH = (401, 403)
 
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional body field: the server takes null as the field left out."""
+    if "type" not in schema:
+        return schema  # any JSON value, null included
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+def _body(
+    fields: dict[str, dict[str, Any]], accepted: frozenset[str], required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A request body of exactly the fields the server accepts (`wire`'s field sets)."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "additionalProperties": False,
+        "properties": {
+            name: schema if name in required else _or_null(schema)
+            for name, schema in fields.items()
+            if name in accepted
+        },
+    }
+
+
+_RUN_FIELDS: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "description": "a job name with a registered handler"},
+    "payload": {"description": "any JSON value, handed to the handler"},
+    "run_at": {**_TIME, "description": "due time; a past time is due now"},
+    "delay": {"type": "number", "minimum": 0, "maximum": 31536000},
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+    "dedupe_key": {"type": "string"},
+}
+
+_SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "description": "a job name with a registered handler"},
+    "payload": {"description": "any JSON value, handed to every occurrence"},
+    "cron": {
+        "type": "string",
+        "description": "5 fields, or 6 with a leading seconds field; exclusive with every",
+    },
+    "every": {"type": "number", "minimum": 1, "description": "seconds between runs"},
+    "key": {"type": "string", "description": "unique; no '/'"},
+    "timezone": {"type": "string", "description": "IANA name, cron only (default UTC)"},
+    "enabled": {"type": "boolean"},
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+}
+
 _SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -60,19 +108,7 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "CreateRun": {
-        "type": "object",
-        "required": ["name"],
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "description": "a job name with a registered handler"},
-            "payload": {"description": "any JSON value, handed to the handler"},
-            "run_at": {**_TIME, "description": "due time; a past time is due now"},
-            "delay": {"type": "number", "minimum": 0, "maximum": 31536000},
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-            "dedupe_key": {"type": "string"},
-        },
-    },
+    "CreateRun": _body(_RUN_FIELDS, wire.CREATE_FIELDS, required=("name",)),
     "CreatedRun": {
         "type": "object",
         "required": ["kumofire_job_run_id", "deduplicated"],
@@ -111,23 +147,10 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {s.value: {"type": "integer"} for s in RunStatus},
     },
-    "CreateSchedule": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "description": "a job name with a registered handler"},
-            "payload": {"description": "any JSON value, handed to every occurrence"},
-            "cron": {
-                "type": "string",
-                "description": "5 fields, or 6 with a leading seconds field; exclusive with every",
-            },
-            "every": {"type": "number", "minimum": 1, "description": "seconds between runs"},
-            "key": {"type": "string", "description": "unique; no '/'"},
-            "timezone": {"type": "string", "description": "IANA name, cron only (default UTC)"},
-            "enabled": {"type": "boolean"},
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-        },
-    },
+    "CreateSchedule": _body(_SCHEDULE_FIELDS, wire.SCHEDULE_CREATE_FIELDS, required=("name",)),
+    # PUT and PATCH: the fields to change (the key is in the path). A PUT that creates needs
+    # `name` and a timing, as a create does.
+    "ScheduleFields": _body(_SCHEDULE_FIELDS, wire.SCHEDULE_PATCH_FIELDS),
     "JobSchedule": {
         "type": "object",
         "properties": {
@@ -178,8 +201,7 @@ _PATHS: dict[str, Any] = {
     "/v1/openapi.json": {
         "get": {
             "summary": "This document",
-            "security": [],
-            "responses": {"200": {"description": "the OpenAPI document"}},
+            "responses": {"200": {"description": "the OpenAPI document"}, **_errors(*_AUTH)},
         }
     },
     "/v1/runs": {
@@ -212,6 +234,7 @@ _PATHS: dict[str, Any] = {
                     {
                         "type": "object",
                         "required": ["runs"],
+                        "additionalProperties": False,
                         "properties": {
                             "runs": {"type": "array", "maxItems": 100, "items": _ref("CreateRun")}
                         },
@@ -294,7 +317,7 @@ def _schedule_paths() -> dict[str, Any]:
             "put": {
                 "summary": "Create or change the schedule with this key (only the fields given)",
                 "parameters": [_path("key")],
-                "requestBody": {"required": True, **_json(_ref("CreateSchedule"), "the fields")},
+                "requestBody": {"required": True, **_json(_ref("ScheduleFields"), "the fields")},
                 "responses": {
                     "201": _json(_ref("JobSchedule"), "created"),
                     "200": _json(_ref("JobSchedule"), "updated"),
@@ -316,7 +339,7 @@ def _schedule_paths() -> dict[str, Any]:
                     "summary": "Change the fields given (timing changes replace the pending "
                     "occurrence)",
                     "parameters": [_path(param)],
-                    "requestBody": {"required": True, **_json(_ref("CreateSchedule"), "fields")},
+                    "requestBody": {"required": True, **_json(_ref("ScheduleFields"), "fields")},
                     "responses": {**one, **_errors(400, 413, 422)},
                 },
                 "delete": {

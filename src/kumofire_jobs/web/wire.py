@@ -14,7 +14,7 @@ from ..errors import ValidationError
 from ..models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
 from ..times import format_rfc3339, parse_rfc3339
 
-_CREATE_FIELDS = frozenset(CreateRequest.__struct_fields__)
+CREATE_FIELDS = frozenset(CreateRequest.__struct_fields__)
 
 
 def run_to_wire(run: JobRun) -> dict[str, Any]:
@@ -67,12 +67,20 @@ SCHEDULE_CREATE_FIELDS = frozenset(
 SCHEDULE_PATCH_FIELDS = SCHEDULE_CREATE_FIELDS - {"key"}
 
 
+BATCH_FIELDS = frozenset({"runs"})
+
+
 def schedule_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
     """A schedule body's fields, rejecting unknown ones (their values are checked later)."""
-    fields = require_object(body)
+    return known_fields(body, allowed)
+
+
+def known_fields(body: Any, allowed: frozenset[str], what: str = "the body") -> dict[str, Any]:
+    """A body's fields, rejecting unknown ones: what OpenAPI describes is what is accepted."""
+    fields = require_object(body, what)
     unknown = sorted(set(fields) - allowed)
     if unknown:
-        raise ValidationError(f"the body has unknown field(s): {', '.join(unknown)}")
+        raise ValidationError(f"{what} has unknown field(s): {', '.join(unknown)}")
     return dict(fields)
 
 
@@ -92,10 +100,7 @@ def require_object(body: Any, what: str = "the body") -> Mapping[str, Any]:
 
 def create_request(body: Any, what: str = "the body") -> CreateRequest:
     """A create body to a CreateRequest, checking each field's JSON type."""
-    fields = require_object(body, what)
-    unknown = sorted(set(fields) - _CREATE_FIELDS)
-    if unknown:
-        raise ValidationError(f"{what} has unknown field(s): {', '.join(unknown)}")
+    fields = known_fields(body, CREATE_FIELDS, what)
     run_at = fields.get("run_at")
     if run_at is not None:
         if not isinstance(run_at, str):

@@ -1,0 +1,288 @@
+"""What a hostile or careless client can send: every route answers a documented 4xx, never a
+500, and the API's edges (Allow on 405, the token on the OpenAPI document, `limit`) hold."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+import uvicorn
+from starlette.requests import Request
+
+from kumofire_jobs import JobContext, Jobs, PayloadTooLargeError, ValidationError
+from kumofire_jobs.cloudflare import JobsRpcError, service
+from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.validation import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
+from kumofire_jobs.web import create_app
+
+from .conftest import EnvFactory
+
+
+async def ok(ctx: JobContext) -> None:
+    return None
+
+
+@pytest.fixture
+async def env(make_env: EnvFactory) -> LocalEnvironment:
+    return await make_env({"email": ok})
+
+
+@pytest.fixture
+async def client(env: LocalEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+    # The default body limit (1 MiB): a payload can be under it and over D1's value limit.
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"]["message"], str), body
+    assert "Traceback" not in body["error"]["message"]
+    return response.status_code, body["error"]["code"]
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+HUGE = b"1" + b"0" * 400  # a JSON integer no float holds
+STRING_OVER_D1 = b'"' + b"x" * 999_990 + b'"'  # under the 1 MiB body limit, over D1's value limit
+
+
+def run_body(**fields: bytes) -> bytes:
+    return (
+        b'{"name":"email",'
+        + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in fields.items())
+        + b"}"
+    )
+
+
+def schedule_body(**fields: bytes) -> bytes:
+    fields.setdefault("every", b"5")
+    return run_body(**fields)
+
+
+# (method, path, body, expected (status, code)); each was a 500 or is a class of one.
+HOSTILE: list[tuple[str, str, bytes | None, tuple[int, str]]] = [
+    ("POST", "/v1/runs", run_body(payload=nested(MAX_PAYLOAD_DEPTH + 1)),
+     (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(payload=nested(1_000)), (422, "validation_error")),
+    ("POST", "/v1/runs", nested(100_000), (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(delay=HUGE), (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(delay=b"-" + HUGE), (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(delay=b"1e400"), (400, "invalid_json")),
+    ("POST", "/v1/runs", run_body(max_attempts=HUGE), (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(payload=STRING_OVER_D1), (413, "payload_too_large")),
+    ("POST", "/v1/runs", run_body(run_at=b'"9999-12-31T23:59:59-23:59"'),
+     (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(run_at=b'"2030-02-30T00:00:00Z"'), (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(run_at=b'"2030-01-01T00:00:00+99:99"'),
+     (422, "validation_error")),
+    ("POST", "/v1/runs", run_body(dedupe_key=b'"\\ud800"'), (400, "invalid_json")),
+    ("POST", "/v1/runs", b"\xff\xfe", (400, "invalid_json")),
+    ("POST", "/v1/runs", b'{"name":"email","payload":1}' * 2, (400, "invalid_json")),
+    ("POST", "/v1/runs:batch", b'{"runs":[' + run_body(payload=nested(1_000)) + b"]}",
+     (422, "validation_error")),
+    ("POST", "/v1/runs:batch", b'{"runs":[' + run_body(payload=STRING_OVER_D1) + b"]}",
+     (413, "payload_too_large")),
+    ("POST", "/v1/runs:batch", b'{"runs":' + nested(5_000) + b"}", (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(every=HUGE), (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(every=b"-" + HUGE), (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(every=b"1e308"), (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(max_attempts=HUGE), (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(enabled=HUGE), (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(payload=nested(1_000)), (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(payload=STRING_OVER_D1), (413, "payload_too_large")),
+    ("POST", "/v1/schedules", run_body(cron=b'"0 0 31 2 *"'), (422, "validation_error")),
+    ("POST", "/v1/schedules", run_body(cron=b'"' + HUGE + b' * * * *"'), (422, "validation_error")),
+    ("POST", "/v1/schedules", run_body(cron=b'"' + b"*" * 100_000 + b'"'),
+     (422, "validation_error")),
+    ("POST", "/v1/schedules", run_body(cron=b'"* * * * *"', timezone=b'"' + b"A" * 100_000 + b'"'),
+     (422, "validation_error")),
+    ("POST", "/v1/schedules", schedule_body(key=b'"' + b"k" * 100_000 + b'"'),
+     (422, "validation_error")),
+    ("PUT", "/v1/schedules/by-key/k", schedule_body(every=HUGE), (422, "validation_error")),
+    ("PUT", "/v1/schedules/by-key/k", schedule_body(payload=STRING_OVER_D1),
+     (413, "payload_too_large")),
+    ("PUT", "/v1/schedules/by-key/k", nested(100_000), (422, "validation_error")),
+    ("PUT", "/v1/schedules/by-key/" + "k" * 5_000, schedule_body(), (422, "validation_error")),
+    ("PATCH", "/v1/schedules/by-key/present", b'{"every":' + HUGE + b"}",
+     (422, "validation_error")),
+    ("PATCH", "/v1/schedules/by-key/present", b'{"payload":' + nested(1_000) + b"}",
+     (422, "validation_error")),
+    ("PATCH", "/v1/schedules/by-key/present", b'{"payload":' + STRING_OVER_D1 + b"}",
+     (413, "payload_too_large")),
+    ("GET", "/v1/runs?limit=" + "9" * 5_000, None, (422, "validation_error")),
+    ("GET", "/v1/runs?limit=1e3", None, (422, "validation_error")),
+    ("GET", "/v1/runs?cursor=%ff%fe", None, (422, "validation_error")),
+    ("GET", "/v1/runs?cursor=" + "A" * 5_000, None, (422, "validation_error")),
+    ("GET", "/v1/runs?status=%00", None, (422, "validation_error")),
+    ("GET", "/v1/runs/" + "r" * 5_000, None, (404, "not_found")),
+    ("GET", "/v1/schedules?limit=-" + "9" * 5_000, None, (422, "validation_error")),
+    ("GET", "/v1/schedules?enabled=%00", None, (422, "validation_error")),
+]  # fmt: skip
+
+
+async def test_hostile_requests_get_a_documented_4xx_never_a_500(
+    client: httpx.AsyncClient, env: LocalEnvironment
+) -> None:
+    await client.put("/v1/schedules/by-key/present", json={"name": "email", "every": 60})
+    before = await env.jobs.counts()
+    for method, path, body, expected in HOSTILE:
+        response = await client.request(method, path, content=body)
+        assert error_of(response) == expected, (method, path[:80], (body or b"")[:80])
+    assert await env.jobs.counts() == before  # nothing bad was stored
+
+
+async def test_errors_say_what_is_wrong(client: httpx.AsyncClient) -> None:
+    def message(response: httpx.Response) -> str:
+        return str(response.json()["error"]["message"])
+
+    too_large = await client.post("/v1/runs", content=run_body(payload=STRING_OVER_D1))
+    assert f"limit of {MAX_PAYLOAD_BYTES}" in message(too_large)
+    deep = await client.post("/v1/runs", content=run_body(payload=nested(500)))
+    assert f"nested deeper than {MAX_PAYLOAD_DEPTH} levels" in message(deep)
+    deeper = await client.post("/v1/runs", content=run_body(payload=nested(50_000)))
+    assert "nests too deeply" in message(deeper)
+    delay = await client.post("/v1/runs", content=run_body(delay=HUGE))
+    assert "delay must be between 0 and 365 days" in message(delay)
+
+
+async def test_the_limits_are_the_same_in_python_and_rpc(env: LocalEnvironment) -> None:
+    jobs: Jobs = env.jobs
+    big = "x" * MAX_PAYLOAD_BYTES  # two quotes over the limit as JSON
+    with pytest.raises(PayloadTooLargeError, match="over the limit"):
+        await jobs.create("email", big)
+    with pytest.raises(ValidationError, match="over the limit"):  # a kind of ValidationError
+        await jobs.create_schedule("email", big, every=5)
+    created = await jobs.create("email", "x" * (MAX_PAYLOAD_BYTES - 2))  # exactly the limit
+    assert created.deduplicated is False
+
+    deep: Any = []
+    for _ in range(MAX_PAYLOAD_DEPTH):
+        deep = [deep]
+    with pytest.raises(ValidationError, match=f"deeper than {MAX_PAYLOAD_DEPTH} levels"):
+        await jobs.create("email", deep)
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValidationError, match="deeper than"):
+        await jobs.create("email", looped)
+    await jobs.create("email", deep[0])  # exactly the limit
+    with pytest.raises(ValidationError, match="delay must be between"):
+        await jobs.create("email", delay=10**400)
+    with pytest.raises(ValidationError, match="year 10000"):
+        await jobs.create(
+            "email", run_at=datetime.max.replace(tzinfo=timezone(-timedelta(hours=1)))
+        )
+
+    with pytest.raises(JobsRpcError) as caught:
+        await service.create(jobs, {"name": "email", "payload": big})
+    assert caught.value.code == "payload_too_large"
+    with pytest.raises(JobsRpcError) as caught:
+        await service.create_many(jobs, [{"name": "email", "payload": deep}])
+    assert caught.value.code == "validation_error"
+    with pytest.raises(JobsRpcError) as caught:
+        await service.create(jobs, {"name": "email", "delay": 10**400})
+    assert caught.value.code == "validation_error"
+
+
+async def test_limit_outside_1_to_200_is_refused_everywhere(
+    client: httpx.AsyncClient, env: LocalEnvironment
+) -> None:
+    for path in ("/v1/runs", "/v1/schedules"):
+        for limit in ("0", "-1", "201"):
+            response = await client.get(path, params={"limit": limit})
+            assert error_of(response) == (422, "validation_error"), (path, limit)
+        assert (await client.get(path, params={"limit": "200"})).status_code == 200
+        assert (await client.get(path, params={"limit": ""})).status_code == 200  # the default
+    for limit_value in (0, -1, 201):
+        for call in (service.list_runs, service.list_schedules):
+            with pytest.raises(JobsRpcError) as caught:
+                await call(env.jobs, {"limit": limit_value})
+            assert caught.value.code == "validation_error"
+        with pytest.raises(ValidationError, match="limit must be between"):
+            await env.jobs.list(limit=limit_value)
+        with pytest.raises(ValidationError, match="limit must be between"):
+            await env.jobs.list_schedules(limit=limit_value)
+
+
+async def test_every_405_carries_allow_with_the_methods_of_its_path(
+    client: httpx.AsyncClient,
+) -> None:
+    cases = {
+        ("DELETE", "/v1/runs"): "GET, HEAD, POST",
+        ("GET", "/v1/runs:batch"): "POST",
+        ("PUT", "/v1/runs/run_x"): "GET, HEAD",
+        ("GET", "/v1/runs/run_x/cancel"): "POST",
+        ("POST", "/v1/health"): "GET, HEAD",
+        ("PUT", "/v1/schedules"): "GET, HEAD, POST",
+        ("POST", "/v1/schedules/sch_x"): "DELETE, GET, HEAD, PATCH",
+        ("POST", "/v1/schedules/by-key/k"): "DELETE, GET, HEAD, PATCH, PUT",
+        ("GET", "/v1/schedules/by-key/k/enable"): "POST",
+    }
+    for (method, path), allow in cases.items():
+        response = await client.request(method, path)
+        assert error_of(response) == (405, "method_not_allowed"), (method, path)
+        assert response.headers.get("allow") == allow, (method, path)
+
+
+async def test_the_openapi_document_needs_the_token(env: LocalEnvironment) -> None:
+    app = create_app(lambda request: env.jobs, api_token="s3cret")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert error_of(await http.get("/v1/openapi.json")) == (401, "unauthorized")
+        right = {"Authorization": "Bearer s3cret"}
+        document = await http.get("/v1/openapi.json", headers=right)
+        assert document.status_code == 200
+        assert document.json()["paths"]["/v1/openapi.json"]["get"].get("security") != []
+        assert (await http.get("/v1/health")).status_code == 200  # still never needs one
+
+
+async def test_an_unexpected_error_answers_500_logs_once_and_keeps_the_connection(
+    env: LocalEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    def jobs(request: Request) -> Jobs:
+        if "boom" in request.query_params:
+            raise RuntimeError("a bug")
+        return env.jobs
+
+    # A socket listening before the server starts: the client's connection waits in its backlog.
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(jobs), lifespan="off", log_level="info"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        local_ports: list[int] = []
+
+        async def note_port(response: httpx.Response) -> None:
+            stream = response.extensions["network_stream"]
+            local_ports.append(stream.get_extra_info("socket").getsockname()[1])
+
+        hooks: Any = {"response": [note_port]}
+        limits = httpx.Limits(max_connections=1)
+        caplog.set_level(logging.INFO)
+        with structlog.testing.capture_logs() as events:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", limits=limits, event_hooks=hooks
+            ) as http:
+                failed = await http.get("/v1/runs", params={"boom": "1"})
+                assert error_of(failed) == (500, "internal_error")
+                assert "a bug" not in failed.text
+                again = await http.get("/v1/runs")
+                assert again.status_code == 200
+        assert len(set(local_ports)) == 1, local_ports  # one connection served both
+        errors = [e for e in events if e["log_level"] == "error"]
+        assert [e["event"] for e in errors] == ["http.internal_error"]
+        assert errors[0]["exc_info"] is True and errors[0]["path"] == "/v1/runs"
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        server.should_exit = True
+        await serving
