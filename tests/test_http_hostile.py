@@ -192,6 +192,12 @@ async def test_the_limits_are_the_same_in_python_and_rpc(env: LocalEnvironment) 
     with pytest.raises(JobsRpcError) as caught:
         await service.create(jobs, {"name": "email", "delay": 10**400})
     assert caught.value.code == "validation_error"
+    deeper: Any = []
+    for _ in range(50_000):  # beyond the interpreter's recursion limit
+        deeper = [deeper]
+    with pytest.raises(JobsRpcError) as caught:
+        await service.create(jobs, {"name": "email", "payload": deeper})
+    assert caught.value.code == "validation_error" and "nest" in caught.value.message
 
 
 async def test_limit_outside_1_to_200_is_refused_everywhere(

@@ -77,8 +77,15 @@ def rpc_method(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
             raise
         except KumofireJobsError as exc:
             raise JobsRpcError(exc.code, str(exc)) from None
-        except Exception as exc:
-            log.error("rpc.internal_error", method=function.__name__, error=repr(exc))
+        except RecursionError:
+            # Converting a deeply nested argument, as the HTTP API's JSON decoding says it.
+            raise JobsRpcError(
+                ValidationError.code,
+                "the arguments nest too deeply to read "
+                f"(a payload may nest at most {validation.MAX_PAYLOAD_DEPTH} levels)",
+            ) from None
+        except Exception:
+            log.exception("rpc.internal_error", method=function.__name__)
             raise JobsRpcError("internal_error", "the server failed to handle the call") from None
 
     return call
