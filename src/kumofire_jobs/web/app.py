@@ -366,11 +366,10 @@ def create_app(
         assert isinstance(exc, HTTPException)
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
         response = error_response(exc.status_code, code, message)
         if exc.status_code == 405:
-            response = error_response(
-                405, code, f"{request.method} is not allowed on {request.url.path}"
-            )
             response.headers["Allow"] = allowed_methods(request.scope)
         return response
 
