@@ -292,3 +292,30 @@ async def test_an_unexpected_error_answers_500_logs_once_and_keeps_the_connectio
     finally:
         server.should_exit = True
         await serving
+
+
+HOSTILE_SEGMENTS = ["%00", "%ed%a0%80", "..", "x" * 4_000, "run_" + "9" * 500, "%25%32%66"]
+HOSTILE_QUERIES = [
+    {"limit": "9" * 5_000, "cursor": "%ff", "status": "\x00", "enabled": "1"},
+    {"limit": "-0", "name": "\udcff".encode("utf-8", "surrogatepass").decode("latin-1")},
+]
+HOSTILE_BODIES = [nested(100_000), b"[" + HUGE + b"]", b'{"runs":' + HUGE + b"}", b"\x00", b"{}"]
+
+
+async def test_every_route_survives_hostile_ids_queries_and_bodies(
+    client: httpx.AsyncClient,
+) -> None:
+    served = [
+        (method, route.path)
+        for route in client._transport.app.routes  # type: ignore[attr-defined]
+        for method in sorted(route.methods - {"HEAD"})
+    ]
+    for method, template in served:
+        for segment in HOSTILE_SEGMENTS:
+            path = template.format(run_id=segment, schedule_id=segment, key=segment)
+            for query in HOSTILE_QUERIES:
+                for body in HOSTILE_BODIES if method in ("POST", "PUT", "PATCH") else [None]:
+                    response = await client.request(method, path, params=query, content=body)
+                    assert response.status_code < 500, (method, path[:60], query, body)
+                    if response.status_code >= 400:
+                        error_of(response)
