@@ -263,7 +263,9 @@ async def test_an_unexpected_error_answers_500_logs_once_and_keeps_the_connectio
     # A socket listening before the server starts: the client's connection waits in its backlog.
     listening = socket.create_server(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(jobs), lifespan="off", log_level="info"))
+    # log_config=None: uvicorn's loggers propagate to the root logger, where caplog sees them.
+    config = uvicorn.Config(create_app(jobs), lifespan="off", log_level="info", log_config=None)
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         local_ports: list[int] = []
