@@ -238,6 +238,15 @@ async def test_every_405_carries_allow_with_the_methods_of_its_path(
         response = await client.request(method, path)
         assert error_of(response) == (405, "method_not_allowed"), (method, path)
         assert response.headers.get("allow") == allow, (method, path)
+    by_path: dict[str, set[str]] = {}
+    for route in client._transport.app.routes:  # type: ignore[attr-defined]
+        by_path.setdefault(route.path, set()).update(route.methods)
+    for template, methods in by_path.items():
+        path = template.format(run_id="run_x", schedule_id="sch_x", key="k")
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} - methods:
+            response = await client.request(method, path)
+            assert error_of(response) == (405, "method_not_allowed"), (method, path)
+            assert response.headers["allow"] == ", ".join(sorted(methods)), (method, path)
 
 
 async def test_the_openapi_document_needs_the_token(env: LocalEnvironment) -> None:
