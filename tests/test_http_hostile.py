@@ -102,6 +102,8 @@ HOSTILE: list[tuple[str, str, bytes | None, tuple[int, str]]] = [
     ("POST", "/v1/schedules", schedule_body(payload=nested(1_000)), (422, "validation_error")),
     ("POST", "/v1/schedules", schedule_body(payload=STRING_OVER_D1), (413, "payload_too_large")),
     ("POST", "/v1/schedules", run_body(cron=b'"0 0 31 2 *"'), (422, "validation_error")),
+    ("POST", "/v1/schedules", run_body(cron=b'"' + b"0," * 50_000 + b'0 * * * *"'),
+     (422, "validation_error")),
     ("POST", "/v1/schedules", run_body(cron=b'"' + HUGE + b' * * * *"'), (422, "validation_error")),
     ("POST", "/v1/schedules", run_body(cron=b'"' + b"*" * 100_000 + b'"'),
      (422, "validation_error")),

@@ -50,6 +50,9 @@ DEFAULT_TIMEZONE = "UTC"
 MIN_EVERY_SECONDS = 1
 # An upper bound so that every occurrence stays a representable date (and an int64 in D1).
 MAX_EVERY_SECONDS = 100 * 365 * 86_400
+# Longer than any useful cron; parsing a long list costs seconds of CPU and its text shares a
+# D1 row with the payload.
+MAX_CRON_CHARS = 512
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -155,6 +158,8 @@ def _is_known_zone(name: str) -> bool:
 def _parse_cron(cron: Any) -> str:
     if not isinstance(cron, str):
         raise ValidationError(f"cron must be a string, not {type(cron).__name__}")
+    if len(cron) > MAX_CRON_CHARS:
+        raise ValidationError(f"cron is longer than {MAX_CRON_CHARS} characters")
     fields = _CRON_FIELD.findall(cron)
     if len(fields) not in (5, 6):
         hint = " (aliases such as @daily are not supported)" if cron.strip()[:1] == "@" else ""
