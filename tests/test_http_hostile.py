@@ -165,8 +165,12 @@ async def test_the_limits_are_the_same_in_python_and_rpc(env: LocalEnvironment) 
         await jobs.create("email", big)
     with pytest.raises(ValidationError, match="over the limit"):  # a kind of ValidationError
         await jobs.create_schedule("email", big, every=5)
-    created = await jobs.create("email", "x" * (MAX_PAYLOAD_BYTES - 2))  # exactly the limit
+    # Exactly the limit fits a D1 row with the longest other columns, for runs and schedules.
+    largest = "x" * (MAX_PAYLOAD_BYTES - 2)
+    created = await jobs.create("email", largest, dedupe_key="d" * 512)
     assert created.deduplicated is False
+    schedule = await jobs.create_schedule("email", largest, cron="0 0 1 1 *", key="k" * 512)
+    assert schedule.next_run_at is not None  # its first occurrence, a run, was written too
 
     deep: Any = []
     for _ in range(MAX_PAYLOAD_DEPTH):
