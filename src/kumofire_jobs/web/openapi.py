@@ -9,7 +9,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from .. import __version__
+from .. import __version__, validation
+from ..schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS
+from ..schedules import MAX_KEY_CHARS
 from ..states import ConsumeOutcome, RunStatus
 from . import wire
 
@@ -73,28 +75,44 @@ def _body(
     }
 
 
-_RUN_FIELDS: dict[str, dict[str, Any]] = {
-    "name": {"type": "string", "description": "a job name with a registered handler"},
-    "payload": {"description": "any JSON value, handed to the handler"},
-    "run_at": {**_TIME, "description": "due time; a past time is due now"},
-    "delay": {"type": "number", "minimum": 0, "maximum": 31536000},
-    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-    "dedupe_key": {"type": "string"},
+_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": validation.MAX_NAME_CHARS,
+    "description": "a job name with a registered handler",
 }
+_PAYLOAD_LIMITS = (
+    f"at most {validation.MAX_PAYLOAD_BYTES} bytes as JSON (413 payload_too_large) and "
+    f"{validation.MAX_PAYLOAD_DEPTH} levels deep"
+)
+_MAX_ATTEMPTS = {"type": "integer", "minimum": 1, "maximum": validation.MAX_ATTEMPTS}
+
+_RUN_FIELDS: dict[str, dict[str, Any]] = {
+    "name": _NAME,
+    "payload": {"description": f"any JSON value, handed to the handler; {_PAYLOAD_LIMITS}"},
+    "run_at": {**_TIME, "description": "due time (before the year 10000); a past time is due now"},
+    "delay": {"type": "number", "minimum": 0, "maximum": validation.MAX_DELAY_SECONDS},
+    "max_attempts": _MAX_ATTEMPTS,
+    "dedupe_key": {"type": "string", "minLength": 1,
+                   "maxLength": validation.MAX_DEDUPE_KEY_CHARS},
+}  # fmt: skip
 
 _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
-    "name": {"type": "string", "description": "a job name with a registered handler"},
-    "payload": {"description": "any JSON value, handed to every occurrence"},
+    "name": _NAME,
+    "payload": {"description": f"any JSON value, handed to every occurrence; {_PAYLOAD_LIMITS}"},
     "cron": {
         "type": "string",
+        "maxLength": MAX_CRON_CHARS,
         "description": "5 fields, or 6 with a leading seconds field; exclusive with every",
     },
-    "every": {"type": "number", "minimum": 1, "description": "seconds between runs"},
-    "key": {"type": "string", "description": "unique; no '/'"},
+    "every": {"type": "number", "minimum": 1, "maximum": MAX_EVERY_SECONDS,
+              "description": "seconds between runs"},
+    "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[^/]*$",
+            "description": "unique"},
     "timezone": {"type": "string", "description": "IANA name, cron only (default UTC)"},
     "enabled": {"type": "boolean"},
-    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-}
+    "max_attempts": _MAX_ATTEMPTS,
+}  # fmt: skip
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
