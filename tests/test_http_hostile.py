@@ -133,6 +133,9 @@ HOSTILE: list[tuple[str, str, bytes | None, tuple[int, str]]] = [
 ]  # fmt: skip
 
 
+MAX_MESSAGE_CHARS = 1_000
+
+
 async def test_hostile_requests_get_a_documented_4xx_never_a_500(
     client: httpx.AsyncClient, env: LocalEnvironment
 ) -> None:
@@ -141,6 +144,8 @@ async def test_hostile_requests_get_a_documented_4xx_never_a_500(
     for method, path, body, expected in HOSTILE:
         response = await client.request(method, path, content=body)
         assert error_of(response) == expected, (method, path[:80], (body or b"")[:80])
+        # The message says what is wrong without echoing a huge input back.
+        assert len(response.json()["error"]["message"]) <= MAX_MESSAGE_CHARS, (method, path[:80])
     assert await env.jobs.counts() == before  # nothing bad was stored
 
 

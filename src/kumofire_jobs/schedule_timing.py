@@ -53,6 +53,8 @@ MAX_EVERY_SECONDS = 100 * 365 * 86_400
 # Longer than any useful cron; parsing a long list costs seconds of CPU and its text shares a
 # D1 row with the payload.
 MAX_CRON_CHARS = 512
+# The longest IANA zone name is about 30 characters; longer input is refused unread.
+MAX_TIMEZONE_CHARS = 64
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
@@ -123,6 +125,8 @@ def _parse_timezone(timezone: Any) -> str:
         raise ValidationError(
             f"timezone must be an IANA time zone name string, not {type(timezone).__name__}"
         )
+    if len(timezone) > MAX_TIMEZONE_CHARS:
+        raise ValidationError(f"timezone is longer than {MAX_TIMEZONE_CHARS} characters")
     if not _is_known_zone(timezone):
         raise ValidationError(
             f"timezone {timezone!r} is not a known IANA time zone (for example 'Europe/Berlin')"

@@ -10,7 +10,7 @@ from functools import cache
 from typing import Any
 
 from .. import __version__, validation
-from ..schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS
+from ..schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
 from ..schedules import MAX_KEY_CHARS
 from ..states import ConsumeOutcome, RunStatus
 from . import wire
@@ -109,7 +109,8 @@ _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
               "description": "seconds between runs"},
     "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[^/]*$",
             "description": "unique"},
-    "timezone": {"type": "string", "description": "IANA name, cron only (default UTC)"},
+    "timezone": {"type": "string", "maxLength": MAX_TIMEZONE_CHARS,
+                 "description": "IANA name, cron only (default UTC)"},
     "enabled": {"type": "boolean"},
     "max_attempts": _MAX_ATTEMPTS,
 }  # fmt: skip
