@@ -34,6 +34,14 @@ semantics follow the platform's documentation, not convenience:
   date is later. `delete_all_deletes_alarm=False` gives the older behaviour.
 * RPC: positional arguments only, values structured-cloned both ways, exceptions arrive as
   `DurableObjectError` carrying the message but not the type.
+* Eviction (`eviction`). An object with no call in flight, no alarm running or due within the
+  idle period, no retry of a failed alarm pending, no task (`waitUntil`,
+  `blockConcurrencyWhile`) and no uncommitted write is evicted once idle for
+  `IDLE_EVICTION_SECONDS` (70 s, the platform's lower bound), on the namespace's clock: its
+  instance goes, and, unless an alarm is set (the alarm lives in the namespace and rebuilds
+  it), its book-keeping too. An object emptied by `deleteAll()` with no alarm left (a
+  coordinator that closed) goes as soon as it is idle: storage holds nothing of it, so its
+  next call would build the same object. The next call builds a fresh instance from storage.
 
 Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
 KV pairs and alarm, so thousands of objects cost rows, not files; an object that uses
@@ -807,8 +815,9 @@ class LocalDurableObjectNamespace:
     """A Durable Object namespace bound to one class, persisted under the directory `path`.
 
     `factory(ctx, env)` builds an object, like `DurableObject.__init__(self, ctx, env)`.
-    Objects are built lazily on their first call and rebuilt from storage after `evict()`.
-    Alarms fire only between `start()` and `stop()`/`close()`.
+    Objects are built lazily on their first call and rebuilt from storage after `evict()` or
+    idle eviction (`idle_eviction_seconds`). Alarms fire, and idle objects are evicted, only
+    between `start()` and `stop()`/`close()`.
     """
 
     def __init__(
@@ -821,6 +830,7 @@ class LocalDurableObjectNamespace:
         class_name: str | None = None,
         synchronous: str = "NORMAL",
         delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
+        idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
@@ -837,7 +847,8 @@ class LocalDurableObjectNamespace:
         self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
         self._db.executescript(_SCHEMA)
         self._actors: dict[str, _Actor] = {}
-        self._evictor = IdleEvictor[_Actor](clock, self._evict_idle)
+        self._idle_seconds = idle_eviction_seconds
+        self._evictor = IdleEvictor[_Actor](clock, self._evict_idle, idle_eviction_seconds)
         self._digests: dict[str, str] = {}  # idFromName's recent answers
         self._tasks: set[asyncio.Future[Any]] = set()
         # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
@@ -1153,7 +1164,7 @@ class LocalDurableObjectNamespace:
         if actor.dirty or actor.blockers or actor.alarm_running or actor.alarm_retry:
             return False  # writes not committed, input gate held, or an alarm's retry due
         if actor.alarm_ms is not None:
-            if actor.alarm_ms / 1000 - self._clock.now() < IDLE_EVICTION_SECONDS:
+            if actor.alarm_ms / 1000 - self._clock.now() < self._idle_seconds:
                 return False  # its alarm is due soon: the platform keeps it in memory
             if actor.instance is not None:
                 self._drop_instance(actor)  # the alarm (in the namespace) rebuilds it
