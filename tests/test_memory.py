@@ -60,6 +60,14 @@ async def test_a_waiting_run_keeps_only_its_alarm_in_memory(
     env = await make_env({"noop": noop})
     namespace = env.JOB_COORDINATOR
     created = await env.jobs.create("noop", delay=3600)
+    other = await env.jobs.create("noop", delay=3600)
+    hooks = {
+        namespace._actors[namespace.idFromName(run.kumofire_job_run_id).toString()]
+        .instance.actor._hook
+        for run in (created, other)
+    }
+    assert hooks == {env.runtime.delivery_hook(env.resources)}  # one, shared
+    await env.jobs.cancel(other.kumofire_job_run_id)
     await clock.advance(IDLE_EVICTION_SECONDS)
     assert namespace.instance_count() == 0  # evicted while it waits
     assert namespace.actor_count() == 1  # its alarm
