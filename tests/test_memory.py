@@ -62,8 +62,9 @@ async def test_a_waiting_run_keeps_only_its_alarm_in_memory(
     created = await env.jobs.create("noop", delay=3600)
     other = await env.jobs.create("noop", delay=3600)
     hooks = {
-        namespace._actors[namespace.idFromName(run.kumofire_job_run_id).toString()]
-        .instance.actor._hook
+        namespace._actors[
+            namespace.idFromName(run.kumofire_job_run_id).toString()
+        ].instance.actor._hook
         for run in (created, other)
     }
     assert hooks == {env.runtime.delivery_hook(env.resources)}  # one, shared

@@ -202,9 +202,7 @@ async def test_no_eviction_while_a_wait_until_task_runs(env: Env, clock: ManualC
     assert await stub.recall() == "kept"
 
 
-async def test_no_eviction_between_an_alarm_and_its_retry(
-    env: Env, clock: ManualClock
-) -> None:
+async def test_no_eviction_between_an_alarm_and_its_retry(env: Env, clock: ManualClock) -> None:
     """A failing alarm's retries (2 s, 4 s, ...) run on the instance that failed, even when
     the idle period is shorter than the wait for the retry."""
     ns = await env.open(idle_eviction_seconds=1.0)
@@ -217,9 +215,7 @@ async def test_no_eviction_between_an_alarm_and_its_retry(
     assert ns.instance_count() == 1
 
 
-async def test_evicted_objects_are_rebuilt_after_a_restart(
-    env: Env, clock: ManualClock
-) -> None:
+async def test_evicted_objects_are_rebuilt_after_a_restart(env: Env, clock: ManualClock) -> None:
     ns = await env.open()
     await ns.getByName("kept").incr("n")
     await clock.advance(IDLE)
