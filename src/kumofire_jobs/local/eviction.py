@@ -35,6 +35,7 @@ class IdleEvictor(Generic[T]):
         self._idle_seconds = idle_seconds
         self._since: dict[T, float] = {}  # insertion order is idle order: oldest first
         self._wake = asyncio.Event()
+        self._waiting = True  # the sweeper waits with no deadline (or has not started)
 
     def __len__(self) -> int:
         return len(self._since)
@@ -42,9 +43,10 @@ class IdleEvictor(Generic[T]):
     def idle(self, obj: T) -> None:
         """`obj` has nothing running now: its idle period starts."""
         self._since.pop(obj, None)
-        if not self._since:
-            self._wake.set()  # the sweeper waits for nothing: give it a deadline
         self._since[obj] = self._clock.now()
+        if self._waiting:
+            self._waiting = False
+            self._wake.set()  # a deadline at last (any other is earlier than this one)
 
     def busy(self, obj: T) -> None:
         """`obj` runs something (a call, an alarm, a task): it is not idle."""
@@ -68,4 +70,5 @@ class IdleEvictor(Generic[T]):
                 evicted += 1
                 if evicted % 1024 == 0:
                     await asyncio.sleep(0)  # thousands idle at once: let calls run between
+            self._waiting = deadline is None
             await sleep_until_or_woken(self._clock, deadline, self._wake)
