@@ -1,10 +1,12 @@
 """Memory of a long-running embedded runtime: RSS as no-op runs go through it.
 
-    uv run python bench/memory_bench.py [--runs 100000] [--every 20000] [--concurrency 32]
+    uv run python bench/memory_bench.py [--runs 100000] [--every 20000] [--concurrency 32] [--http]
 
 The runtime runs as `kumofire-jobs dev` runs it (the embedded bindings, JSON logs to a file,
 the startup heap frozen), on the system clock. Runs are created by `--concurrency` callers,
-each one `jobs.create` at a time, as concurrent requests do. At every `--every` runs it waits
+each one `jobs.create` at a time, as concurrent requests do; with `--http`, each a
+`POST /v1/runs` to the HTTP API app `kumofire-jobs dev` serves (in process, through httpx's
+ASGI transport: no sockets, no uvicorn). At every `--every` runs it waits
 until each run created so far has completed, collects garbage, and prints one JSON line: the
 process's resident set (VmRSS), the coordinator objects alive (instances the Durable Object
 namespace holds, its book-keeping entries, and `CoordinatorActor` objects the collector can
@@ -25,12 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from kumofire_coordinator import CoordinatorActor
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.gc_tuning import freeze_startup_heap
 from kumofire_jobs.log import configure_logging
+from kumofire_jobs.web import create_app
 
 
 def rss_kib() -> int:
@@ -66,10 +71,24 @@ def live(kind: type) -> int:
     return sum(1 for obj in gc.get_objects() if type(obj) is kind)
 
 
-async def measure(runs: int, every: int, concurrency: int, data_dir: Path) -> list[dict[str, Any]]:
+async def measure(
+    runs: int, every: int, concurrency: int, http: bool, data_dir: Path
+) -> list[dict[str, Any]]:
     env = CountingEnvironment(create_runtime({"noop": noop}), data_dir)
     env.reached = asyncio.Event()
     await env.start()
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(lambda request: env.jobs)),
+        base_url="http://bench",
+    )
+
+    async def create() -> None:
+        if not http:
+            await env.jobs.create("noop")
+            return
+        response = await client.post("/v1/runs", json={"name": "noop"})
+        assert response.status_code == 202, response.text
+
     freeze_startup_heap()  # as `kumofire-jobs dev` does
     namespace = env.JOB_COORDINATOR
     rows: list[dict[str, Any]] = []
@@ -81,7 +100,7 @@ async def measure(runs: int, every: int, concurrency: int, data_dir: Path) -> li
 
         async def caller(count: int) -> None:
             for _ in range(count):
-                await env.jobs.create("noop")
+                await create()
 
         share, extra = divmod(step, concurrency)
         await asyncio.gather(*(caller(share + (i < extra)) for i in range(concurrency)))
@@ -102,6 +121,7 @@ async def measure(runs: int, every: int, concurrency: int, data_dir: Path) -> li
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+    await client.aclose()
     await env.stop()
     return rows
 
@@ -111,10 +131,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--every", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--http", action="store_true", help="create through the HTTP API")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, (Path(tmp) / "log.jsonl").open("w") as log_file:
         configure_logging(json=True, stream=log_file)
-        rows = asyncio.run(measure(args.runs, args.every, args.concurrency, Path(tmp) / "data"))
+        rows = asyncio.run(
+            measure(args.runs, args.every, args.concurrency, args.http, Path(tmp) / "data")
+        )
     first, last = rows[0]["rss_kib"], rows[-1]["rss_kib"]
     growth = (last - first) / first
     print(
