@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
+from kumofire_jobs.local.durable_objects import DurableObjectError, LocalDurableObjectNamespace
 from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS
 
 from .durable_object_contract import ContractObject, Probe, now_ms
@@ -223,3 +224,23 @@ async def test_evicted_objects_are_rebuilt_after_a_restart(env: Env, clock: Manu
     await ns.close()
     ns = await env.open()
     assert await ns.getByName("kept").incr("n") == 2
+
+
+async def test_a_close_whose_commit_failed_keeps_the_object(env: Env, clock: ManualClock) -> None:
+    """deleteAll() is lost with its failed commit: the object still has its data, and is kept
+    (or, once idle, evicted and rebuilt) with that data, never taken for an empty one."""
+    ns = await env.open()
+    stub = ns.getByName("failed-close")
+    await stub.incr("n")
+    original = ns._write_out
+
+    def failing(dirty: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    ns._write_out = failing  # type: ignore[method-assign]
+    with pytest.raises(DurableObjectError, match="disk I/O error"):
+        await stub.storage("deleteAll")
+    ns._write_out = original  # type: ignore[method-assign]
+    await clock.advance(IDLE)
+    assert ns.actor_count() == 0
+    assert await stub.incr("n") == 2

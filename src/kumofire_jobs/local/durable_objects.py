@@ -1138,18 +1138,19 @@ class LocalDurableObjectNamespace:
         actor.busy -= 1
         if actor.busy or self._closed or self._actors.get(actor.hex) is not actor:
             return
-        if self._is_closed_object(actor):
-            if not actor.dirty:
-                self._forget(actor)
-            # (else: once its writes commit, see _committed)
+        if self._is_closed_object(actor) and not actor.dirty:
+            self._forget(actor)
         else:
+            # (Closed with its writes pending: it goes when they commit, see _committed.)
             self._evictor.idle(actor)
 
     @staticmethod
     def _is_closed_object(actor: _Actor) -> bool:
-        """Emptied by deleteAll() with no alarm left: a rebuilt instance would be the same."""
+        """Emptied by deleteAll() with no alarm left: a rebuilt instance would be the same.
+        `cache_complete`: the clear is known committed (a failed commit resets it)."""
         return (
             actor.cleared
+            and actor.cache_complete
             and actor.alarm_ms is None
             and not actor.alarm_running
             and not actor.busy
@@ -1177,7 +1178,7 @@ class LocalDurableObjectNamespace:
         and its next call starts from there."""
         self._evictor.busy(actor)
         del self._actors[actor.hex]
-        if actor.cleared:
+        if actor.cleared and actor.cache_complete:
             self._stored.discard(actor.hex)
         else:
             self._stored.add(actor.hex)  # its first reads when rebuilt must query storage
