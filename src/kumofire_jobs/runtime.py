@@ -78,6 +78,7 @@ class BoundResources:
     consumer: Consumer
     handlers: Mapping[str, Handler]  # the runtime's own and the resources' remote ones
     schema_checked: bool = False
+    delivery_hook: QueueDeliveryHook | None = None  # shared by every coordinator object
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def ensure_schema(self, check: Callable[[D1Database], Awaitable[None]]) -> None:
@@ -180,16 +181,23 @@ class Runtime:
         return list(await asyncio.gather(*(one(message) for message in batch.messages)))
 
     def delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
-        jobs = self.bind(resources)
+        """The hook the coordinators bound to `resources` deliver through: one for them all
+        (it holds nothing per run), not one per coordinator object built."""
+        bound = self._bind(resources)
+        if bound.delivery_hook is None:
+            jobs = Jobs(self, bound)
 
-        async def occurrence_delivered(
-            schedule_id: str, run_id: str, nominal_ms: int | None
-        ) -> None:
-            await jobs.schedules.advance(schedule_id, run_id, delivered=True, nominal_ms=nominal_ms)
+            async def occurrence_delivered(
+                schedule_id: str, run_id: str, nominal_ms: int | None
+            ) -> None:
+                await jobs.schedules.advance(
+                    schedule_id, run_id, delivered=True, nominal_ms=nominal_ms
+                )
 
-        return QueueDeliveryHook(
-            self._bind(resources).store, resources.queue, self.clock, occurrence_delivered
-        )
+            bound.delivery_hook = QueueDeliveryHook(
+                bound.store, resources.queue, self.clock, occurrence_delivered
+            )
+        return bound.delivery_hook
 
     def coordinator_actor(self, storage: ActorStorage, resources: Resources) -> CoordinatorActor:
         """The actor a coordinator Durable Object wraps, delivering through this runtime."""

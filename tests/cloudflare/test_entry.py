@@ -140,6 +140,13 @@ async def test_a_run_goes_through_rpc_coordinator_queue_and_handler(
     created = await jobs.create({"name": "job", "payload": {"n": 1}, "delay": 2})
     assert set(created) == {"kumofire_job_run_id", "deduplicated"}
     run_id = created["kumofire_job_run_id"]
+    # The coordinator Durable Object is entry.JobCoordinator, over the adapted storage.
+    object_id = stack.namespace.idFromName(run_id).toString()
+    actor = stack.namespace._actors[object_id]
+    assert isinstance(actor.instance, stack.entry.JobCoordinator)
+    assert isinstance(actor.instance.actor._storage, CloudflareActorStorage)
+    storage = actor.storage
+    assert storage is not None
     await clock.advance(1.999)
     assert stack.recorder.payloads == []
     await clock.advance(0.001)
@@ -147,12 +154,9 @@ async def test_a_run_goes_through_rpc_coordinator_queue_and_handler(
     run = await jobs.get(run_id)
     assert run["status"] == "succeeded"
     assert run["attempt"] == 1
-    # The coordinator Durable Object is entry.JobCoordinator, over the adapted storage, and
-    # closed itself once the run finished.
-    actor = stack.namespace._actors[stack.namespace.idFromName(run_id).toString()]
-    assert isinstance(actor.instance, stack.entry.JobCoordinator)
-    assert isinstance(actor.instance.actor._storage, CloudflareActorStorage)
-    assert await actor.storage.list() == {}
+    # It closed itself once the run finished: nothing stored, nothing left in memory.
+    assert await storage.list() == {}
+    assert object_id not in stack.namespace._actors
 
 
 async def test_rpc_methods_answer_like_the_http_api(stack: Stack, clock: ManualClock) -> None:

@@ -34,6 +34,14 @@ semantics follow the platform's documentation, not convenience:
   date is later. `delete_all_deletes_alarm=False` gives the older behaviour.
 * RPC: positional arguments only, values structured-cloned both ways, exceptions arrive as
   `DurableObjectError` carrying the message but not the type.
+* Eviction (`eviction`). An object with no call in flight, no alarm running or due within the
+  idle period, no retry of a failed alarm pending, no task (`waitUntil`,
+  `blockConcurrencyWhile`) and no uncommitted write is evicted once idle for
+  `IDLE_EVICTION_SECONDS` (70 s, the platform's lower bound), on the namespace's clock: its
+  instance goes, and, unless an alarm is set (the alarm lives in the namespace and rebuilds
+  it), its book-keeping too. An object emptied by `deleteAll()` with no alarm left (a
+  coordinator that closed) goes as soon as it is idle: storage holds nothing of it, so its
+  next call would build the same object. The next call builds a fresh instance from storage.
 
 Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
 KV pairs and alarm, so thousands of objects cost rows, not files; an object that uses
@@ -67,6 +75,7 @@ import msgspec
 
 from kumofire_jobs.clock import Clock
 from kumofire_jobs.local import checkpoint, output_gate
+from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS, IdleEvictor
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
@@ -287,8 +296,10 @@ class _Actor:
         "alarm_row",
         "alarm_running",
         "blockers",
+        "busy",
         "cache",
         "cache_complete",
+        "cleared",
         "dirty",
         "hex",
         "instance",
@@ -328,6 +339,10 @@ class _Actor:
         self.cache_complete = False
         self.instance: Any = None
         self.serial = 0  # how many instances have been built (tests watch rebuilds)
+        # Calls, alarm runs and tasks (waitUntil, blockConcurrencyWhile) not finished: an
+        # object is evicted only at 0. `cleared`: emptied by deleteAll() and not written since.
+        self.busy = 0
+        self.cleared = False
         self.blockers = 0  # running blockConcurrencyWhile callbacks
         self.opened: asyncio.Event | None = None  # set when blockers drops to 0
         self.resets = 0  # blockConcurrencyWhile callbacks that failed (each resets the object)
@@ -377,6 +392,7 @@ class LocalDurableObjectState:
         the next call builds a fresh instance.
         """
         actor = self._actor
+        self._namespace._hold(actor)
         actor.blockers += 1
         if actor.opened is None:
             actor.opened = asyncio.Event()
@@ -398,14 +414,20 @@ class LocalDurableObjectState:
             actor.blockers -= 1
             if actor.blockers == 0 and actor.opened is not None:
                 actor.opened.set()
+            self._namespace._release(actor)
 
         task = asyncio.ensure_future(run())
         task.add_done_callback(release)
         return self._namespace._track(task, "blockConcurrencyWhile")
 
     def waitUntil(self, awaitable: Awaitable[Any]) -> None:
-        """Keep `awaitable` running after the call returns (its errors are logged)."""
-        self._namespace._track(asyncio.ensure_future(awaitable), "waitUntil")
+        """Keep `awaitable` running after the call returns (its errors are logged); the
+        object is not evicted before it ends."""
+        actor = self._actor
+        self._namespace._hold(actor)
+        task = asyncio.ensure_future(awaitable)
+        task.add_done_callback(lambda _: self._namespace._release(actor))
+        self._namespace._track(task, "waitUntil")
 
 
 # --- Storage --------------------------------------------------------------------------------
@@ -521,6 +543,7 @@ class LocalDurableObjectStorage:
             actor.writes.update(rows)
         else:
             raise TypeError("put() takes a key and a value, or a dict of entries")
+        actor.cleared = False
         self._namespace._record_name(actor)
         self._namespace._touch(actor)
 
@@ -556,6 +579,7 @@ class LocalDurableObjectStorage:
             namespace._delete_alarm(actor)
             actor.name_recorded = False
         namespace._touch(actor)
+        actor.cleared = True  # with no alarm left, nothing of the object remains
         if actor.sql is not None:
             actor.sql._destroy()
 
@@ -627,6 +651,7 @@ class LocalDurableObjectStorage:
     @property
     def sql(self) -> LocalSqlStorage:
         actor = self._actor
+        actor.cleared = False
         if actor.sql is None:
             actor.sql = LocalSqlStorage(self._namespace._sql_path(actor.hex), self._namespace)
         return actor.sql
@@ -790,8 +815,9 @@ class LocalDurableObjectNamespace:
     """A Durable Object namespace bound to one class, persisted under the directory `path`.
 
     `factory(ctx, env)` builds an object, like `DurableObject.__init__(self, ctx, env)`.
-    Objects are built lazily on their first call and rebuilt from storage after `evict()`.
-    Alarms fire only between `start()` and `stop()`/`close()`.
+    Objects are built lazily on their first call and rebuilt from storage after `evict()` or
+    idle eviction (`idle_eviction_seconds`). Alarms fire, and idle objects are evicted, only
+    between `start()` and `stop()`/`close()`.
     """
 
     def __init__(
@@ -804,6 +830,7 @@ class LocalDurableObjectNamespace:
         class_name: str | None = None,
         synchronous: str = "NORMAL",
         delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
+        idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
@@ -820,6 +847,8 @@ class LocalDurableObjectNamespace:
         self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
         self._db.executescript(_SCHEMA)
         self._actors: dict[str, _Actor] = {}
+        self._idle_seconds = idle_eviction_seconds
+        self._evictor = IdleEvictor[_Actor](clock, self._evict_idle, idle_eviction_seconds)
         self._digests: dict[str, str] = {}  # idFromName's recent answers
         self._tasks: set[asyncio.Future[Any]] = set()
         # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
@@ -896,6 +925,10 @@ class LocalDurableObjectNamespace:
             self._running = True
             self._context = contextvars.copy_context()
             self._reschedule()
+            sweeper = asyncio.get_running_loop().create_task(
+                self._evictor.run(), context=self._context.copy()
+            )
+            self._track(sweeper, "idle eviction")
 
     async def _cancel_all(self) -> None:
         """Stop the alarm timer and cut off every call and alarm handler in flight."""
@@ -981,6 +1014,10 @@ class LocalDurableObjectNamespace:
     def instance_count(self) -> int:
         return sum(1 for actor in self._actors.values() if actor.instance is not None)
 
+    def actor_count(self) -> int:
+        """Objects the namespace keeps book on (live, with an alarm, or with pending writes)."""
+        return len(self._actors)
+
     def _hex(self, id_or_name: LocalDurableObjectId | str) -> str:
         if isinstance(id_or_name, LocalDurableObjectId):
             return id_or_name.toString()
@@ -1002,9 +1039,12 @@ class LocalDurableObjectNamespace:
         actor = self._actor(id._hex, id.name)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
+        self._hold(actor)  # from now: a call queued at the gate counts as in flight
         task = loop.create_task(self._rpc(actor, method, args, answer))
         if not task.done():  # (an eager task factory may have run it to the end already)
             self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
+        # A done callback, not `finally`: it runs too for a call cancelled before it started.
+        task.add_done_callback(lambda _: self._release(actor))
         return answer
 
     async def _rpc(
@@ -1086,6 +1126,69 @@ class LocalDurableObjectNamespace:
         except Exception as exc:
             log.debug("Durable Object constructor raised", exc_info=True)
             raise DurableObjectError(str(exc)) from None
+
+    # Eviction -----------------------------------------------------------------------------------
+
+    def _hold(self, actor: _Actor) -> None:
+        if not actor.busy:
+            self._evictor.busy(actor)
+        actor.busy += 1
+
+    def _release(self, actor: _Actor) -> None:
+        actor.busy -= 1
+        if actor.busy or self._closed or self._actors.get(actor.hex) is not actor:
+            return
+        if self._is_closed_object(actor) and not actor.dirty:
+            self._forget(actor)
+        else:
+            # (Closed with its writes pending: it goes when they commit, see _committed.)
+            self._evictor.idle(actor)
+
+    @staticmethod
+    def _is_closed_object(actor: _Actor) -> bool:
+        """Emptied by deleteAll() with no alarm left: a rebuilt instance would be the same.
+        `cache_complete`: the clear is known committed (a failed commit resets it)."""
+        return (
+            actor.cleared
+            and actor.cache_complete
+            and actor.alarm_ms is None
+            and not actor.alarm_running
+            and not actor.busy
+            and not actor.blockers
+        )
+
+    def _evict_idle(self, actor: _Actor) -> bool:
+        """The object has been idle for the idle period: evict its instance, and forget it
+        entirely unless an alarm is set. False: not now (look again a period later)."""
+        if actor.busy or self._actors.get(actor.hex) is not actor:
+            return True  # running again (it is offered again once idle) or forgotten
+        if actor.dirty or actor.blockers or actor.alarm_running or actor.alarm_retry:
+            return False  # writes not committed, input gate held, or an alarm's retry due
+        if actor.alarm_ms is not None:
+            if actor.alarm_ms / 1000 - self._clock.now() < self._idle_seconds:
+                return False  # its alarm is due soon: the platform keeps it in memory
+            if actor.instance is not None:
+                self._drop_instance(actor)  # the alarm (in the namespace) rebuilds it
+            return True
+        self._forget(actor)
+        return True
+
+    def _forget(self, actor: _Actor) -> None:
+        """Drop the object from memory, book-keeping included: storage is all there is of it,
+        and its next call starts from there."""
+        self._evictor.busy(actor)
+        del self._actors[actor.hex]
+        if actor.cleared and actor.cache_complete:
+            self._stored.discard(actor.hex)
+        else:
+            self._stored.add(actor.hex)  # its first reads when rebuilt must query storage
+        if actor.sql is not None:
+            actor.sql._close()
+        # Break the actor's cycles (instance -> ctx -> actor, actor <-> storage): reference
+        # counting frees it all now, without waiting for the cyclic collector.
+        actor.instance = None
+        actor.storage = None
+        actor.cache = {}
 
     def _drop_instance(self, actor: _Actor) -> None:
         actor.instance = None
@@ -1317,6 +1420,8 @@ class LocalDurableObjectNamespace:
         actor.alarm_committed = actor.alarm_row
         actor.name_committed = actor.name_recorded
         actor.dirty = False
+        if self._is_closed_object(actor) and self._actors.get(actor.hex) is actor:
+            self._forget(actor)  # closed, and idle since before its writes committed
 
     def _reset_after_failed_commit(self, actor: _Actor) -> None:
         """The writes are lost: the object starts again from what is committed."""
@@ -1394,11 +1499,13 @@ class LocalDurableObjectNamespace:
 
     def _start_fire(self, actor: _Actor, gen: int) -> None:
         assert self._context is not None
+        self._hold(actor)
         task = asyncio.get_running_loop().create_task(
             self._fire(actor, gen), context=self._context.copy()
         )
         if not task.done():
             self._tasks.add(task)  # _fire removes it when done
+        task.add_done_callback(lambda _: self._release(actor))
 
     def _reschedule(self) -> None:
         """Point the timer at the earliest pending alarm."""
