@@ -12,7 +12,7 @@ from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.delivery import run_message
 from kumofire_jobs.local.environment import LocalEnvironment
 
-from .conftest import EnvFactory
+from .conftest import EnvFactory, noop
 
 
 def rewire(
@@ -196,7 +196,7 @@ async def test_duplicated_queue_messages_execute_once(
 async def test_message_for_a_finished_run_closes_its_actor(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     created = await env.jobs.create("job")
     run_id = created.kumofire_job_run_id
     await clock.advance(0)
@@ -215,7 +215,7 @@ async def test_message_for_a_finished_run_closes_its_actor(
 async def test_message_for_a_missing_run_is_ignored_and_closes_nothing_forever(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     stub = env.JOB_COORDINATOR.getByName("run_ghost")
     await stub.arm("run_ghost", int(clock.now() * 1000))
     await clock.advance(0)
@@ -249,7 +249,7 @@ async def test_reconciliation_after_a_coordinator_failure(
 async def test_reconciliation_revives_an_abandoned_coordinator(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     dropping = DroppingQueue(env.JOBS_QUEUE, drops=10)  # every delivery of the actor is lost
     rewire(env, queue=dropping)
     created = await env.jobs.create("job")
@@ -270,7 +270,7 @@ async def test_reconciliation_revives_an_abandoned_coordinator(
 async def test_retention_deletes_finished_runs_and_keeps_unfinished_ones(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)}, retention_seconds=3600)
+    env = await make_env({"job": noop}, retention_seconds=3600)
     done = await env.jobs.create("job", dedupe_key="once")
     waiting = await env.jobs.create("job", delay=86_400)
     await clock.advance(3600)

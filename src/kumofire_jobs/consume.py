@@ -8,6 +8,7 @@ expired and was granted to another cannot finalize, whatever it does afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -179,7 +180,15 @@ class Consumer:
         # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
         keeping = asyncio.ensure_future(keeper.keep(runner))
         try:
-            await handler(ctx)
+            result = handler(ctx)
+            if not inspect.isawaitable(result):
+                # Its side effect has run: a retry would repeat it (the runtime refuses a
+                # handler that is not async, so only an odd callable gets here).
+                raise NonRetryableError(
+                    f"the handler returned {type(result).__name__}, not an awaitable: a "
+                    "handler must be async def"
+                )
+            await result
         except asyncio.CancelledError:
             if not keeper.stopped_runner or runner.uncancel() > 0:
                 raise  # this consumer itself is being stopped

@@ -20,7 +20,7 @@ from kumofire_coordinator.storage import ActorStorage
 from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
 from .clock import Clock, SystemClock
 from .consume import Consumer, describe_error
-from .context import Handler
+from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
@@ -103,6 +103,7 @@ class Runtime:
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        check_handlers(handlers)
         self.handlers = dict(handlers)
         self.retry = retry
         self.lease_seconds = lease_seconds
