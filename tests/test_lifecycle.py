@@ -461,3 +461,34 @@ async def test_a_handler_that_returns_no_awaitable_fails_without_a_retry(
     assert run is not None and (run.status, run.attempt) == ("failed", 1)
     assert run.last_error is not None and "not an awaitable" in run.last_error
     assert calls == [created.kumofire_job_run_id]  # the side effect ran once
+
+
+async def test_create_many_never_inserts_a_run_twice_when_a_dedupe_holder_is_pruned(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    handler = Recorder()
+    env = await make_env({"job": handler})
+    holder = await env.jobs.create("job", "holder", dedupe_key="order-1")
+    await clock.advance(0)
+    store = env.jobs._store
+    insert_many = store.insert_many
+
+    async def insert_then_prune(runs: Any) -> list[bool]:
+        inserted = await insert_many(runs)
+        # Retention deletes the finished holder between the batch's insert and its lookup.
+        delete = "DELETE FROM kumofire_job_runs WHERE id = ?"
+        await store.db.prepare(delete).bind(holder.kumofire_job_run_id).run()
+        return inserted
+
+    store.insert_many = insert_then_prune  # type: ignore[method-assign]
+    created = await env.jobs.create_many(
+        [CreateRequest(name="job", payload="plain"), CreateRequest(name="job", payload="keyed",
+         dedupe_key="order-1")]
+    )  # fmt: skip
+    assert [c.deduplicated for c in created] == [False, False]
+    runs = (await env.jobs.list()).items
+    assert sorted((r.id, r.payload) for r in runs) == sorted(
+        zip([c.kumofire_job_run_id for c in created], ["plain", "keyed"], strict=True)
+    )
+    await clock.advance(300)  # reconciliation too: nothing left unarmed to find
+    assert sorted(str(p) for _, _, p in handler.calls) == ["holder", "keyed", "plain"]
