@@ -29,6 +29,7 @@ from ..remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_hand
 from ..runtime import Resources, Runtime
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
+from .data_dir_lock import DataDirectoryLock
 from .durable_objects import LocalDurableObjectNamespace, LocalDurableObjectState
 from .queue import ConsumerSettings, LocalQueueBroker
 
@@ -123,10 +124,21 @@ class LocalEnvironment:
         # Checked before anything is opened: a bad route leaves nothing to close.
         remote = remote_handlers(self._remote_routes(), SimpleNamespace(**self.services))
         runtime.handlers_with(remote)
+        self._remote = remote
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "d1").mkdir(exist_ok=True)
+        # Before any file is opened: a second process here would go unseen (data_dir_lock).
+        self._lock = DataDirectoryLock(self.data_dir)
+        self._lock.acquire()
+        try:
+            self._open(synchronous)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._started = False
 
+    def _open(self, synchronous: str) -> None:
+        (self.data_dir / "d1").mkdir(exist_ok=True)
         self.JOBS_DB = LocalD1Database(
             self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous
         )
@@ -146,12 +158,11 @@ class LocalEnvironment:
             db=self.JOBS_DB,
             queue=self.JOBS_QUEUE,
             coordinator=self.JOB_COORDINATOR,
-            remote_handlers=remote,
+            remote_handlers=self._remote,
         )
         self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
         self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)
-        self.jobs = runtime.bind(self.resources)
-        self._started = False
+        self.jobs = self.runtime.bind(self.resources)
 
     def _remote_routes(self) -> dict[str, RemoteRoute]:
         routes = parse_routes(self.settings.vars.get(REMOTE_HANDLERS_VAR))
@@ -210,9 +221,12 @@ class LocalEnvironment:
         stop what still runs in the in-process Workers."""
         for binding in self.services.values():
             await binding.stop()
-        self.broker.close()
-        await self.JOB_COORDINATOR.close()
-        self.JOBS_DB.close()
+        try:
+            self.broker.close()
+            await self.JOB_COORDINATOR.close()
+            self.JOBS_DB.close()
+        finally:
+            self._lock.release()  # last: nothing of ours writes the files after this
 
     async def __aenter__(self) -> LocalEnvironment:
         await self.start()

@@ -21,6 +21,7 @@ from ..log import configure_logging, get_logger
 from ..migrations import apply_migrations, pending_migrations
 from ..runtime import Runtime
 from ..web import create_app
+from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
@@ -77,7 +78,7 @@ def dev_environment(
         }
         bindings = service_bindings(specs, entrypoints)
         return LocalEnvironment(runtime, data_dir, settings=settings, services=bindings)
-    except (ServiceSpecError, RemoteHandlersError) as exc:
+    except (ServiceSpecError, RemoteHandlersError, DataDirectoryInUseError) as exc:
         raise SystemExit(str(exc)) from None
 
 
