@@ -4,9 +4,10 @@ at the binding edges (a queue that drops a send, a coordinator namespace that fa
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from kumofire_jobs import JobContext, Resources
+from kumofire_jobs import JobContext, Resources, create_runtime
 from kumofire_jobs.bindings import DurableObjectNamespace, Queue
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.delivery import run_message
@@ -383,3 +384,31 @@ async def test_writes_retried_after_a_lost_answer_do_not_duplicate_or_stall(
     assert calls == [1, 2]
     assert sum((await env.jobs.counts()).values()) == 1
     assert (await env.JOB_COORDINATOR.getByName(run.id).status())["phase"] == "closed"
+
+
+async def test_runs_a_crash_left_unarmed_start_when_the_environment_starts_again(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.id, clock.now()))
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    # The crash point: each run is in D1, but the process died before its arm landed.
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "arm"))
+    due = (await env.jobs.create("job")).kumofire_job_run_id
+    later = (await env.jobs.create("job", delay=600)).kumofire_job_run_id
+    await env.close()  # as a crash: nothing settles
+
+    await clock.advance(5)
+    restarted = clock.now()
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    await clock.advance(0)
+    assert calls == [(due, restarted)]  # at once, not a grace and a cron tick later
+    await clock.advance(600 - 5)
+    assert calls == [(due, restarted), (later, restarted + 595)]  # on time
+    await env.stop()

@@ -24,7 +24,7 @@ from .models import (
     JobSchedule,
     Page,
 )
-from .reconcile import reconcile
+from .reconcile import reconcile, reconcile_unfinished
 from .schedules import Schedules
 from .states import RunStatus
 from .store import NewRun, encode_payload
@@ -245,6 +245,15 @@ class Jobs:
             grace_seconds=self._runtime.reconcile_grace_seconds,
             retention_seconds=self._runtime.retention_seconds,
         )
+        result.schedules_restored = await self.schedules.restore(limit)
+        return result
+
+    async def dispatch_at_start(self, limit: int = 100) -> DispatchResult:
+        """Reconciliation for a process that alone owns its bindings, at its start (the
+        embedded runtime): no grace and every unfinished run, whatever its due time, since
+        nothing is in flight; then schedules whose next occurrence is missing."""
+        await self._ready()
+        result = await reconcile_unfinished(store=self._store, coordinators=self._coordinators)
         result.schedules_restored = await self.schedules.restore(limit)
         return result
 

@@ -191,14 +191,18 @@ class LocalEnvironment:
         return [m.name for m in await apply_migrations(self.JOBS_DB)]
 
     async def start(self, *, migrate: bool = True) -> None:
-        """Apply pending migrations (unless told not to), then start the queue consumer,
-        the alarms and the cron triggers."""
+        """Apply pending migrations (unless told not to), start the queue consumer and the
+        alarms, arm every unfinished run whose coordinator lost it (a crash can fall between
+        a run's insert and its arm), and start the cron triggers."""
         if migrate:
             applied = await self.migrate()
             if applied:
                 log.info("migrations.applied", migrations=applied)
         await self.JOB_COORDINATOR.start()
         await self.broker.start()
+        # This process alone owns the data directory (the lock), so nothing is in flight:
+        # a run whose creation a crash cut before its arm starts now, not a minute later.
+        await self.runtime.bind(self.resources).dispatch_at_start()
         await self.cron.start()
         self._started = True
 
@@ -219,6 +223,8 @@ class LocalEnvironment:
     async def close(self) -> None:
         """Close the stores at once, as a crash would (nothing in flight is settled), and
         stop what still runs in the in-process Workers."""
+        await self.cron.stop(cancel_in_flight=True)  # a dead process has no timers either
+        self._started = False
         for binding in self.services.values():
             await binding.stop()
         try:
