@@ -111,6 +111,7 @@ class Consumer:
         self._retry = retry
         self._lease_ms = int(lease_seconds * 1000)
         self._clock = clock
+        self.running = 0  # handlers running now (the dev server says how many it waits for)
 
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)
@@ -179,6 +180,7 @@ class Consumer:
         # The handler runs in this task (no task of its own: most handlers are short), and
         # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
         keeping = asyncio.ensure_future(keeper.keep(runner))
+        self.running += 1
         try:
             result = handler(ctx)
             if not inspect.isawaitable(result):
@@ -204,6 +206,7 @@ class Consumer:
                 return await self._reschedule(run, token, describe_error(exc), bound, started)
             return await self._fail(run, token, describe_error(exc), bound, started)
         finally:
+            self.running -= 1
             keeper.finished = True
             keeping.cancel()  # not awaited: once `finished`, it touches nothing
         return await self._succeed(run, token, bound, started)

@@ -149,6 +149,10 @@ class Runtime:
             )
         return {**self.handlers, **remote}
 
+    def running_handlers(self, resources: Resources) -> int:
+        """How many handlers this runtime is running on `resources` now."""
+        return self._bind(resources).consumer.running
+
     def bind(self, resources: Resources) -> Jobs:
         return Jobs(self, self._bind(resources))
 

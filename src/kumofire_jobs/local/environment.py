@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+from asyncio import FIRST_COMPLETED
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -206,19 +207,42 @@ class LocalEnvironment:
         await self.cron.start()
         self._started = True
 
-    async def stop(self, *, drain_seconds: float | None = None) -> None:
+    def running_handlers(self) -> int:
+        """How many handlers are running now (a clean stop waits for them)."""
+        return self.runtime.running_handlers(self.resources)
+
+    async def stop(
+        self, *, drain_seconds: float | None = None, interrupt: asyncio.Event | None = None
+    ) -> int:
         """A clean shutdown: timers stop and in-flight batches finish and settle, waiting at
-        most `drain_seconds` (real time; None: as long as they take). Handlers still running
-        then are cancelled, as by a crash: their runs are recovered when the leases expire."""
+        most `drain_seconds` (real time; None: as long as they take) and not after
+        `interrupt` is set. Handlers still running then are cancelled, as by a crash: their
+        runs are recovered when the leases expire (the cut-off attempt counts). Returns how
+        many handlers were cut off."""
+        cut_off = 0
         if self._started:
             await self.cron.stop()
+            draining = asyncio.ensure_future(self.broker.stop())
+            waits: set[asyncio.Future[Any]] = {draining}
+            if interrupt is not None:
+                waits.add(asyncio.ensure_future(interrupt.wait()))
             try:
-                await asyncio.wait_for(self.broker.stop(), drain_seconds)
-            except TimeoutError:
-                await self.broker.stop(cancel_in_flight=True)
+                await asyncio.wait(waits, timeout=drain_seconds, return_when=FIRST_COMPLETED)
+            finally:
+                drained = draining.done()
+                if not drained:
+                    cut_off = self.running_handlers()
+                for waiting in waits:
+                    waiting.cancel()  # cancelling the drain cancels the handlers it waits for
+                await asyncio.gather(*waits, return_exceptions=True)
+            if drained:
+                draining.result()
+            else:
+                await self.broker.stop(cancel_in_flight=True)  # hands their messages back
             await self.JOB_COORDINATOR.stop()
             self._started = False
         await self.close()
+        return cut_off
 
     async def close(self) -> None:
         """Close the stores at once, as a crash would (nothing in flight is settled), and
