@@ -492,3 +492,10 @@ async def test_create_many_never_inserts_a_run_twice_when_a_dedupe_holder_is_pru
     )
     await clock.advance(300)  # reconciliation too: nothing left unarmed to find
     assert sorted(str(p) for _, _, p in handler.calls) == ["holder", "keyed", "plain"]
+
+
+def test_a_remote_handler_that_is_not_async_is_refused_when_bound() -> None:
+    runtime = create_runtime({"ok": Recorder()})
+    with pytest.raises(TypeError, match="job 'notify' is not async"):
+        runtime.handlers_with({"notify": lambda ctx: None})
+    assert set(runtime.handlers_with({"notify": Recorder()})) == {"ok", "notify"}

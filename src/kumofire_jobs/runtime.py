@@ -137,9 +137,10 @@ class Runtime:
 
     def handlers_with(self, remote: Mapping[str, Handler]) -> Mapping[str, Handler]:
         """The handlers by job name: the runtime's own and `remote`; a name in both raises
-        `RemoteHandlersError`."""
+        `RemoteHandlersError`, a handler that is not async `TypeError`."""
         if not remote:
             return self.handlers
+        check_handlers(remote)
         both = sorted(set(self.handlers) & set(remote))
         if both:
             names = ", ".join(repr(name) for name in both)
