@@ -10,10 +10,14 @@ import pytest
 
 from kumofire_jobs import create_runtime
 from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.context import Handler
+from kumofire_jobs.context import Handler, JobContext
 from kumofire_jobs.local.environment import LocalEnvironment
 
 EnvFactory = Callable[..., Awaitable[LocalEnvironment]]
+
+
+async def noop(ctx: JobContext) -> None:
+    """A handler that does nothing."""
 
 
 @pytest.fixture

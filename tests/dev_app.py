@@ -11,8 +11,14 @@ async def sleep(ctx: JobContext) -> None:
     await asyncio.sleep(float(ctx.job.payload or 0))
 
 
+async def slow_first(ctx: JobContext) -> None:
+    """Sleeps `payload` seconds on its first attempt only: a handler a stop cuts off."""
+    if ctx.job.attempt == 1:
+        await asyncio.sleep(float(ctx.job.payload or 0))
+
+
 runtime = create_runtime(
-    {"sleep": sleep},
+    {"sleep": sleep, "slow_first": slow_first},
     retry=RetryPolicy(max_attempts=3, base_delay=0.1),
     lease_seconds=1.0,
 )

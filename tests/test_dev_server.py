@@ -6,11 +6,15 @@ they depend on is the short lease of `tests/dev_app.py`, not a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kumofire_jobs.ids import IdFactory
 from kumofire_jobs.migrations import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
@@ -43,6 +48,34 @@ class DevServer:
         self.url = self._wait_for_url()
         self.output = ""
         self.http = httpx.Client(base_url=self.url, timeout=5)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _drain(self, timeout: float | None) -> str | None:
+        line = self._lines.get(timeout=timeout)
+        if line is not None:
+            self.output += line
+        return line
+
+    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
+        """The next line printed that contains `text` (read as the process prints it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._drain(max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{text!r} not printed in {timeout} s") from None
+            if line is None:
+                raise AssertionError(f"the process exited without printing {text!r}")
+            if text in line:
+                return line
 
     def _wait_for_url(self) -> str:
         assert self.process.stdout is not None
@@ -66,15 +99,19 @@ class DevServer:
         counts: dict[str, int] = self.http.get("/v1/runs:counts").json()
         return counts
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Stop it; what it printed after it started listening is then in `output`."""
+    def stop(self, sig: int | None = signal.SIGTERM) -> int:
+        """Stop it (None: wait for it to exit); what it printed after it started listening is
+        then in `output`."""
         self.http.close()
-        self.process.send_signal(sig)
+        if sig is not None:
+            self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=20)
         finally:
+            self._reader.join(timeout=10)
+            while not self._lines.empty():
+                self._drain(None)
             if self.process.stdout is not None:
-                self.output = self.process.stdout.read()
                 self.process.stdout.close()
 
 
@@ -135,6 +172,76 @@ def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
         run = second.http.get(f"/v1/runs/{created['kumofire_job_run_id']}").json()
         assert run["attempt"] == 1
     assert second.stop(signal.SIGINT) == 0
+
+
+def test_ctrl_c_says_what_it_waits_for_and_twice_stops_at_once_losing_nothing(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    data = tmp_path / "data"
+    first = DevServer(data, "--app", "tests.dev_app:runtime")
+    servers.append(first)
+    created = [
+        first.http.post("/v1/runs", json={"name": "slow_first", "payload": 300}).json()
+        for _ in range(2)
+    ]
+    first.wait_for(lambda: first.counts()["running"] == 2)
+    first.process.send_signal(signal.SIGINT)
+    first.wait_for_line(
+        "Stopping: waiting up to 10 s for 2 running runs to finish (Ctrl-C again to stop now"
+    )
+    first.process.send_signal(signal.SIGINT)  # stop now: the handlers are cut off
+    first.wait_for_line("Stopping now.")
+    first.wait_for_line("Stopped: 2 running runs cut off; each runs again after the next start")
+    assert first.stop(None) == 0
+
+    second = DevServer(data, "--app", "tests.dev_app:runtime")
+    servers.append(second)
+    second.wait_for(lambda: second.counts()["succeeded"] == 2)
+    for run in created:
+        got = second.http.get(f"/v1/runs/{run['kumofire_job_run_id']}").json()
+        assert got["attempt"] == 2  # the attempt the stop cut off counts
+    second.process.send_signal(signal.SIGINT)
+    second.wait_for_line("Stopping.")
+    second.wait_for_line("Stopped.")
+    assert second.stop(None) == 0
+
+
+def test_a_run_a_crash_left_unarmed_starts_at_once_and_a_second_server_is_refused(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    data = tmp_path / "data"
+    subprocess.run(
+        [sys.executable, "-m", "kumofire_jobs.cli", "migrate", "--data-dir", str(data)],
+        check=True, capture_output=True, cwd=ROOT,
+    )  # fmt: skip
+    # A run written to D1 by a process killed before it armed the run's coordinator.
+    now = int(time.time() * 1000)
+    run_id = IdFactory().run_id(now)
+    with contextlib.closing(sqlite3.connect(data / "d1" / "jobs.sqlite")) as db, db:
+        db.execute(
+            "INSERT INTO kumofire_job_runs (id, name, status, payload, attempt, max_attempts, "
+            "scheduled_for, created_at, updated_at) VALUES (?, 'sleep', 'scheduled', '0', 0, 3, "
+            "?, ?, ?)",
+            (run_id, now, now, now),
+        )
+    server = DevServer(data, "--app", "tests.dev_app:runtime")
+    servers.append(server)
+    listening = time.monotonic()
+    run = server.wait_for(
+        lambda: (r := server.http.get(f"/v1/runs/{run_id}").json())["status"] == "succeeded" and r,
+        timeout=10,  # at once (armed before it listens), not 60-120 s later; 10: a busy CI
+    )
+    assert (run["attempt"], time.monotonic() - listening < 10) == (1, True)
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "kumofire_jobs.cli", "dev", "--port", "0", "--data-dir",
+         str(data), "--app", "tests.dev_app:runtime"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert f"is in use by another process (pid {server.process.pid}" in refused.stderr
+    assert "HTTP API (POST /v1/runs)" in refused.stderr
+    assert server.stop(signal.SIGTERM) == 0
 
 
 def test_a_route_in_wrangler_toml_reaches_a_worker_run_in_process_with_service(

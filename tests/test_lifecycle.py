@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from kumofire_jobs import (
     RetryPolicy,
     UnknownJobError,
     ValidationError,
+    create_runtime,
 )
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.times import ms_to_datetime
@@ -410,3 +412,90 @@ async def test_consume_driven_outside_any_task_still_runs_the_handler(
     assert seen == [run_id]
     run = await env.jobs.get(run_id)
     assert run is not None and run.status == "succeeded"
+
+
+def test_a_handler_that_is_not_async_is_refused_when_the_runtime_is_created() -> None:
+    sent: list[object] = []
+
+    def send_email(ctx: JobContext) -> None:  # a plain function: its side effect would repeat
+        sent.append(ctx.job.payload)
+
+    with pytest.raises(TypeError, match="handler of job 'email' is not async"):
+        create_runtime({"ok": Recorder(), "email": send_email})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="job 'hi' is not async"):
+        create_runtime({"hi": lambda ctx: None})
+    with pytest.raises(TypeError, match="job 'obj' is not callable"):
+        create_runtime({"obj": object()})  # type: ignore[dict-item]
+
+    class Job:
+        async def run(self, ctx: JobContext, greeting: str) -> None:
+            sent.append(greeting)
+
+    async def email(ctx: JobContext, to: str) -> None:
+        sent.append(to)
+
+    def logged(handler: Any) -> Any:  # a decorator that hands on the coroutine
+        @functools.wraps(handler)
+        def wrapper(ctx: JobContext) -> Any:
+            return handler(ctx)
+
+        return wrapper
+
+    create_runtime({
+        "function": email, "object": Recorder(), "wrapped": logged(Recorder()),
+        "partial": functools.partial(email, to="a@example.com"),
+        "method": functools.partial(Job().run, greeting="hi"),
+    })  # fmt: skip
+
+
+async def test_a_handler_that_returns_no_awaitable_fails_without_a_retry(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[str] = []
+    env = await make_env({"job": Recorder()})
+    # Past the runtime's check (an odd callable could be): it runs, then returns no awaitable.
+    env.runtime.handlers["job"] = lambda ctx: calls.append(ctx.job.id)  # type: ignore[func-returns-value]
+    created = await env.jobs.create("job", max_attempts=3)
+    await clock.advance(60)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and (run.status, run.attempt) == ("failed", 1)
+    assert run.last_error is not None and "not an awaitable" in run.last_error
+    assert calls == [created.kumofire_job_run_id]  # the side effect ran once
+
+
+async def test_create_many_never_inserts_a_run_twice_when_a_dedupe_holder_is_pruned(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    handler = Recorder()
+    env = await make_env({"job": handler})
+    holder = await env.jobs.create("job", "holder", dedupe_key="order-1")
+    await clock.advance(0)
+    store = env.jobs._store
+    insert_many = store.insert_many
+
+    async def insert_then_prune(runs: Any) -> list[bool]:
+        inserted = await insert_many(runs)
+        # Retention deletes the finished holder between the batch's insert and its lookup.
+        delete = "DELETE FROM kumofire_job_runs WHERE id = ?"
+        await store.db.prepare(delete).bind(holder.kumofire_job_run_id).run()
+        return inserted
+
+    store.insert_many = insert_then_prune  # type: ignore[method-assign]
+    created = await env.jobs.create_many(
+        [CreateRequest(name="job", payload="plain"), CreateRequest(name="job", payload="keyed",
+         dedupe_key="order-1")]
+    )  # fmt: skip
+    assert [c.deduplicated for c in created] == [False, False]
+    runs = (await env.jobs.list()).items
+    assert sorted((r.id, r.payload) for r in runs) == sorted(
+        zip([c.kumofire_job_run_id for c in created], ["plain", "keyed"], strict=True)
+    )
+    await clock.advance(300)  # reconciliation too: nothing left unarmed to find
+    assert sorted(str(p) for _, _, p in handler.calls) == ["holder", "keyed", "plain"]
+
+
+def test_a_remote_handler_that_is_not_async_is_refused_when_bound() -> None:
+    runtime = create_runtime({"ok": Recorder()})
+    with pytest.raises(TypeError, match="job 'notify' is not async"):
+        runtime.handlers_with({"notify": lambda ctx: None})
+    assert set(runtime.handlers_with({"notify": Recorder()})) == {"ok", "notify"}

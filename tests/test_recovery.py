@@ -4,15 +4,16 @@ at the binding edges (a queue that drops a send, a coordinator namespace that fa
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from kumofire_jobs import JobContext, Resources
+from kumofire_jobs import JobContext, Resources, create_runtime
 from kumofire_jobs.bindings import DurableObjectNamespace, Queue
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.delivery import run_message
 from kumofire_jobs.local.environment import LocalEnvironment
 
-from .conftest import EnvFactory
+from .conftest import EnvFactory, noop
 
 
 def rewire(
@@ -196,7 +197,7 @@ async def test_duplicated_queue_messages_execute_once(
 async def test_message_for_a_finished_run_closes_its_actor(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     created = await env.jobs.create("job")
     run_id = created.kumofire_job_run_id
     await clock.advance(0)
@@ -215,7 +216,7 @@ async def test_message_for_a_finished_run_closes_its_actor(
 async def test_message_for_a_missing_run_is_ignored_and_closes_nothing_forever(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     stub = env.JOB_COORDINATOR.getByName("run_ghost")
     await stub.arm("run_ghost", int(clock.now() * 1000))
     await clock.advance(0)
@@ -249,7 +250,7 @@ async def test_reconciliation_after_a_coordinator_failure(
 async def test_reconciliation_revives_an_abandoned_coordinator(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     dropping = DroppingQueue(env.JOBS_QUEUE, drops=10)  # every delivery of the actor is lost
     rewire(env, queue=dropping)
     created = await env.jobs.create("job")
@@ -270,7 +271,7 @@ async def test_reconciliation_revives_an_abandoned_coordinator(
 async def test_retention_deletes_finished_runs_and_keeps_unfinished_ones(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)}, retention_seconds=3600)
+    env = await make_env({"job": noop}, retention_seconds=3600)
     done = await env.jobs.create("job", dedupe_key="once")
     waiting = await env.jobs.create("job", delay=86_400)
     await clock.advance(3600)
@@ -383,3 +384,31 @@ async def test_writes_retried_after_a_lost_answer_do_not_duplicate_or_stall(
     assert calls == [1, 2]
     assert sum((await env.jobs.counts()).values()) == 1
     assert (await env.JOB_COORDINATOR.getByName(run.id).status())["phase"] == "closed"
+
+
+async def test_runs_a_crash_left_unarmed_start_when_the_environment_starts_again(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    calls: list[tuple[str, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.id, clock.now()))
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    # The crash point: each run is in D1, but the process died before its arm landed.
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "arm"))
+    due = (await env.jobs.create("job")).kumofire_job_run_id
+    later = (await env.jobs.create("job", delay=600)).kumofire_job_run_id
+    await env.close()  # as a crash: nothing settles
+
+    await clock.advance(5)
+    restarted = clock.now()
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    await clock.advance(0)
+    assert calls == [(due, restarted)]  # at once, not a grace and a cron tick later
+    await clock.advance(600 - 5)
+    assert calls == [(due, restarted), (later, restarted + 595)]  # on time
+    await env.stop()

@@ -18,7 +18,7 @@ from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.times import ms_to_datetime
 
-from .conftest import EnvFactory
+from .conftest import EnvFactory, noop
 
 
 class Ticks:
@@ -259,7 +259,7 @@ async def test_reconciliation_restores_a_missing_next_occurrence(
 
 
 async def test_bad_schedule_input(make_env: EnvFactory) -> None:
-    env = await make_env({"tick": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"tick": noop})
     bad: list[tuple[dict[str, object], str]] = [
         ({}, "timing"),
         ({"cron": "* * * * *", "every": 5}, "not both"),

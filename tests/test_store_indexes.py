@@ -12,7 +12,7 @@ from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.local.d1 import LocalD1Database
 from kumofire_jobs.store import _DUE_SINCE, _PRUNE
 
-from .conftest import EnvFactory
+from .conftest import EnvFactory, noop
 
 _BROKEN = (
     "SELECT COUNT(*) AS n FROM kumofire_job_runs "
@@ -26,14 +26,14 @@ async def _plan(db: LocalD1Database, sql: str, *params: Any) -> str:
 
 
 async def test_reconciliation_reads_the_unfinished_runs_index(make_env: EnvFactory) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     plan = await _plan(env.JOBS_DB, _DUE_SINCE, 0, 10)
     assert "USING INDEX kumofire_job_runs_unfinished" in plan
     assert "SCAN kumofire_job_runs" not in plan.replace("USING INDEX", "")
 
 
 async def test_retention_reads_a_primary_key_range(make_env: EnvFactory) -> None:
-    env = await make_env({"job": lambda ctx: asyncio.sleep(0)})
+    env = await make_env({"job": noop})
     plan = await _plan(env.JOBS_DB, _PRUNE, "run_0", 0, 10)
     assert "USING PRIMARY KEY (id<?)" in plan
 

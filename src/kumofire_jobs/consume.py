@@ -8,6 +8,7 @@ expired and was granted to another cannot finalize, whatever it does afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +111,7 @@ class Consumer:
         self._retry = retry
         self._lease_ms = int(lease_seconds * 1000)
         self._clock = clock
+        self.running = 0  # handlers running now (the dev server says how many it waits for)
 
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)
@@ -178,8 +180,17 @@ class Consumer:
         # The handler runs in this task (no task of its own: most handlers are short), and
         # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
         keeping = asyncio.ensure_future(keeper.keep(runner))
+        self.running += 1
         try:
-            await handler(ctx)
+            result = handler(ctx)
+            if not inspect.isawaitable(result):
+                # Its side effect has run: a retry would repeat it (the runtime refuses a
+                # handler that is not async, so only an odd callable gets here).
+                raise NonRetryableError(
+                    f"the handler returned {type(result).__name__}, not an awaitable: a "
+                    "handler must be async def"
+                )
+            await result
         except asyncio.CancelledError:
             if not keeper.stopped_runner or runner.uncancel() > 0:
                 raise  # this consumer itself is being stopped
@@ -195,6 +206,7 @@ class Consumer:
                 return await self._reschedule(run, token, describe_error(exc), bound, started)
             return await self._fail(run, token, describe_error(exc), bound, started)
         finally:
+            self.running -= 1
             keeper.finished = True
             keeping.cancel()  # not awaited: once `finished`, it touches nothing
         return await self._succeed(run, token, bound, started)

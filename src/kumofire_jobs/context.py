@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .models import JobRun
@@ -23,3 +25,30 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[Any]]
+
+
+def is_async_handler(handler: object) -> bool:
+    """Whether calling `handler` gives a coroutine: an `async def` function or method, an
+    object whose `__call__` is `async def`, a `functools.partial` of one of these, or a
+    `functools.wraps` wrapper of one (a decorator that returns the coroutine)."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.iscoroutinefunction(handler):
+        return True
+    if inspect.isroutine(handler) or isinstance(handler, type):
+        wrapped = getattr(handler, "__wrapped__", None)
+        return wrapped is not None and wrapped is not handler and is_async_handler(wrapped)
+    return callable(handler) and is_async_handler(type(handler).__call__)
+
+
+def check_handlers(handlers: Mapping[str, object]) -> None:
+    """Refuse a handler that is not async: a plain function would run its side effect, then
+    fail on `await` and be retried, repeating the side effect."""
+    for name, handler in handlers.items():
+        if not callable(handler):
+            raise TypeError(f"the handler of job {name!r} is not callable: {handler!r}")
+        if not is_async_handler(handler):
+            raise TypeError(
+                f"the handler of job {name!r} is not async ({handler!r}): a handler must be "
+                "an async def function (or an object whose __call__ is async def)"
+            )

@@ -24,7 +24,7 @@ from .models import (
     JobSchedule,
     Page,
 )
-from .reconcile import reconcile
+from .reconcile import reconcile, reconcile_unfinished
 from .schedules import Schedules
 from .states import RunStatus
 from .store import NewRun
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from .runtime import BoundResources, Runtime
 
 log = get_logger()
+
+# Passes of create_many's insert: a second is needed only when a dedupe_key's holder was
+# pruned between the insert and the lookup; a third would need that to happen again.
+_INSERT_PASSES = 3
 
 
 class Jobs:
@@ -96,22 +100,46 @@ class Jobs:
         keys = [run.dedupe_key for run in runs if run.dedupe_key is not None]
         if len(keys) != len(set(keys)):
             raise ValidationError("two runs in one call share a dedupe_key")
-        inserted = await self._store.insert_many(runs)
-        created: list[CreatedRun] = []
+        created: list[CreatedRun | None] = [None] * len(runs)
         to_arm: list[NewRun] = []
-        for run, was_inserted in zip(runs, inserted, strict=True):
+        try:
+            # A run keeps its id across passes: a second pass inserts only the runs whose
+            # dedupe_key holder vanished (pruned) between the insert and the lookup, so no
+            # run of the batch is ever inserted twice.
+            pending = list(enumerate(runs))
+            for _ in range(_INSERT_PASSES):
+                if pending:
+                    pending = await self._insert_pass(pending, created, to_arm)
+            if pending:
+                raise ConflictError("a dedupe_key kept changing hands: try again")
+        finally:
+            # Whatever was inserted is armed, even if a later statement failed.
+            await asyncio.gather(*(self._arm(run) for run in to_arm))
+        return [c for c in created if c is not None]
+
+    async def _insert_pass(
+        self,
+        pending: list[tuple[int, NewRun]],
+        created: list[CreatedRun | None],
+        to_arm: list[NewRun],
+    ) -> list[tuple[int, NewRun]]:
+        """Insert `pending`, fill in `created` and `to_arm`; return the runs whose dedupe_key
+        was taken at the insert but free at the lookup (to insert again)."""
+        inserted = await self._store.insert_many([run for _, run in pending])
+        again: list[tuple[int, NewRun]] = []
+        for (index, run), was_inserted in zip(pending, inserted, strict=True):
             if not was_inserted and await self._store.get_row(run.id) is not None:
                 was_inserted = True  # our insert landed on an earlier try of a retried batch
             if was_inserted:
-                created.append(CreatedRun(kumofire_job_run_id=run.id, deduplicated=False))
+                created[index] = CreatedRun(kumofire_job_run_id=run.id, deduplicated=False)
                 to_arm.append(run)
                 continue
             existing = await self._store.id_by_dedupe_key(run.dedupe_key or "")
-            if existing is None:  # pruned between the two statements: create it after all
-                return await self.create_many(requests)
-            created.append(CreatedRun(kumofire_job_run_id=existing, deduplicated=True))
-        await asyncio.gather(*(self._arm(run) for run in to_arm))
-        return created
+            if existing is None:  # pruned between the two statements: insert it again
+                again.append((index, run))
+            else:
+                created[index] = CreatedRun(kumofire_job_run_id=existing, deduplicated=True)
+        return again
 
     async def _arm(self, run: NewRun) -> None:
         log.info(
@@ -217,6 +245,15 @@ class Jobs:
             grace_seconds=self._runtime.reconcile_grace_seconds,
             retention_seconds=self._runtime.retention_seconds,
         )
+        result.schedules_restored = await self.schedules.restore(limit)
+        return result
+
+    async def dispatch_at_start(self, limit: int = 100) -> DispatchResult:
+        """Reconciliation for a process that alone owns its bindings, at its start (the
+        embedded runtime): no grace and every unfinished run, whatever its due time, since
+        nothing is in flight; then schedules whose next occurrence is missing."""
+        await self._ready()
+        result = await reconcile_unfinished(store=self._store, coordinators=self._coordinators)
         result.schedules_restored = await self.schedules.restore(limit)
         return result
 

@@ -5,7 +5,8 @@ dropped and repairs it. It asks each unfinished, overdue run's actor what it hol
 guessing from D1 alone): an actor that no longer owns the run (closed, say, because an arm
 call failed after the insert) or gave up redelivering is armed again, which delivers at
 once. It also deletes finished runs past the retention age. In a healthy system it finds
-nothing to repair.
+nothing to repair. The embedded runtime also reconciles at its start, with no grace
+(`reconcile_unfinished`).
 """
 
 from __future__ import annotations
@@ -40,24 +41,7 @@ async def reconcile(
     result = DispatchResult()
     rows = await store.active_due_before(now - int(grace_seconds * 1000), limit)
     gate = asyncio.Semaphore(_CONCURRENCY)
-
-    async def check(row: dict[str, object]) -> None:
-        run_id = str(row["id"])
-        async with gate:
-            status = await coordinators.status(run_id)
-            result.checked += 1
-            if status.get("phase") not in _LOST_PHASES:
-                return
-            await coordinators.arm(run_id, int(str(row["scheduled_for"])))
-        if row["status"] == "running":
-            result.recovered += 1
-        else:
-            result.dispatched += 1
-        log.warning(
-            "run.reconciled", run_id=run_id, status=row["status"], actor=status.get("phase")
-        )
-
-    await asyncio.gather(*(check(row) for row in rows))
+    await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
     if retention_seconds is not None:
         result.pruned = await store.prune(now - int(retention_seconds * 1000), limit)
     if result.dispatched or result.recovered or result.pruned:
@@ -66,3 +50,50 @@ async def reconcile(
             pruned=result.pruned, checked=result.checked,
         )  # fmt: skip
     return result
+
+
+async def reconcile_unfinished(
+    *, store: RunStore, coordinators: Coordinators, page: int = 500
+) -> DispatchResult:
+    """Reconciliation with no grace, over every unfinished run whatever its due time.
+
+    Only for a process that alone owns its bindings, at its start (the embedded runtime, whose
+    data directory is locked): nothing is in flight then, so an actor that does not hold its
+    unfinished run lost it, and a run whose creation a crash cut before its coordinator was
+    armed starts at once (or when due) instead of a grace and a cron tick late."""
+    result = DispatchResult()
+    gate = asyncio.Semaphore(_CONCURRENCY)
+    after: tuple[int, str] = (-1, "")
+    while True:
+        rows = await store.unfinished_after(*after, page)
+        await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
+        if len(rows) < page:
+            break
+        after = (int(rows[-1]["scheduled_for"]), str(rows[-1]["id"]))
+    if result.dispatched or result.recovered:
+        log.info(
+            "reconcile.start_done", dispatched=result.dispatched, recovered=result.recovered,
+            checked=result.checked,
+        )  # fmt: skip
+    return result
+
+
+async def _rearm_if_lost(
+    row: dict[str, object],
+    coordinators: Coordinators,
+    gate: asyncio.Semaphore,
+    result: DispatchResult,
+) -> None:
+    """Ask the run's actor what it holds; arm it again if it no longer owns the run."""
+    run_id = str(row["id"])
+    async with gate:
+        status = await coordinators.status(run_id)
+        result.checked += 1
+        if status.get("phase") not in _LOST_PHASES:
+            return
+        await coordinators.arm(run_id, int(str(row["scheduled_for"])))
+    if row["status"] == "running":
+        result.recovered += 1
+    else:
+        result.dispatched += 1
+    log.warning("run.reconciled", run_id=run_id, status=row["status"], actor=status.get("phase"))

@@ -20,7 +20,7 @@ from kumofire_coordinator.storage import ActorStorage
 from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
 from .clock import Clock, SystemClock
 from .consume import Consumer, describe_error
-from .context import Handler
+from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
@@ -104,6 +104,7 @@ class Runtime:
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        check_handlers(handlers)
         self.handlers = dict(handlers)
         self.retry = retry
         self.lease_seconds = lease_seconds
@@ -137,9 +138,10 @@ class Runtime:
 
     def handlers_with(self, remote: Mapping[str, Handler]) -> Mapping[str, Handler]:
         """The handlers by job name: the runtime's own and `remote`; a name in both raises
-        `RemoteHandlersError`."""
+        `RemoteHandlersError`, a handler that is not async `TypeError`."""
         if not remote:
             return self.handlers
+        check_handlers(remote)
         both = sorted(set(self.handlers) & set(remote))
         if both:
             names = ", ".join(repr(name) for name in both)
@@ -148,6 +150,10 @@ class Runtime:
                 "(KUMOFIRE_REMOTE_HANDLERS): keep each job in one place"
             )
         return {**self.handlers, **remote}
+
+    def running_handlers(self, resources: Resources) -> int:
+        """How many handlers this runtime is running on `resources` now."""
+        return self._bind(resources).consumer.running
 
     def bind(self, resources: Resources) -> Jobs:
         return Jobs(self, self._bind(resources))

@@ -79,6 +79,11 @@ _DUE_SINCE = (
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
     "ORDER BY scheduled_for LIMIT ?"
 )
+_UNFINISHED_AFTER = (
+    f"SELECT id, status, scheduled_for FROM {TABLE} "
+    f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND (scheduled_for, id) > (?1, ?2) "
+    "ORDER BY scheduled_for, id LIMIT ?3"
+)
 _PRUNE = (
     # Run ids start with their creation time, and a run finishes after it is created: the
     # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
@@ -280,6 +285,14 @@ class RunStore:
     async def active_due_before(self, cutoff: int, limit: int) -> list[dict[str, Any]]:
         """Unfinished runs due at or before `cutoff`, oldest first."""
         return (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
+
+    async def unfinished_after(
+        self, scheduled_for: int, run_id: str, limit: int
+    ) -> list[dict[str, Any]]:
+        """Unfinished runs after (scheduled_for, run_id) in that order, whatever their due
+        time: a page of a walk over all of them."""
+        stmt = self.db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
+        return (await stmt.all()).results
 
     async def prune(self, finished_before: int, limit: int) -> int:
         bound = run_ids_before(finished_before)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+from asyncio import FIRST_COMPLETED
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ from ..remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_hand
 from ..runtime import Resources, Runtime
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
+from .data_dir_lock import DataDirectoryLock
 from .durable_objects import LocalDurableObjectNamespace, LocalDurableObjectState
 from .queue import ConsumerSettings, LocalQueueBroker
 
@@ -123,10 +125,21 @@ class LocalEnvironment:
         # Checked before anything is opened: a bad route leaves nothing to close.
         remote = remote_handlers(self._remote_routes(), SimpleNamespace(**self.services))
         runtime.handlers_with(remote)
+        self._remote = remote
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "d1").mkdir(exist_ok=True)
+        # Before any file is opened: a second process here would go unseen (data_dir_lock).
+        self._lock = DataDirectoryLock(self.data_dir)
+        self._lock.acquire()
+        try:
+            self._open(synchronous)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._started = False
 
+    def _open(self, synchronous: str) -> None:
+        (self.data_dir / "d1").mkdir(exist_ok=True)
         self.JOBS_DB = LocalD1Database(
             self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous
         )
@@ -146,12 +159,11 @@ class LocalEnvironment:
             db=self.JOBS_DB,
             queue=self.JOBS_QUEUE,
             coordinator=self.JOB_COORDINATOR,
-            remote_handlers=remote,
+            remote_handlers=self._remote,
         )
         self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
         self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)
-        self.jobs = runtime.bind(self.resources)
-        self._started = False
+        self.jobs = self.runtime.bind(self.resources)
 
     def _remote_routes(self) -> dict[str, RemoteRoute]:
         routes = parse_routes(self.settings.vars.get(REMOTE_HANDLERS_VAR))
@@ -180,39 +192,71 @@ class LocalEnvironment:
         return [m.name for m in await apply_migrations(self.JOBS_DB)]
 
     async def start(self, *, migrate: bool = True) -> None:
-        """Apply pending migrations (unless told not to), then start the queue consumer,
-        the alarms and the cron triggers."""
+        """Apply pending migrations (unless told not to), start the queue consumer and the
+        alarms, arm every unfinished run whose coordinator lost it (a crash can fall between
+        a run's insert and its arm), and start the cron triggers."""
         if migrate:
             applied = await self.migrate()
             if applied:
                 log.info("migrations.applied", migrations=applied)
         await self.JOB_COORDINATOR.start()
         await self.broker.start()
+        # This process alone owns the data directory (the lock), so nothing is in flight:
+        # a run whose creation a crash cut before its arm starts now, not a minute later.
+        await self.runtime.bind(self.resources).dispatch_at_start()
         await self.cron.start()
         self._started = True
 
-    async def stop(self, *, drain_seconds: float | None = None) -> None:
+    def running_handlers(self) -> int:
+        """How many handlers are running now (a clean stop waits for them)."""
+        return self.runtime.running_handlers(self.resources)
+
+    async def stop(
+        self, *, drain_seconds: float | None = None, interrupt: asyncio.Event | None = None
+    ) -> int:
         """A clean shutdown: timers stop and in-flight batches finish and settle, waiting at
-        most `drain_seconds` (real time; None: as long as they take). Handlers still running
-        then are cancelled, as by a crash: their runs are recovered when the leases expire."""
+        most `drain_seconds` (real time; None: as long as they take) and not after
+        `interrupt` is set. Handlers still running then are cancelled, as by a crash: their
+        runs are recovered when the leases expire (the cut-off attempt counts). Returns how
+        many handlers were cut off."""
+        cut_off = 0
         if self._started:
             await self.cron.stop()
+            draining = asyncio.ensure_future(self.broker.stop())
+            waits: set[asyncio.Future[Any]] = {draining}
+            if interrupt is not None:
+                waits.add(asyncio.ensure_future(interrupt.wait()))
             try:
-                await asyncio.wait_for(self.broker.stop(), drain_seconds)
-            except TimeoutError:
-                await self.broker.stop(cancel_in_flight=True)
+                await asyncio.wait(waits, timeout=drain_seconds, return_when=FIRST_COMPLETED)
+            finally:
+                drained = draining.done()
+                if not drained:
+                    cut_off = self.running_handlers()
+                for waiting in waits:
+                    waiting.cancel()  # cancelling the drain cancels the handlers it waits for
+                await asyncio.gather(*waits, return_exceptions=True)
+            if drained:
+                draining.result()
+            else:
+                await self.broker.stop(cancel_in_flight=True)  # hands their messages back
             await self.JOB_COORDINATOR.stop()
             self._started = False
         await self.close()
+        return cut_off
 
     async def close(self) -> None:
         """Close the stores at once, as a crash would (nothing in flight is settled), and
         stop what still runs in the in-process Workers."""
+        await self.cron.stop(cancel_in_flight=True)  # a dead process has no timers either
+        self._started = False
         for binding in self.services.values():
             await binding.stop()
-        self.broker.close()
-        await self.JOB_COORDINATOR.close()
-        self.JOBS_DB.close()
+        try:
+            self.broker.close()
+            await self.JOB_COORDINATOR.close()
+            self.JOBS_DB.close()
+        finally:
+            self._lock.release()  # last: nothing of ours writes the files after this
 
     async def __aenter__(self) -> LocalEnvironment:
         await self.start()

@@ -1,12 +1,14 @@
 """`kumofire-jobs dev` and `kumofire-jobs migrate`: the embedded system in one process.
 
 The HTTP API is served by uvicorn; the queue consumer, the coordinators' alarms and the cron
-triggers run on the same event loop. uvicorn handles Ctrl-C and SIGTERM: it stops accepting
-requests, and then the bindings stop cleanly (in-flight batches settle).
+triggers run on the same event loop. Ctrl-C or SIGTERM stops accepting requests, then the
+bindings stop cleanly (in-flight batches settle, for up to DRAIN_SECONDS); a second stops at
+once. Each step is printed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import os
@@ -21,6 +23,7 @@ from ..log import configure_logging, get_logger
 from ..migrations import apply_migrations, pending_migrations
 from ..runtime import Runtime
 from ..web import create_app
+from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
@@ -77,7 +80,7 @@ def dev_environment(
         }
         bindings = service_bindings(specs, entrypoints)
         return LocalEnvironment(runtime, data_dir, settings=settings, services=bindings)
-    except (ServiceSpecError, RemoteHandlersError) as exc:
+    except (ServiceSpecError, RemoteHandlersError, DataDirectoryInUseError) as exc:
         raise SystemExit(str(exc)) from None
 
 
@@ -112,18 +115,14 @@ async def run_dev_server(
     http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
     freeze_startup_heap()  # short collector pauses from here on
 
+    stopping = _Stopping(env)
+
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            # uvicorn re-raises a captured SIGTERM/SIGINT after serving, which would kill the
-            # process before the bindings stop cleanly; ask it to exit and stop ourselves.
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+            # Ours are installed for the whole run, the drain after serving included (uvicorn
+            # would re-raise a captured signal after serving and kill the process first).
+            yield
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
@@ -139,11 +138,66 @@ async def run_dev_server(
                 print(line, flush=True)
 
     server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stopping.signal, sig, server)
     try:
         await server.serve()
     finally:
-        await env.stop(drain_seconds=DRAIN_SECONDS)
+        try:
+            cut_off = await env.stop(drain_seconds=DRAIN_SECONDS, interrupt=stopping.now)
+            stopping.stopped(cut_off)
+        finally:
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
     return 0
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Stopping:
+    """Ctrl-C (or SIGTERM) once: stop serving, then wait up to DRAIN_SECONDS for the running
+    handlers, saying so. Twice: stop at once; the handlers still running are cut off, as by a
+    crash, and their runs go again after the next start (the cut-off attempt counts)."""
+
+    def __init__(self, env: LocalEnvironment) -> None:
+        self._env = env
+        self.signals = 0
+        self.now = asyncio.Event()
+
+    def signal(self, sig: signal.Signals, server: Any) -> None:
+        self.signals += 1
+        server.handle_exit(sig, None)  # a second SIGINT makes uvicorn drop open connections
+        if self.signals == 1:
+            running = self._env.running_handlers()
+            key = "Ctrl-C" if sig == signal.SIGINT else sig.name
+            if running:
+                print(
+                    f"Stopping: waiting up to {DRAIN_SECONDS:g} s for {_runs(running)} to finish"
+                    f" ({key} again to stop now; a run cut off runs again after the next start)",
+                    flush=True,
+                )
+            else:
+                print("Stopping.", flush=True)
+        elif not self.now.is_set():
+            server.force_exit = True
+            self.now.set()
+            print("Stopping now.", flush=True)
+
+    def stopped(self, cut_off: int) -> None:
+        if cut_off:
+            print(
+                f"Stopped: {_runs(cut_off)} cut off; each runs again after the next start"
+                " (the cut-off attempt counts)",
+                flush=True,
+            )
+        else:
+            print("Stopped.", flush=True)
+
+
+def _runs(n: int) -> str:
+    return f"{n} running run" if n == 1 else f"{n} running runs"
 
 
 async def migrate_local(data_dir: Path, *, dry_run: bool) -> int:
