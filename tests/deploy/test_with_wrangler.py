@@ -3,6 +3,7 @@ local D1 for migrate, `wrangler deploy --dry-run` for check."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -30,7 +31,7 @@ def applied_names(persist: Path) -> list[str]:
         if p.name != "metadata.sqlite"
     ]
     assert len(files) == 1, files
-    with sqlite3.connect(files[0]) as db:
+    with contextlib.closing(sqlite3.connect(files[0])) as db:  # `with connect()` never closes
         return [row[0] for row in db.execute("SELECT name FROM d1_migrations ORDER BY id")]
 
 
