@@ -6,7 +6,7 @@ Three Workers, each in its own `wrangler dev` process (with `-c a -c b` only the
 HTTP port):
 
 - `kumofire-jobs`: the project's Worker: a copy of src/ whose entry.py adds the test handlers
-  (workers/test_handlers.py) and the runtime options; its wrangler.toml with the development
+  (workers/suite_handlers.py) and the runtime options; its wrangler.toml with the development
   Python flags, the remote-handler routes, and an API token.
 - `kj-test-js`: workers/caller.js, calls JobsService over RPC, sends raw queue messages, and is
   a remote handler target.
@@ -45,7 +45,7 @@ PY_WORKER = "kj-test-py"
 
 ENTRY_HANDLERS = 'handlers = {"echo": echo}\n\nruntime = create_runtime(handlers)\n'
 TEST_HANDLERS = (
-    "from test_handlers import TEST_HANDLERS, TEST_RUNTIME_OPTIONS\n\n"
+    "from suite_handlers import TEST_HANDLERS, TEST_RUNTIME_OPTIONS\n\n"
     'handlers = {"echo": echo, **TEST_HANDLERS}\n\n'
     "runtime = create_runtime(handlers, **TEST_RUNTIME_OPTIONS)\n"
 )
@@ -133,7 +133,7 @@ def build(root: Path) -> dict[str, Path]:
     if ENTRY_HANDLERS not in entry:
         raise HarnessError(f"src/entry.py no longer has {ENTRY_HANDLERS!r}: update the harness")
     (service / "src" / "entry.py").write_text(entry.replace(ENTRY_HANDLERS, TEST_HANDLERS))
-    shutil.copy(HERE / "workers" / "test_handlers.py", service / "src" / "test_handlers.py")
+    shutil.copy(HERE / "workers" / "suite_handlers.py", service / "src" / "suite_handlers.py")
     shutil.copytree(REPO / "migrations", service / "migrations")
     shutil.copytree(modules, service / "python_modules")
 
@@ -277,7 +277,9 @@ class Stack:
         last = ""
         while time.monotonic() < deadline:
             if worker.process is not None and worker.process.poll() is not None:
-                raise HarnessError(f"{name} exited ({worker.process.returncode}):\n{self.tail(name)}")
+                raise HarnessError(
+                    f"{name} exited ({worker.process.returncode}):\n{self.tail(name)}"
+                )
             try:
                 with urllib.request.urlopen(worker.url + path, timeout=10) as response:
                     if response.status == 200:

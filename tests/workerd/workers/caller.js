@@ -19,6 +19,9 @@ export class Handlers extends WorkerEntrypoint {
 export default {
   async fetch(request, env) {
     const url = new URL(request.url);
+    if (url.pathname === "/health") {
+      return Response.json({ ok: true });
+    }
     const body = request.method === "POST" ? await request.json() : {};
     if (url.pathname === "/rpc") {
       try {

@@ -30,6 +30,8 @@ async def _outcome(call):
 
 class Default(WorkerEntrypoint):
     async def fetch(self, request):
+        if str(request.url).endswith("/health"):
+            return Response("ok")
         jobs = JobsClient(self.env.JOBS)
         out = {}
         created = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
@@ -37,8 +39,12 @@ class Default(WorkerEntrypoint):
         again = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
         out["deduplicated"] = [again.deduplicated, again.kumofire_job_run_id]
         run = await jobs.get(created.kumofire_job_run_id)
-        out["get"] = {"id": run.id, "name": run.name, "payload": run.payload,
-                      "tz": str(run.created_at.tzinfo)}
+        out["get"] = {
+            "id": run.id,
+            "name": run.name,
+            "payload": run.payload,
+            "tz": str(run.created_at.tzinfo),
+        }
         page = await jobs.list(name="echo", limit=2)
         out["list"] = {"count": len(page.items), "has_cursor": page.next_cursor is not None}
         out["get_missing"] = await jobs.get("run_doesnotexist") is None

@@ -1,5 +1,5 @@
 """The real-runtime suite's job handlers, added to the project's Worker in the test's build
-directory only (tests/workerd/harness.py writes them beside a copy of src/entry.py)."""
+directory only (tests/workerd/harness.py copies this file beside a copy of src/entry.py)."""
 
 import asyncio
 import hashlib
