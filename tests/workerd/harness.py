@@ -247,7 +247,7 @@ class Stack:
         worker.process = subprocess.Popen(
             [str(WRANGLER), "dev", "--config", str(worker.config), "--ip", "127.0.0.1",
              "--port", str(worker.port), "--inspector-port", str(free_port()),
-             "--persist-to", str(self.root / "state"), "--log-level", "info",
+             "--persist-to", str(self.root / "state"), "--log-level", "log",
              "--show-interactive-dev-session=false", *worker.extra],
             cwd=worker.config.parent, env=self.env(), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

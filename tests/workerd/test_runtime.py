@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -271,8 +272,14 @@ def test_a_running_handler_is_canceled(api: Api) -> None:
     assert api.wait(api.create({"name": "echo"}), timeout=20)["status"] == "succeeded"
 
 
+def queue_batches(log: str) -> list[tuple[int, int]]:
+    """wrangler's `QUEUE kumofire-jobs acked/total` lines: one per batch consumed."""
+    return [(int(a), int(t)) for a, t in re.findall(r"QUEUE kumofire-jobs (\d+)/(\d+)", log)]
+
+
 def test_malformed_queue_messages_are_acknowledged_and_ignored(api: Api) -> None:
-    before = api.log().count("message.malformed")
+    log = api.log()
+    malformed_before, batches_before = log.count("message.malformed"), len(queue_batches(log))
     js = api.stack.workers[JS_WORKER].url
     bad: list[Any] = [
         {"garbage": 1},
@@ -291,9 +298,18 @@ def test_malformed_queue_messages_are_acknowledged_and_ignored(api: Api) -> None
     )
     assert status == 200, sent
     deadline = time.monotonic() + 30
-    while api.log().count("message.malformed") - before < len(bad) + 1:
+    while True:
+        log = api.log()
+        batches = queue_batches(log)[batches_before:]
+        if sum(total for _, total in batches) >= len(bad) + 2:
+            break
         assert time.monotonic() < deadline, api.stack.tail(SERVICE)
         time.sleep(0.2)
+    time.sleep(1)  # a retried message would be delivered again at once
+    batches = queue_batches(api.log())[batches_before:]
+    assert all(acked == total for acked, total in batches), batches  # acked, never retried
+    assert sum(total for _, total in batches) == len(bad) + 2, batches
+    assert api.log().count("message.malformed") - malformed_before == len(bad) + 1
     assert api.wait(api.create({"name": "echo"}))["status"] == "succeeded"
 
 
