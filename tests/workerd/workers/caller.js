@@ -26,9 +26,16 @@ export default {
     if (url.pathname === "/rpc") {
       try {
         const result = await env.JOBS[body.method](...body.args);
+        if (result instanceof Error) {
+          // JobsService answers an error as an Error value: "<code>: <message>", and `code`.
+          return Response.json({
+            ok: false, answered: true, name: result.name, message: result.message,
+            code: result.code,
+          });
+        }
         return Response.json({ ok: true, result });
       } catch (error) {
-        return Response.json({ ok: false, message: String(error && error.message) });
+        return Response.json({ ok: false, thrown: true, message: String(error && error.message) });
       }
     }
     if (url.pathname === "/queue") {
