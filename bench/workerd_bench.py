@@ -1,0 +1,141 @@
+"""Lateness on the real runtime: the Worker under `wrangler dev` on workerd (the real-runtime
+suite's harness, tests/workerd/), offline, with wrangler's local D1, Queues and Durable
+Objects. Lateness is the run's `started_at - scheduled_for` as D1 records it (milliseconds).
+
+    uv run python -m bench.workerd_bench [--singles 20] [--bursts 50,500] [--reps 3]
+
+- singles: delayed runs (2 s) created one at a time, 0.25 s apart;
+- bursts: N runs created at once (`POST /v1/runs:batch`, 100 a request) all due at the same
+  instant 3 s ahead (`run_at`), so creation is not in the measured time.
+
+It also reads wrangler's log for the queue batches (messages per batch, how long each took),
+which is where a burst's time goes. Needs what `bash scripts/test` installs (Node.js 24 on
+PATH: `source scripts/uv.sh; source scripts/node.sh`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.workerd.harness import SERVICE, Stack, request
+
+from bench.stats import percentile
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def lateness_ms(run: dict[str, Any]) -> float:
+    return (parse(run["started_at"]) - parse(run["scheduled_for"])) / timedelta(milliseconds=1)
+
+
+def wait_all(url: str, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    pending, done = set(ids), {}
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} runs unfinished after {timeout} s")
+        for run_id in list(pending):
+            status, run = request(f"{url}/v1/runs/{run_id}")
+            assert status == 200, run
+            if run["status"] in ("succeeded", "failed", "canceled"):
+                done[run_id] = run
+                pending.discard(run_id)
+        time.sleep(0.2)
+    return [done[i] for i in ids]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), 1),
+        "p90": round(percentile(values, 90), 1),
+        "max": round(max(values), 1),
+        "min": round(min(values), 1),
+    }
+
+
+def singles(url: str, count: int) -> list[float]:
+    ids = []
+    for _ in range(count):
+        status, answer = request(f"{url}/v1/runs", "POST", {"name": "echo", "delay": 2})
+        assert status == 202, answer
+        ids.append(answer["kumofire_job_run_id"])
+        time.sleep(0.25)
+    return [lateness_ms(run) for run in wait_all(url, ids, 120)]
+
+
+def burst(url: str, size: int) -> list[float]:
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    ids: list[str] = []
+    for start in range(0, size, 100):
+        runs = [{"name": "echo", "run_at": rfc3339(due)} for _ in range(min(100, size - start))]
+        status, answer = request(f"{url}/v1/runs:batch", "POST", {"runs": runs})
+        assert status == 202, answer
+        ids.extend(item["kumofire_job_run_id"] for item in answer["items"])
+    if datetime.now(UTC) >= due:
+        raise RuntimeError("creating the burst took longer than its 3 s lead")
+    return [lateness_ms(run) for run in wait_all(url, ids, 300)]
+
+
+def queue_batches(log: str) -> list[tuple[int, float]]:
+    return [
+        (int(total), float(ms))
+        for _, total, ms in re.findall(r"QUEUE kumofire-jobs (\d+)/(\d+) \((\d+)ms\)", log)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--singles", type=int, default=20)
+    parser.add_argument("--bursts", default="50,500")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kumofire-workerd-bench-") as temporary:
+        stack = Stack(Path(temporary))
+        try:
+            stack.migrate()
+            stack.start(SERVICE)
+            stack.wait_ready(SERVICE, "/v1/health")
+            url = stack.workers[SERVICE].url
+            singles(url, 3)  # warm the isolate and the coordinators' code paths
+            results["singles"] = summary(singles(url, args.singles))
+            print("singles", results["singles"], flush=True)
+            for size in (int(s) for s in args.bursts.split(",")):
+                for rep in range(args.reps):
+                    log_before = len(queue_batches(stack.workers[SERVICE].log.read_text()))
+                    values = burst(url, size)
+                    batches = queue_batches(stack.workers[SERVICE].log.read_text())[log_before:]
+                    key = f"burst {size} #{rep + 1}"
+                    results[key] = {
+                        **summary(values),
+                        "queue_batches": len(batches),
+                        "messages_per_batch": [b[0] for b in batches][:20],
+                        "batch_ms": [b[1] for b in batches][:20],
+                    }
+                    print(key, results[key], flush=True)
+        finally:
+            stack.stop_all()
+    text = json.dumps(results, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
