@@ -5,11 +5,15 @@ A thin shim: every handler delegates to `kumofire_jobs.cloudflare` (`WorkerApp` 
 functions of `kumofire_jobs.cloudflare.service`), which run and are tested on any Python.
 """
 
+import msgspec
 from workers import DurableObject, WorkerEntrypoint
 
 from kumofire_coordinator import CoordinatorEndpoint
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.cloudflare import WorkerApp, service
+from kumofire_jobs.cloudflare import WorkerApp, configure_worker_logging, service
+
+# One JSON object per line on standard output, which Workers Logs indexes field by field.
+configure_worker_logging()
 
 # --- Your job handlers ------------------------------------------------------------------------
 # A handler is an async function taking a `JobContext` (`ctx.job.payload`, `ctx.job.attempt`,
@@ -22,8 +26,9 @@ from kumofire_jobs.cloudflare import WorkerApp, service
 
 
 async def echo(ctx: JobContext) -> None:
-    """An example job: logs its payload."""
-    ctx.log.info("echo", payload=ctx.job.payload)
+    """An example job: logs the size of its payload (log sizes, not contents: a payload may
+    be up to 1 MiB)."""
+    ctx.log.info("echo", payload_bytes=len(msgspec.json.encode(ctx.job.payload)))
 
 
 handlers = {"echo": echo}
