@@ -216,9 +216,13 @@ def test_rpc_from_javascript(api: Api) -> None:
 def test_rpc_errors_seen_from_javascript_start_with_their_code(
     api: Api, call: tuple[Any, ...], code: str
 ) -> None:
+    uncaught_before = api.log().count("Uncaught")
     answer = api.rpc(*call)
     assert not answer["ok"]
     assert answer["message"].startswith(f"{code}: "), answer["message"]
+    assert "Traceback" not in answer["message"]
+    time.sleep(0.5)  # the service's log line, if any, follows the answer
+    assert api.log().count("Uncaught") == uncaught_before, api.stack.tail(SERVICE)
 
 
 def test_rpc_from_python_through_jobs_client(api: Api) -> None:

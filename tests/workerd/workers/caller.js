@@ -24,11 +24,15 @@ export default {
     }
     const body = request.method === "POST" ? await request.json() : {};
     if (url.pathname === "/rpc") {
+      // An error may be thrown, or answered as an Error value; a caller sees both the same way.
       try {
         const result = await env.JOBS[body.method](...body.args);
+        if (result instanceof Error) {
+          return Response.json({ ok: false, message: result.message, how: "answered" });
+        }
         return Response.json({ ok: true, result });
       } catch (error) {
-        return Response.json({ ok: false, message: String(error && error.message) });
+        return Response.json({ ok: false, message: String(error && error.message), how: "thrown" });
       }
     }
     if (url.pathname === "/queue") {
