@@ -70,13 +70,13 @@ def vendor_python_modules(target: Path) -> None:
     from kumofire_jobs.deploy.vendor import plan_from_uv_export, vendor, verify_vendored
 
     plan = plan_from_uv_export(REPO)
-    vendor(plan, target, cwd=REPO, allow_download=False)
+    vendor(plan, target, cwd=REPO)  # from the uv cache; PyPI only for what it lacks
     problems = verify_vendored(target)
     if problems:
         raise HarnessError("\n".join(problems))
     sdk = f"workers-runtime-sdk=={metadata.version('workers-runtime-sdk')}"
     done = subprocess.run(
-        [*_uv(), "pip", "install", "--target", str(target), "--no-deps", "--offline",
+        [*_uv(), "pip", "install", "--target", str(target), "--no-deps",
          "--python-version", "3.13", "--python", sys.executable, "--link-mode", "copy", sdk],
         cwd=REPO, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip

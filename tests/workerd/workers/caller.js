@@ -24,18 +24,19 @@ export default {
     }
     const body = request.method === "POST" ? await request.json() : {};
     if (url.pathname === "/rpc") {
+      // An error may be thrown, or answered as an Error value; a caller sees both the same way.
       try {
         const result = await env.JOBS[body.method](...body.args);
         if (result instanceof Error) {
           // JobsService answers an error as an Error value: "<code>: <message>", and `code`.
           return Response.json({
-            ok: false, answered: true, name: result.name, message: result.message,
-            code: result.code,
+            ok: false, how: "answered", answered: true, name: result.name,
+            message: result.message, code: result.code,
           });
         }
         return Response.json({ ok: true, result });
       } catch (error) {
-        return Response.json({ ok: false, thrown: true, message: String(error && error.message) });
+        return Response.json({ ok: false, how: "thrown", message: String(error && error.message) });
       }
     }
     if (url.pathname === "/queue") {
