@@ -7,7 +7,7 @@
 // stdin: {"statements": [{"sql": "...", "params": [...], "batch": id or null}, ...]}
 // stdout: [{"rows_read": n, "rows_written": n, "changes": n} or {"error": "..."}, ...]
 // Consecutive statements with the same batch id run as one db.batch() (one transaction).
-import { Miniflare } from "miniflare";
+import { Miniflare, convertV4MiniflareOptions } from "miniflare";
 
 const input = JSON.parse(await new Promise((resolve) => {
   let data = "";
@@ -15,7 +15,10 @@ const input = JSON.parse(await new Promise((resolve) => {
   process.stdin.on("end", () => resolve(data));
 }));
 
-const mf = new Miniflare({ modules: true, script: "", d1Databases: { DB: "bench" } });
+// miniflare 4.2026-08 takes its v4 options through convertV4MiniflareOptions, as wrangler does.
+const mf = new Miniflare(
+  convertV4MiniflareOptions({ modules: true, script: "", d1Databases: { DB: "bench" } }),
+);
 const db = await mf.getD1Database("DB");
 const out = [];
 const meta = (m) => ({ rows_read: m.rows_read, rows_written: m.rows_written, changes: m.changes });

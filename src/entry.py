@@ -5,11 +5,15 @@ A thin shim: every handler delegates to `kumofire_jobs.cloudflare` (`WorkerApp` 
 functions of `kumofire_jobs.cloudflare.service`), which run and are tested on any Python.
 """
 
+import msgspec
 from workers import DurableObject, WorkerEntrypoint
 
 from kumofire_coordinator import CoordinatorEndpoint
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.cloudflare import WorkerApp, service
+from kumofire_jobs.cloudflare import WorkerApp, configure_worker_logging, service
+
+# One JSON object per line on standard output, which Workers Logs indexes field by field.
+configure_worker_logging()
 
 # --- Your job handlers ------------------------------------------------------------------------
 # A handler is an async function taking a `JobContext` (`ctx.job.payload`, `ctx.job.attempt`,
@@ -22,8 +26,9 @@ from kumofire_jobs.cloudflare import WorkerApp, service
 
 
 async def echo(ctx: JobContext) -> None:
-    """An example job: logs its payload."""
-    ctx.log.info("echo", payload=ctx.job.payload)
+    """An example job: logs the size of its payload (log sizes, not contents: a payload may
+    be up to 1 MiB)."""
+    ctx.log.info("echo", payload_bytes=len(msgspec.json.encode(ctx.job.payload)))
 
 
 handlers = {"echo": echo}
@@ -48,68 +53,69 @@ class Default(WorkerEntrypoint):
 
 class JobsService(WorkerEntrypoint):
     """The RPC entrypoint other Workers bind with `entrypoint = "JobsService"`: positional
-    arguments, plain dicts back, errors whose message starts with the error code. A Python
-    caller wraps its binding in `kumofire_jobs.client.JobsClient` for the typed API."""
+    arguments, plain dicts back; an error is answered, not thrown: a JavaScript `Error` whose
+    message starts with the error code (`"not_found: run not found"`, also its `code`). A
+    Python caller wraps its binding in `kumofire_jobs.client.JobsClient` for the typed API."""
 
     async def create(self, body):
-        return await service.create(app.jobs(self.env), body)
+        return await service.answer(service.create(app.jobs(self.env), body))
 
     async def create_many(self, bodies):
-        return await service.create_many(app.jobs(self.env), bodies)
+        return await service.answer(service.create_many(app.jobs(self.env), bodies))
 
     async def get(self, id):
-        return await service.get(app.jobs(self.env), id)
+        return await service.answer(service.get(app.jobs(self.env), id))
 
     async def list(self, query=None):
-        return await service.list_runs(app.jobs(self.env), query)
+        return await service.answer(service.list_runs(app.jobs(self.env), query))
 
     async def counts(self, query=None):
-        return await service.counts(app.jobs(self.env), query)
+        return await service.answer(service.counts(app.jobs(self.env), query))
 
     async def cancel(self, id):
-        return await service.cancel(app.jobs(self.env), id)
+        return await service.answer(service.cancel(app.jobs(self.env), id))
 
     async def retry(self, id):
-        return await service.retry(app.jobs(self.env), id)
+        return await service.answer(service.retry(app.jobs(self.env), id))
 
     async def create_schedule(self, body):
-        return await service.create_schedule(app.jobs(self.env), body)
+        return await service.answer(service.create_schedule(app.jobs(self.env), body))
 
     async def upsert_schedule(self, key, body):
-        return await service.upsert_schedule(app.jobs(self.env), key, body)
+        return await service.answer(service.upsert_schedule(app.jobs(self.env), key, body))
 
     async def get_schedule(self, id):
-        return await service.get_schedule(app.jobs(self.env), id)
+        return await service.answer(service.get_schedule(app.jobs(self.env), id))
 
     async def get_schedule_by_key(self, key):
-        return await service.get_schedule_by_key(app.jobs(self.env), key)
+        return await service.answer(service.get_schedule_by_key(app.jobs(self.env), key))
 
     async def update_schedule(self, id, patch):
-        return await service.update_schedule(app.jobs(self.env), id, patch)
+        return await service.answer(service.update_schedule(app.jobs(self.env), id, patch))
 
     async def update_schedule_by_key(self, key, patch):
-        return await service.update_schedule_by_key(app.jobs(self.env), key, patch)
+        return await service.answer(service.update_schedule_by_key(app.jobs(self.env), key, patch))
 
     async def disable_schedule(self, id):
-        return await service.disable_schedule(app.jobs(self.env), id)
+        return await service.answer(service.disable_schedule(app.jobs(self.env), id))
 
     async def disable_schedule_by_key(self, key):
-        return await service.disable_schedule_by_key(app.jobs(self.env), key)
+        return await service.answer(service.disable_schedule_by_key(app.jobs(self.env), key))
 
     async def enable_schedule(self, id):
-        return await service.enable_schedule(app.jobs(self.env), id)
+        return await service.answer(service.enable_schedule(app.jobs(self.env), id))
 
     async def enable_schedule_by_key(self, key):
-        return await service.enable_schedule_by_key(app.jobs(self.env), key)
+        return await service.answer(service.enable_schedule_by_key(app.jobs(self.env), key))
 
     async def delete_schedule(self, id):
-        return await service.delete_schedule(app.jobs(self.env), id)
+        return await service.answer(service.delete_schedule(app.jobs(self.env), id))
 
     async def delete_schedule_by_key(self, key):
-        return await service.delete_schedule_by_key(app.jobs(self.env), key)
+        return await service.answer(service.delete_schedule_by_key(app.jobs(self.env), key))
 
     async def list_schedules(self, query=None):
-        return await service.list_schedules(app.jobs(self.env), query)
+        return await service.answer(service.list_schedules(app.jobs(self.env), query))
 
 
 class JobCoordinator(DurableObject, CoordinatorEndpoint):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from kumofire_jobs import create_runtime
 from kumofire_jobs.clock import ManualClock
@@ -14,6 +15,19 @@ from kumofire_jobs.context import Handler, JobContext
 from kumofire_jobs.local.environment import LocalEnvironment
 
 EnvFactory = Callable[..., Awaitable[LocalEnvironment]]
+
+
+@pytest.fixture(autouse=True)
+def _uncached_loggers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logging configured by a test (the Worker's entry configures it when imported) must not
+    outlive it: structlog keeps a module's logger bound to the configuration of its first use
+    when `cache_logger_on_first_use` is set, so tests configure without it."""
+    configure = structlog.configure
+
+    def uncached(**settings: Any) -> None:
+        configure(**{**settings, "cache_logger_on_first_use": False})
+
+    monkeypatch.setattr(structlog, "configure", uncached)
 
 
 async def noop(ctx: JobContext) -> None:

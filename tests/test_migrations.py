@@ -165,9 +165,9 @@ async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) 
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()
-    # wrangler 4.86.0, src/d1/migrations/helpers.ts (initMigrationsTable), as SQLite stores it
+    # wrangler 4.125.0 (getCreateMigrationsTableQuery), as SQLite stores it
     assert table == {
-        "sql": "CREATE TABLE d1_migrations(\n"
+        "sql": 'CREATE TABLE "d1_migrations"(\n'
         "\t\tid         INTEGER PRIMARY KEY AUTOINCREMENT,\n"
         "\t\tname       TEXT UNIQUE,\n"
         "\t\tapplied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL\n"

@@ -19,15 +19,15 @@ run = await jobs.get(created.kumofire_job_run_id)
 The methods, arguments and results are those of a bound runtime's jobs API (`Jobs`): the
 client turns them into the `JobsService` RPC calls (positional arguments only, one dict shaped
 like the HTTP body or query, times as RFC 3339 strings) and the answers back into the models
-(`CreatedRun`, `JobRun`, `JobSchedule`, `Page`). Workers RPC carries an error's message but
-not its type, so the service's `"<code>: <message>"` comes back as the exception the jobs API
-raises: `UnknownJobError`, `ValidationError`, `PayloadTooLargeError`, `ConflictError`, or
-None / False where the jobs API answers a missing run or schedule so (`get`, `cancel`,
-`retry`, `get_schedule`, `update_schedule`, `enable_schedule`, `disable_schedule`, the
-`*_by_key` forms; the `delete_schedule*` methods return False). Any other code raises
-`JobsServiceError` (its `code` says which, `internal_error` for a failure inside the service);
-a failure that is not the service's answer (the binding missing, the network) propagates as
-the platform raised it.
+(`CreatedRun`, `JobRun`, `JobSchedule`, `Page`). The service answers an error as a JavaScript
+`Error` whose message is `"<code>: <message>"` (older versions raised it, and Workers RPC
+delivered their traceback); either comes back as the exception the jobs API raises:
+`UnknownJobError`, `ValidationError`, `PayloadTooLargeError`, `ConflictError`, or None /
+False where the jobs API answers a missing run or schedule so (`get`, `cancel`, `retry`,
+`get_schedule`, `update_schedule`, `enable_schedule`, `disable_schedule`, the `*_by_key`
+forms; the `delete_schedule*` methods return False). Any other code raises `JobsServiceError` (its `code`
+says which, `internal_error` for a failure inside the service); a failure that is not the
+service's answer (the binding missing, the network) propagates as the platform raised it.
 
 The binding may be the Workers SDK's wrapper (which converts arguments and results itself) or
 the raw JavaScript object: arguments go out as JavaScript values and results come back through
@@ -80,9 +80,10 @@ ERRORS: Final[Mapping[str, type[KumofireJobsError]]] = {
 
 
 def error_from_service(exc: BaseException) -> KumofireJobsError | None:
-    """The jobs API's exception for what a `JobsService` call raised, read from its message
-    (or from the Python traceback Workers RPC delivers in its place); None when the failure is
-    not the service's answer."""
+    """The jobs API's exception for a `JobsService` error, read from its message: the `Error`
+    the service answers (a `JsException` from a raw binding, an `Exception("Error: ...")`
+    from the SDK's wrapper), or what an older service raised (the Python traceback Workers RPC
+    delivers); None when the failure is not the service's answer."""
     found = js_error(exc)
     text = found[1] if found is not None else str(exc)
     parts = split_error(text)
@@ -231,6 +232,13 @@ class JobsClient:
             if isinstance(error, JobsServiceError):
                 raise error from exc
             raise error from None
+        if isinstance(result, BaseException):  # the service answered an error
+            answered = error_from_service(result)
+            if answered is None:
+                raise JobsServiceError(
+                    "invalid_response", f"the service answered an error: {str(result)[:200]}"
+                )
+            raise answered
         return to_py(result)
 
     async def _maybe(self, method: str, *args: Any) -> Any:

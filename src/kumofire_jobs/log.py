@@ -1,8 +1,13 @@
 """Structured logging: one event per run state change, JSON when not on a terminal.
 
 The library only asks structlog for loggers; `configure_logging()` (called by the CLI, and
-available to users) sets the output. A Worker's `print`-style output reaches Workers Logs,
-where JSON lines become searchable fields.
+available to users) sets the output, and `configure_worker_logging()` (called by the Worker's
+`src/entry.py` when it is imported) sets JSON lines on standard output, which Workers Logs
+receives as `console.log` lines and indexes field by field.
+
+Every configuration bounds what one event carries: a text field is cut at `MAX_FIELD_CHARS`
+(the cut says how long it was), and a structured or binary value (a payload, a result) larger
+than that is logged as its size only. A line is small whatever a handler passes to its logger.
 """
 
 from __future__ import annotations
@@ -10,10 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any, TextIO
+from collections.abc import MutableMapping
+from typing import Any, Final, Protocol
 
 import msgspec
 import structlog
+
+MAX_FIELD_CHARS: Final = 1000
+"""The longest text a log field carries; a structured value is logged whole only up to this
+size as JSON, else as its size."""
 
 _encoder = msgspec.json.Encoder()
 
@@ -22,12 +32,54 @@ def _json_serializer(event: dict[str, Any], **_: Any) -> str:
     return _encoder.encode(event).decode()
 
 
+def _cut(text: str) -> str:
+    return f"{text[:MAX_FIELD_CHARS]}... [{len(text)} chars]"
+
+
+def _sized(value: Any) -> Any:
+    """A structured or binary value as it is logged: itself when small, else its size."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        size = memoryview(value).nbytes
+        return value if size <= MAX_FIELD_CHARS else f"<{size} bytes>"
+    try:
+        size = len(_encoder.encode(value))
+    except (TypeError, ValueError, OverflowError):  # not JSON: the renderer says so, not us
+        return value
+    if size <= MAX_FIELD_CHARS:
+        return value
+    return f"<{type(value).__name__} of {size} bytes as JSON>"
+
+
+def limit_fields(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: no field longer than `MAX_FIELD_CHARS` (text cut, payloads and
+    other structured values replaced by their size)."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD_CHARS:
+                event[key] = _cut(value)
+        elif isinstance(value, dict | list | tuple | bytes | bytearray | memoryview):
+            event[key] = _sized(value)
+    return event
+
+
+class LineStream(Protocol):
+    """Where log lines go: a text stream (`sys.stderr`, a file, `io.StringIO`)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def isatty(self) -> bool: ...
+
+
 class TurnFlushedLogger:
     """Writes each line at once and flushes once per event-loop turn, not once per line: a
     busy runtime logs several events per run, and a flush is a system call each. Outside
     an event loop every line is flushed by itself."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: LineStream) -> None:
         self._stream = stream
         self._flush_pending = False
 
@@ -51,10 +103,11 @@ class TurnFlushedLogger:
 
 
 def configure_logging(
-    *, json: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None
+    *, json: bool | None = None, level: int = logging.INFO, stream: LineStream | None = None
 ) -> None:
     """JSON lines when `json` (default: when the stream is not a terminal), else console."""
-    stream = stream or sys.stderr
+    if stream is None:
+        stream = sys.stderr
     if json is None:
         json = not stream.isatty()
     renderer: Any = (
@@ -68,12 +121,32 @@ def configure_logging(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            limit_fields,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: TurnFlushedLogger(stream),
         cache_logger_on_first_use=True,
     )
+
+
+class _StandardOutput:
+    """`sys.stdout` as it is when written to (not when logging was configured)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def configure_worker_logging(level: int = logging.INFO) -> None:
+    """The Worker's logging: one JSON object per line on standard output (`console.log` under
+    Pyodide, which Workers Logs indexes), never the console renderer's colours."""
+    configure_logging(json=True, level=level, stream=_StandardOutput())
 
 
 def get_logger(**bound: Any) -> Any:

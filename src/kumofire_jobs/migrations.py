@@ -39,10 +39,11 @@ SCHEMA_VERSION: int = 3
 
 MIGRATIONS_TABLE = "d1_migrations"
 
-# Byte for byte what wrangler 4.x runs (src/d1/migrations/helpers.ts, initMigrationsTable), so
-# that `sqlite_master` reads the same whichever tool created the table.
+# Byte for byte what the pinned wrangler (4.125.0) runs (getCreateMigrationsTableQuery, which
+# quotes the name; 4.86.0 did not), so that `sqlite_master` reads the same whichever tool
+# created the table.
 _MIGRATIONS_TABLE_DDL = (
-    "CREATE TABLE IF NOT EXISTS d1_migrations(\n"
+    'CREATE TABLE IF NOT EXISTS "d1_migrations"(\n'
     "\t\tid         INTEGER PRIMARY KEY AUTOINCREMENT,\n"
     "\t\tname       TEXT UNIQUE,\n"
     "\t\tapplied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP NOT NULL\n"

@@ -20,11 +20,12 @@ trailing options object, as Pyodide passes them) and carries structured clones.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from kumofire_jobs.cloudflare.ffi import JS_NULL, HostJsArray, HostJsObject
+from kumofire_jobs.cloudflare.ffi import JS_NULL, HostJsArray, HostJsError, HostJsObject
 from kumofire_jobs.local.d1 import LocalD1Database, LocalD1PreparedStatement
 from kumofire_jobs.local.durable_objects import DataCloneError
 
@@ -60,6 +61,16 @@ def js_error(exc: BaseException) -> JsError:
     else:
         name = "Error"
     return JsError(name, str(exc))
+
+
+def answered_error(answer: Any, pattern: str) -> HostJsError:
+    """The `Error` a `JobsService` method answered instead of raising (what `ffi.error_value`
+    makes off Pyodide): its message matches `pattern`, its `code` is the message's code."""
+    assert isinstance(answer, HostJsError), f"not an answered error: {answer!r}"
+    assert re.search(pattern, answer.message), (pattern, answer.message)
+    assert answer.name == "Error"
+    assert answer.js_properties == {"code": answer.message.split(": ", 1)[0]}
+    return answer
 
 
 # --- JavaScript values as Python sees them (the "js" style) ---------------------------------

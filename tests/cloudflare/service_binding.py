@@ -7,7 +7,9 @@ only: Pyodide would pass keyword arguments as a trailing object), are structured
 reach the Python entrypoint as the SDK's `python_from_rpc` makes them (`JsDict`, None for
 null); the answer goes back the same way and reaches the caller as its style presents it. An
 exception in the entrypoint reaches the caller as a JavaScript `Error` whose message is the
-Python traceback, its last line `<module>.<type>: <message>`: the type is lost.
+Python traceback, its last line `<module>.<type>: <message>`: the type is lost. A JavaScript
+`Error` the entrypoint returns arrives as a value: through the SDK an
+`Exception("Error: <message>")`, raw a `JsException` (`name`, `message`, its own properties).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from kumofire_jobs.local.services import (
     LocalServiceBinding,
+    ReceivedError,
     ServiceBindingError,
     as_received,
     clone_for_rpc,
@@ -53,6 +56,17 @@ class FakeServiceBinding:
                 result = await getattr(self._local, method)(*arguments)
             except ServiceBindingError as exc:
                 raise JsError(exc.name, exc.message) from None
+            if isinstance(result, ReceivedError):
+                return result if style == "sdk" else _raw_error(result)
             return present(receive(result, "sdk"), style)
 
         return call
+
+
+def _raw_error(received: ReceivedError) -> JsError:
+    """An answered `Error` as a raw binding gives it: a `JsException` (Pyodide makes the proxy
+    of a JavaScript error one) with its own properties as attributes."""
+    error = JsError(received.error_name, received.error_message)
+    for key, value in received.error_properties.items():
+        setattr(error, key, value)
+    return error

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import structlog
 
 from kumofire_jobs import (
     ConflictError,
@@ -31,6 +32,7 @@ from kumofire_jobs import (
 )
 from kumofire_jobs.client import JobsClient, JobsServiceError, error_from_service
 from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.cloudflare.ffi import to_js
 from kumofire_jobs.models import JobSchedule
 
 from .fake_sdk import STYLES, JsError
@@ -50,6 +52,7 @@ def entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     yield importlib.import_module("entry")
     for name in names:
         sys.modules.pop(name, None)
+    structlog.reset_defaults()  # importing the entry configured the Worker's logging
 
 
 @pytest.fixture(params=STYLES)
@@ -204,6 +207,61 @@ async def test_errors_come_back_as_the_jobs_api_raises_them(
     assert len(binding.calls) == calls
 
 
+async def test_the_service_answers_an_error_rather_than_raising_it(
+    binding: FakeServiceBinding, client: JobsClient, style: str
+) -> None:
+    # A Python exception out of the entrypoint reaches every caller as a PythonError whose
+    # message is the traceback (and workerd logs it as uncaught): the service returns an Error.
+    answered = await binding.get("run_missing")
+    if style == "sdk":  # the SDK presents a JavaScript Error as Exception(error.toString())
+        assert isinstance(answered, Exception)
+        assert str(answered) == "Error: not_found: run not found"
+    else:  # raw: a JsException with the Error's name, message and own properties
+        assert isinstance(answered, JsError)
+        assert (answered.name, answered.message) == ("Error", "not_found: run not found")
+        assert answered.code == "not_found"  # type: ignore[attr-defined]
+    body = to_js({"name": "job", "every": 60, "key": "k"})
+    created = await binding.create_schedule(body)
+    assert not isinstance(created, BaseException)
+    again = await binding.create_schedule(body)
+    assert isinstance(again, BaseException) and "conflict: " in str(again)
+    with pytest.raises(ConflictError):
+        await client.create_schedule("job", every=60, key="k")
+
+
+async def test_a_service_that_raises_its_errors_still_works() -> None:
+    # An older service raised JobsRpcError: the caller got the traceback as a thrown Error.
+    from kumofire_jobs.cloudflare import JobsRpcError
+
+    def thrown(code: str, message: str) -> JsError:
+        try:
+            raise JobsRpcError(code, message)
+        except JobsRpcError as exc:
+            return JsError("Error", f"PythonError: {python_error_text(exc)}")
+
+    class OldService:
+        async def get(self, run_id: Any) -> Any:
+            raise thrown("not_found", "run not found")
+
+        async def create(self, body: Any) -> Any:
+            raise thrown("unknown_job", "no handler is registered for job 'x'")
+
+    client = JobsClient(OldService())
+    assert await client.get("run_1") is None
+    with pytest.raises(UnknownJobError, match="no handler is registered"):
+        await client.create("x")
+
+
+async def test_an_answered_error_the_client_cannot_read() -> None:
+    class Odd:
+        async def get(self, run_id: Any) -> Any:
+            return Exception("Error: something else")
+
+    with pytest.raises(JobsServiceError) as caught:
+        await JobsClient(Odd()).get("run_1")
+    assert caught.value.code == "invalid_response"
+
+
 async def test_internal_errors_and_platform_failures(client: JobsClient, stack: Stack) -> None:
     stack.env.JOBS_DB.fail_next("D1_ERROR: no such table: job_runs: SQLITE_ERROR")
     with pytest.raises(JobsServiceError) as caught:
@@ -237,7 +295,8 @@ async def test_internal_errors_and_platform_failures(client: JobsClient, stack: 
     ],
 )
 def test_error_from_service(text: str, expected: KumofireJobsError | None) -> None:
-    for raised in (JsError("Error", text), Exception(text)):
+    # The answered Error raw (a JsException), its message alone, and as the SDK presents it.
+    for raised in (JsError("Error", text), Exception(text), Exception(f"Error: {text}")):
         error = error_from_service(raised)
         if expected is None:
             assert error is None

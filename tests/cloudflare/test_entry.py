@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,18 +16,19 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.cloudflare import (
     CloudflareActorStorage,
     CloudflareD1Database,
-    JobsRpcError,
     WorkerApp,
 )
 from kumofire_jobs.local.d1 import LocalD1Database
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
+from kumofire_jobs.log import get_logger
 from kumofire_jobs.migrations import apply_migrations
 from kumofire_jobs.models import DispatchResult
 
@@ -38,6 +40,7 @@ from .fake_sdk import (
     FakeEnv,
     FakeMessageBatch,
     FakeQueue,
+    answered_error,
 )
 
 STUBS = Path(__file__).parent / "stubs"
@@ -54,6 +57,7 @@ def entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     yield importlib.import_module("entry")
     for name in names:
         sys.modules.pop(name, None)
+    structlog.reset_defaults()  # importing the entry configured the Worker's logging
 
 
 @pytest.fixture(params=STYLES)
@@ -174,12 +178,9 @@ async def test_rpc_methods_answer_like_the_http_api(stack: Stack, clock: ManualC
     assert (await jobs.counts())["succeeded"] == 2
     assert (await jobs.counts({"name": "other"}))["succeeded"] == 0
     run_id = many["items"][1]["kumofire_job_run_id"]
-    with pytest.raises(JobsRpcError, match=r"^conflict: "):
-        await jobs.retry(run_id)
-    with pytest.raises(JobsRpcError, match=r"^not_found: run not found$"):
-        await jobs.cancel("run_missing")
-    with pytest.raises(JobsRpcError, match=r"^unknown_job: "):
-        await jobs.create({"name": "nope"})
+    answered_error(await jobs.retry(run_id), r"^conflict: ")
+    answered_error(await jobs.cancel("run_missing"), r"^not_found: run not found$")
+    answered_error(await jobs.create({"name": "nope"}), r"^unknown_job: ")
 
 
 RPC_METHODS = {
@@ -224,12 +225,11 @@ async def test_schedules_through_the_rpc_entrypoint(stack: Stack, clock: ManualC
     page = await jobs.list_schedules({"name": "job"})
     assert [s["id"] for s in page["items"]] == [schedule["id"]]
     assert await jobs.delete_schedule_by_key("tick") == {"deleted": True}
-    with pytest.raises(JobsRpcError, match=r"^not_found: schedule not found$"):
-        await jobs.delete_schedule(schedule["id"])
-    with pytest.raises(JobsRpcError, match=r"^not_found: "):
-        await jobs.get_schedule_by_key("tick")
-    with pytest.raises(JobsRpcError, match=r"^validation_error: "):
-        await jobs.create_schedule({"name": "job", "cron": "not cron"})
+    answered_error(await jobs.delete_schedule(schedule["id"]), r"^not_found: schedule not found$")
+    answered_error(await jobs.get_schedule_by_key("tick"), r"^not_found: ")
+    answered_error(
+        await jobs.create_schedule({"name": "job", "cron": "not cron"}), r"^validation_error: "
+    )
     runs = await jobs.list({"schedule_id": schedule["id"]})
     assert len(runs["items"]) >= 3  # occurrences outlive their schedule
 
@@ -367,4 +367,64 @@ async def test_the_example_handler_runs(entry: ModuleType) -> None:
     job = SimpleNamespace(id="run_1", attempt=1, payload={"hello": "world"})
     ctx = SimpleNamespace(job=job, log=SimpleNamespace(info=lambda *a, **k: logged.append((a, k))))
     await entry.handlers["echo"](ctx)
-    assert logged == [(("echo",), {"payload": {"hello": "world"}})]
+    assert logged == [(("echo",), {"payload_bytes": len(b'{"hello":"world"}')})]
+
+
+# --- The Worker's logs ----------------------------------------------------------------------
+
+MAX_LOG_LINE = 4096
+
+
+def test_the_worker_logs_one_json_object_per_line(
+    entry: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Importing the entry configured the Worker's logging: JSON lines on standard output
+    # (console.log on Workers), no console renderer and its colour codes.
+    log = get_logger()
+    log.info("probe", job="echo", attempt=1)
+    log.warning("probe.big", text="x" * 50_000, payload={"blob": "y" * 50_000}, small=[1, 2])
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out
+    lines = out.splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["event"] == "probe" and first["level"] == "info" and first["attempt"] == 1
+    assert first["timestamp"].endswith("Z")
+    # Sizes, not contents: long text is cut (saying how long it was), a large value is its size.
+    assert second["text"].endswith("... [50000 chars]") and len(second["text"]) < 1100
+    assert second["payload"] == "<dict of 50011 bytes as JSON>"
+    assert second["small"] == [1, 2]
+    assert max(len(line) for line in lines) < MAX_LOG_LINE
+
+
+async def test_a_large_payload_and_a_long_error_log_no_long_line(
+    entry: ModuleType,
+    clock: ManualClock,
+    data_dir: Path,
+    style: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def boom(ctx: JobContext) -> None:
+        raise RuntimeError("e" * 100_000)
+
+    stack = Stack(entry, clock, data_dir, style)
+    runtime = create_runtime({"echo": entry.echo, "boom": boom}, clock=clock)
+    stack.app = entry.app = WorkerApp(runtime)
+    await stack.start()
+    try:
+        jobs = stack.service()
+        payload = {"blob": "z" * 900_000}
+        echo = await jobs.create({"name": "echo", "payload": payload})
+        failing = await jobs.create({"name": "boom", "payload": payload, "max_attempts": 1})
+        await clock.advance(1)
+        assert (await jobs.get(echo["kumofire_job_run_id"]))["status"] == "succeeded"
+        assert (await jobs.get(failing["kumofire_job_run_id"]))["status"] == "failed"
+    finally:
+        await stack.stop()
+    lines = capsys.readouterr().out.splitlines()
+    events = [json.loads(line) for line in lines]
+    names = [e["event"] for e in events]
+    assert "echo" in names and "run.failed" in names
+    assert max(len(line) for line in lines) < MAX_LOG_LINE
+    [echoed] = [e for e in events if e["event"] == "echo"]
+    assert echoed["payload_bytes"] == len(msgspec.json.encode(payload))

@@ -12,6 +12,7 @@ import pytest
 from kumofire_jobs import JobContext, Jobs
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.cloudflare import JobsRpcError, service
+from kumofire_jobs.cloudflare.ffi import HostJsError
 from kumofire_jobs.cloudflare.service import split_error
 from kumofire_jobs.web import create_app
 
@@ -140,13 +141,34 @@ async def test_arguments_as_rpc_delivers_them(jobs: Jobs) -> None:
             "PythonError: Traceback ...\nJobsRpcError: unknown_job: no handler\n",
             ("unknown_job", "no handler"),
         ),
+        ("Error: not_found: run not found", ("not_found", "run not found")),  # toString()
         ("Network connection lost.", None),
+        ("Error: Network connection lost.", None),
         ("Traceback (most recent call last):\nValueError: x: y\n", None),
         ("", None),
     ],
 )
 def test_split_error(text: str, expected: tuple[str, str] | None) -> None:
     assert split_error(text) == expected
+
+
+async def test_the_entrypoint_answers_errors_as_javascript_errors(jobs: Jobs) -> None:
+    # `answer` is what the entrypoint returns: the result, or for a JobsRpcError a JavaScript
+    # Error (off Pyodide, HostJsError) whose message starts with the code, its `code` the code.
+    created = await service.answer(service.create(jobs, {"name": "email"}))
+    assert set(created) == {"kumofire_job_run_id", "deduplicated"}
+    missing = await service.answer(service.get(jobs, "run_missing"))
+    assert isinstance(missing, HostJsError)
+    assert (missing.name, missing.message) == ("Error", "not_found: run not found")
+    assert missing.js_properties == {"code": "not_found"} and missing.code == "not_found"
+    unknown = await service.answer(service.create(jobs, {"name": "nope"}))
+    assert isinstance(unknown, HostJsError) and unknown.message.startswith("unknown_job: ")
+
+    async def crash() -> None:
+        raise KeyError("not a service error")
+
+    with pytest.raises(KeyError):  # only the service's own errors are answered
+        await service.answer(crash())
 
 
 # --- schedules ---------------------------------------------------------------------------------

@@ -67,15 +67,15 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ),
     (
         "date too early",
-        _set("compatibility_date", value="2026-04-20"),
+        _set("compatibility_date", value="2025-09-28"),
         "compatibility-date",
-        "older Python than 3.13",
+        "gives Python 3.12 (Pyodide 0.26.0a2), an older Python",
     ),
     (
         "date too late",
-        _set("compatibility_date", value="2026-09-08"),
+        _set("compatibility_date", value="2026-08-25"),
         "compatibility-date",
-        "Python 3.14",
+        "gives Python 3.14 (Pyodide 314.0.4), a newer Python",
     ),
     ("no date", _set("compatibility_date", value=_DELETE), "compatibility-date", "not set"),
     ("bad date", _set("compatibility_date", value="soon"), "compatibility-date", "not a date"),
@@ -186,9 +186,30 @@ def test_each_problem_is_named(
     assert str(errors[0]).startswith(f"error: [{code}] ")
 
 
-@pytest.mark.parametrize("date", ["2026-04-21", "2026-09-07"])
+@pytest.mark.parametrize("date", ["2025-09-29", "2026-04-20", "2026-08-24"])
 def test_the_python_313_dates_are_inclusive(make_project: ProjectFactory, date: str) -> None:
+    # 2025-09-29 through 2026-08-24 give Python 3.13 on the pinned workerd (1.20260820.1).
     assert errors_of(make_project(_set("compatibility_date", value=date))) == []
+
+
+@pytest.mark.parametrize(
+    ("date", "flags"),
+    [
+        ("2025-06-01", ["python_workers", "python_workers_20250116"]),
+        ("2026-08-25", ["python_workers", "no_python_workers_20260610"]),
+    ],
+)
+def test_flags_that_select_python_313_outside_its_dates_pass(
+    make_project: ProjectFactory, date: str, flags: list[str]
+) -> None:
+    change_date = _set("compatibility_date", value=date)
+    change_flags = _set("compatibility_flags", value=flags)
+
+    def change(config: dict[str, Any]) -> None:
+        change_date(config)
+        change_flags(config)
+
+    assert errors_of(make_project(change)) == []
 
 
 def test_a_renamed_sqlite_coordinator_passes(make_project: ProjectFactory) -> None:

@@ -99,7 +99,7 @@ async def test_cost_counts_are_what_the_instrumentation_saw() -> None:
     assert retried["outcomes"] == {"retried": 2 * runs, "succeeded": runs}
     assert _totals(retried["counts"])["queue_write"] == 3 * runs  # one message per attempt
     # The trace holds every statement, migrations first, so that a replay rebuilds the state.
-    assert ours["trace"][0].sql.startswith("CREATE TABLE IF NOT EXISTS d1_migrations")
+    assert ours["trace"][0].sql.startswith('CREATE TABLE IF NOT EXISTS "d1_migrations"')
 
 
 async def test_reference_model_counts() -> None:

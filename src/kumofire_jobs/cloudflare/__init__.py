@@ -6,6 +6,7 @@ any Python (it reaches `js`/`pyodide` only at call time, under Pyodide) and none
 imports the local bindings or `sqlite3`.
 """
 
+from ..log import configure_worker_logging
 from .d1 import CloudflareD1Database, D1RetryPolicy, is_transient_d1_error
 from .durable_objects import (
     CloudflareActorStorage,
@@ -35,6 +36,7 @@ __all__ = [
     "QueueError",
     "WorkerApp",
     "adapt_batch",
+    "configure_worker_logging",
     "env_var",
     "is_transient_d1_error",
     "resources_from_env",

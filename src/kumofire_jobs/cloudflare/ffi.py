@@ -172,6 +172,33 @@ def to_py(value: Any) -> Any:
 # --- Errors ---------------------------------------------------------------------------------
 
 
+class HostJsError(Exception):
+    """A JavaScript `Error` as `error_value` makes one off Pyodide: `name` ("Error"),
+    `message`, and its own properties (`js_properties`, also readable as attributes)."""
+
+    def __init__(self, message: str, **properties: str) -> None:
+        super().__init__(message)
+        self.name = "Error"
+        self.message = message
+        self.js_properties = dict(properties)
+        for key, value in properties.items():
+            setattr(self, key, value)
+
+
+def error_value(message: str, **properties: str) -> Any:
+    """A JavaScript `Error` with this message and these own properties, to return (not raise)
+    across Workers RPC: the caller receives it as a value, `instanceof Error`, with the message
+    and properties as given. (A Python exception raised out of an entrypoint reaches a caller as
+    a Pyodide `PythonError` whose message is the traceback; Pyodide wraps even a JavaScript
+    error raised from Python so.)"""
+    if not IN_PYODIDE:
+        return HostJsError(message, **properties)
+    error = _js().Error.new(message)
+    for key, value in properties.items():
+        setattr(error, key, value)
+    return error
+
+
 def js_error(exc: BaseException) -> tuple[str, str] | None:
     """The (name, message) of a JavaScript error as Pyodide raises it (`JsException`: `Error`,
     `TypeError`, `DataCloneError`...); None for an exception Python raised."""

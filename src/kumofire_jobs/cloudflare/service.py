@@ -4,7 +4,10 @@ async functions over a bound `Jobs`.
 Workers RPC passes positional arguments only and plain values: each function takes an id or
 one dict shaped like the HTTP body or query, and returns the dict the HTTP API answers. A
 failure raises `JobsRpcError`, whose message starts with the error code
-(`"not_found: run not found"`); RPC carries the message to the caller but not the type.
+(`"not_found: run not found"`). The entrypoint does not let it escape: `answer()` turns it
+into the JavaScript `Error` the method returns, since an exception raised out of a Python
+entrypoint reaches the caller as a Pyodide `PythonError` whose message is the whole traceback
+(and workerd logs it as an uncaught exception).
 
 Where HTTP answers 404 (an unknown run id, schedule id or key) these raise `not_found`, so no
 method returns None. Two answers differ from HTTP's because HTTP says it with the status alone:
@@ -25,7 +28,7 @@ from ..jobs import Jobs
 from ..log import get_logger
 from ..models import JobSchedule
 from ..web import wire
-from .ffi import to_py
+from .ffi import error_value, to_py
 
 log = get_logger()
 
@@ -47,8 +50,10 @@ class JobsRpcError(Exception):
 
 
 def split_error(text: str) -> tuple[str, str] | None:
-    """The (code, message) of a `JobsService` error as the caller sees its text: the message
-    itself, or the Python traceback Workers RPC delivers in its place, whose last line is
+    """The (code, message) of a `JobsService` error as the caller sees its text: the answered
+    `Error`'s message (or its `toString()`, `"Error: <code>: <message>"`, as the Workers SDK
+    presents it), or, from a service that raised instead (before `answer()`), the Python
+    traceback Workers RPC delivers, whose last line is
     `kumofire_jobs.cloudflare.service.JobsRpcError: <code>: <message>`."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if not lines:
@@ -59,10 +64,23 @@ def split_error(text: str) -> tuple[str, str] | None:
         last = last.split(marker, 1)[1]
     elif len(lines) > 1:
         return None
+    else:
+        last = last.removeprefix("Error: ")
     code, sep, message = last.partition(": ")
     if not sep or not code or not all(c.islower() or c == "_" for c in code):
         return None
     return code, message
+
+
+async def answer(call: Awaitable[R]) -> R | Any:
+    """What a `JobsService` method returns over Workers RPC: the call's result, or, when it
+    raised `JobsRpcError`, a JavaScript `Error` whose message is `"<code>: <message>"` and
+    whose `code` property is the code, returned as the answer rather than thrown. A JavaScript
+    caller checks `result instanceof Error`; `JobsClient` raises the jobs API's exception."""
+    try:
+        return await call
+    except JobsRpcError as exc:
+        return error_value(str(exc), code=exc.code)
 
 
 def rpc_method(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -22,21 +22,77 @@ from .wrangler import DeployError
 
 __all__ = [
     "CONFIG_NAMES",
+    "PINNED_WORKERD",
     "PYTHON_313_DATES",
+    "PYTHON_RELEASES",
     "Problem",
+    "PythonRelease",
     "Severity",
     "WranglerConfig",
     "d1_database",
     "default_config_path",
     "load_config",
+    "python_release",
     "validate_config",
 ]
 
 CONFIG_NAMES = ("wrangler.toml", "wrangler.jsonc", "wrangler.json")
 """The files wrangler reads, in its order, when no --config is given."""
 
-PYTHON_313_DATES = (dt.date(2026, 4, 21), dt.date(2026, 9, 7))
-"""The `compatibility_date`s that give Python 3.13 on Workers (DESIGN.md, "Platform facts")."""
+PINNED_WORKERD = "1.20260820.1"
+"""The workerd whose Python releases `PYTHON_RELEASES` records: the one of the wrangler that
+package.json pins (4.125.0)."""
+
+
+@dataclass(frozen=True)
+class PythonRelease:
+    """One Python runtime a Python Worker can get. workerd picks the newest release whose
+    compatibility flag is on: the first (Python 3.12) with `python_workers` itself; each later
+    one when its flag is listed, or from `default_from` on unless `no_<flag>` is listed."""
+
+    python: str
+    pyodide: str
+    flag: str
+    default_from: dt.date | None = None
+
+    def selected_by(self, date: dt.date, flags: frozenset[str]) -> bool:
+        if self.default_from is None or self.flag in flags:
+            return True
+        return date >= self.default_from and f"no_{self.flag}" not in flags
+
+
+PYTHON_RELEASES: tuple[PythonRelease, ...] = (
+    PythonRelease("3.12", "0.26.0a2", "python_workers"),
+    PythonRelease("3.13", "0.28.2", "python_workers_20250116", dt.date(2025, 9, 29)),
+    PythonRelease("3.14", "314.0.4", "python_workers_20260610", dt.date(2026, 8, 25)),
+)
+"""workerd 1.20260820.1's Python releases, oldest first, as its release table and its
+compatibility flags (`impliedByAfterDate` of `python_workers`) define them; a test starts the
+installed workerd at each boundary and checks which Pyodide bundle it asks for. Newer workerd
+may move a date (1.20261117.1 gives 3.14 from 2026-09-08, not 2026-08-25)."""
+
+TARGET_PYTHON = "3.13"
+"""The Python the Worker is built for: Pyodide 0.28.2's, whose package index has msgspec."""
+
+
+def python_release(date: dt.date, flags: frozenset[str] = frozenset()) -> PythonRelease:
+    """The release a Python Worker with this compatibility date and these flags gets."""
+    return [r for r in PYTHON_RELEASES if r.selected_by(date, flags)][-1]
+
+
+def _python_dates(python: str) -> tuple[dt.date, dt.date]:
+    """The first and last compatibility dates that give `python` without extra flags."""
+    index = next(i for i, r in enumerate(PYTHON_RELEASES) if r.python == python)
+    first = PYTHON_RELEASES[index].default_from
+    assert first is not None and index + 1 < len(PYTHON_RELEASES)
+    following = PYTHON_RELEASES[index + 1].default_from
+    assert following is not None
+    return first, following - dt.timedelta(days=1)
+
+
+PYTHON_313_DATES = _python_dates(TARGET_PYTHON)
+"""The `compatibility_date`s that give Python 3.13 with the pinned workerd: 2025-09-29 through
+2026-08-24 (derived from `PYTHON_RELEASES`)."""
 
 PLACEHOLDER_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -179,7 +235,10 @@ def _check_compatibility(config: WranglerConfig) -> list[Problem]:
             )
         )
     low, high = PYTHON_313_DATES
-    wanted = f"a compatibility_date from {low} up to {high} (Python 3.13)"
+    wanted = (
+        f"a compatibility_date from {low} up to {high} (Python {TARGET_PYTHON} with workerd "
+        f"{PINNED_WORKERD}, the runtime wrangler dev uses)"
+    )
     raw = config.data.get("compatibility_date")
     if raw is None:
         problems.append(Problem("compatibility-date", f"compatibility_date is not set: {wanted}"))
@@ -191,21 +250,25 @@ def _check_compatibility(config: WranglerConfig) -> list[Problem]:
             Problem("compatibility-date", f"compatibility_date {raw!r} is not a date: {wanted}")
         )
         return problems
-    if date < low:
-        problems.append(
-            Problem(
-                "compatibility-date",
-                f"compatibility_date {date} gives an older Python than 3.13: use {wanted}",
-            )
+    listed = frozenset(f for f in flags if isinstance(f, str)) if isinstance(flags, list) else None
+    release = python_release(date, listed or frozenset())
+    if release.python == TARGET_PYTHON:
+        return problems
+    older = PYTHON_RELEASES.index(release) < [r.python for r in PYTHON_RELEASES].index(
+        TARGET_PYTHON
+    )
+    why = (
+        "an older Python"
+        if older
+        else "a newer Python, whose packages (msgspec) this runtime is not built against"
+    )
+    problems.append(
+        Problem(
+            "compatibility-date",
+            f"compatibility_date {date} gives Python {release.python} (Pyodide "
+            f"{release.pyodide}), {why}: use {wanted}",
         )
-    elif date > high:
-        problems.append(
-            Problem(
-                "compatibility-date",
-                f"compatibility_date {date} gives Python 3.14, whose packages (msgspec) this "
-                f"runtime is not built against: use {wanted}",
-            )
-        )
+    )
     return problems
 
 

@@ -14,7 +14,11 @@ request. Calls are Workers RPC as the platform makes them:
   stop it (it ends with the environment);
 - an exception in the target reaches the caller as `ServiceBindingError`, a JavaScript
   `Error` whose message is the Python traceback (its last line `<module>.<Type>: <message>`):
-  RPC carries the message, not the type.
+  RPC carries the message, not the type;
+- an exception the target returns (not raises) crosses as a JavaScript `Error` value, as the
+  Workers SDK converts it (`Error(str(exc))`; a JavaScript error keeps its message and own
+  properties), and reaches the caller as the SDK presents an `Error`: `ReceivedError`, an
+  `Exception` whose text is the error's `toString()` (`"Error: <message>"`).
 
 The target runs with an empty `env` of its own (no bindings, no vars): only the calling
 service's bindings are emulated here.
@@ -43,6 +47,7 @@ __all__ = [
     "LocalExecutionContext",
     "LocalServiceBinding",
     "LocalWorkerEnv",
+    "ReceivedError",
     "ServiceBindingError",
     "ServiceSpec",
     "ServiceSpecError",
@@ -71,6 +76,32 @@ class ServiceBindingError(Exception):
         super().__init__(f"{name}: {message}")
         self.name = name
         self.message = message
+
+
+class ReceivedError(Exception):
+    """A JavaScript `Error` that a call answered (returned), as the Workers SDK presents it to
+    the caller: an `Exception` whose text is the error's `toString()` (`"Error: <message>"`).
+    What a raw JavaScript view would show is kept in `error_name`, `error_message` and
+    `error_properties`."""
+
+    def __init__(self, name: str, message: str, properties: dict[str, Any]) -> None:
+        super().__init__(f"{name}: {message}")
+        self.error_name = name
+        self.error_message = message
+        self.error_properties = properties
+
+
+def received_error(exc: BaseException) -> ReceivedError:
+    """An exception returned over RPC, as the caller receives it: a JavaScript error (one with
+    `js_properties`, as the Cloudflare adapter's `error_value` makes off Pyodide) keeps its
+    name, message and properties; any other exception becomes `Error(str(exc))`, as the SDK
+    converts it."""
+    properties = getattr(exc, "js_properties", None)
+    if isinstance(properties, dict):
+        name = getattr(exc, "name", "Error")
+        message = getattr(exc, "message", str(exc))
+        return ReceivedError(str(name), str(message), dict(properties))
+    return ReceivedError("Error", str(exc), {})
 
 
 class JsDict(dict[str, Any]):
@@ -221,6 +252,8 @@ class LocalServiceBinding:
                 result = await result
         except Exception as exc:
             raise ServiceBindingError("Error", _target_error(exc)) from None
+        if isinstance(result, BaseException):
+            return received_error(result)
         return as_received(clone_for_rpc(result))
 
     async def stop(self) -> None:

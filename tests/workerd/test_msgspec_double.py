@@ -1,0 +1,227 @@
+"""The msgspec test double (tests/workerd/msgspec_double/) against the real msgspec 0.19, on
+the cases the Worker path relies on. Fast: not part of the `workerd` marker."""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import math
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Generic, TypeVar
+
+import msgspec as real
+import pytest
+
+DOUBLE_DIR = Path(__file__).parent / "msgspec_double"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_double() -> ModuleType:
+    name = "kumofire_msgspec_double"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name,
+        DOUBLE_DIR / "msgspec" / "__init__.py",
+        submodule_search_locations=[str(DOUBLE_DIR / "msgspec")],
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fake = load_double()
+T = TypeVar("T")
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+def kinds(lib: Any) -> dict[str, type]:
+    """The same Struct shapes as the Worker path declares them, on either library."""
+
+    class Message(lib.Struct, kw_only=True):
+        version: int
+        kumofireJobRunId: str
+
+    class Policy(lib.Struct, frozen=True, kw_only=True):
+        max_attempts: int = 3
+        base_delay: float = 1.0
+
+        def __post_init__(self) -> None:
+            if self.max_attempts < 1:
+                raise ValueError("max_attempts must be at least 1")
+
+    class Request(lib.Struct, kw_only=True, forbid_unknown_fields=True):
+        name: str
+        payload: Any = None
+        delay: float | None = None
+
+    class Page(lib.Struct, Generic[T], kw_only=True):
+        items: list[T]
+        next_cursor: str | None
+
+    class Migration(lib.Struct, frozen=True):
+        number: int
+        name: str
+
+    return {"Message": Message, "Policy": Policy, "Request": Request, "Page": Page,
+            "Migration": Migration}  # fmt: skip
+
+
+REAL, FAKE = kinds(real), kinds(fake)
+
+ENCODED: list[Any] = [
+    None, True, 0, -5, 2**53, 1.5, 0.1, 12345.678, "", "héllo ☃ \n \"q\" \\", [1, [2, {"a": None}]],
+    {"a": 1, "b": [True, False], "ü": "x"}, {"x" * 1000: "y" * 100_000}, (1, 2),
+    datetime(2026, 8, 1, 12, 0, 0, tzinfo=UTC),
+    datetime(2026, 8, 1, 12, 0, 0, 123000, tzinfo=UTC),
+    datetime(2026, 8, 1, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2026, 8, 1, 12, 0),
+    Color.RED, {1: "int key"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ENCODED, ids=repr)
+def test_encode_matches(value: Any) -> None:
+    assert fake.json.encode(value) == real.json.encode(value)
+    assert fake.json.Encoder().encode(value) == real.json.Encoder().encode(value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_floats_encode_as_null(value: float) -> None:
+    assert fake.json.encode(value) == real.json.encode(value) == b"null"
+
+
+def test_structs_encode_as_objects_in_field_order() -> None:
+    made = [kinds_["Page"](items=[kinds_["Migration"](1, "a.sql")], next_cursor=None)
+            for kinds_ in (REAL, FAKE)]  # fmt: skip
+    assert fake.json.encode(made[1]) == real.json.encode(made[0])
+
+
+@pytest.mark.parametrize("value", [object(), {(1, 2): "tuple key"}, {1.5j}])
+def test_unencodable_raises_type_error(value: Any) -> None:
+    with pytest.raises(TypeError):
+        real.json.encode(value)
+    with pytest.raises(TypeError):
+        fake.json.encode(value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"{}", b'{"a": [1, 2.5, "x", null, true]}', '"\\u00e9"', b"123", "[]", b" 1 "],
+)
+def test_decode_matches(text: bytes | str) -> None:
+    assert fake.json.decode(text) == real.json.decode(text)
+
+
+@pytest.mark.parametrize("text", [b"", b"{", b"nope", b"NaN", b"\xff\xfe", b"[1,]", "{'a': 1}"])
+def test_malformed_json_is_a_decode_error(text: bytes | str) -> None:
+    with pytest.raises(real.DecodeError):
+        real.json.decode(text)
+    with pytest.raises(fake.DecodeError):
+        fake.json.decode(text)
+
+
+MESSAGES: list[Any] = [
+    {"version": 1, "kumofireJobRunId": "run_1"},
+    {"version": 1, "kumofireJobRunId": "run_1", "extra": [1]},
+]
+BAD_MESSAGES: list[Any] = [
+    {}, {"version": 1}, {"kumofireJobRunId": "run_1"}, {"version": True, "kumofireJobRunId": "r"},
+    {"version": "1", "kumofireJobRunId": "r"}, {"version": 1.0, "kumofireJobRunId": "r"},
+    {"version": 1, "kumofireJobRunId": 5}, {"version": 1, "kumofireJobRunId": None},
+    [], "text", None, 7,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("message", MESSAGES, ids=repr)
+def test_convert_accepts_what_msgspec_accepts(message: Any) -> None:
+    got = fake.convert(message, FAKE["Message"], strict=True)
+    want = real.convert(message, REAL["Message"], strict=True)
+    assert (got.version, got.kumofireJobRunId) == (want.version, want.kumofireJobRunId)
+
+
+@pytest.mark.parametrize("message", BAD_MESSAGES, ids=repr)
+def test_convert_rejects_what_msgspec_rejects(message: Any) -> None:
+    with pytest.raises(real.ValidationError) as want:
+        real.convert(message, REAL["Message"], strict=True)
+    with pytest.raises(fake.ValidationError) as got:
+        fake.convert(message, FAKE["Message"], strict=True)
+    assert str(got.value) == str(want.value)
+
+
+def test_validation_error_is_a_decode_error_as_in_msgspec() -> None:
+    assert issubclass(real.ValidationError, real.DecodeError)
+    assert issubclass(fake.ValidationError, fake.DecodeError)
+
+
+@pytest.mark.parametrize("lib_kinds", [REAL, FAKE], ids=["real", "double"])
+def test_struct_behaviour(lib_kinds: dict[str, Any]) -> None:
+    Policy, Request, Page, Migration = (lib_kinds[k] for k in ("Policy", "Request", "Page",
+                                                                "Migration"))  # fmt: skip
+    policy = Policy()
+    assert (policy.max_attempts, policy.base_delay) == (3, 1.0)
+    assert Policy(max_attempts=5) == Policy(max_attempts=5) != Policy()
+    assert hash(Policy()) == hash(Policy())
+    with pytest.raises(AttributeError):
+        policy.max_attempts = 4  # type: ignore[misc]
+    with pytest.raises(ValueError, match="at least 1"):
+        Policy(max_attempts=0)
+    with pytest.raises(TypeError):
+        Policy(5)  # kw_only
+    with pytest.raises(TypeError):
+        Request()  # missing required
+    with pytest.raises(TypeError):
+        Request(name="x", nope=1)  # unknown keyword
+    assert Request.__struct_fields__ == ("name", "payload", "delay")
+    request = Request(name="x")
+    request.delay = 2.0  # not frozen
+    assert (request.name, request.payload, request.delay) == ("x", None, 2.0)
+    assert Migration(1, "a.sql") == Migration(number=1, name="a.sql")
+    page = Page(items=[1], next_cursor=None)
+    assert page.items == [1]
+    assert repr(Migration(1, "a")) == "Migration(number=1, name='a')"
+
+
+def test_asdict_matches() -> None:
+    assert fake.structs.asdict(FAKE["Migration"](1, "a")) == real.structs.asdict(
+        REAL["Migration"](1, "a")
+    )
+
+
+def test_the_worker_path_runs_on_the_double() -> None:
+    """The modules the Worker imports, with the double as msgspec (as in the test bundle)."""
+    code = """
+import msgspec
+assert msgspec.__version__.endswith("test-double"), msgspec.__file__
+from kumofire_jobs.consume import parse_message
+from kumofire_jobs.store import encode_payload
+from kumofire_jobs.web.wire import created_to_wire
+from kumofire_jobs.models import CreatedRun
+from kumofire_jobs import RetryPolicy
+import kumofire_jobs.cloudflare.worker
+assert parse_message({"version": 1, "kumofireJobRunId": "run_x"}) == "run_x"
+assert encode_payload({"a": [1, "é"]}) == '{"a":[1,"é"]}'
+assert created_to_wire(CreatedRun(kumofire_job_run_id="r", deduplicated=False)) == {
+    "kumofire_job_run_id": "r", "deduplicated": False}
+assert RetryPolicy(max_attempts=2).delay(2) == 2.0
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": f"{DOUBLE_DIR}:{REPO / 'src'}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

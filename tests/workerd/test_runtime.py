@@ -1,0 +1,375 @@
+"""The project's Worker on the real runtime: workerd under `wrangler dev`, offline, with
+wrangler's local D1, Queues and Durable Objects, called over HTTP, over RPC from a JavaScript
+and a Python Worker, through its queue, its cron handler and across a restart.
+
+Real time runs here, so the tests wait by polling with a deadline. Each run's lateness
+(`started_at - scheduled_for`) is recorded and printed at the end of the session."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from .conftest import record
+from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request
+from .workers.suite_handlers import LEASE_SECONDS
+
+pytestmark = [pytest.mark.workerd, pytest.mark.timeout(420)]
+
+FINISHED = ("succeeded", "failed", "canceled")
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def lateness_ms(run: dict[str, Any]) -> float:
+    return (parse(run["started_at"]) - parse(run["scheduled_for"])) / timedelta(milliseconds=1)
+
+
+class Api:
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.url = stack.workers[SERVICE].url
+
+    def create(self, body: dict[str, Any]) -> str:
+        status, answer = request(f"{self.url}/v1/runs", "POST", body)
+        assert status == 202, answer
+        return str(answer["kumofire_job_run_id"])
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        status, answer = request(f"{self.url}/v1/runs/{run_id}")
+        assert status == 200, answer
+        return dict(answer)
+
+    def wait(
+        self, run_id: str, statuses: tuple[str, ...] = FINISHED, timeout: float = 60
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get(run_id)
+            if run["status"] in statuses:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"run {run_id} still {run['status']} after {timeout} s:\n"
+                    + self.stack.tail(SERVICE)
+                )
+            time.sleep(0.1)
+
+    def runs_of_schedule(self, schedule_id: str) -> list[dict[str, Any]]:
+        status, answer = request(f"{self.url}/v1/runs?schedule_id={schedule_id}&limit=50")
+        assert status == 200, answer
+        return sorted(answer["items"], key=lambda run: run["scheduled_for"])
+
+    def rpc(self, method: str, *args: Any) -> dict[str, Any]:
+        """A JobsService call made by the JavaScript Worker: {ok, result} or {ok, message}."""
+        status, answer = request(
+            f"{self.stack.workers[JS_WORKER].url}/rpc", "POST", {"method": method, "args": args}
+        )
+        assert status == 200, answer
+        return dict(answer)
+
+    def log(self) -> str:
+        return self.stack.workers[SERVICE].log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    return Api(stack)
+
+
+def test_a_run_succeeds(api: Api) -> None:
+    run = api.wait(api.create({"name": "echo", "payload": {"hello": "workerd"}}))
+    assert (run["status"], run["attempt"], run["payload"]) == (
+        "succeeded", 1, {"hello": "workerd"},
+    )  # fmt: skip
+    assert parse(run["started_at"]) >= parse(run["scheduled_for"])
+    record("run due now", lateness_ms(run))
+
+
+def test_a_delayed_run_starts_on_time(api: Api) -> None:
+    run = api.wait(api.create({"name": "echo", "delay": 3}))
+    assert run["status"] == "succeeded"
+    scheduled, created = parse(run["scheduled_for"]), parse(run["created_at"])
+    assert scheduled - created == timedelta(seconds=3)
+    late = lateness_ms(run)
+    assert 0 <= late < 1000, run  # never early; on its alarm, not on a cron tick
+    record("delayed run (3 s)", late)
+
+
+def test_a_failing_run_is_retried_until_it_succeeds(api: Api) -> None:
+    run = api.wait(api.create({"name": "flaky", "payload": {"fail_attempts": 2}}))
+    assert (run["status"], run["attempt"]) == ("succeeded", 3)
+    record("retried run, attempt 3 (after 1 s + 2 s backoff)", lateness_ms(run))
+
+
+def test_a_run_fails_when_its_attempts_are_spent(api: Api) -> None:
+    run = api.wait(
+        api.create({"name": "flaky", "payload": {"fail_attempts": 9}, "max_attempts": 2})
+    )
+    assert (run["status"], run["attempt"]) == ("failed", 2)
+    assert "flaky failed attempt 2" in run["last_error"]
+    fatal = api.wait(api.create({"name": "fatal"}))
+    assert (fatal["status"], fatal["attempt"]) == ("failed", 1)
+    assert "never retried" in fatal["last_error"]
+    record("failed run, attempt 2", lateness_ms(run))
+
+
+def test_a_scheduled_run_is_canceled(api: Api) -> None:
+    run_id = api.create({"name": "echo", "delay": 2})
+    status, canceled = request(f"{api.url}/v1/runs/{run_id}/cancel", "POST")
+    assert status == 200, canceled
+    assert canceled["status"] == "canceled"
+    time.sleep(3)  # past its due time: its coordinator must not start it
+    run = api.get(run_id)
+    assert (run["status"], run["started_at"], run["attempt"]) == ("canceled", None, 0)
+
+
+def test_an_every_schedule_runs_each_interval(api: Api) -> None:
+    status, schedule = request(
+        f"{api.url}/v1/schedules/by-key/every-2s", "PUT", {"name": "echo", "every": 2}
+    )
+    assert status == 201, schedule
+    deadline = time.monotonic() + 30
+    while True:
+        done = [r for r in api.runs_of_schedule(schedule["id"]) if r["status"] == "succeeded"]
+        if len(done) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    request(f"{api.url}/v1/schedules/by-key/every-2s", "DELETE")
+    assert len(done) >= 3, api.runs_of_schedule(schedule["id"])
+    times = [parse(r["scheduled_for"]) for r in done]
+    assert all(b - a == timedelta(seconds=2) for a, b in itertools.pairwise(times))
+    for run in done:
+        assert lateness_ms(run) >= 0
+        record("every 2 s schedule occurrence", lateness_ms(run))
+
+
+def test_a_seconds_cron_in_a_time_zone(api: Api) -> None:
+    zone = ZoneInfo("Asia/Kolkata")  # UTC+05:30: its hours are never UTC's
+    now = datetime.now(zone)
+    hours = f"{now.hour},{(now + timedelta(hours=1)).hour}"
+    status, schedule = request(
+        f"{api.url}/v1/schedules/by-key/cron-kolkata",
+        "PUT",
+        {"name": "echo", "cron": f"*/3 * {hours} * * *", "timezone": "Asia/Kolkata"},
+    )
+    assert status == 201, schedule
+    deadline = time.monotonic() + 30
+    while True:
+        done = [r for r in api.runs_of_schedule(schedule["id"]) if r["status"] == "succeeded"]
+        if len(done) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    request(f"{api.url}/v1/schedules/by-key/cron-kolkata", "DELETE")
+    assert len(done) >= 2, api.runs_of_schedule(schedule["id"])
+    for run in done:
+        due = parse(run["scheduled_for"])
+        assert due.second % 3 == 0 and due.microsecond == 0
+        assert due.astimezone(zone).hour in {int(h) for h in hours.split(",")}
+        record("*/3 s cron in Asia/Kolkata occurrence", lateness_ms(run))
+
+
+def test_the_cron_handler_reconciles(api: Api) -> None:
+    worker = api.stack.workers[SERVICE]
+    status, _ = request(f"{worker.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", token=None)
+    assert status == 200
+    # A healthy system: reconciliation finds nothing to repair, and the Worker still serves.
+    run = api.wait(api.create({"name": "echo"}))
+    assert run["status"] == "succeeded"
+
+
+def test_rpc_from_javascript(api: Api) -> None:
+    created = api.rpc("create", {"name": "echo", "payload": {"via": "js"}, "delay": 1})
+    assert created["ok"], created
+    run_id = created["result"]["kumofire_job_run_id"]
+    got = api.rpc("get", run_id)
+    assert got["ok"] and got["result"]["payload"] == {"via": "js"}
+    listed = api.rpc("list", {"name": "echo", "limit": 2})
+    assert listed["ok"] and len(listed["result"]["items"]) == 2
+    assert listed["result"]["next_cursor"]
+    counts = api.rpc("counts", {"name": "echo"})
+    assert counts["ok"] and counts["result"]["succeeded"] >= 1
+    run = api.wait(run_id)
+    assert run["status"] == "succeeded"
+    record("delayed run (1 s) created over RPC", lateness_ms(run))
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (("get", "run_doesnotexist"), "not_found"),
+        (("get_schedule_by_key", "no-such-key"), "not_found"),
+        (("create", {"name": "no_such_job"}), "unknown_job"),
+        (("create", {"name": "echo", "delay": -1}), "validation_error"),
+        (("create", {"name": "echo", "bogus": 1}), "validation_error"),
+    ],
+)
+def test_rpc_errors_seen_from_javascript_start_with_their_code(
+    api: Api, call: tuple[Any, ...], code: str
+) -> None:
+    uncaught_before = api.log().count("Uncaught")
+    answer = api.rpc(*call)
+    # An Error answered as the call's value (a raised Python exception would reach the caller
+    # as "PythonError: Traceback ...").
+    assert not answer["ok"] and answer.get("answered"), answer
+    assert answer["message"].startswith(f"{code}: "), answer["message"]
+    assert "Traceback" not in answer["message"]
+    assert answer["name"] == "Error"
+    # Its `code` property crosses Workers RPC in one process; the dev registry's proxy between
+    # two `wrangler dev` processes (as here) drops an Error's own properties.
+    assert answer.get("code") in (None, code)
+    # An expected error is an answer, not a crash: the service logs no uncaught exception.
+    time.sleep(0.5)  # the service's log line, if any, follows the answer
+    assert api.log().count("Uncaught") == uncaught_before, api.stack.tail(SERVICE)
+
+
+def test_rpc_from_python_through_jobs_client(api: Api) -> None:
+    status, out = request(f"{api.stack.workers[PY_WORKER].url}/client", token=None, timeout=120)
+    assert status == 200, out
+    assert out["deduplicated"] == [True, out["created"]]
+    assert out["get"] == {
+        "id": out["created"], "name": "echo", "payload": {"via": "JobsClient"}, "tz": "UTC",
+    }  # fmt: skip
+    assert out["list"] == {"count": 2, "has_cursor": True}
+    assert out["get_missing"] is True
+    assert out["get_schedule_missing"] is True
+    assert out["delete_schedule_missing"] is False
+    assert out["unknown_job"]["raised"] == "UnknownJobError"
+    assert out["bad_delay"]["raised"] == "ValidationError"
+    assert out["schedule"] == {"key": "py-every", "type": "interval", "expr": "3600"}
+    assert out["conflict"]["raised"] == "ConflictError"
+    assert api.wait(out["created"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("job", ["js_notify", "py_notify"])
+def test_remote_handlers(api: Api, job: str) -> None:
+    ok = api.wait(api.create({"name": job, "payload": {}}))
+    assert (ok["status"], ok["attempt"]) == ("succeeded", 1), ok
+    retried = api.wait(api.create({"name": job, "payload": {"fail_attempts": 1}}))
+    assert (retried["status"], retried["attempt"]) == ("succeeded", 2), retried
+    fatal = api.wait(api.create({"name": job, "payload": {"non_retryable": "bad address"}}))
+    assert (fatal["status"], fatal["attempt"]) == ("failed", 1), fatal
+    assert "non_retryable: bad address" in fatal["last_error"]
+    record(f"remote handler ({job})", lateness_ms(ok))
+
+
+def test_the_lease_is_renewed_while_a_long_handler_runs(api: Api) -> None:
+    seconds = LEASE_SECONDS * 1.5  # outlives the lease: only renewals keep it
+    run = api.wait(api.create({"name": "slow", "payload": {"seconds": seconds}}), timeout=60)
+    assert (run["status"], run["attempt"]) == ("succeeded", 1), run
+    took = parse(run["finished_at"]) - parse(run["started_at"])
+    assert took >= timedelta(seconds=seconds)
+
+
+def test_a_running_handler_is_canceled(api: Api) -> None:
+    run_id = api.create({"name": "slow", "payload": {"seconds": 120}})
+    api.wait(run_id, ("running",), timeout=30)
+    status, canceled = request(f"{api.url}/v1/runs/{run_id}/cancel", "POST")
+    assert status == 200, canceled
+    assert canceled["status"] == "canceled"
+    time.sleep(LEASE_SECONDS + 2)  # past the lease: nothing redelivers or finishes it
+    run = api.get(run_id)
+    assert (run["status"], run["attempt"]) == ("canceled", 1), run
+    # The consumer stopped waiting for it: the next run is served at once.
+    assert api.wait(api.create({"name": "echo"}), timeout=20)["status"] == "succeeded"
+
+
+def queue_batches(log: str) -> list[tuple[int, int]]:
+    """wrangler's `QUEUE kumofire-jobs acked/total` lines: one per batch consumed."""
+    return [(int(a), int(t)) for a, t in re.findall(r"QUEUE kumofire-jobs (\d+)/(\d+)", log)]
+
+
+def test_malformed_queue_messages_are_acknowledged_and_ignored(api: Api) -> None:
+    log = api.log()
+    malformed_before, batches_before = log.count("message.malformed"), len(queue_batches(log))
+    js = api.stack.workers[JS_WORKER].url
+    bad: list[Any] = [
+        {"garbage": 1},
+        {"version": 2, "kumofireJobRunId": "run_x"},
+        {"version": "1", "kumofireJobRunId": "run_x"},
+        {"version": 1, "kumofireJobRunId": "run_x", "more": True},
+        [1, 2, 3],
+    ]
+    status, sent = request(f"{js}/queue", "POST", {"messages": bad})
+    assert (status, sent) == (200, {"sent": len(bad)})
+    status, sent = request(f"{js}/queue", "POST", {"messages": ["not json"], "contentType": "text"})
+    assert status == 200, sent
+    # A well-formed message for a run that does not exist is ignored too (not malformed).
+    status, sent = request(
+        f"{js}/queue", "POST", {"messages": [{"version": 1, "kumofireJobRunId": "run_none"}]}
+    )
+    assert status == 200, sent
+    deadline = time.monotonic() + 30
+    while True:
+        log = api.log()
+        batches = queue_batches(log)[batches_before:]
+        if sum(total for _, total in batches) >= len(bad) + 2:
+            break
+        assert time.monotonic() < deadline, api.stack.tail(SERVICE)
+        time.sleep(0.2)
+    time.sleep(1)  # a retried message would be delivered again at once
+    batches = queue_batches(api.log())[batches_before:]
+    assert all(acked == total for acked, total in batches), batches  # acked, never retried
+    assert sum(total for _, total in batches) == len(bad) + 2, batches
+    assert api.log().count("message.malformed") - malformed_before == len(bad) + 1
+    assert api.wait(api.create({"name": "echo"}))["status"] == "succeeded"
+
+
+MAX_LOG_LINE = 4096
+
+
+def test_a_large_payload(api: Api) -> None:
+    logged_before = len(api.log())
+    data = "x" * 900_000
+    payload = {"data": data, "size": len(data), "sha256": hashlib.sha256(data.encode()).hexdigest()}
+    run = api.wait(api.create({"name": "big", "payload": payload}), timeout=60)
+    assert (run["status"], run["attempt"]) == ("succeeded", 1), run["last_error"]
+    assert run["payload"]["data"] == data
+    record("900 KB payload", lateness_ms(run))
+    # The example handler logs the payload's size; nothing logs its contents.
+    echoed = api.wait(api.create({"name": "echo", "payload": payload}), timeout=60)
+    assert echoed["status"] == "succeeded"
+    time.sleep(0.3)
+    lines = api.log()[logged_before:].splitlines()
+    assert max(len(line) for line in lines) < MAX_LOG_LINE
+    [echo] = [json.loads(line) for line in lines if '"event":"echo"' in line]
+    assert echo["payload_bytes"] > 900_000
+
+
+def test_the_worker_logs_json_lines(api: Api) -> None:
+    run_id = api.wait(api.create({"name": "echo"}))["id"]
+    time.sleep(0.3)
+    ours = [line for line in api.log().splitlines() if run_id in line and '"event"' in line]
+    assert ours and all(line.startswith("{") and "\x1b" not in line for line in ours), ours
+    events = [json.loads(line) for line in ours]  # one JSON object per line
+    assert [e["event"] for e in events if e["event"].startswith("run.")] == [
+        "run.created", "run.queued", "run.started", "run.succeeded",
+    ]  # fmt: skip
+    assert all(e["run_id"] == run_id and e["timestamp"].endswith("Z") for e in events)
+
+
+def test_runs_and_an_alarm_survive_a_restart(api: Api) -> None:
+    earlier = api.wait(api.create({"name": "echo"}))
+    pending = api.create({"name": "echo", "delay": 45})
+    api.stack.stop(SERVICE)
+    started = time.monotonic()
+    api.stack.start(SERVICE)
+    api.stack.wait_ready(SERVICE, "/v1/health")
+    restart = time.monotonic() - started
+    assert api.get(earlier["id"]) == earlier  # D1 kept
+    run = api.get(pending)
+    assert run["status"] == "scheduled", run
+    run = api.wait(pending, timeout=90)  # the coordinator's alarm, kept in its storage, fires
+    assert (run["status"], run["attempt"]) == ("succeeded", 1), run
+    assert lateness_ms(run) >= 0
+    record(f"delayed run (45 s) across a restart ({restart:.0f} s)", lateness_ms(run))

@@ -1,0 +1,38 @@
+"""The real-runtime suite's job handlers, added to the project's Worker in the test's build
+directory only (tests/workerd/harness.py copies this file beside a copy of src/entry.py)."""
+
+import asyncio
+import hashlib
+
+from kumofire_jobs import JobContext, NonRetryableError, RetryPolicy
+
+
+async def flaky(ctx: JobContext) -> None:
+    """Fails its first `fail_attempts` attempts."""
+    if ctx.job.attempt <= (ctx.job.payload or {}).get("fail_attempts", 0):
+        raise RuntimeError(f"flaky failed attempt {ctx.job.attempt}")
+
+
+async def fatal(ctx: JobContext) -> None:
+    raise NonRetryableError("fatal: never retried")
+
+
+async def slow(ctx: JobContext) -> None:
+    """Sleeps `seconds` without a heartbeat: the lease lives by background renewal alone."""
+    await asyncio.sleep(float(ctx.job.payload["seconds"]))
+
+
+async def big(ctx: JobContext) -> None:
+    """Checks that a large payload arrived whole."""
+    data = ctx.job.payload["data"]
+    digest = hashlib.sha256(data.encode()).hexdigest()
+    if len(data) != ctx.job.payload["size"] or digest != ctx.job.payload["sha256"]:
+        raise NonRetryableError(f"payload damaged: {len(data)} chars, sha256 {digest}")
+
+
+TEST_HANDLERS = {"flaky": flaky, "fatal": fatal, "slow": slow, "big": big}
+LEASE_SECONDS = 6.0
+TEST_RUNTIME_OPTIONS = {
+    "retry": RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=2.0),
+    "lease_seconds": LEASE_SECONDS,
+}
