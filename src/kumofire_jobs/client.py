@@ -25,9 +25,10 @@ delivered their traceback); either comes back as the exception the jobs API rais
 `UnknownJobError`, `ValidationError`, `PayloadTooLargeError`, `ConflictError`, or None /
 False where the jobs API answers a missing run or schedule so (`get`, `cancel`, `retry`,
 `get_schedule`, `update_schedule`, `enable_schedule`, `disable_schedule`, the `*_by_key`
-forms; the `delete_schedule*` methods return False). Any other code raises `JobsServiceError` (its `code`
-says which, `internal_error` for a failure inside the service); a failure that is not the
-service's answer (the binding missing, the network) propagates as the platform raised it.
+forms; the `delete_schedule*` methods return False). Any other code raises
+`JobsServiceError` (its `code` says which, `internal_error` for a failure inside the service);
+a failure that is not the service's answer (the binding missing, the network) propagates as
+the platform raised it.
 
 The binding may be the Workers SDK's wrapper (which converts arguments and results itself) or
 the raw JavaScript object: arguments go out as JavaScript values and results come back through
