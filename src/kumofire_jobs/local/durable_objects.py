@@ -283,6 +283,7 @@ class _Actor:
         "alarm_gen",
         "alarm_ms",
         "alarm_queued",
+        "alarm_ran",
         "alarm_retry",
         "alarm_row",
         "alarm_running",
@@ -341,6 +342,9 @@ class _Actor:
         self.alarm_gen = 0  # bumps on every change, so stale heap entries are skipped
         self.alarm_running = False
         self.alarm_queued: int | None = None
+        # The retry count of the alarm run whose outcome (and writes) await a commit: if that
+        # commit fails, the run failed, and its retry keeps the backoff (None: no such run).
+        self.alarm_ran: int | None = None
 
     # The output gate ---------------------------------------------------------------------------
 
@@ -1316,6 +1320,7 @@ class LocalDurableObjectNamespace:
         actor.writes = {}
         actor.alarm_committed = actor.alarm_row
         actor.name_committed = actor.name_recorded
+        actor.alarm_ran = None
         actor.dirty = False
 
     def _reset_after_failed_commit(self, actor: _Actor) -> None:
@@ -1330,6 +1335,7 @@ class LocalDurableObjectNamespace:
             actor.cache, actor.cache_complete = {}, False
         committed = actor.alarm_committed
         actor.alarm_row = committed
+        ran, actor.alarm_ran = actor.alarm_ran, None
         if actor.alarm_running:
             actor.alarm_queued = None
         elif committed is None:
@@ -1338,6 +1344,14 @@ class LocalDurableObjectNamespace:
             actor.alarm_ms = None
             actor.alarm_retry = 0
             actor.alarm_gen += 1
+        elif ran is not None and committed[0] <= self._clock.now() * 1000:
+            # The run's writes and outcome were lost, so it failed: the stored (past) alarm
+            # is retried after the backoff, not at its time, which would fire it at once and
+            # again after every failed commit (a busy loop while the disk is full). Retries
+            # stay at the last backoff until a commit succeeds: the alarm is still stored.
+            retry = min(ran + 1, ALARM_MAX_RETRIES)
+            actor.alarm_retry = retry
+            self._arm(actor, self._retry_at(retry))
         else:
             actor.alarm_retry = committed[1]
             self._arm(actor, committed[0])
@@ -1493,12 +1507,18 @@ class LocalDurableObjectNamespace:
         elif succeeded or retry >= ALARM_MAX_RETRIES:
             self._delete_alarm(actor)
         else:
-            delay = ALARM_RETRY_START_SECONDS * 2**retry
-            time_ms = math.floor((self._clock.now() + delay) * 1000)
+            time_ms = self._retry_at(retry + 1)
             actor.alarm_retry = retry + 1
             actor.alarm_row = (time_ms, actor.alarm_retry)
             self._touch(actor)
             self._arm(actor, time_ms)
+        if actor.dirty:
+            actor.alarm_ran = retry  # its outcome waits for this turn's commit
+
+    def _retry_at(self, retry: int) -> int:
+        """When retry number `retry` (from 1) of a failed alarm runs: 2 s, 4 s, 8 s, ..."""
+        delay = ALARM_RETRY_START_SECONDS * 2 ** (retry - 1)
+        return math.floor((self._clock.now() + delay) * 1000)
 
     def _rearm_all(self) -> None:
         """After stop(): handlers cut short count as not run; rebuild the heap from scratch."""
