@@ -9,15 +9,21 @@ loop never goes quiet, so a busy loop fails a test instead of hanging it.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pytest
+
+from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.local import output_gate
 from kumofire_jobs.local.durable_objects import (
     ALARM_MAX_RETRIES,
     LocalDurableObjectNamespace,
     LocalDurableObjectState,
 )
+from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
 
 from .full_disk import FullDisk
 
@@ -25,7 +31,7 @@ from .full_disk import FullDisk
 class Ticker:
     """A Durable Object whose alarm writes storage and records each run."""
 
-    runs: list[tuple[float, int]] = []
+    runs: ClassVar[list[tuple[float, int]]] = []
 
     def __init__(self, ctx: LocalDurableObjectState, env: Any) -> None:
         self.ctx = ctx
@@ -100,3 +106,94 @@ async def test_throwing_alarm_whose_retry_cannot_be_stored_keeps_its_backoff(
         assert [retry for _, retry in Ticker.runs] == list(range(ALARM_MAX_RETRIES + 1))
     finally:
         await ns.close()
+
+
+# --- The queue ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["alone", "grouped"])
+def commit_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Writes commit at once when nothing else is ready, else with the turn's group commit:
+    test both ways of failing."""
+    if request.param == "grouped":
+        monkeypatch.setattr(output_gate, "alone", lambda: False)
+    return str(request.param)
+
+
+async def broker_on(
+    disk: FullDisk, clock: ManualClock, path: Path, handler: Any, **settings: Any
+) -> LocalQueueBroker:
+    broker = LocalQueueBroker(path, clock)
+    broker._db = disk.wrap(broker._db)
+    parsed = ConsumerSettings.from_wrangler({"queue": "q", "max_batch_timeout": 0, **settings})
+    broker.add_consumer("q", handler, parsed)
+    await broker.start()
+    return broker
+
+
+async def test_delivery_whose_commit_fails_waits_and_is_not_counted(
+    clock: ManualClock, tmp_path: Path, commit_mode: str
+) -> None:
+    seen: list[tuple[float, int]] = []
+
+    async def handler(batch: MessageBatch) -> None:
+        seen.extend((clock.now(), m.attempts) for m in batch.messages)
+
+    disk = FullDisk()
+    broker = await broker_on(disk, clock, tmp_path / "q.sqlite", handler)
+    try:
+        start = clock.now()
+        disk.full = True
+        with pytest.raises(sqlite3.OperationalError):
+            await broker.producer("q").send({"n": 0})  # the sender is told
+        disk.full = False
+        await broker.producer("q").send({"n": 1})
+        disk.full = True
+        await clock.advance(30)
+        # The delivery could not be recorded, so it did not happen: no handler ran, and it
+        # was tried again after a backoff (2 s, 4 s, 8 s, 16 s), not in a loop.
+        assert seen == []
+        assert disk.refused <= 6
+        disk.full = False
+        await clock.advance(60)
+        assert [attempts for _, attempts in seen] == [1]
+        assert seen[0][0] - start >= 30
+    finally:
+        await broker.stop(cancel_in_flight=True)
+        broker.close()
+
+
+async def test_settlement_whose_commit_fails_keeps_the_retry_delay_and_count(
+    clock: ManualClock, tmp_path: Path, commit_mode: str
+) -> None:
+    seen: list[tuple[float, Any, int]] = []
+    disk = FullDisk()
+
+    async def handler(batch: MessageBatch) -> None:
+        for message in batch.messages:
+            seen.append((clock.now(), message.body, message.attempts))
+            if message.body == "retry" and message.attempts == 1:
+                message.retry({"delaySeconds": 30})
+            else:
+                message.ack()
+        disk.full = len(seen) == 2  # the first settlement cannot be stored
+
+    broker = await broker_on(disk, clock, tmp_path / "q.sqlite", handler, max_batch_size=2)
+    try:
+        start = clock.now()
+        await broker.producer("q").sendBatch([{"body": "retry"}, {"body": "ack"}])
+        await clock.advance(1)
+        assert disk.refused >= 1
+        disk.full = False
+        await clock.advance(120)
+        # Retried 30 s after its first delivery, as asked, and counted as a second attempt;
+        # the acked message is not delivered again.
+        assert [(round(at - start), body, n) for at, body, n in seen] == [
+            (0, "retry", 1),
+            (0, "ack", 1),
+            (30, "retry", 2),
+        ]
+        assert await broker.depth("q") == 0
+    finally:
+        await broker.stop(cancel_in_flight=True)
+        broker.close()

@@ -1517,7 +1517,7 @@ class LocalDurableObjectNamespace:
 
     def _retry_at(self, retry: int) -> int:
         """When retry number `retry` (from 1) of a failed alarm runs: 2 s, 4 s, 8 s, ..."""
-        delay = ALARM_RETRY_START_SECONDS * 2 ** (retry - 1)
+        delay = ALARM_RETRY_START_SECONDS * 2.0 ** (retry - 1)
         return math.floor((self._clock.now() + delay) * 1000)
 
     def _rearm_all(self) -> None:
