@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 
 import pytest
 
+from kumofire_jobs import JobContext
 from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.delivery import run_message
 from kumofire_jobs.local import output_gate
 from kumofire_jobs.local.durable_objects import (
     ALARM_MAX_RETRIES,
@@ -24,8 +26,11 @@ from kumofire_jobs.local.durable_objects import (
     LocalDurableObjectState,
 )
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
+from kumofire_jobs.log import RepeatedLog
 
+from .conftest import EnvFactory
 from .full_disk import FullDisk
+from .test_recovery import FailingNamespace, rewire
 
 
 class Ticker:
@@ -197,3 +202,103 @@ async def test_settlement_whose_commit_fails_keeps_the_retry_delay_and_count(
     finally:
         await broker.stop(cancel_in_flight=True)
         broker.close()
+
+
+# --- The runtime's retry of a message -------------------------------------------------------
+
+
+class FakeMessage:
+    def __init__(self, body: Any, attempts: int) -> None:
+        self.id = f"m{attempts}"
+        self.timestamp = 0.0
+        self.body = body
+        self.attempts = attempts
+        self.settled: tuple[str, Any] | None = None
+
+    def ack(self) -> None:
+        self.settled = self.settled or ("ack", None)
+
+    def retry(self, options: dict[str, Any] | None = None) -> None:
+        self.settled = self.settled or ("retry", options)
+
+
+class FakeBatch:
+    def __init__(self, messages: list[FakeMessage]) -> None:
+        self.queue = "kumofire-jobs"
+        self.messages = messages
+
+    def ackAll(self) -> None:
+        raise AssertionError("not used")
+
+    def retryAll(self, options: dict[str, Any] | None = None) -> None:
+        raise AssertionError("not used")
+
+
+async def test_a_message_the_runtime_cannot_consume_is_retried_with_a_growing_delay(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    async def hello(ctx: JobContext) -> None:
+        pass
+
+    env = await make_env({"hello": hello})
+    created = await env.jobs.create("hello", delay=3600)
+    # The coordinator cannot be reached (its storage refuses writes, say).
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "lease"))
+    messages = [FakeMessage(run_message(created.kumofire_job_run_id), n) for n in (1, 2, 3, 9)]
+    await env.runtime.consume_batch(FakeBatch(messages), env.resources)
+    # The message comes back after 2 s, 4 s, 8 s, ... (at most a minute), not at once, when
+    # it would most likely fail again.
+    assert [m.settled for m in messages] == [
+        ("retry", {"delaySeconds": 2}),
+        ("retry", {"delaySeconds": 4}),
+        ("retry", {"delaySeconds": 8}),
+        ("retry", {"delaySeconds": 60}),
+    ]
+
+
+# --- Logging a repeated error ---------------------------------------------------------------
+
+
+async def test_repeated_log_logs_the_first_then_a_count_at_most_every_interval(
+    clock: ManualClock,
+) -> None:
+    repeats = RepeatedLog(clock, interval=10.0)
+    assert repeats.check("full") == 0
+    assert [repeats.check("full") for _ in range(5)] == [None] * 5
+    assert repeats.check("other") == 0  # another error is not held back
+    await clock.advance(9.9)
+    assert repeats.check("full") is None
+    await clock.advance(0.1)
+    assert repeats.check("full") == 6  # the summary: six suppressed since the last line
+    assert repeats.check("full") is None
+    await clock.advance(10)
+    assert repeats.check("full") == 1
+
+
+async def test_repeated_log_stays_bounded(clock: ManualClock) -> None:
+    repeats = RepeatedLog(clock, interval=10.0, max_keys=8)
+    for n in range(100):
+        assert repeats.check(n) == 0
+        assert len(repeats._seen) <= 8
+
+
+async def test_alarms_failing_on_a_full_disk_log_a_bounded_number_of_lines(
+    clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ns = await ticker_namespace(clock, tmp_path)
+    disk = FullDisk()
+    ns._db = disk.wrap(ns._db)
+    try:
+        for n in range(50):
+            await ns.getByName(f"t{n}").arm(clock.now() * 1000 + 1000 + n)
+        disk.full = True
+        caplog.clear()
+        await clock.advance(120)
+        assert len(Ticker.runs) == 50 * 6  # each alarm ran and was retried 5 times
+        lines = [r for r in caplog.records if r.name.endswith("durable_objects")]
+        # One line when the error first shows, then at most one every 10 s with a count.
+        assert 1 <= len(lines) <= 13
+        assert any("more times since last logged" in r.getMessage() for r in lines)
+        disk.full = False
+    finally:
+        await ns.close()

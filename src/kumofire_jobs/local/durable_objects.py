@@ -67,6 +67,7 @@ import msgspec
 
 from kumofire_jobs.clock import Clock
 from kumofire_jobs.local import checkpoint, output_gate
+from kumofire_jobs.log import RepeatedLog
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
@@ -182,6 +183,11 @@ def _encode(value: Any) -> bytes:
 
 
 _decode = msgspec.msgpack.decode
+
+
+def _more(suppressed: int) -> str:
+    """The note on a rate-limited log line (`RepeatedLog`)."""
+    return f" (the same error {suppressed} more times since last logged)" if suppressed else ""
 
 
 # --- Ids and stubs --------------------------------------------------------------------------
@@ -844,6 +850,7 @@ class LocalDurableObjectNamespace:
         self._waiters: list[asyncio.Future[None]] = []
         self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
         self._commit_requested = False
+        self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
         # Objects with stored KV pairs when the namespace opened: any other object starts with
         # a complete (empty) cache, so its first reads need no query.
         self._stored: set[str] = {
@@ -1202,7 +1209,9 @@ class LocalDurableObjectNamespace:
     def _commit_and_report(self) -> None:
         error = self._commit()
         if error is not None:
-            log.error("Durable Object storage commit failed: %s", error)
+            suppressed = self._errors.check(("commit", str(error)))
+            if suppressed is not None:
+                log.error("Durable Object storage commit failed: %s%s", error, _more(suppressed))
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once every write pending now is committed."""
@@ -1491,14 +1500,17 @@ class LocalDurableObjectNamespace:
                 succeeded = True
         except asyncio.CancelledError:
             raise  # stop(): the stored alarm stands and stop() re-arms it
-        except Exception:
-            log.warning(
-                "alarm() of %s %s raised (retry %d)",
-                self.class_name,
-                actor.name or actor.hex,
-                retry,
-                exc_info=True,
-            )
+        except Exception as exc:
+            suppressed = self._errors.check(("alarm", type(exc), str(exc)))
+            if suppressed is not None:
+                log.warning(
+                    "alarm() of %s %s raised (retry %d)%s",
+                    self.class_name,
+                    actor.name or actor.hex,
+                    retry,
+                    _more(suppressed),
+                    exc_info=True,
+                )
         actor.alarm_running = False
         queued, actor.alarm_queued = actor.alarm_queued, None
         if queued is not None:  # set during the run: it replaces this alarm, row written
