@@ -205,8 +205,9 @@ class Runtime:
 
 def consume_retry_delay(attempts: int) -> int:
     """Seconds before a message that failed its `attempts`-th delivery is delivered again."""
-    exponent = min(max(attempts, 1) - 1, 6)  # 2 s * 2**5 already exceeds the cap
-    return min(CONSUME_RETRY_START_SECONDS * 2**exponent, CONSUME_RETRY_MAX_SECONDS)
+    exponent = min(max(int(attempts), 1) - 1, 6)  # 2 s * 2**5 already exceeds the cap
+    delay: int = CONSUME_RETRY_START_SECONDS << exponent
+    return min(delay, CONSUME_RETRY_MAX_SECONDS)
 
 
 def create_runtime(
