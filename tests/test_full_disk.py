@@ -9,17 +9,24 @@ loop never goes quiet, so a busy loop fails a test instead of hanging it.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from kumofire_jobs import JobContext
+from kumofire_jobs import JobContext, cli
 from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.delivery import run_message
-from kumofire_jobs.local import output_gate
+from kumofire_jobs.local import disk as local_disk
+from kumofire_jobs.local import environment, output_gate
+from kumofire_jobs.local.d1 import D1Error
 from kumofire_jobs.local.durable_objects import (
     ALARM_MAX_RETRIES,
     LocalDurableObjectNamespace,
@@ -29,7 +36,7 @@ from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
 from kumofire_jobs.log import RepeatedLog
 
 from .conftest import EnvFactory
-from .full_disk import FullDisk
+from .full_disk import FullDisk, disk_full_error
 from .test_recovery import FailingNamespace, rewire
 
 
@@ -302,3 +309,137 @@ async def test_alarms_failing_on_a_full_disk_log_a_bounded_number_of_lines(
         disk.full = False
     finally:
         await ns.close()
+
+
+# --- Starting on a full disk ----------------------------------------------------------------
+
+
+def _refuse(error: BaseException) -> Any:
+    def opener(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    return opener
+
+
+@pytest.mark.parametrize("command", ["dev", "migrate"])
+def test_starting_on_a_full_disk_exits_with_one_line(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(environment, "LocalD1Database", _refuse(disk_full_error()))
+    data_dir = tmp_path / "data"
+    argv = [command, "--data-dir", str(data_dir)] + (["--port", "0"] if command == "dev" else [])
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"kumofire-jobs: the data directory {data_dir} is full (database or disk is full); "
+        "free space and start again\n"
+    )
+
+
+def test_migrations_failing_on_a_full_disk_exit_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def full(db: Any) -> Any:
+        try:
+            raise disk_full_error()
+        except sqlite3.Error as error:
+            raise D1Error("D1_ERROR: database or disk is full: SQLITE_FULL") from error
+
+    monkeypatch.setattr(environment, "apply_migrations", full)
+    assert cli.main(["dev", "--data-dir", str(tmp_path), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is full (database or disk is full)" in err
+
+
+def test_an_io_error_with_no_space_left_is_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite says "disk I/O error" when it cannot create a database's -wal or -shm file.
+    monkeypatch.setattr(
+        environment, "LocalD1Database", _refuse(sqlite3.OperationalError("disk I/O error"))
+    )
+    monkeypatch.setattr(local_disk, "free_bytes", lambda path: 0)
+    assert cli.main(["dev", "--data-dir", str(tmp_path), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"kumofire-jobs: the data directory {tmp_path} is full (disk I/O error, 0 bytes free); "
+        "free space and start again\n"
+    )
+
+
+def test_other_storage_errors_keep_their_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        environment, "LocalD1Database", _refuse(sqlite3.OperationalError("disk I/O error"))
+    )
+    monkeypatch.setattr(local_disk, "free_bytes", lambda path: 10**9)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        cli.main(["dev", "--data-dir", str(tmp_path), "--port", "0"])
+
+
+# --- A real full filesystem -----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (needs root and a kernel that lets it mount)."""
+    mount = shutil.which("mount")
+    if mount is None or os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root and mount(8)")
+    point = tmp_path / "small"
+    point.mkdir()
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mount is not permitted here: {done.stderr.strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def _fill(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass  # no space left
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("data", ["new", "existing"])
+def test_dev_on_a_real_full_filesystem_exits_with_one_line(
+    small_filesystem: Path, data: str
+) -> None:
+    data_dir = small_filesystem / "data"
+    if data == "existing":
+        done = subprocess.run(
+            [sys.executable, "-m", "kumofire_jobs.cli", "migrate", "--data-dir", str(data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    _fill(small_filesystem)
+    done = subprocess.run(
+        [sys.executable, "-m", "kumofire_jobs.cli", "dev", "--port", "0", "--data-dir", data_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"kumofire-jobs: the data directory {data_dir} is full (")
+    assert done.stderr.endswith("; free space and start again\n")
+    assert done.stderr.count("\n") == 1, done.stderr

@@ -61,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _storage_failure(error: Exception, data_dir: Path) -> int:
+    """A full data directory ends the command with one line saying so; anything else is
+    raised with its traceback."""
+    from .local.disk import full_disk_message
+
+    message = full_disk_message(error, data_dir)
+    if message is None:
+        raise error
+    print(message, file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
@@ -82,10 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except KeyboardInterrupt:
             return 130
+        except Exception as exc:
+            return _storage_failure(exc, args.data_dir)
     if args.command == "migrate":
         from .local.server import migrate_local
 
-        return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
+        try:
+            return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
+        except Exception as exc:
+            return _storage_failure(exc, args.data_dir)
     if args.command == "cloudflare":
         from .deploy.commands import run_cloudflare
 
