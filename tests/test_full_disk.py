@@ -10,6 +10,7 @@ loop never goes quiet, so a busy loop fails a test instead of hanging it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -25,7 +26,7 @@ from kumofire_jobs.bindings import MessageBatch
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.delivery import run_message
 from kumofire_jobs.local import disk as local_disk
-from kumofire_jobs.local import environment, output_gate
+from kumofire_jobs.local import environment, output_gate, server
 from kumofire_jobs.local.d1 import D1Error
 from kumofire_jobs.local.durable_objects import (
     ALARM_MAX_RETRIES,
@@ -314,6 +315,12 @@ async def test_alarms_failing_on_a_full_disk_log_a_bounded_number_of_lines(
 # --- Starting on a full disk ----------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kumofire-jobs dev` configures logging for the process: not for the test process."""
+    monkeypatch.setattr(server, "configure_logging", lambda **options: None)
+
+
 def _refuse(error: BaseException) -> Any:
     def opener(*args: Any, **kwargs: Any) -> Any:
         raise error
@@ -443,3 +450,52 @@ def test_dev_on_a_real_full_filesystem_exits_with_one_line(
     assert done.stderr.startswith(f"kumofire-jobs: the data directory {data_dir} is full (")
     assert done.stderr.endswith("; free space and start again\n")
     assert done.stderr.count("\n") == 1, done.stderr
+
+
+# --- Everything accepted completes once space is freed --------------------------------------
+
+
+async def test_runs_accepted_before_the_disk_filled_all_complete_once_it_is_freed(
+    make_env: EnvFactory,
+    clock: ManualClock,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running: dict[str, int] = {}
+    overlaps: list[str] = []
+    executions: list[str] = []
+
+    async def work(ctx: JobContext) -> None:
+        run_id = ctx.job.id
+        running[run_id] = running.get(run_id, 0) + 1
+        if running[run_id] > 1:
+            overlaps.append(run_id)
+        executions.append(run_id)
+        try:
+            await clock.sleep_until(clock.now() + 5)
+        finally:
+            running[run_id] -= 1
+
+    env = await make_env({"work": work})
+    disk = FullDisk()
+    disk.install(env)
+    runs = [await env.jobs.create("work", payload={"n": n}) for n in range(10)]  # due now
+    runs += [await env.jobs.create("work", delay=10 + n, payload={"n": n}) for n in range(20)]
+    await clock.advance(1)  # the first runs are queued and running when the disk fills
+    disk.full = True
+    capsys.readouterr()
+    caplog.clear()
+    await clock.advance(600)  # ten minutes on a full disk: settle() fails on a busy loop
+    assert disk.refused < 2000
+    # The repeated errors are logged at a bounded rate: a few events a minute per kind
+    # (the cron's reconciliation, which fails too, logs once a minute).
+    out = capsys.readouterr().out
+    events = len(re.findall(r"^(\d{4}-\d\d-\d\d|\{)", out, re.MULTILINE))
+    assert events + len(caplog.records) < 300
+
+    disk.full = False
+    await clock.advance(900)
+    statuses = [(await env.jobs.get(r.kumofire_job_run_id)).status for r in runs]
+    assert statuses == ["succeeded"] * len(runs)
+    assert overlaps == []
+    assert set(executions) == {r.kumofire_job_run_id for r in runs}
