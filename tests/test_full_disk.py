@@ -176,6 +176,30 @@ async def test_delivery_whose_commit_fails_waits_and_is_not_counted(
         broker.close()
 
 
+async def test_a_commit_that_succeeds_ends_the_backoff(
+    clock: ManualClock, tmp_path: Path, commit_mode: str
+) -> None:
+    seen: list[Any] = []
+
+    async def handler(batch: MessageBatch) -> None:
+        seen.extend(m.body for m in batch.messages)
+
+    disk = FullDisk()
+    broker = await broker_on(disk, clock, tmp_path / "q.sqlite", handler)
+    try:
+        await broker.producer("q").send("first", {"delaySeconds": 1})
+        disk.full = True
+        await clock.advance(20)  # its delivery fails at 1 s, 3 s, 7 s, 15 s: next at 31 s
+        assert seen == []
+        disk.full = False
+        await broker.producer("q").send("second")  # space was freed: this commit succeeds
+        await clock.advance(0.001)
+        assert sorted(seen) == ["first", "second"]
+    finally:
+        await broker.stop(cancel_in_flight=True)
+        broker.close()
+
+
 async def test_settlement_whose_commit_fails_keeps_the_retry_delay_and_count(
     clock: ManualClock, tmp_path: Path, commit_mode: str
 ) -> None:

@@ -606,6 +606,8 @@ class LocalQueueBroker:
         except sqlite3.Error as exc:
             self._write_failed(exc)
             raise  # the sender is told
+        if self._failures and not self._group:
+            self._storage_works()
         if consumer is not None and solo:
             consumer.wake.set()
 
@@ -631,8 +633,8 @@ class LocalQueueBroker:
                 continue
             now = self._clock.now()
             if now < self._resume_at:
-                # A commit failed: wait out the backoff (sends do not cut it short).
-                await self._clock.sleep_until(self._resume_at)
+                # A commit failed: wait out the backoff, unless a commit succeeds meanwhile.
+                await sleep_until_or_woken(self._clock, self._resume_at, consumer.wake)
                 continue
             if self._lost:
                 self._rewrite_lost()
@@ -683,7 +685,7 @@ class LocalQueueBroker:
             (lease, *seqs),
         )
         if self._failures and not self._group:
-            self._failures = 0  # it committed
+            self._storage_works()
         batch = LocalMessageBatch(consumer.queue, lease, rows)
         # The delivery's own commit, taken now: once the group has committed (or failed),
         # `_group` no longer tells whether this delivery was recorded.
@@ -802,7 +804,7 @@ class LocalQueueBroker:
         if self._group:
             self._settling.append(settlement)  # until the group commits
         elif self._failures:
-            self._failures = 0  # it committed
+            self._storage_works()
         consumer = settlement.consumer
         for visible_at, _ in retried:
             consumer.delayed_until(visible_at)
@@ -897,7 +899,8 @@ class LocalQueueBroker:
             self._group_lost(exc)
         else:
             self._settling.clear()
-            self._failures = 0
+            if self._failures:
+                self._storage_works()
         self._commits.answer(error)
 
     def _group_lost(self, error: sqlite3.Error) -> None:
@@ -921,12 +924,24 @@ class LocalQueueBroker:
             db.execute("ROLLBACK")
         self._pause(error)
 
+    def _storage_works(self) -> None:
+        """A commit succeeded after failures: storage takes writes again (space was freed),
+        so delivery resumes now rather than when the backoff would have ended."""
+        self._failures = 0
+        if self._resume_at > self._clock.now():
+            self._resume_at = 0.0
+            for consumer in self._consumers.values():
+                consumer.wake.set()
+        _log.info("queue commits succeed again; delivery resumes")
+
     def _pause(self, error: sqlite3.Error) -> None:
         """A commit failed: deliver nothing until the backoff has passed (2 s, doubling to
         60 s while commits keep failing); log the repeated error at a bounded rate."""
+        now = self._clock.now()
         delay = min(STORAGE_RETRY_START_SECONDS * 2**self._failures, STORAGE_RETRY_MAX_SECONDS)
-        self._failures += 1
-        self._resume_at = max(self._resume_at, self._clock.now() + delay)
+        if now >= self._resume_at:  # failures during a pause do not lengthen the next one
+            self._failures += 1
+            self._resume_at = now + delay
         for consumer in self._consumers.values():
             consumer.next_visible = _UNKNOWN
         suppressed = self._errors.check(str(error))
