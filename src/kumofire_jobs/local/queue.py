@@ -949,7 +949,7 @@ class LocalQueueBroker:
             _log.error(
                 "queue commit failed; its writes are lost",
                 error=str(error),
-                retry_in_seconds=delay,
+                retry_in_seconds=round(self._resume_at - now, 3),
                 **({"suppressed": suppressed} if suppressed else {}),
             )
 
