@@ -393,10 +393,22 @@ def test_an_io_error_with_no_space_left_is_a_full_disk(
         environment, "LocalD1Database", _refuse(sqlite3.OperationalError("disk I/O error"))
     )
     monkeypatch.setattr(local_disk, "free_bytes", lambda path: 0)
-    assert cli.main(["dev", "--data-dir", str(tmp_path), "--port", "0"]) == 1
+    assert cli.main(["migrate", "--data-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == (
         f"kumofire-jobs: the data directory {tmp_path} is full (disk I/O error, 0 bytes free); "
+        "free space and start again\n"
+    )
+
+
+def test_dev_does_not_start_on_a_data_directory_with_no_room_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A directory whose -wal and -shm files exist opens without writing: check the space.
+    monkeypatch.setattr(local_disk, "free_bytes", lambda path: 4096)
+    assert cli.main(["dev", "--data-dir", str(tmp_path), "--port", "0"]) == 1
+    assert capsys.readouterr().err == (
+        f"kumofire-jobs: the data directory {tmp_path} is full (4096 bytes free); "
         "free space and start again\n"
     )
 
@@ -448,11 +460,34 @@ def _fill(directory: Path) -> None:
         os.close(fd)
 
 
-@pytest.mark.parametrize("data", ["new", "existing"])
+@pytest.mark.parametrize("data", ["new", "existing", "killed"])
 def test_dev_on_a_real_full_filesystem_exits_with_one_line(
     small_filesystem: Path, data: str
 ) -> None:
     data_dir = small_filesystem / "data"
+    if data == "killed":  # its -wal and -shm files stay behind
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kumofire_jobs.cli",
+                "dev",
+                "--port",
+                "0",
+                "--data-dir",
+                data_dir,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            assert "listening" in server.stdout.readline()
+        finally:
+            server.kill()
+            server.wait()
+        assert (data_dir / "d1" / "jobs.sqlite-wal").exists()
     if data == "existing":
         done = subprocess.run(
             [sys.executable, "-m", "kumofire_jobs.cli", "migrate", "--data-dir", str(data_dir)],

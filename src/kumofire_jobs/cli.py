@@ -61,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _full_before_start(data_dir: Path) -> str | None:
+    """The line to print if the data directory has no room left: opening it may need no
+    write (its -wal and -shm files left by a process that could not checkpoint), and a
+    server that starts only to fail every write would accept nothing."""
+    from .local.disk import NEARLY_FULL_BYTES, free_bytes, full_disk_line
+
+    free = free_bytes(data_dir)
+    if free is None or free >= NEARLY_FULL_BYTES:
+        return None
+    return full_disk_line(data_dir, f"{free} bytes free")
+
+
 def _storage_failure(error: Exception, data_dir: Path) -> int:
     """A full data directory ends the command with one line saying so; anything else is
     raised with its traceback."""
@@ -81,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = args.config
         if config is None and Path("wrangler.toml").is_file():
             config = Path("wrangler.toml")
+        full = _full_before_start(args.data_dir)
+        if full is not None:
+            print(full, file=sys.stderr)
+            return 1
         try:
             return asyncio.run(
                 run_dev_server(

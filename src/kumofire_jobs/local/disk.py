@@ -8,8 +8,9 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-# Below this much free space, a "disk I/O error" is taken for a full disk: SQLite reports
-# SQLITE_IOERR, not SQLITE_FULL, when it cannot create a database's -wal or -shm file.
+# Below this much free space the data directory counts as full: `dev` does not start, and a
+# "disk I/O error" is taken for a full disk (SQLite reports SQLITE_IOERR, not SQLITE_FULL,
+# when it cannot create a database's -wal or -shm file).
 NEARLY_FULL_BYTES = 1 << 20
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -57,8 +58,10 @@ def full_disk_reason(error: BaseException, data_dir: Path) -> str | None:
 def full_disk_message(error: BaseException, data_dir: Path) -> str | None:
     """The line to print when `error` comes from a full data directory, else None."""
     reason = full_disk_reason(error, data_dir)
-    if reason is None:
-        return None
+    return None if reason is None else full_disk_line(data_dir, reason)
+
+
+def full_disk_line(data_dir: Path, reason: str) -> str:
     return (
         f"kumofire-jobs: the data directory {data_dir} is full ({reason}); "
         "free space and start again"
