@@ -483,10 +483,14 @@ def test_dev_on_a_real_full_filesystem_exits_with_one_line(
         )
         try:
             assert server.stdout is not None
-            assert "listening" in server.stdout.readline()
+            for line in server.stdout:  # log lines, then the address once it serves
+                if "listening" in line:
+                    break
         finally:
             server.kill()
             server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
         assert (data_dir / "d1" / "jobs.sqlite-wal").exists()
     if data == "existing":
         done = subprocess.run(
