@@ -27,7 +27,8 @@ semantics follow the platform's documentation, not convenience:
   handler `getAlarm()` is None unless the handler set a new alarm, and `deleteAlarm()` there
   removes only such a new alarm (as workerd does). Between retries `getAlarm()` answers the
   retry's time. A run whose commit fails (a full disk) failed too: its stored alarm is retried
-  after the same backoff, then every 64 s until a commit succeeds, never at once. At least once: a handler cut short by `stop()` runs again after `start()`.
+  after the same backoff, then every 64 s until a commit succeeds, never at once.
+  At least once: a handler cut short by `stop()` runs again after `start()`.
   Scheduling is event-driven: one timer task sleeps until the earliest alarm (re-aimed only
   when an earlier one is set), and an alarm already due starts its handler at once.
 * `deleteAll()` also deletes the alarm: the platform does so for compatibility dates from
