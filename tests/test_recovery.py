@@ -309,6 +309,8 @@ async def test_consume_batch_acks_malformed_messages_and_retries_runtime_failure
     rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "lease", times=1))
     created = await env.jobs.create("job")
     await clock.advance(0)  # the first consume fails in the runtime: the message is retried
+    assert calls == []
+    await clock.advance(2)  # after a delay, not at once into the same failure
     assert calls == [created.kumofire_job_run_id]
     run = await env.jobs.get(created.kumofire_job_run_id)
     assert run is not None and run.status == "succeeded"

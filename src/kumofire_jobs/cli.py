@@ -61,6 +61,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _full_before_start(data_dir: Path) -> str | None:
+    """The line to print if the data directory has no room left: opening it may need no
+    write (its -wal and -shm files left by a process that could not checkpoint), and a
+    server that starts only to fail every write would accept nothing."""
+    from .local.disk import NEARLY_FULL_BYTES, free_bytes, full_disk_line
+
+    free = free_bytes(data_dir)
+    if free is None or free >= NEARLY_FULL_BYTES:
+        return None
+    return full_disk_line(data_dir, f"{free} bytes free")
+
+
+def _storage_failure(error: Exception, data_dir: Path) -> int:
+    """A full data directory ends the command with one line saying so; anything else is
+    raised with its traceback."""
+    from .local.disk import full_disk_message
+
+    message = full_disk_message(error, data_dir)
+    if message is None:
+        raise error
+    print(message, file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
@@ -69,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = args.config
         if config is None and Path("wrangler.toml").is_file():
             config = Path("wrangler.toml")
+        full = _full_before_start(args.data_dir)
+        if full is not None:
+            print(full, file=sys.stderr)
+            return 1
         try:
             return asyncio.run(
                 run_dev_server(
@@ -82,10 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         except KeyboardInterrupt:
             return 130
+        except Exception as exc:
+            return _storage_failure(exc, args.data_dir)
     if args.command == "migrate":
         from .local.server import migrate_local
 
-        return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
+        try:
+            return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
+        except Exception as exc:
+            return _storage_failure(exc, args.data_dir)
     if args.command == "cloudflare":
         from .deploy.commands import run_cloudflare
 

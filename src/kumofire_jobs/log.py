@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any, Final, Protocol
+from collections.abc import Hashable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 import structlog
@@ -24,6 +24,9 @@ import structlog
 MAX_FIELD_CHARS: Final = 1000
 """The longest text a log field carries; a structured value is logged whole only up to this
 size as JSON, else as its size."""
+
+if TYPE_CHECKING:
+    from .clock import Clock
 
 _encoder = msgspec.json.Encoder()
 
@@ -151,3 +154,36 @@ def configure_worker_logging(level: int = logging.INFO) -> None:
 
 def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("kumofire_jobs", **bound)
+
+
+class RepeatedLog:
+    """Rate-limits a repeated error: the first occurrence of a key is logged, then at most
+    one per `interval` seconds, saying how many were suppressed in between. A failure that
+    repeats by the thousand (every commit on a full disk) then costs a line every few
+    seconds, not megabytes of log a second."""
+
+    def __init__(self, clock: Clock, interval: float = 10.0, max_keys: int = 256) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._max_keys = max_keys
+        self._seen: dict[Hashable, list[float]] = {}  # key -> [last logged at, suppressed]
+
+    def check(self, key: Hashable) -> int | None:
+        """None: suppress this occurrence. Else log it, with the returned number of
+        occurrences suppressed since the last one logged."""
+        now = self._clock.now()
+        entry = self._seen.get(key)
+        if entry is not None and now < entry[0] + self._interval:
+            entry[1] += 1
+            return None
+        if entry is None and len(self._seen) >= self._max_keys:
+            # Forget the quiet keys (their window is over, nothing suppressed); if every
+            # key is busy, start over rather than grow.
+            self._seen = {
+                k: v for k, v in self._seen.items() if v[1] or now < v[0] + self._interval
+            }
+            if len(self._seen) >= self._max_keys:
+                self._seen.clear()
+        suppressed = 0 if entry is None else int(entry[1])
+        self._seen[key] = [now, 0]
+        return suppressed

@@ -38,6 +38,10 @@ log = get_logger()
 DEFAULT_LEASE_SECONDS = 30.0
 _BOUND_CACHE = 16
 DEFAULT_RETENTION_SECONDS = 7 * 86_400.0
+# A message the runtime could not consume (D1 or a coordinator failing) comes back after 2 s,
+# doubling with its attempts up to a minute: an immediate retry would meet the same failure.
+CONSUME_RETRY_START_SECONDS = 2
+CONSUME_RETRY_MAX_SECONDS = 60
 
 # The binding names this project's wrangler.toml declares.
 DB_BINDING = "JOBS_DB"
@@ -165,7 +169,8 @@ class Runtime:
     async def consume_batch(self, batch: MessageBatch, resources: Resources) -> list[ConsumeResult]:
         """Consume every message of a queue batch, concurrently. A malformed message is
         acknowledged and ignored; a failure of the runtime itself (D1 or a coordinator
-        unreachable, say) retries the message. One result per message, in order."""
+        unreachable, say) retries the message after `consume_retry_delay`. One result per
+        message, in order."""
         jobs = self.bind(resources)
 
         async def one(message: Any) -> ConsumeResult:
@@ -176,7 +181,7 @@ class Runtime:
                 log.warning("message.malformed", message_id=message.id, error=str(exc))
                 return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=None)
             except Exception as exc:
-                message.retry()
+                message.retry({"delaySeconds": consume_retry_delay(message.attempts)})
                 log.error(
                     "message.consume_failed", message_id=message.id, error=describe_error(exc)
                 )
@@ -210,6 +215,13 @@ class Runtime:
         return CoordinatorActor(
             storage, self.clock, self.delivery_hook(resources), self.coordinator_config
         )
+
+
+def consume_retry_delay(attempts: int) -> int:
+    """Seconds before a message that failed its `attempts`-th delivery is delivered again."""
+    exponent = min(max(int(attempts), 1) - 1, 6)  # 2 s * 2**5 already exceeds the cap
+    delay: int = CONSUME_RETRY_START_SECONDS << exponent
+    return min(delay, CONSUME_RETRY_MAX_SECONDS)
 
 
 def create_runtime(

@@ -164,7 +164,7 @@ class NewRun(msgspec.Struct, kw_only=True):
 
     id: str
     name: str
-    payload: str | None  # JSON text, from encode_payload
+    payload: str | None  # JSON text, from validation.payload
     max_attempts: int
     scheduled_for: int
     created_at: int

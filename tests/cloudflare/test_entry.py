@@ -272,7 +272,8 @@ async def test_a_failing_consume_retries_the_message(stack: Stack) -> None:
     stack.env.JOBS_DB.fail_next("D1_ERROR: no such table: job_runs: SQLITE_ERROR")
     worker = stack.entry.Default(SimpleNamespace(), stack.env)
     await worker.queue(FakeMessageBatch(batch, stack.style))
-    assert batch.messages[0].settled == ["retry None"]
+    # Retried after a delay (2 s on the first attempt), not at once into the same failure.
+    assert batch.messages[0].settled == ["retry {'delaySeconds': 2}"]
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,7 @@ def test_the_worker_path_runs_on_the_double() -> None:
 import msgspec
 assert msgspec.__version__.endswith("test-double"), msgspec.__file__
 from kumofire_jobs.consume import parse_message
-from kumofire_jobs.store import encode_payload
+from kumofire_jobs.validation import payload as encode_payload
 from kumofire_jobs.web.wire import created_to_wire
 from kumofire_jobs.models import CreatedRun
 from kumofire_jobs import RetryPolicy

@@ -26,7 +26,9 @@ semantics follow the platform's documentation, not convenience:
   set while `alarm()` runs replaces the running one (no retry of the old one); during the
   handler `getAlarm()` is None unless the handler set a new alarm, and `deleteAlarm()` there
   removes only such a new alarm (as workerd does). Between retries `getAlarm()` answers the
-  retry's time. At least once: a handler cut short by `stop()` runs again after `start()`.
+  retry's time. A run whose commit fails (a full disk) failed too: its stored alarm is retried
+  after the same backoff, then every 64 s until a commit succeeds, never at once.
+  At least once: a handler cut short by `stop()` runs again after `start()`.
   Scheduling is event-driven: one timer task sleeps until the earliest alarm (re-aimed only
   when an earlier one is set), and an alarm already due starts its handler at once.
 * `deleteAll()` also deletes the alarm: the platform does so for compatibility dates from
@@ -76,6 +78,7 @@ import msgspec
 from kumofire_jobs.clock import Clock
 from kumofire_jobs.local import checkpoint, output_gate
 from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS, IdleEvictor
+from kumofire_jobs.log import RepeatedLog
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
@@ -193,6 +196,11 @@ def _encode(value: Any) -> bytes:
 _decode = msgspec.msgpack.decode
 
 
+def _more(suppressed: int) -> str:
+    """The note on a rate-limited log line (`RepeatedLog`)."""
+    return f" (the same error {suppressed} more times since last logged)" if suppressed else ""
+
+
 # --- Ids and stubs --------------------------------------------------------------------------
 
 
@@ -292,6 +300,7 @@ class _Actor:
         "alarm_gen",
         "alarm_ms",
         "alarm_queued",
+        "alarm_ran",
         "alarm_retry",
         "alarm_row",
         "alarm_running",
@@ -356,6 +365,9 @@ class _Actor:
         self.alarm_gen = 0  # bumps on every change, so stale heap entries are skipped
         self.alarm_running = False
         self.alarm_queued: int | None = None
+        # The retry count of the alarm run whose outcome (and writes) await a commit: if that
+        # commit fails, the run failed, and its retry keeps the backoff (None: no such run).
+        self.alarm_ran: int | None = None
 
     # The output gate ---------------------------------------------------------------------------
 
@@ -869,6 +881,7 @@ class LocalDurableObjectNamespace:
         self._waiters: list[asyncio.Future[None]] = []
         self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
         self._commit_requested = False
+        self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
         # Objects with stored KV pairs when the namespace opened: any other object starts with
         # a complete (empty) cache, so its first reads need no query.
         self._stored: set[str] = {
@@ -1301,7 +1314,9 @@ class LocalDurableObjectNamespace:
     def _commit_and_report(self) -> None:
         error = self._commit()
         if error is not None:
-            log.error("Durable Object storage commit failed: %s", error)
+            suppressed = self._errors.check(("commit", str(error)))
+            if suppressed is not None:
+                log.error("Durable Object storage commit failed: %s%s", error, _more(suppressed))
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once every write pending now is committed."""
@@ -1419,6 +1434,7 @@ class LocalDurableObjectNamespace:
         actor.writes = {}
         actor.alarm_committed = actor.alarm_row
         actor.name_committed = actor.name_recorded
+        actor.alarm_ran = None
         actor.dirty = False
         if self._is_closed_object(actor) and self._actors.get(actor.hex) is actor:
             self._forget(actor)  # closed, and idle since before its writes committed
@@ -1435,6 +1451,7 @@ class LocalDurableObjectNamespace:
             actor.cache, actor.cache_complete = {}, False
         committed = actor.alarm_committed
         actor.alarm_row = committed
+        ran, actor.alarm_ran = actor.alarm_ran, None
         if actor.alarm_running:
             actor.alarm_queued = None
         elif committed is None:
@@ -1443,6 +1460,14 @@ class LocalDurableObjectNamespace:
             actor.alarm_ms = None
             actor.alarm_retry = 0
             actor.alarm_gen += 1
+        elif ran is not None and committed[0] <= self._clock.now() * 1000:
+            # The run's writes and outcome were lost, so it failed: the stored (past) alarm
+            # is retried after the backoff, not at its time, which would fire it at once and
+            # again after every failed commit (a busy loop while the disk is full). Retries
+            # stay at the last backoff until a commit succeeds: the alarm is still stored.
+            retry = min(ran + 1, ALARM_MAX_RETRIES)
+            actor.alarm_retry = retry
+            self._arm(actor, self._retry_at(retry))
         else:
             actor.alarm_retry = committed[1]
             self._arm(actor, committed[0])
@@ -1584,14 +1609,17 @@ class LocalDurableObjectNamespace:
                 succeeded = True
         except asyncio.CancelledError:
             raise  # stop(): the stored alarm stands and stop() re-arms it
-        except Exception:
-            log.warning(
-                "alarm() of %s %s raised (retry %d)",
-                self.class_name,
-                actor.name or actor.hex,
-                retry,
-                exc_info=True,
-            )
+        except Exception as exc:
+            suppressed = self._errors.check(("alarm", type(exc), str(exc)))
+            if suppressed is not None:
+                log.warning(
+                    "alarm() of %s %s raised (retry %d)%s",
+                    self.class_name,
+                    actor.name or actor.hex,
+                    retry,
+                    _more(suppressed),
+                    exc_info=True,
+                )
         actor.alarm_running = False
         queued, actor.alarm_queued = actor.alarm_queued, None
         if queued is not None:  # set during the run: it replaces this alarm, row written
@@ -1600,12 +1628,18 @@ class LocalDurableObjectNamespace:
         elif succeeded or retry >= ALARM_MAX_RETRIES:
             self._delete_alarm(actor)
         else:
-            delay = ALARM_RETRY_START_SECONDS * 2**retry
-            time_ms = math.floor((self._clock.now() + delay) * 1000)
+            time_ms = self._retry_at(retry + 1)
             actor.alarm_retry = retry + 1
             actor.alarm_row = (time_ms, actor.alarm_retry)
             self._touch(actor)
             self._arm(actor, time_ms)
+        if actor.dirty:
+            actor.alarm_ran = retry  # its outcome waits for this turn's commit
+
+    def _retry_at(self, retry: int) -> int:
+        """When retry number `retry` (from 1) of a failed alarm runs: 2 s, 4 s, 8 s, ..."""
+        delay = ALARM_RETRY_START_SECONDS * 2.0 ** (retry - 1)
+        return math.floor((self._clock.now() + delay) * 1000)
 
     def _rearm_all(self) -> None:
         """After stop(): handlers cut short count as not run; rebuild the heap from scratch."""

@@ -48,7 +48,7 @@ from typing import Any, Final
 from kumofire_jobs.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.clock import Clock, now_ms, sleep_until_or_woken
 from kumofire_jobs.local import checkpoint, output_gate
-from kumofire_jobs.log import get_logger
+from kumofire_jobs.log import RepeatedLog, get_logger
 
 # --- The platform's limits and defaults --------------------------------------------------
 # The platform measures 1 KB as 1000 bytes and counts ~100 bytes of metadata per message;
@@ -66,6 +66,10 @@ MAX_MAX_BATCH_TIMEOUT: Final = 60.0
 DEFAULT_MAX_RETRIES: Final = 3
 MAX_MAX_RETRIES: Final = 100
 DEFAULT_RETRY_DELAY: Final = 0
+# After a commit fails (a full disk, say), delivery pauses 2 s, doubling to 60 s while commits
+# keep failing: storage that refuses writes is retried, not spun on.
+STORAGE_RETRY_START_SECONDS: Final = 2.0
+STORAGE_RETRY_MAX_SECONDS: Final = 60.0
 MAX_MAX_CONCURRENCY: Final = 250  # concurrent consumer invocations per queue
 # The platform autoscales consumers when `max_concurrency` is unset. Locally a fixed cap
 # stands in: several batches at once, so one long handler (a job holding its lease for
@@ -289,6 +293,17 @@ _Decision = tuple[str, int | None]  # (ack | retry, retry delay or None)
 _Row = tuple[int, str, float, str, bytes, float, int]
 
 
+@dataclass(frozen=True, slots=True)
+class _Settlement:
+    """What one batch's settlement writes: kept until committed, so that a commit that fails
+    is written again later (the retry delays decided and the attempts counted stand)."""
+
+    consumer: _Consumer
+    acked: list[int]
+    retried: list[tuple[float, int]]  # (visible_at, seq)
+    exhausted: list[int]
+
+
 class LocalMessage:
     """One delivered message (`Message` of the platform's consumer API)."""
 
@@ -458,6 +473,14 @@ class LocalQueueBroker:
         # Group commit: whether our transaction is open and who waits for its commit.
         self._group = False
         self._commits = output_gate.CommitWaiters(self._commit_phase)
+        # Failed commits: how many in a row, until when delivery pauses, the settlements in
+        # the open group transaction, and those lost with a failed commit (written again when
+        # the pause ends).
+        self._failures = 0
+        self._resume_at = 0.0
+        self._settling: list[_Settlement] = []
+        self._lost: list[_Settlement] = []
+        self._errors = RepeatedLog(clock)
 
     # -- public API
 
@@ -509,7 +532,10 @@ class LocalQueueBroker:
         if not self._closed:
             self._commit_group()
             # Nothing is in flight now; a handler cancelled before it began left its lease.
-            self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
+            try:
+                self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
+            except sqlite3.Error as exc:
+                self._write_failed(exc)  # they come back on the next open
             for consumer in self._consumers.values():
                 consumer.next_visible = _UNKNOWN
 
@@ -570,12 +596,18 @@ class LocalQueueBroker:
         solo = not self._group and output_gate.alone()
         if consumer is not None and not solo:
             consumer.wake.set()
-        if len(params) == 1:
-            self._write()
-            self._db.execute(_INSERT, params[0])
-        else:
-            with self._tx():
-                self._db.executemany(_INSERT, params)
+        try:
+            if len(params) == 1:
+                self._write()
+                self._db.execute(_INSERT, params[0])
+            else:
+                with self._tx():
+                    self._db.executemany(_INSERT, params)
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            raise  # the sender is told
+        if self._failures and not self._group:
+            self._storage_works()
         if consumer is not None and solo:
             consumer.wake.set()
 
@@ -600,6 +632,13 @@ class LocalQueueBroker:
                 await sleep_until_or_woken(self._clock, None, consumer.wake)
                 continue
             now = self._clock.now()
+            if now < self._resume_at:
+                # A commit failed: wait out the backoff, unless a commit succeeds meanwhile.
+                await sleep_until_or_woken(self._clock, self._resume_at, consumer.wake)
+                continue
+            if self._lost:
+                self._rewrite_lost()
+                continue
             rows: list[_Row] = self._db.execute(
                 _SELECT_READY, (consumer.queue, now, size)
             ).fetchall()
@@ -608,11 +647,18 @@ class LocalQueueBroker:
                 # Recovered after a crash on their last allowed delivery: out of attempts.
                 exhausted = [row[0] for row in rows if row[6] >= max_attempts]
                 if exhausted:
-                    with self._tx():
-                        self._dead_letter(consumer, exhausted)
+                    try:
+                        with self._tx():
+                            self._dead_letter(consumer, exhausted)
+                    except sqlite3.Error as exc:
+                        self._write_failed(exc)
                     continue
                 if len(rows) >= size or now >= rows[0][5] + timeout:
-                    self._dispatch(consumer, rows)
+                    try:
+                        self._dispatch(consumer, rows)
+                    except sqlite3.Error as exc:
+                        self._write_failed(exc)  # not delivered: it waits for the backoff
+                        continue
                     if len(rows) >= size:
                         continue  # there may be more
                     # That was everything visible now: wait for what changes it.
@@ -638,18 +684,30 @@ class LocalQueueBroker:
             f" WHERE seq IN ({_placeholders(len(seqs))})",
             (lease, *seqs),
         )
+        if self._failures and not self._group:
+            self._storage_works()
         batch = LocalMessageBatch(consumer.queue, lease, rows)
-        task = asyncio.get_running_loop().create_task(self._run_handler(consumer, batch))
+        # The delivery's own commit, taken now: once the group has committed (or failed),
+        # `_group` no longer tells whether this delivery was recorded.
+        recorded = self._durable() if self._group else None
+        task = asyncio.get_running_loop().create_task(self._run_handler(consumer, batch, recorded))
         if not task.done():  # (an eager task factory may have run it to the end already)
             consumer.in_flight.add(task)  # _run_handler removes it
 
-    async def _run_handler(self, consumer: _Consumer, batch: LocalMessageBatch) -> None:
+    async def _run_handler(
+        self,
+        consumer: _Consumer,
+        batch: LocalMessageBatch,
+        recorded: asyncio.Future[None] | None,
+    ) -> None:
         try:
-            if self._group:
+            if recorded is not None:
                 try:
-                    await self._durable()  # the delivery is recorded before it happens
+                    await recorded  # the delivery is recorded before it happens
                 except sqlite3.Error:
-                    batch._settled = True  # rolled back: the messages are as they were
+                    # Rolled back: the messages are as they were, the attempt not counted,
+                    # and they are delivered again once the backoff has passed.
+                    batch._settled = True
                     batch._requeued = True
                     return
             await consumer.handler(batch)
@@ -657,8 +715,11 @@ class LocalQueueBroker:
             batch._settled = True
             batch._requeued = True
             if not self._closed:  # stopped, not crashed: hand the messages back now
-                self._write()
-                self._db.execute(_RELEASE_LEASE, (batch._lease,))
+                try:
+                    self._write()
+                    self._db.execute(_RELEASE_LEASE, (batch._lease,))
+                except sqlite3.Error as exc:
+                    self._write_failed(exc)  # they come back on the next open or stop()
             raise
         except Exception:
             _log.exception(
@@ -712,26 +773,49 @@ class LocalQueueBroker:
                 if delay is None:
                     delay = batch_delay if batch_delay is not None else settings.retry_delay
                 retried.append((now + delay, message._seq))
-        if acked and not retried and not exhausted:
-            self._write()  # one statement: atomic by itself
-            self._db.execute(
-                f"DELETE FROM messages WHERE seq IN ({_placeholders(len(acked))})", acked
-            )
-            return
-        with self._tx():
-            if acked:
+        if retried:
+            batch._requeued = True
+        self._write_settlement(_Settlement(consumer, acked, retried, exhausted))
+
+    def _write_settlement(self, settlement: _Settlement) -> None:
+        """Write a settlement; if it cannot be stored, keep it to write after the backoff."""
+        acked, retried = settlement.acked, settlement.retried
+        try:
+            if acked and not retried and not settlement.exhausted:
+                self._write()  # one statement: atomic by itself
                 self._db.execute(
                     f"DELETE FROM messages WHERE seq IN ({_placeholders(len(acked))})", acked
                 )
-            if retried:
-                self._db.executemany(_RETRY_ROW, retried)
-            if exhausted:
-                self._dead_letter(consumer, exhausted)
-        if retried:
-            batch._requeued = True
+            else:
+                with self._tx():
+                    if acked:
+                        self._db.execute(
+                            f"DELETE FROM messages WHERE seq IN ({_placeholders(len(acked))})",
+                            acked,
+                        )
+                    if retried:
+                        self._db.executemany(_RETRY_ROW, retried)
+                    if settlement.exhausted:
+                        self._dead_letter(settlement.consumer, settlement.exhausted)
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
+            self._lost.append(settlement)
+            return
+        if self._group:
+            self._settling.append(settlement)  # until the group commits
+        elif self._failures:
+            self._storage_works()
+        consumer = settlement.consumer
         for visible_at, _ in retried:
-            if visible_at > now:
-                consumer.delayed_until(visible_at)
+            consumer.delayed_until(visible_at)
+
+    def _rewrite_lost(self) -> None:
+        """The pause after a failed commit is over: write the settlements it lost, in order,
+        until one fails again."""
+        while self._lost and self._clock.now() >= self._resume_at:
+            self._write_settlement(self._lost.pop(0))
+        for consumer in self._consumers.values():
+            consumer.next_visible = _UNKNOWN
 
     def _dead_letter(self, consumer: _Consumer, seqs: list[int]) -> None:
         """Move messages out of attempts to the dead-letter queue, or delete them."""
@@ -812,10 +896,62 @@ class LocalQueueBroker:
             error = exc
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            _log.error("queue commit failed; its writes are lost", error=str(exc))
-            for consumer in self._consumers.values():
-                consumer.next_visible = _UNKNOWN
+            self._group_lost(exc)
+        else:
+            self._settling.clear()
+            if self._failures:
+                self._storage_works()
         self._commits.answer(error)
+
+    def _group_lost(self, error: sqlite3.Error) -> None:
+        """The group transaction was rolled back: its sends fail (their callers are told),
+        its deliveries did not happen, and its settlements are written again later."""
+        self._lost.extend(self._settling)
+        self._settling.clear()
+        self._pause(error)
+
+    def _write_failed(self, error: sqlite3.Error) -> None:
+        """A write outside the group commit, or its own commit, failed: undo what is left of
+        it and pause."""
+        db = self._db
+        if self._group:
+            if not db.in_transaction:  # SQLite rolled the whole group back
+                self._group = False
+                self._group_lost(error)
+                self._commits.answer(error)
+                return
+        elif db.in_transaction:
+            db.execute("ROLLBACK")
+        self._pause(error)
+
+    def _storage_works(self) -> None:
+        """A commit succeeded after failures: storage takes writes again (space was freed),
+        so delivery resumes now rather than when the backoff would have ended."""
+        self._failures = 0
+        if self._resume_at > self._clock.now():
+            self._resume_at = 0.0
+            for consumer in self._consumers.values():
+                consumer.wake.set()
+        _log.info("queue commits succeed again; delivery resumes")
+
+    def _pause(self, error: sqlite3.Error) -> None:
+        """A commit failed: deliver nothing until the backoff has passed (2 s, doubling to
+        60 s while commits keep failing); log the repeated error at a bounded rate."""
+        now = self._clock.now()
+        delay = min(STORAGE_RETRY_START_SECONDS * 2**self._failures, STORAGE_RETRY_MAX_SECONDS)
+        if now >= self._resume_at:  # failures during a pause do not lengthen the next one
+            self._failures += 1
+            self._resume_at = now + delay
+        for consumer in self._consumers.values():
+            consumer.next_visible = _UNKNOWN
+        suppressed = self._errors.check(str(error))
+        if suppressed is not None:
+            _log.error(
+                "queue commit failed; its writes are lost",
+                error=str(error),
+                retry_in_seconds=round(self._resume_at - now, 3),
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
 
     def _check_open(self) -> None:
         if self._closed:
