@@ -188,6 +188,8 @@ def test_the_cron_handler_reconciles(api: Api) -> None:
 
 
 def test_rpc_from_javascript(api: Api) -> None:
+    for _ in range(2):  # so that a page of two has a next one, whatever ran before
+        api.create({"name": "echo"})
     created = api.rpc("create", {"name": "echo", "payload": {"via": "js"}, "delay": 1})
     assert created["ok"], created
     run_id = created["result"]["kumofire_job_run_id"]
@@ -226,6 +228,8 @@ def test_rpc_errors_seen_from_javascript_start_with_their_code(
 
 
 def test_rpc_from_python_through_jobs_client(api: Api) -> None:
+    for _ in range(2):  # so that a page of two has a next one, whatever ran before
+        api.create({"name": "echo"})
     status, out = request(f"{api.stack.workers[PY_WORKER].url}/client", token=None, timeout=120)
     assert status == 200, out
     assert out["deduplicated"] == [True, out["created"]]
@@ -335,8 +339,8 @@ def test_runs_and_an_alarm_survive_a_restart(api: Api) -> None:
     api.stack.wait_ready(SERVICE, "/v1/health")
     restart = time.monotonic() - started
     assert api.get(earlier["id"]) == earlier  # D1 kept
-    run = api.get(pending)
-    assert run["status"] == "scheduled", run
+    if restart < 40:  # else it may be due, even started, already
+        assert api.get(pending)["status"] == "scheduled"
     run = api.wait(pending, timeout=90)  # the coordinator's alarm, kept in its storage, fires
     assert (run["status"], run["attempt"]) == ("succeeded", 1), run
     assert lateness_ms(run) >= 0
