@@ -229,6 +229,29 @@ async def test_the_service_answers_an_error_rather_than_raising_it(
         await client.create_schedule("job", every=60, key="k")
 
 
+async def test_a_service_that_raises_its_errors_still_works() -> None:
+    # An older service raised JobsRpcError: the caller got the traceback as a thrown Error.
+    from kumofire_jobs.cloudflare import JobsRpcError
+
+    def thrown(code: str, message: str) -> JsError:
+        try:
+            raise JobsRpcError(code, message)
+        except JobsRpcError as exc:
+            return JsError("Error", f"PythonError: {python_error_text(exc)}")
+
+    class OldService:
+        async def get(self, run_id: Any) -> Any:
+            raise thrown("not_found", "run not found")
+
+        async def create(self, body: Any) -> Any:
+            raise thrown("unknown_job", "no handler is registered for job 'x'")
+
+    client = JobsClient(OldService())
+    assert await client.get("run_1") is None
+    with pytest.raises(UnknownJobError, match="no handler is registered"):
+        await client.create("x")
+
+
 async def test_an_answered_error_the_client_cannot_read() -> None:
     class Odd:
         async def get(self, run_id: Any) -> Any:

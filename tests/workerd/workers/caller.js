@@ -28,11 +28,15 @@ export default {
       try {
         const result = await env.JOBS[body.method](...body.args);
         if (result instanceof Error) {
-          return Response.json({ ok: false, message: result.message, how: "answered" });
+          // JobsService answers an error as an Error value: "<code>: <message>", and `code`.
+          return Response.json({
+            ok: false, how: "answered", answered: true, name: result.name,
+            message: result.message, code: result.code,
+          });
         }
         return Response.json({ ok: true, result });
       } catch (error) {
-        return Response.json({ ok: false, message: String(error && error.message), how: "thrown" });
+        return Response.json({ ok: false, how: "thrown", message: String(error && error.message) });
       }
     }
     if (url.pathname === "/queue") {
