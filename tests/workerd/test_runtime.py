@@ -240,6 +240,7 @@ def test_rpc_from_python_through_jobs_client(api: Api) -> None:
         api.create({"name": "echo"})
     status, out = request(f"{api.stack.workers[PY_WORKER].url}/client", token=None, timeout=120)
     assert status == 200, out
+    assert out["python"].startswith("3.13."), out["python"]  # Pyodide 0.28.2's CPython
     assert out["deduplicated"] == [True, out["created"]]
     assert out["get"] == {
         "id": out["created"], "name": "echo", "payload": {"via": "JobsClient"}, "tz": "UTC",
