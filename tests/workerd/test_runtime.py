@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from kumofire_jobs.ids import IdFactory
+
 from .conftest import record
 from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request
 from .workers.suite_handlers import LEASE_SECONDS
@@ -186,6 +188,26 @@ def test_the_cron_handler_reconciles(api: Api) -> None:
     # A healthy system: reconciliation finds nothing to repair, and the Worker still serves.
     run = api.wait(api.create({"name": "echo"}))
     assert run["status"] == "succeeded"
+
+
+def test_the_cron_handler_repairs_a_run_no_coordinator_holds(api: Api) -> None:
+    """A run written to D1 behind the runtime's back (as a lost arm would leave it): due two
+    minutes ago, past reconciliation's grace, and no coordinator knows it. Only the cron
+    handler can find it."""
+    due = int(time.time() * 1000) - 120_000
+    run_id = IdFactory().run_id(due)
+    api.stack.d1_execute(
+        "INSERT INTO kumofire_job_runs (id, name, status, attempt, max_attempts, "
+        f"scheduled_for, created_at, updated_at) VALUES ('{run_id}', 'echo', 'scheduled', 0, 3, "
+        f"{due}, {due}, {due})"
+    )
+    time.sleep(2)
+    assert api.get(run_id)["status"] == "scheduled"  # nothing delivers it by itself
+    worker = api.stack.workers[SERVICE]
+    status, _ = request(f"{worker.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", token=None)
+    assert status == 200
+    run = api.wait(run_id, timeout=30)
+    assert (run["status"], run["attempt"]) == ("succeeded", 1), run
 
 
 def test_rpc_from_javascript(api: Api) -> None:
