@@ -307,7 +307,9 @@ def test_a_running_handler_is_canceled(api: Api) -> None:
     time.sleep(LEASE_SECONDS + 2)  # past the lease: nothing redelivers or finishes it
     run = api.get(run_id)
     assert (run["status"], run["attempt"]) == ("canceled", 1), run
-    # The consumer stopped waiting for it: the next run is served at once.
+    # The consumer stopped waiting for it: the next run is served at once. (Wrangler's local
+    # queue dispatches one batch at a time, so this also proves the canceled handler's
+    # invocation ended, long before its 120 s sleep would have.)
     assert api.wait(api.create({"name": "echo"}), timeout=20)["status"] == "succeeded"
 
 
