@@ -1,8 +1,9 @@
-"""The floor under the service's lateness on workerd: how late a Durable Object alarm fires
-when the object does nothing else (records the time), in JavaScript and in Python, for a
-single alarm and for N alarms due at the same instant.
+"""The floor under the service's lateness on workerd: what one binding call costs from a
+Python Worker (a D1 query, a Durable Object RPC, a queue message from send to consumer), and
+how late a Durable Object alarm fires when the object does nothing else (records the time),
+in JavaScript and in Python, for a single alarm and for N alarms due at the same instant.
 
-    uv run python -m bench.workerd_floor [--n 1,50,500] [--reps 3]
+    uv run python -m bench.workerd_floor [--n 1,50,500] [--reps 3] [--probe-only]
 
 Same setup as the real-runtime suite (tests/workerd/harness.py): `wrangler dev` on workerd,
 offline, the Python runtime bundle built from Pyodide's npm package. Needs Node.js 24 on PATH
@@ -76,6 +77,55 @@ def make(root: Path, language: str) -> Path:
     return path
 
 
+def make_probe(root: Path) -> Path:
+    with (REPO / "wrangler.toml").open("rb") as file:
+        base = tomllib.load(file)
+    directory = root / "probe"
+    (directory / "src").mkdir(parents=True)
+    shutil.copy(HERE / "probe.py", directory / "src" / "entry.py")
+    vendor_sdk(directory / "python_modules")
+    config: dict[str, Any] = {
+        "name": "probe-py",
+        "main": "src/entry.py",
+        "compatibility_date": base["compatibility_date"],
+        "compatibility_flags": [*base["compatibility_flags"], *DEV_FLAGS],
+        "durable_objects": {"bindings": [{"name": "PROBE", "class_name": "Probe"}]},
+        "migrations": [{"tag": "v1", "new_sqlite_classes": ["Probe"]}],
+        "d1_databases": [{"binding": "DB", "database_name": "probe", "database_id": "probe"}],
+        "queues": {
+            "producers": [{"binding": "QUEUE", "queue": "probe"}],
+            "consumers": [{"queue": "probe", "max_batch_size": 1, "max_batch_timeout": 0}],
+        },
+    }
+    path = directory / "wrangler.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def probe(root: Path, wrapper: Path) -> dict[str, Any]:
+    """One binding call's cost from Python: D1 query, DO RPC, DO RPC with a storage write,
+    queue send to consumer."""
+    port = free_port()
+    process = start(root, make_probe(root), port, wrapper)
+    url = f"http://127.0.0.1:{port}"
+    out: dict[str, Any] = {}
+    try:
+        wait_ready(url)
+        for path in ("/d1", "/do", "/do_write"):
+            request(f"{url}{path}?n=5", token=None, timeout=120)  # warm
+            out[path] = request(f"{url}{path}?n=50", token=None, timeout=120)[1]
+        request(f"{url}/queue?n=20", token=None, timeout=120)
+        time.sleep(3)
+        out["/queue send -> consumer"] = request(f"{url}/queue_result", token=None)[1]
+    finally:
+        import os
+        import signal
+
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+    return out
+
+
 def start(root: Path, config: Path, port: int, wrapper: Path) -> subprocess.Popen[bytes]:
     import os
 
@@ -121,10 +171,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="1,50,500")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--probe-only", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="kumofire-workerd-floor-"))
     print(f"state and logs under {root}", flush=True)
     wrapper = workerd_wrapper(root, build_bundle())
+    for name, figures in probe(root, wrapper).items():
+        print("python", name, figures, flush=True)
+    if args.probe_only:
+        return
     results: dict[str, Any] = {}
     for language in ("js", "py"):
         port = free_port()

@@ -5,6 +5,7 @@ written to `workerd-lateness.json` in the session's directory)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("workerd")
     started = time.monotonic()
     stack = Stack(root)
-    RESULTS["file"] = root / "workerd-lateness.json"
+    RESULTS["file"] = Path(
+        os.environ.get("KUMOFIRE_WORKERD_RESULTS") or root / "workerd-lateness.json"
+    )
     try:
         stack.migrate()
         for name in (SERVICE, JS_WORKER, PY_WORKER):

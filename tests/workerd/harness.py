@@ -306,6 +306,19 @@ class Stack:
         if done.returncode != 0:
             raise HarnessError(f"migrate failed:\n{done.stdout}\n{done.stderr}")
 
+    def d1_execute(self, sql: str) -> None:
+        """A statement on the service's local D1 from outside the Worker (`wrangler d1
+        execute --local`), as an operator would, while the Worker runs."""
+        config = self.configs[SERVICE]
+        done = subprocess.run(
+            [str(WRANGLER), "d1", "execute", "kumofire-jobs", "--local", "--persist-to",
+             str(self.root / "state"), "--config", str(config), "--command", sql],
+            cwd=config.parent, env=self.env(), capture_output=True, text=True, check=False,
+            timeout=120,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise HarnessError(f"d1 execute failed:\n{done.stdout}\n{done.stderr}")
+
 
 # --- HTTP --------------------------------------------------------------------------------------
 

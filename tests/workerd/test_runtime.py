@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from kumofire_jobs.ids import IdFactory
+
 from .conftest import record
 from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request
 from .workers.suite_handlers import LEASE_SECONDS
@@ -188,7 +190,29 @@ def test_the_cron_handler_reconciles(api: Api) -> None:
     assert run["status"] == "succeeded"
 
 
+def test_the_cron_handler_repairs_a_run_no_coordinator_holds(api: Api) -> None:
+    """A run written to D1 behind the runtime's back (as a lost arm would leave it): due two
+    minutes ago, past reconciliation's grace, and no coordinator knows it. Only the cron
+    handler can find it."""
+    due = int(time.time() * 1000) - 120_000
+    run_id = IdFactory().run_id(due)
+    api.stack.d1_execute(
+        "INSERT INTO kumofire_job_runs (id, name, status, attempt, max_attempts, "
+        f"scheduled_for, created_at, updated_at) VALUES ('{run_id}', 'echo', 'scheduled', 0, 3, "
+        f"{due}, {due}, {due})"
+    )
+    time.sleep(2)
+    assert api.get(run_id)["status"] == "scheduled"  # nothing delivers it by itself
+    worker = api.stack.workers[SERVICE]
+    status, _ = request(f"{worker.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", token=None)
+    assert status == 200
+    run = api.wait(run_id, timeout=30)
+    assert (run["status"], run["attempt"]) == ("succeeded", 1), run
+
+
 def test_rpc_from_javascript(api: Api) -> None:
+    for _ in range(2):  # so that a page of two has a next one, whatever ran before
+        api.create({"name": "echo"})
     created = api.rpc("create", {"name": "echo", "payload": {"via": "js"}, "delay": 1})
     assert created["ok"], created
     run_id = created["result"]["kumofire_job_run_id"]
@@ -234,8 +258,11 @@ def test_rpc_errors_seen_from_javascript_start_with_their_code(
 
 
 def test_rpc_from_python_through_jobs_client(api: Api) -> None:
+    for _ in range(2):  # so that a page of two has a next one, whatever ran before
+        api.create({"name": "echo"})
     status, out = request(f"{api.stack.workers[PY_WORKER].url}/client", token=None, timeout=120)
     assert status == 200, out
+    assert out["python"].startswith("3.13."), out["python"]  # Pyodide 0.28.2's CPython
     assert out["deduplicated"] == [True, out["created"]]
     assert out["get"] == {
         "id": out["created"], "name": "echo", "payload": {"via": "JobsClient"}, "tz": "UTC",
@@ -280,7 +307,9 @@ def test_a_running_handler_is_canceled(api: Api) -> None:
     time.sleep(LEASE_SECONDS + 2)  # past the lease: nothing redelivers or finishes it
     run = api.get(run_id)
     assert (run["status"], run["attempt"]) == ("canceled", 1), run
-    # The consumer stopped waiting for it: the next run is served at once.
+    # The consumer stopped waiting for it: the next run is served at once. (Wrangler's local
+    # queue dispatches one batch at a time, so this also proves the canceled handler's
+    # invocation ended, long before its 120 s sleep would have.)
     assert api.wait(api.create({"name": "echo"}), timeout=20)["status"] == "succeeded"
 
 
@@ -367,8 +396,8 @@ def test_runs_and_an_alarm_survive_a_restart(api: Api) -> None:
     api.stack.wait_ready(SERVICE, "/v1/health")
     restart = time.monotonic() - started
     assert api.get(earlier["id"]) == earlier  # D1 kept
-    run = api.get(pending)
-    assert run["status"] == "scheduled", run
+    if restart < 40:  # else it may be due, even started, already
+        assert api.get(pending)["status"] == "scheduled"
     run = api.wait(pending, timeout=90)  # the coordinator's alarm, kept in its storage, fires
     assert (run["status"], run["attempt"]) == ("succeeded", 1), run
     assert lateness_ms(run) >= 0

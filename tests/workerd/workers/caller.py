@@ -3,6 +3,7 @@
 target of remote handlers (the PyHandlers entrypoint)."""
 
 import json
+import sys
 
 from workers import Response, WorkerEntrypoint
 
@@ -33,7 +34,7 @@ class Default(WorkerEntrypoint):
         if str(request.url).endswith("/health"):
             return Response("ok")
         jobs = JobsClient(self.env.JOBS)
-        out = {}
+        out = {"python": sys.version.split()[0]}
         created = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
         out["created"] = created.kumofire_job_run_id
         again = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
