@@ -275,8 +275,16 @@ class Stack:
         worker = self.workers[name]
         deadline = time.monotonic() + timeout
         last = ""
+        port_retries = 3
         while time.monotonic() < deadline:
             if worker.process is not None and worker.process.poll() is not None:
+                if port_retries and "Address already in use" in self.tail(name):
+                    # A port picked free was taken before wrangler bound it (its own
+                    # processes pick ports too): start again on another one.
+                    port_retries -= 1
+                    worker.port = free_port()
+                    self.start(name)
+                    continue
                 raise HarnessError(
                     f"{name} exited ({worker.process.returncode}):\n{self.tail(name)}"
                 )
