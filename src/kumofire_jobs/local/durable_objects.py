@@ -76,7 +76,7 @@ from typing import TYPE_CHECKING, Any, overload
 import msgspec
 
 from kumofire_jobs.clock import Clock
-from kumofire_jobs.local import checkpoint, output_gate
+from kumofire_jobs.local import checkpoint, group_commit, output_gate
 from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS, IdleEvictor
 from kumofire_jobs.log import RepeatedLog
 
@@ -875,12 +875,10 @@ class LocalDurableObjectNamespace:
         # RPC calls in flight, with the future their caller awaits.
         self._calls: dict[asyncio.Task[None], asyncio.Future[Any]] = {}
         self._closed = False
-        # Group commit: objects with writes not yet committed, futures waiting for the commit,
-        # and RPC answers (future, value, is_error) the output gate holds until then.
+        # Group commit: objects with writes not yet committed, and the commit that writes
+        # them out (with the waiters and the RPC answers the output gate holds until then).
         self._dirty: list[_Actor] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
-        self._commit_requested = False
+        self._commits = group_commit.GroupCommit(self._write_pending, report=self._report)
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
         # Objects with stored KV pairs when the namespace opened: any other object starts with
         # a complete (empty) cache, so its first reads need no query.
@@ -964,7 +962,7 @@ class LocalDurableObjectNamespace:
         await self._cancel_all()
         if not self._closed:
             # What the objects wrote is committed (answers held for it are released).
-            error = self._commit()
+            error = self._commits.commit()
             if error is not None:
                 log.error("Durable Object storage commit failed at stop: %s", error)
         self._rearm_all()
@@ -978,13 +976,9 @@ class LocalDurableObjectNamespace:
         committed are lost. Only writes whose call had not returned can be among them: an
         answer is released after its object's writes are committed."""
         # Before anything yields, so no commit can slip in.
-        held, waiters, dirty = self._held, self._waiters, self._dirty
-        self._held, self._waiters, self._dirty = [], [], []
+        dirty, self._dirty = self._dirty, []
         self._close_files()
-        for answer, _, _ in held:
-            answer.cancel()
-        for waiter in waiters:
-            waiter.cancel()
+        self._commits.abandon()  # held answers and waiters are cancelled
         for actor in dirty:
             actor.dirty = False
         await self._cancel_all()
@@ -995,6 +989,7 @@ class LocalDurableObjectNamespace:
                 actor.sql._close()
         if not self._closed:
             self._closed = True
+            self._commits.close()
             self._checkpointer.close()
             self._db.close()
 
@@ -1100,7 +1095,7 @@ class LocalDurableObjectNamespace:
     def _answer(self, actor: _Actor, answer: asyncio.Future[Any], value: Any, error: bool) -> None:
         """Release a call's outcome to its caller, once the object's writes are durable."""
         if actor.dirty:
-            self._held.append((answer, value, error))
+            self._commits.hold(answer, value, error)
             if output_gate.alone():
                 self._commit_and_report()  # nobody else could join this turn's commit
         elif not answer.done():
@@ -1302,43 +1297,33 @@ class LocalDurableObjectNamespace:
         if not actor.dirty:
             actor.dirty = True
             self._dirty.append(actor)
-            if not self._commit_requested:
-                self._commit_requested = True
-                output_gate.at_commit(self._commit_phase)
-
-    def _commit_phase(self) -> None:
-        self._commit_requested = False
-        if not self._closed:
-            self._commit_and_report()
+            self._commits.join()
 
     def _commit_and_report(self) -> None:
-        error = self._commit()
+        error = self._commits.commit()
         if error is not None:
-            suppressed = self._errors.check(("commit", str(error)))
-            if suppressed is not None:
-                log.error("Durable Object storage commit failed: %s%s", error, _more(suppressed))
+            self._report(error)
+
+    def _report(self, error: BaseException) -> None:
+        """Log a failed commit that has no caller to raise to (at a bounded rate)."""
+        suppressed = self._errors.check(("commit", str(error)))
+        if suppressed is not None:
+            log.error("Durable Object storage commit failed: %s%s", error, _more(suppressed))
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once every write pending now is committed."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._dirty:
-            self._waiters.append(waiter)
-        else:
-            waiter.set_result(None)
-        return waiter
+        return self._commits.wait()
 
     def _flush(self) -> None:
         """Commit every pending write now; raise if that fails."""
-        if self._dirty or self._held or self._waiters:
-            error = self._commit()
-            if error is not None:
-                raise error
+        error = self._commits.commit()
+        if error is not None:
+            raise error
 
-    def _commit(self) -> DurableObjectError | None:
-        """One transaction for every object's pending writes; then release what waited."""
+    def _write_pending(self) -> DurableObjectError | None:
+        """The group commit's work: one transaction for every object's pending writes. If it
+        fails, each of those objects starts again from what is committed."""
         dirty, self._dirty = self._dirty, []
-        waiters, self._waiters = self._waiters, []
-        held, self._held = self._held, []
         error: DurableObjectError | None = None
         if dirty:
             try:
@@ -1352,20 +1337,6 @@ class LocalDurableObjectNamespace:
             else:
                 for actor in dirty:
                     self._committed(actor)
-        for waiter in waiters:
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
-        for answer, value, failed in held:
-            if not answer.done():
-                if error is not None:
-                    answer.set_exception(error)
-                elif failed:
-                    answer.set_exception(value)
-                else:
-                    answer.set_result(value)
         return error
 
     def _write_out(self, dirty: list[_Actor]) -> None:
