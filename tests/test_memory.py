@@ -10,8 +10,8 @@ from kumofire_coordinator import CoordinatorActor
 from kumofire_jobs import CreateRequest, JobContext, RetryPolicy
 from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.delivery import QueueDeliveryHook
+from kumofire_jobs.local.durable_objects import IDLE_EVICTION_SECONDS
 from kumofire_jobs.local.environment import LocalJobCoordinator
-from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS
 
 from .conftest import EnvFactory
 

@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.local.durable_objects import DurableObjectError, LocalDurableObjectNamespace
-from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS
+from kumofire_jobs.local.durable_objects import (
+    IDLE_EVICTION_SECONDS,
+    DurableObjectError,
+    LocalDurableObjectNamespace,
+)
 
 from .durable_object_contract import ContractObject, Probe, now_ms
 

@@ -17,7 +17,7 @@ database runs queries: one at a time.
 
 Group commit. A write does not commit alone: it runs inside a transaction the binding keeps
 open for the current event-loop turn, and the transaction commits at the end of the turn
-(`output_gate.at_commit`), so the writes of every caller in that turn share one commit. Each
+(`group_commit`), so the writes of every caller in that turn share one commit. Each
 caller's `await` resolves only after that commit, so an acknowledged write is durable, and a
 statement that ran while the transaction was open (a read of uncommitted rows included)
 answers only once what it saw is durable. A failing statement fails alone (SQLite undoes just
@@ -34,7 +34,6 @@ for them (the object's output gate).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import sqlite3
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kumofire_jobs.bindings import D1Meta, D1PreparedStatement, D1Result
-from kumofire_jobs.local import checkpoint, output_gate
+from kumofire_jobs.local import checkpoint, group_commit, output_gate
 from kumofire_jobs.migrations import split_sql, sql_tokens
 
 if TYPE_CHECKING:
@@ -300,10 +299,10 @@ class LocalD1Database:
         self._page_size: int = conn.execute("PRAGMA page_size").fetchone()[0]
         self._classified: dict[str, _Sql] = {}
         self._index_counts: dict[str, int] = {}
-        # Group commit: whether our transaction is open, who waits for its commit, and
-        # whether the schema can roll a whole transaction back (None: not yet known).
-        self._group = False
-        self._commits = output_gate.CommitWaiters(self._commit_phase)
+        # Group commit: our open transaction (`pending` while open) and who waits for its
+        # commit, and whether the schema can roll a whole transaction back (None: not yet
+        # known).
+        self._commits = group_commit.GroupCommit(self._commit_transaction)
         self._rollback_risk: bool | None = None
         self._batching = False  # inside batch()/exec(): statements join its transaction
         self._closed = False
@@ -313,8 +312,9 @@ class LocalD1Database:
         if self._closed:
             return
         self._closed = True
+        self._commits.close()
         try:
-            self._commit_group()
+            self._commits.commit()
         finally:
             if self._checkpointer is not None:
                 self._checkpointer.close()
@@ -341,13 +341,13 @@ class LocalD1Database:
             alone = alone or self._mode(info) == _ALONE
             own.append(statement)
         await self._gate()
-        alone = alone or (not self._group and output_gate.alone())
+        alone = alone or (not self._commits.pending and output_gate.alone())
         try:
             with self._transaction(alone):
                 return [self._result(statement) for statement in own]
         finally:
-            if self._group:
-                await self._durable()
+            if self._commits.pending:
+                await self._commits.wait()
 
     async def exec(self, query: str) -> LocalD1ExecResult:
         """Run SQL without binds, line by line, as D1's exec() does.
@@ -366,7 +366,7 @@ class LocalD1Database:
             self._mode(self._classify(sql)) == _ALONE for _, _, sqls in lines for sql in sqls
         )
         await self._gate()
-        alone = alone or (not self._group and output_gate.alone())
+        alone = alone or (not self._commits.pending and output_gate.alone())
         try:
             with self._transaction(alone):
                 for number, line, statements in lines:
@@ -382,8 +382,8 @@ class LocalD1Database:
                                 f"D1_EXEC_ERROR: Error in line {number}: {line}: {cause}"
                             ) from error
         finally:
-            if self._group:
-                await self._durable()
+            if self._commits.pending:
+                await self._commits.wait()
         return LocalD1ExecResult(count, (time.perf_counter() - started) * 1000)
 
     # --- group commit ---------------------------------------------------------------------
@@ -406,8 +406,8 @@ class LocalD1Database:
         try:
             return run(statement)
         finally:
-            if self._group:
-                await self._durable()
+            if self._commits.pending:
+                await self._commits.wait()
 
     def _mode(self, info: _Sql) -> int:
         mode = info.mode
@@ -432,42 +432,28 @@ class LocalD1Database:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
             raise _d1_error(error) from error
-        self._group = True
-        self._commits.request()
+        self._commits.join()
 
-    def _commit_phase(self) -> None:
-        if not self._closed:
-            self._commit_group()
-
-    def _durable(self) -> asyncio.Future[None]:
-        """A future resolved once the open transaction (if any) has committed."""
-        return self._commits.wait(self._group)
-
-    def _commit_group(self) -> None:
-        """Commit the open transaction now and answer everyone who waited for it."""
-        if not self._group:
-            return
-        self._group = False
-        error: D1Error | None = None
+    def _commit_transaction(self) -> D1Error | None:
+        """The group commit's work: commit the open transaction (undo it if that fails)."""
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            error = _d1_error(exc)
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             self._forget_schema()
-        self._commits.answer(error)
+            return _d1_error(exc)
+        return None
 
     def _group_lost(self, cause: sqlite3.Error | sqlite3.Warning) -> None:
         """SQLite rolled the whole open transaction back (an I/O error, say): every
         statement in it is undone, so everyone waiting for it fails."""
-        self._group = False
         self._forget_schema()
-        self._commits.answer(D1Error(f"D1_ERROR: the transaction was rolled back: {cause}"))
+        self._commits.lost(D1Error(f"D1_ERROR: the transaction was rolled back: {cause}"))
 
     def _failed(self, error: sqlite3.Error | sqlite3.Warning) -> D1Error:
         """The D1 error for a failed statement, noting a transaction SQLite rolled back."""
-        if self._group and not self._conn.in_transaction:
+        if self._commits.pending and not self._conn.in_transaction:
             self._group_lost(error)
         return _d1_error(error)
 
@@ -557,10 +543,10 @@ class LocalD1Database:
             self._checkpointer.wrote()
         if info.mode != _READ and not self._batching:
             if self._mode(info) == _GROUPED:
-                if not self._group and not output_gate.alone():
+                if not self._commits.pending and not output_gate.alone():
                     self._begin_group()  # else: alone in this turn, it commits at once
-            elif self._group:
-                self._commit_group()  # then this one runs alone, in autocommit
+            elif self._commits.pending:
+                self._commits.commit()  # then this one runs alone, in autocommit
         try:
             cursor = self._conn.execute(sql, params)
         except (sqlite3.Error, sqlite3.Warning) as error:
@@ -634,13 +620,13 @@ class _Transaction:
     def __enter__(self) -> None:
         db = self._db
         if self._alone:
-            db._commit_group()
+            db._commits.commit()
             try:
                 db._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as error:
                 raise _d1_error(error) from error
         else:
-            if not db._group:
+            if not db._commits.pending:
                 db._begin_group()
             try:
                 db._conn.execute(f"SAVEPOINT {_BATCH_SAVEPOINT}")
@@ -658,7 +644,7 @@ class _Transaction:
                     conn.execute(f"ROLLBACK TO {_BATCH_SAVEPOINT}")
                     conn.execute(f"RELEASE {_BATCH_SAVEPOINT}")
                     db._forget_schema()
-                elif db._group:
+                elif db._commits.pending:
                     db._group_lost(sqlite3.OperationalError("the batch's transaction was lost"))
                 return
             try:

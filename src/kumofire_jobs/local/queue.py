@@ -4,7 +4,7 @@ One SQLite file (WAL) holds every queue's messages, so they survive a restart. T
 runs SQLite synchronously on the event loop: a statement takes microseconds, less than a hop
 to a thread would. One process owns the file at a time.
 
-Writes are group-committed (see `output_gate`): they run inside a transaction that commits at
+Writes are group-committed (see `group_commit`): they run inside a transaction that commits at
 the end of the event loop's turn, shared by every send, delivery and settlement of that turn. A
 `send()` returns only after its commit, so an acknowledged message is durable; a handler
 starts only after the commit that recorded its delivery, so a delivery that happened is
@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from kumofire_jobs.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.clock import Clock, now_ms, sleep_until_or_woken
-from kumofire_jobs.local import checkpoint, output_gate
+from kumofire_jobs.local import checkpoint, group_commit, output_gate
 from kumofire_jobs.log import RepeatedLog, get_logger
 
 # --- The platform's limits and defaults --------------------------------------------------
@@ -470,9 +470,9 @@ class LocalQueueBroker:
         self._leases = itertools.count(1)
         self._started = False
         self._closed = False
-        # Group commit: whether our transaction is open and who waits for its commit.
-        self._group = False
-        self._commits = output_gate.CommitWaiters(self._commit_phase)
+        # Group commit: our open transaction (`pending` while open) and who waits for its
+        # commit.
+        self._commits = group_commit.GroupCommit(self._commit_transaction)
         # Failed commits: how many in a row, until when delivery pauses, the settlements in
         # the open group transaction, and those lost with a failed commit (written again when
         # the pause ends).
@@ -530,7 +530,7 @@ class LocalQueueBroker:
         for consumer in self._consumers.values():
             consumer.in_flight.clear()  # a task cancelled before it began did not remove itself
         if not self._closed:
-            self._commit_group()
+            self._commits.commit()
             # Nothing is in flight now; a handler cancelled before it began left its lease.
             try:
                 self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
@@ -544,6 +544,7 @@ class LocalQueueBroker:
         if self._closed:
             return
         self._closed = True
+        self._commits.close()
         self._started = False
         for consumer in self._consumers.values():
             for task in (consumer.task, *consumer.in_flight):
@@ -551,7 +552,7 @@ class LocalQueueBroker:
                     task.cancel()
             consumer.task = None
         try:
-            self._commit_group()  # what was written is kept (as if the crash came after)
+            self._commits.commit()  # what was written is kept (as if the crash came after)
         finally:
             self._checkpointer.close()
             self._db.close()
@@ -559,8 +560,8 @@ class LocalQueueBroker:
     async def depth(self, queue_name: str) -> int:
         """Messages not yet acked: visible, delayed and in flight."""
         self._check_open()
-        if self._group:
-            await self._durable()
+        if self._commits.pending:
+            await self._commits.wait()
         row = self._db.execute(
             "SELECT count(*) FROM messages WHERE queue = ?", (queue_name,)
         ).fetchone()
@@ -575,7 +576,7 @@ class LocalQueueBroker:
         if gate is not None:
             await gate.durable()  # the sending object's writes first
         self._enqueue(queue, rows)
-        await self._durable()
+        await self._commits.wait()
 
     def _enqueue(self, queue: str, rows: Sequence[tuple[str, bytes, int]]) -> None:
         self._check_open()
@@ -593,7 +594,7 @@ class LocalQueueBroker:
         # Alone in this turn, the send commits at once; else the consumer is woken before the
         # write asks for its commit, so it runs first in the next turn and its delivery joins
         # the same commit as this send.
-        solo = not self._group and output_gate.alone()
+        solo = not self._commits.pending and output_gate.alone()
         if consumer is not None and not solo:
             consumer.wake.set()
         try:
@@ -606,7 +607,7 @@ class LocalQueueBroker:
         except sqlite3.Error as exc:
             self._write_failed(exc)
             raise  # the sender is told
-        if self._failures and not self._group:
+        if self._failures and not self._commits.pending:
             self._storage_works()
         if consumer is not None and solo:
             consumer.wake.set()
@@ -684,12 +685,12 @@ class LocalQueueBroker:
             f" WHERE seq IN ({_placeholders(len(seqs))})",
             (lease, *seqs),
         )
-        if self._failures and not self._group:
+        if self._failures and not self._commits.pending:
             self._storage_works()
         batch = LocalMessageBatch(consumer.queue, lease, rows)
         # The delivery's own commit, taken now: once the group has committed (or failed),
-        # `_group` no longer tells whether this delivery was recorded.
-        recorded = self._durable() if self._group else None
+        # `pending` no longer tells whether this delivery was recorded.
+        recorded = self._commits.wait() if self._commits.pending else None
         task = asyncio.get_running_loop().create_task(self._run_handler(consumer, batch, recorded))
         if not task.done():  # (an eager task factory may have run it to the end already)
             consumer.in_flight.add(task)  # _run_handler removes it
@@ -801,7 +802,7 @@ class LocalQueueBroker:
             self._write_failed(exc)
             self._lost.append(settlement)
             return
-        if self._group:
+        if self._commits.pending:
             self._settling.append(settlement)  # until the group commits
         elif self._failures:
             self._storage_works()
@@ -872,36 +873,23 @@ class LocalQueueBroker:
         """Open the group transaction (if needed) for a write; it commits at the end of the
         loop's turn."""
         self._checkpointer.wrote()
-        if not self._group and not output_gate.alone():
+        if not self._commits.pending and not output_gate.alone():
             self._db.execute("BEGIN IMMEDIATE")
-            self._group = True
-            self._commits.request()
+            self._commits.join()
 
-    def _commit_phase(self) -> None:
-        if not self._closed:
-            self._commit_group()
-
-    def _durable(self) -> asyncio.Future[None]:
-        """A future resolved once the open transaction (if any) has committed."""
-        return self._commits.wait(self._group)
-
-    def _commit_group(self) -> None:
-        if not self._group:
-            return
-        self._group = False
-        error: sqlite3.Error | None = None
+    def _commit_transaction(self) -> sqlite3.Error | None:
+        """The group commit's work: commit the open transaction (undo it if that fails)."""
         try:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            error = exc
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self._group_lost(exc)
-        else:
-            self._settling.clear()
-            if self._failures:
-                self._storage_works()
-        self._commits.answer(error)
+            return exc
+        self._settling.clear()
+        if self._failures:
+            self._storage_works()
+        return None
 
     def _group_lost(self, error: sqlite3.Error) -> None:
         """The group transaction was rolled back: its sends fail (their callers are told),
@@ -914,11 +902,10 @@ class LocalQueueBroker:
         """A write outside the group commit, or its own commit, failed: undo what is left of
         it and pause."""
         db = self._db
-        if self._group:
+        if self._commits.pending:
             if not db.in_transaction:  # SQLite rolled the whole group back
-                self._group = False
                 self._group_lost(error)
-                self._commits.answer(error)
+                self._commits.lost(error)
                 return
         elif db.in_transaction:
             db.execute("ROLLBACK")

@@ -1,0 +1,287 @@
+"""Pending writes and their commit: the per-object write buffer, reads through it, the
+group commit that writes every object's buffer out in one transaction, and the reset of the
+objects whose writes a failed commit lost.
+
+A storage write applies at once in memory (the object's later reads see it) and is committed
+with every other write made in the same event-loop turn, by any object, in one transaction
+(`group_commit.GroupCommit`). What the object sends waits for its writes to be durable (the
+output gate). Reads are served from a per-object cache of what was read or written (dropped
+on eviction), as the platform's storage cache does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from kumofire_jobs.clock import Clock
+from kumofire_jobs.local import checkpoint, group_commit
+from kumofire_jobs.log import RepeatedLog
+
+from .alarms import ALARM_MAX_RETRIES
+from .errors import DurableObjectError, log, more
+
+if TYPE_CHECKING:
+    from .actor import Actor
+
+_MISSING: Any = object()
+# Keys an object's read cache holds before it starts over (the platform caches a few MB).
+CACHE_MAX_KEYS = 1024
+
+# One SQLite file per namespace holds every object's KV pairs, alarm and name.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    object_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (object_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    object_id TEXT PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    retry INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS names (
+    object_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class Commit:
+    """The namespace's pending writes and their group commit.
+
+    Part of `LocalDurableObjectNamespace` (which subclasses it): the attributes declared
+    here are the namespace's, set in its `__init__`; the methods declared for type checking
+    are in its other parts.
+    """
+
+    _actors: dict[str, Actor]
+    _clock: Clock
+    _db: sqlite3.Connection
+    _checkpointer: checkpoint.Checkpointer
+    _commits: group_commit.GroupCommit
+    _dirty: list[Actor]
+    _errors: RepeatedLog
+    _pending_alarms: int
+    if TYPE_CHECKING:
+
+        def _arm(self, actor: Actor, time_ms: int) -> None: ...
+        def _retry_at(self, retry: int) -> int: ...
+        @staticmethod
+        def _is_closed_object(actor: Actor) -> bool: ...
+        def _forget(self, actor: Actor) -> None: ...
+        def _drop_instance(self, actor: Actor) -> None: ...
+
+    def _read(self, actor: Actor, key: str) -> bytes | None:
+        """A key's value as the object sees it: pending writes, then the cache, then disk."""
+        value = actor.writes.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[no-any-return]
+        if actor.writes_clear:
+            return None
+        cache = actor.cache
+        value = cache.get(key, _MISSING)
+        if value is not _MISSING:
+            return value  # type: ignore[no-any-return]
+        if actor.cache_complete:
+            return None
+        row = self._db.execute(
+            "SELECT value FROM kv WHERE object_id = ? AND key = ?", (actor.hex, key)
+        ).fetchone()
+        data: bytes | None = None if row is None else row[0]
+        if len(cache) >= CACHE_MAX_KEYS:
+            cache.clear()
+        cache[key] = data
+        return data
+
+    def _read_many(self, actor: Actor, keys: list[str]) -> dict[str, bytes]:
+        """The present keys among `keys`, with their values."""
+        found: dict[str, bytes] = {}
+        missing: list[str] = []
+        writes, cache = actor.writes, actor.cache
+        for key in keys:
+            value = writes.get(key, _MISSING)
+            if value is _MISSING and not actor.writes_clear:
+                value = cache.get(key, _MISSING)
+                if value is _MISSING:
+                    if not actor.cache_complete:
+                        missing.append(key)
+                    continue
+            if value is not _MISSING and value is not None:
+                found[key] = value
+        if missing:
+            missing = list(dict.fromkeys(missing))
+            marks = ",".join("?" * len(missing))
+            rows = dict(
+                self._db.execute(
+                    f"SELECT key, value FROM kv WHERE object_id = ? AND key IN ({marks})",
+                    (actor.hex, *missing),
+                ).fetchall()
+            )
+            if len(cache) + len(missing) > CACHE_MAX_KEYS:
+                cache.clear()
+            for key in missing:
+                data = rows.get(key)
+                cache[key] = data
+                if data is not None:
+                    found[key] = data
+        return found
+
+    def _record_name(self, actor: Actor) -> None:
+        # Remember the object's name beside its first stored value, so an instance rebuilt
+        # after a restart (say, by its alarm) still knows `ctx.id.name`.
+        if actor.name and not actor.name_recorded:
+            actor.name_recorded = True
+
+    def _touch(self, actor: Actor) -> None:
+        """The object has pending writes: commit them at the end of the loop's turn."""
+        if not actor.dirty:
+            actor.dirty = True
+            self._dirty.append(actor)
+            self._commits.join()
+
+    def _commit_and_report(self) -> None:
+        error = self._commits.commit()
+        if error is not None:
+            self._report(error)
+
+    def _report(self, error: BaseException) -> None:
+        """Log a failed commit that has no caller to raise to (at a bounded rate)."""
+        suppressed = self._errors.check(("commit", str(error)))
+        if suppressed is not None:
+            log.error("Durable Object storage commit failed: %s%s", error, more(suppressed))
+
+    def _durable(self) -> asyncio.Future[None]:
+        """A future resolved once every write pending now is committed."""
+        return self._commits.wait()
+
+    def _flush(self) -> None:
+        """Commit every pending write now; raise if that fails."""
+        error = self._commits.commit()
+        if error is not None:
+            raise error
+
+    def _write_pending(self) -> DurableObjectError | None:
+        """The group commit's work: one transaction for every object's pending writes. If it
+        fails, each of those objects starts again from what is committed."""
+        dirty, self._dirty = self._dirty, []
+        error: DurableObjectError | None = None
+        if dirty:
+            try:
+                self._write_out(dirty)
+            except sqlite3.Error as exc:
+                error = DurableObjectError(f"Durable Object storage write failed: {exc}")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                for actor in dirty:
+                    self._reset_after_failed_commit(actor)
+            else:
+                for actor in dirty:
+                    self._committed(actor)
+        return error
+
+    def _write_out(self, dirty: list[Actor]) -> None:
+        clears: list[tuple[str]] = []
+        deletes: list[tuple[str, str]] = []
+        puts: list[tuple[str, str, bytes]] = []
+        alarm_sets: list[tuple[str, int, int]] = []
+        alarm_deletes: list[tuple[str]] = []
+        name_sets: list[tuple[str, str]] = []
+        name_deletes: list[tuple[str]] = []
+        for actor in dirty:
+            hex_id = actor.hex
+            if actor.writes_clear:
+                clears.append((hex_id,))
+            for key, value in actor.writes.items():
+                if value is None:
+                    if not actor.writes_clear:
+                        deletes.append((hex_id, key))
+                else:
+                    puts.append((hex_id, key, value))
+            row = actor.alarm_row
+            if row != actor.alarm_committed:
+                if row is None:
+                    alarm_deletes.append((hex_id,))
+                else:
+                    alarm_sets.append((hex_id, row[0], row[1]))
+            if actor.name_recorded != actor.name_committed:
+                if actor.name_recorded:
+                    name_sets.append((hex_id, actor.name or ""))
+                else:
+                    name_deletes.append((hex_id,))
+        db = self._db
+        self._checkpointer.wrote()
+        db.execute("BEGIN IMMEDIATE")
+        if clears:
+            db.executemany("DELETE FROM kv WHERE object_id = ?", clears)
+        if deletes:
+            db.executemany("DELETE FROM kv WHERE object_id = ? AND key = ?", deletes)
+        if puts:
+            db.executemany(
+                "INSERT OR REPLACE INTO kv (object_id, key, value) VALUES (?, ?, ?)", puts
+            )
+        if alarm_sets:
+            db.executemany(
+                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
+                alarm_sets,
+            )
+        if alarm_deletes:
+            db.executemany("DELETE FROM alarms WHERE object_id = ?", alarm_deletes)
+        if name_sets:
+            db.executemany("INSERT OR IGNORE INTO names (object_id, name) VALUES (?, ?)", name_sets)
+        if name_deletes:
+            db.executemany("DELETE FROM names WHERE object_id = ?", name_deletes)
+        db.execute("COMMIT")
+
+    def _committed(self, actor: Actor) -> None:
+        cache = actor.cache
+        if actor.writes_clear:
+            cache.clear()
+            actor.cache_complete = True
+            actor.writes_clear = False
+        if len(cache) + len(actor.writes) > CACHE_MAX_KEYS:
+            cache.clear()
+            actor.cache_complete = False
+        cache.update(actor.writes)
+        actor.writes = {}
+        actor.alarm_committed = actor.alarm_row
+        actor.name_committed = actor.name_recorded
+        actor.alarm_ran = None
+        actor.dirty = False
+        if self._is_closed_object(actor) and self._actors.get(actor.hex) is actor:
+            self._forget(actor)  # closed, and idle since before its writes committed
+
+    def _reset_after_failed_commit(self, actor: Actor) -> None:
+        """The writes are lost: the object starts again from what is committed."""
+        actor.dirty = False
+        actor.writes = {}
+        actor.writes_clear = False
+        actor.name_recorded = bool(actor.name_committed)
+        if actor.instance is not None:
+            self._drop_instance(actor)
+        else:
+            actor.cache, actor.cache_complete = {}, False
+        committed = actor.alarm_committed
+        actor.alarm_row = committed
+        ran, actor.alarm_ran = actor.alarm_ran, None
+        if actor.alarm_running:
+            actor.alarm_queued = None
+        elif committed is None:
+            if actor.alarm_ms is not None:
+                self._pending_alarms -= 1
+            actor.alarm_ms = None
+            actor.alarm_retry = 0
+            actor.alarm_gen += 1
+        elif ran is not None and committed[0] <= self._clock.now() * 1000:
+            # The run's writes and outcome were lost, so it failed: the stored (past) alarm
+            # is retried after the backoff, not at its time, which would fire it at once and
+            # again after every failed commit (a busy loop while the disk is full). Retries
+            # stay at the last backoff until a commit succeeds: the alarm is still stored.
+            retry = min(ran + 1, ALARM_MAX_RETRIES)
+            actor.alarm_retry = retry
+            self._arm(actor, self._retry_at(retry))
+        else:
+            actor.alarm_retry = committed[1]
+            self._arm(actor, committed[0])

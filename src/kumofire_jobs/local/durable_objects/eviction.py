@@ -1,0 +1,161 @@
+"""Idle eviction, as the platform evicts its objects.
+
+Cloudflare keeps an object in memory while it works and for a while after: once it has had
+no request and no event for 70-140 s, it is evicted, and its next call or alarm builds a
+fresh instance from storage ("Lifecycle of a Durable Object"). Without eviction a process
+that runs for days keeps every object it ever touched. `IdleEvictor` remembers since when
+each idle object has been idle (oldest first) and, driven by the injected clock, offers each
+to the namespace once `IDLE_EVICTION_SECONDS` have passed; the namespace decides whether it
+can go (`Eviction._evict_idle`) or must wait another period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from kumofire_jobs.clock import Clock, sleep_until_or_woken
+
+if TYPE_CHECKING:
+    from .actor import Actor
+
+# The platform's lower bound: an object idle this long may be evicted.
+IDLE_EVICTION_SECONDS = 70.0
+
+T = TypeVar("T")
+
+
+class IdleEvictor(Generic[T]):
+    """Idle objects in the order they fell idle; `evict(obj)` is offered each one once its
+    idle period is over, and answers False to keep it for another period."""
+
+    def __init__(
+        self, clock: Clock, evict: Callable[[T], bool], idle_seconds: float = IDLE_EVICTION_SECONDS
+    ) -> None:
+        self._clock = clock
+        self._evict = evict
+        self._idle_seconds = idle_seconds
+        self._since: dict[T, float] = {}  # insertion order is idle order: oldest first
+        self._wake = asyncio.Event()
+        self._waiting = True  # the sweeper waits with no deadline (or has not started)
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def idle(self, obj: T) -> None:
+        """`obj` has nothing running now: its idle period starts."""
+        self._since.pop(obj, None)
+        self._since[obj] = self._clock.now()
+        if self._waiting:
+            self._waiting = False
+            self._wake.set()  # a deadline at last (any other is earlier than this one)
+
+    def busy(self, obj: T) -> None:
+        """`obj` runs something (a call, an alarm, a task): it is not idle."""
+        self._since.pop(obj, None)
+
+    async def run(self) -> None:
+        """Evict objects as their idle periods end, until cancelled."""
+        since = self._since
+        while True:
+            deadline = None
+            evicted = 0
+            while since:
+                obj, idle_since = next(iter(since.items()))
+                deadline = idle_since + self._idle_seconds
+                if deadline > self._clock.now():
+                    break
+                del since[obj]
+                if not self._evict(obj):
+                    since[obj] = self._clock.now()  # not now: look again a period later
+                deadline = None
+                evicted += 1
+                if evicted % 1024 == 0:
+                    await asyncio.sleep(0)  # thousands idle at once: let calls run between
+            self._waiting = deadline is None
+            await sleep_until_or_woken(self._clock, deadline, self._wake)
+
+
+class Eviction:
+    """The namespace's side of eviction: which objects are busy, and what evicting one drops.
+
+    Part of `LocalDurableObjectNamespace` (which subclasses it): the attributes declared
+    here are the namespace's, set in its `__init__`; the methods declared for type checking
+    are in its other parts.
+    """
+
+    _actors: dict[str, Actor]
+    _clock: Clock
+    _closed: bool
+    _evictor: IdleEvictor[Actor]
+    _idle_seconds: float
+    _stored: set[str]
+
+    def _hold(self, actor: Actor) -> None:
+        if not actor.busy:
+            self._evictor.busy(actor)
+        actor.busy += 1
+
+    def _release(self, actor: Actor) -> None:
+        actor.busy -= 1
+        if actor.busy or self._closed or self._actors.get(actor.hex) is not actor:
+            return
+        if self._is_closed_object(actor) and not actor.dirty:
+            self._forget(actor)
+        else:
+            # (Closed with its writes pending: it goes when they commit, see _committed.)
+            self._evictor.idle(actor)
+
+    @staticmethod
+    def _is_closed_object(actor: Actor) -> bool:
+        """Emptied by deleteAll() with no alarm left: a rebuilt instance would be the same.
+        `cache_complete`: the clear is known committed (a failed commit resets it)."""
+        return (
+            actor.cleared
+            and actor.cache_complete
+            and actor.alarm_ms is None
+            and not actor.alarm_running
+            and not actor.busy
+            and not actor.blockers
+        )
+
+    def _evict_idle(self, actor: Actor) -> bool:
+        """The object has been idle for the idle period: evict its instance, and forget it
+        entirely unless an alarm is set. False: not now (look again a period later)."""
+        if actor.busy or self._actors.get(actor.hex) is not actor:
+            return True  # running again (it is offered again once idle) or forgotten
+        if actor.dirty or actor.blockers or actor.alarm_running or actor.alarm_retry:
+            return False  # writes not committed, input gate held, or an alarm's retry due
+        if actor.alarm_ms is not None:
+            if actor.alarm_ms / 1000 - self._clock.now() < self._idle_seconds:
+                return False  # its alarm is due soon: the platform keeps it in memory
+            if actor.instance is not None:
+                self._drop_instance(actor)  # the alarm (in the namespace) rebuilds it
+            return True
+        self._forget(actor)
+        return True
+
+    def _forget(self, actor: Actor) -> None:
+        """Drop the object from memory, book-keeping included: storage is all there is of it,
+        and its next call starts from there."""
+        self._evictor.busy(actor)
+        del self._actors[actor.hex]
+        if actor.cleared and actor.cache_complete:
+            self._stored.discard(actor.hex)
+        else:
+            self._stored.add(actor.hex)  # its first reads when rebuilt must query storage
+        if actor.sql is not None:
+            actor.sql._close()
+        # Break the actor's cycles (instance -> ctx -> actor, actor <-> storage): reference
+        # counting frees it all now, without waiting for the cyclic collector.
+        actor.instance = None
+        actor.storage = None
+        actor.cache = {}
+
+    def _drop_instance(self, actor: Actor) -> None:
+        actor.instance = None
+        actor.cache = {}  # the storage cache lives with the instance; pending writes stay
+        actor.cache_complete = False
+        if actor.sql is not None:
+            actor.sql._close()  # frees the file handle; reopened on next use

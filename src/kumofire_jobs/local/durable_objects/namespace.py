@@ -1,0 +1,378 @@
+"""The namespace: what a Worker sees as `env.COORDINATOR`, tying ids, calls, storage, the
+commit, alarms and eviction together for one Durable Object class."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import inspect
+import itertools
+import os
+import re
+import secrets
+import sqlite3
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from kumofire_jobs.clock import Clock
+from kumofire_jobs.local import checkpoint, group_commit, output_gate
+from kumofire_jobs.log import RepeatedLog
+
+from .actor import Actor
+from .alarms import Alarms
+from .clone import structured_clone
+from .commit import SCHEMA, Commit
+from .errors import DurableObjectError, log
+from .eviction import IDLE_EVICTION_SECONDS, Eviction, IdleEvictor
+from .gate import InputGate, LocalDurableObjectState
+from .storage import DELETE_ALL_DELETES_ALARM, LocalDurableObjectStorage, check_options
+from .stubs import LocalDurableObjectId, LocalDurableObjectStub
+
+if TYPE_CHECKING:
+    from kumofire_coordinator.storage import ActorStorage
+    from kumofire_jobs.bindings import DurableObjectNamespace
+
+_SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+_HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+Factory = Callable[[LocalDurableObjectState, Any], Any]
+
+
+class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
+    """A Durable Object namespace bound to one class, persisted under the directory `path`.
+
+    `factory(ctx, env)` builds an object, like `DurableObject.__init__(self, ctx, env)`.
+    Objects are built lazily on their first call and rebuilt from storage after `evict()` or
+    idle eviction (`idle_eviction_seconds`). Alarms fire, and idle objects are evicted, only
+    between `start()` and `stop()`/`close()`.
+
+    This class holds the binding's API, its lifecycle and RPC calls, and the state its parts
+    share; the parts are its base classes: the input gate (`gate.InputGate`), alarms
+    (`alarms.Alarms`), pending writes and their commit (`commit.Commit`) and eviction
+    (`eviction.Eviction`).
+    """
+
+    def __init__(
+        self,
+        factory: Factory,
+        *,
+        path: str | os.PathLike[str],
+        clock: Clock,
+        env: Any = None,
+        class_name: str | None = None,
+        synchronous: str = "NORMAL",
+        delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
+        idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
+    ) -> None:
+        if synchronous.upper() not in _SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
+        self.class_name: str = class_name or str(getattr(factory, "__name__", "DurableObject"))
+        self.delete_all_deletes_alarm = delete_all_deletes_alarm
+        self._factory = factory
+        self._env = env
+        self._clock = clock
+        self._synchronous = synchronous.upper()
+        self._dir = Path(path)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._db = self._connect(self._dir / "objects.sqlite3")
+        checkpoint.configure(self._db)
+        self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
+        self._db.executescript(SCHEMA)
+        self._actors: dict[str, Actor] = {}
+        self._idle_seconds = idle_eviction_seconds
+        self._evictor = IdleEvictor[Actor](clock, self._evict_idle, idle_eviction_seconds)
+        self._digests: dict[str, str] = {}  # idFromName's recent answers
+        self._tasks: set[asyncio.Future[Any]] = set()
+        # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
+        self._heap: list[tuple[float, int, Actor, int]] = []
+        self._seq = itertools.count()
+        self._pending_alarms = 0
+        # Alarms fire between start() and stop(): one timer task sleeps until the earliest.
+        self._running = False
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_due: float | None = None
+        self._context: contextvars.Context | None = None  # alarm handlers' context (start())
+        # RPC calls in flight, with the future their caller awaits.
+        self._calls: dict[asyncio.Task[None], asyncio.Future[Any]] = {}
+        self._closed = False
+        # Group commit: objects with writes not yet committed, and the commit that writes
+        # them out (with the waiters and the RPC answers the output gate holds until then).
+        self._dirty: list[Actor] = []
+        self._commits = group_commit.GroupCommit(self._write_pending, report=self._report)
+        self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
+        # Objects with stored KV pairs when the namespace opened: any other object starts with
+        # a complete (empty) cache, so its first reads need no query.
+        self._stored: set[str] = {
+            row[0] for row in self._db.execute("SELECT DISTINCT object_id FROM kv")
+        }
+        for hex_id, time_ms, retry in self._db.execute(
+            "SELECT object_id, time_ms, retry FROM alarms"
+        ).fetchall():
+            actor = self._actor(hex_id, None)
+            actor.alarm_retry = retry
+            actor.alarm_row = actor.alarm_committed = (time_ms, retry)
+            self._arm(actor, time_ms)
+
+    # The binding -----------------------------------------------------------------------------
+
+    def idFromName(self, name: str) -> LocalDurableObjectId:
+        if not isinstance(name, str):
+            raise TypeError("idFromName() takes a string")
+        digest = self._digests.get(name)
+        if digest is None:
+            digest = hashlib.sha256(f"{self.class_name}\0{name}".encode()).hexdigest()
+            if len(self._digests) >= 4096:
+                self._digests.clear()
+            self._digests[name] = digest
+        return LocalDurableObjectId(digest, name, self.class_name)
+
+    def newUniqueId(self, options: Mapping[str, Any] | None = None) -> LocalDurableObjectId:
+        check_options(options, frozenset({"jurisdiction"}), "newUniqueId")
+        return LocalDurableObjectId(secrets.token_hex(32), None, self.class_name)
+
+    def idFromString(self, id: str) -> LocalDurableObjectId:
+        if not isinstance(id, str) or not _HEX_ID.fullmatch(id):
+            raise TypeError("Invalid Durable Object ID: must be 64 hex digits")
+        return LocalDurableObjectId(id, None, self.class_name)
+
+    def get(self, id: Any, options: Mapping[str, Any] | None = None) -> LocalDurableObjectStub:
+        check_options(options, frozenset({"locationHint"}), "get")
+        if not isinstance(id, LocalDurableObjectId) or id._namespace != self.class_name:
+            raise TypeError("get() takes an id made by this namespace")
+        return LocalDurableObjectStub(self, id)
+
+    def getByName(
+        self, name: str, options: Mapping[str, Any] | None = None
+    ) -> LocalDurableObjectStub:
+        return self.get(self.idFromName(name), options)
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start firing alarms (the ones persisted before fire as soon as they are due)."""
+        if self._closed:
+            raise RuntimeError("the namespace is closed")
+        if not self._running:
+            self._running = True
+            self._context = contextvars.copy_context()
+            self._reschedule()
+            sweeper = asyncio.get_running_loop().create_task(
+                self._evictor.run(), context=self._context.copy()
+            )
+            self._track(sweeper, "idle eviction")
+
+    async def _cancel_all(self) -> None:
+        """Stop the alarm timer and cut off every call and alarm handler in flight."""
+        self._running = False
+        self._timer, self._timer_due = None, None
+        calls, self._calls = self._calls, {}
+        tasks = [*self._tasks, *calls]
+        for task in tasks:
+            task.cancel()
+        for answer in calls.values():
+            answer.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def stop(self) -> None:
+        """Stop firing alarms and cancel in-flight calls and alarm handlers.
+
+        Like a process that dies: a cancelled alarm stays stored and fires again later.
+        """
+        await self._cancel_all()
+        if not self._closed:
+            # What the objects wrote is committed (answers held for it are released).
+            error = self._commits.commit()
+            if error is not None:
+                log.error("Durable Object storage commit failed at stop: %s", error)
+        self._rearm_all()
+
+    async def close(self) -> None:
+        await self.stop()
+        self._close_files()
+
+    async def abort(self) -> None:
+        """Close as a crash would: calls and alarm handlers are cut off, and writes not yet
+        committed are lost. Only writes whose call had not returned can be among them: an
+        answer is released after its object's writes are committed."""
+        # Before anything yields, so no commit can slip in.
+        dirty, self._dirty = self._dirty, []
+        self._close_files()
+        self._commits.abandon()  # held answers and waiters are cancelled
+        for actor in dirty:
+            actor.dirty = False
+        await self._cancel_all()
+
+    def _close_files(self) -> None:
+        for actor in self._actors.values():
+            if actor.sql is not None:
+                actor.sql._close()
+        if not self._closed:
+            self._closed = True
+            self._commits.close()
+            self._checkpointer.close()
+            self._db.close()
+
+    async def __aenter__(self) -> LocalDurableObjectNamespace:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # Inspection (tests, the dev server) --------------------------------------------------------
+
+    def evict(self, id_or_name: LocalDurableObjectId | str) -> None:
+        """Drop the object's in-memory instance; storage and alarm stay. Calls already running
+        finish on the old instance."""
+        actor = self._actors.get(self._hex(id_or_name))
+        if actor is not None and actor.instance is not None:
+            self._drop_instance(actor)
+
+    def evict_all(self) -> None:
+        for actor in self._actors.values():
+            if actor.instance is not None:
+                self._drop_instance(actor)
+
+    def alarm_of(self, id_or_name: LocalDurableObjectId | str) -> float | None:
+        """What the object's `getAlarm()` would answer."""
+        actor = self._actors.get(self._hex(id_or_name))
+        return None if actor is None else self._alarm_time(actor)
+
+    def instance_count(self) -> int:
+        return sum(1 for actor in self._actors.values() if actor.instance is not None)
+
+    def actor_count(self) -> int:
+        """Objects the namespace keeps book on (live, with an alarm, or with pending writes)."""
+        return len(self._actors)
+
+    def _hex(self, id_or_name: LocalDurableObjectId | str) -> str:
+        if isinstance(id_or_name, LocalDurableObjectId):
+            return id_or_name.toString()
+        return self.idFromName(id_or_name).toString()
+
+    # Calls ---------------------------------------------------------------------------------------
+
+    def _actor(self, hex_id: str, name: str | None) -> Actor:
+        actor = self._actors.get(hex_id)
+        if actor is None:
+            actor = self._actors[hex_id] = Actor(hex_id, name, self)
+            actor.storage = LocalDurableObjectStorage(self, actor)
+            actor.cache_complete = hex_id not in self._stored
+        elif actor.name is None and name is not None:
+            actor.name = name
+        return actor
+
+    def _send(self, id: LocalDurableObjectId, method: str, args: list[Any]) -> asyncio.Future[Any]:
+        actor = self._actor(id._hex, id.name)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        self._hold(actor)  # from now: a call queued at the gate counts as in flight
+        task = loop.create_task(self._rpc(actor, method, args, answer))
+        if not task.done():  # (an eager task factory may have run it to the end already)
+            self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
+        # A done callback, not `finally`: it runs too for a call cancelled before it started.
+        task.add_done_callback(lambda _: self._release(actor))
+        return answer
+
+    async def _rpc(
+        self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
+    ) -> None:
+        try:
+            await self._call(actor, method, args, answer)
+        except asyncio.CancelledError:
+            answer.cancel()  # stop(): the caller sees the call cut off
+            raise
+        finally:
+            self._calls.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+
+    async def _call(
+        self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
+    ) -> None:
+        output_gate.enter(actor)
+        try:
+            instance = actor.instance
+            if instance is None or actor.blockers:
+                instance = await self._enter(actor)
+            function = getattr(instance, method, None)
+            if not callable(function):
+                raise DurableObjectError(
+                    f'The RPC receiver does not implement the method "{method}".'
+                )
+            try:
+                result = function(*args)
+                if type(result) is CoroutineType or inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                log.debug("Durable Object method %s raised", method, exc_info=True)
+                raise DurableObjectError(str(exc)) from None
+            value = structured_clone(result)
+        except Exception as error:
+            self._answer(actor, answer, error, True)
+        else:
+            self._answer(actor, answer, value, False)
+
+    def _answer(self, actor: Actor, answer: asyncio.Future[Any], value: Any, error: bool) -> None:
+        """Release a call's outcome to its caller, once the object's writes are durable."""
+        if actor.dirty:
+            self._commits.hold(answer, value, error)
+            if output_gate.alone():
+                self._commit_and_report()  # nobody else could join this turn's commit
+        elif not answer.done():
+            if error:
+                answer.set_exception(value)
+            else:
+                answer.set_result(value)
+
+    def _build(self, actor: Actor) -> None:
+        assert actor.storage is not None
+        if actor.name is None:
+            row = self._db.execute(
+                "SELECT name FROM names WHERE object_id = ?", (actor.hex,)
+            ).fetchone()
+            if row is not None:
+                actor.name, actor.name_recorded = row[0], True
+        id = LocalDurableObjectId(actor.hex, actor.name, self.class_name)
+        ctx = LocalDurableObjectState(self, actor, id, actor.storage)
+        actor.serial += 1
+        try:
+            actor.instance = self._factory(ctx, self._env)
+        except Exception as exc:
+            log.debug("Durable Object constructor raised", exc_info=True)
+            raise DurableObjectError(str(exc)) from None
+
+    def _track(self, task: asyncio.Future[Any], label: str | None) -> asyncio.Future[Any]:
+        self._tasks.add(task)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self._tasks.discard(task)
+            # Retrieve the outcome so an unawaited failure is logged, not left for the GC.
+            if not task.cancelled() and (exc := task.exception()) is not None and label:
+                log.error("Durable Object %s failed", label, exc_info=exc)
+
+        task.add_done_callback(done)
+        return task
+
+    # Storage plumbing -----------------------------------------------------------------------------
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _sql_path(self, hex_id: str) -> Path:
+        return self._dir / "sql" / f"{hex_id}.sqlite3"
+
+
+if TYPE_CHECKING:
+    # The binding satisfies the runtime's protocols.
+    def _as_namespace(ns: LocalDurableObjectNamespace) -> DurableObjectNamespace:
+        return ns
+
+    def _as_actor_storage(storage: LocalDurableObjectStorage) -> ActorStorage:
+        return storage

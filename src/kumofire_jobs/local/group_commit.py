@@ -1,0 +1,180 @@
+"""Group commit, shared by the local bindings (D1, the queue broker, the Durable Objects).
+
+A write is applied at once (later reads see it) and made durable at the end of the event
+loop's turn, so the writes of every caller active in that turn share one commit. A caller's
+`await` returns only after that commit, so whatever it was told is durable. The bindings hold
+their writes differently (D1 and the queue in an open SQLite transaction, the Durable Objects
+in per-object buffers written out at commit), but the commit around them is the same, and is
+`GroupCommit`:
+
+* `at_commit(callback)`: run `callback` (a binding's commit) at the end of the event loop's
+  turn: every callback requested during one turn runs in one `call_soon` callback, after the
+  callbacks that were ready before it. (Waiting longer, until the ready queue is empty, was
+  measured: it batched no better and cost loop iterations.) `clock.settle()` flushes it, and
+  nothing here depends on real time passing, so tests on a manual clock stay deterministic.
+* `GroupCommit`: one binding's pending writes: `join()` when a write is pending (the commit
+  is requested once per turn), `wait()` for a future resolved after the commit, `hold()` for
+  an answer released after it (the Durable Objects' output gate), `commit()` to commit now
+  (the binding's own `write` does the work and returns its error), `lost()` when SQLite
+  rolled the pending writes back under the binding.
+
+Each binding has its own file, connection and `GroupCommit`, so each commits on its own: a
+crash can fall between the commits of any two bindings, as between D1, the Queue and a
+Durable Object on the platform. When nothing else is ready to run (`output_gate.alone()`) a
+binding commits at once instead of joining the turn's commit: nobody could share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["GroupCommit", "at_commit"]
+
+
+class _Turn:
+    """The commit callbacks requested during the current loop turn."""
+
+    __slots__ = ("_callbacks", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+        if len(self._callbacks) == 1:
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()  # each binding reports its own errors to its own waiters
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = weakref.WeakKeyDictionary()
+
+
+def at_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` at the end of the running loop's turn (see the module's docstring)."""
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = _Turn(loop)
+    turn.add(callback)
+
+
+class GroupCommit:
+    """One binding's end-of-turn commit: whether writes are pending, the single `at_commit`
+    request per turn, and the callers waiting for the commit.
+
+    `write()` is the binding's commit: it makes the pending writes durable (or undoes them)
+    and returns the error when that failed. `report(error)`, if given, is told of a failure
+    of the end-of-turn commit, which has no caller to raise to.
+    """
+
+    __slots__ = ("_closed", "_held", "_report", "_requested", "_waiters", "_write", "pending")
+
+    def __init__(
+        self,
+        write: Callable[[], BaseException | None],
+        *,
+        report: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._write = write
+        self._report = report
+        self.pending = False  # writes wait for the commit
+        self._requested = False  # the end-of-turn commit is requested
+        self._closed = False
+        self._waiters: list[asyncio.Future[None]] = []
+        # Answers released after the commit: (future, value, value is an exception).
+        self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
+
+    def join(self) -> None:
+        """A write is pending: commit at the end of this turn (requested once per turn)."""
+        self.pending = True
+        if not self._requested:
+            self._requested = True
+            at_commit(self._run)
+
+    def _run(self) -> None:
+        self._requested = False
+        if not self._closed:
+            error = self.commit()
+            if error is not None and self._report is not None:
+                self._report(error)
+
+    def close(self) -> None:
+        """The binding is closed: the end-of-turn commit does nothing from now on (the
+        binding commits or abandons what is pending itself)."""
+        self._closed = True
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future resolved once the writes pending now have committed (at once if none
+        are), failed if the commit fails. Each call returns a new future, so one waiter's
+        cancellation is its own."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.pending:
+            self._waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
+
+    def hold(self, answer: asyncio.Future[Any], value: Any, failed: bool) -> None:
+        """Release `value` to `answer` (as its exception if `failed`) after the commit; if the
+        commit fails, `answer` gets the commit's error instead."""
+        self._held.append((answer, value, failed))
+
+    def commit(self) -> BaseException | None:
+        """Commit the pending writes now (if any) and answer everyone who waited for them;
+        the commit's error, if it failed."""
+        if not self.pending:
+            return None
+        self.pending = False
+        waiters, self._waiters = self._waiters, []
+        held, self._held = self._held, []
+        error = self._write()
+        _answer(waiters, held, error)
+        return error
+
+    def lost(self, error: BaseException) -> None:
+        """The pending writes were rolled back under the binding (SQLite undid the whole
+        transaction): everyone waiting for them gets `error`."""
+        self.pending = False
+        waiters, self._waiters = self._waiters, []
+        held, self._held = self._held, []
+        _answer(waiters, held, error)
+
+    def abandon(self) -> None:
+        """A crash: the pending writes are neither committed nor answered (every waiter and
+        held answer is cancelled)."""
+        self.pending = False
+        waiters, self._waiters = self._waiters, []
+        held, self._held = self._held, []
+        for answer, _, _ in held:
+            answer.cancel()
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _answer(
+    waiters: list[asyncio.Future[None]],
+    held: list[tuple[asyncio.Future[Any], Any, bool]],
+    error: BaseException | None,
+) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+    for answer, value, failed in held:
+        if not answer.done():
+            if error is not None:
+                answer.set_exception(error)
+            elif failed:
+                answer.set_exception(value)
+            else:
+                answer.set_result(value)
