@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert not bad, bad
     assert "kumofire_jobs.cloudflare" in loaded and "kumofire_coordinator" in loaded
-    assert "kumofire_jobs.remote" in loaded  # remote handlers are on the Worker's path
+    assert "kumofire_jobs.cloudflare.remote" in loaded  # remote handlers are on the Worker's path
     assert entry.JobCoordinator and entry.JobsService and entry.Default
     print("ok", len(loaded))
     """

@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ValidationError
-from ..models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
-from ..times import format_rfc3339, parse_rfc3339
+from ..core.errors import ValidationError
+from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.times import format_rfc3339, parse_rfc3339
 
 CREATE_FIELDS = frozenset(CreateRequest.__struct_fields__)
 

@@ -42,9 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from .cloudflare.ffi import js_error, to_js, to_py
-from .cloudflare.service import split_error
-from .errors import (
+from ..core.errors import (
     ConflictError,
     KumofireJobsError,
     NotFoundError,
@@ -52,9 +50,11 @@ from .errors import (
     UnknownJobError,
     ValidationError,
 )
-from .models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
-from .states import RunStatus
-from .times import datetime_to_ms, format_rfc3339, parse_rfc3339
+from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.states import RunStatus
+from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
+from .ffi import js_error, to_js, to_py
+from .service import split_error
 
 __all__ = ["JobsClient", "JobsServiceError"]
 

@@ -36,11 +36,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .context import Handler, JobContext
-from .errors import NonRetryableError, RemoteHandlersError
-from .models import JobRun
-from .validation import MAX_NAME_CHARS
-from .web.wire import run_to_wire
+from ..api.wire import run_to_wire
+from ..core.context import Handler, JobContext
+from ..core.errors import NonRetryableError, RemoteHandlersError
+from ..core.models import JobRun
+from ..core.validation import MAX_NAME_CHARS
 
 __all__ = [
     "DEFAULT_METHOD",

@@ -75,14 +75,14 @@ from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 
-from kumofire_jobs.clock import Clock
+from kumofire_jobs.core.clock import Clock
+from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, output_gate
 from kumofire_jobs.local.eviction import IDLE_EVICTION_SECONDS, IdleEvictor
-from kumofire_jobs.log import RepeatedLog
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
-    from kumofire_jobs.bindings import DurableObjectId, DurableObjectNamespace
+    from kumofire_jobs.core.bindings import DurableObjectId, DurableObjectNamespace
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from kumofire_jobs.clock import Clock, sleep_until_or_woken
+from kumofire_jobs.core.clock import Clock, sleep_until_or_woken
 
 # The platform's lower bound: an object idle this long may be evicted.
 IDLE_EVICTION_SECONDS = 70.0
