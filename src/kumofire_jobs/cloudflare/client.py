@@ -42,6 +42,16 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from ..api.wire import (
+    counts_from_wire,
+    create_body,
+    created_from_wire,
+    created_items_from_wire,
+    given_fields,
+    page_from_wire,
+    run_from_wire,
+    schedule_from_wire,
+)
 from ..core.errors import (
     ConflictError,
     KumofireJobsError,
@@ -52,7 +62,6 @@ from ..core.errors import (
 )
 from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
-from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
 from .ffi import js_error, to_js, to_py
 from .service import split_error
 
@@ -97,91 +106,7 @@ def error_from_service(exc: BaseException) -> KumofireJobsError | None:
     return error_type(message)
 
 
-# --- To the service ---------------------------------------------------------------------------
-
-
-def _run_at(value: Any) -> str:
-    if not isinstance(value, datetime):
-        raise ValidationError("run_at must be a timezone-aware datetime")
-    try:
-        datetime_to_ms(value)
-    except ValueError as exc:
-        raise ValidationError(f"run_at: {exc}") from None
-    text = format_rfc3339(value)
-    assert text is not None
-    return text
-
-
-def _given(**fields: Any) -> dict[str, Any]:
-    return {key: value for key, value in fields.items() if value is not None}
-
-
-def create_body(request: CreateRequest) -> dict[str, Any]:
-    """A `CreateRequest` as the create body of the HTTP API (`run_at` as RFC 3339)."""
-    return _given(
-        name=request.name,
-        payload=request.payload,
-        run_at=None if request.run_at is None else _run_at(request.run_at),
-        delay=request.delay,
-        max_attempts=request.max_attempts,
-        dedupe_key=request.dedupe_key,
-    )
-
-
-# --- From the service -------------------------------------------------------------------------
-
-
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise TypeError(f"expected an RFC 3339 string, got {type(value).__name__}")
-    return parse_rfc3339(value)
-
-
-def _optional_time(value: Any) -> datetime | None:
-    return None if value is None else _time(value)
-
-
-def created_from_wire(data: Mapping[str, Any]) -> CreatedRun:
-    return CreatedRun(
-        kumofire_job_run_id=data["kumofire_job_run_id"], deduplicated=data["deduplicated"]
-    )
-
-
-def run_from_wire(data: Mapping[str, Any]) -> JobRun:
-    return JobRun(
-        id=data["id"],
-        name=data["name"],
-        status=RunStatus(data["status"]),
-        payload=data["payload"],
-        attempt=data["attempt"],
-        max_attempts=data["max_attempts"],
-        scheduled_for=_time(data["scheduled_for"]),
-        created_at=_time(data["created_at"]),
-        updated_at=_time(data["updated_at"]),
-        started_at=_optional_time(data["started_at"]),
-        finished_at=_optional_time(data["finished_at"]),
-        last_error=data["last_error"],
-        dedupe_key=data["dedupe_key"],
-        schedule_id=data["schedule_id"],
-    )
-
-
-def schedule_from_wire(data: Mapping[str, Any]) -> JobSchedule:
-    return JobSchedule(
-        id=data["id"],
-        key=data["key"],
-        name=data["name"],
-        type=data["type"],
-        expr=data["expr"],
-        timezone=data["timezone"],
-        enabled=data["enabled"],
-        payload=data["payload"],
-        max_attempts=data["max_attempts"],
-        next_run_at=_optional_time(data["next_run_at"]),
-        last_scheduled_at=_optional_time(data["last_scheduled_at"]),
-        created_at=_time(data["created_at"]),
-        updated_at=_time(data["updated_at"]),
-    )
+# --- Reading answers ------------------------------------------------------------------------------
 
 
 def _read(convert: Callable[[Any], T], data: Any) -> T:
@@ -191,24 +116,6 @@ def _read(convert: Callable[[Any], T], data: Any) -> T:
         raise JobsServiceError(
             "invalid_response", f"the service answered a shape this client cannot read: {exc!r}"
         ) from None
-
-
-def _page(convert: Callable[[Mapping[str, Any]], T]) -> Callable[[Any], Page[T]]:
-    def read(data: Any) -> Page[T]:
-        items = [convert(item) for item in data["items"]]
-        return Page(items=items, next_cursor=data["next_cursor"])
-
-    return read
-
-
-def _created_items(data: Any) -> list[CreatedRun]:
-    return [created_from_wire(item) for item in data["items"]]
-
-
-def _counts(data: Any) -> dict[str, int]:
-    if not isinstance(data, dict):
-        raise TypeError(f"expected an object, got {type(data).__name__}")
-    return {str(status): int(count) for status, count in data.items()}
 
 
 # --- The client -------------------------------------------------------------------------------
@@ -274,7 +181,7 @@ class JobsClient:
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:
         """Up to 100 runs in one call (one D1 transaction in the service)."""
         bodies = [create_body(request) for request in requests]
-        return _read(_created_items, await self._call("create_many", bodies))
+        return _read(created_items_from_wire, await self._call("create_many", bodies))
 
     async def get(self, run_id: str) -> JobRun | None:
         data = await self._maybe("get", run_id)
@@ -289,17 +196,17 @@ class JobsClient:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]:
-        query = _given(
+        query = given_fields(
             status=None if status is None else str(status),
             name=name,
             schedule_id=schedule_id,
             limit=limit,
             cursor=cursor,
         )
-        return _read(_page(run_from_wire), await self._call("list", query))
+        return _read(page_from_wire(run_from_wire), await self._call("list", query))
 
     async def counts(self, *, name: str | None = None) -> dict[str, int]:
-        return _read(_counts, await self._call("counts", _given(name=name)))
+        return _read(counts_from_wire, await self._call("counts", given_fields(name=name)))
 
     async def cancel(self, run_id: str) -> JobRun | None:
         data = await self._maybe("cancel", run_id)
@@ -323,7 +230,7 @@ class JobsClient:
         enabled: bool = True,
         max_attempts: int | None = None,
     ) -> JobSchedule:
-        body = _given(
+        body = given_fields(
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
             enabled=enabled, max_attempts=max_attempts,
         )  # fmt: skip
@@ -342,7 +249,7 @@ class JobsClient:
         max_attempts: int | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
-        body = _given(
+        body = given_fields(
             name=name, payload=payload, cron=cron, every=every, timezone=timezone,
             enabled=enabled, max_attempts=max_attempts,
         )  # fmt: skip
@@ -390,5 +297,5 @@ class JobsClient:
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobSchedule]:
-        query = _given(enabled=enabled, name=name, limit=limit, cursor=cursor)
-        return _read(_page(schedule_from_wire), await self._call("list_schedules", query))
+        query = given_fields(enabled=enabled, name=name, limit=limit, cursor=cursor)
+        return _read(page_from_wire(schedule_from_wire), await self._call("list_schedules", query))

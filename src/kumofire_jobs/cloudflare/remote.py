@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..api.wire import run_to_wire
+from ..api.wire import run_from_wire, run_to_wire
 from ..core.context import Handler, JobContext
 from ..core.errors import NonRetryableError, RemoteHandlersError
 from ..core.models import JobRun
@@ -201,8 +201,6 @@ def run_to_remote(run: JobRun) -> dict[str, Any]:
 def remote_run(data: Mapping[str, Any]) -> JobRun:
     """In a Python target Worker: the run its method received, as a `JobRun` (times as aware
     datetimes). Plain dict access works as well; this is for typed code."""
-    from .client import run_from_wire  # the client's decoding; imported only by targets
-
     return run_from_wire(data)
 
 
