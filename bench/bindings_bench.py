@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kumofire_jobs.clock import SystemClock
+from kumofire_jobs.core.clock import SystemClock
 from kumofire_jobs.local.d1 import LocalD1Database
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import distribution_ms, early_count, summarize
-from kumofire_jobs.log import configure_logging
+from kumofire_jobs.core.log import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

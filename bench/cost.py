@@ -37,9 +37,9 @@ from typing import Any
 from bench import reference
 from bench.instrument import D1Statement, InstrumentedEnvironment, Recorder
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.d1 import LocalD1Database
-from kumofire_jobs.log import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("one-shot", "delayed", "retried twice", "schedule occurrence")

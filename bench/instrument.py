@@ -1,4 +1,4 @@
-"""Counting wrappers around the binding protocols (`kumofire_jobs.bindings`), applied from
+"""Counting wrappers around the binding protocols (`kumofire_jobs.core.bindings`), applied from
 the outside to a `LocalEnvironment`: what each run costs in billed platform operations.
 
 - D1: every statement with its bound values and the local meta (`rows_read`,
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kumofire_jobs.bindings import MessageBatch
+from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.runtime import Runtime
 from kumofire_jobs.local.environment import LocalEnvironment, WranglerSettings
-from kumofire_jobs.runtime import Runtime
 
 
 @dataclass
@@ -358,6 +358,6 @@ class InstrumentedEnvironment(LocalEnvironment):
 
     async def migrate(self) -> list[str]:
         # Through the counting binding, so the recorded trace rebuilds the schema on replay.
-        from kumofire_jobs.migrations import apply_migrations
+        from kumofire_jobs.core.migrations import apply_migrations
 
         return [m.name for m in await apply_migrations(self.resources.db)]

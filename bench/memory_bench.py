@@ -31,10 +31,10 @@ import httpx
 
 from kumofire_coordinator import CoordinatorActor
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.bindings import MessageBatch
+from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.gc_tuning import freeze_startup_heap
-from kumofire_jobs.log import configure_logging
 from kumofire_jobs.web import create_app
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from kumofire_jobs import CreateRequest, JobContext, create_runtime
-from kumofire_jobs.bindings import MessageBatch
+from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.log import configure_logging
+from kumofire_jobs.core.states import ConsumeOutcome
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.gc_tuning import freeze_startup_heap
-from kumofire_jobs.log import configure_logging
-from kumofire_jobs.states import ConsumeOutcome
 
 BATCH = 100  # create_many size
 CALLERS = 32  # concurrent callers of create in the e2e_concurrent workload

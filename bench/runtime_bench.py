@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from kumofire_jobs import CreateRequest, JobContext, create_runtime
-from kumofire_jobs.bindings import MessageBatch
+from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.gc_tuning import freeze_startup_heap
-from kumofire_jobs.log import configure_logging
 
 
 class Completion:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.gc_tuning import freeze_startup_heap
-from kumofire_jobs.log import configure_logging
 
 
 def summary(late_ms: list[float]) -> dict[str, Any]:

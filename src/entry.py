@@ -10,7 +10,8 @@ from workers import DurableObject, WorkerEntrypoint
 
 from kumofire_coordinator import CoordinatorEndpoint
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.cloudflare import WorkerApp, configure_worker_logging, service
+from kumofire_jobs.cloudflare import service
+from kumofire_jobs.cloudflare.worker import WorkerApp, configure_worker_logging
 
 # One JSON object per line on standard output, which Workers Logs indexes field by field.
 configure_worker_logging()

@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from kumofire_jobs import create_runtime
-from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.context import Handler, JobContext
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.context import Handler, JobContext
 from kumofire_jobs.local.environment import LocalEnvironment
 
 EnvFactory = Callable[..., Awaitable[LocalEnvironment]]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kumofire_jobs.clock import ManualClock, sleep_until_or_woken
+from kumofire_jobs.core.clock import ManualClock, sleep_until_or_woken
 
 
 async def test_manual_clock_fires_timers_in_order_including_ones_set_on_the_way(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kumofire_jobs import create_runtime
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.data_dir_lock import DataDirectoryInUseError
 from kumofire_jobs.local.environment import LocalEnvironment
 

@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 from kumofire_jobs import JobContext
-from kumofire_jobs.bindings import Queue
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.bindings import Queue
+from kumofire_jobs.core.clock import ManualClock
 
 from .conftest import EnvFactory
 from .test_recovery import rewire

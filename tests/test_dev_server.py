@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kumofire_jobs.ids import IdFactory
-from kumofire_jobs.migrations import SCHEMA_VERSION
+from kumofire_jobs.core.ids import IdFactory
+from kumofire_jobs.core.migrations import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 

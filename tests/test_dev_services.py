@@ -15,7 +15,7 @@ import pytest
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.cli import _parser
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local import workers_sdk
 from kumofire_jobs.local.environment import WranglerSettings
 from kumofire_jobs.local.server import dev_environment

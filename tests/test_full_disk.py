@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 import pytest
 
 from kumofire_jobs import JobContext, cli
-from kumofire_jobs.bindings import MessageBatch
-from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.delivery import run_message
+from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.delivery import run_message
+from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import disk as local_disk
 from kumofire_jobs.local import environment, output_gate, server
 from kumofire_jobs.local.d1 import D1Error
@@ -34,7 +35,6 @@ from kumofire_jobs.local.durable_objects import (
     LocalDurableObjectState,
 )
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
-from kumofire_jobs.log import RepeatedLog
 
 from .conftest import EnvFactory
 from .full_disk import FullDisk, disk_full_error

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from kumofire_jobs import JobContext
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.migrations import SCHEMA_VERSION
 from kumofire_jobs.local.environment import LocalEnvironment
-from kumofire_jobs.migrations import SCHEMA_VERSION
 from kumofire_jobs.web import create_app
 from kumofire_jobs.web.openapi import documented_routes
 

@@ -18,8 +18,8 @@ from starlette.requests import Request
 
 from kumofire_jobs import JobContext, Jobs, PayloadTooLargeError, ValidationError
 from kumofire_jobs.cloudflare import JobsRpcError, service
+from kumofire_jobs.core.validation import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from kumofire_jobs.local.environment import LocalEnvironment
-from kumofire_jobs.validation import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from kumofire_jobs.web import create_app
 
 from .conftest import EnvFactory

@@ -19,8 +19,8 @@ from kumofire_jobs import (
     ValidationError,
     create_runtime,
 )
-from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.times import ms_to_datetime
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.times import ms_to_datetime
 
 from .conftest import EnvFactory
 

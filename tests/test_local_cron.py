@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.cron import LocalCron, ScheduledController, next_fire_time, to_croniter
 
 MINUTE = 60.0

@@ -10,8 +10,8 @@ import pytest
 import structlog
 
 from kumofire_jobs import JobContext
-from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.log import configure_logging
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.log import configure_logging
 
 from .conftest import EnvFactory
 

@@ -8,8 +8,8 @@ import gc
 
 from kumofire_coordinator import CoordinatorActor
 from kumofire_jobs import CreateRequest, JobContext, RetryPolicy
-from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.delivery import QueueDeliveryHook
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.delivery import QueueDeliveryHook
 from kumofire_jobs.local.durable_objects import IDLE_EVICTION_SECONDS
 from kumofire_jobs.local.environment import LocalJobCoordinator
 

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.bindings import D1Database
-from kumofire_jobs.local.d1 import LocalD1Database
-from kumofire_jobs.migrations import (
+from kumofire_jobs.core.bindings import D1Database
+from kumofire_jobs.core.migrations import (
     SCHEMA_VERSION,
     Migration,
     MigrationError,
@@ -29,6 +28,7 @@ from kumofire_jobs.migrations import (
     schema_version,
     split_sql,
 )
+from kumofire_jobs.local.d1 import LocalD1Database
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_MIGRATIONS = REPO / "migrations"

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from kumofire_jobs import precise_sleep
-from kumofire_jobs.clock import SystemClock
+from kumofire_jobs.core import precise_sleep
+from kumofire_jobs.core.clock import SystemClock
 
 
 async def test_never_returns_before_the_deadline() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from kumofire_jobs import JobContext, Resources, create_runtime
-from kumofire_jobs.bindings import DurableObjectNamespace, Queue
-from kumofire_jobs.clock import ManualClock
-from kumofire_jobs.delivery import run_message
+from kumofire_jobs.core.bindings import DurableObjectNamespace, Queue
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.local.environment import LocalEnvironment
 
 from .conftest import EnvFactory, noop

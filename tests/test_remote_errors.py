@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from kumofire_jobs import NonRetryableError, create_runtime
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.cloudflare.remote import REMOTE_HANDLERS_VAR, is_non_retryable
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.environment import LocalEnvironment, WranglerSettings
 from kumofire_jobs.local.server import dev_environment
 from kumofire_jobs.local.services import LocalServiceBinding, ServiceBindingError, python_error_text
-from kumofire_jobs.remote import REMOTE_HANDLERS_VAR, is_non_retryable
 
 ROUTES = {"notify": {"binding": "HANDLERS", "method": "run_job"}}
 

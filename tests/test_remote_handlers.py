@@ -20,20 +20,20 @@ from kumofire_jobs import (
     UnknownJobError,
     create_runtime,
 )
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.cloudflare.remote import (
+    REMOTE_HANDLERS_VAR,
+    RemoteRoute,
+    is_non_retryable,
+    parse_routes,
+    remote_run,
+)
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.environment import LocalEnvironment, WranglerSettings
 from kumofire_jobs.local.services import (
     JsDict,
     LocalServiceBinding,
     ServiceBindingError,
     python_error_text,
-)
-from kumofire_jobs.remote import (
-    REMOTE_HANDLERS_VAR,
-    RemoteRoute,
-    is_non_retryable,
-    parse_routes,
-    remote_run,
 )
 
 ROUTES = {"notify": {"binding": "HANDLERS", "method": "run_job"}}
@@ -190,7 +190,7 @@ async def test_a_remote_that_keeps_failing_exhausts_its_attempts(
 
 
 NON_RETRYABLE: list[tuple[Callable[[int], Exception], str]] = [
-    (lambda n: NonRetryableError("bad"), "kumofire_jobs.errors.NonRetryableError: bad"),
+    (lambda n: NonRetryableError("bad"), "kumofire_jobs.core.errors.NonRetryableError: bad"),
     (lambda n: ValueError("non_retryable: bad"), "ValueError: non_retryable: bad"),
 ]
 

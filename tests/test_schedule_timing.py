@@ -12,8 +12,8 @@ import msgspec
 import pytest
 from croniter import croniter
 
-from kumofire_jobs.errors import ValidationError
-from kumofire_jobs.schedule_timing import (
+from kumofire_jobs.core.errors import ValidationError
+from kumofire_jobs.core.schedule_timing import (
     Timing,
     catch_up,
     interval_ms,
@@ -21,7 +21,7 @@ from kumofire_jobs.schedule_timing import (
     occurrences_between,
     parse_timing,
 )
-from kumofire_jobs.times import datetime_to_ms, format_ms, parse_rfc3339
+from kumofire_jobs.core.times import datetime_to_ms, format_ms, parse_rfc3339
 
 
 def at(text: str) -> int:

@@ -14,9 +14,9 @@ from kumofire_jobs import (
     ValidationError,
     create_runtime,
 )
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.times import ms_to_datetime
 from kumofire_jobs.local.environment import LocalEnvironment
-from kumofire_jobs.times import ms_to_datetime
 
 from .conftest import EnvFactory, noop
 

@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 from kumofire_jobs import JobContext, NonRetryableError
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.store import _DUE_SINCE, _PRUNE
 from kumofire_jobs.local.d1 import LocalD1Database
-from kumofire_jobs.store import _DUE_SINCE, _PRUNE
 
 from .conftest import EnvFactory, noop
 

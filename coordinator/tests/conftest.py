@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from kumofire_coordinator import (
     Delivery,
     DeliveryAction,
 )
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
 
 KEY = "run_1"

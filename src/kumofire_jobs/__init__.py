@@ -4,9 +4,9 @@ D1 is the source of truth, a Queue carries only `{"version": 1, "kumofireJobRunI
 each run is owned by a coordinator Durable Object holding its lease and its timing as an alarm.
 """
 
-from .clock import Clock, ManualClock, SystemClock
-from .context import JobContext
-from .errors import (
+from .core.clock import Clock, ManualClock, SystemClock
+from .core.context import JobContext
+from .core.errors import (
     ConflictError,
     JobCanceledError,
     KumofireJobsError,
@@ -18,8 +18,8 @@ from .errors import (
     UnknownJobError,
     ValidationError,
 )
-from .jobs import Jobs
-from .models import (
+from .core.jobs import Jobs
+from .core.models import (
     ConsumeResult,
     CreatedRun,
     CreateRequest,
@@ -27,9 +27,9 @@ from .models import (
     JobRun,
     Page,
 )
-from .retry import RetryPolicy
-from .runtime import Resources, Runtime, create_runtime
-from .states import ConsumeOutcome, RunStatus
+from .core.retry import RetryPolicy
+from .core.runtime import Resources, Runtime, create_runtime
+from .core.states import ConsumeOutcome, RunStatus
 
 __version__ = "0.1.0"
 

@@ -6,9 +6,9 @@ succeeds on the retry, `fail` never succeeds (and uses up its attempts).
 
 from __future__ import annotations
 
-from .context import JobContext
-from .retry import RetryPolicy
-from .runtime import create_runtime
+from .core.context import JobContext
+from .core.retry import RetryPolicy
+from .core.runtime import create_runtime
 
 
 async def hello(ctx: JobContext) -> None:

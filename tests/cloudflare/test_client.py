@@ -30,10 +30,10 @@ from kumofire_jobs import (
     UnknownJobError,
     ValidationError,
 )
-from kumofire_jobs.client import JobsClient, JobsServiceError, error_from_service
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.cloudflare.client import JobsClient, JobsServiceError, error_from_service
 from kumofire_jobs.cloudflare.ffi import to_js
-from kumofire_jobs.models import JobSchedule
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.models import JobSchedule
 
 from .fake_sdk import STYLES, JsError
 from .service_binding import FakeServiceBinding, python_error_text
@@ -444,7 +444,7 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Refuse())
     sys.path[:0] = [SRC]
-    from kumofire_jobs.client import JobsClient
+    from kumofire_jobs.cloudflare.client import JobsClient
     bad = [m for m in sys.modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert not bad, bad
     print("ok")

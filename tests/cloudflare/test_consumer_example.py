@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 
 from .fake_sdk import STYLES, FakeEnv
 from .service_binding import FakeServiceBinding

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.clock import ManualClock, now_ms
 from kumofire_jobs.cloudflare import (
     CloudflareActorStorage,
     CloudflareDurableObjectNamespace,
     DurableObjectError,
 )
+from kumofire_jobs.core.clock import ManualClock, now_ms
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
 from tests.contracts.test_durable_objects_local import LocalDurableObjectEnv
 

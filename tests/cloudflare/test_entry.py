@@ -19,18 +19,18 @@ import pytest
 import structlog
 
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.cloudflare import (
     CloudflareActorStorage,
     CloudflareD1Database,
     WorkerApp,
 )
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.log import get_logger
+from kumofire_jobs.core.migrations import apply_migrations
+from kumofire_jobs.core.models import DispatchResult
 from kumofire_jobs.local.d1 import LocalD1Database
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
-from kumofire_jobs.log import get_logger
-from kumofire_jobs.migrations import apply_migrations
-from kumofire_jobs.models import DispatchResult
 
 from .fake_sdk import (
     STYLES,

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     assert not bad, bad
     assert "kumofire_jobs.cloudflare" in loaded and "kumofire_coordinator" in loaded
-    assert "kumofire_jobs.remote" in loaded  # remote handlers are on the Worker's path
+    assert "kumofire_jobs.cloudflare.remote" in loaded  # remote handlers are on the Worker's path
     assert entry.JobCoordinator and entry.JobsService and entry.Default
     print("ok", len(loaded))
     """
@@ -70,3 +70,36 @@ def test_the_hook_does_catch_a_forbidden_import() -> None:
     )
     assert done.returncode != 0
     assert "forbidden import on the Worker's path: kumofire_jobs.local" in done.stderr
+
+
+CLIENT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path[:0] = [SRC]
+
+    import kumofire_jobs.client
+    from kumofire_jobs.cloudflare.client import JobsClient
+
+    assert kumofire_jobs.client.JobsClient is JobsClient
+    heavy = sorted(
+        m for m in sys.modules
+        if m.split(".")[0] in ("starlette", "uvicorn", "sqlite3", "_sqlite3")
+        or m.startswith(("kumofire_jobs.web", "kumofire_jobs.local"))
+        or m == "kumofire_jobs.cloudflare.worker"
+    )
+    assert not heavy, heavy
+    print("ok", len(sys.modules))
+    """
+)
+
+
+def test_the_client_loads_no_http_layer() -> None:
+    """What a calling Worker imports (`kumofire_jobs.client`) loads neither Starlette nor the HTTP
+    app nor the Worker glue, package `__init__` files included (import-linter's `client-light`
+    contract sees the modules' own imports, not those of the packages they sit in)."""
+    script = CLIENT_SCRIPT.replace("SRC", repr(str(ROOT / "src")))
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.bindings import MessageBatch, Queue
-from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.cloudflare import CloudflareQueue, QueueError, adapt_batch
 from kumofire_jobs.cloudflare.queue import epoch_ms
+from kumofire_jobs.core.bindings import MessageBatch, Queue
+from kumofire_jobs.core.clock import ManualClock
 from tests.contracts.test_queue_local import LocalQueueEnv
 
 from .fake_sdk import STYLES, FakeMessageBatch, FakeQueue, JsDate

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from kumofire_jobs import NonRetryableError, RemoteHandlersError
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.services import JsDict
 
 from .fake_sdk import JsProxy, answered_error
@@ -130,7 +130,7 @@ async def test_a_remote_non_retryable_error_fails_the_run(
     run = await jobs.get(run_id)
     assert (run["status"], run["attempt"]) == ("failed", 1)
     assert run["last_error"] == (
-        "NonRetryableError: HANDLERS.run_job: kumofire_jobs.errors.NonRetryableError: "
+        "NonRetryableError: HANDLERS.run_job: kumofire_jobs.core.errors.NonRetryableError: "
         "attempt 1 failed"
     )
 

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from kumofire_jobs import JobContext, Jobs
-from kumofire_jobs.clock import ManualClock
 from kumofire_jobs.cloudflare import JobsRpcError, service
 from kumofire_jobs.cloudflare.ffi import HostJsError
 from kumofire_jobs.cloudflare.service import split_error
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.web import create_app
 
 from ..conftest import EnvFactory

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.bindings import D1Database
+from kumofire_jobs.core.bindings import D1Database
 
 ReopenD1 = Callable[[], Awaitable[D1Database]]
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from kumofire_jobs.bindings import MessageBatch, Queue
+from kumofire_jobs.core.bindings import MessageBatch, Queue
 
 
 class QueueEnv(Protocol):

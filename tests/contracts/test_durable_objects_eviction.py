@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.durable_objects import (
     IDLE_EVICTION_SECONDS,
     DurableObjectError,

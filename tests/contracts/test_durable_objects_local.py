@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.durable_objects import (
     MAX_KEY_BYTES,
     MAX_KEYS_PER_CALL,

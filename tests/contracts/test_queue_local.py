@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs.bindings import MessageBatch, Queue
-from kumofire_jobs.clock import ManualClock
+from kumofire_jobs.core.bindings import MessageBatch, Queue
+from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.queue import (
     LOCAL_DEFAULT_MAX_CONCURRENCY,
     ConsumerSettings,

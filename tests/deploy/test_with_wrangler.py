@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kumofire_jobs.cli import main
-from kumofire_jobs.migrations import SCHEMA_VERSION
+from kumofire_jobs.core.migrations import SCHEMA_VERSION
 
 from .conftest import REPO, WRANGLER, needs_wrangler
 

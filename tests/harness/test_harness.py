@@ -125,7 +125,7 @@ async def test_reference_model_counts() -> None:
     reason="needs node and miniflare (npm ci)",
 )
 def test_calibration_replays_a_trace_on_miniflares_d1() -> None:
-    from kumofire_jobs.migrations import split_sql
+    from kumofire_jobs.core.migrations import split_sql
 
     schema = (cost.REPO / "migrations" / "0001_job_runs.sql").read_text()
     trace: list[Any] = [

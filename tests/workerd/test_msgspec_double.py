@@ -202,10 +202,10 @@ def test_the_worker_path_runs_on_the_double() -> None:
     code = """
 import msgspec
 assert msgspec.__version__.endswith("test-double"), msgspec.__file__
-from kumofire_jobs.consume import parse_message
-from kumofire_jobs.validation import payload as encode_payload
-from kumofire_jobs.web.wire import created_to_wire
-from kumofire_jobs.models import CreatedRun
+from kumofire_jobs.core.consume import parse_message
+from kumofire_jobs.core.validation import payload as encode_payload
+from kumofire_jobs.api.wire import created_to_wire
+from kumofire_jobs.core.models import CreatedRun
 from kumofire_jobs import RetryPolicy
 import kumofire_jobs.cloudflare.worker
 assert parse_message({"version": 1, "kumofireJobRunId": "run_x"}) == "run_x"

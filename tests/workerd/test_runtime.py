@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kumofire_jobs.ids import IdFactory
+from kumofire_jobs.core.ids import IdFactory
 
 from .conftest import record
 from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..bindings import D1Meta, D1Result
-from ..log import get_logger
+from ..core.bindings import D1Meta, D1Result
+from ..core.log import get_logger
 from .errors import D1Error, D1TypeError, raise_platform
 from .ffi import is_js_proxy, js_error, to_js, to_py
 

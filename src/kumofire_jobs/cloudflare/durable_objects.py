@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from ..bindings import DurableObjectId
+from ..core.bindings import DurableObjectId
 from .errors import DurableObjectError, raise_platform
 from .ffi import to_js, to_py
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from ..bindings import QueueMessage
+from ..core.bindings import QueueMessage
 from .errors import QueueError, raise_platform
 from .ffi import to_js, to_py
 

@@ -22,12 +22,12 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
-from .. import validation
-from ..errors import KumofireJobsError, ValidationError
-from ..jobs import Jobs
-from ..log import get_logger
-from ..models import JobSchedule
-from ..web import wire
+from ..api import wire
+from ..core import validation
+from ..core.errors import KumofireJobsError, ValidationError
+from ..core.jobs import Jobs
+from ..core.log import get_logger
+from ..core.models import JobSchedule
 from .ffi import error_value, to_py
 
 log = get_logger()

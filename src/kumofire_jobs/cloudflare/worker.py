@@ -23,16 +23,17 @@ from typing import Any, Final
 
 from kumofire_coordinator import CoordinatorActor
 
-from ..context import Handler
-from ..jobs import Jobs
-from ..models import ConsumeResult, DispatchResult
-from ..remote import REMOTE_HANDLERS_VAR, parse_routes, remote_handlers
-from ..runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING, Resources, Runtime
+from ..core.context import Handler
+from ..core.jobs import Jobs
+from ..core.log import configure_worker_logging as configure_worker_logging  # for src/entry.py
+from ..core.models import ConsumeResult, DispatchResult
+from ..core.runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING, Resources, Runtime
 from ..web import create_app
 from .d1 import CloudflareD1Database, D1RetryPolicy
 from .durable_objects import CloudflareActorStorage, CloudflareDurableObjectNamespace
 from .ffi import to_js, to_py
 from .queue import CloudflareQueue, adapt_batch
+from .remote import REMOTE_HANDLERS_VAR, parse_routes, remote_handlers
 
 API_TOKEN_VAR: Final = "KUMOFIRE_API_TOKEN"
 

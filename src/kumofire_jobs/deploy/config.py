@@ -14,10 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ..errors import RemoteHandlersError
-from ..migrations import MigrationError, default_migrations_dir, discover_migrations
-from ..remote import REMOTE_HANDLERS_VAR, parse_routes
-from ..runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING
+from ..cloudflare.remote import REMOTE_HANDLERS_VAR, parse_routes
+from ..core.errors import RemoteHandlersError
+from ..core.migrations import MigrationError, default_migrations_dir, discover_migrations
+from ..core.runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING
 from .wrangler import DeployError
 
 __all__ = [

@@ -19,8 +19,8 @@ from typing import Final
 
 from croniter import croniter
 
-from kumofire_jobs.clock import Clock
-from kumofire_jobs.log import get_logger
+from kumofire_jobs.core.clock import Clock
+from kumofire_jobs.core.log import get_logger
 
 _log = get_logger(component="local.cron")
 

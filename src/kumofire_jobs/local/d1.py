@@ -43,12 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from kumofire_jobs.bindings import D1Meta, D1PreparedStatement, D1Result
+from kumofire_jobs.core.bindings import D1Meta, D1PreparedStatement, D1Result
+from kumofire_jobs.core.migrations import split_sql, sql_tokens
 from kumofire_jobs.local import checkpoint, group_commit, output_gate
-from kumofire_jobs.migrations import split_sql, sql_tokens
 
 if TYPE_CHECKING:
-    from kumofire_jobs.bindings import D1Database
+    from kumofire_jobs.core.bindings import D1Database
 
 _T = TypeVar("_T")
 

@@ -22,12 +22,12 @@ from typing import Any
 
 from kumofire_coordinator import CoordinatorEndpoint
 
-from ..bindings import MessageBatch
-from ..errors import RemoteHandlersError
-from ..log import get_logger
-from ..migrations import apply_migrations
-from ..remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
-from ..runtime import Resources, Runtime
+from ..cloudflare.remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
+from ..core.bindings import MessageBatch
+from ..core.errors import RemoteHandlersError
+from ..core.log import get_logger
+from ..core.migrations import apply_migrations
+from ..core.runtime import Resources, Runtime
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
 from .data_dir_lock import DataDirectoryLock

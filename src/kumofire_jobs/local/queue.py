@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from kumofire_jobs.bindings import MessageBatch, QueueMessage
-from kumofire_jobs.clock import Clock, now_ms, sleep_until_or_woken
+from kumofire_jobs.core.bindings import MessageBatch, QueueMessage
+from kumofire_jobs.core.clock import Clock, now_ms, sleep_until_or_woken
+from kumofire_jobs.core.log import RepeatedLog, get_logger
 from kumofire_jobs.local import checkpoint, group_commit, output_gate
-from kumofire_jobs.log import RepeatedLog, get_logger
 
 # --- The platform's limits and defaults --------------------------------------------------
 # The platform measures 1 KB as 1000 bytes and counts ~100 bytes of metadata per message;

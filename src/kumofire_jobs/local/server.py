@@ -18,10 +18,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import RemoteHandlersError
-from ..log import configure_logging, get_logger
-from ..migrations import apply_migrations, pending_migrations
-from ..runtime import Runtime
+from ..core.errors import RemoteHandlersError
+from ..core.log import configure_logging, get_logger
+from ..core.migrations import apply_migrations, pending_migrations
+from ..core.runtime import Runtime
 from ..web import create_app
 from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1

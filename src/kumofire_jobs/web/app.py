@@ -21,11 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import validation
-from ..errors import KumofireJobsError, ValidationError
-from ..jobs import Jobs
-from ..log import get_logger
-from . import wire
+from ..api import wire
+from ..core import validation
+from ..core.errors import KumofireJobsError, ValidationError
+from ..core.jobs import Jobs
+from ..core.log import get_logger
 from .openapi import openapi_document
 
 log = get_logger()

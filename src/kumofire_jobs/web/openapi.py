@@ -9,11 +9,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from .. import __version__, validation
-from ..schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
-from ..schedules import MAX_KEY_CHARS
-from ..states import ConsumeOutcome, RunStatus
-from . import wire
+from .. import __version__
+from ..api import wire
+from ..core import validation
+from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
+from ..core.schedules import MAX_KEY_CHARS
+from ..core.states import ConsumeOutcome, RunStatus
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}

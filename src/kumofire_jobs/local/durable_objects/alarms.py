@@ -23,9 +23,9 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kumofire_jobs.clock import Clock
+from kumofire_jobs.core.clock import Clock
+from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import output_gate
-from kumofire_jobs.log import RepeatedLog
 
 from .errors import log, more
 

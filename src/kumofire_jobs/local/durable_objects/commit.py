@@ -15,9 +15,9 @@ import asyncio
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from kumofire_jobs.clock import Clock
+from kumofire_jobs.core.clock import Clock
+from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit
-from kumofire_jobs.log import RepeatedLog
 
 from .alarms import ALARM_MAX_RETRIES
 from .errors import DurableObjectError, log, more

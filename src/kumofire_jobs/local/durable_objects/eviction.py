@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from kumofire_jobs.clock import Clock, sleep_until_or_woken
+from kumofire_jobs.core.clock import Clock, sleep_until_or_woken
 
 if TYPE_CHECKING:
     from .actor import Actor

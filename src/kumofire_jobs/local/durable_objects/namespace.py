@@ -17,9 +17,9 @@ from pathlib import Path
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from kumofire_jobs.clock import Clock
+from kumofire_jobs.core.clock import Clock
+from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit, output_gate
-from kumofire_jobs.log import RepeatedLog
 
 from .actor import Actor
 from .alarms import Alarms
@@ -33,7 +33,7 @@ from .stubs import LocalDurableObjectId, LocalDurableObjectStub
 
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
-    from kumofire_jobs.bindings import DurableObjectNamespace
+    from kumofire_jobs.core.bindings import DurableObjectNamespace
 
 _SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _HEX_ID = re.compile(r"[0-9a-f]{64}")

@@ -10,7 +10,7 @@ from kumofire_jobs.local import output_gate
 from .clone import structured_clone
 
 if TYPE_CHECKING:
-    from kumofire_jobs.bindings import DurableObjectId
+    from kumofire_jobs.core.bindings import DurableObjectId
 
     from .namespace import LocalDurableObjectNamespace
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from kumofire_jobs.bindings import D1Database
+from kumofire_jobs.core.bindings import D1Database
 
 __all__ = [
     "MIGRATIONS_TABLE",
@@ -80,11 +80,11 @@ class SchemaOutdatedError(RuntimeError):
 def default_migrations_dir() -> Path:
     """The shipped migrations: inside the package when installed from a wheel (pyproject
     force-includes them as `kumofire_jobs/migrations`), else the repository's `migrations/`."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "migrations"
+    package = Path(__file__).resolve().parent.parent  # kumofire_jobs/
+    packaged = package / "migrations"
     if packaged.is_dir():
         return packaged
-    return here.parent.parent / "migrations"
+    return package.parent.parent / "migrations"
 
 
 def discover_migrations(directory: str | Path | None = None) -> list[Migration]:

@@ -1,0 +1,238 @@
+"""The JSON shapes of API.md, both directions, for every surface: the HTTP layer and the
+`JobsService` RPC entrypoint encode results and decode request bodies here; `JobsClient` encodes
+call arguments and decodes results here; remote handlers send and read a run here.
+
+Times leave as RFC 3339 UTC strings with milliseconds and arrive as RFC 3339 with an offset.
+Imports only the core and msgspec (no Starlette), so a calling Worker loads no HTTP layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..core.errors import ValidationError
+from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.states import RunStatus
+from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
+
+T = TypeVar("T")
+
+
+# --- Results to the wire (HTTP responses, RPC answers, remote handlers) ---------------------------
+
+
+def run_to_wire(run: JobRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status.value,
+        "payload": run.payload,
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        "scheduled_for": format_rfc3339(run.scheduled_for),
+        "created_at": format_rfc3339(run.created_at),
+        "updated_at": format_rfc3339(run.updated_at),
+        "started_at": format_rfc3339(run.started_at),
+        "finished_at": format_rfc3339(run.finished_at),
+        "last_error": run.last_error,
+        "dedupe_key": run.dedupe_key,
+        "schedule_id": run.schedule_id,
+    }
+
+
+def schedule_to_wire(schedule: JobSchedule) -> dict[str, Any]:
+    return {
+        "id": schedule.id,
+        "key": schedule.key,
+        "name": schedule.name,
+        "type": schedule.type,
+        "expr": schedule.expr,
+        "timezone": schedule.timezone,
+        "enabled": schedule.enabled,
+        "payload": schedule.payload,
+        "max_attempts": schedule.max_attempts,
+        "next_run_at": format_rfc3339(schedule.next_run_at),
+        "last_scheduled_at": format_rfc3339(schedule.last_scheduled_at),
+        "created_at": format_rfc3339(schedule.created_at),
+        "updated_at": format_rfc3339(schedule.updated_at),
+    }
+
+
+def created_to_wire(created: CreatedRun) -> dict[str, Any]:
+    return msgspec.structs.asdict(created)
+
+
+def page_to_wire(page: Page[JobRun]) -> dict[str, Any]:
+    return {"items": [run_to_wire(run) for run in page.items], "next_cursor": page.next_cursor}
+
+
+def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
+    return {
+        "items": [schedule_to_wire(schedule) for schedule in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+# --- Request bodies from the wire (the HTTP routes, the RPC entrypoint) ---------------------------
+
+CREATE_FIELDS = frozenset(CreateRequest.__struct_fields__)
+SCHEDULE_CREATE_FIELDS = frozenset(
+    {"name", "payload", "cron", "every", "key", "timezone", "enabled", "max_attempts"}
+)
+SCHEDULE_PATCH_FIELDS = SCHEDULE_CREATE_FIELDS - {"key"}
+
+
+BATCH_FIELDS = frozenset({"runs"})
+
+
+def schedule_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    """A schedule body's fields, rejecting unknown ones (their values are checked later)."""
+    return known_fields(body, allowed)
+
+
+def known_fields(body: Any, allowed: frozenset[str], what: str = "the body") -> dict[str, Any]:
+    """A body's fields, rejecting unknown ones: what OpenAPI describes is what is accepted."""
+    fields = require_object(body, what)
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ValidationError(f"{what} has unknown field(s): {', '.join(unknown)}")
+    return dict(fields)
+
+
+def require_object(body: Any, what: str = "the body") -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise ValidationError(f"{what} must be a JSON object")
+    return body
+
+
+def create_request(body: Any, what: str = "the body") -> CreateRequest:
+    """A create body to a CreateRequest, checking each field's JSON type."""
+    fields = known_fields(body, CREATE_FIELDS, what)
+    run_at = fields.get("run_at")
+    if run_at is not None:
+        if not isinstance(run_at, str):
+            raise ValidationError("run_at must be an RFC 3339 date-time string")
+        try:
+            run_at = parse_rfc3339(run_at)
+        except ValueError as exc:
+            raise ValidationError(f"run_at: {exc}") from None
+    name = fields.get("name")
+    if not isinstance(name, str):
+        raise ValidationError("name is required and must be a string")
+    return CreateRequest(
+        name=name,
+        payload=fields.get("payload"),
+        run_at=run_at,
+        delay=fields.get("delay"),
+        max_attempts=fields.get("max_attempts"),
+        dedupe_key=fields.get("dedupe_key"),
+    )
+
+
+# --- Call arguments to the wire (the client) ------------------------------------------------------
+
+
+def run_at_to_wire(value: Any) -> str:
+    if not isinstance(value, datetime):
+        raise ValidationError("run_at must be a timezone-aware datetime")
+    try:
+        datetime_to_ms(value)
+    except ValueError as exc:
+        raise ValidationError(f"run_at: {exc}") from None
+    text = format_rfc3339(value)
+    assert text is not None
+    return text
+
+
+def given_fields(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def create_body(request: CreateRequest) -> dict[str, Any]:
+    """A `CreateRequest` as the create body of the HTTP API (`run_at` as RFC 3339)."""
+    return given_fields(
+        name=request.name,
+        payload=request.payload,
+        run_at=None if request.run_at is None else run_at_to_wire(request.run_at),
+        delay=request.delay,
+        max_attempts=request.max_attempts,
+        dedupe_key=request.dedupe_key,
+    )
+
+
+# --- Results from the wire (the client, remote handler targets) -----------------------------------
+
+
+def time_from_wire(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an RFC 3339 string, got {type(value).__name__}")
+    return parse_rfc3339(value)
+
+
+def optional_time_from_wire(value: Any) -> datetime | None:
+    return None if value is None else time_from_wire(value)
+
+
+def created_from_wire(data: Mapping[str, Any]) -> CreatedRun:
+    return CreatedRun(
+        kumofire_job_run_id=data["kumofire_job_run_id"], deduplicated=data["deduplicated"]
+    )
+
+
+def run_from_wire(data: Mapping[str, Any]) -> JobRun:
+    return JobRun(
+        id=data["id"],
+        name=data["name"],
+        status=RunStatus(data["status"]),
+        payload=data["payload"],
+        attempt=data["attempt"],
+        max_attempts=data["max_attempts"],
+        scheduled_for=time_from_wire(data["scheduled_for"]),
+        created_at=time_from_wire(data["created_at"]),
+        updated_at=time_from_wire(data["updated_at"]),
+        started_at=optional_time_from_wire(data["started_at"]),
+        finished_at=optional_time_from_wire(data["finished_at"]),
+        last_error=data["last_error"],
+        dedupe_key=data["dedupe_key"],
+        schedule_id=data["schedule_id"],
+    )
+
+
+def schedule_from_wire(data: Mapping[str, Any]) -> JobSchedule:
+    return JobSchedule(
+        id=data["id"],
+        key=data["key"],
+        name=data["name"],
+        type=data["type"],
+        expr=data["expr"],
+        timezone=data["timezone"],
+        enabled=data["enabled"],
+        payload=data["payload"],
+        max_attempts=data["max_attempts"],
+        next_run_at=optional_time_from_wire(data["next_run_at"]),
+        last_scheduled_at=optional_time_from_wire(data["last_scheduled_at"]),
+        created_at=time_from_wire(data["created_at"]),
+        updated_at=time_from_wire(data["updated_at"]),
+    )
+
+
+def page_from_wire(convert: Callable[[Mapping[str, Any]], T]) -> Callable[[Any], Page[T]]:
+    def read(data: Any) -> Page[T]:
+        items = [convert(item) for item in data["items"]]
+        return Page(items=items, next_cursor=data["next_cursor"])
+
+    return read
+
+
+def created_items_from_wire(data: Any) -> list[CreatedRun]:
+    return [created_from_wire(item) for item in data["items"]]
+
+
+def counts_from_wire(data: Any) -> dict[str, int]:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object, got {type(data).__name__}")
+    return {str(status): int(count) for status, count in data.items()}
