@@ -123,6 +123,13 @@ HOSTILE: list[tuple[str, str, bytes | None, tuple[int, str]]] = [
     ("PATCH", "/v1/schedules/by-key/present", b'{"payload":' + STRING_OVER_D1 + b"}",
      (413, "payload_too_large")),
     ("GET", "/v1/runs?limit=" + "9" * 5_000, None, (422, "validation_error")),
+    # Bytes that are not UTF-8 inside a JSON string, on every route with a body.
+    ("POST", "/v1/runs", b'{"name":"\xff\xfe"}', (400, "invalid_json")),
+    ("POST", "/v1/runs:batch", b'{"runs":[{"name":"\xff"}]}', (400, "invalid_json")),
+    ("POST", "/v1/schedules", schedule_body(key=b'"\xc3"'), (400, "invalid_json")),
+    ("PUT", "/v1/schedules/by-key/k", schedule_body(payload=b'"\xed\xa0\x80"'),
+     (400, "invalid_json")),
+    ("PATCH", "/v1/schedules/by-key/present", b'{"payload":"\xff"}', (400, "invalid_json")),
     ("GET", "/v1/runs?limit=1e3", None, (422, "validation_error")),
     ("GET", "/v1/runs?cursor=%ff%fe", None, (422, "validation_error")),
     ("GET", "/v1/runs?cursor=" + "A" * 5_000, None, (422, "validation_error")),
@@ -187,6 +194,11 @@ async def test_the_limits_are_the_same_in_python_and_rpc(env: LocalEnvironment) 
     with pytest.raises(ValidationError, match="deeper than"):
         await jobs.create("email", looped)
     await jobs.create("email", deep[0])  # exactly the limit
+    # What JSON cannot hold is refused, not changed (the encoder would store NaN as null) and
+    # not a raw Python error.
+    for unstorable in (float("nan"), {"a": [float("inf")]}, -float("inf"), "\ud800", 10**5000):
+        with pytest.raises(ValidationError, match="payload"):
+            await jobs.create("email", unstorable)
     with pytest.raises(ValidationError, match="delay must be between"):
         await jobs.create("email", delay=10**400)
     with pytest.raises(ValidationError, match="year 10000"):
@@ -341,3 +353,12 @@ async def test_every_route_survives_hostile_ids_queries_and_bodies(
                     assert response.status_code < 500, (method, path[:60], query, body)
                     if response.status_code >= 400:
                         error_of(response)
+
+
+async def test_a_trailing_slash_is_not_redirected_to_the_host_header(env: LocalEnvironment) -> None:
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs, api_token="t"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for path in ("/v1/runs/", "/v1/openapi.json/", "/v1/schedules/"):
+            response = await http.get(path, headers={"host": "evil.example"})
+            assert error_of(response) == (404, "not_found"), path
+            assert "location" not in response.headers

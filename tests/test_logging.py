@@ -11,7 +11,7 @@ import structlog
 
 from kumofire_jobs import JobContext
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.core.log import configure_logging
+from kumofire_jobs.core.log import MAX_FIELD_CHARS, configure_logging, limit_fields
 
 from .conftest import EnvFactory
 
@@ -53,3 +53,13 @@ async def test_every_state_change_is_one_json_event(
     assert [e["outcome"] for e in finished] == ["retried", "succeeded"]
     assert all(isinstance(e["duration_ms"], int) for e in finished)
     assert finished[0]["error"] == "RuntimeError: first attempt fails"
+
+
+def test_a_long_field_keeps_both_ends_so_a_traceback_keeps_its_exception_line() -> None:
+    traceback = "Traceback (most recent call last):\n" + "  frame\n" * 1_000
+    traceback += "OSError: [Errno 28] No space left on device"
+    event = limit_fields(None, "error", {"event": "http.internal_error", "exception": traceback})
+    cut = event["exception"]
+    assert cut.startswith("Traceback (most recent call last):")
+    assert cut.endswith("OSError: [Errno 28] No space left on device")
+    assert f"[{len(traceback)} chars]" in cut and len(cut) < MAX_FIELD_CHARS + 50

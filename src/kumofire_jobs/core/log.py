@@ -36,7 +36,9 @@ def _json_serializer(event: dict[str, Any], **_: Any) -> str:
 
 
 def _cut(text: str) -> str:
-    return f"{text[:MAX_FIELD_CHARS]}... [{len(text)} chars]"
+    # Both ends: a traceback's last line (the exception and its message) matters most.
+    half = MAX_FIELD_CHARS // 2
+    return f"{text[:half]} ... [{len(text)} chars] ... {text[-half:]}"
 
 
 def _sized(value: Any) -> Any:

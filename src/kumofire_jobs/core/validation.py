@@ -95,7 +95,8 @@ def payload(value: Any) -> str | None:
         raise ValidationError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         encoded = msgspec.json.encode(value)
-    except (TypeError, msgspec.EncodeError, RecursionError) as exc:
+    except (TypeError, ValueError, msgspec.EncodeError, RecursionError) as exc:
+        # ValueError: an integer too long to print, a string with lone surrogates.
         raise ValidationError(f"payload is not JSON-serializable: {exc}") from None
     if len(encoded) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLargeError(
@@ -106,8 +107,9 @@ def payload(value: Any) -> str | None:
 
 
 def _depth_within(value: Any, limit: int) -> bool:
-    """Whether lists and objects nest at most `limit` deep. Iterative, so it cannot overflow
-    the stack itself, and it ends on a container that holds itself."""
+    """Whether lists and objects nest at most `limit` deep (ValidationError for a float JSON
+    cannot hold). Iterative, so it cannot overflow the stack itself, and it ends on a container
+    that holds itself."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -115,16 +117,20 @@ def _depth_within(value: Any, limit: int) -> bool:
             children: Any = item.values()
         elif isinstance(item, list | tuple | set | frozenset):
             children = item
+        elif isinstance(item, float) and not math.isfinite(item):
+            # JSON has no NaN or infinity: the encoder would store null in its place.
+            raise ValidationError(f"payload holds {item!r}, which JSON cannot represent")
         else:
             continue
         if depth >= limit:
             return False
-        stack.extend((child, depth + 1) for child in children if not _is_scalar(child))
+        stack.extend((child, depth + 1) for child in children if not _is_plain(child))
     return True
 
 
-def _is_scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool) or value is None
+def _is_plain(value: Any) -> bool:
+    """A scalar with nothing to check inside (a float is checked for being finite)."""
+    return isinstance(value, str | int | bool) or value is None
 
 
 def limit(value: Any, default: int = DEFAULT_LIST_LIMIT) -> int:

@@ -141,7 +141,7 @@ def create_app(
             chunks.append(chunk)
         try:
             return msgspec.json.decode(b"".join(chunks))
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
             raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
         except RecursionError:
             raise ValidationError(
@@ -373,8 +373,12 @@ def create_app(
             response.headers["Allow"] = allowed_methods(request.scope)
         return response
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(InternalErrors)],
         exception_handlers={HTTPException: http_error},
     )
+    # No redirect from `/v1/runs/` to `/v1/runs`: Starlette builds it from the Host header
+    # (anyone's to set) and answers it before the token check; an API answers 404 instead.
+    app.router.redirect_slashes = False
+    return app
