@@ -175,10 +175,11 @@ def create_app(
         value = request.query_params.get("limit")
         if value is None or value == "":
             return validation.DEFAULT_LIST_LIMIT
-        try:
-            return int(value)
-        except ValueError:
-            raise ValidationError("limit must be an integer") from None
+        # ASCII digits only: int() also reads "+5", " 5", "1_0" and other scripts' digits.
+        digits = value[1:] if value.startswith("-") else value
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 6:
+            raise ValidationError("limit must be an integer from 1 to 200")
+        return int(value)
 
     def query_str(request: Request, name: str) -> str | None:
         value = request.query_params.get(name)
