@@ -28,7 +28,7 @@ from tests.contracts.durable_object_contract import DurableObjectContract  # noq
 class CloudflareDurableObjectEnv(LocalDurableObjectEnv):
     # Refused by the adapter before anything is sent: keyword arguments, values that are not
     # plain data.
-    rejected = (TypeError,)
+    rejected: tuple[type[BaseException], ...] = (TypeError,)
 
     def __init__(self, clock: ManualClock, path: Path, style: str) -> None:
         super().__init__(clock, path)

@@ -78,7 +78,7 @@ class Stack:
     consumer calls `Default.queue`, its coordinator objects are `entry.JobCoordinator`."""
 
     def __init__(
-        self, entry: ModuleType, clock: ManualClock, data_dir: Path, style: str, **vars: str
+        self, entry: ModuleType, clock: ManualClock, data_dir: Path, style: str, **vars: Any
     ) -> None:
         self.entry = entry
         self.style = style

@@ -26,7 +26,7 @@ Handler = Callable[[MessageBatch], Awaitable[None]]
 
 class CloudflareQueueEnv(LocalQueueEnv):
     # Options and bodies the adapter refuses (TypeError), or the platform does (QueueError).
-    rejected = (TypeError, QueueError)
+    rejected: tuple[type[BaseException], ...] = (TypeError, QueueError)
 
     def __init__(self, path: Path, clock: ManualClock, style: str) -> None:
         super().__init__(path, clock)

@@ -160,7 +160,7 @@ async def test_the_entrypoint_answers_errors_as_javascript_errors(jobs: Jobs) ->
     missing = await service.answer(service.get(jobs, "run_missing"))
     assert isinstance(missing, HostJsError)
     assert (missing.name, missing.message) == ("Error", "not_found: run not found")
-    assert missing.js_properties == {"code": "not_found"} and missing.code == "not_found"
+    assert missing.js_properties == {"code": "not_found"} and vars(missing)["code"] == "not_found"
     unknown = await service.answer(service.create(jobs, {"name": "nope"}))
     assert isinstance(unknown, HostJsError) and unknown.message.startswith("unknown_job: ")
 
