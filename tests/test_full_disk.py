@@ -35,10 +35,9 @@ from kumofire_jobs.local.durable_objects import (
     LocalDurableObjectState,
 )
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
-
-from .conftest import EnvFactory
-from .full_disk import FullDisk, disk_full_error
-from .test_recovery import FailingNamespace, rewire
+from tests.support.envs import EnvFactory
+from tests.support.faults import FailingNamespace, rewire
+from tests.support.full_disk import FullDisk, disk_full_error
 
 
 class Ticker:

@@ -21,8 +21,7 @@ from kumofire_jobs import (
 )
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.times import ms_to_datetime
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 class Recorder:
@@ -377,7 +376,7 @@ async def test_consume_driven_outside_any_task_still_runs_the_handler(
 ) -> None:
     """Some runtimes drive a coroutine without wrapping it in a task (no current task to
     cancel on a lost lease): the handler then gets a task of its own."""
-    from .test_recovery import DroppingQueue, rewire
+    from tests.support.faults import DroppingQueue, rewire
 
     seen: list[str] = []
 

@@ -18,8 +18,7 @@ from kumofire_jobs.cloudflare import (
 )
 from kumofire_jobs.cloudflare.d1 import CloudflareD1Meta
 from kumofire_jobs.local.d1 import LocalD1Database
-
-from .fake_sdk import STYLES, FakeD1Database, JsError
+from tests.support.fake_sdk import STYLES, FakeD1Database, JsError
 
 pytest.register_assert_rewrite("tests.contracts.d1_contract")
 from tests.contracts.d1_contract import D1Contract, ReopenD1, make_people  # noqa: E402

@@ -15,8 +15,7 @@ from kumofire_jobs.cloudflare.ffi import HostJsError
 from kumofire_jobs.cloudflare.service import split_error
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.web import create_app
-
-from ..conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 async def ok(ctx: JobContext) -> None:

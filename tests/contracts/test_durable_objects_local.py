@@ -25,59 +25,14 @@ from kumofire_jobs.local.durable_objects import (
 
 # The suite lives in a non-test module: have pytest rewrite its asserts too.
 pytest.register_assert_rewrite(f"{__package__}.durable_object_contract")
+from tests.support.contract_envs import LocalDurableObjectEnv  # noqa: E402
+
 from .durable_object_contract import (  # noqa: E402
     ContractObject,
     DurableObjectContract,
     Probe,
     now_ms,
 )
-
-
-class LocalDurableObjectEnv:
-    rejected: tuple[type[BaseException], ...] = (TypeError, ValueError)
-
-    def __init__(self, clock: ManualClock, path: Path, **options: Any) -> None:
-        self.clock = clock
-        self.path = path
-        self.options = options
-        self.probe = Probe(now=clock.now)
-        self._namespace: LocalDurableObjectNamespace | None = None
-
-    def now(self) -> float:
-        return self.clock.now()
-
-    async def advance(self, seconds: float) -> None:
-        await self.clock.advance(seconds)
-
-    async def advance_to(self, when: float) -> None:
-        await self.clock.advance_to(when)
-
-    def namespace(self) -> LocalDurableObjectNamespace:
-        assert self._namespace is not None
-        return self._namespace
-
-    async def open(self, *, start: bool = True) -> LocalDurableObjectNamespace:
-        self._namespace = LocalDurableObjectNamespace(
-            ContractObject,
-            path=self.path,
-            clock=self.clock,
-            env=SimpleNamespace(PROBE=self.probe),
-            **self.options,
-        )
-        if start:
-            await self._namespace.start()
-        return self._namespace
-
-    async def evict(self, name: str) -> None:
-        self.namespace().evict(name)
-
-    async def restart(self) -> None:
-        await self.close()
-        await self.open()
-
-    async def close(self) -> None:
-        if self._namespace is not None:
-            await self._namespace.close()
 
 
 @pytest.fixture

@@ -138,9 +138,7 @@ def test_calibration_replays_a_trace_on_miniflares_d1() -> None:
         "created_at, updated_at) VALUES (?, 'noop', 'scheduled', 3, 0, 0, 0)"
     )
     trace += [D1Statement(insert, ["run_1"], None, 0, 0)]
-    trace += [
-        D1Statement("SELECT id FROM kumofire_job_runs WHERE id = ?", ["run_1"], None, 0, 0)
-    ]
+    trace += [D1Statement("SELECT id FROM kumofire_job_runs WHERE id = ?", ["run_1"], None, 0, 0)]
     metas = cost.calibrate(trace)
     assert len(metas) == len(trace)
     assert metas[-2]["rows_written"] >= 1 and metas[-2]["changes"] == 1
