@@ -18,10 +18,8 @@ from kumofire_jobs.cloudflare import (
 )
 from kumofire_jobs.cloudflare.d1 import CloudflareD1Meta
 from kumofire_jobs.local.d1 import LocalD1Database
+from tests.contracts.d1_contract import D1Contract, ReopenD1, make_people
 from tests.support.fake_sdk import STYLES, FakeD1Database, JsError
-
-pytest.register_assert_rewrite("tests.contracts.d1_contract")
-from tests.contracts.d1_contract import D1Contract, ReopenD1, make_people  # noqa: E402
 
 
 class Sleeps:

@@ -17,6 +17,7 @@ from kumofire_jobs.cloudflare import (
 )
 from kumofire_jobs.core.clock import ManualClock, now_ms
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
+from tests.contracts.durable_object_contract import DurableObjectContract
 from tests.support.contract_envs import LocalDurableObjectEnv
 from tests.support.fake_sdk import (
     STYLES,
@@ -24,9 +25,6 @@ from tests.support.fake_sdk import (
     FakeDurableObjectStorage,
     JsError,
 )
-
-pytest.register_assert_rewrite("tests.contracts.durable_object_contract")
-from tests.contracts.durable_object_contract import DurableObjectContract  # noqa: E402
 
 
 class CloudflareDurableObjectEnv(LocalDurableObjectEnv):

@@ -14,11 +14,9 @@ from kumofire_jobs.cloudflare import CloudflareQueue, QueueError, adapt_batch
 from kumofire_jobs.cloudflare.queue import epoch_ms
 from kumofire_jobs.core.bindings import MessageBatch, Queue
 from kumofire_jobs.core.clock import ManualClock
+from tests.contracts.queue_contract import QueueContract, Recorder
 from tests.support.contract_envs import LocalQueueEnv
 from tests.support.fake_sdk import STYLES, FakeMessageBatch, FakeQueue, JsDate
-
-pytest.register_assert_rewrite("tests.contracts.queue_contract")
-from tests.contracts.queue_contract import QueueContract, Recorder  # noqa: E402
 
 Handler = Callable[[MessageBatch], Awaitable[None]]
 

@@ -22,12 +22,9 @@ from kumofire_jobs.local.durable_objects import (
     DurableObjectError,
     LocalDurableObjectNamespace,
 )
+from tests.support.contract_envs import LocalDurableObjectEnv
 
-# The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite(f"{__package__}.durable_object_contract")
-from tests.support.contract_envs import LocalDurableObjectEnv  # noqa: E402
-
-from .durable_object_contract import (  # noqa: E402
+from .durable_object_contract import (
     ContractObject,
     DurableObjectContract,
     Probe,

@@ -17,12 +17,9 @@ from kumofire_jobs.local.queue import (
     LocalQueueBroker,
     wrangler_consumers,
 )
+from tests.support.contract_envs import LocalQueueEnv
 
-# The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite("tests.contracts.queue_contract")
-from tests.support.contract_envs import LocalQueueEnv  # noqa: E402
-
-from .queue_contract import QueueContract, Recorder  # noqa: E402
+from .queue_contract import QueueContract, Recorder
 
 
 @pytest.fixture
