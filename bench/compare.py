@@ -140,7 +140,7 @@ def run_all(
     ) -> dict[str, Any]:
         started = time.time()
         result = measure({**spec, "system": system})
-        pooled = result.pop(pool, None) if pool else None
+        pooled: Any = result.pop(pool, None) if pool else None
         if pool == "samples":
             result.update(distribution_ms(pooled))
             samples.setdefault(key, {}).setdefault(system, []).extend(pooled)
@@ -199,7 +199,8 @@ def _lead(raw: dict[str, Any], system: str, runs: int, sizes: Sizes) -> float:
     as many runs in this harness run's create workload (create_many for ours, where the
     lateness workload creates with it)."""
     workload = "create" if system == HUEY else "create_many"
-    rates = [r["creates_per_second"] for r in raw[_key(workload, runs=sizes.create_runs)][system]]
+    measured = raw[_key(workload, runs=sizes.create_runs)][system]
+    rates: list[float] = [r["creates_per_second"] for r in measured]
     return round(1.0 + 2.0 * runs / min(rates), 3)
 
 

@@ -193,7 +193,7 @@ def latency(rate: float, runs: int, data_dir: Path, log_path: Path | None) -> di
 
 
 def lateness(
-    runs: int, window: float, lead: float, data_dir: Path, log_path: Path
+    runs: int, window: float, lead: float, data_dir: Path, log_path: Path | None
 ) -> dict[str, Any]:
     """`runs` tasks due evenly over `window` seconds starting `lead` seconds from now."""
     bench = HueyBench(data_dir, log_path, runs)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.bindings import D1PreparedStatement, MessageBatch, QueueMessage
 from kumofire_jobs.core.runtime import Runtime
 from kumofire_jobs.local.environment import LocalEnvironment, WranglerSettings
 
@@ -85,10 +85,12 @@ class CountingD1:
     def prepare(self, query: str) -> CountingStatement:
         return CountingStatement(self, self._inner.prepare(query), query, ())
 
-    async def batch(self, statements: Sequence[CountingStatement]) -> list[Any]:
-        results = await self._inner.batch([s._inner for s in statements])
+    async def batch(self, statements: Sequence[D1PreparedStatement]) -> list[Any]:
+        counted = [s for s in statements if isinstance(s, CountingStatement)]
+        assert len(counted) == len(statements), "statements this database's prepare() made"
+        results = await self._inner.batch([s._inner for s in counted])
         batch = self._rec.next_batch()
-        for statement, result in zip(statements, results, strict=True):
+        for statement, result in zip(counted, results, strict=True):
             statement._record(result.meta, batch)
         return list(results)
 
@@ -191,20 +193,21 @@ class CountingBatch:
     def __init__(self, inner: MessageBatch, recorder: Recorder) -> None:
         self._inner = inner
         self.queue = inner.queue
-        self.messages = [CountingMessage(m, recorder) for m in inner.messages]
+        self.counted = [CountingMessage(m, recorder) for m in inner.messages]
+        self.messages: Sequence[QueueMessage] = self.counted
 
     def ackAll(self) -> None:
         self._inner.ackAll()
-        for message in self.messages:
+        for message in self.counted:
             message._decide("ack")
 
     def retryAll(self, options: dict[str, Any] | None = None) -> None:
         self._inner.retryAll(options)
-        for message in self.messages:
+        for message in self.counted:
             message._decide("retry")
 
     def settle(self) -> None:
-        for message in self.messages:
+        for message in self.counted:
             message._decide("ack")
 
 

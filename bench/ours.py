@@ -84,7 +84,7 @@ def _logging(log_path: Path | None) -> Any:
 
 
 async def e2e(
-    runs: int, batch: int, synchronous: str, data_dir: Path, log_path: Path, callers: int = 1
+    runs: int, batch: int, synchronous: str, data_dir: Path, log_path: Path | None, callers: int = 1
 ) -> dict[str, Any]:
     """`runs` no-op runs created and completed: by `create_many` of `batch` (batch > 1), or
     by `callers` tasks each calling `create` one at a time (as concurrent requests would)."""
@@ -120,7 +120,7 @@ async def e2e(
 
 
 async def create(
-    runs: int, many: bool, synchronous: str, data_dir: Path, log_path: Path
+    runs: int, many: bool, synchronous: str, data_dir: Path, log_path: Path | None
 ) -> dict[str, Any]:
     """`runs` creates with nothing consuming (migrated, not started: no consumer, no alarms);
     each counted once its call returned, i.e. after its commit."""
@@ -148,7 +148,7 @@ async def create(
 
 
 async def latency(
-    rate: float, runs: int, synchronous: str, data_dir: Path, log_path: Path
+    rate: float, runs: int, synchronous: str, data_dir: Path, log_path: Path | None
 ) -> dict[str, Any]:
     """Open loop: run i arrives at t0 + i / rate (its create starts then, whatever the
     others are doing); start minus arrival."""
@@ -176,7 +176,7 @@ async def latency(
 
 
 async def lateness(
-    runs: int, window: float, lead: float, synchronous: str, data_dir: Path, log_path: Path
+    runs: int, window: float, lead: float, synchronous: str, data_dir: Path, log_path: Path | None
 ) -> dict[str, Any]:
     """`runs` runs due evenly over `window` seconds starting `lead` seconds from now, created
     with create_many of 100 (due times in whole milliseconds)."""

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
 COLORS = {"huey@FULL": "tab:red", "ours@FULL": "tab:blue", "ours@NORMAL": "tab:green"}
@@ -15,7 +16,7 @@ LABELS = {"huey@FULL": "Huey (SqliteHuey, FULL)", "ours@FULL": "ours, FULL",
           "ours@NORMAL": "ours, NORMAL (default)"}  # fmt: skip
 
 
-def _cdf(ax: plt.Axes, by_system: dict[str, list[float]], title: str, xlabel: str) -> None:
+def _cdf(ax: Axes, by_system: dict[str, list[float]], title: str, xlabel: str) -> None:
     for system, seconds in by_system.items():
         ms = sorted(max(s * 1000, 1e-3) for s in seconds)
         if not ms:

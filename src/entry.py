@@ -5,6 +5,8 @@ A thin shim: every handler delegates to `kumofire_jobs.cloudflare` (`WorkerApp` 
 functions of `kumofire_jobs.cloudflare.service`), which run and are tested on any Python.
 """
 
+from typing import Any
+
 import msgspec
 from workers import DurableObject, WorkerEntrypoint
 
@@ -42,13 +44,13 @@ class Default(WorkerEntrypoint):
     """The Worker's HTTP API (bearer token: the `KUMOFIRE_API_TOKEN` secret), cron trigger
     and queue consumer."""
 
-    async def fetch(self, request):
+    async def fetch(self, request: Any) -> Any:
         return await app.fetch(request, self.env, self.ctx)
 
-    async def scheduled(self, controller, env=None, ctx=None):
+    async def scheduled(self, controller: Any, env: Any = None, ctx: Any = None) -> None:
         await app.scheduled(controller, self.env)
 
-    async def queue(self, batch, env=None, ctx=None):
+    async def queue(self, batch: Any, env: Any = None, ctx: Any = None) -> None:
         await app.queue(batch, self.env)
 
 
@@ -58,64 +60,64 @@ class JobsService(WorkerEntrypoint):
     message starts with the error code (`"not_found: run not found"`, also its `code`). A
     Python caller wraps its binding in `kumofire_jobs.client.JobsClient` for the typed API."""
 
-    async def create(self, body):
+    async def create(self, body: Any) -> Any:
         return await service.answer(service.create(app.jobs(self.env), body))
 
-    async def create_many(self, bodies):
+    async def create_many(self, bodies: Any) -> Any:
         return await service.answer(service.create_many(app.jobs(self.env), bodies))
 
-    async def get(self, id):
+    async def get(self, id: Any) -> Any:
         return await service.answer(service.get(app.jobs(self.env), id))
 
-    async def list(self, query=None):
+    async def list(self, query: Any = None) -> Any:
         return await service.answer(service.list_runs(app.jobs(self.env), query))
 
-    async def counts(self, query=None):
+    async def counts(self, query: Any = None) -> Any:
         return await service.answer(service.counts(app.jobs(self.env), query))
 
-    async def cancel(self, id):
+    async def cancel(self, id: Any) -> Any:
         return await service.answer(service.cancel(app.jobs(self.env), id))
 
-    async def retry(self, id):
+    async def retry(self, id: Any) -> Any:
         return await service.answer(service.retry(app.jobs(self.env), id))
 
-    async def create_schedule(self, body):
+    async def create_schedule(self, body: Any) -> Any:
         return await service.answer(service.create_schedule(app.jobs(self.env), body))
 
-    async def upsert_schedule(self, key, body):
+    async def upsert_schedule(self, key: Any, body: Any) -> Any:
         return await service.answer(service.upsert_schedule(app.jobs(self.env), key, body))
 
-    async def get_schedule(self, id):
+    async def get_schedule(self, id: Any) -> Any:
         return await service.answer(service.get_schedule(app.jobs(self.env), id))
 
-    async def get_schedule_by_key(self, key):
+    async def get_schedule_by_key(self, key: Any) -> Any:
         return await service.answer(service.get_schedule_by_key(app.jobs(self.env), key))
 
-    async def update_schedule(self, id, patch):
+    async def update_schedule(self, id: Any, patch: Any) -> Any:
         return await service.answer(service.update_schedule(app.jobs(self.env), id, patch))
 
-    async def update_schedule_by_key(self, key, patch):
+    async def update_schedule_by_key(self, key: Any, patch: Any) -> Any:
         return await service.answer(service.update_schedule_by_key(app.jobs(self.env), key, patch))
 
-    async def disable_schedule(self, id):
+    async def disable_schedule(self, id: Any) -> Any:
         return await service.answer(service.disable_schedule(app.jobs(self.env), id))
 
-    async def disable_schedule_by_key(self, key):
+    async def disable_schedule_by_key(self, key: Any) -> Any:
         return await service.answer(service.disable_schedule_by_key(app.jobs(self.env), key))
 
-    async def enable_schedule(self, id):
+    async def enable_schedule(self, id: Any) -> Any:
         return await service.answer(service.enable_schedule(app.jobs(self.env), id))
 
-    async def enable_schedule_by_key(self, key):
+    async def enable_schedule_by_key(self, key: Any) -> Any:
         return await service.answer(service.enable_schedule_by_key(app.jobs(self.env), key))
 
-    async def delete_schedule(self, id):
+    async def delete_schedule(self, id: Any) -> Any:
         return await service.answer(service.delete_schedule(app.jobs(self.env), id))
 
-    async def delete_schedule_by_key(self, key):
+    async def delete_schedule_by_key(self, key: Any) -> Any:
         return await service.answer(service.delete_schedule_by_key(app.jobs(self.env), key))
 
-    async def list_schedules(self, query=None):
+    async def list_schedules(self, query: Any = None) -> Any:
         return await service.answer(service.list_schedules(app.jobs(self.env), query))
 
 
@@ -123,6 +125,6 @@ class JobCoordinator(DurableObject, CoordinatorEndpoint):
     """The per-run coordinator (a SQLite-backed Durable Object): its RPC methods and alarm
     come from `CoordinatorEndpoint`, over the actor built on this object's storage."""
 
-    def __init__(self, ctx, env):
+    def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self.actor = app.coordinator_actor(self.ctx, self.env)

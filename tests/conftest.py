@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,14 @@ import structlog
 
 from kumofire_jobs import create_runtime
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.core.context import Handler, JobContext
+from kumofire_jobs.core.context import Handler
 from kumofire_jobs.local.environment import LocalEnvironment
+from tests.support.envs import EnvFactory
 
-EnvFactory = Callable[..., Awaitable[LocalEnvironment]]
+# The contract suites live in non-test modules (tests/contracts/*_contract.py), imported by the
+# test modules that run them and by tests/support: have pytest rewrite their asserts wherever
+# they are first imported from.
+pytest.register_assert_rewrite("tests.contracts")
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +32,6 @@ def _uncached_loggers(monkeypatch: pytest.MonkeyPatch) -> None:
         configure(**{**settings, "cache_logger_on_first_use": False})
 
     monkeypatch.setattr(structlog, "configure", uncached)
-
-
-async def noop(ctx: JobContext) -> None:
-    """A handler that does nothing."""
 
 
 @pytest.fixture

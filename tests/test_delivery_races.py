@@ -9,9 +9,8 @@ from typing import Any
 from kumofire_jobs import JobContext
 from kumofire_jobs.core.bindings import Queue
 from kumofire_jobs.core.clock import ManualClock
-
-from .conftest import EnvFactory
-from .test_recovery import rewire
+from tests.support.envs import EnvFactory
+from tests.support.faults import rewire
 
 
 class OutageQueue:

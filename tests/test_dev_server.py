@@ -1,7 +1,7 @@
 """`kumofire-jobs dev` as a user runs it: a real process, real HTTP, killed and restarted.
 
 These tests wait on a real process, so they poll its HTTP API with a deadline; the timing
-they depend on is the short lease of `tests/dev_app.py`, not a sleep.
+they depend on is the short lease of `tests/support/dev_app.py`, not a sleep.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
     tmp_path: Path, servers: list[DevServer]
 ) -> None:
     data = tmp_path / "data"
-    first = DevServer(data, "--app", "tests.dev_app:runtime")
+    first = DevServer(data, "--app", "tests.support.dev_app:runtime")
     servers.append(first)
     in_flight = [
         first.http.post("/v1/runs", json={"name": "sleep", "payload": 2}).json() for _ in range(5)
@@ -159,7 +159,7 @@ def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
     first.wait_for(lambda: first.counts()["running"] == 5)
     first.stop(signal.SIGKILL)
 
-    second = DevServer(data, "--app", "tests.dev_app:runtime")
+    second = DevServer(data, "--app", "tests.support.dev_app:runtime")
     servers.append(second)
     second.wait_for(lambda: second.counts()["succeeded"] == 10, timeout=40)
     assert second.counts() == {
@@ -178,7 +178,7 @@ def test_ctrl_c_says_what_it_waits_for_and_twice_stops_at_once_losing_nothing(
     tmp_path: Path, servers: list[DevServer]
 ) -> None:
     data = tmp_path / "data"
-    first = DevServer(data, "--app", "tests.dev_app:runtime")
+    first = DevServer(data, "--app", "tests.support.dev_app:runtime")
     servers.append(first)
     created = [
         first.http.post("/v1/runs", json={"name": "slow_first", "payload": 300}).json()
@@ -194,7 +194,7 @@ def test_ctrl_c_says_what_it_waits_for_and_twice_stops_at_once_losing_nothing(
     first.wait_for_line("Stopped: 2 running runs cut off; each runs again after the next start")
     assert first.stop(None) == 0
 
-    second = DevServer(data, "--app", "tests.dev_app:runtime")
+    second = DevServer(data, "--app", "tests.support.dev_app:runtime")
     servers.append(second)
     second.wait_for(lambda: second.counts()["succeeded"] == 2)
     for run in created:
@@ -224,7 +224,7 @@ def test_a_run_a_crash_left_unarmed_starts_at_once_and_a_second_server_is_refuse
             "?, ?, ?)",
             (run_id, now, now, now),
         )
-    server = DevServer(data, "--app", "tests.dev_app:runtime")
+    server = DevServer(data, "--app", "tests.support.dev_app:runtime")
     servers.append(server)
     listening = time.monotonic()
     run = server.wait_for(
@@ -235,7 +235,7 @@ def test_a_run_a_crash_left_unarmed_starts_at_once_and_a_second_server_is_refuse
 
     refused = subprocess.run(
         [sys.executable, "-m", "kumofire_jobs.cli", "dev", "--port", "0", "--data-dir",
-         str(data), "--app", "tests.dev_app:runtime"],
+         str(data), "--app", "tests.support.dev_app:runtime"],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 1

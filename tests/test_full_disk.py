@@ -15,14 +15,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from kumofire_jobs import JobContext, cli
-from kumofire_jobs.core.bindings import MessageBatch
+from kumofire_jobs.core.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.log import RepeatedLog
@@ -35,10 +35,9 @@ from kumofire_jobs.local.durable_objects import (
     LocalDurableObjectState,
 )
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
-
-from .conftest import EnvFactory
-from .full_disk import FullDisk, disk_full_error
-from .test_recovery import FailingNamespace, rewire
+from tests.support.envs import EnvFactory
+from tests.support.faults import FailingNamespace, rewire
+from tests.support.full_disk import FullDisk, disk_full_error
 
 
 class Ticker:
@@ -257,7 +256,7 @@ class FakeMessage:
 class FakeBatch:
     def __init__(self, messages: list[FakeMessage]) -> None:
         self.queue = "kumofire-jobs"
-        self.messages = messages
+        self.messages: Sequence[QueueMessage] = messages
 
     def ackAll(self) -> None:
         raise AssertionError("not used")
@@ -558,7 +557,8 @@ async def test_runs_accepted_before_the_disk_filled_all_complete_once_it_is_free
 
     disk.full = False
     await clock.advance(900)
-    statuses = [(await env.jobs.get(r.kumofire_job_run_id)).status for r in runs]
+    now = [await env.jobs.get(r.kumofire_job_run_id) for r in runs]
+    statuses = [run.status if run is not None else None for run in now]
     assert statuses == ["succeeded"] * len(runs)
     assert overlaps == []
     assert set(executions) == {r.kumofire_job_run_id for r in runs}

@@ -15,8 +15,7 @@ from kumofire_jobs.core.migrations import SCHEMA_VERSION
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
 from kumofire_jobs.web.openapi import documented_routes
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 Client = Callable[..., httpx.AsyncClient]

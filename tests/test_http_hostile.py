@@ -21,8 +21,7 @@ from kumofire_jobs.cloudflare import JobsRpcError, service
 from kumofire_jobs.core.validation import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 async def ok(ctx: JobContext) -> None:

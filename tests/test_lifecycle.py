@@ -21,8 +21,7 @@ from kumofire_jobs import (
 )
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.times import ms_to_datetime
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 class Recorder:
@@ -377,7 +376,7 @@ async def test_consume_driven_outside_any_task_still_runs_the_handler(
 ) -> None:
     """Some runtimes drive a coroutine without wrapping it in a task (no current task to
     cancel on a lost lease): the handler then gets a task of its own."""
-    from .test_recovery import DroppingQueue, rewire
+    from tests.support.faults import DroppingQueue, rewire
 
     seen: list[str] = []
 
@@ -423,7 +422,7 @@ def test_a_handler_that_is_not_async_is_refused_when_the_runtime_is_created() ->
     with pytest.raises(TypeError, match="handler of job 'email' is not async"):
         create_runtime({"ok": Recorder(), "email": send_email})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="job 'hi' is not async"):
-        create_runtime({"hi": lambda ctx: None})
+        create_runtime({"hi": lambda ctx: None})  # type: ignore[dict-item, return-value]
     with pytest.raises(TypeError, match="job 'obj' is not callable"):
         create_runtime({"obj": object()})  # type: ignore[dict-item]
 
@@ -431,7 +430,7 @@ def test_a_handler_that_is_not_async_is_refused_when_the_runtime_is_created() ->
         async def run(self, ctx: JobContext, greeting: str) -> None:
             sent.append(greeting)
 
-    async def email(ctx: JobContext, to: str) -> None:
+    async def email(ctx: JobContext, to: str = "b@example.com") -> None:
         sent.append(to)
 
     def logged(handler: Any) -> Any:  # a decorator that hands on the coroutine
@@ -454,7 +453,7 @@ async def test_a_handler_that_returns_no_awaitable_fails_without_a_retry(
     calls: list[str] = []
     env = await make_env({"job": Recorder()})
     # Past the runtime's check (an odd callable could be): it runs, then returns no awaitable.
-    env.runtime.handlers["job"] = lambda ctx: calls.append(ctx.job.id)  # type: ignore[func-returns-value]
+    env.runtime.handlers["job"] = lambda ctx: calls.append(ctx.job.id)  # type: ignore[assignment, return-value]
     created = await env.jobs.create("job", max_attempts=3)
     await clock.advance(60)
     run = await env.jobs.get(created.kumofire_job_run_id)
@@ -497,5 +496,5 @@ async def test_create_many_never_inserts_a_run_twice_when_a_dedupe_holder_is_pru
 def test_a_remote_handler_that_is_not_async_is_refused_when_bound() -> None:
     runtime = create_runtime({"ok": Recorder()})
     with pytest.raises(TypeError, match="job 'notify' is not async"):
-        runtime.handlers_with({"notify": lambda ctx: None})
+        runtime.handlers_with({"notify": lambda ctx: None})  # type: ignore[dict-item, return-value]
     assert set(runtime.handlers_with({"notify": Recorder()})) == {"ok", "notify"}

@@ -12,8 +12,7 @@ import structlog
 from kumofire_jobs import JobContext
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.log import MAX_FIELD_CHARS, configure_logging, limit_fields
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import QueueDeliveryHook
 from kumofire_jobs.local.durable_objects import IDLE_EVICTION_SECONDS
 from kumofire_jobs.local.environment import LocalJobCoordinator
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 def live(kind: type) -> int:

@@ -15,8 +15,7 @@ from kumofire_jobs import JobContext
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
 from kumofire_jobs.web.openapi import openapi_document
-
-from .conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 async def ok(ctx: JobContext) -> None:

@@ -17,8 +17,7 @@ from kumofire_jobs import (
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.times import ms_to_datetime
 from kumofire_jobs.local.environment import LocalEnvironment
-
-from .conftest import EnvFactory, noop
+from tests.support.envs import EnvFactory, noop
 
 
 class Ticks:

@@ -11,8 +11,7 @@ from kumofire_jobs import JobContext, NonRetryableError
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.store import _DUE_SINCE, _PRUNE
 from kumofire_jobs.local.d1 import LocalD1Database
-
-from .conftest import EnvFactory, noop
+from tests.support.envs import EnvFactory, noop
 
 _BROKEN = (
     "SELECT COUNT(*) AS n FROM kumofire_job_runs "

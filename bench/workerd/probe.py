@@ -6,33 +6,34 @@ import asyncio
 import json
 import statistics
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from workers import DurableObject, Response, WorkerEntrypoint
+from workers import DurableObject, Request, Response, WorkerEntrypoint
 
 
-def now_ms():
+def now_ms() -> float:
     return time.time() * 1000
 
 
 class Probe(DurableObject):
-    async def ping(self):
+    async def ping(self) -> int:
         return 1
 
-    async def write(self, value):
+    async def write(self, value: int) -> int:
         await self.ctx.storage.put("v", value)
         return 1
 
-    async def record(self, value):
+    async def record(self, value: float) -> None:
         values = json.loads(await self.ctx.storage.get("q") or "[]")
         values.append(value)
         await self.ctx.storage.put("q", json.dumps(values))
 
-    async def results(self):
+    async def results(self) -> str:
         return await self.ctx.storage.get("q") or "[]"
 
 
-def summary(values):
+def summary(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
         "p50": round(statistics.median(values), 2),
@@ -41,11 +42,11 @@ def summary(values):
 
 
 class Default(WorkerEntrypoint):
-    async def fetch(self, request):
+    async def fetch(self, request: Request) -> Response:
         url = urlparse(str(request.url))
         n = int(parse_qs(url.query).get("n", ["20"])[0])
         probe = self.env.PROBE.getByName("probe")
-        times = []
+        times: list[float] = []
         if url.path == "/health":
             return Response("ok")
         if url.path == "/d1":
@@ -70,7 +71,7 @@ class Default(WorkerEntrypoint):
             return Response(json.dumps(summary(json.loads(await probe.results()))))
         return Response(json.dumps(summary(times)))
 
-    async def queue(self, batch, env=None, ctx=None):
+    async def queue(self, batch: Any, env: Any = None, ctx: Any = None) -> None:
         arrived = now_ms()
         probe = self.env.PROBE.getByName("probe")
         for message in batch.messages:

@@ -2,30 +2,31 @@
 alarm fired (no D1, no queue), on the same Pyodide as the service. Routes as timer.js."""
 
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from workers import DurableObject, Response, WorkerEntrypoint
+from workers import DurableObject, Request, Response, WorkerEntrypoint
 
 
-def now_ms():
+def now_ms() -> int:
     return int(time.time() * 1000)
 
 
 class Timer(DurableObject):
-    async def arm(self, due):
+    async def arm(self, due: int) -> None:
         await self.ctx.storage.put("due", due)
         await self.ctx.storage.setAlarm(due)
 
-    async def alarm(self, info=None):
+    async def alarm(self, info: Any = None) -> None:
         due = await self.ctx.storage.get("due")
         await self.ctx.storage.put("late", now_ms() - due)
 
-    async def late(self):
+    async def late(self) -> Any:
         return await self.ctx.storage.get("late")
 
 
 class Default(WorkerEntrypoint):
-    async def fetch(self, request):
+    async def fetch(self, request: Request) -> Response:
         import asyncio
         import json
 

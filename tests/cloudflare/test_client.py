@@ -4,18 +4,15 @@ entrypoint, and typed results and the jobs API's exceptions back, in both bindin
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-import structlog
 
 from kumofire_jobs import (
     ConflictError,
@@ -34,35 +31,17 @@ from kumofire_jobs.cloudflare.client import JobsClient, JobsServiceError, error_
 from kumofire_jobs.cloudflare.ffi import to_js
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.models import JobSchedule
-
-from .fake_sdk import STYLES, JsError
-from .service_binding import FakeServiceBinding, python_error_text
-from .test_entry import STUBS, Stack
+from tests.support.fake_sdk import JsError
+from tests.support.service_binding import FakeServiceBinding, python_error_text
+from tests.support.worker_entry import Stack, WorkerEntry
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = datetime(2027, 1, 1, tzinfo=UTC)  # ManualClock's start
 
 
 @pytest.fixture
-def entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.syspath_prepend(str(STUBS))
-    names = ("entry", "workers", "workers.asgi")
-    for name in names:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    yield importlib.import_module("entry")
-    for name in names:
-        sys.modules.pop(name, None)
-    structlog.reset_defaults()  # importing the entry configured the Worker's logging
-
-
-@pytest.fixture(params=STYLES)
-def style(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
 async def stack(
-    entry: ModuleType, clock: ManualClock, data_dir: Path, style: str
+    entry: WorkerEntry, clock: ManualClock, data_dir: Path, style: str
 ) -> AsyncIterator[Stack]:
     made = Stack(entry, clock, data_dir, style)
     await made.start()

@@ -12,15 +12,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from kumofire_jobs.core.clock import ManualClock
-
-from .fake_sdk import STYLES, FakeEnv
-from .service_binding import FakeServiceBinding
-from .test_entry import STUBS, Stack
+from tests.support.fake_sdk import FakeEnv
+from tests.support.service_binding import FakeServiceBinding
+from tests.support.worker_entry import STUBS, Stack, WorkerEntry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "consumer-worker"
 
@@ -53,7 +52,7 @@ class Request:
 
 
 @pytest.fixture
-def modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, ModuleType]]:
+def modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WorkerEntry, ModuleType]]:
     """The service's `src/entry.py` and the example's `src/entry.py` (as `consumer_entry`),
     both imported with the stand-in `workers` package."""
     monkeypatch.syspath_prepend(str(STUBS))
@@ -67,19 +66,14 @@ def modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Modul
     consumer = importlib.util.module_from_spec(spec)
     sys.modules["consumer_entry"] = consumer
     spec.loader.exec_module(consumer)
-    yield service, consumer
+    yield cast(WorkerEntry, service), consumer
     for name in names:
         sys.modules.pop(name, None)
 
 
-@pytest.fixture(params=STYLES)
-def style(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 async def stack(
-    modules: tuple[ModuleType, ModuleType], clock: ManualClock, data_dir: Path, style: str
+    modules: tuple[WorkerEntry, ModuleType], clock: ManualClock, data_dir: Path, style: str
 ) -> AsyncIterator[Stack]:
     made = Stack(modules[0], clock, data_dir, style)
     await made.start()
@@ -88,7 +82,7 @@ async def stack(
 
 
 @pytest.fixture
-def consumer(modules: tuple[ModuleType, ModuleType], stack: Stack) -> Any:
+def consumer(modules: tuple[WorkerEntry, ModuleType], stack: Stack) -> Any:
     """The example Worker, its `JOBS` binding a service binding to the stack's `JobsService`."""
     env = FakeEnv(JOBS=FakeServiceBinding(stack.service(), stack.style))
     return modules[1].Default(SimpleNamespace(), env)

@@ -16,12 +16,10 @@ from kumofire_jobs.cloudflare import (
     D1RetryPolicy,
     is_transient_d1_error,
 )
+from kumofire_jobs.cloudflare.d1 import CloudflareD1Meta
 from kumofire_jobs.local.d1 import LocalD1Database
-
-from .fake_sdk import STYLES, FakeD1Database, JsError
-
-pytest.register_assert_rewrite("tests.contracts.d1_contract")
-from tests.contracts.d1_contract import D1Contract, ReopenD1, make_people  # noqa: E402
+from tests.contracts.d1_contract import D1Contract, ReopenD1, make_people
+from tests.support.fake_sdk import STYLES, FakeD1Database, JsError
 
 
 class Sleeps:
@@ -58,11 +56,11 @@ def sleeps() -> Sleeps:
 
 
 def adapt(
-    local: LocalD1Database, style: str, sleeps: Sleeps, **options: object
+    local: LocalD1Database, style: str, sleeps: Sleeps, retry: D1RetryPolicy | None = None
 ) -> CloudflareD1Database:
     return CloudflareD1Database(
-        FakeD1Database(local, style), sleep=sleeps, random=lambda: 1.0, **options
-    )  # type: ignore[arg-type]
+        FakeD1Database(local, style), sleep=sleeps, random=lambda: 1.0, retry=retry
+    )
 
 
 @pytest.fixture
@@ -115,11 +113,13 @@ async def test_results_are_plain_python(d1: CloudflareD1Database) -> None:
     assert type(result.results[0]) is dict
     assert result.results == [{"id": 1, "name": "ada", "age": None}]
     assert result["results"] is result.results
-    assert result.meta["changes"] == 1
-    assert result.meta.served_by_region == "LOCAL"  # fields the adapter does not name pass too
+    meta = result.meta
+    assert isinstance(meta, CloudflareD1Meta)
+    assert meta["changes"] == 1
+    assert meta.served_by_region == "LOCAL"  # fields the adapter does not name pass too
     with pytest.raises(AttributeError):
-        _ = result.meta.no_such_field
-    assert copy.deepcopy(result.meta).to_dict() == result.meta.to_dict()  # type: ignore[attr-defined]
+        _ = meta.no_such_field
+    assert copy.deepcopy(meta).to_dict() == meta.to_dict()
 
 
 async def test_none_binds_as_null_not_undefined(d1: CloudflareD1Database) -> None:

@@ -17,18 +17,20 @@ from kumofire_jobs.cloudflare import (
 )
 from kumofire_jobs.core.clock import ManualClock, now_ms
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
-from tests.contracts.test_durable_objects_local import LocalDurableObjectEnv
-
-from .fake_sdk import STYLES, FakeDurableObjectNamespace, FakeDurableObjectStorage, JsError
-
-pytest.register_assert_rewrite("tests.contracts.durable_object_contract")
-from tests.contracts.durable_object_contract import DurableObjectContract  # noqa: E402
+from tests.contracts.durable_object_contract import DurableObjectContract
+from tests.support.contract_envs import LocalDurableObjectEnv
+from tests.support.fake_sdk import (
+    STYLES,
+    FakeDurableObjectNamespace,
+    FakeDurableObjectStorage,
+    JsError,
+)
 
 
 class CloudflareDurableObjectEnv(LocalDurableObjectEnv):
     # Refused by the adapter before anything is sent: keyword arguments, values that are not
     # plain data.
-    rejected = (TypeError,)
+    rejected: tuple[type[BaseException], ...] = (TypeError,)
 
     def __init__(self, clock: ManualClock, path: Path, style: str) -> None:
         super().__init__(clock, path)

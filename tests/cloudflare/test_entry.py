@@ -1,22 +1,20 @@
 """`src/entry.py` on the local bindings, through the SDK-shaped layer and the adapter: the
 Worker's queue consumer, cron, HTTP API and `JobsService`, and the coordinator Durable Object,
 all as workerd would call them. The SDK itself needs Pyodide, so a stand-in `workers` package
-(tests/cloudflare/stubs) provides the two base classes and the ASGI bridge."""
+(tests/support/sdk_stub) provides the two base classes and the ASGI bridge."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import json
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 import pytest
-import structlog
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.cloudflare import (
@@ -26,107 +24,14 @@ from kumofire_jobs.cloudflare import (
 )
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.log import get_logger
-from kumofire_jobs.core.migrations import apply_migrations
 from kumofire_jobs.core.models import DispatchResult
-from kumofire_jobs.local.d1 import LocalD1Database
-from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
-from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
-
-from .fake_sdk import (
-    STYLES,
-    FakeD1Database,
-    FakeDurableObjectNamespace,
-    FakeDurableObjectState,
-    FakeEnv,
-    FakeMessageBatch,
-    FakeQueue,
-    answered_error,
-)
-
-STUBS = Path(__file__).parent / "stubs"
-QUEUE = "kumofire-jobs"
-
-
-@pytest.fixture
-def entry(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """`src/entry.py`, imported with the stand-in `workers` package."""
-    monkeypatch.syspath_prepend(str(STUBS))
-    names = ("entry", "workers", "workers.asgi")
-    for name in names:
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    yield importlib.import_module("entry")
-    for name in names:
-        sys.modules.pop(name, None)
-    structlog.reset_defaults()  # importing the entry configured the Worker's logging
-
-
-@pytest.fixture(params=STYLES)
-def style(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.payloads: list[Any] = []
-
-    async def __call__(self, ctx: JobContext) -> None:
-        self.payloads.append(ctx.job.payload)
-
-
-class Stack:
-    """The Worker of src/entry.py on local bindings: its `env` is SDK-shaped, its queue
-    consumer calls `Default.queue`, its coordinator objects are `entry.JobCoordinator`."""
-
-    def __init__(
-        self, entry: ModuleType, clock: ManualClock, data_dir: Path, style: str, **vars: str
-    ) -> None:
-        self.entry = entry
-        self.style = style
-        self.recorder = Recorder()
-        runtime = create_runtime({"job": self.recorder}, clock=clock)
-        self.app = WorkerApp(runtime)
-        entry.app = self.app  # the module's app, with this test's handlers and clock
-        self.d1 = LocalD1Database(data_dir / "d1.sqlite")
-        self.broker = LocalQueueBroker(data_dir / "queues.sqlite", clock)
-        self.namespace = LocalDurableObjectNamespace(
-            self.coordinator, path=data_dir / "do", clock=clock, class_name="JobCoordinator"
-        )
-        self.env = FakeEnv(
-            JOBS_DB=FakeD1Database(self.d1, style),
-            JOBS_QUEUE=FakeQueue(self.broker.producer(QUEUE), style),
-            JOB_COORDINATOR=FakeDurableObjectNamespace(self.namespace, style),
-            **vars,
-        )
-        self.broker.add_consumer(
-            QUEUE, self.consume, ConsumerSettings(max_batch_size=100, max_batch_timeout=0)
-        )
-
-    def coordinator(self, ctx: Any, env: Any) -> Any:
-        return self.entry.JobCoordinator(FakeDurableObjectState(ctx, self.style), self.env)
-
-    async def consume(self, batch: Any) -> None:
-        worker = self.entry.Default(SimpleNamespace(), self.env)
-        await worker.queue(FakeMessageBatch(batch, self.style))
-
-    def service(self) -> Any:
-        return self.entry.JobsService(SimpleNamespace(), self.env)
-
-    async def start(self) -> None:
-        # Migrations through the adapter too (batches of DDL).
-        await apply_migrations(CloudflareD1Database(FakeD1Database(self.d1, self.style)))
-        await self.namespace.start()
-        await self.broker.start()
-
-    async def stop(self) -> None:
-        await self.broker.stop(cancel_in_flight=True)
-        self.broker.close()
-        await self.namespace.close()
-        self.d1.close()
+from tests.support.fake_sdk import FakeEnv, FakeMessageBatch, answered_error
+from tests.support.worker_entry import QUEUE, Stack, WorkerEntry
 
 
 @pytest.fixture
 async def stack(
-    entry: ModuleType, clock: ManualClock, data_dir: Path, style: str
+    entry: WorkerEntry, clock: ManualClock, data_dir: Path, style: str
 ) -> AsyncIterator[Stack]:
     made = Stack(entry, clock, data_dir, style)
     await made.start()
@@ -193,7 +98,7 @@ RPC_METHODS = {
 }  # fmt: skip
 
 
-def test_jobs_service_has_exactly_the_rpc_methods(entry: ModuleType) -> None:
+def test_jobs_service_has_exactly_the_rpc_methods(entry: WorkerEntry) -> None:
     public = {name for name in vars(entry.JobsService) if not name.startswith("_")}
     assert public == RPC_METHODS
     for name in RPC_METHODS:
@@ -354,7 +259,7 @@ def test_env_var_reads_text_bindings_then_the_process_environment(
     assert env_var(FakeEnv(KUMOFIRE_API_TOKEN="binding"), "KUMOFIRE_API_TOKEN") == "binding"
 
 
-def test_the_module_registers_its_handlers_and_classes(entry: ModuleType) -> None:
+def test_the_module_registers_its_handlers_and_classes(entry: WorkerEntry) -> None:
     assert set(entry.handlers) == set(entry.runtime.handlers)
     assert entry.app.runtime is entry.runtime
     methods = {"create", "create_many", "get", "list", "counts", "cancel", "retry"}
@@ -363,7 +268,7 @@ def test_the_module_registers_its_handlers_and_classes(entry: ModuleType) -> Non
         assert callable(getattr(entry.JobCoordinator, name))
 
 
-async def test_the_example_handler_runs(entry: ModuleType) -> None:
+async def test_the_example_handler_runs(entry: WorkerEntry) -> None:
     logged: list[Any] = []
     job = SimpleNamespace(id="run_1", attempt=1, payload={"hello": "world"})
     ctx = SimpleNamespace(job=job, log=SimpleNamespace(info=lambda *a, **k: logged.append((a, k))))
@@ -377,7 +282,7 @@ MAX_LOG_LINE = 4096
 
 
 def test_the_worker_logs_one_json_object_per_line(
-    entry: ModuleType, capsys: pytest.CaptureFixture[str]
+    entry: WorkerEntry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Importing the entry configured the Worker's logging: JSON lines on standard output
     # (console.log on Workers), no console renderer and its colour codes.
@@ -399,7 +304,7 @@ def test_the_worker_logs_one_json_object_per_line(
 
 
 async def test_a_large_payload_and_a_long_error_log_no_long_line(
-    entry: ModuleType,
+    entry: WorkerEntry,
     clock: ManualClock,
     data_dir: Path,
     style: str,

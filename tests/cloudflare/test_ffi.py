@@ -13,8 +13,7 @@ import pytest
 from kumofire_jobs.cloudflare import ffi
 from kumofire_jobs.cloudflare.errors import CloudflareError, QueueError, raise_platform
 from kumofire_jobs.cloudflare.ffi import JS_NULL, HostJsArray, HostJsObject, to_js, to_py
-
-from .fake_sdk import JsBuffer, JsDate, JsDict, JsError, JsProxy
+from tests.support.fake_sdk import JsBuffer, JsDate, JsDict, JsError, JsProxy
 
 
 class Color(StrEnum):

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STUBS = Path(__file__).parent / "stubs"
+STUBS = Path(__file__).parents[1] / "support" / "sdk_stub"
 
 SCRIPT = textwrap.dedent(
     """

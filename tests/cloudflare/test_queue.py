@@ -14,19 +14,16 @@ from kumofire_jobs.cloudflare import CloudflareQueue, QueueError, adapt_batch
 from kumofire_jobs.cloudflare.queue import epoch_ms
 from kumofire_jobs.core.bindings import MessageBatch, Queue
 from kumofire_jobs.core.clock import ManualClock
-from tests.contracts.test_queue_local import LocalQueueEnv
-
-from .fake_sdk import STYLES, FakeMessageBatch, FakeQueue, JsDate
-
-pytest.register_assert_rewrite("tests.contracts.queue_contract")
-from tests.contracts.queue_contract import QueueContract, Recorder  # noqa: E402
+from tests.contracts.queue_contract import QueueContract, Recorder
+from tests.support.contract_envs import LocalQueueEnv
+from tests.support.fake_sdk import STYLES, FakeMessageBatch, FakeQueue, JsDate
 
 Handler = Callable[[MessageBatch], Awaitable[None]]
 
 
 class CloudflareQueueEnv(LocalQueueEnv):
     # Options and bodies the adapter refuses (TypeError), or the platform does (QueueError).
-    rejected = (TypeError, QueueError)
+    rejected: tuple[type[BaseException], ...] = (TypeError, QueueError)
 
     def __init__(self, path: Path, clock: ManualClock, style: str) -> None:
         super().__init__(path, clock)

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,12 +18,9 @@ import pytest
 from kumofire_jobs import NonRetryableError, RemoteHandlersError
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.services import JsDict
-
-from .fake_sdk import JsProxy, answered_error
-from .service_binding import FakeServiceBinding
-from .test_entry import Stack
-from .test_entry import entry as entry
-from .test_entry import style as style
+from tests.support.fake_sdk import JsProxy, answered_error
+from tests.support.service_binding import FakeServiceBinding
+from tests.support.worker_entry import Stack, WorkerEntry
 
 ROUTES = {"notify": {"binding": "HANDLERS", "method": "run_job"}}
 FORMS = {"json": json.dumps(ROUTES), "table": JsProxy(ROUTES)}
@@ -56,7 +53,7 @@ def target() -> Handlers:
 
 @pytest.fixture
 async def stack(
-    entry: ModuleType, clock: ManualClock, data_dir: Path, style: str, form: str, target: Handlers
+    entry: WorkerEntry, clock: ManualClock, data_dir: Path, style: str, form: str, target: Handlers
 ) -> AsyncIterator[Stack]:
     routes: Any = FORMS[form]
     handlers = FakeServiceBinding(target, style)

@@ -15,8 +15,7 @@ from kumofire_jobs.cloudflare.ffi import HostJsError
 from kumofire_jobs.cloudflare.service import split_error
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.web import create_app
-
-from ..conftest import EnvFactory
+from tests.support.envs import EnvFactory
 
 
 async def ok(ctx: JobContext) -> None:
@@ -160,7 +159,7 @@ async def test_the_entrypoint_answers_errors_as_javascript_errors(jobs: Jobs) ->
     missing = await service.answer(service.get(jobs, "run_missing"))
     assert isinstance(missing, HostJsError)
     assert (missing.name, missing.message) == ("Error", "not_found: run not found")
-    assert missing.js_properties == {"code": "not_found"} and missing.code == "not_found"
+    assert missing.js_properties == {"code": "not_found"} and vars(missing)["code"] == "not_found"
     unknown = await service.answer(service.create(jobs, {"name": "nope"}))
     assert isinstance(unknown, HostJsError) and unknown.message.startswith("unknown_job: ")
 

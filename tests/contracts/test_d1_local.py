@@ -18,9 +18,7 @@ from kumofire_jobs.local.d1 import (
     LocalD1Meta,
 )
 
-# The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite(f"{__package__}.d1_contract")
-from .d1_contract import D1Contract, ReopenD1, count, make_people  # noqa: E402
+from .d1_contract import D1Contract, ReopenD1, count, make_people
 
 
 @pytest.fixture

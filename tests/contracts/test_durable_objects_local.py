@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,62 +22,14 @@ from kumofire_jobs.local.durable_objects import (
     DurableObjectError,
     LocalDurableObjectNamespace,
 )
+from tests.support.contract_envs import LocalDurableObjectEnv
 
-# The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite(f"{__package__}.durable_object_contract")
-from .durable_object_contract import (  # noqa: E402
+from .durable_object_contract import (
     ContractObject,
     DurableObjectContract,
     Probe,
     now_ms,
 )
-
-
-class LocalDurableObjectEnv:
-    rejected = (TypeError, ValueError)
-
-    def __init__(self, clock: ManualClock, path: Path, **options: Any) -> None:
-        self.clock = clock
-        self.path = path
-        self.options = options
-        self.probe = Probe(now=clock.now)
-        self._namespace: LocalDurableObjectNamespace | None = None
-
-    def now(self) -> float:
-        return self.clock.now()
-
-    async def advance(self, seconds: float) -> None:
-        await self.clock.advance(seconds)
-
-    async def advance_to(self, when: float) -> None:
-        await self.clock.advance_to(when)
-
-    def namespace(self) -> LocalDurableObjectNamespace:
-        assert self._namespace is not None
-        return self._namespace
-
-    async def open(self, *, start: bool = True) -> LocalDurableObjectNamespace:
-        self._namespace = LocalDurableObjectNamespace(
-            ContractObject,
-            path=self.path,
-            clock=self.clock,
-            env=SimpleNamespace(PROBE=self.probe),
-            **self.options,
-        )
-        if start:
-            await self._namespace.start()
-        return self._namespace
-
-    async def evict(self, name: str) -> None:
-        self.namespace().evict(name)
-
-    async def restart(self) -> None:
-        await self.close()
-        await self.open()
-
-    async def close(self) -> None:
-        if self._namespace is not None:
-            await self._namespace.close()
 
 
 @pytest.fixture
@@ -391,8 +344,21 @@ def _committed_value(path: Path, object_id: str, key: str) -> Any:
     return None if row is None else msgspec.msgpack.decode(row[0])
 
 
+@dataclass
+class LocalProbe(Probe):
+    """The probe, with what the objects below reach besides it: the namespace's directory, and
+    the namespace itself (`Coalescing`) or the local D1 and a queue producer (`Outgoing`)."""
+
+    path: Path = field(kw_only=True)
+    namespace: Any = None
+    d1: Any = None
+    queue: Any = None
+
+
 class Coalescing(ContractObject):
     """Reports what is committed on disk while its own call is still running."""
+
+    probe: LocalProbe
 
     async def write_then_read(self, key: str, value: Any) -> dict[str, Any]:
         await self.ctx.storage.put(key, value)
@@ -416,13 +382,14 @@ class Coalescing(ContractObject):
         await self.probe.gate("never")
 
 
-async def _coalescing(clock: ManualClock, path: Path) -> tuple[LocalDurableObjectNamespace, Probe]:
-    probe = Probe(now=clock.now)
+async def _coalescing(
+    clock: ManualClock, path: Path
+) -> tuple[LocalDurableObjectNamespace, LocalProbe]:
+    probe = LocalProbe(now=clock.now, path=path)
     ns = LocalDurableObjectNamespace(
         Coalescing, path=path, clock=clock, env=SimpleNamespace(PROBE=probe)
     )
-    probe.path = path  # type: ignore[attr-defined]
-    probe.namespace = ns  # type: ignore[attr-defined]
+    probe.namespace = ns
     await ns.start()
     return ns, probe
 
@@ -564,6 +531,8 @@ async def test_reads_of_a_new_object_need_no_query(do_env: LocalDurableObjectEnv
 class Outgoing(ContractObject):
     """Writes, then performs I/O through the other local bindings."""
 
+    probe: LocalProbe
+
     async def write_then_query(self, key: str) -> Any:
         await self.ctx.storage.put(key, "written")
         # `committed(object_id, key)` is evaluated when D1 runs the statement.
@@ -584,10 +553,10 @@ async def test_writes_are_durable_before_a_d1_statement_or_a_queue_send_runs(
     from kumofire_jobs.local.d1 import LocalD1Database
     from kumofire_jobs.local.queue import LocalQueueBroker
 
-    probe = Probe(now=clock.now)
     d1 = LocalD1Database(data_dir / "d1.sqlite")
     broker = LocalQueueBroker(data_dir / "queues.sqlite", clock)
     do_path = data_dir / "do"
+    probe = LocalProbe(now=clock.now, path=do_path)
     d1._conn.create_function(
         "committed", 2, lambda object_id, key: _committed_value(do_path, object_id, key)
     )
@@ -599,8 +568,8 @@ async def test_writes_are_durable_before_a_d1_statement_or_a_queue_send_runs(
         enqueue(queue, rows)
 
     broker._enqueue = recording  # type: ignore[method-assign]
-    probe.d1 = d1  # type: ignore[attr-defined]
-    probe.queue = broker.producer("q")  # type: ignore[attr-defined]
+    probe.d1 = d1
+    probe.queue = broker.producer("q")
     ns = LocalDurableObjectNamespace(
         Outgoing, path=do_path, clock=clock, env=SimpleNamespace(PROBE=probe)
     )

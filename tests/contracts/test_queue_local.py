@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kumofire_jobs.core.bindings import MessageBatch, Queue
+from kumofire_jobs.core.bindings import MessageBatch
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.queue import (
     LOCAL_DEFAULT_MAX_CONCURRENCY,
@@ -17,56 +17,9 @@ from kumofire_jobs.local.queue import (
     LocalQueueBroker,
     wrangler_consumers,
 )
+from tests.support.contract_envs import LocalQueueEnv
 
-# The suite lives in a non-test module: have pytest rewrite its asserts too.
-pytest.register_assert_rewrite("tests.contracts.queue_contract")
-from .queue_contract import QueueContract, Recorder  # noqa: E402
-
-Handler = Callable[[MessageBatch], Awaitable[None]]
-
-
-class LocalQueueEnv:
-    rejected: tuple[type[BaseException], ...] = (TypeError, ValueError)
-
-    def __init__(self, path: Path, clock: ManualClock) -> None:
-        self.path = path
-        self.clock = clock
-        self.broker = LocalQueueBroker(path, clock)
-        self._consumers: list[tuple[str, Handler, ConsumerSettings]] = []
-        self._started = False
-
-    def now(self) -> float:
-        return self.clock.now()
-
-    async def advance(self, seconds: float) -> None:
-        await self.clock.advance(seconds)
-
-    def producer(self, queue: str) -> Queue:
-        return self.broker.producer(queue)
-
-    def consume(self, queue: str, handler: Handler, **settings: Any) -> None:
-        parsed = ConsumerSettings.from_wrangler({"queue": queue, **settings})
-        self._consumers.append((queue, handler, parsed))
-        self.broker.add_consumer(queue, handler, parsed)
-
-    async def start(self) -> None:
-        self._started = True
-        await self.broker.start()
-
-    async def depth(self, queue: str) -> int:
-        return await self.broker.depth(queue)
-
-    async def restart(self) -> None:
-        self.broker.close()  # abrupt, as a dying process: nothing in flight is settled
-        self.broker = LocalQueueBroker(self.path, self.clock)
-        for queue, handler, settings in self._consumers:
-            self.broker.add_consumer(queue, handler, settings)
-        if self._started:
-            await self.broker.start()
-
-    async def shutdown(self) -> None:
-        await self.broker.stop(cancel_in_flight=True)
-        self.broker.close()
+from .queue_contract import QueueContract, Recorder
 
 
 @pytest.fixture

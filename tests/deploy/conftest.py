@@ -1,32 +1,18 @@
-"""Shared helpers for the deploy-side tools' tests: the repository, its wrangler, a project
-directory to break one piece at a time, and wrangler's state kept out of the home directory."""
+"""Fixtures for the deploy-side tools' tests: a project directory to break one piece at a
+time, and wrangler's state kept out of the home directory (the repository's paths and its
+wrangler: tests/support/deploy.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-WRANGLER = REPO / "node_modules" / ".bin" / "wrangler"
-
-needs_wrangler = pytest.mark.skipif(
-    not WRANGLER.exists(),
-    reason="wrangler is not installed: run `npm install` at the repository root",
-)
-
-
-def repo_config() -> dict[str, Any]:
-    with (REPO / "wrangler.toml").open("rb") as file:
-        return tomllib.load(file)
-
-
-ProjectFactory = Callable[..., Path]
+from tests.support.deploy import REPO, ProjectFactory, repo_config
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from kumofire_jobs.cli import main
 from kumofire_jobs.deploy.check import CheckOptions, copy_project, read_upload, run_check
 from kumofire_jobs.deploy.config import load_config
 from kumofire_jobs.deploy.wrangler import Wrangler
-
-from .conftest import ProjectFactory
+from tests.support.deploy import ProjectFactory
 
 
 def test_the_copy_holds_the_config_and_the_module_root_only(

@@ -17,8 +17,7 @@ from kumofire_jobs.deploy.config import (
     validate_config,
 )
 from kumofire_jobs.deploy.wrangler import DeployError
-
-from .conftest import REPO, ProjectFactory
+from tests.support.deploy import REPO, ProjectFactory
 
 
 def problems_of(path: Path) -> list[Problem]:

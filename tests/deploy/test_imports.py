@@ -16,8 +16,7 @@ from kumofire_jobs.deploy.imports import (
     collect_imports,
     stdlib_modules,
 )
-
-from .conftest import REPO
+from tests.support.deploy import REPO
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:

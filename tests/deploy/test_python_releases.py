@@ -20,8 +20,7 @@ from kumofire_jobs.deploy.config import (
     PYTHON_RELEASES,
     python_release,
 )
-
-from .conftest import REPO
+from tests.support.deploy import REPO
 
 BASE = frozenset({"python_workers"})
 

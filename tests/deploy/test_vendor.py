@@ -17,8 +17,7 @@ from kumofire_jobs.deploy.vendor import (
     vendor,
     verify_vendored,
 )
-
-from .conftest import REPO
+from tests.support.deploy import REPO
 
 
 def name(line: str) -> str:

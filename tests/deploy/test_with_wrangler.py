@@ -12,8 +12,7 @@ import pytest
 
 from kumofire_jobs.cli import main
 from kumofire_jobs.core.migrations import SCHEMA_VERSION
-
-from .conftest import REPO, WRANGLER, needs_wrangler
+from tests.support.deploy import REPO, WRANGLER, needs_wrangler
 
 SHIPPED = sorted(p.name for p in (REPO / "migrations").glob("*.sql"))
 

@@ -21,8 +21,7 @@ from kumofire_jobs.deploy.wrangler import (
     find_wrangler,
     wrangler_env,
 )
-
-from .conftest import REPO
+from tests.support.deploy import REPO
 
 
 def executable(path: Path, body: str) -> Path:

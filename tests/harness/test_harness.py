@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from bench import compare, cost, plots, report
-from bench.instrument import Counts
+from bench.instrument import Counts, D1Statement
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,9 +113,11 @@ async def test_reference_model_counts() -> None:
         local = ref["trace"][offset : offset + len(statements)]
         assert per_run["d1_rows_written"] == sum(s.rows_written or 0 for s in local) / runs
         assert per_run["do_requests"] == 0
-    one_shot = cost.reference_per_run(*ref["scenarios"]["one-shot"], ref["trace"], None, runs)
+    steps, offset = ref["scenarios"]["one-shot"]
+    one_shot = cost.reference_per_run(steps, offset, ref["trace"], None, runs)
     assert one_shot["queue_ops"] == 3  # write, read, delete
-    retried = cost.reference_per_run(*ref["scenarios"]["retried twice"], ref["trace"], None, runs)
+    steps, offset = ref["scenarios"]["retried twice"]
+    retried = cost.reference_per_run(steps, offset, ref["trace"], None, runs)
     assert retried["queue_ops"] == 9  # a message per attempt
 
 
@@ -129,16 +131,14 @@ def test_calibration_replays_a_trace_on_miniflares_d1() -> None:
 
     schema = (cost.REPO / "migrations" / "0001_job_runs.sql").read_text()
     trace: list[Any] = [
-        cost.D1Statement(sql, [], 1, 0, 0) for sql in split_sql(schema)
+        D1Statement(sql, [], 1, 0, 0) for sql in split_sql(schema)
     ]  # one batch, as a migration is applied
     insert = (
         "INSERT INTO kumofire_job_runs (id, name, status, max_attempts, scheduled_for, "
         "created_at, updated_at) VALUES (?, 'noop', 'scheduled', 3, 0, 0, 0)"
     )
-    trace += [cost.D1Statement(insert, ["run_1"], None, 0, 0)]
-    trace += [
-        cost.D1Statement("SELECT id FROM kumofire_job_runs WHERE id = ?", ["run_1"], None, 0, 0)
-    ]
+    trace += [D1Statement(insert, ["run_1"], None, 0, 0)]
+    trace += [D1Statement("SELECT id FROM kumofire_job_runs WHERE id = ?", ["run_1"], None, 0, 0)]
     metas = cost.calibrate(trace)
     assert len(metas) == len(trace)
     assert metas[-2]["rows_written"] >= 1 and metas[-2]["changes"] == 1

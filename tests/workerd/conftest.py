@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.lateness import LATENESS
+
 from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack
 
-LATENESS: list[dict[str, Any]] = []
 RESULTS: dict[str, Path] = {}
 
 
@@ -39,10 +40,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         stack.stop_all()
         RESULTS["file"].write_text(json.dumps(LATENESS, indent=2))
-
-
-def record(scenario: str, lateness_ms: float) -> None:
-    LATENESS.append({"scenario": scenario, "lateness_ms": round(lateness_ms, 1)})
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

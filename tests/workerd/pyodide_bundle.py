@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[2]
 PYODIDE_VERSION = "0.28.2"
@@ -219,11 +220,11 @@ def build_bundle() -> Path:
     return directory
 
 
-def _run(command: list[str], cwd: Path, stdout: object = None) -> None:
+def _run(command: list[str], cwd: Path, stdout: IO[bytes] | None = None) -> None:
     done = subprocess.run(
         command,
         cwd=cwd,
-        stdout=stdout if stdout is not None else subprocess.PIPE,  # type: ignore[arg-type]
+        stdout=stdout if stdout is not None else subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         check=False,

@@ -44,14 +44,17 @@ class Color(enum.Enum):
     RED = "red"
 
 
-def kinds(lib: Any) -> dict[str, type]:
-    """The same Struct shapes as the Worker path declares them, on either library."""
+def kinds(lib: Any) -> dict[str, type[Any]]:
+    """The same Struct shapes as the Worker path declares them, on either library.
 
-    class Message(lib.Struct, kw_only=True):
+    The base class is chosen at run time (either library's `Struct`), which a class statement
+    cannot declare to mypy: hence the `type: ignore[misc, call-arg]` on each."""
+
+    class Message(lib.Struct, kw_only=True):  # type: ignore[misc, call-arg]
         version: int
         kumofireJobRunId: str
 
-    class Policy(lib.Struct, frozen=True, kw_only=True):
+    class Policy(lib.Struct, frozen=True, kw_only=True):  # type: ignore[misc, call-arg]
         max_attempts: int = 3
         base_delay: float = 1.0
 
@@ -59,16 +62,16 @@ def kinds(lib: Any) -> dict[str, type]:
             if self.max_attempts < 1:
                 raise ValueError("max_attempts must be at least 1")
 
-    class Request(lib.Struct, kw_only=True, forbid_unknown_fields=True):
+    class Request(lib.Struct, kw_only=True, forbid_unknown_fields=True):  # type: ignore[misc, call-arg]
         name: str
         payload: Any = None
         delay: float | None = None
 
-    class Page(lib.Struct, Generic[T], kw_only=True):
+    class Page(lib.Struct, Generic[T], kw_only=True):  # type: ignore[misc, call-arg]
         items: list[T]
         next_cursor: str | None
 
-    class Migration(lib.Struct, frozen=True):
+    class Migration(lib.Struct, frozen=True):  # type: ignore[misc, call-arg]
         number: int
         name: str
 
@@ -172,7 +175,7 @@ def test_struct_behaviour(lib_kinds: dict[str, Any]) -> None:
     assert Policy(max_attempts=5) == Policy(max_attempts=5) != Policy()
     assert hash(Policy()) == hash(Policy())
     with pytest.raises(AttributeError):
-        policy.max_attempts = 4  # type: ignore[misc]
+        policy.max_attempts = 4
     with pytest.raises(ValueError, match="at least 1"):
         Policy(max_attempts=0)
     with pytest.raises(TypeError):

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kumofire_jobs.core.ids import IdFactory
+from tests.support.lateness import record
 
-from .conftest import record
 from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request
 from .workers.suite_handlers import LEASE_SECONDS
 

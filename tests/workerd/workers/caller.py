@@ -4,15 +4,17 @@ target of remote handlers (the PyHandlers entrypoint)."""
 
 import json
 import sys
+from collections.abc import Awaitable
+from typing import Any
 
-from workers import Response, WorkerEntrypoint
+from workers import Request, Response, WorkerEntrypoint
 
 from kumofire_jobs import ConflictError, UnknownJobError, ValidationError
 from kumofire_jobs.client import JobsClient, JobsServiceError
 
 
 class PyHandlers(WorkerEntrypoint):
-    async def run_job(self, run):
+    async def run_job(self, run: dict[str, Any]) -> dict[str, str]:
         payload = run["payload"] or {}
         if payload.get("non_retryable"):
             raise ValueError(f"non_retryable: {payload['non_retryable']}")
@@ -21,7 +23,7 @@ class PyHandlers(WorkerEntrypoint):
         return {"handled_by": "py", "id": run["id"]}
 
 
-async def _outcome(call):
+async def _outcome(call: Awaitable[object]) -> dict[str, object]:
     try:
         value = await call
     except (UnknownJobError, ValidationError, ConflictError, JobsServiceError) as error:
@@ -30,16 +32,17 @@ async def _outcome(call):
 
 
 class Default(WorkerEntrypoint):
-    async def fetch(self, request):
+    async def fetch(self, request: Request) -> Response:
         if str(request.url).endswith("/health"):
             return Response("ok")
         jobs = JobsClient(self.env.JOBS)
-        out = {"python": sys.version.split()[0]}
+        out: dict[str, object] = {"python": sys.version.split()[0]}
         created = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
         out["created"] = created.kumofire_job_run_id
         again = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
         out["deduplicated"] = [again.deduplicated, again.kumofire_job_run_id]
         run = await jobs.get(created.kumofire_job_run_id)
+        assert run is not None
         out["get"] = {
             "id": run.id,
             "name": run.name,

@@ -21,8 +21,8 @@ _WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", 
 
 def disk_full_error() -> sqlite3.OperationalError:
     error = sqlite3.OperationalError("database or disk is full")
-    error.sqlite_errorcode = 13  # type: ignore[attr-defined]
-    error.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+    error.sqlite_errorcode = 13
+    error.sqlite_errorname = "SQLITE_FULL"
     return error
 
 

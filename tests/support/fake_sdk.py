@@ -517,3 +517,10 @@ class FakeEnv:
 
     def __init__(self, **bindings: Any) -> None:
         self.__dict__.update(bindings)
+
+    # Which bindings an env has is the test's choice: to mypy, any attribute, of any type.
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)

@@ -1,0 +1,81 @@
+"""Faults injected at the binding edges: a queue that drops sends, a coordinator namespace
+whose calls fail, and `rewire` to put one in front of an environment's real binding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kumofire_jobs import Resources
+from kumofire_jobs.core.bindings import DurableObjectNamespace, Queue
+from kumofire_jobs.local.environment import LocalEnvironment
+
+
+def rewire(
+    env: LocalEnvironment,
+    *,
+    queue: Queue | None = None,
+    coordinator: DurableObjectNamespace | None = None,
+) -> None:
+    """Put a faulty binding in front of the real one, before any coordinator is built."""
+    env.resources = Resources(
+        db=env.JOBS_DB,
+        queue=queue or env.JOBS_QUEUE,
+        coordinator=coordinator or env.JOB_COORDINATOR,
+    )
+    env.jobs = env.runtime.bind(env.resources)
+
+
+class DroppingQueue:
+    """Loses the first `drops` sends (a message lost between producer and consumer)."""
+
+    def __init__(self, inner: Queue, drops: int) -> None:
+        self.inner = inner
+        self.drops = drops
+        self.sent = 0
+
+    async def send(self, body: Any, options: dict[str, Any] | None = None) -> None:
+        self.sent += 1
+        if self.drops > 0:
+            self.drops -= 1
+            return
+        await self.inner.send(body, options)
+
+    async def sendBatch(self, messages: Any, options: dict[str, Any] | None = None) -> None:
+        await self.inner.sendBatch(messages, options)
+
+
+class FailingNamespace:
+    """A coordinator namespace whose stubs fail the named methods while `failing` holds."""
+
+    def __init__(self, inner: DurableObjectNamespace, *methods: str, times: int = 10**9) -> None:
+        self.inner = inner
+        self.methods = set(methods)
+        self.times = times
+
+    def idFromName(self, name: str) -> Any:
+        return self.inner.idFromName(name)
+
+    def get(self, id: Any) -> Any:
+        return _FailingStub(self, self.inner.get(id))
+
+    def getByName(self, name: str) -> Any:
+        return _FailingStub(self, self.inner.getByName(name))
+
+
+class _FailingStub:
+    def __init__(self, namespace: FailingNamespace, inner: Any) -> None:
+        self._namespace = namespace
+        self._inner = inner
+        self.id = inner.id
+
+    def __getattr__(self, method: str) -> Any:
+        target = getattr(self._inner, method)
+        namespace = self._namespace
+
+        async def call(*args: Any) -> Any:
+            if method in namespace.methods and namespace.times > 0:
+                namespace.times -= 1
+                raise RuntimeError(f"injected failure of {method}")
+            return await target(*args)
+
+        return call
