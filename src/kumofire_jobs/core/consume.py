@@ -65,8 +65,8 @@ class _LeaseKeeper:
 
     async def renew(self) -> None:
         result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
-        if not result.get("ok"):
-            self.ended = "canceled" if result.get("reason") == "canceled" else "lost"
+        if not result["ok"]:
+            self.ended = "canceled" if result["reason"] == "canceled" else "lost"
         self.raise_if_ended()
 
     def raise_if_ended(self) -> None:
@@ -116,8 +116,8 @@ class Consumer:
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)
         grant = await self._coordinators.lease(run_id, self._lease_ms)
-        if not grant.get("granted"):
-            log.debug("run.ignored", run_id=run_id, reason=grant.get("reason"))
+        if not grant["granted"]:
+            log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
             return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
         token = int(grant["token"])
         run = await self._store.start(run_id, token, now_ms(self._clock))
