@@ -17,7 +17,7 @@ from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
-from .store import RunStore
+from .store import RunStore, UnfinishedRow
 
 log = get_logger()
 
@@ -79,7 +79,7 @@ async def reconcile_unfinished(
 
 
 async def _rearm_if_lost(
-    row: dict[str, object],
+    row: UnfinishedRow,
     coordinators: Coordinators,
     gate: asyncio.Semaphore,
     result: DispatchResult,

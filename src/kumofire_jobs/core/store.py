@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import msgspec
 
@@ -113,6 +113,43 @@ _PRUNE = (
 )
 
 
+class RunRow(TypedDict):
+    """A row of the runs table, as D1 returns it (times in epoch ms)."""
+
+    id: str
+    name: str
+    status: str  # a RunStatus value
+    payload: str | None  # JSON text
+    attempt: int
+    max_attempts: int
+    scheduled_for: int
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+    last_error: str | None
+    dedupe_key: str | None
+    schedule_id: str | None
+    lease_token: int | None
+
+
+class QueuedRow(TypedDict):
+    """What the `queued` write returns of the run it moved (a `RunRow` has all of it)."""
+
+    name: str
+    attempt: int
+    schedule_id: str | None
+    scheduled_for: int
+
+
+class UnfinishedRow(TypedDict):
+    """An unfinished run as reconciliation walks them."""
+
+    id: str
+    status: str  # a RunStatus value
+    scheduled_for: int
+
+
 def _decode_payload(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
@@ -121,7 +158,7 @@ def _ms_or_none(value: int | None) -> Any:
     return None if value is None else ms_to_datetime(value)
 
 
-def row_to_run(row: dict[str, Any]) -> JobRun:
+def row_to_run(row: RunRow) -> JobRun:
     return JobRun(
         id=row["id"],
         name=row["name"],
@@ -244,9 +281,9 @@ class RunStore:
 
     # --- read -------------------------------------------------------------------------------
 
-    async def get_row(self, run_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self.db.prepare(_SELECT_BY_ID).bind(run_id).first()
-        return row
+    async def get_row(self, run_id: str) -> RunRow | None:
+        row = await self.db.prepare(_SELECT_BY_ID).bind(run_id).first()
+        return None if row is None else cast(RunRow, row)
 
     async def get(self, run_id: str) -> JobRun | None:
         row = await self.get_row(run_id)
@@ -263,7 +300,8 @@ class RunStore:
     ) -> Page[JobRun]:
         filters = {"status": status and status.value, "name": name, "schedule_id": schedule_id}
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
-        return Page(items=[row_to_run(row) for row in rows], next_cursor=next_cursor)
+        items = [row_to_run(cast(RunRow, row)) for row in rows]
+        return Page(items=items, next_cursor=next_cursor)
 
     async def counts(self, *, name: str | None) -> dict[str, int]:
         sql, args = _COUNTS, []
@@ -278,11 +316,11 @@ class RunStore:
 
     # --- transitions ------------------------------------------------------------------------
 
-    async def mark_queued(self, run_id: str, now: int) -> dict[str, Any] | None:
+    async def mark_queued(self, run_id: str, now: int) -> QueuedRow | None:
         """scheduled -> queued once due: the run's name, attempt, schedule_id and
         scheduled_for, or None if nothing matched."""
-        row: dict[str, Any] | None = await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first()
-        return row
+        row = await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first()
+        return None if row is None else cast(QueuedRow, row)
 
     async def start(self, run_id: str, token: int, now: int) -> JobRun | None:
         """scheduled/queued/running -> running under `token`, if due and attempts are left."""
@@ -324,17 +362,18 @@ class RunStore:
 
     # --- reconciliation ---------------------------------------------------------------------
 
-    async def active_due_before(self, cutoff: int, limit: int) -> list[dict[str, Any]]:
+    async def active_due_before(self, cutoff: int, limit: int) -> list[UnfinishedRow]:
         """Unfinished runs due at or before `cutoff`, oldest first."""
-        return (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
+        rows = (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
+        return cast(list[UnfinishedRow], rows)
 
     async def unfinished_after(
         self, scheduled_for: int, run_id: str, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[UnfinishedRow]:
         """Unfinished runs after (scheduled_for, run_id) in that order, whatever their due
         time: a page of a walk over all of them."""
         stmt = self.db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
-        return (await stmt.all()).results
+        return cast(list[UnfinishedRow], (await stmt.all()).results)
 
     async def prune(self, finished_before: int, limit: int) -> int:
         bound = run_ids_before(finished_before)
