@@ -249,7 +249,7 @@ class Consumer:
         rearm_ms: int | None = None
         if status is RunStatus.SCHEDULED:
             rearm_ms = now + int(self._retry.delay(run.attempt) * 1000)
-            written = await self._store.reschedule(run.id, token, now, rearm_ms, error or "")
+            written = await self._store.reschedule(run.id, token, now, rearm_ms, error)
         else:
             written = await self._store.finish(run.id, token, status, now, error)
         if not written and not await self._landed(attempt, status):

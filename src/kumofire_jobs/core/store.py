@@ -335,7 +335,7 @@ class RunStore:
         return await stmt.first("id") is not None
 
     async def reschedule(
-        self, run_id: str, token: int, now: int, scheduled_for: int, error: str
+        self, run_id: str, token: int, now: int, scheduled_for: int, error: str | None
     ) -> bool:
         """running -> scheduled (a retry), only for the current lease holder."""
         stmt = self.db.prepare(_RESCHEDULE).bind(now, scheduled_for, error, run_id, token)
