@@ -1,6 +1,9 @@
 """The jobs API of a bound runtime: what `runtime.bind(resources)` returns.
 
-The HTTP API, the RPC entrypoint and the CLI call exactly these methods.
+The HTTP API, the RPC entrypoint and the CLI call exactly these methods. `Jobs` is a facade:
+it checks the schema once (`SchemaGate`) and hands each call to the service that does the
+work (`runs.RunService`, `schedules.ScheduleService`, `consume.Consumer`), which the runtime
+assembles with their collaborators.
 """
 
 from __future__ import annotations
