@@ -469,7 +469,7 @@ async def test_create_many_never_inserts_a_run_twice_when_a_dedupe_holder_is_pru
     env = await make_env({"job": handler})
     holder = await env.jobs.create("job", "holder", dedupe_key="order-1")
     await clock.advance(0)
-    store = env.jobs._store
+    store = env.jobs.runs._store
     insert_many = store.insert_many
 
     async def insert_then_prune(runs: Any) -> list[bool]:

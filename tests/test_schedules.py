@@ -301,3 +301,30 @@ async def test_list_schedules_filters_and_cursor(make_env: EnvFactory, clock: Ma
     assert seen == ids[::-1]
     assert [s.id for s in (await env.jobs.list_schedules(name="b")).items] == [ids[3], ids[1]]
     assert [s.id for s in (await env.jobs.list_schedules(enabled=False)).items] == [ids[4]]
+
+
+async def test_the_one_cancel_statement_keeps_both_guards(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # A schedule's change cancels its pending occurrence only while it waits (started=False);
+    # canceling by hand, or deleting the schedule, cancels a run whatever it is doing.
+    async def slow(ctx: JobContext) -> None:
+        await clock.sleep_until(clock.now() + 10)
+
+    env = await make_env({"slow": slow, "noop": noop})
+    running = (await env.jobs.create("slow")).kumofire_job_run_id
+    waiting = (await env.jobs.create("noop", delay=60)).kumofire_job_run_id
+    await clock.advance(1)
+    store = env.jobs.runs._store
+    now = int(clock.now() * 1000)
+
+    async def cancel(run_id: str, *, started: bool) -> bool:
+        row = await store.cancel_statement(run_id, now, started=started).first()
+        return row is not None
+
+    assert not await cancel(running, started=False)  # delivered: it runs to its end
+    assert await cancel(waiting, started=False)
+    assert await cancel(running, started=True)
+    assert not await cancel(running, started=True)  # finished: nothing to cancel
+    statuses = {r.id: r.status for r in (await env.jobs.list()).items}
+    assert statuses == {running: "canceled", waiting: "canceled"}

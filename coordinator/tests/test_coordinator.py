@@ -4,19 +4,27 @@ alarms and input gate) with a recording delivery hook and the manual clock."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import types
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
 
 from kumofire_coordinator import (
+    ArmReply,
+    CancelReply,
+    CloseReply,
     CoordinatorActor,
     CoordinatorConfig,
     CoordinatorEndpoint,
     Delivery,
     DeliveryAction,
+    LeaseReply,
+    ReleaseReply,
+    RenewReply,
+    StatusReply,
 )
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
@@ -459,3 +467,67 @@ async def test_a_failing_delivery_is_recorded_and_redelivered_until_giving_up(
     assert [d[1] for d in hook.deliveries] == [1, 2, 3, 4]
     status = await stub.status()
     assert status["phase"] == "abandoned" and status["deliveries"] == 4
+
+
+# --- the replies' shapes ----------------------------------------------------------------------
+
+
+def _matches(value: object, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return any(type(value) is type(arg) and value == arg for arg in get_args(hint))
+    if origin is Union or origin is types.UnionType:
+        return any(_matches(value, arg) for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return type(value) is int
+    return isinstance(value, hint)
+
+
+def conforms(reply: Mapping[str, object], declared: Any) -> str | None:
+    """The name of the member of `declared` (a TypedDict or a union of them) that `reply`
+    is, or None."""
+    for member in get_args(declared) or (declared,):
+        hints = get_type_hints(member)
+        if set(reply) == set(hints) and all(_matches(reply[k], t) for k, t in hints.items()):
+            return str(member.__name__)
+    return None
+
+
+async def test_every_reply_is_one_the_messages_declare(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(KEY)
+    seen: list[str | None] = []
+
+    async def call(declared: Any, method: str, *args: object) -> Any:
+        reply = await getattr(stub, method)(*args)
+        seen.append(conforms(reply, declared))
+        return reply
+
+    await call(StatusReply, "status")  # closed
+    await call(LeaseReply, "lease", KEY, LEASE_MS)  # closed
+    await call(ArmReply, "arm", KEY, now_ms(clock) + 1_000)  # armed
+    await call(LeaseReply, "lease", KEY, LEASE_MS)  # not due
+    await clock.advance(1)
+    await call(StatusReply, "status")  # delivered
+    token = (await call(LeaseReply, "lease", KEY, LEASE_MS))["token"]  # granted
+    await call(LeaseReply, "lease", KEY, LEASE_MS)  # held
+    await call(ArmReply, "arm", KEY, now_ms(clock))  # deferred: leased
+    await call(RenewReply, "renew", token, LEASE_MS)  # renewed
+    await call(ReleaseReply, "release", token, now_ms(clock) + 1_000)  # released, rearmed
+    await call(RenewReply, "renew", token, LEASE_MS)  # lost
+    await call(ReleaseReply, "release", token, None)  # lost
+    await clock.advance(1)
+    token = (await call(LeaseReply, "lease", KEY, LEASE_MS))["token"]
+    await call(CancelReply, "cancel")  # leased
+    await call(RenewReply, "renew", token, LEASE_MS)  # canceled
+    await call(ReleaseReply, "release", token, None)  # closed
+    await call(CancelReply, "cancel")  # not leased
+    await call(CloseReply, "close")
+    assert seen == [
+        "StatusClosed", "LeaseRefused", "Armed", "LeaseNotDue", "StatusOpen", "LeaseGranted",
+        "LeaseRefused", "ArmDeferred", "Renewed", "Released", "HolderGone", "HolderGone",
+        "LeaseGranted", "CancelReply", "HolderGone", "Released", "CancelReply", "CloseReply",
+    ]  # fmt: skip

@@ -14,18 +14,34 @@ from .actor import (
     DeliveryHook,
 )
 from .endpoint import CoordinatorEndpoint
+from .messages import (
+    ArmReply,
+    CancelReply,
+    CloseReply,
+    LeaseReply,
+    ReleaseReply,
+    RenewReply,
+    StatusReply,
+)
 from .state import ActorState, Phase
 from .storage import ActorStorage
 
 __all__ = [
     "ActorState",
     "ActorStorage",
+    "ArmReply",
+    "CancelReply",
     "Clock",
+    "CloseReply",
     "CoordinatorActor",
     "CoordinatorConfig",
     "CoordinatorEndpoint",
     "Delivery",
     "DeliveryAction",
     "DeliveryHook",
+    "LeaseReply",
     "Phase",
+    "ReleaseReply",
+    "RenewReply",
+    "StatusReply",
 ]

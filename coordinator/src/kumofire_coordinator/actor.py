@@ -16,8 +16,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
+from .messages import (
+    ArmReply,
+    CancelReply,
+    CloseReply,
+    LeaseReply,
+    ReleaseReply,
+    RenewReply,
+    StatusReply,
+)
 from .state import STATE_KEY, ActorState, Phase
 from .storage import ActorStorage
 
@@ -76,7 +85,7 @@ class CoordinatorActor:
 
     # --- calls from the jobs layer ----------------------------------------------------------
 
-    async def arm(self, key: str, due_ms: int) -> dict[str, Any]:
+    async def arm(self, key: str, due_ms: int) -> ArmReply:
         """Own `key`, due at `due_ms`; the alarm delivers it then (at once if already due).
 
         A live lease is never displaced: the due time waits until the holder releases."""
@@ -98,7 +107,7 @@ class CoordinatorActor:
         await self._save(state, alarm_ms=due_ms)
         return {"armed": True}
 
-    async def lease(self, key: str, lease_ms: int) -> dict[str, Any]:
+    async def lease(self, key: str, lease_ms: int) -> LeaseReply:
         """Grant the lease to one caller: never before the due time, never while another
         caller's lease is live. The token fences the holder's writes elsewhere."""
         now = self._now_ms()
@@ -125,7 +134,7 @@ class CoordinatorActor:
         await self._save_lease(state)
         return {"granted": True, "token": state.token, "expires_ms": state.lease_expires}
 
-    async def renew(self, token: int, lease_ms: int) -> dict[str, Any]:
+    async def renew(self, token: int, lease_ms: int) -> RenewReply:
         """Extend the holder's lease; tells a holder whose run was canceled or whose lease was
         lost (expired and given to someone else)."""
         state = await self._load()
@@ -137,7 +146,7 @@ class CoordinatorActor:
         await self._save_lease(state)
         return {"ok": True, "expires_ms": state.lease_expires}
 
-    async def release(self, token: int, rearm_ms: int | None = None) -> dict[str, Any]:
+    async def release(self, token: int, rearm_ms: int | None = None) -> ReleaseReply:
         """The holder is done: close (terminal), or arm again at `rearm_ms` (a retry). A due
         time armed while the lease was held wins over both."""
         state = await self._load()
@@ -158,7 +167,7 @@ class CoordinatorActor:
         await self._save(state, alarm_ms=rearm_ms)
         return {"ok": True, "closed": False}
 
-    async def cancel(self) -> dict[str, Any]:
+    async def cancel(self) -> CancelReply:
         """Stop delivering. A live lease stays until its holder learns of the cancel (renew)
         and releases, or until it expires."""
         state = await self._load()
@@ -170,22 +179,23 @@ class CoordinatorActor:
         await self.close()
         return {"canceled": True, "leased": False}
 
-    async def close(self) -> dict[str, Any]:
+    async def close(self) -> CloseReply:
         """Forget the key: no alarm, no storage (`deleteAll` deletes the alarm too, from
         compatibility date 2026-02-24)."""
         await self._storage.deleteAll()
         return {"closed": True}
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> StatusReply:
         """What the actor knows, for reconciliation (asked, not guessed)."""
         state = await self._load()
         if state is None:
             return {"phase": "closed", "lease_live": False}
         now = self._now_ms()
         delivered = state.phase is Phase.ARMED and now >= state.due  # see alarm()
+        phase = Phase.DELIVERED if delivered else state.phase
         return {
             "key": state.key,
-            "phase": Phase.DELIVERED.value if delivered else state.phase.value,
+            "phase": phase.value,
             "due_ms": state.due,
             "deliveries": max(state.deliveries, 1) if delivered else state.deliveries,
             "lease_live": state.lease_live(now),

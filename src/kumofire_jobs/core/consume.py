@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 
@@ -47,17 +48,39 @@ def describe_error(exc: BaseException) -> str:
     return text[:MAX_ERROR_CHARS]
 
 
+class EventLog(Protocol):
+    """The bound logger an attempt's steps write to (and its handler gets as `ctx.log`)."""
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt at a run, from its `running` write to its recorded outcome: what every
+    step of consume passes on (Oban's executor passes one struct the same way)."""
+
+    run: JobRun  # as the start returned it: `attempt` counts this one
+    token: int  # the lease's fencing token, the one `lease_token` the writes match
+    log: EventLog  # bound to the run id, job and attempt
+    started: float  # clock seconds
+
+    def duration_ms(self, clock: Clock) -> int:
+        return round((clock.now() - self.started) * 1000)
+
+
 class _LeaseKeeper:
     """Renews the lease every third of its length while the handler runs; if the run was
     canceled or the lease lost, stops the handler."""
 
     def __init__(
-        self, coordinators: Coordinators, clock: Clock, run_id: str, token: int, lease_ms: int
+        self, coordinators: Coordinators, clock: Clock, attempt: Attempt, lease_ms: int
     ) -> None:
         self._coordinators = coordinators
         self._clock = clock
-        self._run_id = run_id
-        self._token = token
+        self._run_id = attempt.run.id
+        self._token = attempt.token
         self._lease_ms = lease_ms
         self.ended: str | None = None  # "canceled" or "lost"
         self.finished = False  # the handler returned or raised
@@ -65,8 +88,8 @@ class _LeaseKeeper:
 
     async def renew(self) -> None:
         result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
-        if not result.get("ok"):
-            self.ended = "canceled" if result.get("reason") == "canceled" else "lost"
+        if not result["ok"]:
+            self.ended = "canceled" if result["reason"] == "canceled" else "lost"
         self.raise_if_ended()
 
     def raise_if_ended(self) -> None:
@@ -116,8 +139,8 @@ class Consumer:
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)
         grant = await self._coordinators.lease(run_id, self._lease_ms)
-        if not grant.get("granted"):
-            log.debug("run.ignored", run_id=run_id, reason=grant.get("reason"))
+        if not grant["granted"]:
+            log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
             return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
         token = int(grant["token"])
         run = await self._store.start(run_id, token, now_ms(self._clock))
@@ -155,26 +178,27 @@ class Consumer:
         return ConsumeOutcome.IGNORED
 
     async def _execute(self, run: JobRun, token: int) -> ConsumeOutcome:
-        bound = log.bind(run_id=run.id, job=run.name, attempt=run.attempt)
-        started = self._clock.now()
-        bound.info("run.started")
+        attempt = Attempt(
+            run=run,
+            token=token,
+            log=log.bind(run_id=run.id, job=run.name, attempt=run.attempt),
+            started=self._clock.now(),
+        )
+        attempt.log.info("run.started")
         handler = self._handlers.get(run.name)
         if handler is None:
             error = f"no handler is registered for job {run.name!r}"
-            return await self._fail(run, token, error, bound, started)
+            return await self._record(attempt, RunStatus.FAILED, error)
 
         runner = asyncio.current_task()
         if runner is None:  # a coroutine driven outside any task: give the handler its own
-            return await asyncio.ensure_future(
-                self._run_handler(run, token, handler, bound, started)
-            )
-        return await self._run_handler(run, token, handler, bound, started)
+            return await asyncio.ensure_future(self._run_handler(attempt, handler))
+        return await self._run_handler(attempt, handler)
 
-    async def _run_handler(
-        self, run: JobRun, token: int, handler: Handler, bound: Any, started: float
-    ) -> ConsumeOutcome:
-        keeper = _LeaseKeeper(self._coordinators, self._clock, run.id, token, self._lease_ms)
-        ctx = JobContext(job=run, heartbeat=keeper.renew, log=bound)
+    async def _run_handler(self, attempt: Attempt, handler: Handler) -> ConsumeOutcome:
+        run = attempt.run
+        keeper = _LeaseKeeper(self._coordinators, self._clock, attempt, self._lease_ms)
+        ctx = JobContext(job=run, heartbeat=keeper.renew, log=attempt.log)
         runner = asyncio.current_task()
         assert runner is not None
         # The handler runs in this task (no task of its own: most handlers are short), and
@@ -194,90 +218,86 @@ class Consumer:
         except asyncio.CancelledError:
             if not keeper.stopped_runner or runner.uncancel() > 0:
                 raise  # this consumer itself is being stopped
-            return await self._ended(run, token, keeper.ended or "lost", bound, started)
+            return await self._ended(attempt, keeper.ended or "lost")
         except JobCanceledError:
-            return await self._ended(run, token, "canceled", bound, started)
+            return await self._ended(attempt, "canceled")
         except LeaseLostError:
-            return await self._ended(run, token, "lost", bound, started)
+            return await self._ended(attempt, "lost")
         except NonRetryableError as exc:
-            return await self._fail(run, token, describe_error(exc), bound, started)
+            return await self._record(attempt, RunStatus.FAILED, describe_error(exc))
         except Exception as exc:
-            if run.attempt < run.max_attempts:
-                return await self._reschedule(run, token, describe_error(exc), bound, started)
-            return await self._fail(run, token, describe_error(exc), bound, started)
+            retry = run.attempt < run.max_attempts
+            status = RunStatus.SCHEDULED if retry else RunStatus.FAILED
+            return await self._record(attempt, status, describe_error(exc))
         finally:
             self.running -= 1
             keeper.finished = True
             keeping.cancel()  # not awaited: once `finished`, it touches nothing
-        return await self._succeed(run, token, bound, started)
+        return await self._record(attempt, RunStatus.SUCCEEDED)
 
     # --- outcomes ---------------------------------------------------------------------------
 
-    def _duration_ms(self, started: float) -> int:
-        return round((self._clock.now() - started) * 1000)
-
-    async def _succeed(self, run: JobRun, token: int, bound: Any, started: float) -> ConsumeOutcome:
-        now = now_ms(self._clock)
-        written = await self._store.finish(run.id, token, RunStatus.SUCCEEDED, now, None)
-        if not written and not await self._landed(run.id, token, RunStatus.SUCCEEDED):
-            return await self._superseded(run, token, bound, started)
-        await self._release(run.id, token)
-        bound.info("run.succeeded", outcome="succeeded", duration_ms=self._duration_ms(started))
-        return ConsumeOutcome.SUCCEEDED
-
-    async def _fail(
-        self, run: JobRun, token: int, error: str, bound: Any, started: float
+    async def _record(
+        self, attempt: Attempt, status: RunStatus, error: str | None = None
     ) -> ConsumeOutcome:
+        """Record the attempt's one outcome: `succeeded`, `failed`, or `scheduled` again (a
+        retry after the policy's delay). The write is fenced by the lease's token; if it
+        matches nothing and no earlier try of it landed, the run was canceled or the lease
+        lost meanwhile. Then release the lease (re-arming the actor for a retry) and log."""
+        run, token = attempt.run, attempt.token
         now = now_ms(self._clock)
-        written = await self._store.finish(run.id, token, RunStatus.FAILED, now, error)
-        if not written and not await self._landed(run.id, token, RunStatus.FAILED):
-            return await self._superseded(run, token, bound, started)
-        await self._release(run.id, token)
-        bound.warning(
-            "run.failed", outcome="failed", error=error, duration_ms=self._duration_ms(started)
-        )
-        return ConsumeOutcome.FAILED
-
-    async def _reschedule(
-        self, run: JobRun, token: int, error: str, bound: Any, started: float
-    ) -> ConsumeOutcome:
-        now = now_ms(self._clock)
-        due = now + int(self._retry.delay(run.attempt) * 1000)
-        written = await self._store.reschedule(run.id, token, now, due, error)
-        if not written and not await self._landed(run.id, token, RunStatus.SCHEDULED):
-            return await self._superseded(run, token, bound, started)
-        await self._release(run.id, token, rearm_ms=due)
-        bound.info(
-            "run.retried", outcome="retried", error=error, retry_in_ms=due - now,
-            duration_ms=self._duration_ms(started),
+        rearm_ms: int | None = None
+        if status is RunStatus.SCHEDULED:
+            rearm_ms = now + int(self._retry.delay(run.attempt) * 1000)
+            written = await self._store.reschedule(run.id, token, now, rearm_ms, error)
+        else:
+            written = await self._store.finish(run.id, token, status, now, error)
+        if not written and not await self._landed(attempt, status):
+            return await self._superseded(attempt)
+        await self._release(run.id, token, rearm_ms=rearm_ms)
+        if status is RunStatus.SUCCEEDED:
+            attempt.log.info(
+                "run.succeeded", outcome="succeeded", duration_ms=attempt.duration_ms(self._clock)
+            )
+            return ConsumeOutcome.SUCCEEDED
+        if status is RunStatus.FAILED:
+            attempt.log.warning(
+                "run.failed", outcome="failed", error=error,
+                duration_ms=attempt.duration_ms(self._clock),
+            )  # fmt: skip
+            return ConsumeOutcome.FAILED
+        assert rearm_ms is not None
+        attempt.log.info(
+            "run.retried", outcome="retried", error=error, retry_in_ms=rearm_ms - now,
+            duration_ms=attempt.duration_ms(self._clock),
         )  # fmt: skip
         return ConsumeOutcome.RETRIED
 
-    async def _ended(
-        self, run: JobRun, token: int, why: str, bound: Any, started: float
-    ) -> ConsumeOutcome:
+    async def _ended(self, attempt: Attempt, why: str) -> ConsumeOutcome:
         """The handler was stopped: the run was canceled, or the lease went to another."""
         if why == "canceled":
-            await self._release(run.id, token)
-            bound.info("run.canceled", outcome="canceled", duration_ms=self._duration_ms(started))
+            await self._release(attempt.run.id, attempt.token)
+            attempt.log.info(
+                "run.canceled", outcome="canceled", duration_ms=attempt.duration_ms(self._clock)
+            )
             return ConsumeOutcome.CANCELED
-        bound.warning("run.lease_lost", outcome="ignored", duration_ms=self._duration_ms(started))
+        attempt.log.warning(
+            "run.lease_lost", outcome="ignored", duration_ms=attempt.duration_ms(self._clock)
+        )
         return ConsumeOutcome.IGNORED
 
-    async def _landed(self, run_id: str, token: int, status: RunStatus) -> bool:
+    async def _landed(self, attempt: Attempt, status: RunStatus) -> bool:
         """Whether a fenced write that matched nothing had in fact landed on an earlier try
         (a D1 call retried after its answer was lost): the row shows our token and status."""
-        row = await self._store.get_row(run_id)
-        return row is not None and row["lease_token"] == token and row["status"] == status
+        row = await self._store.get_row(attempt.run.id)
+        return row is not None and row["lease_token"] == attempt.token and row["status"] == status
 
-    async def _superseded(
-        self, run: JobRun, token: int, bound: Any, started: float
-    ) -> ConsumeOutcome:
-        """The fenced finalize matched nothing: canceled meanwhile, or no longer our lease."""
-        current = await self._store.get_row(run.id)
+    async def _superseded(self, attempt: Attempt) -> ConsumeOutcome:
+        """The fenced write matched nothing: canceled meanwhile, or no longer our lease."""
+        current = await self._store.get_row(attempt.run.id)
         if current is not None and current["status"] == RunStatus.CANCELED:
-            return await self._ended(run, token, "canceled", bound, started)
-        return await self._ended(run, token, "lost", bound, started)
+            return await self._ended(attempt, "canceled")
+        return await self._ended(attempt, "lost")
 
     async def _release(self, run_id: str, token: int, rearm_ms: int | None = None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and

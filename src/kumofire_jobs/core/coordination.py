@@ -1,14 +1,28 @@
 """Calls to a run's coordinator actor, through the Durable Object namespace binding.
 
-One actor per run, addressed by the run id. Results are the plain dicts the actor's RPC
-methods return (see `kumofire_coordinator.endpoint`).
+One actor per run, addressed by the run id. The replies are the TypedDicts the actor's RPC
+methods declare (`kumofire_coordinator.messages`): plain dicts across Workers RPC, typed on
+both ends.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
+
+from kumofire_coordinator.messages import (
+    ArmReply,
+    CancelReply,
+    CloseReply,
+    LeaseReply,
+    ReleaseReply,
+    RenewReply,
+    StatusReply,
+)
 
 from .bindings import DurableObjectNamespace, DurableObjectStub
+from .log import get_logger
+
+log = get_logger()
 
 
 class Coordinators:
@@ -18,30 +32,44 @@ class Coordinators:
     def _stub(self, run_id: str) -> DurableObjectStub:
         return self._namespace.getByName(run_id)
 
-    async def arm(self, run_id: str, due_ms: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).arm(run_id, due_ms)
-        return result
+    async def arm(self, run_id: str, due_ms: int) -> ArmReply:
+        return cast(ArmReply, await self._stub(run_id).arm(run_id, due_ms))
 
-    async def lease(self, run_id: str, lease_ms: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).lease(run_id, lease_ms)
-        return result
+    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
+        return cast(LeaseReply, await self._stub(run_id).lease(run_id, lease_ms))
 
-    async def renew(self, run_id: str, token: int, lease_ms: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).renew(token, lease_ms)
-        return result
+    async def renew(self, run_id: str, token: int, lease_ms: int) -> RenewReply:
+        return cast(RenewReply, await self._stub(run_id).renew(token, lease_ms))
 
-    async def release(self, run_id: str, token: int, rearm_ms: int | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).release(token, rearm_ms)
-        return result
+    async def release(self, run_id: str, token: int, rearm_ms: int | None = None) -> ReleaseReply:
+        return cast(ReleaseReply, await self._stub(run_id).release(token, rearm_ms))
 
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).cancel()
-        return result
+    async def cancel(self, run_id: str) -> CancelReply:
+        return cast(CancelReply, await self._stub(run_id).cancel())
 
-    async def close(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).close()
-        return result
+    async def close(self, run_id: str) -> CloseReply:
+        return cast(CloseReply, await self._stub(run_id).close())
 
-    async def status(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._stub(run_id).status()
-        return result
+    async def status(self, run_id: str) -> StatusReply:
+        return cast(StatusReply, await self._stub(run_id).status())
+
+    # --- after a D1 write: the run is durable, so a failed call is logged, not raised --------
+
+    async def arm_created(self, run_id: str, due_ms: int, **context: str | None) -> None:
+        """Arm a run just inserted (by `create`, or a schedule's occurrence); `context` (the
+        job's name, or the schedule's id) goes into the `run.created` line. If the call
+        fails, reconciliation arms the run later."""
+        log.info("run.created", run_id=run_id, **context, attempt=0, scheduled_for_ms=due_ms)
+        try:
+            await self.arm(run_id, due_ms)
+        except Exception as exc:
+            log.error("run.arm_failed", run_id=run_id, error=str(exc))
+
+    async def cancel_canceled(self, run_id: str) -> None:
+        """Tell the actor of a run D1 already holds as canceled. If the call fails, the run's
+        next delivery finds it canceled and closes the actor, and a running handler's fenced
+        finalize leaves it canceled."""
+        try:
+            await self.cancel(run_id)
+        except Exception as exc:
+            log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from kumofire_coordinator import Delivery, DeliveryAction
 
@@ -17,7 +16,7 @@ from .bindings import Queue
 from .clock import Clock, now_ms
 from .log import get_logger
 from .states import TERMINAL, RunStatus
-from .store import RunStore
+from .store import QueuedRow, RunStore
 
 log = get_logger()
 
@@ -62,24 +61,25 @@ class QueueDeliveryHook:
         finally:
             if sending is not None:
                 await sending
-        row = queued
+        row: QueuedRow | None = queued
         if row is None:
-            row = await self._store.get_row(key)
-            if row is None:
+            current = await self._store.get_row(key)
+            if current is None:
                 return Delivery(DeliveryAction.CLOSE)
-            status = RunStatus(row["status"])
+            status = RunStatus(current["status"])
             if status in TERMINAL:
                 if sending is not None and status in _RAN:
                     # Its consumer was faster than our D1 write: it was delivered all the same.
-                    await self._occurrence_delivered(row, key)
+                    await self._occurrence_delivered(current, key)
                 return Delivery(DeliveryAction.CLOSE)
-            if status == RunStatus.SCHEDULED and row["scheduled_for"] > now:
-                if sending is not None and row["attempt"] > 0:
+            if status == RunStatus.SCHEDULED and current["scheduled_for"] > now:
+                if sending is not None and current["attempt"] > 0:
                     # Its consumer was faster still: it ran, failed and waits for a retry.
-                    await self._occurrence_delivered(row, key)
-                return Delivery(DeliveryAction.DEFER, due_ms=row["scheduled_for"])
+                    await self._occurrence_delivered(current, key)
+                return Delivery(DeliveryAction.DEFER, due_ms=current["scheduled_for"])
             # queued or running: a redelivery (lost message, or a holder that died), or a
             # first delivery whose consumer started before our D1 write landed.
+            row = current
         if sending is None:
             await self._queue.send(run_message(key), _SEND_OPTIONS)
         log.info(
@@ -89,7 +89,7 @@ class QueueDeliveryHook:
             await self._occurrence_delivered(row, key)
         return Delivery(DeliveryAction.SENT)
 
-    async def _occurrence_delivered(self, row: dict[str, Any], key: str) -> None:
+    async def _occurrence_delivered(self, row: QueuedRow, key: str) -> None:
         """A schedule's pending occurrence went out: materialize the next one (guarded by
         the schedule's pending run id, so asking twice does it once). If that fails,
         reconciliation restores the schedule's missing next occurrence."""

@@ -1,6 +1,9 @@
 """The jobs API of a bound runtime: what `runtime.bind(resources)` returns.
 
-The HTTP API, the RPC entrypoint and the CLI call exactly these methods.
+The HTTP API, the RPC entrypoint and the CLI call exactly these methods. `Jobs` is a facade:
+it checks the schema once (`SchemaGate`) and hands each call to the service that does the
+work (`runs.RunService`, `schedules.ScheduleService`, `consume.Consumer`), which the runtime
+assembles with their collaborators.
 """
 
 from __future__ import annotations
@@ -8,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import validation
-from .clock import now_ms
-from .errors import ConflictError, ValidationError
-from .log import get_logger
+from .bindings import D1Database
+from .consume import Consumer
+from .errors import ValidationError
 from .migrations import check_schema, schema_version
 from .models import (
     ConsumeResult,
@@ -24,51 +27,51 @@ from .models import (
     JobSchedule,
     Page,
 )
-from .reconcile import reconcile, reconcile_unfinished
-from .schedules import Schedules
+from .runs import RunService
+from .schedules import ScheduleService
 from .states import RunStatus
-from .store import NewRun
 
-if TYPE_CHECKING:
-    from .runtime import BoundResources, Runtime
 
-log = get_logger()
+class SchemaGate:
+    """Whether a database's schema is current: checked once, then trusted."""
 
-# Passes of create_many's insert: a second is needed only when a dedupe_key's holder was
-# pruned between the insert and the lookup; a third would need that to happen again.
-_INSERT_PASSES = 3
+    def __init__(self, db: D1Database) -> None:
+        self.db = db
+        self._checked = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self) -> None:
+        if self._checked:
+            return
+        async with self._lock:
+            if not self._checked:
+                await check_schema(self.db)
+                self._checked = True
 
 
 class Jobs:
-    def __init__(self, runtime: Runtime, bound: BoundResources) -> None:
-        self._runtime = runtime
-        self._bound = bound
-        self._store = bound.store
-        self._coordinators = bound.coordinators
-        self._clock = runtime.clock
-        self.schedules = Schedules(runtime, bound)
+    def __init__(
+        self,
+        *,
+        runs: RunService,
+        schedules: ScheduleService,
+        consumer: Consumer,
+        schema: SchemaGate,
+    ) -> None:
+        self.runs = runs
+        self.schedules = schedules
+        self._consumer = consumer
+        self._schema = schema
 
     async def _ready(self) -> None:
-        await self._bound.ensure_schema(check_schema)
+        await self._schema.ensure()
 
     async def schema_version(self) -> int:
         """The schema version the database is at (for health checks; never fails on an old
         schema)."""
-        return await schema_version(self._bound.resources.db)
+        return await schema_version(self._schema.db)
 
     # --- create -----------------------------------------------------------------------------
-
-    def _new_run(self, request: CreateRequest, now: int) -> NewRun:
-        runtime = self._runtime
-        return NewRun(
-            id=runtime.ids.run_id(now),
-            name=validation.job_name(request.name, self._bound.handlers),
-            payload=validation.payload(request.payload),
-            max_attempts=validation.max_attempts(request.max_attempts, runtime.retry.max_attempts),
-            scheduled_for=validation.due_ms(request.run_at, request.delay, now),
-            created_at=now,
-            dedupe_key=validation.dedupe_key(request.dedupe_key),
-        )
 
     async def create(
         self,
@@ -95,71 +98,13 @@ class Jobs:
         if len(requests) > validation.MAX_BATCH:
             raise ValidationError(f"at most {validation.MAX_BATCH} runs per call")
         await self._ready()
-        now = now_ms(self._clock)
-        runs = [self._new_run(request, now) for request in requests]
-        keys = [run.dedupe_key for run in runs if run.dedupe_key is not None]
-        if len(keys) != len(set(keys)):
-            raise ValidationError("two runs in one call share a dedupe_key")
-        created: list[CreatedRun | None] = [None] * len(runs)
-        to_arm: list[NewRun] = []
-        try:
-            # A run keeps its id across passes: a second pass inserts only the runs whose
-            # dedupe_key holder vanished (pruned) between the insert and the lookup, so no
-            # run of the batch is ever inserted twice.
-            pending = list(enumerate(runs))
-            for _ in range(_INSERT_PASSES):
-                if pending:
-                    pending = await self._insert_pass(pending, created, to_arm)
-            if pending:
-                raise ConflictError("a dedupe_key kept changing hands: try again")
-        finally:
-            # Whatever was inserted is armed, even if a later statement failed.
-            await asyncio.gather(*(self._arm(run) for run in to_arm))
-        return [c for c in created if c is not None]
-
-    async def _insert_pass(
-        self,
-        pending: list[tuple[int, NewRun]],
-        created: list[CreatedRun | None],
-        to_arm: list[NewRun],
-    ) -> list[tuple[int, NewRun]]:
-        """Insert `pending`, fill in `created` and `to_arm`; return the runs whose dedupe_key
-        was taken at the insert but free at the lookup (to insert again)."""
-        inserted = await self._store.insert_many([run for _, run in pending])
-        again: list[tuple[int, NewRun]] = []
-        for (index, run), was_inserted in zip(pending, inserted, strict=True):
-            if not was_inserted and await self._store.get_row(run.id) is not None:
-                was_inserted = True  # our insert landed on an earlier try of a retried batch
-            if was_inserted:
-                created[index] = CreatedRun(kumofire_job_run_id=run.id, deduplicated=False)
-                to_arm.append(run)
-                continue
-            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "")
-            if existing is None:  # pruned between the two statements: insert it again
-                again.append((index, run))
-            else:
-                created[index] = CreatedRun(kumofire_job_run_id=existing, deduplicated=True)
-        return again
-
-    async def _arm(self, run: NewRun) -> None:
-        log.info(
-            "run.created",
-            run_id=run.id,
-            job=run.name,
-            attempt=0,
-            scheduled_for_ms=run.scheduled_for,
-        )
-        try:
-            await self._coordinators.arm(run.id, run.scheduled_for)
-        except Exception as exc:
-            # The run is durable in D1; reconciliation arms it if this call never landed.
-            log.error("run.arm_failed", run_id=run.id, error=str(exc))
+        return await self.runs.create_many(requests)
 
     # --- read -------------------------------------------------------------------------------
 
     async def get(self, run_id: str) -> JobRun | None:
         await self._ready()
-        return await self._store.get(run_id)
+        return await self.runs.get(run_id)
 
     async def list(
         self,
@@ -171,80 +116,40 @@ class Jobs:
         cursor: str | None = None,
     ) -> Page[JobRun]:
         if status is not None:
-            try:
-                status = RunStatus(status)
-            except ValueError:
-                known = ", ".join(s.value for s in RunStatus)
-                raise ValidationError(f"status must be one of: {known}") from None
+            status = _status(status)
         await self._ready()
-        return await self._store.page(
-            status=status,
-            name=name,
-            schedule_id=schedule_id,
-            limit=validation.limit(limit),
-            cursor=cursor,
+        return await self.runs.list(
+            status=status, name=name, schedule_id=schedule_id, limit=limit, cursor=cursor
         )
 
     async def counts(self, *, name: str | None = None) -> dict[str, int]:
         await self._ready()
-        return await self._store.counts(name=name)
+        return await self.runs.counts(name=name)
 
     # --- change -----------------------------------------------------------------------------
 
     async def cancel(self, run_id: str) -> JobRun | None:
         """Cancel an unfinished run at once; a finished run comes back unchanged."""
         await self._ready()
-        run = await self._store.cancel(run_id, now_ms(self._clock))
-        if run is None:
-            return await self._store.get(run_id)
-        log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
-        try:
-            await self._coordinators.cancel(run_id)
-        except Exception as exc:
-            # D1 says canceled: a delivery finds that and closes the actor; a running
-            # handler's fenced finalize leaves the run canceled.
-            log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))
-        if run.schedule_id is not None:
-            # Canceling a schedule's pending occurrence moves the schedule on to the next.
-            await self.schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
-        return run
+        return await self.runs.cancel(run_id)
 
     async def retry(self, run_id: str) -> JobRun | None:
         """Schedule a failed or canceled run again now, with one more attempt allowed."""
         await self._ready()
-        now = now_ms(self._clock)
-        run = await self._store.retry(run_id, now)
-        if run is None:
-            current = await self._store.get(run_id)
-            if current is None:
-                return None
-            raise ConflictError(
-                f"run {run_id} is {current.status.value}: only failed or canceled runs can be "
-                "retried"
-            )
-        log.info("run.retry_requested", run_id=run.id, job=run.name, attempt=run.attempt)
-        await self._coordinators.arm(run.id, now)
-        return run
+        return await self.runs.retry(run_id)
 
     # --- the queue consumer and the cron trigger --------------------------------------------
 
     async def consume(self, message: Any) -> ConsumeResult:
         """One queue message: lease, start, run the handler, record the outcome."""
         await self._ready()
-        return await self._bound.consumer.consume(message)
+        return await self._consumer.consume(message)
 
     async def dispatch(self, limit: int = 100) -> DispatchResult:
         """Reconciliation: re-arm runs whose coordinator lost them, restore schedules whose
         next occurrence is missing, and delete finished runs past the retention age."""
         await self._ready()
-        result = await reconcile(
-            store=self._store,
-            coordinators=self._coordinators,
-            clock=self._clock,
-            limit=limit,
-            grace_seconds=self._runtime.reconcile_grace_seconds,
-            retention_seconds=self._runtime.retention_seconds,
-        )
+        result = await self.runs.reconcile(limit)
         result.schedules_restored = await self.schedules.restore(limit)
         return result
 
@@ -253,7 +158,7 @@ class Jobs:
         embedded runtime): no grace and every unfinished run, whatever its due time, since
         nothing is in flight; then schedules whose next occurrence is missing."""
         await self._ready()
-        result = await reconcile_unfinished(store=self._store, coordinators=self._coordinators)
+        result = await self.runs.reconcile_unfinished()
         result.schedules_restored = await self.schedules.restore(limit)
         return result
 
@@ -349,3 +254,11 @@ class Jobs:
     ) -> Page[JobSchedule]:
         await self._ready()
         return await self.schedules.list(enabled=enabled, name=name, limit=limit, cursor=cursor)
+
+
+def _status(value: RunStatus | str) -> RunStatus:
+    try:
+        return RunStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in RunStatus)
+        raise ValidationError(f"status must be one of: {known}") from None

@@ -17,7 +17,7 @@ from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
-from .store import RunStore
+from .store import RunStore, UnfinishedRow
 
 log = get_logger()
 
@@ -79,7 +79,7 @@ async def reconcile_unfinished(
 
 
 async def _rearm_if_lost(
-    row: dict[str, object],
+    row: UnfinishedRow,
     coordinators: Coordinators,
     gate: asyncio.Semaphore,
     result: DispatchResult,
@@ -89,11 +89,11 @@ async def _rearm_if_lost(
     async with gate:
         status = await coordinators.status(run_id)
         result.checked += 1
-        if status.get("phase") not in _LOST_PHASES:
+        if status["phase"] not in _LOST_PHASES:
             return
         await coordinators.arm(run_id, int(str(row["scheduled_for"])))
     if row["status"] == "running":
         result.recovered += 1
     else:
         result.dispatched += 1
-    log.warning("run.reconciled", run_id=run_id, status=row["status"], actor=status.get("phase"))
+    log.warning("run.reconciled", run_id=run_id, status=row["status"], actor=status["phase"])

@@ -1,4 +1,6 @@
-"""The runtime: handlers and policies, bound to platform resources on demand.
+"""The runtime: handlers and policies, bound to platform resources on demand. It is the
+composition root: binding resources builds the stores, the coordinator client and the
+services (runs, schedules, consume, delivery), each given its collaborators explicitly.
 
 ```python
 runtime = create_runtime(handlers={"email": send_email})
@@ -10,7 +12,7 @@ jobs = runtime.bind(Resources(db=env.JOBS_DB, queue=env.JOBS_QUEUE,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +27,14 @@ from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
 from .ids import IdFactory
-from .jobs import Jobs
+from .jobs import Jobs, SchemaGate
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
 from .reconcile import DEFAULT_GRACE_SECONDS
 from .retry import RetryPolicy
+from .runs import RunService
+from .schedule_store import ScheduleStore
+from .schedules import ScheduleService
 from .states import ConsumeOutcome
 from .store import RunStore
 
@@ -73,25 +78,15 @@ class Resources:
 
 @dataclass(slots=True)
 class BoundResources:
-    """Per-resources state a runtime keeps: the store, the coordinator client, the handlers
-    by job name, and whether the schema was found current (checked once, then trusted)."""
+    """What a runtime assembles per resources: the jobs API over its services, and the
+    delivery hook every coordinator object bound to them shares (built on first use)."""
 
     resources: Resources
     store: RunStore
-    coordinators: Coordinators
+    schedules: ScheduleService
     consumer: Consumer
-    handlers: Mapping[str, Handler]  # the runtime's own and the resources' remote ones
-    schema_checked: bool = False
-    delivery_hook: QueueDeliveryHook | None = None  # shared by every coordinator object
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def ensure_schema(self, check: Callable[[D1Database], Awaitable[None]]) -> None:
-        if self.schema_checked:
-            return
-        async with self._lock:
-            if not self.schema_checked:
-                await check(self.resources.db)
-                self.schema_checked = True
+    jobs: Jobs
+    delivery_hook: QueueDeliveryHook | None = None
 
 
 class Runtime:
@@ -125,20 +120,47 @@ class Runtime:
         if bound is None or bound.resources != resources:
             if len(self._bound) >= _BOUND_CACHE:  # bindings made per request: keep it bounded
                 self._bound.pop(next(iter(self._bound)))
-            handlers = self.handlers_with(resources.remote_handlers)
-            store = RunStore(resources.db)
-            coordinators = Coordinators(resources.coordinator)
-            consumer = Consumer(
-                store=store,
-                coordinators=coordinators,
-                handlers=handlers,
-                retry=self.retry,
-                lease_seconds=self.lease_seconds,
-                clock=self.clock,
-            )
-            bound = BoundResources(resources, store, coordinators, consumer, handlers)
+            bound = self._assemble(resources)
             self._bound[key] = bound
         return bound
+
+    def _assemble(self, resources: Resources) -> BoundResources:
+        handlers = self.handlers_with(resources.remote_handlers)
+        store = RunStore(resources.db)
+        coordinators = Coordinators(resources.coordinator)
+        schedules = ScheduleService(
+            db=resources.db,
+            store=ScheduleStore(resources.db),
+            runs=store,
+            coordinators=coordinators,
+            clock=self.clock,
+            ids=self.ids,
+            handlers=handlers,
+            default_max_attempts=self.retry.max_attempts,
+        )
+        runs = RunService(
+            store=store,
+            coordinators=coordinators,
+            clock=self.clock,
+            ids=self.ids,
+            handlers=handlers,
+            default_max_attempts=self.retry.max_attempts,
+            schedules=schedules,
+            reconcile_grace_seconds=self.reconcile_grace_seconds,
+            retention_seconds=self.retention_seconds,
+        )
+        consumer = Consumer(
+            store=store,
+            coordinators=coordinators,
+            handlers=handlers,
+            retry=self.retry,
+            lease_seconds=self.lease_seconds,
+            clock=self.clock,
+        )
+        jobs = Jobs(
+            runs=runs, schedules=schedules, consumer=consumer, schema=SchemaGate(resources.db)
+        )
+        return BoundResources(resources, store, schedules, consumer, jobs)
 
     def handlers_with(self, remote: Mapping[str, Handler]) -> Mapping[str, Handler]:
         """The handlers by job name: the runtime's own and `remote`; a name in both raises
@@ -160,7 +182,7 @@ class Runtime:
         return self._bind(resources).consumer.running
 
     def bind(self, resources: Resources) -> Jobs:
-        return Jobs(self, self._bind(resources))
+        return self._bind(resources).jobs
 
     async def dispatch_scheduled(self, resources: Resources, limit: int = 100) -> DispatchResult:
         """The cron trigger's work: reconciliation and retention."""
@@ -196,17 +218,8 @@ class Runtime:
         (it holds nothing per run), not one per coordinator object built."""
         bound = self._bind(resources)
         if bound.delivery_hook is None:
-            jobs = Jobs(self, bound)
-
-            async def occurrence_delivered(
-                schedule_id: str, run_id: str, nominal_ms: int | None
-            ) -> None:
-                await jobs.schedules.advance(
-                    schedule_id, run_id, delivered=True, nominal_ms=nominal_ms
-                )
-
             bound.delivery_hook = QueueDeliveryHook(
-                bound.store, resources.queue, self.clock, occurrence_delivered
+                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered
             )
         return bound.delivery_hook
 

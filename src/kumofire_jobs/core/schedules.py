@@ -11,20 +11,22 @@ tick is replayed. Changing the timing, disabling or deleting cancels the pending
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from . import validation
-from .clock import now_ms
+from .bindings import D1Database
+from .clock import Clock, now_ms
+from .context import Handler
+from .coordination import Coordinators
 from .errors import ConflictError, ValidationError
+from .ids import IdFactory
 from .log import get_logger
 from .models import JobSchedule, Page
-from .schedule_store import ScheduleStore, row_to_schedule
-from .schedule_timing import Timing, next_occurrence, parse_timing
-
-if TYPE_CHECKING:
-    from .runtime import BoundResources, Runtime
+from .schedule_store import By, ScheduleRow, ScheduleStore, row_to_schedule
+from .schedule_timing import Timing, catch_up, next_occurrence, parse_timing
+from .store import RunStore
 
 log = get_logger()
 
@@ -39,7 +41,7 @@ def _decode(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
 
-def _timing_of(row: Mapping[str, Any]) -> Timing:
+def _timing_of(row: ScheduleRow) -> Timing:
     return Timing(type=row["type"], expr=row["expr"], timezone=row["timezone"])
 
 
@@ -59,15 +61,35 @@ def _enabled(value: Any) -> bool:
     return value
 
 
-class Schedules:
-    def __init__(self, runtime: Runtime, bound: BoundResources) -> None:
-        self._runtime = runtime
-        self._bound = bound
-        self._store = ScheduleStore(bound.resources.db)
-        self._clock = runtime.clock
+class ScheduleService:
+    """Schedules and the materialization of their occurrences. Its collaborators: the
+    database (a schedule's change and its occurrence's are one batch), the schedules' SQL and
+    the runs' (`store`), the runs' coordinators, the clock, ids, the handlers (the job names
+    known) and the attempts an occurrence gets when its schedule sets none."""
 
-    def _to_model(self, row: Mapping[str, Any]) -> JobSchedule:
-        return row_to_schedule(dict(row), _decode)
+    def __init__(
+        self,
+        *,
+        db: D1Database,
+        store: ScheduleStore,
+        runs: RunStore,
+        coordinators: Coordinators,
+        clock: Clock,
+        ids: IdFactory,
+        handlers: Mapping[str, Handler],
+        default_max_attempts: int,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._runs = runs
+        self._coordinators = coordinators
+        self._clock = clock
+        self._ids = ids
+        self._handlers = handlers
+        self._default_max_attempts = default_max_attempts
+
+    def _to_model(self, row: ScheduleRow) -> JobSchedule:
+        return row_to_schedule(row, _decode)
 
     # --- create -----------------------------------------------------------------------------
 
@@ -88,55 +110,50 @@ class Schedules:
             enabled=enabled, max_attempts=max_attempts,
         )  # fmt: skip
         statements = [self._store.insert(row)]
-        if row["enabled"]:
-            guard = (row["id"], 1, row["next_run_id"])
+        next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
+        if next_run_id is not None and next_run_at is not None:  # enabled
+            guard = (row["id"], 1, next_run_id)
             statements.append(
-                self._store.insert_occurrence(
-                    guard, row["next_run_id"], self._runtime.retry.max_attempts,
-                    row["next_run_at"], row["created_at"],
+                self._runs.insert_occurrence(
+                    guard, next_run_id, self._default_max_attempts, next_run_at,
+                    row["created_at"],
                 )
             )  # fmt: skip
-        results = await self._bound.resources.db.batch(statements)
+        results = await self._db.batch(statements)
         if not results[0].results:
             raise ConflictError(f"a schedule with key {row['key']!r} already exists")
         log.info("schedule.created", schedule_id=row["id"], job=row["name"], key=row["key"])
-        if row["enabled"]:
-            await self._arm(row["id"], row["next_run_id"], row["next_run_at"])
+        if next_run_id is not None and next_run_at is not None:
+            await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
         return self._to_model(row)
 
-    def _new_row(self, **fields: Any) -> dict[str, Any]:
+    def _new_row(
+        self, *, name: Any, payload: Any, cron: Any, every: Any, key: Any, timezone: Any,
+        enabled: Any, max_attempts: Any,
+    ) -> ScheduleRow:  # fmt: skip
         now = now_ms(self._clock)
-        timing = parse_timing(
-            cron=fields["cron"], every=fields["every"], timezone=fields["timezone"]
-        )
-        enabled = _enabled(fields["enabled"])
-        runtime = self._runtime
-        row: dict[str, Any] = {
-            "id": runtime.ids.schedule_id(now),
-            "key": None if fields["key"] is None else _key(fields["key"]),
-            "name": validation.job_name(fields["name"], self._bound.handlers),
+        timing = parse_timing(cron=cron, every=every, timezone=timezone)
+        on = _enabled(enabled)
+        return {
+            "id": self._ids.schedule_id(now),
+            "key": None if key is None else _key(key),
+            "name": validation.job_name(name, self._handlers),
             "type": timing.type,
             "expr": timing.expr,
             "timezone": timing.timezone,
-            "enabled": enabled,
-            "payload": validation.payload(fields["payload"]),
+            "enabled": on,
+            "payload": validation.payload(payload),
             "max_attempts": (
-                None
-                if fields["max_attempts"] is None
-                else validation.max_attempts(fields["max_attempts"], 0)
+                None if max_attempts is None else validation.max_attempts(max_attempts, 0)
             ),
             "revision": 1,
             "anchor_at": now,
-            "next_run_at": None,
-            "next_run_id": None,
+            "next_run_at": next_occurrence(timing, now, anchor_ms=now) if on else None,
+            "next_run_id": self._ids.run_id(now) if on else None,
             "last_scheduled_at": None,
             "created_at": now,
             "updated_at": now,
         }
-        if enabled:
-            row["next_run_at"] = next_occurrence(timing, now, anchor_ms=now)
-            row["next_run_id"] = runtime.ids.run_id(now)
-        return row
 
     async def upsert(
         self,
@@ -174,8 +191,8 @@ class Schedules:
 
     # --- read -------------------------------------------------------------------------------
 
-    async def get(self, column: str, value: str) -> JobSchedule | None:
-        row = await self._store.get(column, value)
+    async def get(self, by: By, value: str) -> JobSchedule | None:
+        row = await self._store.get(by, value)
         return None if row is None else self._to_model(row)
 
     async def list(
@@ -195,7 +212,7 @@ class Schedules:
 
     # --- change -----------------------------------------------------------------------------
 
-    async def update(self, column: str, value: str, patch: Mapping[str, Any]) -> JobSchedule | None:
+    async def update(self, by: By, value: str, patch: Mapping[str, Any]) -> JobSchedule | None:
         """Change the given fields (a None value leaves a field as it is). Changing the timing
         or `enabled` replaces the pending occurrence; other changes carry over to it."""
         unknown = sorted(set(patch) - PATCH_FIELDS)
@@ -203,7 +220,7 @@ class Schedules:
             raise ValidationError(f"unknown schedule field(s): {', '.join(unknown)}")
         given = {k: v for k, v in patch.items() if v is not None}
         for _ in range(_RACE_RETRIES):
-            current = await self._store.get(column, value)
+            current = await self._store.get(by, value)
             if current is None:
                 return None
             changed = await self._apply(current, given)
@@ -211,14 +228,11 @@ class Schedules:
                 return self._to_model(changed)
         raise ConflictError("the schedule kept changing; try again")
 
-    async def _apply(
-        self, current: dict[str, Any], given: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    async def _apply(self, current: ScheduleRow, given: Mapping[str, Any]) -> ScheduleRow | None:
         """One compare-and-set attempt; None when another change won the race."""
-        runtime = self._runtime
-        row = dict(current)
+        row = current.copy()
         if "name" in given:
-            row["name"] = validation.job_name(given["name"], self._bound.handlers)
+            row["name"] = validation.job_name(given["name"], self._handlers)
         if "payload" in given:
             row["payload"] = validation.payload(given["payload"])
         if "max_attempts" in given:
@@ -236,41 +250,50 @@ class Schedules:
                     "timezone applies only to cron schedules; an every schedule has none"
                 )
             timing = parse_timing(cron=timing.expr, every=None, timezone=given["timezone"])
-        row.update(type=timing.type, expr=timing.expr, timezone=timing.timezone)
+        row["type"], row["expr"], row["timezone"] = timing.type, timing.expr, timing.timezone
 
         replace = timing != _timing_of(current) or row["enabled"] != current["enabled"]
-        if not replace and all(row[k] == current[k] for k in ("name", "payload", "max_attempts")):
+        unchanged = (
+            row["name"] == current["name"]
+            and row["payload"] == current["payload"]
+            and row["max_attempts"] == current["max_attempts"]
+        )
+        if not replace and unchanged:
             return current  # nothing changes: no write (upsert is idempotent)
         now = now_ms(self._clock)
         row["updated_at"] = now
         guard = (current["id"], current["revision"], current["next_run_id"])
-        db = self._bound.resources.db
         old_run = current["next_run_id"]
         if not replace:
             statements = [self._store.change(guard, row)]
             if old_run is not None:
-                statements.append(self._store.refresh_pending(old_run, row, now))
-            results = await db.batch(statements)
+                statements.append(
+                    self._runs.refresh_pending(
+                        old_run, row["name"], row["payload"], row["max_attempts"], now
+                    )
+                )
+            results = await self._db.batch(statements)
             return row if results[0].results else None
 
         row["revision"] = current["revision"] + 1
         row["next_run_at"] = row["next_run_id"] = None
+        next_run_id = next_run_at = None
         if row["enabled"]:
             row["anchor_at"] = now
-            row["next_run_at"] = next_occurrence(timing, now, anchor_ms=now)
-            row["next_run_id"] = runtime.ids.run_id(now)
+            row["next_run_at"] = next_run_at = next_occurrence(timing, now, anchor_ms=now)
+            row["next_run_id"] = next_run_id = self._ids.run_id(now)
         statements = [self._store.change(guard, row)]
         if old_run is not None:
-            statements.append(self._store.cancel_pending(old_run, now))
-        if row["enabled"]:
-            new_guard = (row["id"], row["revision"], row["next_run_id"])
+            # Only an occurrence still waiting: one already delivered runs to its end.
+            statements.append(self._runs.cancel_statement(old_run, now, started=False))
+        if next_run_id is not None and next_run_at is not None:
+            new_guard = (row["id"], row["revision"], next_run_id)
             statements.append(
-                self._store.insert_occurrence(
-                    new_guard, row["next_run_id"], runtime.retry.max_attempts,
-                    row["next_run_at"], now,
+                self._runs.insert_occurrence(
+                    new_guard, next_run_id, self._default_max_attempts, next_run_at, now
                 )
-            )  # fmt: skip
-        results = await db.batch(statements)
+            )
+        results = await self._db.batch(statements)
         if not results[0].results:
             return None
         log.info(
@@ -281,13 +304,13 @@ class Schedules:
             revision=row["revision"],
         )
         if old_run is not None and len(results) > 1 and results[1].results:
-            await self._cancel_actor(old_run)
-        if row["enabled"]:
-            await self._arm(row["id"], row["next_run_id"], row["next_run_at"])
+            await self._coordinators.cancel_canceled(old_run)
+        if next_run_id is not None and next_run_at is not None:
+            await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
         return row
 
-    async def delete(self, column: str, value: str) -> bool:
-        current = await self._store.get(column, value)
+    async def delete(self, by: By, value: str) -> bool:
+        current = await self._store.get(by, value)
         if current is None:
             return False
         deleted, pending = await self._store.delete(current["id"])
@@ -295,8 +318,8 @@ class Schedules:
             return False
         log.info("schedule.deleted", schedule_id=current["id"], job=current["name"])
         if pending is not None:
-            await self._bound.store.cancel(pending, now_ms(self._clock))
-            await self._cancel_actor(pending)
+            await self._runs.cancel(pending, now_ms(self._clock))  # whatever it is doing
+            await self._coordinators.cancel_canceled(pending)
         return True
 
     # --- materialization --------------------------------------------------------------------
@@ -304,7 +327,7 @@ class Schedules:
     async def advance(
         self,
         schedule_id: str,
-        run_id: str,
+        run_id: str | None,
         *,
         delivered: bool,
         nominal_ms: int | None,
@@ -319,22 +342,26 @@ class Schedules:
             return None
         now = now_ms(self._clock)
         nominal = current["next_run_at"] if nominal_ms is None else nominal_ms
-        after = max(nominal or now, now) if skip else now
-        at = next_occurrence(_timing_of(current), after, anchor_ms=current["anchor_at"])
-        new_run = self._runtime.ids.run_id(now)
+        missed = nominal if skip and nominal is not None else now
+        at = catch_up(_timing_of(current), missed, now, anchor_ms=current["anchor_at"])
+        new_run = self._ids.run_id(now)
         guard = (schedule_id, current["revision"], run_id)
-        results = await self._bound.resources.db.batch(
+        results = await self._db.batch(
             [
-                self._store.insert_occurrence(
-                    guard, new_run, self._runtime.retry.max_attempts, at, now
-                ),
+                self._runs.insert_occurrence(guard, new_run, self._default_max_attempts, at, now),
                 self._store.advance(guard, new_run, at, now, nominal if delivered else None),
             ]
         )
         if not results[0].results:
             return None
-        await self._arm(schedule_id, new_run, at)
+        await self._coordinators.arm_created(new_run, at, schedule_id=schedule_id)
         return new_run
+
+    async def occurrence_delivered(
+        self, schedule_id: str, run_id: str, nominal_ms: int | None
+    ) -> None:
+        """The delivery hook's call (`delivery.OccurrenceDelivered`): advance past it."""
+        await self.advance(schedule_id, run_id, delivered=True, nominal_ms=nominal_ms)
 
     async def restore(self, limit: int) -> int:
         """Reconciliation: schedules whose pending occurrence is gone or was delivered without
@@ -355,17 +382,3 @@ class Schedules:
                 restored += 1
                 log.warning("schedule.restored", schedule_id=row["id"], run_id=new_run)
         return restored
-
-    async def _arm(self, schedule_id: str, run_id: str, at_ms: int) -> None:
-        log.info("run.created", run_id=run_id, schedule_id=schedule_id, attempt=0,
-                 scheduled_for_ms=at_ms)  # fmt: skip
-        try:
-            await self._bound.coordinators.arm(run_id, at_ms)
-        except Exception as exc:  # durable in D1: reconciliation arms it
-            log.error("run.arm_failed", run_id=run_id, error=str(exc))
-
-    async def _cancel_actor(self, run_id: str) -> None:
-        try:
-            await self._bound.coordinators.cancel(run_id)
-        except Exception as exc:  # D1 says canceled: its delivery will close the actor
-            log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))

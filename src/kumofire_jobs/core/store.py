@@ -1,4 +1,4 @@
-"""Every SQL statement the job core runs against D1, in one place.
+"""Every SQL statement about runs, in one place (the schedules' own are in `schedule_store`).
 
 Each status change is one guarded statement (`WHERE id = ? AND status IN (...)`), and most
 return the row they changed, so a step costs one D1 query. A change that matches nothing is
@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import msgspec
 
@@ -22,6 +22,10 @@ from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus
 from .times import ms_to_datetime
 
 TABLE = "kumofire_job_runs"
+SCHEDULES = "kumofire_job_schedules"
+# The guard every change of a schedule's pending occurrence carries: the schedule is at this
+# revision and its pending occurrence is still the one the caller saw (?1, ?2, ?3).
+SCHEDULE_GUARD = "id = ?1 AND revision = ?2 AND next_run_id IS ?3"
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
     "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token"
@@ -63,9 +67,26 @@ _FAIL_CUT_OFF = (
     "WHERE id = ?3 AND status = 'running' AND attempt >= max_attempts "
     f"AND (lease_token IS NULL OR lease_token < ?4) RETURNING {COLUMNS}"
 )
+# One cancel, two guards: by hand (?3 = 1) an unfinished run whatever it is doing; a
+# schedule's change (?3 = 0) only an occurrence still waiting, so one already delivered (the
+# schedule's change came after its alarm) runs to its end.
 _CANCEL = (
     f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1 "
-    f"WHERE id = ?2 AND status IN ({_ACTIVE}) RETURNING {COLUMNS}"
+    f"WHERE id = ?2 AND status IN ({_ACTIVE}) AND (?3 = 1 OR status = 'scheduled') "
+    f"RETURNING {COLUMNS}"
+)
+# A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
+_INSERT_OCCURRENCE = (
+    f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
+    "created_at, updated_at, schedule_id, occurrence_key) "
+    "SELECT ?4, name, 'scheduled', payload, 0, COALESCE(max_attempts, ?5), ?6, ?7, ?7, id, "
+    f"revision || ':' || ?6 FROM {SCHEDULES} WHERE {SCHEDULE_GUARD} AND enabled = 1 "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+# A schedule's change of name, payload or attempts carries over to its waiting occurrence.
+_REFRESH_PENDING = (
+    f"UPDATE {TABLE} SET name = ?2, payload = ?3, max_attempts = COALESCE(?4, max_attempts), "
+    "updated_at = ?5 WHERE id = ?1 AND status = 'scheduled' AND attempt = 0"
 )
 _RETRY = (
     f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
@@ -92,6 +113,43 @@ _PRUNE = (
 )
 
 
+class RunRow(TypedDict):
+    """A row of the runs table, as D1 returns it (times in epoch ms)."""
+
+    id: str
+    name: str
+    status: str  # a RunStatus value
+    payload: str | None  # JSON text
+    attempt: int
+    max_attempts: int
+    scheduled_for: int
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+    last_error: str | None
+    dedupe_key: str | None
+    schedule_id: str | None
+    lease_token: int | None
+
+
+class QueuedRow(TypedDict):
+    """What the `queued` write returns of the run it moved (a `RunRow` has all of it)."""
+
+    name: str
+    attempt: int
+    schedule_id: str | None
+    scheduled_for: int
+
+
+class UnfinishedRow(TypedDict):
+    """An unfinished run as reconciliation walks them."""
+
+    id: str
+    status: str  # a RunStatus value
+    scheduled_for: int
+
+
 def _decode_payload(text: str | None) -> Any:
     return None if text is None else msgspec.json.decode(text)
 
@@ -100,7 +158,7 @@ def _ms_or_none(value: int | None) -> Any:
     return None if value is None else ms_to_datetime(value)
 
 
-def row_to_run(row: dict[str, Any]) -> JobRun:
+def row_to_run(row: RunRow) -> JobRun:
     return JobRun(
         id=row["id"],
         name=row["name"],
@@ -202,15 +260,30 @@ class RunStore:
             return [bool((await statements[0].all()).results)]
         return [bool(result.results) for result in await self.db.batch(statements)]
 
+    def insert_occurrence(
+        self, guard: tuple[str, int, str | None], run_id: str, default_attempts: int,
+        at_ms: int, now_ms: int,
+    ) -> D1PreparedStatement:  # fmt: skip
+        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds."""
+        return self.db.prepare(_INSERT_OCCURRENCE).bind(
+            *guard, run_id, default_attempts, at_ms, now_ms
+        )
+
+    def refresh_pending(
+        self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int
+    ) -> D1PreparedStatement:
+        """A schedule's waiting occurrence takes on its changed name, payload, attempts."""
+        return self.db.prepare(_REFRESH_PENDING).bind(run_id, name, payload, max_attempts, now_ms)
+
     async def id_by_dedupe_key(self, key: str) -> str | None:
         value = await self.db.prepare(_SELECT_BY_DEDUPE).bind(key).first("id")
         return None if value is None else str(value)
 
     # --- read -------------------------------------------------------------------------------
 
-    async def get_row(self, run_id: str) -> dict[str, Any] | None:
-        row: dict[str, Any] | None = await self.db.prepare(_SELECT_BY_ID).bind(run_id).first()
-        return row
+    async def get_row(self, run_id: str) -> RunRow | None:
+        row = await self.db.prepare(_SELECT_BY_ID).bind(run_id).first()
+        return None if row is None else cast(RunRow, row)
 
     async def get(self, run_id: str) -> JobRun | None:
         row = await self.get_row(run_id)
@@ -227,7 +300,8 @@ class RunStore:
     ) -> Page[JobRun]:
         filters = {"status": status and status.value, "name": name, "schedule_id": schedule_id}
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
-        return Page(items=[row_to_run(row) for row in rows], next_cursor=next_cursor)
+        items = [row_to_run(cast(RunRow, row)) for row in rows]
+        return Page(items=items, next_cursor=next_cursor)
 
     async def counts(self, *, name: str | None) -> dict[str, int]:
         sql, args = _COUNTS, []
@@ -242,11 +316,11 @@ class RunStore:
 
     # --- transitions ------------------------------------------------------------------------
 
-    async def mark_queued(self, run_id: str, now: int) -> dict[str, Any] | None:
+    async def mark_queued(self, run_id: str, now: int) -> QueuedRow | None:
         """scheduled -> queued once due: the run's name, attempt, schedule_id and
         scheduled_for, or None if nothing matched."""
-        row: dict[str, Any] | None = await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first()
-        return row
+        row = await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first()
+        return None if row is None else cast(QueuedRow, row)
 
     async def start(self, run_id: str, token: int, now: int) -> JobRun | None:
         """scheduled/queued/running -> running under `token`, if due and attempts are left."""
@@ -261,7 +335,7 @@ class RunStore:
         return await stmt.first("id") is not None
 
     async def reschedule(
-        self, run_id: str, token: int, now: int, scheduled_for: int, error: str
+        self, run_id: str, token: int, now: int, scheduled_for: int, error: str | None
     ) -> bool:
         """running -> scheduled (a retry), only for the current lease holder."""
         stmt = self.db.prepare(_RESCHEDULE).bind(now, scheduled_for, error, run_id, token)
@@ -272,8 +346,14 @@ class RunStore:
         row = await self.db.prepare(_FAIL_CUT_OFF).bind(now, error, run_id, token).first()
         return None if row is None else row_to_run(row)
 
+    def cancel_statement(self, run_id: str, now: int, *, started: bool) -> D1PreparedStatement:
+        """-> canceled: an unfinished run, or with `started=False` only one still waiting
+        (`scheduled`); returns the row it canceled."""
+        return self.db.prepare(_CANCEL).bind(now, run_id, int(started))
+
     async def cancel(self, run_id: str, now: int) -> JobRun | None:
-        row = await self.db.prepare(_CANCEL).bind(now, run_id).first()
+        """An unfinished run -> canceled, whatever it is doing."""
+        row = await self.cancel_statement(run_id, now, started=True).first()
         return None if row is None else row_to_run(row)
 
     async def retry(self, run_id: str, now: int) -> JobRun | None:
@@ -282,17 +362,18 @@ class RunStore:
 
     # --- reconciliation ---------------------------------------------------------------------
 
-    async def active_due_before(self, cutoff: int, limit: int) -> list[dict[str, Any]]:
+    async def active_due_before(self, cutoff: int, limit: int) -> list[UnfinishedRow]:
         """Unfinished runs due at or before `cutoff`, oldest first."""
-        return (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
+        rows = (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
+        return cast(list[UnfinishedRow], rows)
 
     async def unfinished_after(
         self, scheduled_for: int, run_id: str, limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[UnfinishedRow]:
         """Unfinished runs after (scheduled_for, run_id) in that order, whatever their due
         time: a page of a walk over all of them."""
         stmt = self.db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
-        return (await stmt.all()).results
+        return cast(list[UnfinishedRow], (await stmt.all()).results)
 
     async def prune(self, finished_before: int, limit: int) -> int:
         bound = run_ids_before(finished_before)

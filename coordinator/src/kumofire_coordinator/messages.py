@@ -1,0 +1,135 @@
+"""The replies of the actor's RPC methods, declared once for both ends.
+
+The actor builds them, the endpoint returns them across Workers RPC, and the jobs layer's
+client (`kumofire_jobs.core.coordination`) reads them with these types, so mypy checks both
+ends. They are TypedDicts, plain dicts at run time: a reply crosses Workers RPC as a
+structured clone and arrives as a plain object whatever class built it.
+
+Each reply is a union tagged by one `Literal` key (`armed`, `granted`, `ok`, `phase`), so a
+check of that key narrows it: `if grant["granted"]: grant["token"]`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypedDict
+
+# --- arm --------------------------------------------------------------------------------------
+
+
+class Armed(TypedDict):
+    armed: Literal[True]
+
+
+class ArmDeferred(TypedDict):
+    """A live lease is never displaced: the due time applies when the holder releases."""
+
+    armed: Literal[False]
+    reason: Literal["leased"]
+
+
+ArmReply = Armed | ArmDeferred
+
+# --- lease ------------------------------------------------------------------------------------
+
+
+class LeaseGranted(TypedDict):
+    granted: Literal[True]
+    token: int  # fences the holder's writes elsewhere; only grows
+    expires_ms: int
+
+
+class LeaseNotDue(TypedDict):
+    granted: Literal[False]
+    reason: Literal["not_due"]
+    due_ms: int
+
+
+class LeaseRefused(TypedDict):
+    """`closed`: the actor does not own the key; `canceled`: it was canceled; `held`: another
+    caller's lease is live."""
+
+    granted: Literal[False]
+    reason: Literal["closed", "canceled", "held"]
+
+
+LeaseReply = LeaseGranted | LeaseNotDue | LeaseRefused
+
+# --- renew and release ------------------------------------------------------------------------
+
+
+class HolderGone(TypedDict):
+    """`lost`: the lease expired and went to another (or the actor closed); `canceled`: the
+    run was canceled while held (renew only)."""
+
+    ok: Literal[False]
+    reason: Literal["lost", "canceled"]
+
+
+class Renewed(TypedDict):
+    ok: Literal[True]
+    expires_ms: int
+
+
+RenewReply = Renewed | HolderGone
+
+
+class Released(TypedDict):
+    ok: Literal[True]
+    closed: bool  # closed, or armed again for a retry
+
+
+ReleaseReply = Released | HolderGone
+
+# --- cancel, close, status --------------------------------------------------------------------
+
+
+class CancelReply(TypedDict):
+    canceled: Literal[True]
+    leased: bool  # a live lease stays until its holder learns of the cancel
+
+
+class CloseReply(TypedDict):
+    closed: Literal[True]
+
+
+class StatusClosed(TypedDict):
+    phase: Literal["closed"]
+    lease_live: Literal[False]
+
+
+# An open actor's phase as `status` reports it (`kumofire_coordinator.Phase`'s values).
+PhaseName = Literal["armed", "delivered", "leased", "abandoned"]
+
+
+class StatusOpen(TypedDict):
+    key: str
+    phase: PhaseName
+    due_ms: int
+    deliveries: int
+    lease_live: bool
+    lease_expires_ms: int | None
+    canceled: bool
+
+
+StatusReply = StatusClosed | StatusOpen
+
+__all__ = [
+    "ArmDeferred",
+    "ArmReply",
+    "Armed",
+    "CancelReply",
+    "CloseReply",
+    "HolderGone",
+    "LeaseGranted",
+    "LeaseNotDue",
+    "LeaseRefused",
+    "LeaseReply",
+    "PhaseName",
+    "ReleaseReply",
+    "Released",
+    "RenewReply",
+    "Renewed",
+    "StatusClosed",
+    "StatusOpen",
+    "StatusReply",
+]

@@ -1,0 +1,196 @@
+"""Runs: create, read, cancel, retry by hand, and reconcile.
+
+The service the jobs API (`jobs.Jobs`) delegates runs to. Its collaborators come in through
+its constructor (the runtime assembles it): the runs' SQL, their coordinators, the clock,
+ids, the handlers (the job names known), the default attempts, the schedules (canceling a
+schedule's pending occurrence moves the schedule on) and the reconciliation settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from . import validation
+from .clock import Clock, now_ms
+from .context import Handler
+from .coordination import Coordinators
+from .errors import ConflictError, ValidationError
+from .ids import IdFactory
+from .log import get_logger
+from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
+from .reconcile import reconcile, reconcile_unfinished
+from .schedules import ScheduleService
+from .states import RunStatus
+from .store import NewRun, RunStore
+
+log = get_logger()
+
+# Passes of create_many's insert: a second is needed only when a dedupe_key's holder was
+# pruned between the insert and the lookup; a third would need that to happen again.
+_INSERT_PASSES = 3
+
+
+class RunService:
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        coordinators: Coordinators,
+        clock: Clock,
+        ids: IdFactory,
+        handlers: Mapping[str, Handler],
+        default_max_attempts: int,
+        schedules: ScheduleService,
+        reconcile_grace_seconds: float,
+        retention_seconds: float | None,
+    ) -> None:
+        self._store = store
+        self._coordinators = coordinators
+        self._clock = clock
+        self._ids = ids
+        self._handlers = handlers
+        self._default_max_attempts = default_max_attempts
+        self._schedules = schedules
+        self._grace_seconds = reconcile_grace_seconds
+        self._retention_seconds = retention_seconds
+
+    # --- create -----------------------------------------------------------------------------
+
+    def _new_run(self, request: CreateRequest, now: int) -> NewRun:
+        return NewRun(
+            id=self._ids.run_id(now),
+            name=validation.job_name(request.name, self._handlers),
+            payload=validation.payload(request.payload),
+            max_attempts=validation.max_attempts(request.max_attempts, self._default_max_attempts),
+            scheduled_for=validation.due_ms(request.run_at, request.delay, now),
+            created_at=now,
+            dedupe_key=validation.dedupe_key(request.dedupe_key),
+        )
+
+    async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:
+        """Create runs (the caller checked there are at most `validation.MAX_BATCH`) in one
+        D1 transaction, then arm their coordinators."""
+        now = now_ms(self._clock)
+        runs = [self._new_run(request, now) for request in requests]
+        keys = [run.dedupe_key for run in runs if run.dedupe_key is not None]
+        if len(keys) != len(set(keys)):
+            raise ValidationError("two runs in one call share a dedupe_key")
+        created: list[CreatedRun | None] = [None] * len(runs)
+        to_arm: list[NewRun] = []
+        try:
+            # A run keeps its id across passes: a second pass inserts only the runs whose
+            # dedupe_key holder vanished (pruned) between the insert and the lookup, so no
+            # run of the batch is ever inserted twice.
+            pending = list(enumerate(runs))
+            for _ in range(_INSERT_PASSES):
+                if pending:
+                    pending = await self._insert_pass(pending, created, to_arm)
+            if pending:
+                raise ConflictError("a dedupe_key kept changing hands: try again")
+        finally:
+            # Whatever was inserted is armed, even if a later statement failed.
+            await asyncio.gather(
+                *(
+                    self._coordinators.arm_created(run.id, run.scheduled_for, job=run.name)
+                    for run in to_arm
+                )
+            )
+        return [c for c in created if c is not None]
+
+    async def _insert_pass(
+        self,
+        pending: list[tuple[int, NewRun]],
+        created: list[CreatedRun | None],
+        to_arm: list[NewRun],
+    ) -> list[tuple[int, NewRun]]:
+        """Insert `pending`, fill in `created` and `to_arm`; return the runs whose dedupe_key
+        was taken at the insert but free at the lookup (to insert again)."""
+        inserted = await self._store.insert_many([run for _, run in pending])
+        again: list[tuple[int, NewRun]] = []
+        for (index, run), was_inserted in zip(pending, inserted, strict=True):
+            if not was_inserted and await self._store.get_row(run.id) is not None:
+                was_inserted = True  # our insert landed on an earlier try of a retried batch
+            if was_inserted:
+                created[index] = CreatedRun(kumofire_job_run_id=run.id, deduplicated=False)
+                to_arm.append(run)
+                continue
+            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "")
+            if existing is None:  # pruned between the two statements: insert it again
+                again.append((index, run))
+            else:
+                created[index] = CreatedRun(kumofire_job_run_id=existing, deduplicated=True)
+        return again
+
+    # --- read -------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> JobRun | None:
+        return await self._store.get(run_id)
+
+    async def list(
+        self,
+        *,
+        status: RunStatus | None,
+        name: str | None,
+        schedule_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[JobRun]:
+        return await self._store.page(
+            status=status,
+            name=name,
+            schedule_id=schedule_id,
+            limit=validation.limit(limit),
+            cursor=cursor,
+        )
+
+    async def counts(self, *, name: str | None) -> dict[str, int]:
+        return await self._store.counts(name=name)
+
+    # --- change -----------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> JobRun | None:
+        """Cancel an unfinished run at once; a finished run comes back unchanged."""
+        run = await self._store.cancel(run_id, now_ms(self._clock))
+        if run is None:
+            return await self._store.get(run_id)
+        log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
+        await self._coordinators.cancel_canceled(run_id)
+        if run.schedule_id is not None:
+            # Canceling a schedule's pending occurrence moves the schedule on to the next.
+            await self._schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
+        return run
+
+    async def retry(self, run_id: str) -> JobRun | None:
+        """Schedule a failed or canceled run again now, with one more attempt allowed."""
+        now = now_ms(self._clock)
+        run = await self._store.retry(run_id, now)
+        if run is None:
+            current = await self._store.get(run_id)
+            if current is None:
+                return None
+            raise ConflictError(
+                f"run {run_id} is {current.status.value}: only failed or canceled runs can be "
+                "retried"
+            )
+        log.info("run.retry_requested", run_id=run.id, job=run.name, attempt=run.attempt)
+        await self._coordinators.arm(run.id, now)
+        return run
+
+    # --- reconciliation ---------------------------------------------------------------------
+
+    async def reconcile(self, limit: int) -> DispatchResult:
+        """Re-arm runs whose coordinator lost them (overdue by the grace), delete finished
+        runs past the retention age."""
+        return await reconcile(
+            store=self._store,
+            coordinators=self._coordinators,
+            clock=self._clock,
+            limit=limit,
+            grace_seconds=self._grace_seconds,
+            retention_seconds=self._retention_seconds,
+        )
+
+    async def reconcile_unfinished(self) -> DispatchResult:
+        """Reconciliation at the start of a process that alone owns its bindings."""
+        return await reconcile_unfinished(store=self._store, coordinators=self._coordinators)
