@@ -51,7 +51,12 @@ one by one, so they are durable when `exec()` returns). `abort()` closes as a cr
 
 from __future__ import annotations
 
-from .alarms import ALARM_MAX_RETRIES, ALARM_RETRY_START_SECONDS, AlarmInvocationInfo
+from .alarms import (
+    ALARM_MAX_RETRIES,
+    ALARM_RETRY_START_SECONDS,
+    ALARM_WINDOW_SECONDS,
+    AlarmInvocationInfo,
+)
 from .clone import structured_clone
 from .commit import CACHE_MAX_KEYS
 from .errors import DataCloneError, DurableObjectError
@@ -72,6 +77,7 @@ from .stubs import LocalDurableObjectId, LocalDurableObjectStub
 __all__ = [
     "ALARM_MAX_RETRIES",
     "ALARM_RETRY_START_SECONDS",
+    "ALARM_WINDOW_SECONDS",
     "CACHE_MAX_KEYS",
     "DELETE_ALL_DELETES_ALARM",
     "IDLE_EVICTION_SECONDS",

@@ -12,10 +12,13 @@ can go (`Eviction._evict_idle`) or must wait another period.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from kumofire_jobs.core.clock import Clock, sleep_until_or_woken
+
+from .alarms import ALARM_WINDOW_SECONDS
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -57,24 +60,28 @@ class IdleEvictor(Generic[T]):
 
     async def run(self) -> None:
         """Evict objects as their idle periods end, until cancelled."""
-        since = self._since
         while True:
-            deadline = None
-            evicted = 0
-            while since:
-                obj, idle_since = next(iter(since.items()))
-                deadline = idle_since + self._idle_seconds
-                if deadline > self._clock.now():
-                    break
-                del since[obj]
-                if not self._evict(obj):
-                    since[obj] = self._clock.now()  # not now: look again a period later
-                deadline = None
-                evicted += 1
-                if evicted % 1024 == 0:
-                    await asyncio.sleep(0)  # thousands idle at once: let calls run between
+            deadline = await self._sweep()
             self._waiting = deadline is None
             await sleep_until_or_woken(self._clock, deadline, self._wake)
+
+    async def _sweep(self) -> float | None:
+        """Offer each object whose idle period is over; the next deadline (None: none). A
+        method of its own so that no local keeps the last object alive while `run` waits."""
+        since = self._since
+        evicted = 0
+        while since:
+            obj, idle_since = next(iter(since.items()))
+            deadline = idle_since + self._idle_seconds
+            if deadline > self._clock.now():
+                return deadline
+            del since[obj]
+            if not self._evict(obj):
+                since[obj] = self._clock.now()  # not now: look again a period later
+            evicted += 1
+            if evicted % 1024 == 0:
+                await asyncio.sleep(0)  # thousands idle at once: let calls run between
+        return None
 
 
 class Eviction:
@@ -89,8 +96,14 @@ class Eviction:
     _clock: Clock
     _closed: bool
     _evictor: IdleEvictor[Actor]
+    _heap: list[tuple[float, int, Actor, int]]
+    _horizon_ms: int
     _idle_seconds: float
-    _stored: set[str]
+    _pending_alarms: int
+    if TYPE_CHECKING:
+
+        def _stored_alarm(self, time_ms: int) -> None: ...
+        def _compact_if_sparse(self) -> None: ...
 
     def _hold(self, actor: Actor) -> None:
         if not actor.busy:
@@ -128,23 +141,32 @@ class Eviction:
         if actor.dirty or actor.blockers or actor.alarm_running or actor.alarm_retry:
             return False  # writes not committed, input gate held, or an alarm's retry due
         if actor.alarm_ms is not None:
-            if actor.alarm_ms / 1000 - self._clock.now() < self._idle_seconds:
+            now = self._clock.now()
+            if actor.alarm_ms / 1000 - now < self._idle_seconds:
                 return False  # its alarm is due soon: the platform keeps it in memory
+            if actor.alarm_ms >= max(
+                self._horizon_ms, math.floor((now + ALARM_WINDOW_SECONDS) * 1000)
+            ):
+                self._forget(actor)  # beyond the window: its stored row is all it needs
+                return True
             if actor.instance is not None:
-                self._drop_instance(actor)  # the alarm (in the namespace) rebuilds it
+                self._drop_instance(actor)  # the alarm (in the heap) rebuilds it
             return True
         self._forget(actor)
         return True
 
     def _forget(self, actor: Actor) -> None:
-        """Drop the object from memory, book-keeping included: storage is all there is of it,
-        and its next call starts from there."""
+        """Drop the object from memory, book-keeping included: storage is all there is of it
+        (its alarm too), and its next call starts from there."""
         self._evictor.busy(actor)
         del self._actors[actor.hex]
-        if actor.cleared and actor.cache_complete:
-            self._stored.discard(actor.hex)
-        else:
-            self._stored.add(actor.hex)  # its first reads when rebuilt must query storage
+        if actor.alarm_ms is not None:
+            # Committed (the object is not dirty): the window's load brings it back in time.
+            self._stored_alarm(actor.alarm_ms)
+            self._pending_alarms -= 1
+            actor.alarm_ms = None
+            actor.alarm_gen += 1  # its heap entry is stale now
+            self._compact_if_sparse()
         if actor.sql is not None:
             actor.sql._close()
         # Break the actor's cycles (instance -> ctx -> actor, actor <-> storage): reference

@@ -22,7 +22,7 @@ from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit, output_gate
 
 from .actor import Actor
-from .alarms import Alarms
+from .alarms import _NEVER, Alarms
 from .clone import structured_clone
 from .commit import SCHEMA, Commit
 from .errors import DurableObjectError, log
@@ -37,6 +37,13 @@ if TYPE_CHECKING:
 
 _SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
+
+# What storage holds of an object not in memory: its alarm, and whether it has KV pairs.
+_STORED = """
+SELECT (SELECT time_ms FROM alarms WHERE object_id = ?1),
+       (SELECT retry FROM alarms WHERE object_id = ?1),
+       EXISTS (SELECT 1 FROM kv WHERE object_id = ?1)
+"""
 
 Factory = Callable[[LocalDurableObjectState, Any], Any]
 
@@ -103,18 +110,11 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._dirty: list[Actor] = []
         self._commits = group_commit.GroupCommit(self._write_pending, report=self._report)
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
-        # Objects with stored KV pairs when the namespace opened: any other object starts with
-        # a complete (empty) cache, so its first reads need no query.
-        self._stored: set[str] = {
-            row[0] for row in self._db.execute("SELECT DISTINCT object_id FROM kv")
-        }
-        for hex_id, time_ms, retry in self._db.execute(
-            "SELECT object_id, time_ms, retry FROM alarms"
-        ).fetchall():
-            actor = self._actor(hex_id, None)
-            actor.alarm_retry = retry
-            actor.alarm_row = actor.alarm_committed = (time_ms, retry)
-            self._arm(actor, time_ms)
+        # Alarms in storage are brought into memory a window ahead of their time (`alarms`):
+        # opening loads the first window, not every alarm.
+        self._horizon_ms = _NEVER
+        self._next_stored_ms: int | None = None
+        self._load_window()
 
     # The binding -----------------------------------------------------------------------------
 
@@ -239,14 +239,20 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
 
     def alarm_of(self, id_or_name: LocalDurableObjectId | str) -> float | None:
         """What the object's `getAlarm()` would answer."""
-        actor = self._actors.get(self._hex(id_or_name))
-        return None if actor is None else self._alarm_time(actor)
+        hex_id = self._hex(id_or_name)
+        actor = self._actors.get(hex_id)
+        if actor is not None:
+            return self._alarm_time(actor)
+        row = self._db.execute("SELECT time_ms FROM alarms WHERE object_id = ?", (hex_id,))
+        stored = row.fetchone()  # an object not in memory: its committed alarm, if any
+        return None if stored is None else float(stored[0])
 
     def instance_count(self) -> int:
         return sum(1 for actor in self._actors.values() if actor.instance is not None)
 
     def actor_count(self) -> int:
-        """Objects the namespace keeps book on (live, with an alarm, or with pending writes)."""
+        """Objects the namespace keeps book on (live, with an alarm due within the window or
+        the idle period, or with pending writes)."""
         return len(self._actors)
 
     def _hex(self, id_or_name: LocalDurableObjectId | str) -> str:
@@ -261,7 +267,14 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         if actor is None:
             actor = self._actors[hex_id] = Actor(hex_id, name, self)
             actor.storage = LocalDurableObjectStorage(self, actor)
-            actor.cache_complete = hex_id not in self._stored
+            # Not in memory: storage holds all of it (an object leaves memory only with its
+            # writes committed). No KV pairs: its reads need no query.
+            time_ms, retry, stored = self._db.execute(_STORED, (hex_id,)).fetchone()
+            actor.cache_complete = not stored
+            if time_ms is not None:
+                actor.alarm_retry = retry
+                actor.alarm_row = actor.alarm_committed = (time_ms, retry)
+                self._arm(actor, time_ms)
         elif actor.name is None and name is not None:
             actor.name = name
         return actor
