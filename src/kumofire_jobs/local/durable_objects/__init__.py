@@ -36,8 +36,9 @@ semantics follow the platform's documentation, not convenience; each module hold
 * `eviction`. An object with no call in flight, no alarm running or due within the idle
   period, no retry of a failed alarm pending, no task (`waitUntil`, `blockConcurrencyWhile`)
   and no uncommitted write is evicted once idle for `IDLE_EVICTION_SECONDS` (70 s, the
-  platform's lower bound), on the namespace's clock: its instance goes, and, unless an alarm
-  is set (the alarm lives in the namespace and rebuilds it), its book-keeping (`actor`) too.
+  platform's lower bound), on the namespace's clock: its instance goes, and, unless its
+  alarm is due within `ALARM_WINDOW_SECONDS` (then the alarm, in the namespace's heap,
+  rebuilds it), its book-keeping (`actor`) too: a later alarm lives in storage only.
   An object emptied by `deleteAll()` with no alarm left (a coordinator that closed) goes as
   soon as it is idle: storage holds nothing of it, so its next call would build the same
   object. The next call builds a fresh instance from storage.

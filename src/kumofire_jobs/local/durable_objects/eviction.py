@@ -135,7 +135,8 @@ class Eviction:
 
     def _evict_idle(self, actor: Actor) -> bool:
         """The object has been idle for the idle period: evict its instance, and forget it
-        entirely unless an alarm is set. False: not now (look again a period later)."""
+        entirely unless its alarm is due within the window. False: not now (look again a
+        period later)."""
         if actor.busy or self._actors.get(actor.hex) is not actor:
             return True  # running again (it is offered again once idle) or forgotten
         if actor.dirty or actor.blockers or actor.alarm_running or actor.alarm_retry:
