@@ -251,6 +251,23 @@ async def test_a_close_whose_commit_failed_keeps_the_object(env: Env, clock: Man
     assert await stub.incr("n") == 2
 
 
+async def test_past_the_idle_cap_the_oldest_idle_objects_go_early(
+    env: Env, clock: ManualClock
+) -> None:
+    """Under memory pressure (more than `max_idle_objects` idle) the platform evicts early: the
+    oldest idle object goes as another falls idle, unless it must stay (an alarm due soon)."""
+    ns = await env.open(max_idle_objects=2)
+    alarmed = ns.getByName("alarm-soon")
+    await alarmed.storage("setAlarm", now_ms(clock.now()) + 30_000)
+    for i in range(4):
+        await ns.getByName(f"object-{i}").incr("n")
+    assert ns.instance_count() == 3  # at the cap, and the one whose alarm is due soon
+    assert instance_of(ns, "alarm-soon") is not None
+    assert ns.actor_count() == 3
+    assert await ns.getByName("object-0").incr("n") == 2  # rebuilt from storage
+    assert env.probe.constructed == 6
+
+
 # Far alarms: as on the platform, an evicted object with an alarm far ahead holds nothing in
 # memory (its alarm lives in storage); the alarm still fires at its time and answers getAlarm.
 

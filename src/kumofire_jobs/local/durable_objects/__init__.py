@@ -41,7 +41,8 @@ semantics follow the platform's documentation, not convenience; each module hold
   rebuilds it), its book-keeping (`actor`) too: a later alarm lives in storage only.
   An object emptied by `deleteAll()` with no alarm left (a coordinator that closed) goes as
   soon as it is idle: storage holds nothing of it, so its next call would build the same
-  object. The next call builds a fresh instance from storage.
+  object. The next call builds a fresh instance from storage. With more than
+  `MAX_IDLE_OBJECTS` idle, the oldest go early, as the platform evicts under memory pressure.
 * `namespace`: the binding itself, which ties these together.
 
 Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
@@ -61,7 +62,7 @@ from .alarms import (
 from .clone import structured_clone
 from .commit import CACHE_MAX_KEYS
 from .errors import DataCloneError, DurableObjectError
-from .eviction import IDLE_EVICTION_SECONDS, IdleEvictor
+from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, IdleEvictor
 from .gate import LocalDurableObjectState
 from .namespace import Factory, LocalDurableObjectNamespace
 from .sql import LocalSqlCursor, LocalSqlStorage, SqlRow
@@ -82,6 +83,7 @@ __all__ = [
     "CACHE_MAX_KEYS",
     "DELETE_ALL_DELETES_ALARM",
     "IDLE_EVICTION_SECONDS",
+    "MAX_IDLE_OBJECTS",
     "MAX_KEYS_PER_CALL",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",

@@ -6,7 +6,10 @@ fresh instance from storage ("Lifecycle of a Durable Object"). Without eviction 
 that runs for days keeps every object it ever touched. `IdleEvictor` remembers since when
 each idle object has been idle (oldest first) and, driven by the injected clock, offers each
 to the namespace once `IDLE_EVICTION_SECONDS` have passed; the namespace decides whether it
-can go (`Eviction._evict_idle`) or must wait another period.
+can go (`Eviction._evict_idle`) or must wait another period. The platform also evicts early
+under memory pressure: with more than `MAX_IDLE_OBJECTS` idle, each object that falls idle
+offers the oldest idle one at once, so a burst (a restart's reconciliation touching every
+waiting run, thousands of runs created in a minute) does not keep them all for 70 s.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 
 # The platform's lower bound: an object idle this long may be evicted.
 IDLE_EVICTION_SECONDS = 70.0
+# Idle objects kept before the oldest go early (a coordinator instance is a few KB).
+MAX_IDLE_OBJECTS = 4096
 
 T = TypeVar("T")
 
@@ -34,11 +39,17 @@ class IdleEvictor(Generic[T]):
     idle period is over, and answers False to keep it for another period."""
 
     def __init__(
-        self, clock: Clock, evict: Callable[[T], bool], idle_seconds: float = IDLE_EVICTION_SECONDS
+        self,
+        clock: Clock,
+        evict: Callable[[T], bool],
+        idle_seconds: float = IDLE_EVICTION_SECONDS,
+        max_idle: int = MAX_IDLE_OBJECTS,
     ) -> None:
         self._clock = clock
         self._evict = evict
         self._idle_seconds = idle_seconds
+        self._max_idle = max_idle
+        self._sweeping = False  # run() is running: eviction happens only then
         self._since: dict[T, float] = {}  # insertion order is idle order: oldest first
         self._wake = asyncio.Event()
         self._waiting = True  # the sweeper waits with no deadline (or has not started)
@@ -48,11 +59,19 @@ class IdleEvictor(Generic[T]):
 
     def idle(self, obj: T) -> None:
         """`obj` has nothing running now: its idle period starts."""
-        self._since.pop(obj, None)
-        self._since[obj] = self._clock.now()
+        since = self._since
+        since.pop(obj, None)
+        since[obj] = self._clock.now()
         if self._waiting:
             self._waiting = False
             self._wake.set()  # a deadline at last (any other is earlier than this one)
+        if len(since) > self._max_idle and self._sweeping:
+            # Memory pressure: offer the oldest now. One per object that falls idle, so an
+            # oldest that must stay (it moves to the end) costs no loop.
+            oldest = next(iter(since))
+            del since[oldest]
+            if not self._evict(oldest):
+                since[oldest] = self._clock.now()
 
     def busy(self, obj: T) -> None:
         """`obj` runs something (a call, an alarm, a task): it is not idle."""
@@ -60,10 +79,14 @@ class IdleEvictor(Generic[T]):
 
     async def run(self) -> None:
         """Evict objects as their idle periods end, until cancelled."""
-        while True:
-            deadline = await self._sweep()
-            self._waiting = deadline is None
-            await sleep_until_or_woken(self._clock, deadline, self._wake)
+        self._sweeping = True
+        try:
+            while True:
+                deadline = await self._sweep()
+                self._waiting = deadline is None
+                await sleep_until_or_woken(self._clock, deadline, self._wake)
+        finally:
+            self._sweeping = False
 
     async def _sweep(self) -> float | None:
         """Offer each object whose idle period is over; the next deadline (None: none). A

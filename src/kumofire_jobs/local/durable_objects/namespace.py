@@ -26,7 +26,7 @@ from .alarms import _NEVER, Alarms
 from .clone import structured_clone
 from .commit import SCHEMA, Commit
 from .errors import DurableObjectError, log
-from .eviction import IDLE_EVICTION_SECONDS, Eviction, IdleEvictor
+from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, Eviction, IdleEvictor
 from .gate import InputGate, LocalDurableObjectState
 from .storage import DELETE_ALL_DELETES_ALARM, LocalDurableObjectStorage, check_options
 from .stubs import LocalDurableObjectId, LocalDurableObjectStub
@@ -53,7 +53,8 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
 
     `factory(ctx, env)` builds an object, like `DurableObject.__init__(self, ctx, env)`.
     Objects are built lazily on their first call and rebuilt from storage after `evict()` or
-    idle eviction (`idle_eviction_seconds`). Alarms fire, and idle objects are evicted, only
+    idle eviction (`idle_eviction_seconds`; early, oldest first, once more than
+    `max_idle_objects` are idle). Alarms fire, and idle objects are evicted, only
     between `start()` and `stop()`/`close()`.
 
     This class holds the binding's API, its lifecycle and RPC calls, and the state its parts
@@ -73,6 +74,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         synchronous: str = "NORMAL",
         delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
         idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
+        max_idle_objects: int = MAX_IDLE_OBJECTS,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
@@ -90,7 +92,9 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._db.executescript(SCHEMA)
         self._actors: dict[str, Actor] = {}
         self._idle_seconds = idle_eviction_seconds
-        self._evictor = IdleEvictor[Actor](clock, self._evict_idle, idle_eviction_seconds)
+        self._evictor = IdleEvictor[Actor](
+            clock, self._evict_idle, idle_eviction_seconds, max_idle_objects
+        )
         self._digests: dict[str, str] = {}  # idFromName's recent answers
         self._tasks: set[asyncio.Future[Any]] = set()
         # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
