@@ -386,3 +386,23 @@ async def test_the_window_query_uses_the_time_index(env: Env, clock: ManualClock
         (0, 1),
     ).fetchall()
     assert any("alarms_by_time" in row[-1] for row in plan), plan
+
+
+async def test_a_nearer_alarm_left_in_storage_re_aims_the_window_timer(
+    env: Env, clock: ManualClock
+) -> None:
+    """The timer waits for the earliest stored alarm: one stored later, but due sooner, moves
+    it earlier, even hours after the last window was loaded."""
+    ns = await env.open()
+    week, hour = ns.getByName("week"), ns.getByName("hour")
+    hour_id = (await hour.whoami())["id"]
+    await week.storage("setAlarm", now_ms(clock.now()) + 7 * DAY_MS)
+    await clock.advance(2 * 3600)
+    due = now_ms(clock.now()) + 3_600_000
+    await hour.storage("setAlarm", due)
+    await clock.advance(IDLE)
+    assert ns.actor_count() == 0
+    assert clock.next_deadline() == due / 1000 - ALARM_WINDOW_SECONDS
+    await clock.advance_to(due / 1000)
+    assert [call.at for call in env.probe.alarms_of(hour_id)] == [due / 1000]
+    assert len(env.probe.alarms) == 1

@@ -202,6 +202,12 @@ class Alarms:
 
     # The window: stored alarms brought into memory as their time nears ----------------------
 
+    def _open_alarms(self) -> None:
+        """At open: bring the stored alarms due within the first window into memory."""
+        self._horizon_ms = _NEVER
+        self._next_stored_ms = None
+        self._load_window()
+
     def _load_due(self) -> float | None:
         """When the timer must load the next window: a window before the earliest stored
         alarm beyond the horizon (None: no such alarm known)."""

@@ -22,7 +22,7 @@ from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit, output_gate
 
 from .actor import Actor
-from .alarms import _NEVER, Alarms
+from .alarms import Alarms
 from .clone import structured_clone
 from .commit import SCHEMA, Commit
 from .errors import DurableObjectError, log
@@ -114,11 +114,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._dirty: list[Actor] = []
         self._commits = group_commit.GroupCommit(self._write_pending, report=self._report)
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
-        # Alarms in storage are brought into memory a window ahead of their time (`alarms`):
-        # opening loads the first window, not every alarm.
-        self._horizon_ms = _NEVER
-        self._next_stored_ms: int | None = None
-        self._load_window()
+        self._open_alarms()  # the first window of stored alarms, not all of them
 
     # The binding -----------------------------------------------------------------------------
 
