@@ -406,3 +406,49 @@ async def test_a_nearer_alarm_left_in_storage_re_aims_the_window_timer(
     await clock.advance_to(due / 1000)
     assert [call.at for call in env.probe.alarms_of(hour_id)] == [due / 1000]
     assert len(env.probe.alarms) == 1
+
+
+async def test_a_stored_alarm_due_while_stopped_fires_at_start(
+    env: Env, clock: ManualClock
+) -> None:
+    ns = await env.open()
+    stub = ns.getByName("overdue")
+    object_id = (await stub.whoami())["id"]
+    due = now_ms(clock.now()) + DAY_MS
+    await stub.storage("setAlarm", due)
+    await clock.advance(IDLE)
+    assert ns.actor_count() == 0
+    await ns.stop()
+    await clock.advance_to(due / 1000 + 60)
+    assert env.probe.alarms == []
+    await ns.start()
+    await clock.advance(0)
+    assert [call.at for call in env.probe.alarms_of(object_id)] == [due / 1000 + 60]
+
+
+async def test_a_failed_commit_on_a_revived_object_keeps_its_stored_alarm(
+    env: Env, clock: ManualClock
+) -> None:
+    """setAlarm on an object whose far alarm was in storage only, lost with its commit: the
+    stored alarm stands, leaves memory again, and fires at its time."""
+    ns = await env.open()
+    stub = ns.getByName("revived")
+    object_id = (await stub.whoami())["id"]
+    far = now_ms(clock.now()) + DAY_MS
+    await stub.storage("setAlarm", far)
+    await clock.advance(IDLE)
+    assert ns.actor_count() == 0
+    original = ns._write_out
+
+    def failing(dirty: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    ns._write_out = failing  # type: ignore[method-assign]
+    with pytest.raises(DurableObjectError, match="disk is full"):
+        await stub.storage("setAlarm", now_ms(clock.now()) + 10_000)
+    ns._write_out = original  # type: ignore[method-assign]
+    assert await stub.storage("getAlarm") == far
+    await clock.advance(IDLE)
+    assert ns.actor_count() == 0
+    await clock.advance_to(far / 1000)
+    assert [call.at for call in env.probe.alarms_of(object_id)] == [far / 1000]
