@@ -36,11 +36,13 @@ semantics follow the platform's documentation, not convenience; each module hold
 * `eviction`. An object with no call in flight, no alarm running or due within the idle
   period, no retry of a failed alarm pending, no task (`waitUntil`, `blockConcurrencyWhile`)
   and no uncommitted write is evicted once idle for `IDLE_EVICTION_SECONDS` (70 s, the
-  platform's lower bound), on the namespace's clock: its instance goes, and, unless an alarm
-  is set (the alarm lives in the namespace and rebuilds it), its book-keeping (`actor`) too.
+  platform's lower bound), on the namespace's clock: its instance goes, and, unless its
+  alarm is due within `ALARM_WINDOW_SECONDS` (then the alarm, in the namespace's heap,
+  rebuilds it), its book-keeping (`actor`) too: a later alarm lives in storage only.
   An object emptied by `deleteAll()` with no alarm left (a coordinator that closed) goes as
   soon as it is idle: storage holds nothing of it, so its next call would build the same
-  object. The next call builds a fresh instance from storage.
+  object. The next call builds a fresh instance from storage. With more than
+  `MAX_IDLE_OBJECTS` idle, the oldest go early, as the platform evicts under memory pressure.
 * `namespace`: the binding itself, which ties these together.
 
 Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
@@ -51,11 +53,16 @@ one by one, so they are durable when `exec()` returns). `abort()` closes as a cr
 
 from __future__ import annotations
 
-from .alarms import ALARM_MAX_RETRIES, ALARM_RETRY_START_SECONDS, AlarmInvocationInfo
+from .alarms import (
+    ALARM_MAX_RETRIES,
+    ALARM_RETRY_START_SECONDS,
+    ALARM_WINDOW_SECONDS,
+    AlarmInvocationInfo,
+)
 from .clone import structured_clone
 from .commit import CACHE_MAX_KEYS
 from .errors import DataCloneError, DurableObjectError
-from .eviction import IDLE_EVICTION_SECONDS, IdleEvictor
+from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, IdleEvictor
 from .gate import LocalDurableObjectState
 from .namespace import Factory, LocalDurableObjectNamespace
 from .sql import LocalSqlCursor, LocalSqlStorage, SqlRow
@@ -72,9 +79,11 @@ from .stubs import LocalDurableObjectId, LocalDurableObjectStub
 __all__ = [
     "ALARM_MAX_RETRIES",
     "ALARM_RETRY_START_SECONDS",
+    "ALARM_WINDOW_SECONDS",
     "CACHE_MAX_KEYS",
     "DELETE_ALL_DELETES_ALARM",
     "IDLE_EVICTION_SECONDS",
+    "MAX_IDLE_OBJECTS",
     "MAX_KEYS_PER_CALL",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",

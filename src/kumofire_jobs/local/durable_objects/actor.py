@@ -56,8 +56,8 @@ class Actor:
         self.name_committed: bool | None = None  # the row as committed (None: not known)
         # Writes not yet committed: KV values by key (None: deleted), whether every committed
         # key goes first (deleteAll), and the alarm row (alarm_row) when it differs from the
-        # committed one (alarm_committed; an object with a stored alarm is loaded at open, so
-        # any other object has none). `dirty` while any of these waits for a commit.
+        # committed one (alarm_committed, read from storage when the entry is made). `dirty`
+        # while any of these waits for a commit.
         self.dirty = False
         self.writes: dict[str, bytes | None] = {}
         self.writes_clear = False

@@ -10,6 +10,14 @@ then every 64 s until a commit succeeds, never at once (see `commit`). At least 
 handler cut short by `stop()` runs again after `start()`. Scheduling is event-driven: one
 timer task sleeps until the earliest alarm (re-aimed only when an earlier one is set), and an
 alarm already due starts its handler at once.
+
+Memory, as on the platform: an alarm lives in storage (the `alarms` table). The heap holds the
+alarms of the objects in memory, and every stored alarm due before the horizon (the end of the
+window last loaded, `ALARM_WINDOW_SECONDS` ahead); an idle object whose alarm is beyond both
+the idle period and the window is forgotten entirely (`eviction`). The same timer also wakes
+a window before the earliest stored alarm beyond the horizon and loads the next window with
+one indexed query (`alarms_by_time`): no polling, and a pending alarm a week ahead costs a row
+on disk, nothing in memory.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import heapq
 import inspect
 import itertools
 import math
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +43,10 @@ if TYPE_CHECKING:
 
 ALARM_RETRY_START_SECONDS = 2.0  # first retry 2 s after a throwing alarm(), then doubling
 ALARM_MAX_RETRIES = 6  # retries after the first run; the alarm is dropped after the 6th fails
+# Alarms due within this window are in memory; later ones of evicted objects only in storage.
+ALARM_WINDOW_SECONDS = 300.0
+_WINDOW_MS = round(ALARM_WINDOW_SECONDS * 1000)
+_NEVER = -(2**63)  # the horizon before the first load: nothing is known to be in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +68,11 @@ class Alarms:
     _actors: dict[str, Actor]
     _clock: Clock
     _context: contextvars.Context | None
+    _db: sqlite3.Connection
     _errors: RepeatedLog
     _heap: list[tuple[float, int, Actor, int]]
+    _horizon_ms: int
+    _next_stored_ms: int | None
     _pending_alarms: int
     _running: bool
     _seq: itertools.count[int]
@@ -71,6 +87,7 @@ class Alarms:
         async def _enter(self, actor: Actor) -> Any: ...
         def _touch(self, actor: Actor) -> None: ...
         def _record_name(self, actor: Actor) -> None: ...
+        def _actor(self, hex_id: str, name: str | None) -> Actor: ...
 
     def _alarm_time(self, actor: Actor) -> float | None:
         if actor.alarm_running:
@@ -115,8 +132,8 @@ class Alarms:
             self._start_fire(actor, actor.alarm_gen)  # due already: no timer needed
             return
         heapq.heappush(self._heap, (due, next(self._seq), actor, actor.alarm_gen))
-        if len(self._heap) > 1024 and len(self._heap) > 4 * self._pending_alarms:
-            self._compact()
+        if len(self._heap) > 1024:
+            self._compact_if_sparse()
         if self._running and (self._timer_due is None or due < self._timer_due):
             self._reschedule()
 
@@ -133,6 +150,9 @@ class Alarms:
     def _reschedule(self) -> None:
         """Point the timer at the earliest pending alarm."""
         due = self._next_due()
+        load = self._load_due()
+        if load is not None and (due is None or load < due):
+            due = load
         if due is None or (self._timer_due is not None and self._timer_due <= due):
             return
         if self._timer is not None:
@@ -148,13 +168,17 @@ class Alarms:
             self._tasks.add(timer)
 
     async def _sleep_until(self, due: float) -> None:
-        """The timer: at `due`, start the handlers of every alarm due by then."""
+        """The timer: at `due`, load the next window if it is time, and start the handlers of
+        every alarm due by then."""
         timer = asyncio.current_task()
         try:
             await self._clock.sleep_until(due)
             self._timer, self._timer_due = None, None
             dispatched = 0
             now = self._clock.now()
+            load = self._load_due()
+            if load is not None and load <= now:
+                self._load_window()
             next_due = self._next_due()
             while next_due is not None and next_due <= now:
                 _, _, actor, gen = heapq.heappop(self._heap)
@@ -164,14 +188,57 @@ class Alarms:
                     # Let the first handlers start while thousands more are due at once.
                     await asyncio.sleep(0)
                 next_due = self._next_due()
-            if next_due is not None and self._running:
+            if self._running and (next_due is not None or self._next_stored_ms is not None):
                 self._reschedule()
         finally:
             self._tasks.discard(timer)
 
-    def _compact(self) -> None:
-        self._heap = [entry for entry in self._heap if entry[3] == entry[2].alarm_gen]
-        heapq.heapify(self._heap)
+    def _compact_if_sparse(self) -> None:
+        """Drop stale entries once they are most of the heap (amortized O(1) per entry); a
+        stale entry would keep a forgotten object's book-keeping alive."""
+        if len(self._heap) > 4 * self._pending_alarms:
+            self._heap = [entry for entry in self._heap if entry[3] == entry[2].alarm_gen]
+            heapq.heapify(self._heap)
+
+    # The window: stored alarms brought into memory as their time nears ----------------------
+
+    def _open_alarms(self) -> None:
+        """At open: bring the stored alarms due within the first window into memory."""
+        self._horizon_ms = _NEVER
+        self._next_stored_ms = None
+        self._load_window()
+
+    def _load_due(self) -> float | None:
+        """When the timer must load the next window: a window before the earliest stored
+        alarm beyond the horizon (None: no such alarm known)."""
+        if self._next_stored_ms is None:
+            return None
+        return (self._next_stored_ms - _WINDOW_MS) / 1000
+
+    def _load_window(self) -> None:
+        """Bring the stored alarms due before the end of the next window into memory (the
+        objects already in memory have theirs), and note the earliest stored alarm after it."""
+        end = max(math.floor(self._clock.now() * 1000) + _WINDOW_MS, self._horizon_ms)
+        if self._next_stored_ms is not None:
+            end = max(end, self._next_stored_ms + 1)  # never short of it (float rounding)
+        rows = self._db.execute(
+            "SELECT object_id FROM alarms WHERE time_ms >= ? AND time_ms < ?",
+            (self._horizon_ms, end),
+        ).fetchall()
+        self._horizon_ms = end
+        for (hex_id,) in rows:
+            if hex_id not in self._actors:
+                self._actor(hex_id, None)  # reads and arms its stored alarm
+        row = self._db.execute("SELECT MIN(time_ms) FROM alarms WHERE time_ms >= ?", (end,))
+        self._next_stored_ms = row.fetchone()[0]
+
+    def _stored_alarm(self, time_ms: int) -> None:
+        """An object left memory with its alarm (at or beyond the horizon) in storage only:
+        the timer must load it a window ahead of its time."""
+        if self._next_stored_ms is None or time_ms < self._next_stored_ms:
+            self._next_stored_ms = time_ms
+            if self._running:
+                self._reschedule()
 
     def _next_due(self) -> float | None:
         heap = self._heap

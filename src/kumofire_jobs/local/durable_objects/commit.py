@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS alarms (
     time_ms INTEGER NOT NULL,
     retry INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The window's load: the alarms due in a time range, and the earliest after it.
+CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (time_ms);
 CREATE TABLE IF NOT EXISTS names (
     object_id TEXT PRIMARY KEY,
     name TEXT NOT NULL

@@ -6,22 +6,30 @@ fresh instance from storage ("Lifecycle of a Durable Object"). Without eviction 
 that runs for days keeps every object it ever touched. `IdleEvictor` remembers since when
 each idle object has been idle (oldest first) and, driven by the injected clock, offers each
 to the namespace once `IDLE_EVICTION_SECONDS` have passed; the namespace decides whether it
-can go (`Eviction._evict_idle`) or must wait another period.
+can go (`Eviction._evict_idle`) or must wait another period. The platform also evicts early
+under memory pressure: with more than `MAX_IDLE_OBJECTS` idle, each object that falls idle
+offers the oldest idle one at once, so a burst (a restart's reconciliation touching every
+waiting run, thousands of runs created in a minute) does not keep them all for 70 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from kumofire_jobs.core.clock import Clock, sleep_until_or_woken
+
+from .alarms import ALARM_WINDOW_SECONDS
 
 if TYPE_CHECKING:
     from .actor import Actor
 
 # The platform's lower bound: an object idle this long may be evicted.
 IDLE_EVICTION_SECONDS = 70.0
+# Idle objects kept before the oldest go early (a coordinator instance is a few KB).
+MAX_IDLE_OBJECTS = 4096
 
 T = TypeVar("T")
 
@@ -31,11 +39,17 @@ class IdleEvictor(Generic[T]):
     idle period is over, and answers False to keep it for another period."""
 
     def __init__(
-        self, clock: Clock, evict: Callable[[T], bool], idle_seconds: float = IDLE_EVICTION_SECONDS
+        self,
+        clock: Clock,
+        evict: Callable[[T], bool],
+        idle_seconds: float = IDLE_EVICTION_SECONDS,
+        max_idle: int = MAX_IDLE_OBJECTS,
     ) -> None:
         self._clock = clock
         self._evict = evict
         self._idle_seconds = idle_seconds
+        self._max_idle = max_idle
+        self._sweeping = False  # run() is running: eviction happens only then
         self._since: dict[T, float] = {}  # insertion order is idle order: oldest first
         self._wake = asyncio.Event()
         self._waiting = True  # the sweeper waits with no deadline (or has not started)
@@ -45,11 +59,19 @@ class IdleEvictor(Generic[T]):
 
     def idle(self, obj: T) -> None:
         """`obj` has nothing running now: its idle period starts."""
-        self._since.pop(obj, None)
-        self._since[obj] = self._clock.now()
+        since = self._since
+        since.pop(obj, None)
+        since[obj] = self._clock.now()
         if self._waiting:
             self._waiting = False
             self._wake.set()  # a deadline at last (any other is earlier than this one)
+        if len(since) > self._max_idle and self._sweeping:
+            # Memory pressure: offer the oldest now. One per object that falls idle, so an
+            # oldest that must stay (it moves to the end) costs no loop.
+            oldest = next(iter(since))
+            del since[oldest]
+            if not self._evict(oldest):
+                since[oldest] = self._clock.now()
 
     def busy(self, obj: T) -> None:
         """`obj` runs something (a call, an alarm, a task): it is not idle."""
@@ -57,24 +79,32 @@ class IdleEvictor(Generic[T]):
 
     async def run(self) -> None:
         """Evict objects as their idle periods end, until cancelled."""
+        self._sweeping = True
+        try:
+            while True:
+                deadline = await self._sweep()
+                self._waiting = deadline is None
+                await sleep_until_or_woken(self._clock, deadline, self._wake)
+        finally:
+            self._sweeping = False
+
+    async def _sweep(self) -> float | None:
+        """Offer each object whose idle period is over; the next deadline (None: none). A
+        method of its own so that no local keeps the last object alive while `run` waits."""
         since = self._since
-        while True:
-            deadline = None
-            evicted = 0
-            while since:
-                obj, idle_since = next(iter(since.items()))
-                deadline = idle_since + self._idle_seconds
-                if deadline > self._clock.now():
-                    break
-                del since[obj]
-                if not self._evict(obj):
-                    since[obj] = self._clock.now()  # not now: look again a period later
-                deadline = None
-                evicted += 1
-                if evicted % 1024 == 0:
-                    await asyncio.sleep(0)  # thousands idle at once: let calls run between
-            self._waiting = deadline is None
-            await sleep_until_or_woken(self._clock, deadline, self._wake)
+        evicted = 0
+        while since:
+            obj, idle_since = next(iter(since.items()))
+            deadline = idle_since + self._idle_seconds
+            if deadline > self._clock.now():
+                return deadline
+            del since[obj]
+            if not self._evict(obj):
+                since[obj] = self._clock.now()  # not now: look again a period later
+            evicted += 1
+            if evicted % 1024 == 0:
+                await asyncio.sleep(0)  # thousands idle at once: let calls run between
+        return None
 
 
 class Eviction:
@@ -89,8 +119,14 @@ class Eviction:
     _clock: Clock
     _closed: bool
     _evictor: IdleEvictor[Actor]
+    _heap: list[tuple[float, int, Actor, int]]
+    _horizon_ms: int
     _idle_seconds: float
-    _stored: set[str]
+    _pending_alarms: int
+    if TYPE_CHECKING:
+
+        def _stored_alarm(self, time_ms: int) -> None: ...
+        def _compact_if_sparse(self) -> None: ...
 
     def _hold(self, actor: Actor) -> None:
         if not actor.busy:
@@ -122,29 +158,39 @@ class Eviction:
 
     def _evict_idle(self, actor: Actor) -> bool:
         """The object has been idle for the idle period: evict its instance, and forget it
-        entirely unless an alarm is set. False: not now (look again a period later)."""
+        entirely unless its alarm is due within the window. False: not now (look again a
+        period later)."""
         if actor.busy or self._actors.get(actor.hex) is not actor:
             return True  # running again (it is offered again once idle) or forgotten
         if actor.dirty or actor.blockers or actor.alarm_running or actor.alarm_retry:
             return False  # writes not committed, input gate held, or an alarm's retry due
         if actor.alarm_ms is not None:
-            if actor.alarm_ms / 1000 - self._clock.now() < self._idle_seconds:
+            now = self._clock.now()
+            if actor.alarm_ms / 1000 - now < self._idle_seconds:
                 return False  # its alarm is due soon: the platform keeps it in memory
+            if actor.alarm_ms >= max(
+                self._horizon_ms, math.floor((now + ALARM_WINDOW_SECONDS) * 1000)
+            ):
+                self._forget(actor)  # beyond the window: its stored row is all it needs
+                return True
             if actor.instance is not None:
-                self._drop_instance(actor)  # the alarm (in the namespace) rebuilds it
+                self._drop_instance(actor)  # the alarm (in the heap) rebuilds it
             return True
         self._forget(actor)
         return True
 
     def _forget(self, actor: Actor) -> None:
-        """Drop the object from memory, book-keeping included: storage is all there is of it,
-        and its next call starts from there."""
+        """Drop the object from memory, book-keeping included: storage is all there is of it
+        (its alarm too), and its next call starts from there."""
         self._evictor.busy(actor)
         del self._actors[actor.hex]
-        if actor.cleared and actor.cache_complete:
-            self._stored.discard(actor.hex)
-        else:
-            self._stored.add(actor.hex)  # its first reads when rebuilt must query storage
+        if actor.alarm_ms is not None:
+            # Committed (the object is not dirty): the window's load brings it back in time.
+            self._stored_alarm(actor.alarm_ms)
+            self._pending_alarms -= 1
+            actor.alarm_ms = None
+            actor.alarm_gen += 1  # its heap entry is stale now
+            self._compact_if_sparse()
         if actor.sql is not None:
             actor.sql._close()
         # Break the actor's cycles (instance -> ctx -> actor, actor <-> storage): reference

@@ -26,7 +26,7 @@ from .alarms import Alarms
 from .clone import structured_clone
 from .commit import SCHEMA, Commit
 from .errors import DurableObjectError, log
-from .eviction import IDLE_EVICTION_SECONDS, Eviction, IdleEvictor
+from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, Eviction, IdleEvictor
 from .gate import InputGate, LocalDurableObjectState
 from .storage import DELETE_ALL_DELETES_ALARM, LocalDurableObjectStorage, check_options
 from .stubs import LocalDurableObjectId, LocalDurableObjectStub
@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 _SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 
+# What storage holds of an object not in memory: its alarm, and whether it has KV pairs.
+_STORED = """
+SELECT (SELECT time_ms FROM alarms WHERE object_id = ?1),
+       (SELECT retry FROM alarms WHERE object_id = ?1),
+       EXISTS (SELECT 1 FROM kv WHERE object_id = ?1)
+"""
+
 Factory = Callable[[LocalDurableObjectState, Any], Any]
 
 
@@ -46,7 +53,8 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
 
     `factory(ctx, env)` builds an object, like `DurableObject.__init__(self, ctx, env)`.
     Objects are built lazily on their first call and rebuilt from storage after `evict()` or
-    idle eviction (`idle_eviction_seconds`). Alarms fire, and idle objects are evicted, only
+    idle eviction (`idle_eviction_seconds`; early, oldest first, once more than
+    `max_idle_objects` are idle). Alarms fire, and idle objects are evicted, only
     between `start()` and `stop()`/`close()`.
 
     This class holds the binding's API, its lifecycle and RPC calls, and the state its parts
@@ -66,6 +74,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         synchronous: str = "NORMAL",
         delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
         idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
+        max_idle_objects: int = MAX_IDLE_OBJECTS,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
@@ -83,7 +92,9 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._db.executescript(SCHEMA)
         self._actors: dict[str, Actor] = {}
         self._idle_seconds = idle_eviction_seconds
-        self._evictor = IdleEvictor[Actor](clock, self._evict_idle, idle_eviction_seconds)
+        self._evictor = IdleEvictor[Actor](
+            clock, self._evict_idle, idle_eviction_seconds, max_idle_objects
+        )
         self._digests: dict[str, str] = {}  # idFromName's recent answers
         self._tasks: set[asyncio.Future[Any]] = set()
         # The alarm heap: (due epoch seconds, seq, actor, actor.alarm_gen when pushed).
@@ -103,18 +114,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._dirty: list[Actor] = []
         self._commits = group_commit.GroupCommit(self._write_pending, report=self._report)
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
-        # Objects with stored KV pairs when the namespace opened: any other object starts with
-        # a complete (empty) cache, so its first reads need no query.
-        self._stored: set[str] = {
-            row[0] for row in self._db.execute("SELECT DISTINCT object_id FROM kv")
-        }
-        for hex_id, time_ms, retry in self._db.execute(
-            "SELECT object_id, time_ms, retry FROM alarms"
-        ).fetchall():
-            actor = self._actor(hex_id, None)
-            actor.alarm_retry = retry
-            actor.alarm_row = actor.alarm_committed = (time_ms, retry)
-            self._arm(actor, time_ms)
+        self._open_alarms()  # the first window of stored alarms, not all of them
 
     # The binding -----------------------------------------------------------------------------
 
@@ -239,14 +239,20 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
 
     def alarm_of(self, id_or_name: LocalDurableObjectId | str) -> float | None:
         """What the object's `getAlarm()` would answer."""
-        actor = self._actors.get(self._hex(id_or_name))
-        return None if actor is None else self._alarm_time(actor)
+        hex_id = self._hex(id_or_name)
+        actor = self._actors.get(hex_id)
+        if actor is not None:
+            return self._alarm_time(actor)
+        row = self._db.execute("SELECT time_ms FROM alarms WHERE object_id = ?", (hex_id,))
+        stored = row.fetchone()  # an object not in memory: its committed alarm, if any
+        return None if stored is None else float(stored[0])
 
     def instance_count(self) -> int:
         return sum(1 for actor in self._actors.values() if actor.instance is not None)
 
     def actor_count(self) -> int:
-        """Objects the namespace keeps book on (live, with an alarm, or with pending writes)."""
+        """Objects the namespace keeps book on (live, with an alarm due within the window or
+        the idle period, or with pending writes)."""
         return len(self._actors)
 
     def _hex(self, id_or_name: LocalDurableObjectId | str) -> str:
@@ -261,7 +267,14 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         if actor is None:
             actor = self._actors[hex_id] = Actor(hex_id, name, self)
             actor.storage = LocalDurableObjectStorage(self, actor)
-            actor.cache_complete = hex_id not in self._stored
+            # Not in memory: storage holds all of it (an object leaves memory only with its
+            # writes committed). No KV pairs: its reads need no query.
+            time_ms, retry, stored = self._db.execute(_STORED, (hex_id,)).fetchone()
+            actor.cache_complete = not stored
+            if time_ms is not None:
+                actor.alarm_retry = retry
+                actor.alarm_row = actor.alarm_committed = (time_ms, retry)
+                self._arm(actor, time_ms)
         elif actor.name is None and name is not None:
             actor.name = name
         return actor
