@@ -19,10 +19,11 @@ method returns None. Two answers differ from HTTP's because HTTP says it with th
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
-from ..api import wire
+from ..api import operations, wire
 from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
@@ -34,10 +35,11 @@ log = get_logger()
 
 P = ParamSpec("P")
 R = TypeVar("R")
+E = TypeVar("E", bound=type)
 
-LIST_QUERY_KEYS: Final = frozenset({"status", "name", "schedule_id", "limit", "cursor"})
-COUNTS_QUERY_KEYS: Final = frozenset({"name"})
-SCHEDULE_LIST_QUERY_KEYS: Final = frozenset({"enabled", "name", "limit", "cursor"})
+LIST_QUERY_KEYS: Final = frozenset(operations.RUN_QUERY)
+COUNTS_QUERY_KEYS: Final = frozenset(operations.COUNTS_QUERY)
+SCHEDULE_LIST_QUERY_KEYS: Final = frozenset(operations.SCHEDULE_QUERY)
 
 
 class JobsRpcError(Exception):
@@ -226,7 +228,7 @@ def _schedule(schedule: JobSchedule | None) -> dict[str, Any]:
 @rpc_method
 async def create_schedule(jobs: Jobs, body: Any) -> dict[str, Any]:
     """`POST /v1/schedules`: the new schedule (HTTP 201)."""
-    fields = wire.schedule_fields(to_py(body), wire.SCHEDULE_CREATE_FIELDS)
+    fields = wire.schedule_fields(to_py(body), operations.SCHEDULE_CREATE_FIELDS)
     if fields.get("enabled", True) is None:
         del fields["enabled"]
     name = fields.pop("name", None)
@@ -237,10 +239,9 @@ async def create_schedule(jobs: Jobs, body: Any) -> dict[str, Any]:
 async def upsert_schedule(jobs: Jobs, key: Any, body: Any) -> dict[str, Any]:
     """`PUT /v1/schedules/by-key/{key}`: the schedule, created or updated. Like the HTTP body,
     the answer does not say which (HTTP tells by its status, 201 or 200)."""
-    fields = wire.schedule_fields(to_py(body), wire.SCHEDULE_PATCH_FIELDS)
+    fields = wire.schedule_fields(to_py(body), operations.SCHEDULE_PATCH_FIELDS)
     name = fields.pop("name", None)
-    schedule, _ = await jobs.upsert_schedule_created(_ref(key, "key"), name, **fields)
-    return _schedule(schedule)
+    return _schedule(await jobs.upsert_schedule(_ref(key, "key"), name, **fields))
 
 
 @rpc_method
@@ -255,13 +256,13 @@ async def get_schedule_by_key(jobs: Jobs, key: Any) -> dict[str, Any]:
 
 @rpc_method
 async def update_schedule(jobs: Jobs, schedule_id: Any, patch: Any) -> dict[str, Any]:
-    fields = wire.schedule_fields(to_py(patch), wire.SCHEDULE_PATCH_FIELDS)
+    fields = wire.schedule_fields(to_py(patch), operations.SCHEDULE_PATCH_FIELDS)
     return _schedule(await jobs.update_schedule(_ref(schedule_id, "id"), **fields))
 
 
 @rpc_method
 async def update_schedule_by_key(jobs: Jobs, key: Any, patch: Any) -> dict[str, Any]:
-    fields = wire.schedule_fields(to_py(patch), wire.SCHEDULE_PATCH_FIELDS)
+    fields = wire.schedule_fields(to_py(patch), operations.SCHEDULE_PATCH_FIELDS)
     return _schedule(await jobs.update_schedule_by_key(_ref(key, "key"), **fields))
 
 
@@ -315,3 +316,72 @@ async def list_schedules(jobs: Jobs, query: Any = None) -> dict[str, Any]:
         cursor=_optional_str(fields, "cursor"),
     )
     return wire.schedule_page_to_wire(page)
+
+
+# --- the entrypoint ---------------------------------------------------------------------------
+
+RpcFunction = Callable[..., Awaitable[Any]]
+
+FUNCTIONS: Final[Mapping[str, RpcFunction]] = {
+    # One per operation of `operations.OPERATIONS`, by its name (tests/test_operations.py).
+    "create": create,
+    "create_many": create_many,
+    "get": get,
+    "list": list_runs,
+    "counts": counts,
+    "cancel": cancel,
+    "retry": retry,
+    "create_schedule": create_schedule,
+    "upsert_schedule": upsert_schedule,
+    "get_schedule": get_schedule,
+    "get_schedule_by_key": get_schedule_by_key,
+    "update_schedule": update_schedule,
+    "update_schedule_by_key": update_schedule_by_key,
+    "disable_schedule": disable_schedule,
+    "disable_schedule_by_key": disable_schedule_by_key,
+    "enable_schedule": enable_schedule,
+    "enable_schedule_by_key": enable_schedule_by_key,
+    "delete_schedule": delete_schedule,
+    "delete_schedule_by_key": delete_schedule_by_key,
+    "list_schedules": list_schedules,
+}
+
+
+def _entrypoint_method(
+    op: operations.Operation, function: RpcFunction, jobs_of: Callable[[Any], Jobs]
+) -> Callable[..., Awaitable[Any]]:
+    """The entrypoint's method of `op`: positional arguments as `op.rpc` names them (a
+    trailing `query` optional), the function's answer or its error as `answer()` gives it."""
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter("self", positional)]
+        + [
+            inspect.Parameter(arg, positional, default=None if arg == "query" else inspect._empty)
+            for arg in op.rpc
+        ]
+    )
+
+    async def method(*args: Any, **kwargs: Any) -> Any:
+        call = signature.bind(*args, **kwargs)  # a wrong call raises TypeError, as a def does
+        call.apply_defaults()
+        self, *values = call.arguments.values()
+        return await answer(function(jobs_of(self), *values))
+
+    method.__name__ = method.__qualname__ = op.name
+    method.__doc__ = op.summary
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    return method
+
+
+def rpc_entrypoint(jobs_of: Callable[[Any], Jobs]) -> Callable[[E], E]:
+    """A class decorator giving the `JobsService` `WorkerEntrypoint` one real method per
+    operation of `operations.OPERATIONS` (Workers RPC calls the methods of the class itself):
+    `jobs_of(self)` is the bound jobs API of a call (in `src/entry.py`,
+    `app.jobs(self.env)`)."""
+
+    def decorate(cls: E) -> E:
+        for op in operations.OPERATIONS:
+            setattr(cls, op.name, _entrypoint_method(op, FUNCTIONS[op.name], jobs_of))
+        return cls
+
+    return decorate

@@ -19,7 +19,7 @@ from . import validation
 from .clock import now_ms
 from .errors import ConflictError, ValidationError
 from .log import get_logger
-from .models import JobSchedule, Page
+from .models import JobSchedule, Page, SchedulePatch
 from .schedule_store import ScheduleStore, row_to_schedule
 from .schedule_timing import Timing, next_occurrence, parse_timing
 
@@ -28,9 +28,7 @@ if TYPE_CHECKING:
 
 log = get_logger()
 
-PATCH_FIELDS = frozenset(
-    {"name", "payload", "cron", "every", "timezone", "enabled", "max_attempts"}
-)
+PATCH_FIELDS = frozenset(SchedulePatch.__optional_keys__)
 MAX_KEY_CHARS = 512
 _RACE_RETRIES = 5
 
