@@ -1,5 +1,6 @@
 """The `JobsService` RPC entrypoint's methods (API.md, "Service binding (RPC)"), as plain
-async functions over a bound `Jobs`.
+async functions over a bound `Jobs` (`FUNCTIONS`, one per operation of `api/operations.py`),
+and `rpc_entrypoint`, which gives the entrypoint class of `src/entry.py` a method for each.
 
 Workers RPC passes positional arguments only and plain values: each function takes an id or
 one dict shaped like the HTTP body or query, and returns the dict the HTTP API answers. A
@@ -356,7 +357,9 @@ def _entrypoint_method(
     signature = inspect.Signature(
         [inspect.Parameter("self", positional)]
         + [
-            inspect.Parameter(arg, positional, default=None if arg == "query" else inspect._empty)
+            inspect.Parameter(
+                arg, positional, default=None if arg == "query" else inspect.Parameter.empty
+            )
             for arg in op.rpc
         ]
     )

@@ -1,9 +1,10 @@
 """The Starlette app of the HTTP API (API.md, "HTTP API").
 
-Every route calls the public jobs API and nothing else. Bad input gets the documented JSON
-error, never a stack trace: validation errors map to their codes, and an unexpected error is
-logged once with its traceback and answered with a bare 500 `internal_error` on a connection
-that stays open.
+Every route calls the public jobs API and nothing else: one endpoint per operation of
+`api/operations.py`, served at the operation's path with its status. Bad input gets the
+documented JSON error, never a stack trace: validation errors map to their codes, and an
+unexpected error is logged once with its traceback and answered with a bare 500
+`internal_error` on a connection that stays open.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API, served at `GET /v1/openapi.json`.
 
-Written out rather than inferred, so that it says what API.md promises: status codes, error
-codes and the wire shapes (times as RFC 3339 strings).
+Its paths come from the table of operations (`api/operations.py`: the route, the summary, the
+path and query parameters, the body, the success and error statuses); the schemas of the
+bodies and answers are written out here, rather than inferred, so that they say what API.md
+promises (times as RFC 3339 strings, the limits of each field).
 """
 
 from __future__ import annotations
