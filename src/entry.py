@@ -2,7 +2,8 @@
 RPC entrypoint and the coordinator Durable Object class (see wrangler.toml).
 
 A thin shim: every handler delegates to `kumofire_jobs.cloudflare` (`WorkerApp` and the RPC
-functions of `kumofire_jobs.cloudflare.service`), which run and are tested on any Python.
+functions of `kumofire_jobs.cloudflare.service`, made the entrypoint's methods by
+`kumofire_jobs.cloudflare.entrypoint`), which run and are tested on any Python.
 """
 
 import msgspec
@@ -10,7 +11,7 @@ from workers import DurableObject, WorkerEntrypoint
 
 from kumofire_coordinator import CoordinatorEndpoint
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.cloudflare import service
+from kumofire_jobs.cloudflare.entrypoint import rpc_entrypoint
 from kumofire_jobs.cloudflare.worker import WorkerApp, configure_worker_logging
 
 # One JSON object per line on standard output, which Workers Logs indexes field by field.
@@ -52,7 +53,7 @@ class Default(WorkerEntrypoint):
         await app.queue(batch, self.env)
 
 
-@service.rpc_entrypoint(lambda entrypoint: app.jobs(entrypoint.env))
+@rpc_entrypoint(lambda entrypoint: app.jobs(entrypoint.env))
 class JobsService(WorkerEntrypoint):
     """The RPC entrypoint other Workers bind with `entrypoint = "JobsService"`: positional
     arguments, plain dicts back; an error is answered, not thrown: a JavaScript `Error` whose

@@ -2,9 +2,10 @@
 with the same arguments and fields, and says the same status codes.
 
 The surfaces: `JobsApi` (the Protocol), the bound runtime's `Jobs`, `JobsClient`, the RPC
-functions of `cloudflare/service.py` and the `JobsService` entrypoint of `src/entry.py`, the
-HTTP routes and the OpenAPI document, and the wire codec of the results. mypy checks the
-Python surfaces' types against `JobsApi`; this checks names, kinds, defaults and the wire.
+functions of `cloudflare/service.py` (`entrypoint.FUNCTIONS`) and the `JobsService`
+entrypoint of `src/entry.py`, the HTTP routes and the OpenAPI document, and the wire codec of
+the results. mypy checks the Python surfaces' types against `JobsApi`; this checks names,
+kinds, defaults and the wire.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from kumofire_jobs.api import operations, wire
 from kumofire_jobs.api.operations import OPERATIONS, Operation
 from kumofire_jobs.api.protocol import JobsApi
 from kumofire_jobs.client import JobsClient
-from kumofire_jobs.cloudflare import service
+from kumofire_jobs.cloudflare import entrypoint
 from kumofire_jobs.core.models import CreateRequest, SchedulePatch
 from kumofire_jobs.core.states import RunStatus
 from kumofire_jobs.web import create_app
@@ -164,9 +165,9 @@ def test_the_rpc_arguments_are_the_path_then_the_body_or_query(op: Operation) ->
 
 
 def test_the_service_has_a_function_per_operation() -> None:
-    assert set(service.FUNCTIONS) == set(operations.BY_NAME)
+    assert set(entrypoint.FUNCTIONS) == set(operations.BY_NAME)
     for op in OPERATIONS:
-        function = service.FUNCTIONS[op.name]
+        function = entrypoint.FUNCTIONS[op.name]
         assert [(p.default) for p in parameters(function)] == [d for _, d in rpc_shape(op)]
 
 
