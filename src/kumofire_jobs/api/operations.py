@@ -15,7 +15,7 @@ since the core reads it too) and used by the codec, the RPC functions and the do
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from ..core.models import CreateRequest, SchedulePatch
@@ -75,11 +75,10 @@ class Operation:
     body: Body | None = None
     query: tuple[str, ...] = ()
     """Its query fields (the HTTP query string, the RPC query dict): the Python keywords."""
-    status: int = field(init=False)
-    """The usual success status (the first of `ok`)."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "status", next(iter(self.ok)))
+    @property
+    def status(self) -> int:
+        """The usual success status (the first of `ok`)."""
+        return next(iter(self.ok))
 
     @property
     def path_parameters(self) -> tuple[str, ...]:
