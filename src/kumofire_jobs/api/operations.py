@@ -75,6 +75,7 @@ class Operation:
     body: Body | None = None
     query: tuple[str, ...] = ()
     """Its query fields (the HTTP query string, the RPC query dict): the Python keywords."""
+
     @property
     def status(self) -> int:
         """The usual success status (the first of `ok`)."""
