@@ -2,7 +2,8 @@
 RPC entrypoint and the coordinator Durable Object class (see wrangler.toml).
 
 A thin shim: every handler delegates to `kumofire_jobs.cloudflare` (`WorkerApp` and the RPC
-functions of `kumofire_jobs.cloudflare.service`), which run and are tested on any Python.
+functions of `kumofire_jobs.cloudflare.service`, made the entrypoint's methods by
+`kumofire_jobs.cloudflare.entrypoint`), which run and are tested on any Python.
 """
 
 from typing import Any
@@ -12,7 +13,7 @@ from workers import DurableObject, WorkerEntrypoint
 
 from kumofire_coordinator import CoordinatorEndpoint
 from kumofire_jobs import JobContext, create_runtime
-from kumofire_jobs.cloudflare import service
+from kumofire_jobs.cloudflare.entrypoint import rpc_entrypoint
 from kumofire_jobs.cloudflare.worker import WorkerApp, configure_worker_logging
 
 # One JSON object per line on standard output, which Workers Logs indexes field by field.
@@ -54,71 +55,14 @@ class Default(WorkerEntrypoint):
         await app.queue(batch, self.env)
 
 
+@rpc_entrypoint(lambda entrypoint: app.jobs(entrypoint.env))
 class JobsService(WorkerEntrypoint):
     """The RPC entrypoint other Workers bind with `entrypoint = "JobsService"`: positional
     arguments, plain dicts back; an error is answered, not thrown: a JavaScript `Error` whose
     message starts with the error code (`"not_found: run not found"`, also its `code`). A
-    Python caller wraps its binding in `kumofire_jobs.client.JobsClient` for the typed API."""
-
-    async def create(self, body: Any) -> Any:
-        return await service.answer(service.create(app.jobs(self.env), body))
-
-    async def create_many(self, bodies: Any) -> Any:
-        return await service.answer(service.create_many(app.jobs(self.env), bodies))
-
-    async def get(self, id: Any) -> Any:
-        return await service.answer(service.get(app.jobs(self.env), id))
-
-    async def list(self, query: Any = None) -> Any:
-        return await service.answer(service.list_runs(app.jobs(self.env), query))
-
-    async def counts(self, query: Any = None) -> Any:
-        return await service.answer(service.counts(app.jobs(self.env), query))
-
-    async def cancel(self, id: Any) -> Any:
-        return await service.answer(service.cancel(app.jobs(self.env), id))
-
-    async def retry(self, id: Any) -> Any:
-        return await service.answer(service.retry(app.jobs(self.env), id))
-
-    async def create_schedule(self, body: Any) -> Any:
-        return await service.answer(service.create_schedule(app.jobs(self.env), body))
-
-    async def upsert_schedule(self, key: Any, body: Any) -> Any:
-        return await service.answer(service.upsert_schedule(app.jobs(self.env), key, body))
-
-    async def get_schedule(self, id: Any) -> Any:
-        return await service.answer(service.get_schedule(app.jobs(self.env), id))
-
-    async def get_schedule_by_key(self, key: Any) -> Any:
-        return await service.answer(service.get_schedule_by_key(app.jobs(self.env), key))
-
-    async def update_schedule(self, id: Any, patch: Any) -> Any:
-        return await service.answer(service.update_schedule(app.jobs(self.env), id, patch))
-
-    async def update_schedule_by_key(self, key: Any, patch: Any) -> Any:
-        return await service.answer(service.update_schedule_by_key(app.jobs(self.env), key, patch))
-
-    async def disable_schedule(self, id: Any) -> Any:
-        return await service.answer(service.disable_schedule(app.jobs(self.env), id))
-
-    async def disable_schedule_by_key(self, key: Any) -> Any:
-        return await service.answer(service.disable_schedule_by_key(app.jobs(self.env), key))
-
-    async def enable_schedule(self, id: Any) -> Any:
-        return await service.answer(service.enable_schedule(app.jobs(self.env), id))
-
-    async def enable_schedule_by_key(self, key: Any) -> Any:
-        return await service.answer(service.enable_schedule_by_key(app.jobs(self.env), key))
-
-    async def delete_schedule(self, id: Any) -> Any:
-        return await service.answer(service.delete_schedule(app.jobs(self.env), id))
-
-    async def delete_schedule_by_key(self, key: Any) -> Any:
-        return await service.answer(service.delete_schedule_by_key(app.jobs(self.env), key))
-
-    async def list_schedules(self, query: Any = None) -> Any:
-        return await service.answer(service.list_schedules(app.jobs(self.env), query))
+    Python caller wraps its binding in `kumofire_jobs.client.JobsClient` for the typed API.
+    Its methods, one per operation of `kumofire_jobs.api.operations` (`create(body)`,
+    `get(id)`, `list(query=None)`, ...), are added by `rpc_entrypoint`."""
 
 
 class JobCoordinator(DurableObject, CoordinatorEndpoint):

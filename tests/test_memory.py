@@ -66,7 +66,7 @@ async def test_a_waiting_run_keeps_nothing_in_memory(
         ].instance.actor._hook
         for run in (created, other)
     }
-    assert hooks == {env.runtime.delivery_hook(env.resources)}  # one, shared
+    assert hooks == {env.runtime._delivery_hook(env.resources)}  # one, shared
     await env.jobs.cancel(other.kumofire_job_run_id)
     await clock.advance(IDLE_EVICTION_SECONDS)
     assert namespace.instance_count() == 0  # evicted while it waits

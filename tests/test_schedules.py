@@ -135,7 +135,7 @@ async def test_update_replaces_the_pending_occurrence(
     with pytest.raises(ValidationError, match="timezone"):
         await env.jobs.update_schedule(schedule.id, timezone="UTC")
     with pytest.raises(ValidationError, match="unknown schedule field"):
-        await env.jobs.update_schedule(schedule.id, color="red")
+        await env.jobs.update_schedule(schedule.id, color="red")  # type: ignore[call-arg]  # unknown
     assert await env.jobs.update_schedule("sch_missing", every=5) is None
 
 

@@ -25,6 +25,7 @@ from .core.models import (
     CreateRequest,
     DispatchResult,
     JobRun,
+    JobSchedule,
     Page,
 )
 from .core.retry import RetryPolicy
@@ -44,6 +45,7 @@ __all__ = [
     "JobCanceledError",
     "JobContext",
     "JobRun",
+    "JobSchedule",
     "Jobs",
     "KumofireJobsError",
     "LeaseLostError",

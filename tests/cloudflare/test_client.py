@@ -390,8 +390,8 @@ async def test_missing_schedules_are_none_and_errors_typed(client: JobsClient, l
             local.update_schedule_by_key("taken", every=0),
         ),
         (
-            client.update_schedule_by_key("taken", typo=1),
-            local.update_schedule_by_key("taken", typo=1),
+            client.update_schedule_by_key("taken", typo=1),  # type: ignore[call-arg]  # on purpose
+            local.update_schedule_by_key("taken", typo=1),  # type: ignore[call-arg]  # on purpose
         ),
         (client.list_schedules(limit=500), local.list_schedules(limit=500)),
     ]:
@@ -402,7 +402,7 @@ async def test_missing_schedules_are_none_and_errors_typed(client: JobsClient, l
         assert type(caught.value) is type(expected.value)
     # The patch's unknown field is named as the HTTP body's would be.
     with pytest.raises(ValidationError, match="typo"):
-        await client.update_schedule("sch_x", typo=1)
+        await client.update_schedule("sch_x", typo=1)  # type: ignore[call-arg]  # on purpose
 
 
 # --- On a Worker --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ..core.errors import ValidationError
 from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
+from .operations import CREATE_FIELDS
 
 T = TypeVar("T")
 
@@ -78,15 +79,7 @@ def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
 
 
 # --- Request bodies from the wire (the HTTP routes, the RPC entrypoint) ---------------------------
-
-CREATE_FIELDS = frozenset(CreateRequest.__struct_fields__)
-SCHEDULE_CREATE_FIELDS = frozenset(
-    {"name", "payload", "cron", "every", "key", "timezone", "enabled", "max_attempts"}
-)
-SCHEDULE_PATCH_FIELDS = SCHEDULE_CREATE_FIELDS - {"key"}
-
-
-BATCH_FIELDS = frozenset({"runs"})
+# The field sets are `operations`' (CREATE_FIELDS, SCHEDULE_PATCH_FIELDS, ...).
 
 
 def schedule_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ the `JobsService` RPC functions, the client of that service and the remote handl
 - `ffi`, `errors`: JS values to Python and back; platform errors.
 - `d1`, `queue`, `durable_objects`: the adapters (`resources_from_env(env)` builds them).
 - `worker`: what `src/entry.py`'s handlers do (`WorkerApp`); `service`: the RPC entrypoint's
-  functions; `client`: `JobsClient` over a `JobsService` binding; `remote`: remote handlers.
+  functions, and `entrypoint`: the entrypoint's methods built from them; `client`:
+  `JobsClient` over a `JobsService` binding; `remote`: remote handlers.
 
 Every module here imports on any Python (it reaches `js`/`pyodide` only at call time, under
 Pyodide) and none of them imports the local bindings or `sqlite3`. This `__init__` imports

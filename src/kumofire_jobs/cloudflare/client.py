@@ -40,8 +40,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ..api.protocol import JobsApi
 from ..api.wire import (
     counts_from_wire,
     create_body,
@@ -64,6 +65,11 @@ from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from .ffi import js_error, to_js, to_py
 from .service import split_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..core.models import SchedulePatch
 
 __all__ = ["JobsClient", "JobsServiceError"]
 
@@ -121,9 +127,9 @@ def _read(convert: Callable[[Any], T], data: Any) -> T:
 # --- The client -------------------------------------------------------------------------------
 
 
-class JobsClient:
-    """The jobs API of a deployed Kumofire Jobs service, through a service binding to its
-    `JobsService` entrypoint (`JobsClient(self.env.JOBS)`)."""
+class JobsClient(JobsApi):
+    """The jobs API (`JobsApi`) of a deployed Kumofire Jobs service, through a service binding
+    to its `JobsService` entrypoint (`JobsClient(self.env.JOBS)`)."""
 
     def __init__(self, binding: Any) -> None:
         self._binding = binding
@@ -265,11 +271,15 @@ class JobsClient:
     async def get_schedule_by_key(self, key: str) -> JobSchedule | None:
         return await self._schedule("get_schedule_by_key", key)
 
-    async def update_schedule(self, schedule_id: str, **patch: Any) -> JobSchedule | None:
-        return await self._schedule("update_schedule", schedule_id, patch)
+    async def update_schedule(
+        self, schedule_id: str, **patch: Unpack[SchedulePatch]
+    ) -> JobSchedule | None:
+        return await self._schedule("update_schedule", schedule_id, dict(patch))
 
-    async def update_schedule_by_key(self, key: str, **patch: Any) -> JobSchedule | None:
-        return await self._schedule("update_schedule_by_key", key, patch)
+    async def update_schedule_by_key(
+        self, key: str, **patch: Unpack[SchedulePatch]
+    ) -> JobSchedule | None:
+        return await self._schedule("update_schedule_by_key", key, dict(patch))
 
     async def disable_schedule(self, schedule_id: str) -> JobSchedule | None:
         return await self._schedule("disable_schedule", schedule_id)

@@ -1,5 +1,7 @@
 """The `JobsService` RPC entrypoint's methods (API.md, "Service binding (RPC)"), as plain
-async functions over a bound `Jobs`.
+async functions over a bound `Jobs`, one per operation of `api/operations.py`
+(`entrypoint.FUNCTIONS` names them; `entrypoint.rpc_entrypoint` makes them the methods of the
+entrypoint class in `src/entry.py`).
 
 Workers RPC passes positional arguments only and plain values: each function takes an id or
 one dict shaped like the HTTP body or query, and returns the dict the HTTP API answers. A
@@ -22,7 +24,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
-from ..api import wire
+from ..api import operations, wire
 from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
@@ -35,9 +37,9 @@ log = get_logger()
 P = ParamSpec("P")
 R = TypeVar("R")
 
-LIST_QUERY_KEYS: Final = frozenset({"status", "name", "schedule_id", "limit", "cursor"})
-COUNTS_QUERY_KEYS: Final = frozenset({"name"})
-SCHEDULE_LIST_QUERY_KEYS: Final = frozenset({"enabled", "name", "limit", "cursor"})
+LIST_QUERY_KEYS: Final = frozenset(operations.RUN_QUERY)
+COUNTS_QUERY_KEYS: Final = frozenset(operations.COUNTS_QUERY)
+SCHEDULE_LIST_QUERY_KEYS: Final = frozenset(operations.SCHEDULE_QUERY)
 
 
 class JobsRpcError(Exception):
@@ -226,7 +228,7 @@ def _schedule(schedule: JobSchedule | None) -> dict[str, Any]:
 @rpc_method
 async def create_schedule(jobs: Jobs, body: Any) -> dict[str, Any]:
     """`POST /v1/schedules`: the new schedule (HTTP 201)."""
-    fields = wire.schedule_fields(to_py(body), wire.SCHEDULE_CREATE_FIELDS)
+    fields = wire.schedule_fields(to_py(body), operations.SCHEDULE_CREATE_FIELDS)
     if fields.get("enabled", True) is None:
         del fields["enabled"]
     name = fields.pop("name", None)
@@ -237,10 +239,9 @@ async def create_schedule(jobs: Jobs, body: Any) -> dict[str, Any]:
 async def upsert_schedule(jobs: Jobs, key: Any, body: Any) -> dict[str, Any]:
     """`PUT /v1/schedules/by-key/{key}`: the schedule, created or updated. Like the HTTP body,
     the answer does not say which (HTTP tells by its status, 201 or 200)."""
-    fields = wire.schedule_fields(to_py(body), wire.SCHEDULE_PATCH_FIELDS)
+    fields = wire.schedule_fields(to_py(body), operations.SCHEDULE_PATCH_FIELDS)
     name = fields.pop("name", None)
-    schedule, _ = await jobs.upsert_schedule_created(_ref(key, "key"), name, **fields)
-    return _schedule(schedule)
+    return _schedule(await jobs.upsert_schedule(_ref(key, "key"), name, **fields))
 
 
 @rpc_method
@@ -255,13 +256,13 @@ async def get_schedule_by_key(jobs: Jobs, key: Any) -> dict[str, Any]:
 
 @rpc_method
 async def update_schedule(jobs: Jobs, schedule_id: Any, patch: Any) -> dict[str, Any]:
-    fields = wire.schedule_fields(to_py(patch), wire.SCHEDULE_PATCH_FIELDS)
+    fields = wire.schedule_fields(to_py(patch), operations.SCHEDULE_PATCH_FIELDS)
     return _schedule(await jobs.update_schedule(_ref(schedule_id, "id"), **fields))
 
 
 @rpc_method
 async def update_schedule_by_key(jobs: Jobs, key: Any, patch: Any) -> dict[str, Any]:
-    fields = wire.schedule_fields(to_py(patch), wire.SCHEDULE_PATCH_FIELDS)
+    fields = wire.schedule_fields(to_py(patch), operations.SCHEDULE_PATCH_FIELDS)
     return _schedule(await jobs.update_schedule_by_key(_ref(key, "key"), **fields))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import validation
 from .bindings import D1Database
@@ -30,6 +30,11 @@ from .models import (
 from .runs import RunService
 from .schedules import ScheduleService
 from .states import RunStatus
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .models import SchedulePatch
 
 
 class SchemaGate:
@@ -195,16 +200,17 @@ class Jobs:
         max_attempts: int | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
-        schedule, _ = await self.upsert_schedule_created(
+        schedule, _ = await self._upsert_schedule_created(
             key, name, payload, cron=cron, every=every, timezone=timezone, enabled=enabled,
             max_attempts=max_attempts,
         )  # fmt: skip
         return schedule
 
-    async def upsert_schedule_created(
+    async def _upsert_schedule_created(
         self, key: str, name: str, payload: Any = None, **fields: Any
     ) -> tuple[JobSchedule, bool]:
-        """`upsert_schedule`, also telling whether the schedule was created (HTTP 201)."""
+        """`upsert_schedule`, also telling whether the schedule was created (HTTP 201, which
+        the HTTP layer alone answers)."""
         await self._ready()
         return await self.schedules.upsert(key, name, payload, **fields)
 
@@ -216,11 +222,15 @@ class Jobs:
         await self._ready()
         return await self.schedules.get("key", key)
 
-    async def update_schedule(self, schedule_id: str, **patch: Any) -> JobSchedule | None:
+    async def update_schedule(
+        self, schedule_id: str, **patch: Unpack[SchedulePatch]
+    ) -> JobSchedule | None:
         await self._ready()
         return await self.schedules.update("id", schedule_id, patch)
 
-    async def update_schedule_by_key(self, key: str, **patch: Any) -> JobSchedule | None:
+    async def update_schedule_by_key(
+        self, key: str, **patch: Unpack[SchedulePatch]
+    ) -> JobSchedule | None:
         await self._ready()
         return await self.schedules.update("key", key, patch)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import msgspec
 
@@ -89,3 +89,18 @@ class JobSchedule(msgspec.Struct, kw_only=True):
     last_scheduled_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class SchedulePatch(TypedDict, total=False):
+    """The fields `update_schedule` and `update_schedule_by_key` change (`**patch:
+    Unpack[SchedulePatch]`), the fields of an HTTP `PATCH` or `PUT` body and of the RPC patch:
+    declared here once. A field left out, or None, keeps its value (API.md: `update_*` change
+    only the fields given); giving `cron` or `every` replaces the timing."""
+
+    name: str | None
+    payload: Any
+    cron: str | None
+    every: float | None
+    timezone: str | None
+    enabled: bool | None
+    max_attempts: int | None

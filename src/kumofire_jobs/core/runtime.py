@@ -213,7 +213,7 @@ class Runtime:
 
         return list(await asyncio.gather(*(one(message) for message in batch.messages)))
 
-    def delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
+    def _delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
         """The hook the coordinators bound to `resources` deliver through: one for them all
         (it holds nothing per run), not one per coordinator object built."""
         bound = self._bind(resources)
@@ -226,7 +226,7 @@ class Runtime:
     def coordinator_actor(self, storage: ActorStorage, resources: Resources) -> CoordinatorActor:
         """The actor a coordinator Durable Object wraps, delivering through this runtime."""
         return CoordinatorActor(
-            storage, self.clock, self.delivery_hook(resources), self.coordinator_config
+            storage, self.clock, self._delivery_hook(resources), self.coordinator_config
         )
 
 

@@ -23,16 +23,14 @@ from .coordination import Coordinators
 from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
-from .models import JobSchedule, Page
+from .models import JobSchedule, Page, SchedulePatch
 from .schedule_store import By, ScheduleRow, ScheduleStore, row_to_schedule
 from .schedule_timing import Timing, catch_up, next_occurrence, parse_timing
 from .store import RunStore
 
 log = get_logger()
 
-PATCH_FIELDS = frozenset(
-    {"name", "payload", "cron", "every", "timezone", "enabled", "max_attempts"}
-)
+PATCH_FIELDS = frozenset(SchedulePatch.__optional_keys__)
 MAX_KEY_CHARS = 512
 _RACE_RETRIES = 5
 

@@ -1,9 +1,10 @@
 """The Starlette app of the HTTP API (API.md, "HTTP API").
 
-Every route calls the public jobs API and nothing else. Bad input gets the documented JSON
-error, never a stack trace: validation errors map to their codes, and an unexpected error is
-logged once with its traceback and answered with a bare 500 `internal_error` on a connection
-that stays open.
+Every route calls the public jobs API and nothing else: one endpoint per operation of
+`api/operations.py`, served at the operation's path with its status. Bad input gets the
+documented JSON error, never a stack trace: validation errors map to their codes, and an
+unexpected error is logged once with its traceback and answered with a bare 500
+`internal_error` on a connection that stays open.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..api import wire
+from ..api import operations, wire
 from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.log import get_logger
+from ..core.models import JobRun, JobSchedule
 from .openapi import openapi_document
 
 log = get_logger()
@@ -35,6 +37,8 @@ _encoder = msgspec.json.Encoder()
 
 JobsProvider = Callable[[Request], Jobs]
 Endpoint = Callable[[Request], Awaitable[Response]]
+# An operation's endpoint: the wire body of its answer, or a Response of its own.
+OperationEndpoint = Callable[[Request], Awaitable[Any]]
 
 
 class JSONResponse(Response):
@@ -196,56 +200,17 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
-    @route("/v1/runs", ["POST"])
-    async def create_run(request: Request) -> Response:
-        created = await jobs(request).create_many([wire.create_request(await read_json(request))])
-        return JSONResponse(wire.created_to_wire(created[0]), status_code=202)
+    # One endpoint per operation of `operations.OPERATIONS`, by its name: it answers the wire
+    # body, which goes out with the operation's status (no body when the operation has none),
+    # or a Response of its own when the status depends on the call (upsert: 201 or 200).
+    endpoints: dict[str, OperationEndpoint] = {}
 
-    @route("/v1/runs:batch", ["POST"])
-    async def create_runs(request: Request) -> Response:
-        body = wire.known_fields(await read_json(request), wire.BATCH_FIELDS)
-        runs = body.get("runs")
-        if not isinstance(runs, list):
-            raise ValidationError("runs must be a list of run bodies")
-        requests = [wire.create_request(item, f"runs[{i}]") for i, item in enumerate(runs)]
-        created = await jobs(request).create_many(requests)
-        return JSONResponse({"items": [wire.created_to_wire(c) for c in created]}, status_code=202)
+    def operation(name: str) -> Callable[[OperationEndpoint], OperationEndpoint]:
+        def register(endpoint: OperationEndpoint) -> OperationEndpoint:
+            endpoints[name] = endpoint
+            return endpoint
 
-    @route("/v1/runs", ["GET"])
-    async def list_runs(request: Request) -> Response:
-        page = await jobs(request).list(
-            status=query_str(request, "status"),
-            name=query_str(request, "name"),
-            schedule_id=query_str(request, "schedule_id"),
-            limit=query_limit(request),
-            cursor=query_str(request, "cursor"),
-        )
-        return JSONResponse(wire.page_to_wire(page))
-
-    @route("/v1/runs:counts", ["GET"])
-    async def counts(request: Request) -> Response:
-        return JSONResponse(await jobs(request).counts(name=query_str(request, "name")))
-
-    @route("/v1/runs/{run_id}", ["GET"])
-    async def get_run(request: Request) -> Response:
-        run = await jobs(request).get(request.path_params["run_id"])
-        if run is None:
-            raise not_found("run")
-        return JSONResponse(wire.run_to_wire(run))
-
-    @route("/v1/runs/{run_id}/cancel", ["POST"])
-    async def cancel_run(request: Request) -> Response:
-        run = await jobs(request).cancel(request.path_params["run_id"])
-        if run is None:
-            raise not_found("run")
-        return JSONResponse(wire.run_to_wire(run))
-
-    @route("/v1/runs/{run_id}/retry", ["POST"])
-    async def retry_run(request: Request) -> Response:
-        run = await jobs(request).retry(request.path_params["run_id"])
-        if run is None:
-            raise not_found("run")
-        return JSONResponse(wire.run_to_wire(run))
+        return register
 
     def query_bool(request: Request, name: str) -> bool | None:
         value = request.query_params.get(name)
@@ -255,104 +220,153 @@ def create_app(
             raise ValidationError(f"{name} must be true or false")
         return value == "true"
 
-    def schedule_target(request: Request) -> tuple[str, str]:
-        if "key" in request.path_params:
-            return "key", request.path_params["key"]
-        return "id", request.path_params["schedule_id"]
+    def run_found(run: JobRun | None) -> Any:
+        if run is None:
+            raise not_found("run")
+        return wire.run_to_wire(run)
 
-    def found(schedule: Any) -> Response:
+    def found(schedule: JobSchedule | None) -> Any:
         if schedule is None:
             raise not_found("schedule")
-        return JSONResponse(wire.schedule_to_wire(schedule))
+        return wire.schedule_to_wire(schedule)
 
-    @route("/v1/schedules", ["POST"])
-    async def create_schedule(request: Request) -> Response:
-        fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_CREATE_FIELDS)
+    def deleted(done: bool) -> None:
+        if not done:
+            raise not_found("schedule")
+
+    async def schedule_body(request: Request) -> dict[str, Any]:
+        return wire.schedule_fields(await read_json(request), operations.SCHEDULE_PATCH_FIELDS)
+
+    @operation("create")
+    async def create_run(request: Request) -> Any:
+        created = await jobs(request).create_many([wire.create_request(await read_json(request))])
+        return wire.created_to_wire(created[0])
+
+    @operation("create_many")
+    async def create_runs(request: Request) -> Any:
+        body = wire.known_fields(await read_json(request), operations.BATCH_FIELDS)
+        runs = body.get("runs")
+        if not isinstance(runs, list):
+            raise ValidationError("runs must be a list of run bodies")
+        requests = [wire.create_request(item, f"runs[{i}]") for i, item in enumerate(runs)]
+        created = await jobs(request).create_many(requests)
+        return {"items": [wire.created_to_wire(c) for c in created]}
+
+    @operation("list")
+    async def list_runs(request: Request) -> Any:
+        page = await jobs(request).list(
+            status=query_str(request, "status"),
+            name=query_str(request, "name"),
+            schedule_id=query_str(request, "schedule_id"),
+            limit=query_limit(request),
+            cursor=query_str(request, "cursor"),
+        )
+        return wire.page_to_wire(page)
+
+    @operation("counts")
+    async def counts(request: Request) -> Any:
+        return await jobs(request).counts(name=query_str(request, "name"))
+
+    @operation("get")
+    async def get_run(request: Request) -> Any:
+        return run_found(await jobs(request).get(request.path_params["run_id"]))
+
+    @operation("cancel")
+    async def cancel_run(request: Request) -> Any:
+        return run_found(await jobs(request).cancel(request.path_params["run_id"]))
+
+    @operation("retry")
+    async def retry_run(request: Request) -> Any:
+        return run_found(await jobs(request).retry(request.path_params["run_id"]))
+
+    @operation("create_schedule")
+    async def create_schedule(request: Request) -> Any:
+        fields = wire.schedule_fields(await read_json(request), operations.SCHEDULE_CREATE_FIELDS)
         if "enabled" in fields and fields["enabled"] is None:
             del fields["enabled"]
         name = fields.pop("name", None)
-        schedule = await jobs(request).create_schedule(name, **fields)
-        return JSONResponse(wire.schedule_to_wire(schedule), status_code=201)
+        return found(await jobs(request).create_schedule(name, **fields))
 
-    @route("/v1/schedules", ["GET"])
-    async def list_schedules(request: Request) -> Response:
+    @operation("list_schedules")
+    async def list_schedules(request: Request) -> Any:
         page = await jobs(request).list_schedules(
             enabled=query_bool(request, "enabled"),
             name=query_str(request, "name"),
             limit=query_limit(request),
             cursor=query_str(request, "cursor"),
         )
-        return JSONResponse(wire.schedule_page_to_wire(page))
+        return wire.schedule_page_to_wire(page)
 
-    @route("/v1/schedules/by-key/{key}", ["PUT"])
-    async def upsert_schedule(request: Request) -> Response:
-        fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_PATCH_FIELDS)
+    @operation("upsert_schedule")
+    async def upsert_schedule(request: Request) -> Any:
+        fields = await schedule_body(request)
         name = fields.pop("name", None)
-        schedule, created = await jobs(request).upsert_schedule_created(
+        schedule, created = await jobs(request)._upsert_schedule_created(
             request.path_params["key"], name, **fields
         )
         return JSONResponse(wire.schedule_to_wire(schedule), status_code=201 if created else 200)
 
-    async def get_schedule(request: Request) -> Response:
-        column, value = schedule_target(request)
+    @operation("get_schedule")
+    async def get_schedule(request: Request) -> Any:
+        return found(await jobs(request).get_schedule(request.path_params["schedule_id"]))
+
+    @operation("get_schedule_by_key")
+    async def get_schedule_by_key(request: Request) -> Any:
+        return found(await jobs(request).get_schedule_by_key(request.path_params["key"]))
+
+    @operation("update_schedule")
+    async def update_schedule(request: Request) -> Any:
+        fields = await schedule_body(request)
         bound = jobs(request)
-        if column == "key":
-            return found(await bound.get_schedule_by_key(value))
-        return found(await bound.get_schedule(value))
+        return found(await bound.update_schedule(request.path_params["schedule_id"], **fields))
 
-    async def patch_schedule(request: Request) -> Response:
-        fields = wire.schedule_fields(await read_json(request), wire.SCHEDULE_PATCH_FIELDS)
-        column, value = schedule_target(request)
+    @operation("update_schedule_by_key")
+    async def update_schedule_by_key(request: Request) -> Any:
+        fields = await schedule_body(request)
         bound = jobs(request)
-        if column == "key":
-            return found(await bound.update_schedule_by_key(value, **fields))
-        return found(await bound.update_schedule(value, **fields))
+        return found(await bound.update_schedule_by_key(request.path_params["key"], **fields))
 
-    async def delete_schedule(request: Request) -> Response:
-        column, value = schedule_target(request)
-        bound = jobs(request)
-        deleted = await (
-            bound.delete_schedule_by_key(value) if column == "key" else bound.delete_schedule(value)
-        )
-        if not deleted:
-            raise not_found("schedule")
-        return Response(status_code=204)
+    @operation("disable_schedule")
+    async def disable_schedule(request: Request) -> Any:
+        return found(await jobs(request).disable_schedule(request.path_params["schedule_id"]))
 
-    def toggle(enabled: bool) -> Endpoint:
-        async def endpoint(request: Request) -> Response:
-            column, value = schedule_target(request)
-            bound = jobs(request)
-            if column == "key":
-                return found(await bound.update_schedule_by_key(value, enabled=enabled))
-            return found(await bound.update_schedule(value, enabled=enabled))
+    @operation("disable_schedule_by_key")
+    async def disable_schedule_by_key(request: Request) -> Any:
+        return found(await jobs(request).disable_schedule_by_key(request.path_params["key"]))
 
-        return endpoint
+    @operation("enable_schedule")
+    async def enable_schedule(request: Request) -> Any:
+        return found(await jobs(request).enable_schedule(request.path_params["schedule_id"]))
 
-    schedule_routes = []
-    for base in ("/v1/schedules/{schedule_id}", "/v1/schedules/by-key/{key}"):
-        schedule_routes += [
-            route(base, ["GET"])(get_schedule),
-            route(base, ["PATCH"])(patch_schedule),
-            route(base, ["DELETE"])(delete_schedule),
-            route(base + "/disable", ["POST"])(toggle(False)),
-            route(base + "/enable", ["POST"])(toggle(True)),
-        ]
+    @operation("enable_schedule_by_key")
+    async def enable_schedule_by_key(request: Request) -> Any:
+        return found(await jobs(request).enable_schedule_by_key(request.path_params["key"]))
 
-    routes = [
-        health,
-        openapi,
-        create_run,
-        create_runs,
-        list_runs,
-        counts,
-        get_run,
-        cancel_run,
-        retry_run,
-        create_schedule,
-        list_schedules,
-        upsert_schedule,
-        *schedule_routes,
-    ]
+    @operation("delete_schedule")
+    async def delete_schedule(request: Request) -> Any:
+        deleted(await jobs(request).delete_schedule(request.path_params["schedule_id"]))
+
+    @operation("delete_schedule_by_key")
+    async def delete_schedule_by_key(request: Request) -> Any:
+        deleted(await jobs(request).delete_schedule_by_key(request.path_params["key"]))
+
+    def serve(op: operations.Operation) -> Route:
+        endpoint = endpoints[op.name]
+
+        async def answer(request: Request) -> Response:
+            result = await endpoint(request)
+            if isinstance(result, Response):
+                return result
+            if op.result is None:
+                return Response(status_code=op.status)
+            return JSONResponse(result, status_code=op.status)
+
+        return route(op.path, [op.method])(answer)
+
+    missing = sorted(set(operations.BY_NAME) - set(endpoints))
+    if missing:  # tests/test_operations.py says so first
+        raise RuntimeError(f"the HTTP app has no endpoint for: {', '.join(missing)}")
+    routes = [health, openapi, *(serve(op) for op in operations.OPERATIONS)]
 
     def allowed_methods(scope: Scope) -> str:
         """Every method of the path (RFC 9110's Allow), not only the first route's: each

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API, served at `GET /v1/openapi.json`.
 
-Written out rather than inferred, so that it says what API.md promises: status codes, error
-codes and the wire shapes (times as RFC 3339 strings).
+Its paths come from the table of operations (`api/operations.py`: the route, the summary, the
+path and query parameters, the body, the success and error statuses); the schemas of the
+bodies and answers are written out here, rather than inferred, so that they say what API.md
+promises (times as RFC 3339 strings, the limits of each field).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from .. import __version__
-from ..api import wire
+from ..api import operations
 from ..core import validation
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
 from ..core.schedules import MAX_KEY_CHARS
@@ -60,18 +62,16 @@ def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "type": [schema["type"], "null"]}
 
 
-def _body(
-    fields: dict[str, dict[str, Any]], accepted: frozenset[str], required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """A request body of exactly the fields the server accepts (`wire`'s field sets)."""
+def _body(fields: dict[str, dict[str, Any]], body: operations.Body) -> dict[str, Any]:
+    """A request body of exactly the fields the server accepts (`operations`' field sets)."""
     return {
         "type": "object",
-        "required": list(required),
+        "required": list(body.required),
         "additionalProperties": False,
         "properties": {
-            name: schema if name in required else _or_null(schema)
+            name: schema if name in body.required else _or_null(schema)
             for name, schema in fields.items()
-            if name in accepted
+            if name in body.fields
         },
     }
 
@@ -128,7 +128,19 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
-    "CreateRun": _body(_RUN_FIELDS, wire.CREATE_FIELDS, required=("name",)),
+    "CreateRun": _body(_RUN_FIELDS, operations.CREATE_RUN),
+    "CreateRuns": {
+        "type": "object",
+        "required": list(operations.CREATE_RUNS.required),
+        "additionalProperties": False,
+        "properties": {
+            "runs": {
+                "type": "array",
+                "maxItems": validation.MAX_BATCH,
+                "items": _ref(operations.CREATE_RUN.schema),
+            }
+        },
+    },
     "CreatedRun": {
         "type": "object",
         "required": ["kumofire_job_run_id", "deduplicated"],
@@ -136,6 +148,10 @@ _SCHEMAS: dict[str, Any] = {
             "kumofire_job_run_id": {"type": "string"},
             "deduplicated": {"type": "boolean"},
         },
+    },
+    "CreatedRuns": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": _ref("CreatedRun")}},
     },
     "JobRun": {
         "type": "object",
@@ -167,10 +183,8 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {s.value: {"type": "integer"} for s in RunStatus},
     },
-    "CreateSchedule": _body(_SCHEDULE_FIELDS, wire.SCHEDULE_CREATE_FIELDS, required=("name",)),
-    # PUT and PATCH: the fields to change (the key is in the path). A PUT that creates needs
-    # `name` and a timing, as a create does.
-    "ScheduleFields": _body(_SCHEDULE_FIELDS, wire.SCHEDULE_PATCH_FIELDS),
+    "CreateSchedule": _body(_SCHEDULE_FIELDS, operations.CREATE_SCHEDULE),
+    "ScheduleFields": _body(_SCHEDULE_FIELDS, operations.SCHEDULE_FIELDS),
     "JobSchedule": {
         "type": "object",
         "properties": {
@@ -199,7 +213,8 @@ _SCHEMAS: dict[str, Any] = {
     "ConsumeOutcome": {"type": "string", "enum": [o.value for o in ConsumeOutcome]},
 }
 
-_PATHS: dict[str, Any] = {
+# The routes of the HTTP layer alone (not operations of the jobs API).
+_HTTP_ONLY: dict[str, Any] = {
     "/v1/health": {
         "get": {
             "summary": "Liveness and the database schema version (never needs a token)",
@@ -224,163 +239,49 @@ _PATHS: dict[str, Any] = {
             "responses": {"200": {"description": "the OpenAPI document"}, **_errors(*_AUTH)},
         }
     },
-    "/v1/runs": {
-        "post": {
-            "summary": "Create a run",
-            "requestBody": {"required": True, **_json(_ref("CreateRun"), "the run")},
-            "responses": {
-                "202": _json(_ref("CreatedRun"), "created, or an existing run by dedupe_key"),
-                **_errors(400, *_AUTH, 413, 422),
-            },
-        },
-        "get": {
-            "summary": "List runs, newest first",
-            "parameters": [
-                _query("status", {"type": "string", "enum": [s.value for s in RunStatus]}, ""),
-                _query("name", {"type": "string"}, "job name"),
-                _query("schedule_id", {"type": "string"}, "runs of one schedule"),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
-                _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
-            ],
-            "responses": {"200": _json(_ref("RunPage"), "a page"), **_errors(*_AUTH, 422)},
-        },
-    },
-    "/v1/runs:batch": {
-        "post": {
-            "summary": "Create up to 100 runs in one call",
-            "requestBody": {
-                "required": True,
-                **_json(
-                    {
-                        "type": "object",
-                        "required": ["runs"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "runs": {"type": "array", "maxItems": 100, "items": _ref("CreateRun")}
-                        },
-                    },
-                    "the runs",
-                ),
-            },
-            "responses": {
-                "202": _json(
-                    {
-                        "type": "object",
-                        "properties": {"items": {"type": "array", "items": _ref("CreatedRun")}},
-                    },
-                    "one result per run, in order",
-                ),
-                **_errors(400, *_AUTH, 413, 422),
-            },
-        }
-    },
-    "/v1/runs:counts": {
-        "get": {
-            "summary": "Run counts by status (every status, zeros included)",
-            "parameters": [_query("name", {"type": "string"}, "job name")],
-            "responses": {"200": _json(_ref("Counts"), "the counts"), **_errors(*_AUTH)},
-        }
-    },
-    "/v1/runs/{run_id}": {
-        "get": {
-            "summary": "Get a run",
-            "parameters": [_path("run_id")],
-            "responses": {"200": _json(_ref("JobRun"), "the run"), **_errors(*_AUTH, 404)},
-        }
-    },
-    "/v1/runs/{run_id}/cancel": {
-        "post": {
-            "summary": "Cancel a scheduled, queued or running run (a finished one is unchanged)",
-            "parameters": [_path("run_id")],
-            "responses": {"200": _json(_ref("JobRun"), "the run"), **_errors(*_AUTH, 404)},
-        }
-    },
-    "/v1/runs/{run_id}/retry": {
-        "post": {
-            "summary": "Schedule a failed or canceled run again now, with one more attempt",
-            "parameters": [_path("run_id")],
-            "responses": {
-                "200": _json(_ref("JobRun"), "the run"),
-                **_errors(*_AUTH, 404, 409),
-            },
-        }
-    },
+}
+
+# The query fields of `operations` (the same name means the same field in every operation).
+_QUERY: dict[str, tuple[dict[str, Any], str]] = {
+    "status": ({"type": "string", "enum": [s.value for s in RunStatus]}, ""),
+    "name": ({"type": "string"}, "job name"),
+    "schedule_id": ({"type": "string"}, "runs of one schedule"),
+    "enabled": ({"type": "boolean"}, ""),
+    "limit": (
+        {"type": "integer", "minimum": 1, "maximum": validation.MAX_LIST_LIMIT},
+        "page size",
+    ),
+    "cursor": ({"type": "string"}, "next_cursor of the previous page"),
 }
 
 
-def _schedule_paths() -> dict[str, Any]:
-    paths: dict[str, Any] = {
-        "/v1/schedules": {
-            "post": {
-                "summary": "Create a schedule (its first occurrence is materialized at once)",
-                "requestBody": {"required": True, **_json(_ref("CreateSchedule"), "the schedule")},
-                "responses": {
-                    "201": _json(_ref("JobSchedule"), "created"),
-                    **_errors(400, *_AUTH, 409, 413, 422),
-                },
-            },
-            "get": {
-                "summary": "List schedules, newest first",
-                "parameters": [
-                    _query("enabled", {"type": "boolean"}, ""),
-                    _query("name", {"type": "string"}, "job name"),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, ""),
-                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
-                ],
-                "responses": {
-                    "200": _json(_ref("SchedulePage"), "a page"),
-                    **_errors(*_AUTH, 422),
-                },
-            },
-        },
-        "/v1/schedules/by-key/{key}": {
-            "put": {
-                "summary": "Create or change the schedule with this key (only the fields given)",
-                "parameters": [_path("key")],
-                "requestBody": {"required": True, **_json(_ref("ScheduleFields"), "the fields")},
-                "responses": {
-                    "201": _json(_ref("JobSchedule"), "created"),
-                    "200": _json(_ref("JobSchedule"), "updated"),
-                    **_errors(400, *_AUTH, 413, 422),
-                },
-            }
-        },
-    }
-    for base, param in (
-        ("/v1/schedules/{schedule_id}", "schedule_id"),
-        ("/v1/schedules/by-key/{key}", "key"),
-    ):
-        one = {"200": _json(_ref("JobSchedule"), "the schedule"), **_errors(*_AUTH, 404)}
-        paths.setdefault(base, {}).update(
-            {
-                "get": {"summary": "Get a schedule", "parameters": [_path(param)],
-                        "responses": one},
-                "patch": {
-                    "summary": "Change the fields given (timing changes replace the pending "
-                    "occurrence)",
-                    "parameters": [_path(param)],
-                    "requestBody": {"required": True, **_json(_ref("ScheduleFields"), "fields")},
-                    "responses": {**one, **_errors(400, 413, 422)},
-                },
-                "delete": {
-                    "summary": "Delete a schedule (its pending occurrence is canceled; its runs "
-                    "are kept)",
-                    "parameters": [_path(param)],
-                    "responses": {"204": {"description": "deleted"}, **_errors(*_AUTH, 404)},
-                },
-            }
-        )  # fmt: skip
-        for action, summary in (
-            ("disable", "Disable (cancels the pending occurrence)"),
-            ("enable", "Enable (materializes the next occurrence)"),
-        ):
-            paths[f"{base}/{action}"] = {
-                "post": {"summary": summary, "parameters": [_path(param)], "responses": one}
-            }
+def _operation(op: operations.Operation) -> dict[str, Any]:
+    """An operation of the table as the document describes it."""
+    described: dict[str, Any] = {"summary": op.summary}
+    parameters = [_path(name) for name in op.path_parameters]
+    parameters += [_query(name, *_QUERY[name]) for name in op.query]
+    if parameters:
+        described["parameters"] = parameters
+    if op.body is not None:
+        body = _json(_ref(op.body.schema), op.body.description)
+        described["requestBody"] = {"required": True, **body}
+    responses: dict[str, Any] = {}
+    for status, meaning in op.ok.items():
+        responses[str(status)] = (
+            {"description": meaning} if op.result is None else _json(_ref(op.result), meaning)
+        )
+    described["responses"] = {**responses, **_errors(*sorted({*_AUTH, *op.errors}))}
+    return described
+
+
+def _paths() -> dict[str, Any]:
+    paths: dict[str, Any] = dict(_HTTP_ONLY)
+    for op in operations.OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return paths
 
 
-_PATHS.update(_schedule_paths())
+_PATHS = _paths()
 
 
 @cache
