@@ -253,7 +253,7 @@ async def test_every_405_carries_allow_with_the_methods_of_its_path(
     cases = {
         ("DELETE", "/v1/runs"): "GET, HEAD, POST",
         ("GET", "/v1/runs:batch"): "POST",
-        ("PUT", "/v1/runs/run_x"): "GET, HEAD",
+        ("PUT", "/v1/runs/run_x"): "DELETE, GET, HEAD",
         ("GET", "/v1/runs/run_x/cancel"): "POST",
         ("POST", "/v1/health"): "GET, HEAD",
         ("PUT", "/v1/schedules"): "GET, HEAD, POST",

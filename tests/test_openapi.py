@@ -102,6 +102,15 @@ async def test_sample_requests_of_every_operation_match_the_document(
         ("POST", "/v1/runs/{run_id}/retry", {}, None, 409),
         ("POST", "/v1/runs/{run_id}/cancel", {}, None, 200),
         ("GET", "/v1/runs/{run_id}", {}, None, 200),
+        ("POST", "/v1/runs/{run_id}/promote", {}, None, 409),
+        ("DELETE", "/v1/runs/{run_id}", {}, None, 204),
+        ("DELETE", "/v1/runs/{run_id}", {}, None, 404),
+        ("POST", "/v1/runs/{run_id}/promote", {}, None, 404),
+        ("POST", "/v1/runs:cancel", {}, {"name": "email", "limit": 1}, 200),
+        ("POST", "/v1/runs:retry", {}, {"status": "canceled", "schedule_id": None}, 200),
+        ("POST", "/v1/runs:delete", {}, {"created_before": "2100-01-01T00:00:00Z",
+                                         "status": "canceled"}, 200),
+        ("POST", "/v1/runs:cancel", {}, {"limit": 5}, 422),
         ("POST", "/v1/schedules", {}, {"name": "email", "cron": "0 9 * * *", "key": "daily",
                                        "timezone": "Asia/Tokyo", "enabled": False,
                                        "max_attempts": 2, "payload": {"a": 1}}, 201),
@@ -147,7 +156,8 @@ FIELD_SAMPLES: dict[str, Any] = {
     "name": "email", "payload": {"a": 1}, "run_at": "2030-01-01T00:00:00Z", "delay": 1,
     "max_attempts": 2, "dedupe_key": "d", "cron": "0 9 * * *", "every": 5, "key": "k2",
     "timezone": "UTC", "enabled": True, "runs": [], "surprise": 1, "priority": 5,
-    "concurrency_key": "tenant", "dedupe_ttl": 60,
+    "concurrency_key": "tenant", "dedupe_ttl": 60, "status": "failed", "schedule_id": "sch_x",
+    "created_before": "2030-01-01T00:00:00Z", "limit": 10,
 }  # fmt: skip
 
 
@@ -163,6 +173,9 @@ async def test_each_body_lists_exactly_the_fields_the_server_accepts(
         ("PUT", "/v1/schedules/by-key/k", "/v1/schedules/by-key/{key}", {"every": 60}),
         ("PATCH", "/v1/schedules/by-key/k", "/v1/schedules/by-key/{key}", {"every": 60}),
         ("PATCH", "/v1/schedules/sch_x", "/v1/schedules/{schedule_id}", {"every": 60}),
+        ("POST", "/v1/runs:cancel", "/v1/runs:cancel", {"name": "email"}),
+        ("POST", "/v1/runs:retry", "/v1/runs:retry", {"name": "email"}),
+        ("POST", "/v1/runs:delete", "/v1/runs:delete", {"name": "email"}),
     ]
     with_bodies = {
         (m.upper(), p)

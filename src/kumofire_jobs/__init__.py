@@ -20,6 +20,7 @@ from .core.errors import (
 )
 from .core.jobs import Jobs
 from .core.models import (
+    BulkResult,
     ConsumeResult,
     CreatedRun,
     CreateRequest,
@@ -36,6 +37,7 @@ from .core.states import ConsumeOutcome, RunStatus
 __version__ = "0.1.0"
 
 __all__ = [
+    "BulkResult",
     "Clock",
     "ConflictError",
     "ConsumeOutcome",

@@ -210,6 +210,37 @@ async def retry(jobs: Jobs, run_id: Any) -> dict[str, Any]:
     return wire.run_to_wire(run)
 
 
+@rpc_method
+async def promote(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    run = await jobs.promote(_run_id(run_id))
+    if run is None:
+        raise _not_found("run")
+    return wire.run_to_wire(run)
+
+
+@rpc_method
+async def delete(jobs: Jobs, run_id: Any) -> dict[str, bool]:
+    """`DELETE /v1/runs/{id}`: `{"deleted": true}` where HTTP answers 204."""
+    if not await jobs.delete(_run_id(run_id)):
+        raise _not_found("run")
+    return {"deleted": True}
+
+
+@rpc_method
+async def cancel_many(jobs: Jobs, body: Any) -> dict[str, Any]:
+    return wire.bulk_to_wire(await jobs.cancel_many(**wire.bulk_filter(to_py(body))))
+
+
+@rpc_method
+async def retry_many(jobs: Jobs, body: Any) -> dict[str, Any]:
+    return wire.bulk_to_wire(await jobs.retry_many(**wire.bulk_filter(to_py(body))))
+
+
+@rpc_method
+async def delete_many(jobs: Jobs, body: Any) -> dict[str, Any]:
+    return wire.bulk_to_wire(await jobs.delete_many(**wire.bulk_filter(to_py(body))))
+
+
 # --- schedules --------------------------------------------------------------------------------
 
 

@@ -54,6 +54,14 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dedupe_ttl: float | None = None
 
 
+class BulkResult(msgspec.Struct, kw_only=True):
+    """What a bulk operation (`cancel_many`, `retry_many`, `delete_many`) did: `count` runs
+    changed, and whether more runs match its filter (`has_more`)."""
+
+    count: int
+    has_more: bool
+
+
 class Page(msgspec.Struct, Generic[T], kw_only=True):
     items: list[T]
     next_cursor: str | None

@@ -98,6 +98,12 @@ _RETRY = (
     "finished_at = NULL, max_attempts = max_attempts + 1, lease_token = NULL "
     f"WHERE id = ?2 AND status IN ({_RETRYABLE}) RETURNING {COLUMNS}"
 )
+# A waiting run made due now; its coordinator is re-armed after.
+_PROMOTE = (
+    f"UPDATE {TABLE} SET scheduled_for = ?1, updated_at = ?1 "
+    f"WHERE id = ?2 AND status = 'scheduled' RETURNING {COLUMNS}"
+)
+_DELETE = f"DELETE FROM {TABLE} WHERE id = ? AND status IN ({_TERMINAL}) RETURNING id"
 _COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"
 _DUE_SINCE = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
@@ -300,6 +306,40 @@ class RunStore:
     async def retry(self, run_id: str, now: int) -> JobRun | None:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()
         return None if row is None else row_to_run(row)
+
+    async def promote(self, run_id: str, now: int) -> JobRun | None:
+        """A `scheduled` run -> due now."""
+        row = await self.db.prepare(_PROMOTE).bind(now, run_id).first()
+        return None if row is None else row_to_run(row)
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a finished run; False if it is unfinished or gone."""
+        return await self.db.prepare(_DELETE).bind(run_id).first("id") is not None
+
+    async def ids_matching(
+        self,
+        statuses: Sequence[RunStatus],
+        *,
+        name: str | None,
+        schedule_id: str | None,
+        id_below: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Ids of runs in `statuses` that match the filter, oldest first (a bulk operation's
+        candidates). The primary key's order is creation order, `id_below` a range of it."""
+        if not statuses:
+            return []
+        sql = f"SELECT id FROM {TABLE} WHERE status IN ({sql_list(frozenset(statuses))})"
+        args: list[Any] = []
+        for column, value in (("name", name), ("schedule_id", schedule_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if id_below is not None:
+            sql += " AND id < ?"
+            args.append(id_below)
+        rows = await self.db.prepare(sql + " ORDER BY id LIMIT ?").bind(*args, limit).all()
+        return [str(row["id"]) for row in rows.results]
 
     # --- reconciliation ---------------------------------------------------------------------
 
