@@ -83,7 +83,7 @@ async def test_sample_requests_of_every_operation_match_the_document(
         "/v1/schedules", json={"name": "email", "every": 60, "key": "existing"}
     )
     schedule_id = created.json()["id"]
-    params = {"run_id": run_id, "schedule_id": schedule_id, "key": "existing"}
+    params = {"run_id": run_id, "schedule_id": schedule_id, "key": "existing", "name": "email"}
     # (method, path, query, body, expected status), in an order where each can succeed.
     samples: list[tuple[str, str, dict[str, Any], Any, int]] = [
         ("GET", "/v1/health", {}, None, 200),
@@ -111,6 +111,11 @@ async def test_sample_requests_of_every_operation_match_the_document(
         ("POST", "/v1/runs:delete", {}, {"created_before": "2100-01-01T00:00:00Z",
                                          "status": "canceled"}, 200),
         ("POST", "/v1/runs:cancel", {}, {"limit": 5}, 422),
+        ("GET", "/v1/jobs", {}, None, 200),
+        ("GET", "/v1/jobs/{name}", {}, None, 200),
+        ("POST", "/v1/jobs/{name}/pause", {}, None, 200),
+        ("POST", "/v1/jobs/{name}/resume", {}, None, 200),
+        ("GET", "/v1/jobs/nope", {}, None, 404),
         ("POST", "/v1/schedules", {}, {"name": "email", "cron": "0 9 * * *", "key": "daily",
                                        "timezone": "Asia/Tokyo", "enabled": False,
                                        "max_attempts": 2, "payload": {"a": 1}}, 201),
@@ -135,7 +140,9 @@ async def test_sample_requests_of_every_operation_match_the_document(
     ]  # fmt: skip
     covered = set()
     for method, path, query, body, status in samples:
-        template = path.replace("/by-key/fresh", "/by-key/{key}")
+        template = path.replace("/by-key/fresh", "/by-key/{key}").replace(
+            "/jobs/nope", "/jobs/{name}"
+        )
         covered.add((method, template))
         if body is not None:
             assert errors(body_schema(method, template), body) == [], (method, path, body)

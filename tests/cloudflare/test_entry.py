@@ -96,7 +96,8 @@ RPC_METHODS = {
     "enable_schedule", "enable_schedule_by_key", "delete_schedule", "delete_schedule_by_key",
     "list_schedules",
     # API.md Part 2, "Controlling runs and jobs"
-    "promote", "delete", "cancel_many", "retry_many", "delete_many",
+    "promote", "delete", "cancel_many", "retry_many", "delete_many", "list_jobs", "get_job",
+    "pause_job", "resume_job",
 }  # fmt: skip
 
 

@@ -95,6 +95,7 @@ class Operation:
 _RUN = {200: "the run"}
 _SCHEDULE = {200: "the schedule"}
 _BODY_ERRORS = (400, 413, 422)
+_JOB = {200: "the job"}
 _BULK = {200: "how many runs changed, and whether more match"}
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
@@ -145,6 +146,22 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     Operation(
         "delete_many", ("body",), "POST", "/v1/runs:delete", _BULK, _BODY_ERRORS, "BulkResult",
         "Delete the finished runs that match (at most limit)", body=RUN_FILTER,
+    ),
+    # --- jobs ---------------------------------------------------------------------------------
+    Operation(
+        "list_jobs", (), "GET", "/v1/jobs", {200: "every registered job"}, (), "JobList",
+        "List the jobs",
+    ),
+    Operation(
+        "get_job", ("id",), "GET", "/v1/jobs/{name}", _JOB, (404,), "Job", "Get a job",
+    ),
+    Operation(
+        "pause_job", ("id",), "POST", "/v1/jobs/{name}/pause", _JOB, (404,), "Job",
+        "Pause a job: it starts no run until resumed (running runs go on)",
+    ),
+    Operation(
+        "resume_job", ("id",), "POST", "/v1/jobs/{name}/resume", _JOB, (404,), "Job",
+        "Resume a job: its waiting runs start, in priority order",
     ),
     # --- schedules ----------------------------------------------------------------------------
     Operation(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 
 if TYPE_CHECKING:
@@ -50,6 +50,14 @@ class JobsApi(Protocol):
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]: ...
 
     async def get(self, run_id: str) -> JobRun | None: ...
+
+    async def list_jobs(self) -> list[JobInfo]: ...
+
+    async def get_job(self, name: str) -> JobInfo | None: ...
+
+    async def pause_job(self, name: str) -> JobInfo | None: ...
+
+    async def resume_job(self, name: str) -> JobInfo | None: ...
 
     async def list(
         self,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..core.errors import ValidationError
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
 from .operations import BULK_FIELDS, CREATE_FIELDS
@@ -79,6 +79,10 @@ def page_to_wire(page: Page[JobRun]) -> dict[str, Any]:
 
 def bulk_to_wire(result: BulkResult) -> dict[str, Any]:
     return {"count": result.count, "has_more": result.has_more}
+
+
+def job_to_wire(job: JobInfo) -> dict[str, Any]:
+    return {"name": job.name, "paused": job.paused, "options": job.options, "counts": job.counts}
 
 
 def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
@@ -286,3 +290,16 @@ def counts_from_wire(data: Any) -> dict[str, int]:
 
 def bulk_from_wire(data: Mapping[str, Any]) -> BulkResult:
     return BulkResult(count=data["count"], has_more=data["has_more"])
+
+
+def job_from_wire(data: Mapping[str, Any]) -> JobInfo:
+    return JobInfo(
+        name=data["name"],
+        paused=data["paused"],
+        options=dict(data["options"]),
+        counts={str(status): int(n) for status, n in data["counts"].items()},
+    )
+
+
+def jobs_from_wire(data: Any) -> list[JobInfo]:
+    return [job_from_wire(item) for item in data["items"]]

@@ -51,6 +51,8 @@ from ..api.wire import (
     created_from_wire,
     created_items_from_wire,
     given_fields,
+    job_from_wire,
+    jobs_from_wire,
     page_from_wire,
     run_from_wire,
     schedule_from_wire,
@@ -63,7 +65,7 @@ from ..core.errors import (
     UnknownJobError,
     ValidationError,
 )
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from .ffi import js_error, to_js, to_py
 from .service import split_error
@@ -200,6 +202,21 @@ class JobsClient(JobsApi):
     async def get(self, run_id: str) -> JobRun | None:
         data = await self._maybe("get", run_id)
         return None if data is None else _read(run_from_wire, data)
+
+    async def list_jobs(self) -> list[JobInfo]:
+        return _read(jobs_from_wire, await self._call("list_jobs"))
+
+    async def get_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("get_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
+    async def pause_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("pause_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
+    async def resume_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("resume_job", name)
+        return None if data is None else _read(job_from_wire, data)
 
     async def list(
         self,

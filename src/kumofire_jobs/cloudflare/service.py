@@ -29,7 +29,7 @@ from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.log import get_logger
-from ..core.models import JobSchedule
+from ..core.models import JobInfo, JobSchedule
 from .ffi import error_value, to_py
 
 log = get_logger()
@@ -239,6 +239,38 @@ async def retry_many(jobs: Jobs, body: Any) -> dict[str, Any]:
 @rpc_method
 async def delete_many(jobs: Jobs, body: Any) -> dict[str, Any]:
     return wire.bulk_to_wire(await jobs.delete_many(**wire.bulk_filter(to_py(body))))
+
+
+def _job_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError("the job name must be a non-empty string")
+    return value
+
+
+def _job_found(job: JobInfo | None) -> dict[str, Any]:
+    if job is None:
+        raise _not_found("job")
+    return wire.job_to_wire(job)
+
+
+@rpc_method
+async def list_jobs(jobs: Jobs) -> dict[str, Any]:
+    return {"items": [wire.job_to_wire(job) for job in await jobs.list_jobs()]}
+
+
+@rpc_method
+async def get_job(jobs: Jobs, name: Any) -> dict[str, Any]:
+    return _job_found(await jobs.get_job(_job_name(name)))
+
+
+@rpc_method
+async def pause_job(jobs: Jobs, name: Any) -> dict[str, Any]:
+    return _job_found(await jobs.pause_job(_job_name(name)))
+
+
+@rpc_method
+async def resume_job(jobs: Jobs, name: Any) -> dict[str, Any]:
+    return _job_found(await jobs.resume_job(_job_name(name)))
 
 
 # --- schedules --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .bindings import D1Database
 from .bulk import bulk
 from .consume import Consumer
 from .errors import ValidationError
+from .job_control import JobService
 from .migrations import check_schema, schema_version
 from .models import (
     BulkResult,
@@ -25,6 +26,7 @@ from .models import (
     CreatedRun,
     CreateRequest,
     DispatchResult,
+    JobInfo,
     JobRun,
     JobSchedule,
     Page,
@@ -64,7 +66,9 @@ class Jobs:
         schedules: ScheduleService,
         consumer: Consumer,
         schema: SchemaGate,
+        job_service: JobService,
     ) -> None:
+        self.job_service = job_service
         self.runs = runs
         self.schedules = schedules
         self._consumer = consumer
@@ -118,6 +122,27 @@ class Jobs:
     async def get(self, run_id: str) -> JobRun | None:
         await self._ready()
         return await self.runs.get(run_id)
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def list_jobs(self) -> list[JobInfo]:
+        """Every registered job (handlers and remote routes): paused, options, counts."""
+        await self._ready()
+        return await self.job_service.list()
+
+    async def get_job(self, name: str) -> JobInfo | None:
+        await self._ready()
+        return await self.job_service.get(name)
+
+    async def pause_job(self, name: str) -> JobInfo | None:
+        """Start no run of the job until it is resumed (kept in D1); running runs go on."""
+        await self._ready()
+        return await self.job_service.pause(name)
+
+    async def resume_job(self, name: str) -> JobInfo | None:
+        """Start the job's runs again; its waiting runs are re-armed in priority order."""
+        await self._ready()
+        return await self.job_service.resume(name)
 
     async def list(
         self,

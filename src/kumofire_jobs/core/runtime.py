@@ -27,6 +27,7 @@ from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
 from .ids import IdFactory
+from .job_control import JobService
 from .jobs import Jobs, SchemaGate
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
@@ -160,8 +161,16 @@ class Runtime:
             lease_seconds=self.lease_seconds,
             clock=self.clock,
         )
+        job_service = JobService(
+            db=resources.db, store=store, coordinators=coordinators, clock=self.clock,
+            handlers=handlers, policies=self.policies,
+        )  # fmt: skip
         jobs = Jobs(
-            runs=runs, schedules=schedules, consumer=consumer, schema=SchemaGate(resources.db)
+            runs=runs,
+            schedules=schedules,
+            consumer=consumer,
+            schema=SchemaGate(resources.db),
+            job_service=job_service,
         )
         return BoundResources(resources, store, schedules, consumer, jobs)
 

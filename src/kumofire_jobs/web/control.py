@@ -1,6 +1,6 @@
-"""The HTTP endpoints of the operations that control runs (API.md Part 2, "Controlling runs
-and jobs"): promote, delete and the bulk operations. `web/app.py` registers them with the rest,
-one per row of `api/operations.py`."""
+"""The HTTP endpoints of the operations that control runs and jobs (API.md Part 2,
+"Controlling runs and jobs"): the jobs, promote, delete and the bulk operations. `web/app.py`
+registers them with the rest, one per row of `api/operations.py`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from ..api import wire
 from ..core.jobs import Jobs
+from ..core.models import JobInfo
 
 OperationEndpoint = Callable[[Request], Awaitable[Any]]
 Register = Callable[[str], Callable[[OperationEndpoint], OperationEndpoint]]
@@ -22,6 +23,27 @@ def register_control(
     read_json: Callable[[Request], Awaitable[Any]],
     not_found: Callable[[str], Exception],
 ) -> None:
+    def job_found(job: JobInfo | None) -> Any:
+        if job is None:
+            raise not_found("job")
+        return wire.job_to_wire(job)
+
+    @operation("list_jobs")
+    async def list_jobs(request: Request) -> Any:
+        return {"items": [wire.job_to_wire(job) for job in await jobs(request).list_jobs()]}
+
+    @operation("get_job")
+    async def get_job(request: Request) -> Any:
+        return job_found(await jobs(request).get_job(request.path_params["name"]))
+
+    @operation("pause_job")
+    async def pause_job(request: Request) -> Any:
+        return job_found(await jobs(request).pause_job(request.path_params["name"]))
+
+    @operation("resume_job")
+    async def resume_job(request: Request) -> Any:
+        return job_found(await jobs(request).resume_job(request.path_params["name"]))
+
     @operation("promote")
     async def promote_run(request: Request) -> Any:
         run = await jobs(request).promote(request.path_params["run_id"])

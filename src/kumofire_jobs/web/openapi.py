@@ -202,6 +202,24 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "RunFilter": _body(_FILTER_FIELDS, operations.RUN_FILTER),
+    "Job": {
+        "type": "object",
+        "required": ["name", "paused", "options", "counts"],
+        "properties": {
+            "name": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "options": {"type": "object", "description": "the JobOptions, null where unset"},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "its runs by status",
+            },
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": _ref("Job")}},
+    },
     "BulkResult": {
         "type": "object",
         "required": ["count", "has_more"],
