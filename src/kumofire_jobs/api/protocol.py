@@ -122,6 +122,8 @@ class JobsApi(Protocol):
         timezone: str | None = None,
         enabled: bool = True,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> JobSchedule: ...
 
     async def upsert_schedule(
@@ -135,6 +137,8 @@ class JobsApi(Protocol):
         timezone: str | None = None,
         enabled: bool | None = None,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> JobSchedule: ...
 
     async def get_schedule(self, schedule_id: str) -> JobSchedule | None: ...

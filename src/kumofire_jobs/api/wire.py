@@ -66,6 +66,8 @@ def schedule_to_wire(schedule: JobSchedule) -> dict[str, Any]:
         "last_scheduled_at": format_rfc3339(schedule.last_scheduled_at),
         "created_at": format_rfc3339(schedule.created_at),
         "updated_at": format_rfc3339(schedule.updated_at),
+        "priority": schedule.priority,
+        "concurrency_key": schedule.concurrency_key,
     }
 
 
@@ -267,6 +269,8 @@ def schedule_from_wire(data: Mapping[str, Any]) -> JobSchedule:
         last_scheduled_at=optional_time_from_wire(data["last_scheduled_at"]),
         created_at=time_from_wire(data["created_at"]),
         updated_at=time_from_wire(data["updated_at"]),
+        priority=data["priority"],
+        concurrency_key=data["concurrency_key"],
     )
 
 

@@ -303,10 +303,13 @@ class JobsClient(JobsApi):
         timezone: str | None = None,
         enabled: bool = True,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> JobSchedule:
         body = given_fields(
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key,
         )  # fmt: skip
         return _read(schedule_from_wire, await self._call("create_schedule", body))
 
@@ -321,11 +324,14 @@ class JobsClient(JobsApi):
         timezone: str | None = None,
         enabled: bool | None = None,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
         body = given_fields(
             name=name, payload=payload, cron=cron, every=every, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key,
         )  # fmt: skip
         return _read(schedule_from_wire, await self._call("upsert_schedule", key, body))
 

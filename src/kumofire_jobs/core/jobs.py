@@ -269,11 +269,14 @@ class Jobs:
         timezone: str | None = None,
         enabled: bool = True,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> JobSchedule:
         await self._ready()
         return await self.schedules.create(
             name, payload, cron=cron, every=every, key=key, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key,
         )  # fmt: skip
 
     async def upsert_schedule(
@@ -287,11 +290,13 @@ class Jobs:
         timezone: str | None = None,
         enabled: bool | None = None,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
         schedule, _ = await self._upsert_schedule_created(
             key, name, payload, cron=cron, every=every, timezone=timezone, enabled=enabled,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts, priority=priority, concurrency_key=concurrency_key,
         )  # fmt: skip
         return schedule
 

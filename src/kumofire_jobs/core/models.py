@@ -116,6 +116,8 @@ class JobSchedule(msgspec.Struct, kw_only=True):
     last_scheduled_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    priority: int = 0  # each occurrence's
+    concurrency_key: str | None = None  # each occurrence's
 
 
 class SchedulePatch(TypedDict, total=False):
@@ -131,3 +133,5 @@ class SchedulePatch(TypedDict, total=False):
     timezone: str | None
     enabled: bool | None
     max_attempts: int | None
+    priority: int | None
+    concurrency_key: str | None

@@ -22,7 +22,8 @@ from .times import ms_to_datetime
 
 COLUMNS = (
     "id, key, name, type, expr, timezone, enabled, payload, max_attempts, revision, anchor_at, "
-    "next_run_at, next_run_id, last_scheduled_at, created_at, updated_at"
+    "next_run_at, next_run_id, last_scheduled_at, created_at, updated_at, priority, "
+    "concurrency_key"
 )
 
 
@@ -45,6 +46,8 @@ class ScheduleRow(TypedDict):
     last_scheduled_at: int | None
     created_at: int
     updated_at: int
+    priority: int
+    concurrency_key: str | None
 
 
 class MissingNext(TypedDict):
@@ -58,7 +61,8 @@ class MissingNext(TypedDict):
 
 
 _INSERT = (
-    f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, ?, ?) "
+    f"INSERT INTO {TABLE} ({COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
@@ -71,7 +75,8 @@ _ADVANCE = (
 _CHANGE = (
     f"UPDATE {TABLE} SET name = ?4, payload = ?5, max_attempts = ?6, type = ?7, expr = ?8, "
     "timezone = ?9, enabled = ?10, revision = ?11, anchor_at = ?12, next_run_at = ?13, "
-    f"next_run_id = ?14, updated_at = ?15 WHERE {_GUARD} RETURNING id"
+    f"next_run_id = ?14, updated_at = ?15, priority = ?16, concurrency_key = ?17 "
+    f"WHERE {_GUARD} RETURNING id"
 )
 _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
@@ -106,6 +111,8 @@ def row_to_schedule(row: ScheduleRow, decode: Callable[[str | None], Any]) -> Jo
         ),
         created_at=ms_to_datetime(row["created_at"]),
         updated_at=ms_to_datetime(row["updated_at"]),
+        priority=row["priority"],
+        concurrency_key=row["concurrency_key"],
     )
 
 
@@ -118,6 +125,7 @@ class ScheduleStore:
             row["id"], row["key"], row["name"], row["type"], row["expr"], row["timezone"],
             int(row["enabled"]), row["payload"], row["max_attempts"], row["anchor_at"],
             row["next_run_at"], row["next_run_id"], row["created_at"], row["updated_at"],
+            row["priority"], row["concurrency_key"],
         )  # fmt: skip
 
     def advance(
@@ -131,7 +139,8 @@ class ScheduleStore:
         return self.db.prepare(_CHANGE).bind(
             *guard, row["name"], row["payload"], row["max_attempts"], row["type"], row["expr"],
             row["timezone"], int(row["enabled"]), row["revision"], row["anchor_at"],
-            row["next_run_at"], row["next_run_id"], row["updated_at"],
+            row["next_run_at"], row["next_run_id"], row["updated_at"], row["priority"],
+            row["concurrency_key"],
         )  # fmt: skip
 
     async def get(self, by: By, value: str) -> ScheduleRow | None:

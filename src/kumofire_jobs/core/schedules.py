@@ -32,7 +32,6 @@ from .store import RunStore
 log = get_logger()
 
 PATCH_FIELDS = frozenset(SchedulePatch.__optional_keys__)
-MAX_KEY_CHARS = 512
 _RACE_RETRIES = 5
 
 
@@ -42,22 +41,6 @@ def _decode(text: str | None) -> Any:
 
 def _timing_of(row: ScheduleRow) -> Timing:
     return Timing(type=row["type"], expr=row["expr"], timezone=row["timezone"])
-
-
-def _key(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValidationError("key must be a non-empty string")
-    if len(value) > MAX_KEY_CHARS:
-        raise ValidationError(f"key is longer than {MAX_KEY_CHARS} characters")
-    if "/" in value:
-        raise ValidationError("key must not contain '/' (it is a path segment in the HTTP API)")
-    return value
-
-
-def _enabled(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError("enabled must be true or false")
-    return value
 
 
 class ScheduleService:
@@ -103,10 +86,13 @@ class ScheduleService:
         timezone: Any = None,
         enabled: Any = True,
         max_attempts: Any = None,
+        priority: Any = None,
+        concurrency_key: Any = None,
     ) -> JobSchedule:
         row = self._new_row(
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key,
         )  # fmt: skip
         statements = [self._store.insert(row)]
         next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
@@ -128,14 +114,14 @@ class ScheduleService:
 
     def _new_row(
         self, *, name: Any, payload: Any, cron: Any, every: Any, key: Any, timezone: Any,
-        enabled: Any, max_attempts: Any,
+        enabled: Any, max_attempts: Any, priority: Any, concurrency_key: Any,
     ) -> ScheduleRow:  # fmt: skip
         now = now_ms(self._clock)
         timing = parse_timing(cron=cron, every=every, timezone=timezone)
-        on = _enabled(enabled)
+        on = validation.enabled(enabled)
         return {
             "id": self._ids.schedule_id(now),
-            "key": None if key is None else _key(key),
+            "key": None if key is None else validation.schedule_key(key),
             "name": validation.job_name(name, self._handlers),
             "type": timing.type,
             "expr": timing.expr,
@@ -152,6 +138,8 @@ class ScheduleService:
             "last_scheduled_at": None,
             "created_at": now,
             "updated_at": now,
+            "priority": validation.priority(priority),
+            "concurrency_key": validation.concurrency_key(concurrency_key),
         }
 
     async def upsert(
@@ -165,13 +153,16 @@ class ScheduleService:
         timezone: Any = None,
         enabled: Any = None,
         max_attempts: Any = None,
+        priority: Any = None,
+        concurrency_key: Any = None,
     ) -> tuple[JobSchedule, bool]:
         """Create the schedule `key` names, or change the fields given (None: unchanged).
         Returns the schedule and whether it was created."""
-        key = _key(key)
+        key = validation.schedule_key(key)
         patch = {
             "name": name, "payload": payload, "cron": cron, "every": every,
             "timezone": timezone, "enabled": enabled, "max_attempts": max_attempts,
+            "priority": priority, "concurrency_key": concurrency_key,
         }  # fmt: skip
         for _ in range(_RACE_RETRIES):
             if await self._store.get("key", key) is None:
@@ -179,6 +170,7 @@ class ScheduleService:
                     created = await self.create(
                         name, payload, cron=cron, every=every, key=key, timezone=timezone,
                         enabled=True if enabled is None else enabled, max_attempts=max_attempts,
+                        priority=priority, concurrency_key=concurrency_key,
                     )  # fmt: skip
                     return created, True
                 except ConflictError:
@@ -203,7 +195,7 @@ class ScheduleService:
         cursor: str | None = None,
     ) -> Page[JobSchedule]:
         if enabled is not None:
-            _enabled(enabled)
+            validation.enabled(enabled)
         page = await self._store.page(
             enabled=enabled, name=name, limit=validation.limit(limit), cursor=cursor
         )
@@ -237,7 +229,11 @@ class ScheduleService:
         if "max_attempts" in given:
             row["max_attempts"] = validation.max_attempts(given["max_attempts"], 0)
         if "enabled" in given:
-            row["enabled"] = int(_enabled(given["enabled"]))
+            row["enabled"] = int(validation.enabled(given["enabled"]))
+        if "priority" in given:
+            row["priority"] = validation.priority(given["priority"])
+        if "concurrency_key" in given:
+            row["concurrency_key"] = validation.concurrency_key(given["concurrency_key"])
         timing = _timing_of(current)
         if "cron" in given or "every" in given:
             timing = parse_timing(
@@ -256,6 +252,8 @@ class ScheduleService:
             row["name"] == current["name"]
             and row["payload"] == current["payload"]
             and row["max_attempts"] == current["max_attempts"]
+            and row["priority"] == current["priority"]
+            and row["concurrency_key"] == current["concurrency_key"]
         )
         if not replace and unchanged:
             return current  # nothing changes: no write (upsert is idempotent)
@@ -268,7 +266,13 @@ class ScheduleService:
             if old_run is not None:
                 statements.append(
                     self._runs.refresh_pending(
-                        old_run, row["name"], row["payload"], row["max_attempts"], now
+                        old_run,
+                        row["name"],
+                        row["payload"],
+                        row["max_attempts"],
+                        now,
+                        row["priority"],
+                        row["concurrency_key"],
                     )
                 )
             results = await self._db.batch(statements)

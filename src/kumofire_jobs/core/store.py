@@ -104,7 +104,8 @@ _RESUMABLE = (
 # A schedule's change of name, payload or attempts carries over to its waiting occurrence.
 _REFRESH_PENDING = (
     f"UPDATE {TABLE} SET name = ?2, payload = ?3, max_attempts = COALESCE(?4, max_attempts), "
-    "updated_at = ?5 WHERE id = ?1 AND status = 'scheduled' AND attempt = 0"
+    "updated_at = ?5, priority = ?6, concurrency_key = ?7 "
+    "WHERE id = ?1 AND status = 'scheduled' AND attempt = 0"
 )
 _RETRY = (
     f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
@@ -223,10 +224,14 @@ class RunStore:
         return self.db.prepare(sql).bind(*guard, run_id, attempts, at_ms, now_ms, timeout)
 
     def refresh_pending(
-        self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int
-    ) -> D1PreparedStatement:
-        """A schedule's waiting occurrence takes on its changed name, payload, attempts."""
-        return self.db.prepare(_REFRESH_PENDING).bind(run_id, name, payload, max_attempts, now_ms)
+        self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int,
+        priority: int, concurrency_key: str | None,
+    ) -> D1PreparedStatement:  # fmt: skip
+        """A schedule's waiting occurrence takes on its changed name, payload, attempts,
+        priority and concurrency key."""
+        return self.db.prepare(_REFRESH_PENDING).bind(
+            run_id, name, payload, max_attempts, now_ms, priority, concurrency_key
+        )
 
     async def id_by_dedupe_key(self, key: str, now: int) -> str | None:
         """The run holding `key`; None if none does, or its hold ended (`dedupe_ttl`), in

@@ -17,6 +17,7 @@ MAX_ATTEMPTS = 100
 MAX_DEDUPE_KEY_CHARS = 512
 MAX_NAME_CHARS = 256
 MAX_BATCH = 100
+MAX_KEY_CHARS = 512  # a schedule's key
 MIN_PRIORITY = -100
 MAX_PRIORITY = 100
 MAX_CONCURRENCY_KEY_CHARS = 200
@@ -179,3 +180,19 @@ def dedupe_expires_ms(ttl: Any, dedupe_key: str | None, now: int) -> int | None:
     if dedupe_key is None:
         raise ValidationError("dedupe_ttl needs a dedupe_key")
     return now + seconds_to_ms(ttl)
+
+
+def schedule_key(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError("key must be a non-empty string")
+    if len(value) > MAX_KEY_CHARS:
+        raise ValidationError(f"key is longer than {MAX_KEY_CHARS} characters")
+    if "/" in value:
+        raise ValidationError("key must not contain '/' (it is a path segment in the HTTP API)")
+    return value
+
+
+def enabled(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError("enabled must be true or false")
+    return value

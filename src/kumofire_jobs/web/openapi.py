@@ -16,7 +16,6 @@ from ..api import operations
 from ..core import validation
 from ..core.bulk import MAX_BULK_LIMIT
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
-from ..core.schedules import MAX_KEY_CHARS
 from ..core.states import ConsumeOutcome, RunStatus
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -127,12 +126,15 @@ _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
     },
     "every": {"type": "number", "minimum": 1, "maximum": MAX_EVERY_SECONDS,
               "description": "seconds between runs"},
-    "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[^/]*$",
-            "description": "unique"},
+    "key": {"type": "string", "minLength": 1, "maxLength": validation.MAX_KEY_CHARS,
+            "pattern": "^[^/]*$", "description": "unique"},
     "timezone": {"type": "string", "maxLength": MAX_TIMEZONE_CHARS,
                  "description": "IANA name, cron only (default UTC)"},
     "enabled": {"type": "boolean"},
     "max_attempts": _MAX_ATTEMPTS,
+    "priority": {**_RUN_FIELDS["priority"], "description": "each occurrence's priority"},
+    "concurrency_key": {**_RUN_FIELDS["concurrency_key"],
+                        "description": "each occurrence's concurrency key"},
 }  # fmt: skip
 
 _SCHEMAS: dict[str, Any] = {
@@ -257,6 +259,8 @@ _SCHEMAS: dict[str, Any] = {
             "last_scheduled_at": _NULLABLE_TIME,
             "created_at": _TIME,
             "updated_at": _TIME,
+            "priority": {"type": "integer"},
+            "concurrency_key": {"type": ["string", "null"]},
         },
     },
     "SchedulePage": {

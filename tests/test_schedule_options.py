@@ -1,0 +1,82 @@
+"""A schedule's `priority` and `concurrency_key` (API.md Part 2, "Schedules"), passed to each
+occurrence, through Python and HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from kumofire_jobs import ValidationError
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.web import create_app
+from tests.support.envs import EnvFactory, noop
+
+
+@pytest.fixture
+async def env(make_env: EnvFactory) -> LocalEnvironment:
+    return await make_env({"tick": noop})
+
+
+async def occurrences(env: LocalEnvironment, schedule_id: str) -> list[tuple[str, int, object]]:
+    page = await env.jobs.list(schedule_id=schedule_id)
+    return [(run.status.value, run.priority, run.concurrency_key) for run in page.items]
+
+
+async def test_each_occurrence_gets_the_schedule_s_priority_and_key(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    schedule = await env.jobs.create_schedule(
+        "tick", every=10, priority=20, concurrency_key="tenant"
+    )
+    assert (schedule.priority, schedule.concurrency_key) == (20, "tenant")
+    assert await occurrences(env, schedule.id) == [("scheduled", 20, "tenant")]
+    await clock.advance(10)
+    await clock.advance(0.01)
+    assert await occurrences(env, schedule.id) == [
+        ("scheduled", 20, "tenant"),
+        ("succeeded", 20, "tenant"),
+    ]
+    changed = await env.jobs.update_schedule(schedule.id, priority=-3, concurrency_key="other")
+    assert changed is not None and (changed.priority, changed.concurrency_key) == (-3, "other")
+    # the waiting occurrence takes the change on; the finished one keeps what it ran with
+    assert await occurrences(env, schedule.id) == [
+        ("scheduled", -3, "other"),
+        ("succeeded", 20, "tenant"),
+    ]
+    plain = await env.jobs.upsert_schedule("k", "tick", every=60)
+    assert (plain.priority, plain.concurrency_key) == (0, None)
+    upserted = await env.jobs.upsert_schedule("k", "tick", priority=100)
+    assert upserted.priority == 100
+    assert await occurrences(env, upserted.id) == [("scheduled", 100, None)]
+
+
+async def test_bad_schedule_options_are_refused(env: LocalEnvironment) -> None:
+    with pytest.raises(ValidationError, match="priority must be between"):
+        await env.jobs.create_schedule("tick", every=10, priority=101)
+    with pytest.raises(ValidationError, match="concurrency_key must be a non-empty string"):
+        await env.jobs.create_schedule("tick", every=10, concurrency_key="")
+    schedule = await env.jobs.create_schedule("tick", every=10)
+    with pytest.raises(ValidationError, match="priority must be an integer"):
+        await env.jobs.update_schedule(schedule.id, priority="high")  # type: ignore[arg-type]
+
+
+async def test_http_schedule_bodies_take_priority_and_key(env: LocalEnvironment) -> None:
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.post(
+            "/v1/schedules",
+            json={"name": "tick", "every": 60, "priority": 7, "concurrency_key": "t"},
+        )
+        assert response.status_code == 201
+        body = response.json()
+        assert (body["priority"], body["concurrency_key"]) == (7, "t")
+        response = await http.patch(f"/v1/schedules/{body['id']}", json={"priority": 8})
+        assert response.status_code == 200 and response.json()["priority"] == 8
+        response = await http.put("/v1/schedules/by-key/x", json={"name": "tick", "every": 5,
+                                                                   "priority": -1})  # fmt: skip
+        assert response.status_code == 201 and response.json()["priority"] == -1
+        response = await http.post(
+            "/v1/schedules", json={"name": "tick", "every": 60, "priority": 1000}
+        )
+        assert response.status_code == 422
