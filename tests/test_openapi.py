@@ -164,7 +164,8 @@ FIELD_SAMPLES: dict[str, Any] = {
     "max_attempts": 2, "dedupe_key": "d", "cron": "0 9 * * *", "every": 5, "key": "k2",
     "timezone": "UTC", "enabled": True, "runs": [], "surprise": 1, "priority": 5,
     "concurrency_key": "tenant", "dedupe_ttl": 60, "status": "failed", "schedule_id": "sch_x",
-    "created_before": "2030-01-01T00:00:00Z", "limit": 10,
+    "created_before": "2030-01-01T00:00:00Z", "limit": 10, "start_at": "2030-01-01T00:00:00Z",
+    "end_at": "2031-01-01T00:00:00Z",
 }  # fmt: skip
 
 

@@ -124,6 +124,9 @@ class JobsApi(Protocol):
         max_attempts: int | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule: ...
 
     async def upsert_schedule(
@@ -139,6 +142,9 @@ class JobsApi(Protocol):
         max_attempts: int | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule: ...
 
     async def get_schedule(self, schedule_id: str) -> JobSchedule | None: ...

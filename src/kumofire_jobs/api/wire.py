@@ -68,6 +68,10 @@ def schedule_to_wire(schedule: JobSchedule) -> dict[str, Any]:
         "updated_at": format_rfc3339(schedule.updated_at),
         "priority": schedule.priority,
         "concurrency_key": schedule.concurrency_key,
+        "limit": schedule.limit,
+        "count": schedule.count,
+        "start_at": format_rfc3339(schedule.start_at),
+        "end_at": format_rfc3339(schedule.end_at),
     }
 
 
@@ -99,8 +103,19 @@ def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
 
 
 def schedule_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
-    """A schedule body's fields, rejecting unknown ones (their values are checked later)."""
-    return known_fields(body, allowed)
+    """A schedule body's fields, rejecting unknown ones (their values are checked later;
+    `start_at` and `end_at` are read as RFC 3339)."""
+    fields = known_fields(body, allowed)
+    for name in ("start_at", "end_at"):
+        value = fields.get(name)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValidationError(f"{name} must be an RFC 3339 date-time string")
+            try:
+                fields[name] = parse_rfc3339(value)
+            except ValueError as exc:
+                raise ValidationError(f"{name}: {exc}") from None
+    return fields
 
 
 def known_fields(body: Any, allowed: frozenset[str], what: str = "the body") -> dict[str, Any]:
@@ -194,6 +209,22 @@ def create_body(request: CreateRequest) -> dict[str, Any]:
     )
 
 
+def schedule_times_to_wire(**fields: Any) -> dict[str, Any]:
+    """Schedule fields as a body's: the datetimes as RFC 3339, None left out."""
+    return {
+        name: format_rfc3339(value) if isinstance(value, datetime) else value
+        for name, value in fields.items()
+        if value is not None
+    }
+
+
+def schedule_patch_body(patch: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: format_rfc3339(value) if isinstance(value, datetime) else value
+        for name, value in patch.items()
+    }
+
+
 def bulk_body(
     status: Any, name: Any, schedule_id: Any, created_before: Any, limit: Any
 ) -> dict[str, Any]:
@@ -271,6 +302,10 @@ def schedule_from_wire(data: Mapping[str, Any]) -> JobSchedule:
         updated_at=time_from_wire(data["updated_at"]),
         priority=data["priority"],
         concurrency_key=data["concurrency_key"],
+        limit=data["limit"],
+        count=data["count"],
+        start_at=optional_time_from_wire(data["start_at"]),
+        end_at=optional_time_from_wire(data["end_at"]),
     )
 
 

@@ -56,6 +56,8 @@ from ..api.wire import (
     page_from_wire,
     run_from_wire,
     schedule_from_wire,
+    schedule_patch_body,
+    schedule_times_to_wire,
 )
 from ..core.errors import (
     ConflictError,
@@ -305,11 +307,15 @@ class JobsClient(JobsApi):
         max_attempts: int | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule:
         body = given_fields(
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
             enabled=enabled, max_attempts=max_attempts, priority=priority,
             concurrency_key=concurrency_key,
+            **schedule_times_to_wire(limit=limit, start_at=start_at, end_at=end_at),
         )  # fmt: skip
         return _read(schedule_from_wire, await self._call("create_schedule", body))
 
@@ -326,12 +332,16 @@ class JobsClient(JobsApi):
         max_attempts: int | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
         body = given_fields(
             name=name, payload=payload, cron=cron, every=every, timezone=timezone,
             enabled=enabled, max_attempts=max_attempts, priority=priority,
             concurrency_key=concurrency_key,
+            **schedule_times_to_wire(limit=limit, start_at=start_at, end_at=end_at),
         )  # fmt: skip
         return _read(schedule_from_wire, await self._call("upsert_schedule", key, body))
 
@@ -348,12 +358,12 @@ class JobsClient(JobsApi):
     async def update_schedule(
         self, schedule_id: str, **patch: Unpack[SchedulePatch]
     ) -> JobSchedule | None:
-        return await self._schedule("update_schedule", schedule_id, dict(patch))
+        return await self._schedule("update_schedule", schedule_id, schedule_patch_body(patch))
 
     async def update_schedule_by_key(
         self, key: str, **patch: Unpack[SchedulePatch]
     ) -> JobSchedule | None:
-        return await self._schedule("update_schedule_by_key", key, dict(patch))
+        return await self._schedule("update_schedule_by_key", key, schedule_patch_body(patch))
 
     async def disable_schedule(self, schedule_id: str) -> JobSchedule | None:
         return await self._schedule("disable_schedule", schedule_id)

@@ -271,12 +271,15 @@ class Jobs:
         max_attempts: int | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule:
         await self._ready()
         return await self.schedules.create(
             name, payload, cron=cron, every=every, key=key, timezone=timezone,
             enabled=enabled, max_attempts=max_attempts, priority=priority,
-            concurrency_key=concurrency_key,
+            concurrency_key=concurrency_key, limit=limit, start_at=start_at, end_at=end_at,
         )  # fmt: skip
 
     async def upsert_schedule(
@@ -292,11 +295,15 @@ class Jobs:
         max_attempts: int | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
         schedule, _ = await self._upsert_schedule_created(
             key, name, payload, cron=cron, every=every, timezone=timezone, enabled=enabled,
             max_attempts=max_attempts, priority=priority, concurrency_key=concurrency_key,
+            limit=limit, start_at=start_at, end_at=end_at,
         )  # fmt: skip
         return schedule
 

@@ -118,6 +118,10 @@ class JobSchedule(msgspec.Struct, kw_only=True):
     updated_at: datetime
     priority: int = 0  # each occurrence's
     concurrency_key: str | None = None  # each occurrence's
+    limit: int | None = None  # occurrences in all; after the last the schedule disables
+    count: int = 0  # occurrences delivered so far
+    start_at: datetime | None = None  # no occurrence before
+    end_at: datetime | None = None  # no occurrence after
 
 
 class SchedulePatch(TypedDict, total=False):
@@ -135,3 +139,6 @@ class SchedulePatch(TypedDict, total=False):
     max_attempts: int | None
     priority: int | None
     concurrency_key: str | None
+    limit: int | None
+    start_at: datetime | None
+    end_at: datetime | None

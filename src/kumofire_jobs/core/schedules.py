@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from . import schedule_bounds as bounds
 from . import validation
 from .bindings import D1Database
 from .clock import Clock, now_ms
@@ -25,14 +26,16 @@ from .ids import IdFactory
 from .log import get_logger
 from .models import JobSchedule, Page, SchedulePatch
 from .run_rows import JobDefaults
+from .schedule_rows import new_row, restart
 from .schedule_store import By, ScheduleRow, ScheduleStore, row_to_schedule
-from .schedule_timing import Timing, catch_up, next_occurrence, parse_timing
+from .schedule_timing import Timing, catch_up, parse_timing
 from .store import RunStore
 
 log = get_logger()
 
 PATCH_FIELDS = frozenset(SchedulePatch.__optional_keys__)
 _RACE_RETRIES = 5
+_BOUNDS = ("occurrence_limit", "start_at", "end_at")
 
 
 def _decode(text: str | None) -> Any:
@@ -88,11 +91,15 @@ class ScheduleService:
         max_attempts: Any = None,
         priority: Any = None,
         concurrency_key: Any = None,
+        limit: Any = None,
+        start_at: Any = None,
+        end_at: Any = None,
     ) -> JobSchedule:
-        row = self._new_row(
+        row = new_row(
+            self._ids, self._handlers, now_ms(self._clock),
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
             enabled=enabled, max_attempts=max_attempts, priority=priority,
-            concurrency_key=concurrency_key,
+            concurrency_key=concurrency_key, limit=limit, start_at=start_at, end_at=end_at,
         )  # fmt: skip
         statements = [self._store.insert(row)]
         next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
@@ -112,36 +119,6 @@ class ScheduleService:
             await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
         return self._to_model(row)
 
-    def _new_row(
-        self, *, name: Any, payload: Any, cron: Any, every: Any, key: Any, timezone: Any,
-        enabled: Any, max_attempts: Any, priority: Any, concurrency_key: Any,
-    ) -> ScheduleRow:  # fmt: skip
-        now = now_ms(self._clock)
-        timing = parse_timing(cron=cron, every=every, timezone=timezone)
-        on = validation.enabled(enabled)
-        return {
-            "id": self._ids.schedule_id(now),
-            "key": None if key is None else validation.schedule_key(key),
-            "name": validation.job_name(name, self._handlers),
-            "type": timing.type,
-            "expr": timing.expr,
-            "timezone": timing.timezone,
-            "enabled": on,
-            "payload": validation.payload(payload),
-            "max_attempts": (
-                None if max_attempts is None else validation.max_attempts(max_attempts, 0)
-            ),
-            "revision": 1,
-            "anchor_at": now,
-            "next_run_at": next_occurrence(timing, now, anchor_ms=now) if on else None,
-            "next_run_id": self._ids.run_id(now) if on else None,
-            "last_scheduled_at": None,
-            "created_at": now,
-            "updated_at": now,
-            "priority": validation.priority(priority),
-            "concurrency_key": validation.concurrency_key(concurrency_key),
-        }
-
     async def upsert(
         self,
         key: Any,
@@ -155,6 +132,9 @@ class ScheduleService:
         max_attempts: Any = None,
         priority: Any = None,
         concurrency_key: Any = None,
+        limit: Any = None,
+        start_at: Any = None,
+        end_at: Any = None,
     ) -> tuple[JobSchedule, bool]:
         """Create the schedule `key` names, or change the fields given (None: unchanged).
         Returns the schedule and whether it was created."""
@@ -162,7 +142,8 @@ class ScheduleService:
         patch = {
             "name": name, "payload": payload, "cron": cron, "every": every,
             "timezone": timezone, "enabled": enabled, "max_attempts": max_attempts,
-            "priority": priority, "concurrency_key": concurrency_key,
+            "priority": priority, "concurrency_key": concurrency_key, "limit": limit,
+            "start_at": start_at, "end_at": end_at,
         }  # fmt: skip
         for _ in range(_RACE_RETRIES):
             if await self._store.get("key", key) is None:
@@ -170,7 +151,8 @@ class ScheduleService:
                     created = await self.create(
                         name, payload, cron=cron, every=every, key=key, timezone=timezone,
                         enabled=True if enabled is None else enabled, max_attempts=max_attempts,
-                        priority=priority, concurrency_key=concurrency_key,
+                        priority=priority, concurrency_key=concurrency_key, limit=limit,
+                        start_at=start_at, end_at=end_at,
                     )  # fmt: skip
                     return created, True
                 except ConflictError:
@@ -230,6 +212,12 @@ class ScheduleService:
             row["max_attempts"] = validation.max_attempts(given["max_attempts"], 0)
         if "enabled" in given:
             row["enabled"] = int(validation.enabled(given["enabled"]))
+        if "limit" in given:
+            row["occurrence_limit"] = bounds.limit(given["limit"])
+        for field in ("start_at", "end_at"):
+            if field in given:
+                row[field] = bounds.time_ms(field, given[field])
+        bounds.check_window(row)
         if "priority" in given:
             row["priority"] = validation.priority(given["priority"])
         if "concurrency_key" in given:
@@ -247,7 +235,11 @@ class ScheduleService:
             timing = parse_timing(cron=timing.expr, every=None, timezone=given["timezone"])
         row["type"], row["expr"], row["timezone"] = timing.type, timing.expr, timing.timezone
 
-        replace = timing != _timing_of(current) or row["enabled"] != current["enabled"]
+        replace = (
+            timing != _timing_of(current)
+            or row["enabled"] != current["enabled"]
+            or any(row[f] != current[f] for f in _BOUNDS)  # type: ignore[literal-required]
+        )
         unchanged = (
             row["name"] == current["name"]
             and row["payload"] == current["payload"]
@@ -282,9 +274,8 @@ class ScheduleService:
         row["next_run_at"] = row["next_run_id"] = None
         next_run_id = next_run_at = None
         if row["enabled"]:
-            row["anchor_at"] = now
-            row["next_run_at"] = next_run_at = next_occurrence(timing, now, anchor_ms=now)
-            row["next_run_id"] = next_run_id = self._ids.run_id(now)
+            restart(row, timing, now, self._ids)
+            next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
         statements = [self._store.change(guard, row)]
         if old_run is not None:
             # Only an occurrence still waiting: one already delivered runs to its end.
@@ -347,8 +338,15 @@ class ScheduleService:
         nominal = current["next_run_at"] if nominal_ms is None else nominal_ms
         missed = nominal if skip and nominal is not None else now
         at = catch_up(_timing_of(current), missed, now, anchor_ms=current["anchor_at"])
-        new_run = self._ids.run_id(now)
         guard = (schedule_id, current["revision"], run_id)
+        count = current["occurrence_count"] + (1 if delivered else 0)
+        if bounds.done(current, at, count):  # that was the last: the schedule disables
+            await self._store.advance(
+                guard, None, None, now, nominal if delivered else None,
+                unless_paused=delivered, last=True,
+            ).run()  # fmt: skip
+            return None
+        new_run = self._ids.run_id(now)
         results = await self._db.batch(
             [
                 # A delivered occurrence of a paused job stays the pending one (no pile-up):

@@ -15,6 +15,7 @@ from .. import __version__
 from ..api import operations
 from ..core import validation
 from ..core.bulk import MAX_BULK_LIMIT
+from ..core.schedule_bounds import MAX_LIMIT
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
 from ..core.states import ConsumeOutcome, RunStatus
 
@@ -135,6 +136,10 @@ _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
     "priority": {**_RUN_FIELDS["priority"], "description": "each occurrence's priority"},
     "concurrency_key": {**_RUN_FIELDS["concurrency_key"],
                         "description": "each occurrence's concurrency key"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+              "description": "occurrences in all; after the last the schedule disables"},
+    "start_at": {**_TIME, "description": "no occurrence before"},
+    "end_at": {**_TIME, "description": "no occurrence after"},
 }  # fmt: skip
 
 _SCHEMAS: dict[str, Any] = {
@@ -261,6 +266,10 @@ _SCHEMAS: dict[str, Any] = {
             "updated_at": _TIME,
             "priority": {"type": "integer"},
             "concurrency_key": {"type": ["string", "null"]},
+            "limit": {"type": ["integer", "null"]},
+            "count": {"type": "integer", "description": "occurrences delivered so far"},
+            "start_at": _NULLABLE_TIME,
+            "end_at": _NULLABLE_TIME,
         },
     },
     "SchedulePage": {
