@@ -28,7 +28,7 @@ from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
-from .control import register_control
+from .control import OperationEndpoint, register_control
 from .openapi import openapi_document
 
 log = get_logger()
@@ -38,8 +38,6 @@ _encoder = msgspec.json.Encoder()
 
 JobsProvider = Callable[[Request], Jobs]
 Endpoint = Callable[[Request], Awaitable[Response]]
-# An operation's endpoint: the wire body of its answer, or a Response of its own.
-OperationEndpoint = Callable[[Request], Awaitable[Any]]
 
 
 class JSONResponse(Response):

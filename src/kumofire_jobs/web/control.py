@@ -13,6 +13,7 @@ from ..api import wire
 from ..core.jobs import Jobs
 from ..core.models import JobInfo
 
+# An operation's endpoint: the wire body of its answer, or a Response of its own.
 OperationEndpoint = Callable[[Request], Awaitable[Any]]
 Register = Callable[[str], Callable[[OperationEndpoint], OperationEndpoint]]
 
