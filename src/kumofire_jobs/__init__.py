@@ -20,14 +20,17 @@ from .core.errors import (
 )
 from .core.jobs import Jobs
 from .core.models import (
+    BulkResult,
     ConsumeResult,
     CreatedRun,
     CreateRequest,
     DispatchResult,
+    JobInfo,
     JobRun,
     JobSchedule,
     Page,
 )
+from .core.options import JobOptions, RateLimit
 from .core.retry import RetryPolicy
 from .core.runtime import Resources, Runtime, create_runtime
 from .core.states import ConsumeOutcome, RunStatus
@@ -35,6 +38,7 @@ from .core.states import ConsumeOutcome, RunStatus
 __version__ = "0.1.0"
 
 __all__ = [
+    "BulkResult",
     "Clock",
     "ConflictError",
     "ConsumeOutcome",
@@ -44,6 +48,8 @@ __all__ = [
     "DispatchResult",
     "JobCanceledError",
     "JobContext",
+    "JobInfo",
+    "JobOptions",
     "JobRun",
     "JobSchedule",
     "Jobs",
@@ -54,6 +60,7 @@ __all__ = [
     "NotFoundError",
     "Page",
     "PayloadTooLargeError",
+    "RateLimit",
     "RemoteHandlersError",
     "Resources",
     "RetryPolicy",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kumofire_jobs import (
+    BulkResult,
     ConflictError,
     CreatedRun,
     CreateRequest,
@@ -448,3 +449,57 @@ async def test_arguments_that_cannot_cross_fail_before_the_call(
     with pytest.raises(TypeError, match="cannot cross to JavaScript"):
         await client.create("job", {"ids": {1, 2}})
     assert binding.calls == []
+
+
+# --- API.md Part 2: controlling runs and jobs, schedule options --------------------------------
+
+
+async def test_control_operations_round_trip(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding, clock: ManualClock
+) -> None:
+    created = await client.create("job", delay=60, priority=5, concurrency_key="t")
+    run_id = created.kumofire_job_run_id
+    promoted = await client.promote(run_id)
+    assert promoted is not None and promoted.id == run_id  # then delivered at once
+    assert (promoted.priority, promoted.concurrency_key) == (5, "t")
+    assert await client.promote("run_missing") is None
+    with pytest.raises(ConflictError):
+        await client.delete(run_id)  # still unfinished
+    await clock.advance(0)
+    with pytest.raises(ConflictError):
+        await client.promote(run_id)
+    assert await client.delete(run_id) is True
+    assert await client.delete(run_id) is False
+    for _ in range(3):
+        await client.create("job", delay=60)
+    before = datetime(2100, 1, 1, tzinfo=UTC)
+    result = await client.cancel_many(name="job", created_before=before, limit=2)
+    assert result == BulkResult(count=2, has_more=True)
+    assert binding.calls[-1] == (
+        "cancel_many",
+        [{"name": "job", "created_before": "2100-01-01T00:00:00.000Z", "limit": 2}],
+    )
+    assert await client.retry_many(status=RunStatus.CANCELED) == BulkResult(count=2, has_more=False)
+    await clock.advance(0)  # the two retried runs run
+    assert await client.cancel_many(status="scheduled") == BulkResult(count=1, has_more=False)
+    assert await client.delete_many(status="canceled") == BulkResult(count=1, has_more=False)
+    assert await client.delete_many(name="job") == BulkResult(count=2, has_more=False)
+    with pytest.raises(ValidationError):
+        await client.delete_many()
+
+    jobs = await client.list_jobs()
+    assert jobs == await local.list_jobs() and [job.name for job in jobs][:1] == ["job"]
+    paused = await client.pause_job("job")
+    assert paused is not None and paused.paused and paused == await local.get_job("job")
+    resumed = await client.resume_job("job")
+    assert resumed is not None and not resumed.paused
+    assert await client.get_job("nope") is None
+
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    schedule = await client.create_schedule(
+        "job", every=60, limit=2, start_at=start, priority=1, concurrency_key="k"
+    )
+    assert (schedule.limit, schedule.count, schedule.start_at) == (2, 0, start)
+    assert schedule.next_run_at == start and schedule == await local.get_schedule(schedule.id)
+    changed = await client.update_schedule(schedule.id, end_at=datetime(2031, 1, 1, tzinfo=UTC))
+    assert changed is not None and changed.end_at == datetime(2031, 1, 1, tzinfo=UTC)

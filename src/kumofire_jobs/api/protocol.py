@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 
 if TYPE_CHECKING:
@@ -42,11 +42,22 @@ class JobsApi(Protocol):
         delay: float | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        dedupe_ttl: float | None = None,
     ) -> CreatedRun: ...
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]: ...
 
     async def get(self, run_id: str) -> JobRun | None: ...
+
+    async def list_jobs(self) -> list[JobInfo]: ...
+
+    async def get_job(self, name: str) -> JobInfo | None: ...
+
+    async def pause_job(self, name: str) -> JobInfo | None: ...
+
+    async def resume_job(self, name: str) -> JobInfo | None: ...
 
     async def list(
         self,
@@ -64,6 +75,40 @@ class JobsApi(Protocol):
 
     async def retry(self, run_id: str) -> JobRun | None: ...
 
+    async def promote(self, run_id: str) -> JobRun | None: ...
+
+    async def delete(self, run_id: str) -> bool: ...
+
+    async def cancel_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult: ...
+
+    async def retry_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult: ...
+
+    async def delete_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult: ...
+
     # --- schedules --------------------------------------------------------------------------
 
     async def create_schedule(
@@ -77,6 +122,11 @@ class JobsApi(Protocol):
         timezone: str | None = None,
         enabled: bool = True,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule: ...
 
     async def upsert_schedule(
@@ -90,6 +140,11 @@ class JobsApi(Protocol):
         timezone: str | None = None,
         enabled: bool | None = None,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule: ...
 
     async def get_schedule(self, schedule_id: str) -> JobSchedule | None: ...

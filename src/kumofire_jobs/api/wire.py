@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..core.errors import ValidationError
-from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
-from .operations import CREATE_FIELDS
+from .operations import BULK_FIELDS, CREATE_FIELDS
 
 T = TypeVar("T")
 
@@ -42,6 +42,12 @@ def run_to_wire(run: JobRun) -> dict[str, Any]:
         "last_error": run.last_error,
         "dedupe_key": run.dedupe_key,
         "schedule_id": run.schedule_id,
+        "priority": run.priority,
+        "concurrency_key": run.concurrency_key,
+        "timeout": run.timeout,
+        "parent_id": run.parent_id,
+        "progress": run.progress,
+        "result": run.result,
     }
 
 
@@ -60,6 +66,12 @@ def schedule_to_wire(schedule: JobSchedule) -> dict[str, Any]:
         "last_scheduled_at": format_rfc3339(schedule.last_scheduled_at),
         "created_at": format_rfc3339(schedule.created_at),
         "updated_at": format_rfc3339(schedule.updated_at),
+        "priority": schedule.priority,
+        "concurrency_key": schedule.concurrency_key,
+        "limit": schedule.limit,
+        "count": schedule.count,
+        "start_at": format_rfc3339(schedule.start_at),
+        "end_at": format_rfc3339(schedule.end_at),
     }
 
 
@@ -69,6 +81,14 @@ def created_to_wire(created: CreatedRun) -> dict[str, Any]:
 
 def page_to_wire(page: Page[JobRun]) -> dict[str, Any]:
     return {"items": [run_to_wire(run) for run in page.items], "next_cursor": page.next_cursor}
+
+
+def bulk_to_wire(result: BulkResult) -> dict[str, Any]:
+    return {"count": result.count, "has_more": result.has_more}
+
+
+def job_to_wire(job: JobInfo) -> dict[str, Any]:
+    return {"name": job.name, "paused": job.paused, "options": job.options, "counts": job.counts}
 
 
 def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
@@ -83,8 +103,19 @@ def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
 
 
 def schedule_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
-    """A schedule body's fields, rejecting unknown ones (their values are checked later)."""
-    return known_fields(body, allowed)
+    """A schedule body's fields, rejecting unknown ones (their values are checked later;
+    `start_at` and `end_at` are read as RFC 3339)."""
+    fields = known_fields(body, allowed)
+    for name in ("start_at", "end_at"):
+        value = fields.get(name)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ValidationError(f"{name} must be an RFC 3339 date-time string")
+            try:
+                fields[name] = parse_rfc3339(value)
+            except ValueError as exc:
+                raise ValidationError(f"{name}: {exc}") from None
+    return fields
 
 
 def known_fields(body: Any, allowed: frozenset[str], what: str = "the body") -> dict[str, Any]:
@@ -123,7 +154,25 @@ def create_request(body: Any, what: str = "the body") -> CreateRequest:
         delay=fields.get("delay"),
         max_attempts=fields.get("max_attempts"),
         dedupe_key=fields.get("dedupe_key"),
+        priority=fields.get("priority"),
+        concurrency_key=fields.get("concurrency_key"),
+        dedupe_ttl=fields.get("dedupe_ttl"),
     )
+
+
+def bulk_filter(body: Any) -> dict[str, Any]:
+    """A bulk operation's body to its keyword arguments (`created_before` read as RFC 3339;
+    null is left out; the values are checked by the jobs API)."""
+    fields = {k: v for k, v in known_fields(body, BULK_FIELDS).items() if v is not None}
+    before = fields.get("created_before")
+    if before is not None:
+        if not isinstance(before, str):
+            raise ValidationError("created_before must be an RFC 3339 date-time string")
+        try:
+            fields["created_before"] = parse_rfc3339(before)
+        except ValueError as exc:
+            raise ValidationError(f"created_before: {exc}") from None
+    return fields
 
 
 # --- Call arguments to the wire (the client) ------------------------------------------------------
@@ -154,7 +203,42 @@ def create_body(request: CreateRequest) -> dict[str, Any]:
         delay=request.delay,
         max_attempts=request.max_attempts,
         dedupe_key=request.dedupe_key,
+        priority=request.priority,
+        concurrency_key=request.concurrency_key,
+        dedupe_ttl=request.dedupe_ttl,
     )
+
+
+def schedule_times_to_wire(**fields: Any) -> dict[str, Any]:
+    """Schedule fields as a body's: the datetimes as RFC 3339, None left out."""
+    return {
+        name: format_rfc3339(value) if isinstance(value, datetime) else value
+        for name, value in fields.items()
+        if value is not None
+    }
+
+
+def schedule_patch_body(patch: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: format_rfc3339(value) if isinstance(value, datetime) else value
+        for name, value in patch.items()
+    }
+
+
+def bulk_body(
+    status: Any, name: Any, schedule_id: Any, created_before: Any, limit: Any
+) -> dict[str, Any]:
+    """A bulk operation's keyword arguments as its body (`created_before` as RFC 3339)."""
+    if created_before is not None:
+        if not isinstance(created_before, datetime):
+            raise ValidationError("created_before must be a timezone-aware datetime")
+        created_before = format_rfc3339(created_before)
+    if isinstance(status, RunStatus):
+        status = status.value
+    return given_fields(
+        status=status, name=name, schedule_id=schedule_id, created_before=created_before,
+        limit=limit,
+    )  # fmt: skip
 
 
 # --- Results from the wire (the client, remote handler targets) -----------------------------------
@@ -192,6 +276,12 @@ def run_from_wire(data: Mapping[str, Any]) -> JobRun:
         last_error=data["last_error"],
         dedupe_key=data["dedupe_key"],
         schedule_id=data["schedule_id"],
+        priority=data["priority"],
+        concurrency_key=data["concurrency_key"],
+        timeout=data["timeout"],
+        parent_id=data["parent_id"],
+        progress=data["progress"],
+        result=data["result"],
     )
 
 
@@ -210,6 +300,12 @@ def schedule_from_wire(data: Mapping[str, Any]) -> JobSchedule:
         last_scheduled_at=optional_time_from_wire(data["last_scheduled_at"]),
         created_at=time_from_wire(data["created_at"]),
         updated_at=time_from_wire(data["updated_at"]),
+        priority=data["priority"],
+        concurrency_key=data["concurrency_key"],
+        limit=data["limit"],
+        count=data["count"],
+        start_at=optional_time_from_wire(data["start_at"]),
+        end_at=optional_time_from_wire(data["end_at"]),
     )
 
 
@@ -229,3 +325,20 @@ def counts_from_wire(data: Any) -> dict[str, int]:
     if not isinstance(data, dict):
         raise TypeError(f"expected an object, got {type(data).__name__}")
     return {str(status): int(count) for status, count in data.items()}
+
+
+def bulk_from_wire(data: Mapping[str, Any]) -> BulkResult:
+    return BulkResult(count=data["count"], has_more=data["has_more"])
+
+
+def job_from_wire(data: Mapping[str, Any]) -> JobInfo:
+    return JobInfo(
+        name=data["name"],
+        paused=data["paused"],
+        options=dict(data["options"]),
+        counts={str(status): int(n) for status, n in data["counts"].items()},
+    )
+
+
+def jobs_from_wire(data: Any) -> list[JobInfo]:
+    return [job_from_wire(item) for item in data["items"]]

@@ -44,14 +44,20 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..api.protocol import JobsApi
 from ..api.wire import (
+    bulk_body,
+    bulk_from_wire,
     counts_from_wire,
     create_body,
     created_from_wire,
     created_items_from_wire,
     given_fields,
+    job_from_wire,
+    jobs_from_wire,
     page_from_wire,
     run_from_wire,
     schedule_from_wire,
+    schedule_patch_body,
+    schedule_times_to_wire,
 )
 from ..core.errors import (
     ConflictError,
@@ -61,7 +67,7 @@ from ..core.errors import (
     UnknownJobError,
     ValidationError,
 )
-from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from .ffi import js_error, to_js, to_py
 from .service import split_error
@@ -173,6 +179,9 @@ class JobsClient(JobsApi):
         delay: float | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        dedupe_ttl: float | None = None,
     ) -> CreatedRun:
         request = CreateRequest(
             name=name,
@@ -181,6 +190,9 @@ class JobsClient(JobsApi):
             delay=delay,
             max_attempts=max_attempts,
             dedupe_key=dedupe_key,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            dedupe_ttl=dedupe_ttl,
         )
         return _read(created_from_wire, await self._call("create", create_body(request)))
 
@@ -192,6 +204,21 @@ class JobsClient(JobsApi):
     async def get(self, run_id: str) -> JobRun | None:
         data = await self._maybe("get", run_id)
         return None if data is None else _read(run_from_wire, data)
+
+    async def list_jobs(self) -> list[JobInfo]:
+        return _read(jobs_from_wire, await self._call("list_jobs"))
+
+    async def get_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("get_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
+    async def pause_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("pause_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
+    async def resume_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("resume_job", name)
+        return None if data is None else _read(job_from_wire, data)
 
     async def list(
         self,
@@ -222,6 +249,49 @@ class JobsClient(JobsApi):
         data = await self._maybe("retry", run_id)
         return None if data is None else _read(run_from_wire, data)
 
+    async def promote(self, run_id: str) -> JobRun | None:
+        data = await self._maybe("promote", run_id)
+        return None if data is None else _read(run_from_wire, data)
+
+    async def delete(self, run_id: str) -> bool:
+        return await self._maybe("delete", run_id) is not None
+
+    async def cancel_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        body = bulk_body(status, name, schedule_id, created_before, limit)
+        return _read(bulk_from_wire, await self._call("cancel_many", body))
+
+    async def retry_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        body = bulk_body(status, name, schedule_id, created_before, limit)
+        return _read(bulk_from_wire, await self._call("retry_many", body))
+
+    async def delete_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        body = bulk_body(status, name, schedule_id, created_before, limit)
+        return _read(bulk_from_wire, await self._call("delete_many", body))
+
     # --- schedules --------------------------------------------------------------------------
 
     async def create_schedule(
@@ -235,10 +305,17 @@ class JobsClient(JobsApi):
         timezone: str | None = None,
         enabled: bool = True,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule:
         body = given_fields(
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key,
+            **schedule_times_to_wire(limit=limit, start_at=start_at, end_at=end_at),
         )  # fmt: skip
         return _read(schedule_from_wire, await self._call("create_schedule", body))
 
@@ -253,11 +330,18 @@ class JobsClient(JobsApi):
         timezone: str | None = None,
         enabled: bool | None = None,
         max_attempts: int | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        limit: int | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
     ) -> JobSchedule:
         """Create the schedule `key` names, or change only the fields given."""
         body = given_fields(
             name=name, payload=payload, cron=cron, every=every, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key,
+            **schedule_times_to_wire(limit=limit, start_at=start_at, end_at=end_at),
         )  # fmt: skip
         return _read(schedule_from_wire, await self._call("upsert_schedule", key, body))
 
@@ -274,12 +358,12 @@ class JobsClient(JobsApi):
     async def update_schedule(
         self, schedule_id: str, **patch: Unpack[SchedulePatch]
     ) -> JobSchedule | None:
-        return await self._schedule("update_schedule", schedule_id, dict(patch))
+        return await self._schedule("update_schedule", schedule_id, schedule_patch_body(patch))
 
     async def update_schedule_by_key(
         self, key: str, **patch: Unpack[SchedulePatch]
     ) -> JobSchedule | None:
-        return await self._schedule("update_schedule_by_key", key, dict(patch))
+        return await self._schedule("update_schedule_by_key", key, schedule_patch_body(patch))
 
     async def disable_schedule(self, schedule_id: str) -> JobSchedule | None:
         return await self._schedule("disable_schedule", schedule_id)

@@ -27,6 +27,12 @@ class JobRun(msgspec.Struct, kw_only=True):
     last_error: str | None
     dedupe_key: str | None
     schedule_id: str | None
+    priority: int = 0
+    concurrency_key: str | None = None
+    timeout: float | None = None  # seconds: the job's timeout when the run was created
+    parent_id: str | None = None  # flows (not yet)
+    progress: Any = None  # not yet recorded
+    result: Any = None  # not yet recorded
 
 
 class CreatedRun(msgspec.Struct, kw_only=True):
@@ -43,6 +49,27 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     delay: float | None = None
     max_attempts: int | None = None
     dedupe_key: str | None = None
+    priority: int | None = None
+    concurrency_key: str | None = None
+    dedupe_ttl: float | None = None
+
+
+class JobInfo(msgspec.Struct, kw_only=True):
+    """A job: its name, whether it is paused, its options as JSON (every `JobOptions` field,
+    null where unset) and its runs' counts by status."""
+
+    name: str
+    paused: bool
+    options: dict[str, Any]
+    counts: dict[str, int]
+
+
+class BulkResult(msgspec.Struct, kw_only=True):
+    """What a bulk operation (`cancel_many`, `retry_many`, `delete_many`) did: `count` runs
+    changed, and whether more runs match its filter (`has_more`)."""
+
+    count: int
+    has_more: bool
 
 
 class Page(msgspec.Struct, Generic[T], kw_only=True):
@@ -89,6 +116,12 @@ class JobSchedule(msgspec.Struct, kw_only=True):
     last_scheduled_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    priority: int = 0  # each occurrence's
+    concurrency_key: str | None = None  # each occurrence's
+    limit: int | None = None  # occurrences in all; after the last the schedule disables
+    count: int = 0  # occurrences delivered so far
+    start_at: datetime | None = None  # no occurrence before
+    end_at: datetime | None = None  # no occurrence after
 
 
 class SchedulePatch(TypedDict, total=False):
@@ -104,3 +137,8 @@ class SchedulePatch(TypedDict, total=False):
     timezone: str | None
     enabled: bool | None
     max_attempts: int | None
+    priority: int | None
+    concurrency_key: str | None
+    limit: int | None
+    start_at: datetime | None
+    end_at: datetime | None

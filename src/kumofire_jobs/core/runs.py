@@ -19,10 +19,12 @@ from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
+from .options import JobPolicies
 from .reconcile import reconcile, reconcile_unfinished
+from .run_rows import NewRun
 from .schedules import ScheduleService
 from .states import RunStatus
-from .store import NewRun, RunStore
+from .store import RunStore
 
 log = get_logger()
 
@@ -40,17 +42,18 @@ class RunService:
         clock: Clock,
         ids: IdFactory,
         handlers: Mapping[str, Handler],
-        default_max_attempts: int,
+        policies: JobPolicies,
         schedules: ScheduleService,
         reconcile_grace_seconds: float,
         retention_seconds: float | None,
     ) -> None:
         self._store = store
+        self.store = store  # the bulk operations read their candidates through it
         self._coordinators = coordinators
         self._clock = clock
         self._ids = ids
         self._handlers = handlers
-        self._default_max_attempts = default_max_attempts
+        self._policies = policies
         self._schedules = schedules
         self._grace_seconds = reconcile_grace_seconds
         self._retention_seconds = retention_seconds
@@ -58,14 +61,22 @@ class RunService:
     # --- create -----------------------------------------------------------------------------
 
     def _new_run(self, request: CreateRequest, now: int) -> NewRun:
+        name = validation.job_name(request.name, self._handlers)
+        dedupe_key = validation.dedupe_key(request.dedupe_key)
         return NewRun(
             id=self._ids.run_id(now),
-            name=validation.job_name(request.name, self._handlers),
+            name=name,
             payload=validation.payload(request.payload),
-            max_attempts=validation.max_attempts(request.max_attempts, self._default_max_attempts),
+            max_attempts=validation.max_attempts(
+                request.max_attempts, self._policies.max_attempts(name)
+            ),
             scheduled_for=validation.due_ms(request.run_at, request.delay, now),
             created_at=now,
-            dedupe_key=validation.dedupe_key(request.dedupe_key),
+            dedupe_key=dedupe_key,
+            priority=validation.priority(request.priority),
+            concurrency_key=validation.concurrency_key(request.concurrency_key),
+            dedupe_expires_at=validation.dedupe_expires_ms(request.dedupe_ttl, dedupe_key, now),
+            timeout=self._policies.timeout(name),
         )
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:
@@ -115,8 +126,8 @@ class RunService:
                 created[index] = CreatedRun(kumofire_job_run_id=run.id, deduplicated=False)
                 to_arm.append(run)
                 continue
-            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "")
-            if existing is None:  # pruned between the two statements: insert it again
+            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "", run.created_at)
+            if existing is None:  # pruned, or its hold ended (dedupe_ttl): insert it again
                 again.append((index, run))
             else:
                 created[index] = CreatedRun(kumofire_job_run_id=existing, deduplicated=True)
@@ -151,9 +162,14 @@ class RunService:
 
     async def cancel(self, run_id: str) -> JobRun | None:
         """Cancel an unfinished run at once; a finished run comes back unchanged."""
+        run = await self.cancel_unfinished(run_id)
+        return await self._store.get(run_id) if run is None else run
+
+    async def cancel_unfinished(self, run_id: str) -> JobRun | None:
+        """Cancel the run if it is unfinished: the run canceled, or None if it was not."""
         run = await self._store.cancel(run_id, now_ms(self._clock))
         if run is None:
-            return await self._store.get(run_id)
+            return None
         log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
         await self._coordinators.cancel_canceled(run_id)
         if run.schedule_id is not None:
@@ -177,6 +193,36 @@ class RunService:
         await self._coordinators.arm(run.id, now)
         return run
 
+    async def promote(self, run_id: str) -> JobRun | None:
+        """Make a `scheduled` run due now and re-arm its coordinator; ConflictError for any
+        other status, None for an unknown run. A crash between the two leaves the actor's
+        alarm at the old due time: the run starts then, as it would have."""
+        now = now_ms(self._clock)
+        run = await self._store.promote(run_id, now)
+        if run is None:
+            current = await self._store.get(run_id)
+            if current is None:
+                return None
+            raise ConflictError(
+                f"run {run_id} is {current.status.value}: only a scheduled run can be promoted"
+            )
+        log.info("run.promoted", run_id=run.id, job=run.name, attempt=run.attempt)
+        await self._coordinators.arm(run.id, now)
+        return run
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a finished run; False for an unknown run, ConflictError for an unfinished
+        one (its coordinator still holds it: cancel it first)."""
+        if await self._store.delete(run_id):
+            log.info("run.deleted", run_id=run_id)
+            return True
+        current = await self._store.get(run_id)
+        if current is None:
+            return False
+        raise ConflictError(
+            f"run {run_id} is {current.status.value}: only a finished run can be deleted"
+        )
+
     # --- reconciliation ---------------------------------------------------------------------
 
     async def reconcile(self, limit: int) -> DispatchResult:
@@ -189,6 +235,7 @@ class RunService:
             limit=limit,
             grace_seconds=self._grace_seconds,
             retention_seconds=self._retention_seconds,
+            retention_overrides=self._policies.retention_overrides(),
         )
 
     async def reconcile_unfinished(self) -> DispatchResult:

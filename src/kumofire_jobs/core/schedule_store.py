@@ -14,15 +14,16 @@ from typing import Any, Literal, TypedDict, cast
 
 from .bindings import D1Database, D1PreparedStatement
 from .models import JobSchedule, Page
+from .store import PAUSED, keyset_page
 from .store import SCHEDULE_GUARD as _GUARD
 from .store import SCHEDULES as TABLE
 from .store import TABLE as RUNS
-from .store import keyset_page
 from .times import ms_to_datetime
 
 COLUMNS = (
     "id, key, name, type, expr, timezone, enabled, payload, max_attempts, revision, anchor_at, "
-    "next_run_at, next_run_id, last_scheduled_at, created_at, updated_at"
+    "next_run_at, next_run_id, last_scheduled_at, created_at, updated_at, priority, "
+    "concurrency_key, occurrence_limit, occurrence_count, start_at, end_at"
 )
 
 
@@ -45,6 +46,12 @@ class ScheduleRow(TypedDict):
     last_scheduled_at: int | None
     created_at: int
     updated_at: int
+    priority: int
+    concurrency_key: str | None
+    occurrence_limit: int | None  # `limit`: occurrences in all
+    occurrence_count: int  # `count`: occurrences delivered so far
+    start_at: int | None
+    end_at: int | None
 
 
 class MissingNext(TypedDict):
@@ -58,26 +65,36 @@ class MissingNext(TypedDict):
 
 
 _INSERT = (
-    f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, ?, ?) "
+    f"INSERT INTO {TABLE} ({COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL, ?, ?, ?, ?, ?, 0, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
 _SELECT_BY_KEY = f"SELECT {COLUMNS} FROM {TABLE} WHERE key = ?"
 _ADVANCE = (
     f"UPDATE {TABLE} SET next_run_id = ?4, next_run_at = ?5, updated_at = ?6, "
-    f"last_scheduled_at = COALESCE(?7, last_scheduled_at) WHERE {_GUARD} AND enabled = 1 "
-    "RETURNING id"
+    "last_scheduled_at = COALESCE(?7, last_scheduled_at), "
+    # A delivered occurrence (?7 given) counts; the last one (`limit`, `end_at`) disables.
+    "occurrence_count = occurrence_count + (?7 IS NOT NULL), enabled = ?8 "
+    f"WHERE {_GUARD} AND enabled = 1 RETURNING id"
 )
 _CHANGE = (
     f"UPDATE {TABLE} SET name = ?4, payload = ?5, max_attempts = ?6, type = ?7, expr = ?8, "
     "timezone = ?9, enabled = ?10, revision = ?11, anchor_at = ?12, next_run_at = ?13, "
-    f"next_run_id = ?14, updated_at = ?15 WHERE {_GUARD} RETURNING id"
+    f"next_run_id = ?14, updated_at = ?15, priority = ?16, concurrency_key = ?17, "
+    "occurrence_limit = ?18, start_at = ?19, end_at = ?20 "
+    f"WHERE {_GUARD} RETURNING id"
 )
 _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
     f"SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status "
     f"FROM {TABLE} s LEFT JOIN {RUNS} r ON r.id = s.next_run_id "
-    "WHERE s.enabled = 1 AND (r.id IS NULL OR r.status <> 'scheduled') LIMIT ?"
+    "WHERE s.enabled = 1 AND (r.id IS NULL OR r.status <> 'scheduled') "
+    # A paused job's schedule keeps its one pending occurrence until the job is resumed.
+    f"AND NOT {PAUSED.format(table='s')} LIMIT ?"
+)
+_ADVANCE_UNPAUSED = _ADVANCE.replace(
+    "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=TABLE)}"
 )
 
 # Which column names a schedule: its id or its key.
@@ -101,6 +118,12 @@ def row_to_schedule(row: ScheduleRow, decode: Callable[[str | None], Any]) -> Jo
         ),
         created_at=ms_to_datetime(row["created_at"]),
         updated_at=ms_to_datetime(row["updated_at"]),
+        priority=row["priority"],
+        concurrency_key=row["concurrency_key"],
+        limit=row["occurrence_limit"],
+        count=row["occurrence_count"],
+        start_at=None if row["start_at"] is None else ms_to_datetime(row["start_at"]),
+        end_at=None if row["end_at"] is None else ms_to_datetime(row["end_at"]),
     )
 
 
@@ -113,19 +136,28 @@ class ScheduleStore:
             row["id"], row["key"], row["name"], row["type"], row["expr"], row["timezone"],
             int(row["enabled"]), row["payload"], row["max_attempts"], row["anchor_at"],
             row["next_run_at"], row["next_run_id"], row["created_at"], row["updated_at"],
+            row["priority"], row["concurrency_key"], row["occurrence_limit"], row["start_at"],
+            row["end_at"],
         )  # fmt: skip
 
     def advance(
         self, guard: tuple[str, int, str | None], run_id: str | None, at_ms: int | None,
-        now_ms: int, last_scheduled_ms: int | None,
+        now_ms: int, last_scheduled_ms: int | None, *, unless_paused: bool = False,
+        last: bool = False,
     ) -> D1PreparedStatement:  # fmt: skip
-        return self.db.prepare(_ADVANCE).bind(*guard, run_id, at_ms, now_ms, last_scheduled_ms)
+        """Move the schedule on to `run_id` at `at_ms`; `last`: it has no next occurrence
+        (`run_id` and `at_ms` None) and disables itself."""
+        sql = _ADVANCE_UNPAUSED if unless_paused else _ADVANCE
+        return self.db.prepare(sql).bind(
+            *guard, run_id, at_ms, now_ms, last_scheduled_ms, 0 if last else 1
+        )
 
     def change(self, guard: tuple[str, int, str | None], row: ScheduleRow) -> D1PreparedStatement:
         return self.db.prepare(_CHANGE).bind(
             *guard, row["name"], row["payload"], row["max_attempts"], row["type"], row["expr"],
             row["timezone"], int(row["enabled"]), row["revision"], row["anchor_at"],
-            row["next_run_at"], row["next_run_id"], row["updated_at"],
+            row["next_run_at"], row["next_run_id"], row["updated_at"], row["priority"],
+            row["concurrency_key"], row["occurrence_limit"], row["start_at"], row["end_at"],
         )  # fmt: skip
 
     async def get(self, by: By, value: str) -> ScheduleRow | None:

@@ -10,11 +10,12 @@ tick is replayed. Changing the timing, disabling or deleting cancels the pending
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
+from . import schedule_bounds as bounds
 from . import validation
 from .bindings import D1Database
 from .clock import Clock, now_ms
@@ -24,15 +25,17 @@ from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
 from .models import JobSchedule, Page, SchedulePatch
+from .run_rows import JobDefaults
+from .schedule_rows import new_row, restart
 from .schedule_store import By, ScheduleRow, ScheduleStore, row_to_schedule
-from .schedule_timing import Timing, catch_up, next_occurrence, parse_timing
+from .schedule_timing import Timing, catch_up, parse_timing
 from .store import RunStore
 
 log = get_logger()
 
 PATCH_FIELDS = frozenset(SchedulePatch.__optional_keys__)
-MAX_KEY_CHARS = 512
 _RACE_RETRIES = 5
+_BOUNDS = ("occurrence_limit", "start_at", "end_at")
 
 
 def _decode(text: str | None) -> Any:
@@ -41,22 +44,6 @@ def _decode(text: str | None) -> Any:
 
 def _timing_of(row: ScheduleRow) -> Timing:
     return Timing(type=row["type"], expr=row["expr"], timezone=row["timezone"])
-
-
-def _key(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValidationError("key must be a non-empty string")
-    if len(value) > MAX_KEY_CHARS:
-        raise ValidationError(f"key is longer than {MAX_KEY_CHARS} characters")
-    if "/" in value:
-        raise ValidationError("key must not contain '/' (it is a path segment in the HTTP API)")
-    return value
-
-
-def _enabled(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError("enabled must be true or false")
-    return value
 
 
 class ScheduleService:
@@ -75,7 +62,7 @@ class ScheduleService:
         clock: Clock,
         ids: IdFactory,
         handlers: Mapping[str, Handler],
-        default_max_attempts: int,
+        job_defaults: Callable[[str], JobDefaults],
     ) -> None:
         self._db = db
         self._store = store
@@ -84,7 +71,7 @@ class ScheduleService:
         self._clock = clock
         self._ids = ids
         self._handlers = handlers
-        self._default_max_attempts = default_max_attempts
+        self._job = job_defaults  # a job's attempts (if the schedule sets none) and timeout
 
     def _to_model(self, row: ScheduleRow) -> JobSchedule:
         return row_to_schedule(row, _decode)
@@ -102,10 +89,17 @@ class ScheduleService:
         timezone: Any = None,
         enabled: Any = True,
         max_attempts: Any = None,
+        priority: Any = None,
+        concurrency_key: Any = None,
+        limit: Any = None,
+        start_at: Any = None,
+        end_at: Any = None,
     ) -> JobSchedule:
-        row = self._new_row(
+        row = new_row(
+            self._ids, self._handlers, now_ms(self._clock),
             name=name, payload=payload, cron=cron, every=every, key=key, timezone=timezone,
-            enabled=enabled, max_attempts=max_attempts,
+            enabled=enabled, max_attempts=max_attempts, priority=priority,
+            concurrency_key=concurrency_key, limit=limit, start_at=start_at, end_at=end_at,
         )  # fmt: skip
         statements = [self._store.insert(row)]
         next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
@@ -113,7 +107,7 @@ class ScheduleService:
             guard = (row["id"], 1, next_run_id)
             statements.append(
                 self._runs.insert_occurrence(
-                    guard, next_run_id, self._default_max_attempts, next_run_at,
+                    guard, next_run_id, self._job(row["name"]), next_run_at,
                     row["created_at"],
                 )
             )  # fmt: skip
@@ -124,34 +118,6 @@ class ScheduleService:
         if next_run_id is not None and next_run_at is not None:
             await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
         return self._to_model(row)
-
-    def _new_row(
-        self, *, name: Any, payload: Any, cron: Any, every: Any, key: Any, timezone: Any,
-        enabled: Any, max_attempts: Any,
-    ) -> ScheduleRow:  # fmt: skip
-        now = now_ms(self._clock)
-        timing = parse_timing(cron=cron, every=every, timezone=timezone)
-        on = _enabled(enabled)
-        return {
-            "id": self._ids.schedule_id(now),
-            "key": None if key is None else _key(key),
-            "name": validation.job_name(name, self._handlers),
-            "type": timing.type,
-            "expr": timing.expr,
-            "timezone": timing.timezone,
-            "enabled": on,
-            "payload": validation.payload(payload),
-            "max_attempts": (
-                None if max_attempts is None else validation.max_attempts(max_attempts, 0)
-            ),
-            "revision": 1,
-            "anchor_at": now,
-            "next_run_at": next_occurrence(timing, now, anchor_ms=now) if on else None,
-            "next_run_id": self._ids.run_id(now) if on else None,
-            "last_scheduled_at": None,
-            "created_at": now,
-            "updated_at": now,
-        }
 
     async def upsert(
         self,
@@ -164,13 +130,20 @@ class ScheduleService:
         timezone: Any = None,
         enabled: Any = None,
         max_attempts: Any = None,
+        priority: Any = None,
+        concurrency_key: Any = None,
+        limit: Any = None,
+        start_at: Any = None,
+        end_at: Any = None,
     ) -> tuple[JobSchedule, bool]:
         """Create the schedule `key` names, or change the fields given (None: unchanged).
         Returns the schedule and whether it was created."""
-        key = _key(key)
+        key = validation.schedule_key(key)
         patch = {
             "name": name, "payload": payload, "cron": cron, "every": every,
             "timezone": timezone, "enabled": enabled, "max_attempts": max_attempts,
+            "priority": priority, "concurrency_key": concurrency_key, "limit": limit,
+            "start_at": start_at, "end_at": end_at,
         }  # fmt: skip
         for _ in range(_RACE_RETRIES):
             if await self._store.get("key", key) is None:
@@ -178,6 +151,8 @@ class ScheduleService:
                     created = await self.create(
                         name, payload, cron=cron, every=every, key=key, timezone=timezone,
                         enabled=True if enabled is None else enabled, max_attempts=max_attempts,
+                        priority=priority, concurrency_key=concurrency_key, limit=limit,
+                        start_at=start_at, end_at=end_at,
                     )  # fmt: skip
                     return created, True
                 except ConflictError:
@@ -202,7 +177,7 @@ class ScheduleService:
         cursor: str | None = None,
     ) -> Page[JobSchedule]:
         if enabled is not None:
-            _enabled(enabled)
+            validation.enabled(enabled)
         page = await self._store.page(
             enabled=enabled, name=name, limit=validation.limit(limit), cursor=cursor
         )
@@ -236,7 +211,17 @@ class ScheduleService:
         if "max_attempts" in given:
             row["max_attempts"] = validation.max_attempts(given["max_attempts"], 0)
         if "enabled" in given:
-            row["enabled"] = int(_enabled(given["enabled"]))
+            row["enabled"] = int(validation.enabled(given["enabled"]))
+        if "limit" in given:
+            row["occurrence_limit"] = bounds.limit(given["limit"])
+        for field in ("start_at", "end_at"):
+            if field in given:
+                row[field] = bounds.time_ms(field, given[field])
+        bounds.check_window(row)
+        if "priority" in given:
+            row["priority"] = validation.priority(given["priority"])
+        if "concurrency_key" in given:
+            row["concurrency_key"] = validation.concurrency_key(given["concurrency_key"])
         timing = _timing_of(current)
         if "cron" in given or "every" in given:
             timing = parse_timing(
@@ -250,11 +235,17 @@ class ScheduleService:
             timing = parse_timing(cron=timing.expr, every=None, timezone=given["timezone"])
         row["type"], row["expr"], row["timezone"] = timing.type, timing.expr, timing.timezone
 
-        replace = timing != _timing_of(current) or row["enabled"] != current["enabled"]
+        replace = (
+            timing != _timing_of(current)
+            or row["enabled"] != current["enabled"]
+            or any(row[f] != current[f] for f in _BOUNDS)  # type: ignore[literal-required]
+        )
         unchanged = (
             row["name"] == current["name"]
             and row["payload"] == current["payload"]
             and row["max_attempts"] == current["max_attempts"]
+            and row["priority"] == current["priority"]
+            and row["concurrency_key"] == current["concurrency_key"]
         )
         if not replace and unchanged:
             return current  # nothing changes: no write (upsert is idempotent)
@@ -267,7 +258,13 @@ class ScheduleService:
             if old_run is not None:
                 statements.append(
                     self._runs.refresh_pending(
-                        old_run, row["name"], row["payload"], row["max_attempts"], now
+                        old_run,
+                        row["name"],
+                        row["payload"],
+                        row["max_attempts"],
+                        now,
+                        row["priority"],
+                        row["concurrency_key"],
                     )
                 )
             results = await self._db.batch(statements)
@@ -277,9 +274,8 @@ class ScheduleService:
         row["next_run_at"] = row["next_run_id"] = None
         next_run_id = next_run_at = None
         if row["enabled"]:
-            row["anchor_at"] = now
-            row["next_run_at"] = next_run_at = next_occurrence(timing, now, anchor_ms=now)
-            row["next_run_id"] = next_run_id = self._ids.run_id(now)
+            restart(row, timing, now, self._ids)
+            next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
         statements = [self._store.change(guard, row)]
         if old_run is not None:
             # Only an occurrence still waiting: one already delivered runs to its end.
@@ -288,7 +284,7 @@ class ScheduleService:
             new_guard = (row["id"], row["revision"], next_run_id)
             statements.append(
                 self._runs.insert_occurrence(
-                    new_guard, next_run_id, self._default_max_attempts, next_run_at, now
+                    new_guard, next_run_id, self._job(row["name"]), next_run_at, now
                 )
             )
         results = await self._db.batch(statements)
@@ -342,12 +338,30 @@ class ScheduleService:
         nominal = current["next_run_at"] if nominal_ms is None else nominal_ms
         missed = nominal if skip and nominal is not None else now
         at = catch_up(_timing_of(current), missed, now, anchor_ms=current["anchor_at"])
-        new_run = self._ids.run_id(now)
         guard = (schedule_id, current["revision"], run_id)
+        count = current["occurrence_count"] + (1 if delivered else 0)
+        if bounds.done(current, at, count):  # that was the last: the schedule disables
+            await self._store.advance(
+                guard, None, None, now, nominal if delivered else None,
+                unless_paused=delivered, last=True,
+            ).run()  # fmt: skip
+            return None
+        new_run = self._ids.run_id(now)
         results = await self._db.batch(
             [
-                self._runs.insert_occurrence(guard, new_run, self._default_max_attempts, at, now),
-                self._store.advance(guard, new_run, at, now, nominal if delivered else None),
+                # A delivered occurrence of a paused job stays the pending one (no pile-up):
+                # when the job resumes, its delivery again materializes the next.
+                self._runs.insert_occurrence(
+                    guard, new_run, self._job(current["name"]), at, now, unless_paused=delivered
+                ),
+                self._store.advance(
+                    guard,
+                    new_run,
+                    at,
+                    now,
+                    nominal if delivered else None,
+                    unless_paused=delivered,
+                ),
             ]
         )
         if not results[0].results:

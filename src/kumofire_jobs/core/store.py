@@ -10,25 +10,27 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any, TypedDict, cast
-
-import msgspec
+from typing import Any, cast
 
 from .bindings import D1Database, D1PreparedStatement
 from .errors import ValidationError
-from .ids import run_ids_before
 from .models import JobRun, Page
+from .run_rows import JobDefaults, NewRun, QueuedRow, RunRow, UnfinishedRow, row_to_run
 from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
-from .times import ms_to_datetime
 
 TABLE = "kumofire_job_runs"
 SCHEDULES = "kumofire_job_schedules"
 # The guard every change of a schedule's pending occurrence carries: the schedule is at this
 # revision and its pending occurrence is still the one the caller saw (?1, ?2, ?3).
 SCHEDULE_GUARD = "id = ?1 AND revision = ?2 AND next_run_id IS ?3"
+JOBS = "kumofire_jobs"
+# True while the job `name` (a column of the statement's table) is paused: a primary-key
+# lookup in the jobs table, which has a row only for a job ever paused.
+PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND paused = 1)"
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
-    "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token"
+    "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
+    "concurrency_key, timeout"
 )
 _ACTIVE = sql_list(ACTIVE)
 _TERMINAL = sql_list(TERMINAL)
@@ -36,12 +38,18 @@ _RETRYABLE = sql_list(RETRYABLE_BY_HAND)
 
 _INSERT = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
-    "created_at, updated_at, dedupe_key, schedule_id, occurrence_key) "
-    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+    "created_at, updated_at, dedupe_key, schedule_id, occurrence_key, priority, "
+    "concurrency_key, dedupe_expires_at, timeout) "
+    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
-_SELECT_BY_DEDUPE = f"SELECT id FROM {TABLE} WHERE dedupe_key = ?"
+_SELECT_BY_DEDUPE = f"SELECT id, dedupe_expires_at FROM {TABLE} WHERE dedupe_key = ?"
+# A `dedupe_ttl` past: the holder lets its key go (only when a create met the key taken).
+_RELEASE_DEDUPE = (
+    f"UPDATE {TABLE} SET dedupe_key = NULL WHERE id = ?1 AND dedupe_key = ?2 "
+    "AND dedupe_expires_at <= ?3"
+)
 _MARK_QUEUED = (
     f"UPDATE {TABLE} SET status = 'queued', updated_at = ?1 "
     "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 "
@@ -52,7 +60,9 @@ _START = (
     "updated_at = ?1, lease_token = ?2 "
     f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
     # Tokens only grow: a replay of this very start (a retried write) matches nothing.
-    f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) RETURNING {COLUMNS}"
+    f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) "
+    # A paused job starts nothing: the run waits, using no attempt.
+    f"AND NOT {PAUSED.format(table=TABLE)} RETURNING {COLUMNS}"
 )
 _FINISH = (
     f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3 "
@@ -78,27 +88,43 @@ _CANCEL = (
 # A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
 _INSERT_OCCURRENCE = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
-    "created_at, updated_at, schedule_id, occurrence_key) "
+    "created_at, updated_at, schedule_id, occurrence_key, priority, concurrency_key, timeout) "
     "SELECT ?4, name, 'scheduled', payload, 0, COALESCE(max_attempts, ?5), ?6, ?7, ?7, id, "
-    f"revision || ':' || ?6 FROM {SCHEDULES} WHERE {SCHEDULE_GUARD} AND enabled = 1 "
+    f"revision || ':' || ?6, priority, concurrency_key, ?8 FROM {SCHEDULES} "
+    f"WHERE {SCHEDULE_GUARD} AND enabled = 1 "
     "ON CONFLICT DO NOTHING RETURNING id"
+)
+_INSERT_OCCURRENCE_UNPAUSED = _INSERT_OCCURRENCE.replace(
+    "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=SCHEDULES)}"
+)
+_RESUMABLE = (
+    f"SELECT id FROM {TABLE} WHERE finished_at IS NULL AND status IN ({_ACTIVE}) "
+    "AND name = ?1 AND scheduled_for <= ?2 ORDER BY priority DESC, scheduled_for LIMIT ?3"
 )
 # A schedule's change of name, payload or attempts carries over to its waiting occurrence.
 _REFRESH_PENDING = (
     f"UPDATE {TABLE} SET name = ?2, payload = ?3, max_attempts = COALESCE(?4, max_attempts), "
-    "updated_at = ?5 WHERE id = ?1 AND status = 'scheduled' AND attempt = 0"
+    "updated_at = ?5, priority = ?6, concurrency_key = ?7 "
+    "WHERE id = ?1 AND status = 'scheduled' AND attempt = 0"
 )
 _RETRY = (
     f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
     "finished_at = NULL, max_attempts = max_attempts + 1, lease_token = NULL "
     f"WHERE id = ?2 AND status IN ({_RETRYABLE}) RETURNING {COLUMNS}"
 )
+# A waiting run made due now; its coordinator is re-armed after.
+_PROMOTE = (
+    f"UPDATE {TABLE} SET scheduled_for = ?1, updated_at = ?1 "
+    f"WHERE id = ?2 AND status = 'scheduled' RETURNING {COLUMNS}"
+)
+_DELETE = f"DELETE FROM {TABLE} WHERE id = ? AND status IN ({_TERMINAL}) RETURNING id"
 _COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"
 _DUE_SINCE = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
     # `finished_at IS NULL` names the partial index's own term, so SQLite uses the index.
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
-    "ORDER BY scheduled_for LIMIT ?"
+    # A paused job's waiting runs are left alone: resuming it re-arms them.
+    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for LIMIT ?"
 )
 _UNFINISHED_AFTER = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
@@ -111,70 +137,6 @@ _PRUNE = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
 )
-
-
-class RunRow(TypedDict):
-    """A row of the runs table, as D1 returns it (times in epoch ms)."""
-
-    id: str
-    name: str
-    status: str  # a RunStatus value
-    payload: str | None  # JSON text
-    attempt: int
-    max_attempts: int
-    scheduled_for: int
-    created_at: int
-    updated_at: int
-    started_at: int | None
-    finished_at: int | None
-    last_error: str | None
-    dedupe_key: str | None
-    schedule_id: str | None
-    lease_token: int | None
-
-
-class QueuedRow(TypedDict):
-    """What the `queued` write returns of the run it moved (a `RunRow` has all of it)."""
-
-    name: str
-    attempt: int
-    schedule_id: str | None
-    scheduled_for: int
-
-
-class UnfinishedRow(TypedDict):
-    """An unfinished run as reconciliation walks them."""
-
-    id: str
-    status: str  # a RunStatus value
-    scheduled_for: int
-
-
-def _decode_payload(text: str | None) -> Any:
-    return None if text is None else msgspec.json.decode(text)
-
-
-def _ms_or_none(value: int | None) -> Any:
-    return None if value is None else ms_to_datetime(value)
-
-
-def row_to_run(row: RunRow) -> JobRun:
-    return JobRun(
-        id=row["id"],
-        name=row["name"],
-        status=RunStatus(row["status"]),
-        payload=_decode_payload(row["payload"]),
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        scheduled_for=ms_to_datetime(row["scheduled_for"]),
-        created_at=ms_to_datetime(row["created_at"]),
-        updated_at=ms_to_datetime(row["updated_at"]),
-        started_at=_ms_or_none(row["started_at"]),
-        finished_at=_ms_or_none(row["finished_at"]),
-        last_error=row["last_error"],
-        dedupe_key=row["dedupe_key"],
-        schedule_id=row["schedule_id"],
-    )
 
 
 def encode_cursor(last_id: str) -> str:
@@ -217,20 +179,6 @@ async def keyset_page(
     return rows[:limit], next_cursor
 
 
-class NewRun(msgspec.Struct, kw_only=True):
-    """A validated run ready to insert."""
-
-    id: str
-    name: str
-    payload: str | None  # JSON text, from validation.payload
-    max_attempts: int
-    scheduled_for: int
-    created_at: int
-    dedupe_key: str | None = None
-    schedule_id: str | None = None
-    occurrence_key: str | None = None
-
-
 class RunStore:
     def __init__(self, db: D1Database) -> None:
         self.db = db
@@ -249,6 +197,10 @@ class RunStore:
             run.dedupe_key,
             run.schedule_id,
             run.occurrence_key,
+            run.priority,
+            run.concurrency_key,
+            run.dedupe_expires_at,
+            run.timeout,
         )
 
     async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
@@ -261,23 +213,37 @@ class RunStore:
         return [bool(result.results) for result in await self.db.batch(statements)]
 
     def insert_occurrence(
-        self, guard: tuple[str, int, str | None], run_id: str, default_attempts: int,
-        at_ms: int, now_ms: int,
+        self, guard: tuple[str, int, str | None], run_id: str, job: JobDefaults,
+        at_ms: int, now_ms: int, *, unless_paused: bool = False,
     ) -> D1PreparedStatement:  # fmt: skip
-        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds."""
-        return self.db.prepare(_INSERT_OCCURRENCE).bind(
-            *guard, run_id, default_attempts, at_ms, now_ms
-        )
+        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds
+        (and, `unless_paused`, its job is not paused); `job`: its job's attempts (when the
+        schedule sets none) and timeout."""
+        attempts, timeout = job
+        sql = _INSERT_OCCURRENCE_UNPAUSED if unless_paused else _INSERT_OCCURRENCE
+        return self.db.prepare(sql).bind(*guard, run_id, attempts, at_ms, now_ms, timeout)
 
     def refresh_pending(
-        self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int
-    ) -> D1PreparedStatement:
-        """A schedule's waiting occurrence takes on its changed name, payload, attempts."""
-        return self.db.prepare(_REFRESH_PENDING).bind(run_id, name, payload, max_attempts, now_ms)
+        self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int,
+        priority: int, concurrency_key: str | None,
+    ) -> D1PreparedStatement:  # fmt: skip
+        """A schedule's waiting occurrence takes on its changed name, payload, attempts,
+        priority and concurrency key."""
+        return self.db.prepare(_REFRESH_PENDING).bind(
+            run_id, name, payload, max_attempts, now_ms, priority, concurrency_key
+        )
 
-    async def id_by_dedupe_key(self, key: str) -> str | None:
-        value = await self.db.prepare(_SELECT_BY_DEDUPE).bind(key).first("id")
-        return None if value is None else str(value)
+    async def id_by_dedupe_key(self, key: str, now: int) -> str | None:
+        """The run holding `key`; None if none does, or its hold ended (`dedupe_ttl`), in
+        which case it lets the key go."""
+        row = await self.db.prepare(_SELECT_BY_DEDUPE).bind(key).first()
+        if row is None:
+            return None
+        expires = row["dedupe_expires_at"]
+        if expires is not None and expires <= now:
+            await self.db.prepare(_RELEASE_DEDUPE).bind(row["id"], key, now).run()
+            return None
+        return str(row["id"])
 
     # --- read -------------------------------------------------------------------------------
 
@@ -360,6 +326,46 @@ class RunStore:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()
         return None if row is None else row_to_run(row)
 
+    async def resumable(self, name: str, now: int, limit: int) -> list[str]:
+        """The due, unfinished runs of job `name`, highest priority first, then the earliest
+        due: what resuming the job re-arms."""
+        rows = (await self.db.prepare(_RESUMABLE).bind(name, now, limit).all()).results
+        return [str(row["id"]) for row in rows]
+
+    async def promote(self, run_id: str, now: int) -> JobRun | None:
+        """A `scheduled` run -> due now."""
+        row = await self.db.prepare(_PROMOTE).bind(now, run_id).first()
+        return None if row is None else row_to_run(row)
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a finished run; False if it is unfinished or gone."""
+        return await self.db.prepare(_DELETE).bind(run_id).first("id") is not None
+
+    async def ids_matching(
+        self,
+        statuses: Sequence[RunStatus],
+        *,
+        name: str | None,
+        schedule_id: str | None,
+        id_below: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Ids of runs in `statuses` that match the filter, oldest first (a bulk operation's
+        candidates). The primary key's order is creation order, `id_below` a range of it."""
+        if not statuses:
+            return []
+        sql = f"SELECT id FROM {TABLE} WHERE status IN ({sql_list(frozenset(statuses))})"
+        args: list[Any] = []
+        for column, value in (("name", name), ("schedule_id", schedule_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if id_below is not None:
+            sql += " AND id < ?"
+            args.append(id_below)
+        rows = await self.db.prepare(sql + " ORDER BY id LIMIT ?").bind(*args, limit).all()
+        return [str(row["id"]) for row in rows.results]
+
     # --- reconciliation ---------------------------------------------------------------------
 
     async def active_due_before(self, cutoff: int, limit: int) -> list[UnfinishedRow]:
@@ -374,8 +380,3 @@ class RunStore:
         time: a page of a walk over all of them."""
         stmt = self.db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
         return cast(list[UnfinishedRow], (await stmt.all()).results)
-
-    async def prune(self, finished_before: int, limit: int) -> int:
-        bound = run_ids_before(finished_before)
-        result = await self.db.prepare(_PRUNE).bind(bound, finished_before, limit).run()
-        return int(result.meta.changes)

@@ -14,8 +14,9 @@ from typing import Any
 from .. import __version__
 from ..api import operations
 from ..core import validation
+from ..core.bulk import MAX_BULK_LIMIT
+from ..core.schedule_bounds import MAX_LIMIT
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
-from ..core.schedules import MAX_KEY_CHARS
 from ..core.states import ConsumeOutcome, RunStatus
 
 _TIME = {"type": "string", "format": "date-time"}
@@ -96,6 +97,24 @@ _RUN_FIELDS: dict[str, dict[str, Any]] = {
     "max_attempts": _MAX_ATTEMPTS,
     "dedupe_key": {"type": "string", "minLength": 1,
                    "maxLength": validation.MAX_DEDUPE_KEY_CHARS},
+    "priority": {"type": "integer", "minimum": validation.MIN_PRIORITY,
+                 "maximum": validation.MAX_PRIORITY,
+                 "description": "higher starts first among the job's waiting runs"},
+    "concurrency_key": {"type": "string", "minLength": 1,
+                        "maxLength": validation.MAX_CONCURRENCY_KEY_CHARS,
+                        "description": "what key_concurrency and key_rate_limit count by"},
+    "dedupe_ttl": {"type": "number", "exclusiveMinimum": 0,
+                   "maximum": validation.MAX_DELAY_SECONDS,
+                   "description": "seconds the dedupe_key is held after the run's creation"},
+}  # fmt: skip
+
+_FILTER_FIELDS: dict[str, dict[str, Any]] = {
+    "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+    "name": {"type": "string", "minLength": 1},
+    "schedule_id": {"type": "string", "minLength": 1},
+    "created_before": {**_TIME, "description": "runs created before this time"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BULK_LIMIT,
+              "description": f"at most this many runs change (default {MAX_BULK_LIMIT})"},
 }  # fmt: skip
 
 _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
@@ -108,12 +127,19 @@ _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
     },
     "every": {"type": "number", "minimum": 1, "maximum": MAX_EVERY_SECONDS,
               "description": "seconds between runs"},
-    "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[^/]*$",
-            "description": "unique"},
+    "key": {"type": "string", "minLength": 1, "maxLength": validation.MAX_KEY_CHARS,
+            "pattern": "^[^/]*$", "description": "unique"},
     "timezone": {"type": "string", "maxLength": MAX_TIMEZONE_CHARS,
                  "description": "IANA name, cron only (default UTC)"},
     "enabled": {"type": "boolean"},
     "max_attempts": _MAX_ATTEMPTS,
+    "priority": {**_RUN_FIELDS["priority"], "description": "each occurrence's priority"},
+    "concurrency_key": {**_RUN_FIELDS["concurrency_key"],
+                        "description": "each occurrence's concurrency key"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+              "description": "occurrences in all; after the last the schedule disables"},
+    "start_at": {**_TIME, "description": "no occurrence before"},
+    "end_at": {**_TIME, "description": "no occurrence after"},
 }  # fmt: skip
 
 _SCHEMAS: dict[str, Any] = {
@@ -170,6 +196,43 @@ _SCHEMAS: dict[str, Any] = {
             "last_error": {"type": ["string", "null"]},
             "dedupe_key": {"type": ["string", "null"]},
             "schedule_id": {"type": ["string", "null"]},
+            "priority": {
+                "type": "integer",
+                "minimum": validation.MIN_PRIORITY,
+                "maximum": validation.MAX_PRIORITY,
+            },
+            "concurrency_key": {"type": ["string", "null"]},
+            "timeout": {"type": ["number", "null"], "description": "seconds"},
+            "parent_id": {"type": ["string", "null"]},
+            "progress": {"description": "JSON or null"},
+            "result": {"description": "what the handler returned: JSON or null"},
+        },
+    },
+    "RunFilter": _body(_FILTER_FIELDS, operations.RUN_FILTER),
+    "Job": {
+        "type": "object",
+        "required": ["name", "paused", "options", "counts"],
+        "properties": {
+            "name": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "options": {"type": "object", "description": "the JobOptions, null where unset"},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "its runs by status",
+            },
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": _ref("Job")}},
+    },
+    "BulkResult": {
+        "type": "object",
+        "required": ["count", "has_more"],
+        "properties": {
+            "count": {"type": "integer", "description": "the runs this call changed"},
+            "has_more": {"type": "boolean", "description": "whether more runs match"},
         },
     },
     "RunPage": {
@@ -201,6 +264,12 @@ _SCHEMAS: dict[str, Any] = {
             "last_scheduled_at": _NULLABLE_TIME,
             "created_at": _TIME,
             "updated_at": _TIME,
+            "priority": {"type": "integer"},
+            "concurrency_key": {"type": ["string", "null"]},
+            "limit": {"type": ["integer", "null"]},
+            "count": {"type": "integer", "description": "occurrences delivered so far"},
+            "start_at": _NULLABLE_TIME,
+            "end_at": _NULLABLE_TIME,
         },
     },
     "SchedulePage": {
