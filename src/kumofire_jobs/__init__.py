@@ -28,6 +28,7 @@ from .core.models import (
     JobSchedule,
     Page,
 )
+from .core.options import JobOptions, RateLimit
 from .core.retry import RetryPolicy
 from .core.runtime import Resources, Runtime, create_runtime
 from .core.states import ConsumeOutcome, RunStatus
@@ -44,6 +45,7 @@ __all__ = [
     "DispatchResult",
     "JobCanceledError",
     "JobContext",
+    "JobOptions",
     "JobRun",
     "JobSchedule",
     "Jobs",
@@ -54,6 +56,7 @@ __all__ = [
     "NotFoundError",
     "Page",
     "PayloadTooLargeError",
+    "RateLimit",
     "RemoteHandlersError",
     "Resources",
     "RetryPolicy",

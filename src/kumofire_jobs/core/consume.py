@@ -21,7 +21,7 @@ from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
-from .retry import RetryPolicy
+from .options import JobPolicies
 from .states import TERMINAL, ConsumeOutcome, RunStatus
 from .store import RunStore, row_to_run
 
@@ -82,7 +82,7 @@ class _LeaseKeeper:
         self._run_id = attempt.run.id
         self._token = attempt.token
         self._lease_ms = lease_ms
-        self.ended: str | None = None  # "canceled" or "lost"
+        self.ended: str | None = None  # "canceled", "lost" or "timed_out"
         self.finished = False  # the handler returned or raised
         self.stopped_runner = False  # keep() cancelled the handler's task
 
@@ -124,14 +124,14 @@ class Consumer:
         store: RunStore,
         coordinators: Coordinators,
         handlers: Mapping[str, Handler],
-        retry: RetryPolicy,
+        policies: JobPolicies,
         lease_seconds: float,
         clock: Clock,
     ) -> None:
         self._store = store
         self._coordinators = coordinators
         self._handlers = handlers
-        self._retry = retry
+        self._policies = policies
         self._lease_ms = int(lease_seconds * 1000)
         self._clock = clock
         self.running = 0  # handlers running now (the dev server says how many it waits for)
@@ -204,6 +204,12 @@ class Consumer:
         # The handler runs in this task (no task of its own: most handlers are short), and
         # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
         keeping = asyncio.ensure_future(keeper.keep(runner))
+        timeout = self._policies.timeout(run.name)
+        timing = (
+            None
+            if timeout is None
+            else asyncio.ensure_future(self._time_out(keeper, runner, attempt.started + timeout))
+        )
         self.running += 1
         try:
             result = handler(ctx)
@@ -218,6 +224,8 @@ class Consumer:
         except asyncio.CancelledError:
             if not keeper.stopped_runner or runner.uncancel() > 0:
                 raise  # this consumer itself is being stopped
+            if keeper.ended == "timed_out":
+                return await self._timed_out(attempt, timeout)
             return await self._ended(attempt, keeper.ended or "lost")
         except JobCanceledError:
             return await self._ended(attempt, "canceled")
@@ -233,9 +241,28 @@ class Consumer:
             self.running -= 1
             keeper.finished = True
             keeping.cancel()  # not awaited: once `finished`, it touches nothing
+            if timing is not None:
+                timing.cancel()
         return await self._record(attempt, RunStatus.SUCCEEDED)
 
+    async def _time_out(self, keeper: _LeaseKeeper, runner: asyncio.Task[Any], at: float) -> None:
+        """Stop the handler (`runner`) at clock time `at`, its job's timeout, unless it ended."""
+        await self._clock.sleep_until(at)
+        if not keeper.finished and keeper.ended is None:
+            keeper.ended = "timed_out"
+            keeper.stopped_runner = True
+            runner.cancel()
+
     # --- outcomes ---------------------------------------------------------------------------
+
+    async def _timed_out(self, attempt: Attempt, limit: float | None) -> ConsumeOutcome:
+        """The job's timeout (`limit` seconds) stopped the handler: a failed attempt, retried
+        under the job's policy while attempts remain."""
+        error = f"TimeoutError: the attempt ran longer than the job's timeout of {limit:g} s"
+        retry = attempt.run.attempt < attempt.run.max_attempts
+        attempt.log.warning("run.timed_out", outcome="timed_out", timeout=limit)
+        status = RunStatus.SCHEDULED if retry else RunStatus.FAILED
+        return await self._record(attempt, status, error)
 
     async def _record(
         self, attempt: Attempt, status: RunStatus, error: str | None = None
@@ -248,7 +275,7 @@ class Consumer:
         now = now_ms(self._clock)
         rearm_ms: int | None = None
         if status is RunStatus.SCHEDULED:
-            rearm_ms = now + int(self._retry.delay(run.attempt) * 1000)
+            rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
             written = await self._store.reschedule(run.id, token, now, rearm_ms, error)
         else:
             written = await self._store.finish(run.id, token, status, now, error)

@@ -12,11 +12,13 @@ nothing to repair. The embedded runtime also reconciles at its start, with no gr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
+from .retention import prune
 from .store import RunStore, UnfinishedRow
 
 log = get_logger()
@@ -36,14 +38,20 @@ async def reconcile(
     limit: int,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     retention_seconds: float | None,
+    retention_overrides: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> DispatchResult:
     now = now_ms(clock)
     result = DispatchResult()
     rows = await store.active_due_before(now - int(grace_seconds * 1000), limit)
     gate = asyncio.Semaphore(_CONCURRENCY)
     await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
-    if retention_seconds is not None:
-        result.pruned = await store.prune(now - int(retention_seconds * 1000), limit)
+    result.pruned = await prune(
+        store.db,
+        now=now,
+        limit=limit,
+        retention_seconds=retention_seconds,
+        overrides=retention_overrides or {},
+    )
     if result.dispatched or result.recovered or result.pruned:
         log.info(
             "reconcile.done", dispatched=result.dispatched, recovered=result.recovered,

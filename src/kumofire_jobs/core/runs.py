@@ -19,6 +19,7 @@ from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
+from .options import JobPolicies
 from .reconcile import reconcile, reconcile_unfinished
 from .schedules import ScheduleService
 from .states import RunStatus
@@ -40,7 +41,7 @@ class RunService:
         clock: Clock,
         ids: IdFactory,
         handlers: Mapping[str, Handler],
-        default_max_attempts: int,
+        policies: JobPolicies,
         schedules: ScheduleService,
         reconcile_grace_seconds: float,
         retention_seconds: float | None,
@@ -50,7 +51,7 @@ class RunService:
         self._clock = clock
         self._ids = ids
         self._handlers = handlers
-        self._default_max_attempts = default_max_attempts
+        self._policies = policies
         self._schedules = schedules
         self._grace_seconds = reconcile_grace_seconds
         self._retention_seconds = retention_seconds
@@ -58,11 +59,14 @@ class RunService:
     # --- create -----------------------------------------------------------------------------
 
     def _new_run(self, request: CreateRequest, now: int) -> NewRun:
+        name = validation.job_name(request.name, self._handlers)
         return NewRun(
             id=self._ids.run_id(now),
-            name=validation.job_name(request.name, self._handlers),
+            name=name,
             payload=validation.payload(request.payload),
-            max_attempts=validation.max_attempts(request.max_attempts, self._default_max_attempts),
+            max_attempts=validation.max_attempts(
+                request.max_attempts, self._policies.max_attempts(name)
+            ),
             scheduled_for=validation.due_ms(request.run_at, request.delay, now),
             created_at=now,
             dedupe_key=validation.dedupe_key(request.dedupe_key),
@@ -189,6 +193,7 @@ class RunService:
             limit=limit,
             grace_seconds=self._grace_seconds,
             retention_seconds=self._retention_seconds,
+            retention_overrides=self._policies.retention_overrides(),
         )
 
     async def reconcile_unfinished(self) -> DispatchResult:

@@ -30,6 +30,7 @@ from .ids import IdFactory
 from .jobs import Jobs, SchemaGate
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
+from .options import JobOptions, JobPolicies, check_job_options
 from .reconcile import DEFAULT_GRACE_SECONDS
 from .retry import RetryPolicy
 from .runs import RunService
@@ -100,12 +101,14 @@ class Runtime:
         retention_seconds: float | None,
         reconcile_grace_seconds: float,
         coordinator_config: CoordinatorConfig,
+        job_options: Mapping[str, JobOptions] | None = None,
     ) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         check_handlers(handlers)
         self.handlers = dict(handlers)
         self.retry = retry
+        self.policies = JobPolicies(retry, check_job_options(job_options or {}, self.handlers))
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.retention_seconds = retention_seconds
@@ -136,7 +139,7 @@ class Runtime:
             clock=self.clock,
             ids=self.ids,
             handlers=handlers,
-            default_max_attempts=self.retry.max_attempts,
+            max_attempts=self.policies.max_attempts,
         )
         runs = RunService(
             store=store,
@@ -144,7 +147,7 @@ class Runtime:
             clock=self.clock,
             ids=self.ids,
             handlers=handlers,
-            default_max_attempts=self.retry.max_attempts,
+            policies=self.policies,
             schedules=schedules,
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
@@ -153,7 +156,7 @@ class Runtime:
             store=store,
             coordinators=coordinators,
             handlers=handlers,
-            retry=self.retry,
+            policies=self.policies,
             lease_seconds=self.lease_seconds,
             clock=self.clock,
         )
@@ -246,8 +249,11 @@ def create_runtime(
     retention_seconds: float | None = DEFAULT_RETENTION_SECONDS,
     reconcile_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     coordinator_config: CoordinatorConfig | None = None,
+    job_options: Mapping[str, JobOptions] | None = None,
 ) -> Runtime:
-    """Build a runtime. `retention_seconds=None` keeps finished runs forever."""
+    """Build a runtime. `retention_seconds=None` keeps finished runs forever. `job_options`
+    (API.md Part 2) are checked now: a name with no handler, or a value that is not a
+    `JobOptions`, raises."""
     return Runtime(
         handlers=handlers,
         retry=retry or RetryPolicy(),
@@ -256,4 +262,5 @@ def create_runtime(
         retention_seconds=retention_seconds,
         reconcile_grace_seconds=reconcile_grace_seconds,
         coordinator_config=coordinator_config or CoordinatorConfig(),
+        job_options=job_options,
     )

@@ -10,7 +10,7 @@ tick is replayed. Changing the timing, disabling or deleting cancels the pending
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -75,7 +75,7 @@ class ScheduleService:
         clock: Clock,
         ids: IdFactory,
         handlers: Mapping[str, Handler],
-        default_max_attempts: int,
+        max_attempts: Callable[[str], int],
     ) -> None:
         self._db = db
         self._store = store
@@ -84,7 +84,7 @@ class ScheduleService:
         self._clock = clock
         self._ids = ids
         self._handlers = handlers
-        self._default_max_attempts = default_max_attempts
+        self._max_attempts = max_attempts  # a job's attempts when the schedule sets none
 
     def _to_model(self, row: ScheduleRow) -> JobSchedule:
         return row_to_schedule(row, _decode)
@@ -113,7 +113,7 @@ class ScheduleService:
             guard = (row["id"], 1, next_run_id)
             statements.append(
                 self._runs.insert_occurrence(
-                    guard, next_run_id, self._default_max_attempts, next_run_at,
+                    guard, next_run_id, self._max_attempts(row["name"]), next_run_at,
                     row["created_at"],
                 )
             )  # fmt: skip
@@ -288,7 +288,7 @@ class ScheduleService:
             new_guard = (row["id"], row["revision"], next_run_id)
             statements.append(
                 self._runs.insert_occurrence(
-                    new_guard, next_run_id, self._default_max_attempts, next_run_at, now
+                    new_guard, next_run_id, self._max_attempts(row["name"]), next_run_at, now
                 )
             )
         results = await self._db.batch(statements)
@@ -346,7 +346,9 @@ class ScheduleService:
         guard = (schedule_id, current["revision"], run_id)
         results = await self._db.batch(
             [
-                self._runs.insert_occurrence(guard, new_run, self._default_max_attempts, at, now),
+                self._runs.insert_occurrence(
+                    guard, new_run, self._max_attempts(current["name"]), at, now
+                ),
                 self._store.advance(guard, new_run, at, now, nominal if delivered else None),
             ]
         )

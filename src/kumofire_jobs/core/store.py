@@ -16,7 +16,6 @@ import msgspec
 
 from .bindings import D1Database, D1PreparedStatement
 from .errors import ValidationError
-from .ids import run_ids_before
 from .models import JobRun, Page
 from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
 from .times import ms_to_datetime
@@ -374,8 +373,3 @@ class RunStore:
         time: a page of a walk over all of them."""
         stmt = self.db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
         return cast(list[UnfinishedRow], (await stmt.all()).results)
-
-    async def prune(self, finished_before: int, limit: int) -> int:
-        bound = run_ids_before(finished_before)
-        result = await self.db.prepare(_PRUNE).bind(bound, finished_before, limit).run()
-        return int(result.meta.changes)

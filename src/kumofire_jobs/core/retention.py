@@ -1,0 +1,68 @@
+"""Retention: the part of the cron's pass that deletes finished runs past their age.
+
+The runtime's `retention_seconds` applies to every finished run, except where a job's options
+say otherwise (`keep_succeeded` for its succeeded runs, `keep_failed` for its failed ones).
+Without such options the pass is the one statement it always was (`store._PRUNE`); with them,
+that statement skips the overridden (job, status) pairs and each pair gets one of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from .bindings import D1Database
+from .ids import run_ids_before
+from .store import _PRUNE, TABLE
+
+# As `_PRUNE`, skipping the (name, status) pairs of ?4, a JSON array of [name, status].
+_PRUNE_EXCEPT = (
+    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
+    "WHERE id < ?1 AND status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?2 "
+    "AND (name, status) NOT IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+    "FROM json_each(?4)) LIMIT ?3)"
+)
+# One job's runs of one finished status, past that job's own age.
+_PRUNE_JOB = (
+    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
+    "WHERE id < ?1 AND name = ?4 AND status = ?5 AND finished_at < ?2 LIMIT ?3)"
+)
+
+
+async def _delete(db: D1Database, sql: str, before: int, limit: int, *extra: str) -> int:
+    bound = run_ids_before(before)
+    result = await db.prepare(sql).bind(bound, before, limit, *extra).run()
+    return int(result.meta.changes)
+
+
+async def prune(
+    db: D1Database,
+    *,
+    now: int,
+    limit: int,
+    retention_seconds: float | None,
+    overrides: Mapping[str, tuple[float | None, float | None]],
+) -> int:
+    """Delete at most `limit` finished runs past their age; how many were deleted.
+    `overrides`: (keep_succeeded, keep_failed) by job name, None where the runtime's applies."""
+    pairs: list[tuple[str, str, float]] = []
+    for name, (keep_succeeded, keep_failed) in sorted(overrides.items()):
+        if keep_succeeded is not None:
+            pairs.append((name, "succeeded", keep_succeeded))
+        if keep_failed is not None:
+            pairs.append((name, "failed", keep_failed))
+    deleted = 0
+    if retention_seconds is not None:
+        before = now - int(retention_seconds * 1000)
+        if pairs:
+            skip = msgspec.json.encode([[name, status] for name, status, _ in pairs]).decode()
+            deleted += await _delete(db, _PRUNE_EXCEPT, before, limit, skip)
+        else:
+            deleted += await _delete(db, _PRUNE, before, limit)
+    for name, status, keep in pairs:
+        if deleted >= limit:
+            break
+        before = now - int(keep * 1000)
+        deleted += await _delete(db, _PRUNE_JOB, before, limit - deleted, name, status)
+    return deleted
