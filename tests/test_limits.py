@@ -1,0 +1,140 @@
+"""Per-job limits (API.md Part 2, "Per-job options") end to end: the public API on the
+embedded bindings and the manual clock, the limiter actor deciding in its Durable Object."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kumofire_jobs import JobContext, JobOptions, RateLimit
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.delivery import run_message
+from tests.support.envs import EnvFactory, noop
+from tests.support.faults import FailingNamespace, rewire
+
+
+class Gauge:
+    """A handler that counts runs executing at once; each waits for `gate`."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.done: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def __call__(self, ctx: JobContext) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.gate.wait()
+        finally:
+            self.running -= 1
+        self.done.append(ctx.job.id)
+
+
+async def settle(clock: ManualClock, seconds: float = 1.0, step: float = 0.01) -> None:
+    for _ in range(int(seconds / step)):
+        await clock.advance(step)
+
+
+async def test_concurrency_two_never_runs_more_than_two_and_all_ten_succeed(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(10)]
+    await settle(clock)
+    assert gauge.running == 2 and gauge.peak == 2
+    gauge.gate.set()
+    await settle(clock)
+    assert sorted(gauge.done) == sorted(ids)
+    assert gauge.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_job_without_limits_never_meets_the_limiter(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    gauge.gate.set()
+    env = await make_env(
+        {"free": gauge, "report": noop}, job_options={"report": JobOptions(concurrency=1)}
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR, "limit_acquire", "limit_release")
+    rewire(env, coordinator=spy)
+    run = await env.jobs.create("free")
+    await settle(clock, 0.1)
+    got = await env.jobs.get(run.kumofire_job_run_id)
+    assert got is not None and got.status == "succeeded"  # no limiter call failed it
+
+
+async def test_a_rate_limit_of_five_a_second_starts_no_more_than_five_in_any_second(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    starts: list[float] = []
+
+    async def tick(ctx: JobContext) -> None:
+        starts.append(clock.now())
+
+    env = await make_env(
+        {"tick": tick}, job_options={"tick": JobOptions(rate_limit=RateLimit(limit=5, per=1.0))}
+    )
+    ids = [(await env.jobs.create("tick")).kumofire_job_run_id for _ in range(12)]
+    await settle(clock, 3.0)
+    assert len(starts) == 12
+    for s in starts:
+        assert sum(1 for t in starts if s <= t < s + 1.0 - 1e-9) <= 5
+    assert starts[5] >= starts[0] + 1.0  # none early
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+
+
+async def test_a_consumer_that_dies_holding_a_slot_frees_it_when_its_lease_expires(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[tuple[str, int]] = []
+    hang = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.id, ctx.job.attempt))
+        if len(calls) == 1:
+            await hang.wait()  # the first consumer hangs; its renewals fail
+
+    env = await make_env(
+        {"job": job}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    partition = FailingNamespace(env.JOB_COORDINATOR, "renew", "limit_renew")
+    rewire(env, coordinator=partition)
+    first = (await env.jobs.create("job")).kumofire_job_run_id
+    second = (await env.jobs.create("job")).kumofire_job_run_id
+    await settle(clock, 1.0)
+    assert calls == [(first, 1)]  # the second waits for the slot
+    await clock.advance(29.0)
+    partition.methods.clear()
+    await settle(clock, 1.0)
+    # The slot's lease expired with the run's: both runs ran, one at a time.
+    assert sorted(calls[1:]) == sorted([(first, 2), (second, 1)])
+    for run_id in (first, second):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+    hang.set()
+    await clock.advance(0)
+
+
+async def test_consumers_racing_with_duplicated_messages_keep_the_limit(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(4)]
+    await env.JOBS_QUEUE.sendBatch([{"body": run_message(r)} for r in ids] * 2)
+    await settle(clock, 0.5)
+    assert gauge.peak == 1
+    gauge.gate.set()
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 1
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
