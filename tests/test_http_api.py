@@ -67,7 +67,8 @@ async def test_create_get_and_watch_a_run_succeed(
     assert set(run) == {
         "id", "name", "status", "payload", "attempt", "max_attempts", "scheduled_for",
         "created_at", "updated_at", "started_at", "finished_at", "last_error", "dedupe_key",
-        "schedule_id",
+        "schedule_id", "priority", "concurrency_key", "timeout", "parent_id", "progress",
+        "result",
     }  # fmt: skip
 
 

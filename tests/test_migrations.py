@@ -51,6 +51,10 @@ JOB_RUN_COLUMNS = [
     "schedule_id",
     "occurrence_key",
     "lease_token",
+    "priority",
+    "concurrency_key",
+    "dedupe_expires_at",
+    "timeout",
 ]
 
 
@@ -104,7 +108,8 @@ SHIPPED = [p.name for p in sorted(REPO_MIGRATIONS.glob("*.sql"))]
 SCHEDULE_COLUMNS = [
     "id", "key", "name", "type", "expr", "timezone", "enabled", "payload", "max_attempts",
     "revision", "anchor_at", "next_run_at", "next_run_id", "last_scheduled_at", "created_at",
-    "updated_at",
+    "updated_at", "occurrence_limit", "occurrence_count", "start_at", "end_at", "priority",
+    "concurrency_key",
 ]  # fmt: skip
 
 
@@ -131,6 +136,8 @@ async def test_apply_produces_the_schema_the_code_expects(db: LocalD1Database) -
         "AND tbl_name = 'kumofire_job_schedules' AND sql IS NOT NULL"
     ).all()
     assert {i["name"] for i in indexes.results} == {"kumofire_job_schedules_key"}
+    columns = await db.prepare("SELECT name FROM pragma_table_info('kumofire_jobs')").all()
+    assert [c["name"] for c in columns.results] == ["name", "paused", "updated_at"]
 
 
 async def test_the_status_check_rejects_an_unknown_status(db: LocalD1Database) -> None:
@@ -143,6 +150,26 @@ async def test_the_status_check_rejects_an_unknown_status(db: LocalD1Database) -
         await insert.bind(f"run-{status}", status).run()
     with pytest.raises(Exception, match="CHECK constraint failed"):
         await insert.bind("run-bogus", "bogus").run()
+
+
+async def test_run_and_schedule_priorities_are_checked(db: LocalD1Database) -> None:
+    await apply_migrations(db)
+    insert = (
+        "INSERT INTO kumofire_job_runs (id, name, status, max_attempts, scheduled_for, "
+        "created_at, updated_at, priority) VALUES (?, 'job', 'scheduled', 1, 0, 0, 0, ?)"
+    )
+    await db.prepare(insert).bind("run_a", 100).run()
+    await db.prepare(insert).bind("run_b", -100).run()
+    for bad in (101, -101):
+        with pytest.raises(Exception, match="CHECK"):
+            await db.prepare(insert).bind(f"run_{bad}", bad).run()
+    row = await db.prepare(
+        "INSERT INTO kumofire_job_runs (id, name, status, max_attempts, scheduled_for, "
+        "created_at, updated_at) VALUES ('run_c', 'job', 'scheduled', 1, 0, 0, 0) "
+        "RETURNING priority, concurrency_key, dedupe_expires_at, timeout"
+    ).first()
+    assert row == {"priority": 0, "concurrency_key": None, "dedupe_expires_at": None,
+                   "timeout": None}  # fmt: skip
 
 
 async def test_apply_is_idempotent(db: LocalD1Database) -> None:
@@ -162,6 +189,7 @@ async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) 
         (1, "0001_job_runs.sql"),
         (2, "0002_schedules.sql"),
         (3, "0003_unfinished_runs_index.sql"),
+        (4, "0004_operations.sql"),
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()

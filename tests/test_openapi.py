@@ -146,7 +146,8 @@ async def test_sample_requests_of_every_operation_match_the_document(
 FIELD_SAMPLES: dict[str, Any] = {
     "name": "email", "payload": {"a": 1}, "run_at": "2030-01-01T00:00:00Z", "delay": 1,
     "max_attempts": 2, "dedupe_key": "d", "cron": "0 9 * * *", "every": 5, "key": "k2",
-    "timezone": "UTC", "enabled": True, "runs": [], "surprise": 1,
+    "timezone": "UTC", "enabled": True, "runs": [], "surprise": 1, "priority": 5,
+    "concurrency_key": "tenant", "dedupe_ttl": 60,
 }  # fmt: skip
 
 

@@ -40,7 +40,7 @@ ROUTES = {"notify": {"binding": "HANDLERS", "method": "run_job"}}
 WIRE_KEYS = {
     "id", "name", "status", "payload", "attempt", "max_attempts", "scheduled_for",
     "created_at", "updated_at", "started_at", "finished_at", "last_error", "dedupe_key",
-    "schedule_id",
+    "schedule_id", "priority", "concurrency_key", "timeout", "parent_id", "progress", "result",
 }  # fmt: skip
 
 

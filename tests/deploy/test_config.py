@@ -231,7 +231,7 @@ def test_the_migrations_must_be_ours(make_project: ProjectFactory) -> None:
     path = make_project()
     migrations = path.parent / "migrations"
     (migrations / "0002_schedules.sql").unlink()
-    (migrations / "0004_mine.sql").write_text("CREATE TABLE mine (x);", encoding="utf-8")
+    (migrations / "0100_mine.sql").write_text("CREATE TABLE mine (x);", encoding="utf-8")
     errors = errors_of(path)
     assert [p.code for p in errors] == ["d1-migrations"]
     assert "lacks the Kumofire Jobs migrations 0002_schedules.sql" in errors[0].message

@@ -42,6 +42,9 @@ class JobsApi(Protocol):
         delay: float | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        dedupe_ttl: float | None = None,
     ) -> CreatedRun: ...
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]: ...

@@ -42,6 +42,12 @@ def run_to_wire(run: JobRun) -> dict[str, Any]:
         "last_error": run.last_error,
         "dedupe_key": run.dedupe_key,
         "schedule_id": run.schedule_id,
+        "priority": run.priority,
+        "concurrency_key": run.concurrency_key,
+        "timeout": run.timeout,
+        "parent_id": run.parent_id,
+        "progress": run.progress,
+        "result": run.result,
     }
 
 
@@ -123,6 +129,9 @@ def create_request(body: Any, what: str = "the body") -> CreateRequest:
         delay=fields.get("delay"),
         max_attempts=fields.get("max_attempts"),
         dedupe_key=fields.get("dedupe_key"),
+        priority=fields.get("priority"),
+        concurrency_key=fields.get("concurrency_key"),
+        dedupe_ttl=fields.get("dedupe_ttl"),
     )
 
 
@@ -154,6 +163,9 @@ def create_body(request: CreateRequest) -> dict[str, Any]:
         delay=request.delay,
         max_attempts=request.max_attempts,
         dedupe_key=request.dedupe_key,
+        priority=request.priority,
+        concurrency_key=request.concurrency_key,
+        dedupe_ttl=request.dedupe_ttl,
     )
 
 
@@ -192,6 +204,12 @@ def run_from_wire(data: Mapping[str, Any]) -> JobRun:
         last_error=data["last_error"],
         dedupe_key=data["dedupe_key"],
         schedule_id=data["schedule_id"],
+        priority=data["priority"],
+        concurrency_key=data["concurrency_key"],
+        timeout=data["timeout"],
+        parent_id=data["parent_id"],
+        progress=data["progress"],
+        result=data["result"],
     )
 
 

@@ -173,6 +173,9 @@ class JobsClient(JobsApi):
         delay: float | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        dedupe_ttl: float | None = None,
     ) -> CreatedRun:
         request = CreateRequest(
             name=name,
@@ -181,6 +184,9 @@ class JobsClient(JobsApi):
             delay=delay,
             max_attempts=max_attempts,
             dedupe_key=dedupe_key,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            dedupe_ttl=dedupe_ttl,
         )
         return _read(created_from_wire, await self._call("create", create_body(request)))
 

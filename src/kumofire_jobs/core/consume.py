@@ -23,8 +23,9 @@ from .limits import PARK_MS, Limits
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .options import JobPolicies
+from .run_rows import row_to_run
 from .states import TERMINAL, ConsumeOutcome, RunStatus
-from .store import RunStore, row_to_run
+from .store import RunStore
 
 log = get_logger()
 
@@ -227,7 +228,7 @@ class Consumer:
         # The handler runs in this task (no task of its own: most handlers are short), and
         # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
         keeping = asyncio.ensure_future(keeper.keep(runner))
-        timeout = self._policies.timeout(run.name)
+        timeout = run.timeout  # the job's, when the run was created
         timing = (
             None
             if timeout is None

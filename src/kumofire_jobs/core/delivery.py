@@ -15,8 +15,9 @@ from kumofire_coordinator import Delivery, DeliveryAction
 from .bindings import Queue
 from .clock import Clock, now_ms
 from .log import get_logger
+from .run_rows import QueuedRow
 from .states import TERMINAL, RunStatus
-from .store import QueuedRow, RunStore
+from .store import RunStore
 
 log = get_logger()
 

@@ -87,6 +87,9 @@ class Jobs:
         delay: float | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        dedupe_ttl: float | None = None,
     ) -> CreatedRun:
         request = CreateRequest(
             name=name,
@@ -95,6 +98,9 @@ class Jobs:
             delay=delay,
             max_attempts=max_attempts,
             dedupe_key=dedupe_key,
+            priority=priority,
+            concurrency_key=concurrency_key,
+            dedupe_ttl=dedupe_ttl,
         )
         return (await self.create_many([request]))[0]
 

@@ -27,6 +27,12 @@ class JobRun(msgspec.Struct, kw_only=True):
     last_error: str | None
     dedupe_key: str | None
     schedule_id: str | None
+    priority: int = 0
+    concurrency_key: str | None = None
+    timeout: float | None = None  # seconds: the job's timeout when the run was created
+    parent_id: str | None = None  # flows (not yet)
+    progress: Any = None  # not yet recorded
+    result: Any = None  # not yet recorded
 
 
 class CreatedRun(msgspec.Struct, kw_only=True):
@@ -43,6 +49,9 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     delay: float | None = None
     max_attempts: int | None = None
     dedupe_key: str | None = None
+    priority: int | None = None
+    concurrency_key: str | None = None
+    dedupe_ttl: float | None = None
 
 
 class Page(msgspec.Struct, Generic[T], kw_only=True):

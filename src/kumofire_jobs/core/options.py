@@ -127,6 +127,11 @@ class JobPolicies:
         """The attempts a run of job `name` gets when its creator gives none."""
         return self.retry(name).max_attempts
 
+    def defaults(self, name: str) -> tuple[int, float | None]:
+        """What a run of job `name` is created with: its attempts (when its creator gives
+        none) and its timeout."""
+        return self.max_attempts(name), self.timeout(name)
+
     def timeout(self, name: str) -> float | None:
         options = self.options.get(name)
         return None if options is None else options.timeout

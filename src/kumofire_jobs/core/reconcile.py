@@ -19,7 +19,8 @@ from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
 from .retention import prune
-from .store import RunStore, UnfinishedRow
+from .run_rows import UnfinishedRow
+from .store import RunStore
 
 log = get_logger()
 

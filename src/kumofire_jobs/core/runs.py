@@ -21,9 +21,10 @@ from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
 from .reconcile import reconcile, reconcile_unfinished
+from .run_rows import NewRun
 from .schedules import ScheduleService
 from .states import RunStatus
-from .store import NewRun, RunStore
+from .store import RunStore
 
 log = get_logger()
 
@@ -60,6 +61,7 @@ class RunService:
 
     def _new_run(self, request: CreateRequest, now: int) -> NewRun:
         name = validation.job_name(request.name, self._handlers)
+        dedupe_key = validation.dedupe_key(request.dedupe_key)
         return NewRun(
             id=self._ids.run_id(now),
             name=name,
@@ -69,7 +71,11 @@ class RunService:
             ),
             scheduled_for=validation.due_ms(request.run_at, request.delay, now),
             created_at=now,
-            dedupe_key=validation.dedupe_key(request.dedupe_key),
+            dedupe_key=dedupe_key,
+            priority=validation.priority(request.priority),
+            concurrency_key=validation.concurrency_key(request.concurrency_key),
+            dedupe_expires_at=validation.dedupe_expires_ms(request.dedupe_ttl, dedupe_key, now),
+            timeout=self._policies.timeout(name),
         )
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:
@@ -119,8 +125,8 @@ class RunService:
                 created[index] = CreatedRun(kumofire_job_run_id=run.id, deduplicated=False)
                 to_arm.append(run)
                 continue
-            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "")
-            if existing is None:  # pruned between the two statements: insert it again
+            existing = await self._store.id_by_dedupe_key(run.dedupe_key or "", run.created_at)
+            if existing is None:  # pruned, or its hold ended (dedupe_ttl): insert it again
                 again.append((index, run))
             else:
                 created[index] = CreatedRun(kumofire_job_run_id=existing, deduplicated=True)

@@ -141,7 +141,7 @@ class Runtime:
             clock=self.clock,
             ids=self.ids,
             handlers=handlers,
-            max_attempts=self.policies.max_attempts,
+            job_defaults=self.policies.defaults,
         )
         runs = RunService(
             store=store,

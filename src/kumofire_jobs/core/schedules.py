@@ -24,6 +24,7 @@ from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
 from .models import JobSchedule, Page, SchedulePatch
+from .run_rows import JobDefaults
 from .schedule_store import By, ScheduleRow, ScheduleStore, row_to_schedule
 from .schedule_timing import Timing, catch_up, next_occurrence, parse_timing
 from .store import RunStore
@@ -75,7 +76,7 @@ class ScheduleService:
         clock: Clock,
         ids: IdFactory,
         handlers: Mapping[str, Handler],
-        max_attempts: Callable[[str], int],
+        job_defaults: Callable[[str], JobDefaults],
     ) -> None:
         self._db = db
         self._store = store
@@ -84,7 +85,7 @@ class ScheduleService:
         self._clock = clock
         self._ids = ids
         self._handlers = handlers
-        self._max_attempts = max_attempts  # a job's attempts when the schedule sets none
+        self._job = job_defaults  # a job's attempts (if the schedule sets none) and timeout
 
     def _to_model(self, row: ScheduleRow) -> JobSchedule:
         return row_to_schedule(row, _decode)
@@ -113,7 +114,7 @@ class ScheduleService:
             guard = (row["id"], 1, next_run_id)
             statements.append(
                 self._runs.insert_occurrence(
-                    guard, next_run_id, self._max_attempts(row["name"]), next_run_at,
+                    guard, next_run_id, self._job(row["name"]), next_run_at,
                     row["created_at"],
                 )
             )  # fmt: skip
@@ -288,7 +289,7 @@ class ScheduleService:
             new_guard = (row["id"], row["revision"], next_run_id)
             statements.append(
                 self._runs.insert_occurrence(
-                    new_guard, next_run_id, self._max_attempts(row["name"]), next_run_at, now
+                    new_guard, next_run_id, self._job(row["name"]), next_run_at, now
                 )
             )
         results = await self._db.batch(statements)
@@ -346,9 +347,7 @@ class ScheduleService:
         guard = (schedule_id, current["revision"], run_id)
         results = await self._db.batch(
             [
-                self._runs.insert_occurrence(
-                    guard, new_run, self._max_attempts(current["name"]), at, now
-                ),
+                self._runs.insert_occurrence(guard, new_run, self._job(current["name"]), at, now),
                 self._store.advance(guard, new_run, at, now, nominal if delivered else None),
             ]
         )

@@ -10,15 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import Any, TypedDict, cast
-
-import msgspec
+from typing import Any, cast
 
 from .bindings import D1Database, D1PreparedStatement
 from .errors import ValidationError
 from .models import JobRun, Page
+from .run_rows import JobDefaults, NewRun, QueuedRow, RunRow, UnfinishedRow, row_to_run
 from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
-from .times import ms_to_datetime
 
 TABLE = "kumofire_job_runs"
 SCHEDULES = "kumofire_job_schedules"
@@ -27,7 +25,8 @@ SCHEDULES = "kumofire_job_schedules"
 SCHEDULE_GUARD = "id = ?1 AND revision = ?2 AND next_run_id IS ?3"
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
-    "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token"
+    "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
+    "concurrency_key, timeout"
 )
 _ACTIVE = sql_list(ACTIVE)
 _TERMINAL = sql_list(TERMINAL)
@@ -35,12 +34,18 @@ _RETRYABLE = sql_list(RETRYABLE_BY_HAND)
 
 _INSERT = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
-    "created_at, updated_at, dedupe_key, schedule_id, occurrence_key) "
-    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?) "
+    "created_at, updated_at, dedupe_key, schedule_id, occurrence_key, priority, "
+    "concurrency_key, dedupe_expires_at, timeout) "
+    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
-_SELECT_BY_DEDUPE = f"SELECT id FROM {TABLE} WHERE dedupe_key = ?"
+_SELECT_BY_DEDUPE = f"SELECT id, dedupe_expires_at FROM {TABLE} WHERE dedupe_key = ?"
+# A `dedupe_ttl` past: the holder lets its key go (only when a create met the key taken).
+_RELEASE_DEDUPE = (
+    f"UPDATE {TABLE} SET dedupe_key = NULL WHERE id = ?1 AND dedupe_key = ?2 "
+    "AND dedupe_expires_at <= ?3"
+)
 _MARK_QUEUED = (
     f"UPDATE {TABLE} SET status = 'queued', updated_at = ?1 "
     "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 "
@@ -77,9 +82,10 @@ _CANCEL = (
 # A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
 _INSERT_OCCURRENCE = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
-    "created_at, updated_at, schedule_id, occurrence_key) "
+    "created_at, updated_at, schedule_id, occurrence_key, priority, concurrency_key, timeout) "
     "SELECT ?4, name, 'scheduled', payload, 0, COALESCE(max_attempts, ?5), ?6, ?7, ?7, id, "
-    f"revision || ':' || ?6 FROM {SCHEDULES} WHERE {SCHEDULE_GUARD} AND enabled = 1 "
+    f"revision || ':' || ?6, priority, concurrency_key, ?8 FROM {SCHEDULES} "
+    f"WHERE {SCHEDULE_GUARD} AND enabled = 1 "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 # A schedule's change of name, payload or attempts carries over to its waiting occurrence.
@@ -110,70 +116,6 @@ _PRUNE = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
 )
-
-
-class RunRow(TypedDict):
-    """A row of the runs table, as D1 returns it (times in epoch ms)."""
-
-    id: str
-    name: str
-    status: str  # a RunStatus value
-    payload: str | None  # JSON text
-    attempt: int
-    max_attempts: int
-    scheduled_for: int
-    created_at: int
-    updated_at: int
-    started_at: int | None
-    finished_at: int | None
-    last_error: str | None
-    dedupe_key: str | None
-    schedule_id: str | None
-    lease_token: int | None
-
-
-class QueuedRow(TypedDict):
-    """What the `queued` write returns of the run it moved (a `RunRow` has all of it)."""
-
-    name: str
-    attempt: int
-    schedule_id: str | None
-    scheduled_for: int
-
-
-class UnfinishedRow(TypedDict):
-    """An unfinished run as reconciliation walks them."""
-
-    id: str
-    status: str  # a RunStatus value
-    scheduled_for: int
-
-
-def _decode_payload(text: str | None) -> Any:
-    return None if text is None else msgspec.json.decode(text)
-
-
-def _ms_or_none(value: int | None) -> Any:
-    return None if value is None else ms_to_datetime(value)
-
-
-def row_to_run(row: RunRow) -> JobRun:
-    return JobRun(
-        id=row["id"],
-        name=row["name"],
-        status=RunStatus(row["status"]),
-        payload=_decode_payload(row["payload"]),
-        attempt=row["attempt"],
-        max_attempts=row["max_attempts"],
-        scheduled_for=ms_to_datetime(row["scheduled_for"]),
-        created_at=ms_to_datetime(row["created_at"]),
-        updated_at=ms_to_datetime(row["updated_at"]),
-        started_at=_ms_or_none(row["started_at"]),
-        finished_at=_ms_or_none(row["finished_at"]),
-        last_error=row["last_error"],
-        dedupe_key=row["dedupe_key"],
-        schedule_id=row["schedule_id"],
-    )
 
 
 def encode_cursor(last_id: str) -> str:
@@ -216,20 +158,6 @@ async def keyset_page(
     return rows[:limit], next_cursor
 
 
-class NewRun(msgspec.Struct, kw_only=True):
-    """A validated run ready to insert."""
-
-    id: str
-    name: str
-    payload: str | None  # JSON text, from validation.payload
-    max_attempts: int
-    scheduled_for: int
-    created_at: int
-    dedupe_key: str | None = None
-    schedule_id: str | None = None
-    occurrence_key: str | None = None
-
-
 class RunStore:
     def __init__(self, db: D1Database) -> None:
         self.db = db
@@ -248,6 +176,10 @@ class RunStore:
             run.dedupe_key,
             run.schedule_id,
             run.occurrence_key,
+            run.priority,
+            run.concurrency_key,
+            run.dedupe_expires_at,
+            run.timeout,
         )
 
     async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
@@ -260,12 +192,14 @@ class RunStore:
         return [bool(result.results) for result in await self.db.batch(statements)]
 
     def insert_occurrence(
-        self, guard: tuple[str, int, str | None], run_id: str, default_attempts: int,
+        self, guard: tuple[str, int, str | None], run_id: str, job: JobDefaults,
         at_ms: int, now_ms: int,
     ) -> D1PreparedStatement:  # fmt: skip
-        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds."""
+        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds;
+        `job`: its job's attempts (when the schedule sets none) and timeout."""
+        attempts, timeout = job
         return self.db.prepare(_INSERT_OCCURRENCE).bind(
-            *guard, run_id, default_attempts, at_ms, now_ms
+            *guard, run_id, attempts, at_ms, now_ms, timeout
         )
 
     def refresh_pending(
@@ -274,9 +208,17 @@ class RunStore:
         """A schedule's waiting occurrence takes on its changed name, payload, attempts."""
         return self.db.prepare(_REFRESH_PENDING).bind(run_id, name, payload, max_attempts, now_ms)
 
-    async def id_by_dedupe_key(self, key: str) -> str | None:
-        value = await self.db.prepare(_SELECT_BY_DEDUPE).bind(key).first("id")
-        return None if value is None else str(value)
+    async def id_by_dedupe_key(self, key: str, now: int) -> str | None:
+        """The run holding `key`; None if none does, or its hold ended (`dedupe_ttl`), in
+        which case it lets the key go."""
+        row = await self.db.prepare(_SELECT_BY_DEDUPE).bind(key).first()
+        if row is None:
+            return None
+        expires = row["dedupe_expires_at"]
+        if expires is not None and expires <= now:
+            await self.db.prepare(_RELEASE_DEDUPE).bind(row["id"], key, now).run()
+            return None
+        return str(row["id"])
 
     # --- read -------------------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ MAX_ATTEMPTS = 100
 MAX_DEDUPE_KEY_CHARS = 512
 MAX_NAME_CHARS = 256
 MAX_BATCH = 100
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+MAX_CONCURRENCY_KEY_CHARS = 200
 MAX_LIST_LIMIT = 200
 DEFAULT_LIST_LIMIT = 50
 # D1 refuses a string or a row over 1,000,000 bytes; the rest of a run's row (name, dedupe key,
@@ -141,3 +144,38 @@ def limit(value: Any, default: int = DEFAULT_LIST_LIMIT) -> int:
     if not 1 <= value <= MAX_LIST_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
     return value
+
+
+def priority(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("priority must be an integer")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValidationError(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
+    return value
+
+
+def concurrency_key(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValidationError("concurrency_key must be a non-empty string")
+    if len(value) > MAX_CONCURRENCY_KEY_CHARS:
+        raise ValidationError(
+            f"concurrency_key is longer than {MAX_CONCURRENCY_KEY_CHARS} characters"
+        )
+    return value
+
+
+def dedupe_expires_ms(ttl: Any, dedupe_key: str | None, now: int) -> int | None:
+    """When the hold of a run's `dedupe_key` ends: `dedupe_ttl` seconds after `now`."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise ValidationError("dedupe_ttl must be a number of seconds")
+    if not math.isfinite(ttl) or not 0 < ttl <= MAX_DELAY_SECONDS:
+        raise ValidationError(f"dedupe_ttl must be above 0 and at most {MAX_DELAY_SECONDS} s")
+    if dedupe_key is None:
+        raise ValidationError("dedupe_ttl needs a dedupe_key")
+    return now + seconds_to_ms(ttl)

@@ -96,6 +96,15 @@ _RUN_FIELDS: dict[str, dict[str, Any]] = {
     "max_attempts": _MAX_ATTEMPTS,
     "dedupe_key": {"type": "string", "minLength": 1,
                    "maxLength": validation.MAX_DEDUPE_KEY_CHARS},
+    "priority": {"type": "integer", "minimum": validation.MIN_PRIORITY,
+                 "maximum": validation.MAX_PRIORITY,
+                 "description": "higher starts first among the job's waiting runs"},
+    "concurrency_key": {"type": "string", "minLength": 1,
+                        "maxLength": validation.MAX_CONCURRENCY_KEY_CHARS,
+                        "description": "what key_concurrency and key_rate_limit count by"},
+    "dedupe_ttl": {"type": "number", "exclusiveMinimum": 0,
+                   "maximum": validation.MAX_DELAY_SECONDS,
+                   "description": "seconds the dedupe_key is held after the run's creation"},
 }  # fmt: skip
 
 _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
@@ -170,6 +179,16 @@ _SCHEMAS: dict[str, Any] = {
             "last_error": {"type": ["string", "null"]},
             "dedupe_key": {"type": ["string", "null"]},
             "schedule_id": {"type": ["string", "null"]},
+            "priority": {
+                "type": "integer",
+                "minimum": validation.MIN_PRIORITY,
+                "maximum": validation.MAX_PRIORITY,
+            },
+            "concurrency_key": {"type": ["string", "null"]},
+            "timeout": {"type": ["number", "null"], "description": "seconds"},
+            "parent_id": {"type": ["string", "null"]},
+            "progress": {"description": "JSON or null"},
+            "result": {"description": "what the handler returned: JSON or null"},
         },
     },
     "RunPage": {
