@@ -53,22 +53,6 @@ async def test_concurrency_two_never_runs_more_than_two_and_all_ten_succeed(
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
-async def test_a_job_without_limits_never_meets_the_limiter(
-    make_env: EnvFactory, clock: ManualClock
-) -> None:
-    gauge = Gauge()
-    gauge.gate.set()
-    env = await make_env(
-        {"free": gauge, "report": noop}, job_options={"report": JobOptions(concurrency=1)}
-    )
-    spy = FailingNamespace(env.JOB_COORDINATOR, "limit_acquire", "limit_release")
-    rewire(env, coordinator=spy)
-    run = await env.jobs.create("free")
-    await settle(clock, 0.1)
-    got = await env.jobs.get(run.kumofire_job_run_id)
-    assert got is not None and got.status == "succeeded"  # no limiter call failed it
-
-
 async def test_a_rate_limit_of_five_a_second_starts_no_more_than_five_in_any_second(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
@@ -138,3 +122,46 @@ async def test_consumers_racing_with_duplicated_messages_keep_the_limit(
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_key_concurrency_one_runs_one_per_key_and_the_keys_side_by_side(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    running: dict[str, int] = {}
+    peaks: dict[str, int] = {}
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        key = ctx.job.concurrency_key or ""
+        running[key] = running.get(key, 0) + 1
+        peaks[key] = max(peaks.get(key, 0), running[key])
+        await gate.wait()
+        running[key] -= 1
+
+    env = await make_env({"sync": job}, job_options={"sync": JobOptions(key_concurrency=1)})
+    ids = [
+        (await env.jobs.create("sync", concurrency_key=key)).kumofire_job_run_id
+        for key in ["a", "b", "c"] * 3
+    ]
+    await settle(clock, 0.5)
+    assert running == {"a": 1, "b": 1, "c": 1}  # one per key, the three keys at once
+    gate.set()
+    await settle(clock, 1.0)
+    assert peaks == {"a": 1, "b": 1, "c": 1}
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+
+
+async def test_unlimited_jobs_beside_a_limited_one_start_in_one_statement(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env(
+        {"free": noop, "report": noop}, job_options={"report": JobOptions(concurrency=1)}
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR, "limit_acquire")
+    rewire(env, coordinator=spy)
+    free = await env.jobs.create("free")
+    await settle(clock, 0.1)
+    run = await env.jobs.get(free.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"  # never asked the (failing) limiter

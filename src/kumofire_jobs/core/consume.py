@@ -23,7 +23,7 @@ from .limits import PARK_MS, Limits
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .options import JobPolicies
-from .run_rows import row_to_run
+from .run_rows import RunRow, row_to_run
 from .states import TERMINAL, ConsumeOutcome, RunStatus
 from .store import RunStore
 
@@ -155,26 +155,37 @@ class Consumer:
             log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
             return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
         token = int(grant["token"])
-        # A runtime with limited jobs reads the run first (its job, key and priority); one
-        # whose jobs have no limits never does. A run told to wait is woken by the limiter
-        # through its coordinator: park that until then (the fallback due time only matters
-        # if the limiter lost the run).
-        limits = self._limits
-        if limits is not None and limits.any:
-            row = await self._store.get_row(run_id)
-            if not await limits.enter(row, token):
-                await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
-                return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
-        run = await self._store.start(run_id, token, now_ms(self._clock))
+        # In a runtime with limited jobs, their runs do not start here (`unless_jobs`): the
+        # row read below tells the job, key and priority the limiter needs. Other runs start
+        # in this one statement, as in a runtime without limits.
+        limited = None if self._limits is None else self._limits.names
+        run = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
         if run is None:
             outcome = await self._not_started(run_id, token)
             return ConsumeResult(outcome=outcome, job_run_id=run_id)
         return ConsumeResult(outcome=await self._execute(run, token), job_run_id=run_id)
 
+    async def _limited_start(self, row: RunRow, token: int) -> ConsumeOutcome | None:
+        """A run of a limited job: ask its limiter for a slot, then start. A run told to wait
+        is woken by the limiter through its coordinator: park that until then (the fallback
+        due time only matters if the limiter lost the run). None: not started after all."""
+        assert self._limits is not None
+        run_id = row["id"]
+        if not await self._limits.enter(row, token):
+            await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
+            return ConsumeOutcome.IGNORED
+        run = await self._store.start(run_id, token, now_ms(self._clock))
+        return None if run is None else await self._execute(run, token)
+
     async def _not_started(self, run_id: str, token: int) -> ConsumeOutcome:
         """The guarded start matched nothing: learn why from the row, and act on it."""
-        now = now_ms(self._clock)
         row = await self._store.get_row(run_id)
+        if row is not None and self._limits is not None and self._limits.limits(row["name"]):
+            outcome = await self._limited_start(row, token)
+            if outcome is not None:
+                return outcome
+            row = await self._store.get_row(run_id)  # it did not start: learn why, as below
+        now = now_ms(self._clock)
         if row is not None and row["status"] == RunStatus.RUNNING and row["lease_token"] == token:
             # Our own start landed, but its answer was lost (a retried D1 write): go on.
             return await self._execute(row_to_run(row), token)

@@ -8,6 +8,7 @@ docs/architecture.md, "The limiter actor".
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -89,10 +90,16 @@ class Limits:
         self._clock = clock
         self._lease_ms = lease_ms
         self._held: dict[str, Slot] = {}  # run id -> the slot this consumer holds for it
+        self._names = json.dumps(sorted(options)) if options else None
 
     @property
-    def any(self) -> bool:
-        return bool(self._options)
+    def names(self) -> str | None:
+        """The limited jobs as a JSON array (the start statement skips their runs), or None
+        when no job is limited."""
+        return self._names
+
+    def limits(self, job: str) -> LimitsMessage | None:
+        return self._options.get(job)
 
     def _stub(self, job: str) -> Any:
         return self._namespace.getByName(limiter_name(job))
