@@ -165,3 +165,42 @@ async def test_unlimited_jobs_beside_a_limited_one_start_in_one_statement(
     await settle(clock, 0.1)
     run = await env.jobs.get(free.kumofire_job_run_id)
     assert run is not None and run.status == "succeeded"  # never asked the (failing) limiter
+
+
+async def test_canceling_a_waiting_run_takes_it_out_of_the_line(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    first, waiting, last = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.1)
+    await env.jobs.cancel(waiting)
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [first], "offered": [], "waiting": 1}
+    gauge.gate.set()
+    await settle(clock, 0.1)  # the slot goes to `last` at once, not after an unclaimed offer
+    assert gauge.done == [first, last]
+    run = await env.jobs.get(waiting)
+    assert run is not None and run.status == "canceled"
+
+
+async def test_waiting_runs_start_by_priority_then_due_time(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.id)
+        await gate.wait()
+
+    env = await make_env({"report": job}, job_options={"report": JobOptions(concurrency=1)})
+    holder = (await env.jobs.create("report")).kumofire_job_run_id
+    await settle(clock, 0.1)
+    low = (await env.jobs.create("report", priority=-5)).kumofire_job_run_id
+    plain = (await env.jobs.create("report")).kumofire_job_run_id
+    high = (await env.jobs.create("report", priority=10)).kumofire_job_run_id
+    await settle(clock, 0.1)
+    gate.set()
+    await settle(clock, 0.5)
+    assert order == [holder, high, plain, low]

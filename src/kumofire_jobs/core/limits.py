@@ -22,14 +22,13 @@ from kumofire_coordinator.messages import (
 
 from .bindings import DurableObjectNamespace
 from .clock import Clock
-from .coordination import Coordinators
+from .coordination import LIMITER_PREFIX, Coordinators
 from .log import get_logger
 from .options import JobOptions, RateLimit
 from .states import TERMINAL, RunStatus
 
 log = get_logger()
 
-LIMITER_PREFIX = "limiter:"
 # A run told to wait parks its coordinator this long: the limiter wakes it sooner; this only
 # brings it back if the limiter lost it (its storage, or after unclaimed offers).
 PARK_MS = 300_000
