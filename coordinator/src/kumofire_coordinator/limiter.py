@@ -250,11 +250,22 @@ class LimiterActor:
                 woken.append(run_id)
             self._slots[run_id] = slot
             await self._put_slot(run_id, slot)
-            self._meta.starts.append(now)
-            self._meta.key_starts.setdefault(waiter.key, []).append(now)
-            self._meta.cursor = waiter.key
-            self._meta_dirty = True
+            self._record_start(waiter.key, now)
         return woken
+
+    def _record_start(self, key: str, now: int) -> None:
+        """Count a start in the rate windows that apply and move the round robin on; the
+        meta record is written only if that changed it (no row for a job without rates)."""
+        limits, meta = self._limits, self._meta
+        if limits.rate is not None:
+            meta.starts.append(now)
+            self._meta_dirty = True
+        if limits.key_rate is not None:
+            meta.key_starts.setdefault(key, []).append(now)
+            self._meta_dirty = True
+        if meta.cursor != key:
+            meta.cursor = key
+            self._meta_dirty = True
 
     # --- records ----------------------------------------------------------------------------
 
@@ -337,13 +348,12 @@ class LimiterActor:
                 for key in self._queue.keys():  # noqa: SIM118  a method, not a dict
                     if t := limits.key_rate.opens(meta.key_starts.get(key, []), now):
                         times.append(t)
+        # An alarm set already that comes no later serves (it finds nothing due and re-aims),
+        # and one no longer needed is left to fire once: either costs less than a row written.
         alarm = min(times, default=None)
-        if alarm == self._alarm:
+        if alarm is None or (self._alarm is not None and self._alarm <= alarm):
             return
-        if alarm is None:
-            await self._storage.deleteAlarm()
-        else:
-            await self._storage.setAlarm(alarm)
+        await self._storage.setAlarm(alarm)
         self._alarm = alarm
 
     async def _wake(self, run_ids: list[str]) -> None:
