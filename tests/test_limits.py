@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from kumofire_jobs import JobContext, JobOptions, RateLimit
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
+from kumofire_jobs.core.models import JobRun
+from kumofire_jobs.core.store import RunStore
 from tests.support.envs import EnvFactory, noop
 from tests.support.faults import FailingNamespace, rewire
 
@@ -204,3 +208,35 @@ async def test_waiting_runs_start_by_priority_then_due_time(
     gate.set()
     await settle(clock, 0.5)
     assert order == [holder, high, plain, low]
+
+
+async def test_a_running_write_that_fails_after_the_slot_was_granted_loses_nothing(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RunStore.start
+    failed: list[str] = []
+
+    async def flaky(
+        self: RunStore, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
+    ) -> JobRun | None:
+        if unless_jobs is None and not failed:  # the limited run's start, after its acquire
+            failed.append(run_id)
+            raise ConnectionError("D1 is unavailable")
+        return await original(self, run_id, token, now, unless_jobs=unless_jobs)
+
+    monkeypatch.setattr(RunStore, "start", flaky)
+    gauge = Gauge()
+    gauge.gate.set()
+    env = await make_env(
+        {"job": gauge}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    first = (await env.jobs.create("job")).kumofire_job_run_id
+    second = (await env.jobs.create("job")).kumofire_job_run_id
+    await settle(clock, 1.0)
+    assert failed == [first] and gauge.done == []  # the slot is held by the failed start
+    await clock.advance(29.0)  # the run's lease and its slot expire together
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted([first, second]) and gauge.peak == 1
+    for run_id in (first, second):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1

@@ -351,3 +351,14 @@ async def test_a_coordinator_in_the_same_class_still_delivers(
     await stub.arm("run_1", now_ms(clock))
     await clock.advance(0)
     assert (await stub.status())["phase"] == "delivered"
+
+
+async def test_a_renew_the_limiter_cannot_place_takes_a_slot_only_if_there_is_room(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    # As after the limiter's storage was lost: running runs renew slots it does not know.
+    stub = namespace.getByName(NAME)
+    await stub.limit_acquire("other", 1, "", 0, 0, LEASE_MS, limits(concurrency=2))
+    assert (await stub.limit_renew("r1", 5, "", LEASE_MS))["ok"]
+    assert await stub.limit_renew("r2", 5, "", LEASE_MS) == {"ok": False, "reason": "lost"}
+    assert (await stub.limit_status())["held"] == ["other", "r1"]
