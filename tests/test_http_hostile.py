@@ -253,7 +253,7 @@ async def test_every_405_carries_allow_with_the_methods_of_its_path(
     cases = {
         ("DELETE", "/v1/runs"): "GET, HEAD, POST",
         ("GET", "/v1/runs:batch"): "POST",
-        ("PUT", "/v1/runs/run_x"): "GET, HEAD",
+        ("PUT", "/v1/runs/run_x"): "DELETE, GET, HEAD",
         ("GET", "/v1/runs/run_x/cancel"): "POST",
         ("POST", "/v1/health"): "GET, HEAD",
         ("PUT", "/v1/schedules"): "GET, HEAD, POST",
@@ -269,7 +269,7 @@ async def test_every_405_carries_allow_with_the_methods_of_its_path(
     for route in client._transport.app.routes:  # type: ignore[attr-defined]
         by_path.setdefault(route.path, set()).update(route.methods)
     for template, methods in by_path.items():
-        path = template.format(run_id="run_x", schedule_id="sch_x", key="k")
+        path = template.format(run_id="run_x", schedule_id="sch_x", key="k", name="email")
         for method in {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} - methods:
             response = await client.request(method, path)
             assert error_of(response) == (405, "method_not_allowed"), (method, path)
@@ -350,7 +350,7 @@ async def test_every_route_survives_hostile_ids_queries_and_bodies(
     ]
     for method, template in served:
         for segment in HOSTILE_SEGMENTS:
-            path = template.format(run_id=segment, schedule_id=segment, key=segment)
+            path = template.format(run_id=segment, schedule_id=segment, key=segment, name=segment)
             for query in HOSTILE_QUERIES:
                 for body in HOSTILE_BODIES if method in ("POST", "PUT", "PATCH") else [None]:
                     response = await client.request(method, path, params=query, content=body)

@@ -83,7 +83,7 @@ async def test_sample_requests_of_every_operation_match_the_document(
         "/v1/schedules", json={"name": "email", "every": 60, "key": "existing"}
     )
     schedule_id = created.json()["id"]
-    params = {"run_id": run_id, "schedule_id": schedule_id, "key": "existing"}
+    params = {"run_id": run_id, "schedule_id": schedule_id, "key": "existing", "name": "email"}
     # (method, path, query, body, expected status), in an order where each can succeed.
     samples: list[tuple[str, str, dict[str, Any], Any, int]] = [
         ("GET", "/v1/health", {}, None, 200),
@@ -102,6 +102,20 @@ async def test_sample_requests_of_every_operation_match_the_document(
         ("POST", "/v1/runs/{run_id}/retry", {}, None, 409),
         ("POST", "/v1/runs/{run_id}/cancel", {}, None, 200),
         ("GET", "/v1/runs/{run_id}", {}, None, 200),
+        ("POST", "/v1/runs/{run_id}/promote", {}, None, 409),
+        ("DELETE", "/v1/runs/{run_id}", {}, None, 204),
+        ("DELETE", "/v1/runs/{run_id}", {}, None, 404),
+        ("POST", "/v1/runs/{run_id}/promote", {}, None, 404),
+        ("POST", "/v1/runs:cancel", {}, {"name": "email", "limit": 1}, 200),
+        ("POST", "/v1/runs:retry", {}, {"status": "canceled", "schedule_id": None}, 200),
+        ("POST", "/v1/runs:delete", {}, {"created_before": "2100-01-01T00:00:00Z",
+                                         "status": "canceled"}, 200),
+        ("POST", "/v1/runs:cancel", {}, {"limit": 5}, 422),
+        ("GET", "/v1/jobs", {}, None, 200),
+        ("GET", "/v1/jobs/{name}", {}, None, 200),
+        ("POST", "/v1/jobs/{name}/pause", {}, None, 200),
+        ("POST", "/v1/jobs/{name}/resume", {}, None, 200),
+        ("GET", "/v1/jobs/nope", {}, None, 404),
         ("POST", "/v1/schedules", {}, {"name": "email", "cron": "0 9 * * *", "key": "daily",
                                        "timezone": "Asia/Tokyo", "enabled": False,
                                        "max_attempts": 2, "payload": {"a": 1}}, 201),
@@ -126,7 +140,9 @@ async def test_sample_requests_of_every_operation_match_the_document(
     ]  # fmt: skip
     covered = set()
     for method, path, query, body, status in samples:
-        template = path.replace("/by-key/fresh", "/by-key/{key}")
+        template = path.replace("/by-key/fresh", "/by-key/{key}").replace(
+            "/jobs/nope", "/jobs/{name}"
+        )
         covered.add((method, template))
         if body is not None:
             assert errors(body_schema(method, template), body) == [], (method, path, body)
@@ -147,7 +163,8 @@ FIELD_SAMPLES: dict[str, Any] = {
     "name": "email", "payload": {"a": 1}, "run_at": "2030-01-01T00:00:00Z", "delay": 1,
     "max_attempts": 2, "dedupe_key": "d", "cron": "0 9 * * *", "every": 5, "key": "k2",
     "timezone": "UTC", "enabled": True, "runs": [], "surprise": 1, "priority": 5,
-    "concurrency_key": "tenant", "dedupe_ttl": 60,
+    "concurrency_key": "tenant", "dedupe_ttl": 60, "status": "failed", "schedule_id": "sch_x",
+    "created_before": "2030-01-01T00:00:00Z", "limit": 10,
 }  # fmt: skip
 
 
@@ -163,6 +180,9 @@ async def test_each_body_lists_exactly_the_fields_the_server_accepts(
         ("PUT", "/v1/schedules/by-key/k", "/v1/schedules/by-key/{key}", {"every": 60}),
         ("PATCH", "/v1/schedules/by-key/k", "/v1/schedules/by-key/{key}", {"every": 60}),
         ("PATCH", "/v1/schedules/sch_x", "/v1/schedules/{schedule_id}", {"every": 60}),
+        ("POST", "/v1/runs:cancel", "/v1/runs:cancel", {"name": "email"}),
+        ("POST", "/v1/runs:retry", "/v1/runs:retry", {"name": "email"}),
+        ("POST", "/v1/runs:delete", "/v1/runs:delete", {"name": "email"}),
     ]
     with_bodies = {
         (m.upper(), p)

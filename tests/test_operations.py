@@ -48,6 +48,9 @@ RESULTS: dict[str, str | None] = {
     "JobSchedule | None": "JobSchedule",
     "Page[JobSchedule]": "SchedulePage",
     "bool": None,
+    "BulkResult": "BulkResult",
+    "list[JobInfo]": "JobList",
+    "JobInfo | None": "Job",
 }
 
 # A Python argument that is a list of bodies, to the body field that carries the list.
@@ -216,8 +219,17 @@ SAMPLES: dict[str, tuple[dict[str, str], Any]] = {
     "get": ({"run_id": "$run"}, None),
     "list": ({}, None),
     "counts": ({}, None),
+    "promote": ({"run_id": "$run"}, None),  # still scheduled: made due now
     "cancel": ({"run_id": "$run"}, None),
     "retry": ({"run_id": "$run"}, None),
+    "cancel_many": ({}, {"name": "email"}),
+    "delete": ({"run_id": "$run"}, None),  # canceled by cancel_many
+    "retry_many": ({}, {"status": "canceled", "limit": 1}),
+    "delete_many": ({}, {"status": "succeeded"}),
+    "list_jobs": ({}, None),
+    "get_job": ({"name": "email"}, None),
+    "pause_job": ({"name": "email"}, None),
+    "resume_job": ({"name": "email"}, None),
     "create_schedule": ({}, {"name": "email", "every": 5}),
     "upsert_schedule": ({"key": "k"}, {"name": "email", "every": 5}),
     "get_schedule": ({"schedule_id": "$schedule"}, None),

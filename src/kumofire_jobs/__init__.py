@@ -20,10 +20,12 @@ from .core.errors import (
 )
 from .core.jobs import Jobs
 from .core.models import (
+    BulkResult,
     ConsumeResult,
     CreatedRun,
     CreateRequest,
     DispatchResult,
+    JobInfo,
     JobRun,
     JobSchedule,
     Page,
@@ -36,6 +38,7 @@ from .core.states import ConsumeOutcome, RunStatus
 __version__ = "0.1.0"
 
 __all__ = [
+    "BulkResult",
     "Clock",
     "ConflictError",
     "ConsumeOutcome",
@@ -45,6 +48,7 @@ __all__ = [
     "DispatchResult",
     "JobCanceledError",
     "JobContext",
+    "JobInfo",
     "JobOptions",
     "JobRun",
     "JobSchedule",

@@ -95,6 +95,9 @@ RPC_METHODS = {
     "update_schedule", "update_schedule_by_key", "disable_schedule", "disable_schedule_by_key",
     "enable_schedule", "enable_schedule_by_key", "delete_schedule", "delete_schedule_by_key",
     "list_schedules",
+    # API.md Part 2, "Controlling runs and jobs"
+    "promote", "delete", "cancel_many", "retry_many", "delete_many", "list_jobs", "get_job",
+    "pause_job", "resume_job",
 }  # fmt: skip
 
 

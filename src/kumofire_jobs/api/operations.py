@@ -33,6 +33,8 @@ SCHEDULE_CREATE_FIELDS: Final = SCHEDULE_PATCH_FIELDS | {"key"}
 RUN_QUERY: Final = ("status", "name", "schedule_id", "limit", "cursor")
 """`list`'s keyword arguments: the HTTP query string, the RPC query dict."""
 COUNTS_QUERY: Final = ("name",)
+BULK_FIELDS: Final = frozenset({"status", "name", "schedule_id", "created_before", "limit"})
+"""A bulk operation's filter: `cancel_many`, `retry_many`, `delete_many`."""
 SCHEDULE_QUERY: Final = ("enabled", "name", "limit", "cursor")
 
 
@@ -54,6 +56,10 @@ CREATE_SCHEDULE: Final = Body(
 # PUT and PATCH: the fields to change (the key or id is in the path). A PUT that creates needs
 # `name` and a timing, as a create does.
 SCHEDULE_FIELDS: Final = Body("ScheduleFields", SCHEDULE_PATCH_FIELDS, "the fields")
+RUN_FILTER: Final = Body(
+    "RunFilter", BULK_FIELDS,
+    "which runs (at least one of status, name, schedule_id, created_before)",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class Operation:
 _RUN = {200: "the run"}
 _SCHEDULE = {200: "the schedule"}
 _BODY_ERRORS = (400, 413, 422)
+_JOB = {200: "the job"}
+_BULK = {200: "how many runs changed, and whether more match"}
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
     # --- runs ---------------------------------------------------------------------------------
@@ -112,12 +120,48 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "Run counts by status (every status, zeros included)", query=COUNTS_QUERY,
     ),
     Operation(
+        "promote", ("id",), "POST", "/v1/runs/{run_id}/promote", _RUN, (404, 409), "JobRun",
+        "Make a scheduled run due now",
+    ),
+    Operation(
         "cancel", ("id",), "POST", "/v1/runs/{run_id}/cancel", _RUN, (404,), "JobRun",
         "Cancel a scheduled, queued or running run (a finished one is unchanged)",
     ),
     Operation(
         "retry", ("id",), "POST", "/v1/runs/{run_id}/retry", _RUN, (404, 409), "JobRun",
         "Schedule a failed or canceled run again now, with one more attempt",
+    ),
+    Operation(
+        "cancel_many", ("body",), "POST", "/v1/runs:cancel", _BULK, _BODY_ERRORS, "BulkResult",
+        "Cancel the unfinished runs that match (at most limit)", body=RUN_FILTER,
+    ),
+    Operation(
+        "delete", ("id",), "DELETE", "/v1/runs/{run_id}", {204: "deleted"}, (404, 409), None,
+        "Delete a finished run",
+    ),
+    Operation(
+        "retry_many", ("body",), "POST", "/v1/runs:retry", _BULK, _BODY_ERRORS, "BulkResult",
+        "Retry the failed and canceled runs that match (at most limit)", body=RUN_FILTER,
+    ),
+    Operation(
+        "delete_many", ("body",), "POST", "/v1/runs:delete", _BULK, _BODY_ERRORS, "BulkResult",
+        "Delete the finished runs that match (at most limit)", body=RUN_FILTER,
+    ),
+    # --- jobs ---------------------------------------------------------------------------------
+    Operation(
+        "list_jobs", (), "GET", "/v1/jobs", {200: "every registered job"}, (), "JobList",
+        "List the jobs",
+    ),
+    Operation(
+        "get_job", ("id",), "GET", "/v1/jobs/{name}", _JOB, (404,), "Job", "Get a job",
+    ),
+    Operation(
+        "pause_job", ("id",), "POST", "/v1/jobs/{name}/pause", _JOB, (404,), "Job",
+        "Pause a job: it starts no run until resumed (running runs go on)",
+    ),
+    Operation(
+        "resume_job", ("id",), "POST", "/v1/jobs/{name}/resume", _JOB, (404,), "Job",
+        "Resume a job: its waiting runs start, in priority order",
     ),
     # --- schedules ----------------------------------------------------------------------------
     Operation(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 
 if TYPE_CHECKING:
@@ -51,6 +51,14 @@ class JobsApi(Protocol):
 
     async def get(self, run_id: str) -> JobRun | None: ...
 
+    async def list_jobs(self) -> list[JobInfo]: ...
+
+    async def get_job(self, name: str) -> JobInfo | None: ...
+
+    async def pause_job(self, name: str) -> JobInfo | None: ...
+
+    async def resume_job(self, name: str) -> JobInfo | None: ...
+
     async def list(
         self,
         *,
@@ -66,6 +74,40 @@ class JobsApi(Protocol):
     async def cancel(self, run_id: str) -> JobRun | None: ...
 
     async def retry(self, run_id: str) -> JobRun | None: ...
+
+    async def promote(self, run_id: str) -> JobRun | None: ...
+
+    async def delete(self, run_id: str) -> bool: ...
+
+    async def cancel_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult: ...
+
+    async def retry_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult: ...
+
+    async def delete_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult: ...
 
     # --- schedules --------------------------------------------------------------------------
 

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..core.errors import ValidationError
-from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
-from .operations import CREATE_FIELDS
+from .operations import BULK_FIELDS, CREATE_FIELDS
 
 T = TypeVar("T")
 
@@ -75,6 +75,14 @@ def created_to_wire(created: CreatedRun) -> dict[str, Any]:
 
 def page_to_wire(page: Page[JobRun]) -> dict[str, Any]:
     return {"items": [run_to_wire(run) for run in page.items], "next_cursor": page.next_cursor}
+
+
+def bulk_to_wire(result: BulkResult) -> dict[str, Any]:
+    return {"count": result.count, "has_more": result.has_more}
+
+
+def job_to_wire(job: JobInfo) -> dict[str, Any]:
+    return {"name": job.name, "paused": job.paused, "options": job.options, "counts": job.counts}
 
 
 def schedule_page_to_wire(page: Page[JobSchedule]) -> dict[str, Any]:
@@ -135,6 +143,21 @@ def create_request(body: Any, what: str = "the body") -> CreateRequest:
     )
 
 
+def bulk_filter(body: Any) -> dict[str, Any]:
+    """A bulk operation's body to its keyword arguments (`created_before` read as RFC 3339;
+    null is left out; the values are checked by the jobs API)."""
+    fields = {k: v for k, v in known_fields(body, BULK_FIELDS).items() if v is not None}
+    before = fields.get("created_before")
+    if before is not None:
+        if not isinstance(before, str):
+            raise ValidationError("created_before must be an RFC 3339 date-time string")
+        try:
+            fields["created_before"] = parse_rfc3339(before)
+        except ValueError as exc:
+            raise ValidationError(f"created_before: {exc}") from None
+    return fields
+
+
 # --- Call arguments to the wire (the client) ------------------------------------------------------
 
 
@@ -167,6 +190,22 @@ def create_body(request: CreateRequest) -> dict[str, Any]:
         concurrency_key=request.concurrency_key,
         dedupe_ttl=request.dedupe_ttl,
     )
+
+
+def bulk_body(
+    status: Any, name: Any, schedule_id: Any, created_before: Any, limit: Any
+) -> dict[str, Any]:
+    """A bulk operation's keyword arguments as its body (`created_before` as RFC 3339)."""
+    if created_before is not None:
+        if not isinstance(created_before, datetime):
+            raise ValidationError("created_before must be a timezone-aware datetime")
+        created_before = format_rfc3339(created_before)
+    if isinstance(status, RunStatus):
+        status = status.value
+    return given_fields(
+        status=status, name=name, schedule_id=schedule_id, created_before=created_before,
+        limit=limit,
+    )  # fmt: skip
 
 
 # --- Results from the wire (the client, remote handler targets) -----------------------------------
@@ -247,3 +286,20 @@ def counts_from_wire(data: Any) -> dict[str, int]:
     if not isinstance(data, dict):
         raise TypeError(f"expected an object, got {type(data).__name__}")
     return {str(status): int(count) for status, count in data.items()}
+
+
+def bulk_from_wire(data: Mapping[str, Any]) -> BulkResult:
+    return BulkResult(count=data["count"], has_more=data["has_more"])
+
+
+def job_from_wire(data: Mapping[str, Any]) -> JobInfo:
+    return JobInfo(
+        name=data["name"],
+        paused=data["paused"],
+        options=dict(data["options"]),
+        counts={str(status): int(n) for status, n in data["counts"].items()},
+    )
+
+
+def jobs_from_wire(data: Any) -> list[JobInfo]:
+    return [job_from_wire(item) for item in data["items"]]

@@ -44,11 +44,15 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..api.protocol import JobsApi
 from ..api.wire import (
+    bulk_body,
+    bulk_from_wire,
     counts_from_wire,
     create_body,
     created_from_wire,
     created_items_from_wire,
     given_fields,
+    job_from_wire,
+    jobs_from_wire,
     page_from_wire,
     run_from_wire,
     schedule_from_wire,
@@ -61,7 +65,7 @@ from ..core.errors import (
     UnknownJobError,
     ValidationError,
 )
-from ..core.models import CreatedRun, CreateRequest, JobRun, JobSchedule, Page
+from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
 from ..core.states import RunStatus
 from .ffi import js_error, to_js, to_py
 from .service import split_error
@@ -199,6 +203,21 @@ class JobsClient(JobsApi):
         data = await self._maybe("get", run_id)
         return None if data is None else _read(run_from_wire, data)
 
+    async def list_jobs(self) -> list[JobInfo]:
+        return _read(jobs_from_wire, await self._call("list_jobs"))
+
+    async def get_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("get_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
+    async def pause_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("pause_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
+    async def resume_job(self, name: str) -> JobInfo | None:
+        data = await self._maybe("resume_job", name)
+        return None if data is None else _read(job_from_wire, data)
+
     async def list(
         self,
         *,
@@ -227,6 +246,49 @@ class JobsClient(JobsApi):
     async def retry(self, run_id: str) -> JobRun | None:
         data = await self._maybe("retry", run_id)
         return None if data is None else _read(run_from_wire, data)
+
+    async def promote(self, run_id: str) -> JobRun | None:
+        data = await self._maybe("promote", run_id)
+        return None if data is None else _read(run_from_wire, data)
+
+    async def delete(self, run_id: str) -> bool:
+        return await self._maybe("delete", run_id) is not None
+
+    async def cancel_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        body = bulk_body(status, name, schedule_id, created_before, limit)
+        return _read(bulk_from_wire, await self._call("cancel_many", body))
+
+    async def retry_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        body = bulk_body(status, name, schedule_id, created_before, limit)
+        return _read(bulk_from_wire, await self._call("retry_many", body))
+
+    async def delete_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        body = bulk_body(status, name, schedule_id, created_before, limit)
+        return _read(bulk_from_wire, await self._call("delete_many", body))
 
     # --- schedules --------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.log import get_logger
-from ..core.models import JobSchedule
+from ..core.models import JobInfo, JobSchedule
 from .ffi import error_value, to_py
 
 log = get_logger()
@@ -208,6 +208,69 @@ async def retry(jobs: Jobs, run_id: Any) -> dict[str, Any]:
     if run is None:
         raise _not_found("run")
     return wire.run_to_wire(run)
+
+
+@rpc_method
+async def promote(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    run = await jobs.promote(_run_id(run_id))
+    if run is None:
+        raise _not_found("run")
+    return wire.run_to_wire(run)
+
+
+@rpc_method
+async def delete(jobs: Jobs, run_id: Any) -> dict[str, bool]:
+    """`DELETE /v1/runs/{id}`: `{"deleted": true}` where HTTP answers 204."""
+    if not await jobs.delete(_run_id(run_id)):
+        raise _not_found("run")
+    return {"deleted": True}
+
+
+@rpc_method
+async def cancel_many(jobs: Jobs, body: Any) -> dict[str, Any]:
+    return wire.bulk_to_wire(await jobs.cancel_many(**wire.bulk_filter(to_py(body))))
+
+
+@rpc_method
+async def retry_many(jobs: Jobs, body: Any) -> dict[str, Any]:
+    return wire.bulk_to_wire(await jobs.retry_many(**wire.bulk_filter(to_py(body))))
+
+
+@rpc_method
+async def delete_many(jobs: Jobs, body: Any) -> dict[str, Any]:
+    return wire.bulk_to_wire(await jobs.delete_many(**wire.bulk_filter(to_py(body))))
+
+
+def _job_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValidationError("the job name must be a non-empty string")
+    return value
+
+
+def _job_found(job: JobInfo | None) -> dict[str, Any]:
+    if job is None:
+        raise _not_found("job")
+    return wire.job_to_wire(job)
+
+
+@rpc_method
+async def list_jobs(jobs: Jobs) -> dict[str, Any]:
+    return {"items": [wire.job_to_wire(job) for job in await jobs.list_jobs()]}
+
+
+@rpc_method
+async def get_job(jobs: Jobs, name: Any) -> dict[str, Any]:
+    return _job_found(await jobs.get_job(_job_name(name)))
+
+
+@rpc_method
+async def pause_job(jobs: Jobs, name: Any) -> dict[str, Any]:
+    return _job_found(await jobs.pause_job(_job_name(name)))
+
+
+@rpc_method
+async def resume_job(jobs: Jobs, name: Any) -> dict[str, Any]:
+    return _job_found(await jobs.resume_job(_job_name(name)))
 
 
 # --- schedules --------------------------------------------------------------------------------

@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import validation
 from .bindings import D1Database
+from .bulk import bulk
 from .consume import Consumer
 from .errors import ValidationError
+from .job_control import JobService
 from .migrations import check_schema, schema_version
 from .models import (
+    BulkResult,
     ConsumeResult,
     CreatedRun,
     CreateRequest,
     DispatchResult,
+    JobInfo,
     JobRun,
     JobSchedule,
     Page,
@@ -62,7 +66,9 @@ class Jobs:
         schedules: ScheduleService,
         consumer: Consumer,
         schema: SchemaGate,
+        job_service: JobService,
     ) -> None:
+        self.job_service = job_service
         self.runs = runs
         self.schedules = schedules
         self._consumer = consumer
@@ -117,6 +123,27 @@ class Jobs:
         await self._ready()
         return await self.runs.get(run_id)
 
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def list_jobs(self) -> list[JobInfo]:
+        """Every registered job (handlers and remote routes): paused, options, counts."""
+        await self._ready()
+        return await self.job_service.list()
+
+    async def get_job(self, name: str) -> JobInfo | None:
+        await self._ready()
+        return await self.job_service.get(name)
+
+    async def pause_job(self, name: str) -> JobInfo | None:
+        """Start no run of the job until it is resumed (kept in D1); running runs go on."""
+        await self._ready()
+        return await self.job_service.pause(name)
+
+    async def resume_job(self, name: str) -> JobInfo | None:
+        """Start the job's runs again; its waiting runs are re-armed in priority order."""
+        await self._ready()
+        return await self.job_service.resume(name)
+
     async def list(
         self,
         *,
@@ -148,6 +175,62 @@ class Jobs:
         """Schedule a failed or canceled run again now, with one more attempt allowed."""
         await self._ready()
         return await self.runs.retry(run_id)
+
+    async def promote(self, run_id: str) -> JobRun | None:
+        """Make a `scheduled` run due now (ConflictError for any other status)."""
+        await self._ready()
+        return await self.runs.promote(run_id)
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a finished run (ConflictError for an unfinished one); False if unknown."""
+        await self._ready()
+        return await self.runs.delete(run_id)
+
+    async def cancel_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        """Cancel at most `limit` unfinished runs matching the filter (at least one field)."""
+        return await self._bulk("cancel", status, name, schedule_id, created_before, limit)
+
+    async def retry_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        """Retry at most `limit` failed or canceled runs matching the filter."""
+        return await self._bulk("retry", status, name, schedule_id, created_before, limit)
+
+    async def delete_many(
+        self,
+        *,
+        status: RunStatus | str | None = None,
+        name: str | None = None,
+        schedule_id: str | None = None,
+        created_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> BulkResult:
+        """Delete at most `limit` finished runs matching the filter."""
+        return await self._bulk("delete", status, name, schedule_id, created_before, limit)
+
+    async def _bulk(
+        self, action: str, status: Any, name: Any, schedule_id: Any, created_before: Any,
+        limit: Any,
+    ) -> BulkResult:  # fmt: skip
+        await self._ready()
+        return await bulk(
+            action, runs=self.runs, store=self.runs.store, status=status, name=name,
+            schedule_id=schedule_id, created_before=created_before, limit=limit,
+        )  # fmt: skip
 
     # --- the queue consumer and the cron trigger --------------------------------------------
 

@@ -54,6 +54,24 @@ class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     dedupe_ttl: float | None = None
 
 
+class JobInfo(msgspec.Struct, kw_only=True):
+    """A job: its name, whether it is paused, its options as JSON (every `JobOptions` field,
+    null where unset) and its runs' counts by status."""
+
+    name: str
+    paused: bool
+    options: dict[str, Any]
+    counts: dict[str, int]
+
+
+class BulkResult(msgspec.Struct, kw_only=True):
+    """What a bulk operation (`cancel_many`, `retry_many`, `delete_many`) did: `count` runs
+    changed, and whether more runs match its filter (`has_more`)."""
+
+    count: int
+    has_more: bool
+
+
 class Page(msgspec.Struct, Generic[T], kw_only=True):
     items: list[T]
     next_cursor: str | None

@@ -49,6 +49,7 @@ class RunService:
         retention_seconds: float | None,
     ) -> None:
         self._store = store
+        self.store = store  # the bulk operations read their candidates through it
         self._coordinators = coordinators
         self._clock = clock
         self._ids = ids
@@ -162,9 +163,14 @@ class RunService:
 
     async def cancel(self, run_id: str) -> JobRun | None:
         """Cancel an unfinished run at once; a finished run comes back unchanged."""
+        run = await self.cancel_unfinished(run_id)
+        return await self._store.get(run_id) if run is None else run
+
+    async def cancel_unfinished(self, run_id: str) -> JobRun | None:
+        """Cancel the run if it is unfinished: the run canceled, or None if it was not."""
         run = await self._store.cancel(run_id, now_ms(self._clock))
         if run is None:
-            return await self._store.get(run_id)
+            return None
         log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
         await self._coordinators.cancel_canceled(run_id)
         if limits_message(self._policies.of(run.name)) is not None:
@@ -189,6 +195,36 @@ class RunService:
         log.info("run.retry_requested", run_id=run.id, job=run.name, attempt=run.attempt)
         await self._coordinators.arm(run.id, now)
         return run
+
+    async def promote(self, run_id: str) -> JobRun | None:
+        """Make a `scheduled` run due now and re-arm its coordinator; ConflictError for any
+        other status, None for an unknown run. A crash between the two leaves the actor's
+        alarm at the old due time: the run starts then, as it would have."""
+        now = now_ms(self._clock)
+        run = await self._store.promote(run_id, now)
+        if run is None:
+            current = await self._store.get(run_id)
+            if current is None:
+                return None
+            raise ConflictError(
+                f"run {run_id} is {current.status.value}: only a scheduled run can be promoted"
+            )
+        log.info("run.promoted", run_id=run.id, job=run.name, attempt=run.attempt)
+        await self._coordinators.arm(run.id, now)
+        return run
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a finished run; False for an unknown run, ConflictError for an unfinished
+        one (its coordinator still holds it: cancel it first)."""
+        if await self._store.delete(run_id):
+            log.info("run.deleted", run_id=run_id)
+            return True
+        current = await self._store.get(run_id)
+        if current is None:
+            return False
+        raise ConflictError(
+            f"run {run_id} is {current.status.value}: only a finished run can be deleted"
+        )
 
     # --- reconciliation ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
 from .ids import IdFactory
+from .job_control import JobService
 from .jobs import Jobs, SchemaGate
 from .limits import CoordinatorWaker, Limits, limits_message
 from .log import get_logger
@@ -168,8 +169,16 @@ class Runtime:
                 int(self.lease_seconds * 1000),
             ),
         )
+        job_service = JobService(
+            db=resources.db, store=store, coordinators=coordinators, clock=self.clock,
+            handlers=handlers, policies=self.policies,
+        )  # fmt: skip
         jobs = Jobs(
-            runs=runs, schedules=schedules, consumer=consumer, schema=SchemaGate(resources.db)
+            runs=runs,
+            schedules=schedules,
+            consumer=consumer,
+            schema=SchemaGate(resources.db),
+            job_service=job_service,
         )
         return BoundResources(resources, store, schedules, consumer, jobs)
 

@@ -14,10 +14,10 @@ from typing import Any, Literal, TypedDict, cast
 
 from .bindings import D1Database, D1PreparedStatement
 from .models import JobSchedule, Page
+from .store import PAUSED, keyset_page
 from .store import SCHEDULE_GUARD as _GUARD
 from .store import SCHEDULES as TABLE
 from .store import TABLE as RUNS
-from .store import keyset_page
 from .times import ms_to_datetime
 
 COLUMNS = (
@@ -77,7 +77,12 @@ _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
     f"SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status "
     f"FROM {TABLE} s LEFT JOIN {RUNS} r ON r.id = s.next_run_id "
-    "WHERE s.enabled = 1 AND (r.id IS NULL OR r.status <> 'scheduled') LIMIT ?"
+    "WHERE s.enabled = 1 AND (r.id IS NULL OR r.status <> 'scheduled') "
+    # A paused job's schedule keeps its one pending occurrence until the job is resumed.
+    f"AND NOT {PAUSED.format(table='s')} LIMIT ?"
+)
+_ADVANCE_UNPAUSED = _ADVANCE.replace(
+    "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=TABLE)}"
 )
 
 # Which column names a schedule: its id or its key.
@@ -117,9 +122,10 @@ class ScheduleStore:
 
     def advance(
         self, guard: tuple[str, int, str | None], run_id: str | None, at_ms: int | None,
-        now_ms: int, last_scheduled_ms: int | None,
+        now_ms: int, last_scheduled_ms: int | None, *, unless_paused: bool = False,
     ) -> D1PreparedStatement:  # fmt: skip
-        return self.db.prepare(_ADVANCE).bind(*guard, run_id, at_ms, now_ms, last_scheduled_ms)
+        sql = _ADVANCE_UNPAUSED if unless_paused else _ADVANCE
+        return self.db.prepare(sql).bind(*guard, run_id, at_ms, now_ms, last_scheduled_ms)
 
     def change(self, guard: tuple[str, int, str | None], row: ScheduleRow) -> D1PreparedStatement:
         return self.db.prepare(_CHANGE).bind(

@@ -347,8 +347,19 @@ class ScheduleService:
         guard = (schedule_id, current["revision"], run_id)
         results = await self._db.batch(
             [
-                self._runs.insert_occurrence(guard, new_run, self._job(current["name"]), at, now),
-                self._store.advance(guard, new_run, at, now, nominal if delivered else None),
+                # A delivered occurrence of a paused job stays the pending one (no pile-up):
+                # when the job resumes, its delivery again materializes the next.
+                self._runs.insert_occurrence(
+                    guard, new_run, self._job(current["name"]), at, now, unless_paused=delivered
+                ),
+                self._store.advance(
+                    guard,
+                    new_run,
+                    at,
+                    now,
+                    nominal if delivered else None,
+                    unless_paused=delivered,
+                ),
             ]
         )
         if not results[0].results:

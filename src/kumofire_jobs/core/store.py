@@ -23,6 +23,10 @@ SCHEDULES = "kumofire_job_schedules"
 # The guard every change of a schedule's pending occurrence carries: the schedule is at this
 # revision and its pending occurrence is still the one the caller saw (?1, ?2, ?3).
 SCHEDULE_GUARD = "id = ?1 AND revision = ?2 AND next_run_id IS ?3"
+JOBS = "kumofire_jobs"
+# True while the job `name` (a column of the statement's table) is paused: a primary-key
+# lookup in the jobs table, which has a row only for a job ever paused.
+PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND paused = 1)"
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
     "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
@@ -56,7 +60,9 @@ _START = (
     "updated_at = ?1, lease_token = ?2 "
     f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
     # Tokens only grow: a replay of this very start (a retried write) matches nothing.
-    f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) RETURNING {COLUMNS}"
+    f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) "
+    # A paused job starts nothing: the run waits, using no attempt.
+    f"AND NOT {PAUSED.format(table=TABLE)} RETURNING {COLUMNS}"
 )
 # The same start, for a runtime with limited jobs: a run of those (?4, a JSON array of job
 # names) matches nothing, so the consumer reads it and asks its job's limiter first; the
@@ -94,6 +100,13 @@ _INSERT_OCCURRENCE = (
     f"WHERE {SCHEDULE_GUARD} AND enabled = 1 "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
+_INSERT_OCCURRENCE_UNPAUSED = _INSERT_OCCURRENCE.replace(
+    "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=SCHEDULES)}"
+)
+_RESUMABLE = (
+    f"SELECT id FROM {TABLE} WHERE finished_at IS NULL AND status IN ({_ACTIVE}) "
+    "AND name = ?1 AND scheduled_for <= ?2 ORDER BY priority DESC, scheduled_for LIMIT ?3"
+)
 # A schedule's change of name, payload or attempts carries over to its waiting occurrence.
 _REFRESH_PENDING = (
     f"UPDATE {TABLE} SET name = ?2, payload = ?3, max_attempts = COALESCE(?4, max_attempts), "
@@ -104,12 +117,19 @@ _RETRY = (
     "finished_at = NULL, max_attempts = max_attempts + 1, lease_token = NULL "
     f"WHERE id = ?2 AND status IN ({_RETRYABLE}) RETURNING {COLUMNS}"
 )
+# A waiting run made due now; its coordinator is re-armed after.
+_PROMOTE = (
+    f"UPDATE {TABLE} SET scheduled_for = ?1, updated_at = ?1 "
+    f"WHERE id = ?2 AND status = 'scheduled' RETURNING {COLUMNS}"
+)
+_DELETE = f"DELETE FROM {TABLE} WHERE id = ? AND status IN ({_TERMINAL}) RETURNING id"
 _COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"
 _DUE_SINCE = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
     # `finished_at IS NULL` names the partial index's own term, so SQLite uses the index.
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
-    "ORDER BY scheduled_for LIMIT ?"
+    # A paused job's waiting runs are left alone: resuming it re-arms them.
+    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for LIMIT ?"
 )
 _UNFINISHED_AFTER = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
@@ -199,14 +219,14 @@ class RunStore:
 
     def insert_occurrence(
         self, guard: tuple[str, int, str | None], run_id: str, job: JobDefaults,
-        at_ms: int, now_ms: int,
+        at_ms: int, now_ms: int, *, unless_paused: bool = False,
     ) -> D1PreparedStatement:  # fmt: skip
-        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds;
-        `job`: its job's attempts (when the schedule sets none) and timeout."""
+        """A schedule's next occurrence, if `guard` (id, revision, pending run) still holds
+        (and, `unless_paused`, its job is not paused); `job`: its job's attempts (when the
+        schedule sets none) and timeout."""
         attempts, timeout = job
-        return self.db.prepare(_INSERT_OCCURRENCE).bind(
-            *guard, run_id, attempts, at_ms, now_ms, timeout
-        )
+        sql = _INSERT_OCCURRENCE_UNPAUSED if unless_paused else _INSERT_OCCURRENCE
+        return self.db.prepare(sql).bind(*guard, run_id, attempts, at_ms, now_ms, timeout)
 
     def refresh_pending(
         self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int
@@ -313,6 +333,46 @@ class RunStore:
     async def retry(self, run_id: str, now: int) -> JobRun | None:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()
         return None if row is None else row_to_run(row)
+
+    async def resumable(self, name: str, now: int, limit: int) -> list[str]:
+        """The due, unfinished runs of job `name`, highest priority first, then the earliest
+        due: what resuming the job re-arms."""
+        rows = (await self.db.prepare(_RESUMABLE).bind(name, now, limit).all()).results
+        return [str(row["id"]) for row in rows]
+
+    async def promote(self, run_id: str, now: int) -> JobRun | None:
+        """A `scheduled` run -> due now."""
+        row = await self.db.prepare(_PROMOTE).bind(now, run_id).first()
+        return None if row is None else row_to_run(row)
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete a finished run; False if it is unfinished or gone."""
+        return await self.db.prepare(_DELETE).bind(run_id).first("id") is not None
+
+    async def ids_matching(
+        self,
+        statuses: Sequence[RunStatus],
+        *,
+        name: str | None,
+        schedule_id: str | None,
+        id_below: str | None,
+        limit: int,
+    ) -> list[str]:
+        """Ids of runs in `statuses` that match the filter, oldest first (a bulk operation's
+        candidates). The primary key's order is creation order, `id_below` a range of it."""
+        if not statuses:
+            return []
+        sql = f"SELECT id FROM {TABLE} WHERE status IN ({sql_list(frozenset(statuses))})"
+        args: list[Any] = []
+        for column, value in (("name", name), ("schedule_id", schedule_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if id_below is not None:
+            sql += " AND id < ?"
+            args.append(id_below)
+        rows = await self.db.prepare(sql + " ORDER BY id LIMIT ?").bind(*args, limit).all()
+        return [str(row["id"]) for row in rows.results]
 
     # --- reconciliation ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
+from .control import register_control
 from .openapi import openapi_document
 
 log = get_logger()
@@ -349,6 +350,8 @@ def create_app(
     @operation("delete_schedule_by_key")
     async def delete_schedule_by_key(request: Request) -> Any:
         deleted(await jobs(request).delete_schedule_by_key(request.path_params["key"]))
+
+    register_control(operation, jobs, read_json, not_found)
 
     def serve(op: operations.Operation) -> Route:
         endpoint = endpoints[op.name]

@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__
 from ..api import operations
 from ..core import validation
+from ..core.bulk import MAX_BULK_LIMIT
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
 from ..core.schedules import MAX_KEY_CHARS
 from ..core.states import ConsumeOutcome, RunStatus
@@ -107,6 +108,15 @@ _RUN_FIELDS: dict[str, dict[str, Any]] = {
                    "description": "seconds the dedupe_key is held after the run's creation"},
 }  # fmt: skip
 
+_FILTER_FIELDS: dict[str, dict[str, Any]] = {
+    "status": {"type": "string", "enum": [s.value for s in RunStatus]},
+    "name": {"type": "string", "minLength": 1},
+    "schedule_id": {"type": "string", "minLength": 1},
+    "created_before": {**_TIME, "description": "runs created before this time"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_BULK_LIMIT,
+              "description": f"at most this many runs change (default {MAX_BULK_LIMIT})"},
+}  # fmt: skip
+
 _SCHEDULE_FIELDS: dict[str, dict[str, Any]] = {
     "name": _NAME,
     "payload": {"description": f"any JSON value, handed to every occurrence; {_PAYLOAD_LIMITS}"},
@@ -189,6 +199,33 @@ _SCHEMAS: dict[str, Any] = {
             "parent_id": {"type": ["string", "null"]},
             "progress": {"description": "JSON or null"},
             "result": {"description": "what the handler returned: JSON or null"},
+        },
+    },
+    "RunFilter": _body(_FILTER_FIELDS, operations.RUN_FILTER),
+    "Job": {
+        "type": "object",
+        "required": ["name", "paused", "options", "counts"],
+        "properties": {
+            "name": {"type": "string"},
+            "paused": {"type": "boolean"},
+            "options": {"type": "object", "description": "the JobOptions, null where unset"},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "its runs by status",
+            },
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": _ref("Job")}},
+    },
+    "BulkResult": {
+        "type": "object",
+        "required": ["count", "has_more"],
+        "properties": {
+            "count": {"type": "integer", "description": "the runs this call changed"},
+            "has_more": {"type": "boolean", "description": "whether more runs match"},
         },
     },
     "RunPage": {

@@ -1,0 +1,117 @@
+"""Bulk operations on runs (API.md Part 2, "Controlling runs and jobs"): `cancel_many`,
+`retry_many` and `delete_many` over a filter.
+
+One call reads at most `limit` + 1 candidate ids (oldest first, only runs in the statuses the
+operation applies to) and changes each by the same guarded call as the single operation
+(`RunService.cancel_unfinished`, `retry`, `delete`), so a crash mid-bulk leaves every run
+either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
+counted). Calling again goes on with what still matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from .errors import ConflictError, ValidationError
+from .ids import run_ids_before
+from .models import BulkResult
+from .runs import RunService
+from .states import ACTIVE, RETRYABLE_BY_HAND, TERMINAL, RunStatus
+from .store import RunStore
+from .times import datetime_to_ms
+
+MAX_BULK_LIMIT = 1000
+_CONCURRENCY = 16
+
+# The statuses each operation can change.
+APPLIES_TO: dict[str, frozenset[RunStatus]] = {
+    "cancel": ACTIVE,
+    "retry": RETRYABLE_BY_HAND,
+    "delete": TERMINAL,
+}
+
+
+def _check_filter(
+    status: Any, name: Any, schedule_id: Any, created_before: Any, limit: Any
+) -> tuple[RunStatus | None, str | None]:
+    """The filter's status and the id bound of `created_before`; ValidationError if bad."""
+    if status is None and name is None and schedule_id is None and created_before is None:
+        raise ValidationError("give at least one of status, name, schedule_id, created_before")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError("limit must be an integer")
+    if not 1 <= limit <= MAX_BULK_LIMIT:
+        raise ValidationError(f"limit must be between 1 and {MAX_BULK_LIMIT}")
+    for field, value in (("name", name), ("schedule_id", schedule_id)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValidationError(f"{field} must be a non-empty string")
+    parsed: RunStatus | None = None
+    if status is not None:
+        try:
+            parsed = RunStatus(status)
+        except ValueError:
+            statuses = ", ".join(s.value for s in RunStatus)
+            raise ValidationError(f"status must be one of: {statuses}") from None
+    bound: str | None = None
+    if created_before is not None:
+        if not isinstance(created_before, datetime):
+            raise ValidationError("created_before must be a timezone-aware datetime")
+        try:
+            bound = run_ids_before(datetime_to_ms(created_before))
+        except ValueError as exc:
+            raise ValidationError(f"created_before: {exc}") from None
+    return parsed, bound
+
+
+async def bulk(
+    action: str,
+    *,
+    runs: RunService,
+    store: RunStore,
+    status: Any,
+    name: Any,
+    schedule_id: Any,
+    created_before: Any,
+    limit: Any,
+) -> BulkResult:
+    parsed, bound = _check_filter(status, name, schedule_id, created_before, limit)
+    statuses = APPLIES_TO[action] if parsed is None else APPLIES_TO[action] & {parsed}
+    ids = await store.ids_matching(
+        sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
+    )
+    one = _ONE[action]
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def change(run_id: str) -> bool:
+        async with gate:
+            return await one(runs, run_id)
+
+    changed = await asyncio.gather(*(change(run_id) for run_id in ids[:limit]))
+    return BulkResult(count=sum(changed), has_more=len(ids) > limit)
+
+
+async def _cancel(runs: RunService, run_id: str) -> bool:
+    return await runs.cancel_unfinished(run_id) is not None
+
+
+async def _retry(runs: RunService, run_id: str) -> bool:
+    try:
+        return await runs.retry(run_id) is not None
+    except ConflictError:  # it changed since it was read
+        return False
+
+
+async def _delete(runs: RunService, run_id: str) -> bool:
+    try:
+        return await runs.delete(run_id)
+    except ConflictError:  # retried since it was read
+        return False
+
+
+_ONE: dict[str, Callable[[RunService, str], Awaitable[bool]]] = {
+    "cancel": _cancel,
+    "retry": _retry,
+    "delete": _delete,
+}

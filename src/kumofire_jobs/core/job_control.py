@@ -1,0 +1,106 @@
+"""Jobs as a whole (API.md Part 2, "Controlling runs and jobs"): list them, read one, pause
+and resume one.
+
+Pausing is a row in the `kumofire_jobs` table (a job never paused has none). A paused job
+starts no run: the consumer's guarded `running` update refuses it (`store._START`), the run
+waits `queued` with no attempt used and its coordinator closed; reconciliation leaves it
+alone; a schedule of the job keeps its one pending occurrence. Resuming clears the flag and
+re-arms the job's due, unfinished runs in priority order. docs/architecture.md has the
+crash points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .bindings import D1Database
+from .clock import Clock, now_ms
+from .coordination import Coordinators
+from .log import get_logger
+from .models import JobInfo
+from .options import JobPolicies
+from .states import ALL_STATUSES
+from .store import JOBS, TABLE, RunStore
+
+log = get_logger()
+
+# Runs resume re-arms in one call; more wait for reconciliation (overdue, actor closed).
+RESUME_LIMIT = 1000
+
+_SET_PAUSED = (
+    f"INSERT INTO {JOBS} (name, paused, updated_at) VALUES (?1, ?2, ?3) "
+    "ON CONFLICT (name) DO UPDATE SET paused = ?2, updated_at = ?3"
+)
+_PAUSED = f"SELECT name FROM {JOBS} WHERE paused = 1"
+_COUNTS = f"SELECT name, status, COUNT(*) AS n FROM {TABLE} GROUP BY name, status"
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        db: D1Database,
+        store: RunStore,
+        coordinators: Coordinators,
+        clock: Clock,
+        handlers: Mapping[str, Any],
+        policies: JobPolicies,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._coordinators = coordinators
+        self._clock = clock
+        self._handlers = handlers
+        self._policies = policies
+
+    async def _paused(self) -> set[str]:
+        rows = (await self._db.prepare(_PAUSED).all()).results
+        return {str(row["name"]) for row in rows}
+
+    def _job(self, name: str, paused: set[str], counts: dict[str, int]) -> JobInfo:
+        return JobInfo(
+            name=name,
+            paused=name in paused,
+            options=self._policies.of(name).to_json(),
+            counts=counts,
+        )
+
+    async def list(self) -> list[JobInfo]:
+        """Every registered job (handlers and remote routes), by name."""
+        paused = await self._paused()
+        rows = (await self._db.prepare(_COUNTS).all()).results
+        counts: dict[str, dict[str, int]] = {}
+        for row in rows:
+            by_status = counts.setdefault(str(row["name"]), {s.value: 0 for s in ALL_STATUSES})
+            by_status[str(row["status"])] = int(row["n"])
+        empty = {s.value: 0 for s in ALL_STATUSES}
+        return [
+            self._job(name, paused, counts.get(name, dict(empty)))
+            for name in sorted(self._handlers)
+        ]
+
+    async def get(self, name: str) -> JobInfo | None:
+        if name not in self._handlers:
+            return None
+        return self._job(name, await self._paused(), await self._store.counts(name=name))
+
+    async def pause(self, name: str) -> JobInfo | None:
+        if name not in self._handlers:
+            return None
+        await self._db.prepare(_SET_PAUSED).bind(name, 1, now_ms(self._clock)).run()
+        log.info("job.paused", job=name)
+        return await self.get(name)
+
+    async def resume(self, name: str) -> JobInfo | None:
+        """Clear the pause, then re-arm the job's due runs, highest priority first. A crash
+        between the two: reconciliation re-arms them (overdue, their actors closed)."""
+        if name not in self._handlers:
+            return None
+        now = now_ms(self._clock)
+        await self._db.prepare(_SET_PAUSED).bind(name, 0, now).run()
+        waiting = await self._store.resumable(name, now, RESUME_LIMIT)
+        for run_id in waiting:  # in order: the earlier armed, the earlier its alarm fires
+            await self._coordinators.arm(run_id, now)
+        log.info("job.resumed", job=name, rearmed=len(waiting))
+        return await self.get(name)

@@ -1,0 +1,156 @@
+"""Jobs as a whole (API.md Part 2): list_jobs, get_job, pause_job, resume_job, through Python
+and HTTP on the embedded bindings and the manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kumofire_jobs import JobContext, JobInfo, JobOptions, create_runtime
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.web import create_app
+from tests.support.envs import EnvFactory, noop
+
+
+class Order:
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    async def __call__(self, ctx: JobContext) -> None:
+        self.seen.append(ctx.job.payload)
+
+
+@pytest.fixture
+async def env(make_env: EnvFactory) -> LocalEnvironment:
+    return await make_env(
+        {"a": Order(), "b": noop}, job_options={"a": JobOptions(timeout=5, concurrency=2)}
+    )
+
+
+@pytest.fixture
+async def client(env: LocalEnvironment) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+async def test_list_and_get_jobs(env: LocalEnvironment, clock: ManualClock) -> None:
+    await env.jobs.create("a", delay=60)
+    await env.jobs.create("b")
+    await clock.advance(0)
+    jobs = await env.jobs.list_jobs()
+    assert [job.name for job in jobs] == ["a", "b"]
+    a, b = jobs
+    assert a.paused is False and a.options["timeout"] == 5 and a.options["concurrency"] == 2
+    assert a.options["retry"] is None and a.options["rate_limit"] is None
+    assert a.counts["scheduled"] == 1 and a.counts["succeeded"] == 0
+    assert b.counts["succeeded"] == 1 and set(b.counts) == set(a.counts)
+    assert all(value is None for value in b.options.values())
+    assert await env.jobs.get_job("a") == a
+    assert await env.jobs.get_job("nope") is None
+    assert await env.jobs.pause_job("nope") is None
+    assert await env.jobs.resume_job("nope") is None
+
+
+async def test_a_paused_job_starts_nothing_until_resumed_then_by_priority(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    paused = await env.jobs.pause_job("a")
+    assert paused is not None and paused.paused
+    low = await env.jobs.create("a", "low", priority=-5)
+    high = await env.jobs.create("a", "high", priority=50)
+    mid = await env.jobs.create("a", "mid")
+    other = await env.jobs.create("b")
+    await clock.advance(600)  # the cron's reconciliation runs meanwhile, and changes nothing
+    for created in (low, high, mid):
+        run = await env.jobs.get(created.kumofire_job_run_id)
+        assert run is not None and run.status == "queued" and run.attempt == 0
+    run = await env.jobs.get(other.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+    resumed = await env.jobs.resume_job("a")
+    assert resumed is not None and not resumed.paused
+    await clock.advance(0)
+    handler = env.runtime.handlers["a"]
+    assert isinstance(handler, Order)
+    assert handler.seen == ["high", "mid", "low"]
+
+
+async def test_a_running_run_goes_on_when_its_job_is_paused(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    async def slow(ctx: JobContext) -> None:
+        await clock.sleep_until(clock.now() + 10)
+
+    env = await make_env({"slow": slow})
+    created = await env.jobs.create("slow")
+    await clock.advance(1)
+    await env.jobs.pause_job("slow")
+    await clock.advance(10)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+
+
+async def test_a_paused_job_s_schedule_keeps_one_pending_occurrence(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    await env.jobs.pause_job("b")
+    schedule = await env.jobs.create_schedule("b", every=10)
+    await clock.advance(300)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in runs] == ["queued"]
+    await env.jobs.resume_job("b")
+    await clock.advance(0)
+    await clock.advance(0.01)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert sorted(run.status for run in runs) == ["scheduled", "succeeded"]
+
+
+async def test_pausing_survives_a_restart(clock: ManualClock, tmp_path: Path) -> None:
+    def environment() -> LocalEnvironment:
+        runtime = create_runtime({"a": noop}, clock=clock)
+        return LocalEnvironment(runtime, tmp_path / "data")
+
+    first = environment()
+    await first.start()
+    await first.jobs.pause_job("a")
+    created = await first.jobs.create("a")
+    await clock.advance(1)
+    await first.stop(drain_seconds=0)
+    second = environment()
+    await second.start()
+    try:
+        job = await second.jobs.get_job("a")
+        assert job is not None and job.paused
+        await clock.advance(120)
+        run = await second.jobs.get(created.kumofire_job_run_id)
+        assert run is not None and run.status == "queued"
+        await second.jobs.resume_job("a")
+        await clock.advance(0)
+        run = await second.jobs.get(created.kumofire_job_run_id)
+        assert run is not None and run.status == "succeeded"
+    finally:
+        await second.stop(drain_seconds=0)
+
+
+async def test_http_jobs_routes(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/jobs")
+    assert response.status_code == 200
+    assert [job["name"] for job in response.json()["items"]] == ["a", "b"]
+    response = await client.get("/v1/jobs/a")
+    body = response.json()
+    assert response.status_code == 200 and set(body) == {"name", "paused", "options", "counts"}
+    assert body["options"]["timeout"] == 5 and body["paused"] is False
+    response = await client.post("/v1/jobs/a/pause")
+    assert response.status_code == 200 and response.json()["paused"] is True
+    assert (await client.get("/v1/jobs/a")).json()["paused"] is True
+    response = await client.post("/v1/jobs/a/resume")
+    assert response.status_code == 200 and response.json()["paused"] is False
+    for method, path in (("GET", "/v1/jobs/nope"), ("POST", "/v1/jobs/nope/pause"),
+                         ("POST", "/v1/jobs/nope/resume")):  # fmt: skip
+        response = await client.request(method, path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert JobInfo(name="a", paused=False, options={}, counts={}).name == "a"
