@@ -240,3 +240,23 @@ async def test_a_running_write_that_fails_after_the_slot_was_granted_loses_nothi
     for run_id in (first, second):
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_paused_limited_job_keeps_its_limit_when_resumed(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(4)]
+    await settle(clock, 0.5)
+    assert gauge.done == [] and gauge.peak == 0
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status["held"] == []  # a paused run holds no slot
+    gauge.gate.set()
+    await env.jobs.resume_job("report")
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 1
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
