@@ -260,3 +260,28 @@ async def test_a_paused_limited_job_keeps_its_limit_when_resumed(
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_key_with_one_waiting_run_waits_one_turn_behind_a_crowded_key(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.concurrency_key or "")
+        await gate.wait()  # the first run holds the slot while the others line up
+
+    env = await make_env(
+        {"sync": job}, job_options={"sync": JobOptions(concurrency=1, key_concurrency=1)}
+    )
+    for _ in range(20):
+        await env.jobs.create("sync", concurrency_key="crowded")
+    await settle(clock, 0.1)
+    await env.jobs.create("sync", concurrency_key="lone")
+    await settle(clock, 0.1)
+    assert order == ["crowded"]
+    gate.set()
+    await settle(clock, 2.0)
+    assert len(order) == 21
+    assert order[:3] == ["crowded", "lone", "crowded"]  # one turn of the crowded key at most
