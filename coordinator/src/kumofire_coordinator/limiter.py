@@ -125,11 +125,15 @@ class LimiterActor:
             if run_id not in self._slots and fresh != waiter:
                 await self._storage.put(WAIT_PREFIX + run_id, fresh.to_storage())
         await self._commit(now)
-        await self._wake(woken)
+        # The reply is decided before the wakes: other calls may run while they are awaited.
         granted = self._slots.get(run_id)
-        if granted is not None and granted.token == token:
-            return {"granted": True, "expires_ms": granted.expires}
-        return {"granted": False, "reason": "wait"}
+        reply: AcquireReply = (
+            {"granted": True, "expires_ms": granted.expires}
+            if granted is not None and granted.token == token
+            else {"granted": False, "reason": "wait"}
+        )
+        await self._wake(woken)
+        return reply
 
     async def renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
         """Extend the slot with the run's lease. A slot the limiter does not know (it expired,
