@@ -285,6 +285,13 @@ class CountingStorage:
         self._keys.clear()
         self.alarm_set = False  # deleteAll() deletes the alarm too (compatibility date)
 
+    async def list(self, options: Any = None) -> Any:
+        """The limiter's load (once per object): one row read per entry listed."""
+        entries = await self._inner.list(options)
+        self._keys.update(entries)
+        self._count("list", rows_read=max(len(entries), 1))
+        return entries
+
     async def getAlarm(self) -> Any:
         value = await self._inner.getAlarm()
         self._count("getAlarm", rows_read=1)
@@ -312,10 +319,10 @@ class CountingActor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def alarm(self) -> None:
+    async def alarm(self) -> bool:
         self._rec.total.alarms += 1
         self._storage.alarm_set = False  # a running alarm is no longer set
-        await self._inner.alarm()
+        return bool(await self._inner.alarm())
 
 
 # --- the environment --------------------------------------------------------------------------
@@ -335,6 +342,12 @@ class InstrumentedEnvironment(LocalEnvironment):
             return CountingActor(original(counted, resources), counted, recorder)
 
         runtime.coordinator_actor = coordinator_actor  # type: ignore[method-assign]
+        original_limiter = runtime.limiter_actor
+
+        def limiter_actor(storage: Any, resources: Any) -> Any:
+            return original_limiter(CountingStorage(storage, recorder), resources)
+
+        runtime.limiter_actor = limiter_actor  # type: ignore[method-assign]
         options.setdefault("settings", WranglerSettings(crons=()))
         super().__init__(runtime, data_dir, **options)
         self.recorder = recorder

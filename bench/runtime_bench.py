@@ -2,6 +2,7 @@
 minus due p50 < 2 ms, p99 < 10 ms at 10% load, p99 < 50 ms at 50% load; never early).
 
     uv run python bench/runtime_bench.py throughput --runs 20000 [--batch 100 | --concurrency 32]
+    uv run python bench/runtime_bench.py throughput --runs 10000 --batch 100 --job-concurrency 10
     uv run python bench/runtime_bench.py lateness --runs 1000 --rate 200
 
 Everything runs in one process on the embedded bindings with durable writes (WAL,
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kumofire_jobs import CreateRequest, JobContext, create_runtime
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, create_runtime
 from kumofire_jobs.core.bindings import MessageBatch
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.environment import LocalEnvironment
@@ -56,9 +57,10 @@ class CountingEnvironment(LocalEnvironment):
 
 
 async def _environment(
-    completion: Completion, data_dir: Path, synchronous: str
+    completion: Completion, data_dir: Path, synchronous: str, job_concurrency: int | None = None
 ) -> CountingEnvironment:
-    runtime = create_runtime({"noop": completion.handler})
+    options = {} if job_concurrency is None else {"noop": JobOptions(concurrency=job_concurrency)}
+    runtime = create_runtime({"noop": completion.handler}, job_options=options)
     env = CountingEnvironment(runtime, data_dir, synchronous=synchronous)
     env.expected = completion.expected
     env.all_succeeded = asyncio.Event()
@@ -68,10 +70,15 @@ async def _environment(
 
 
 async def throughput(
-    runs: int, batch: int, synchronous: str, data_dir: Path, concurrency: int = 1
+    runs: int,
+    batch: int,
+    synchronous: str,
+    data_dir: Path,
+    concurrency: int = 1,
+    job_concurrency: int | None = None,
 ) -> dict[str, Any]:
     completion = Completion(runs)
-    env = await _environment(completion, data_dir, synchronous)
+    env = await _environment(completion, data_dir, synchronous, job_concurrency)
     cpu0 = time.process_time()
     start = time.perf_counter()
     if batch > 1:
@@ -96,6 +103,7 @@ async def throughput(
         "runs": runs,
         "create_batch": batch,
         "concurrency": concurrency,
+        "job_concurrency": job_concurrency,
         "synchronous": synchronous,
         "seconds": round(elapsed, 3),
         "runs_per_second": round(runs / elapsed),
@@ -150,6 +158,9 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=1, help="callers of create at once (with --batch 1)"
     )
+    parser.add_argument(
+        "--job-concurrency", type=int, default=None, help="the job's JobOptions.concurrency"
+    )
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     parser.add_argument("--log", type=Path, default=None, help="log file (default: temp)")
@@ -166,6 +177,7 @@ def main() -> None:
                         args.synchronous,
                         Path(tmp) / "data",
                         args.concurrency,
+                        args.job_concurrency,
                     )
                 )
             else:

@@ -72,3 +72,4 @@ class JobCoordinator(DurableObject, CoordinatorEndpoint):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self.actor = app.coordinator_actor(self.ctx, self.env)
+        self.limiter = app.limiter_actor(self.ctx, self.env)

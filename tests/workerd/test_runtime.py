@@ -402,3 +402,12 @@ def test_runs_and_an_alarm_survive_a_restart(api: Api) -> None:
     assert (run["status"], run["attempt"]) == ("succeeded", 1), run
     assert lateness_ms(run) >= 0
     record(f"delayed run (45 s) across a restart ({restart:.0f} s)", lateness_ms(run))
+
+
+def test_a_limited_job_runs_one_at_a_time(api: Api) -> None:
+    """`concurrency=1` on the Worker: the limiter in the coordinators' Durable Object class."""
+    ids = [api.create({"name": "limited", "payload": {"seconds": 0.5}}) for _ in range(3)]
+    runs = sorted((api.wait(i, timeout=90) for i in ids), key=lambda r: r["started_at"])
+    assert [(r["status"], r["attempt"]) for r in runs] == [("succeeded", 1)] * 3
+    for before, after in itertools.pairwise(runs):
+        assert parse(after["started_at"]) >= parse(before["finished_at"])

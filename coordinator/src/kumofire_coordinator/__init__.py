@@ -14,19 +14,27 @@ from .actor import (
     DeliveryHook,
 )
 from .endpoint import CoordinatorEndpoint
+from .limiter import LimiterActor, LimiterConfig, LimiterStorage, Waker
 from .messages import (
+    AcquireReply,
     ArmReply,
     CancelReply,
     CloseReply,
+    ForgetReply,
     LeaseReply,
+    LimiterStatus,
+    LimitsMessage,
     ReleaseReply,
     RenewReply,
+    SlotReleaseReply,
+    SlotRenewReply,
     StatusReply,
 )
 from .state import ActorState, Phase
 from .storage import ActorStorage
 
 __all__ = [
+    "AcquireReply",
     "ActorState",
     "ActorStorage",
     "ArmReply",
@@ -39,9 +47,18 @@ __all__ = [
     "Delivery",
     "DeliveryAction",
     "DeliveryHook",
+    "ForgetReply",
     "LeaseReply",
+    "LimiterActor",
+    "LimiterConfig",
+    "LimiterStatus",
+    "LimiterStorage",
+    "LimitsMessage",
     "Phase",
     "ReleaseReply",
     "RenewReply",
+    "SlotReleaseReply",
+    "SlotRenewReply",
     "StatusReply",
+    "Waker",
 ]

@@ -205,10 +205,15 @@ class CoordinatorActor:
 
     # --- the alarm --------------------------------------------------------------------------
 
-    async def alarm(self) -> None:
+    async def alarm(self) -> bool:
+        """False if there is no coordinator state (closed, or the object is a limiter)."""
         state = await self._load()
         if state is None:
-            return
+            return False
+        await self._alarm(state)
+        return True
+
+    async def _alarm(self, state: ActorState) -> None:
         now = self._now_ms()
         if state.phase is Phase.ABANDONED:
             return

@@ -11,19 +11,31 @@ from __future__ import annotations
 from typing import Any
 
 from .actor import CoordinatorActor
+from .limiter import LimiterActor
 from .messages import (
+    AcquireReply,
     ArmReply,
     CancelReply,
     CloseReply,
+    ForgetReply,
     LeaseReply,
+    LimiterStatus,
+    LimitsMessage,
     ReleaseReply,
     RenewReply,
+    SlotReleaseReply,
+    SlotRenewReply,
     StatusReply,
 )
 
 
 class CoordinatorEndpoint:
+    """One class serves both actors: a run's coordinator (named by the run id) and a job's
+    limiter (named `limiter:<job>`, methods `limit_*`). The alarm is the coordinator's when
+    the object holds coordinator state, the limiter's otherwise."""
+
     actor: CoordinatorActor
+    limiter: LimiterActor | None = None
 
     async def arm(self, key: str, due_ms: int) -> ArmReply:
         return await self.actor.arm(key, int(due_ms))
@@ -47,4 +59,38 @@ class CoordinatorEndpoint:
         return await self.actor.status()
 
     async def alarm(self, alarmInfo: Any = None) -> None:
-        await self.actor.alarm()
+        if not await self.actor.alarm() and self.limiter is not None:
+            await self.limiter.alarm()
+
+    # --- the limiter ------------------------------------------------------------------------
+
+    def _limiter(self) -> LimiterActor:
+        if self.limiter is None:
+            raise RuntimeError("this Durable Object class hosts no limiter")
+        return self.limiter
+
+    async def limit_acquire(
+        self,
+        run_id: str,
+        token: int,
+        key: str,
+        priority: int,
+        due_ms: int,
+        lease_ms: int,
+        limits: LimitsMessage,
+    ) -> AcquireReply:
+        return await self._limiter().acquire(
+            run_id, int(token), key, int(priority), int(due_ms), int(lease_ms), limits
+        )
+
+    async def limit_renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
+        return await self._limiter().renew(run_id, int(token), key, int(lease_ms))
+
+    async def limit_release(self, run_id: str, token: int) -> SlotReleaseReply:
+        return await self._limiter().release(run_id, int(token))
+
+    async def limit_forget(self, run_id: str) -> ForgetReply:
+        return await self._limiter().forget(run_id)
+
+    async def limit_status(self) -> LimiterStatus:
+        return await self._limiter().status()

@@ -113,22 +113,85 @@ class StatusOpen(TypedDict):
 
 StatusReply = StatusClosed | StatusOpen
 
+
+# --- the limiter (limiter.py) -----------------------------------------------------------------
+
+
+class LimitsMessage(TypedDict):
+    """A job's limits, sent with every `acquire` (the code is the truth). Rate limits are
+    `[limit, per_ms]`: at most `limit` starts in any window of `per_ms`."""
+
+    concurrency: int | None
+    key_concurrency: int | None
+    rate_limit: list[int] | None
+    key_rate_limit: list[int] | None
+
+
+class SlotGranted(TypedDict):
+    granted: Literal[True]
+    expires_ms: int
+
+
+class SlotRefused(TypedDict):
+    """`wait`: the run is in the wait list and will be woken through its coordinator;
+    `lost`: a newer lease token of the run holds its slot."""
+
+    granted: Literal[False]
+    reason: Literal["wait", "lost"]
+
+
+AcquireReply = SlotGranted | SlotRefused
+
+
+class SlotLost(TypedDict):
+    ok: Literal[False]
+    reason: Literal["lost"]
+
+
+class SlotReleased(TypedDict):
+    ok: Literal[True]
+
+
+SlotRenewReply = Renewed | SlotLost
+SlotReleaseReply = SlotReleased | SlotLost
+
+
+class ForgetReply(TypedDict):
+    forgotten: bool
+
+
+class LimiterStatus(TypedDict):
+    held: list[str]  # run ids holding a slot
+    offered: list[str]  # run ids woken, their slot reserved
+    waiting: int
+
+
 __all__ = [
+    "AcquireReply",
     "ArmDeferred",
     "ArmReply",
     "Armed",
     "CancelReply",
     "CloseReply",
+    "ForgetReply",
     "HolderGone",
     "LeaseGranted",
     "LeaseNotDue",
     "LeaseRefused",
     "LeaseReply",
+    "LimiterStatus",
+    "LimitsMessage",
     "PhaseName",
     "ReleaseReply",
     "Released",
     "RenewReply",
     "Renewed",
+    "SlotGranted",
+    "SlotLost",
+    "SlotRefused",
+    "SlotReleaseReply",
+    "SlotReleased",
+    "SlotRenewReply",
     "StatusClosed",
     "StatusOpen",
     "StatusReply",

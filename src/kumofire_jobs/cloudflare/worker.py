@@ -21,7 +21,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from kumofire_coordinator import CoordinatorActor
+from kumofire_coordinator import CoordinatorActor, LimiterActor
 
 from ..core.context import Handler
 from ..core.jobs import Jobs
@@ -124,6 +124,10 @@ class WorkerApp:
         return self.runtime.coordinator_actor(
             CloudflareActorStorage(ctx.storage), self.resources(env)
         )
+
+    def limiter_actor(self, ctx: Any, env: Any) -> LimiterActor:
+        """The limiter the same Durable Object class serves (named `limiter:<job>`)."""
+        return self.runtime.limiter_actor(CloudflareActorStorage(ctx.storage), self.resources(env))
 
     def http_app(self, env: Any) -> Any:
         """The Starlette app, built once per token value (the token is read from `env`)."""

@@ -19,10 +19,11 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .limits import PARK_MS, Limits
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .options import JobPolicies
-from .run_rows import row_to_run
+from .run_rows import RunRow, row_to_run
 from .states import TERMINAL, ConsumeOutcome, RunStatus
 from .store import RunStore
 
@@ -76,14 +77,20 @@ class _LeaseKeeper:
     canceled or the lease lost, stops the handler."""
 
     def __init__(
-        self, coordinators: Coordinators, clock: Clock, attempt: Attempt, lease_ms: int
+        self,
+        coordinators: Coordinators,
+        clock: Clock,
+        attempt: Attempt,
+        lease_ms: int,
+        limits: Limits | None = None,
     ) -> None:
         self._coordinators = coordinators
+        self._limits = limits
         self._clock = clock
         self._run_id = attempt.run.id
         self._token = attempt.token
         self._lease_ms = lease_ms
-        self.ended: str | None = None  # "canceled", "lost" or "timed_out"
+        self.ended: str | None = None  # "canceled", "lost", "slot_lost" or "timed_out"
         self.finished = False  # the handler returned or raised
         self.stopped_runner = False  # keep() cancelled the handler's task
 
@@ -91,12 +98,14 @@ class _LeaseKeeper:
         result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
         if not result["ok"]:
             self.ended = "canceled" if result["reason"] == "canceled" else "lost"
+        elif self._limits is not None and not await self._limits.renew(self._run_id, self._token):
+            self.ended = "slot_lost"  # the limiter gave the slot away: at most N at once
         self.raise_if_ended()
 
     def raise_if_ended(self) -> None:
         if self.ended == "canceled":
             raise JobCanceledError(f"run {self._run_id} was canceled")
-        if self.ended == "lost":
+        if self.ended in ("lost", "slot_lost"):
             raise LeaseLostError(f"the lease on run {self._run_id} was lost")
 
     async def keep(self, runner: asyncio.Task[Any]) -> None:
@@ -128,6 +137,7 @@ class Consumer:
         policies: JobPolicies,
         lease_seconds: float,
         clock: Clock,
+        limits: Limits | None = None,
     ) -> None:
         self._store = store
         self._coordinators = coordinators
@@ -135,6 +145,7 @@ class Consumer:
         self._policies = policies
         self._lease_ms = int(lease_seconds * 1000)
         self._clock = clock
+        self._limits = limits
         self.running = 0  # handlers running now (the dev server says how many it waits for)
 
     async def consume(self, message: Any) -> ConsumeResult:
@@ -144,16 +155,37 @@ class Consumer:
             log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
             return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
         token = int(grant["token"])
-        run = await self._store.start(run_id, token, now_ms(self._clock))
+        # In a runtime with limited jobs, their runs do not start here (`unless_jobs`): the
+        # row read below tells the job, key and priority the limiter needs. Other runs start
+        # in this one statement, as in a runtime without limits.
+        limited = None if self._limits is None else self._limits.names
+        run = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
         if run is None:
             outcome = await self._not_started(run_id, token)
             return ConsumeResult(outcome=outcome, job_run_id=run_id)
         return ConsumeResult(outcome=await self._execute(run, token), job_run_id=run_id)
 
+    async def _limited_start(self, row: RunRow, token: int) -> ConsumeOutcome | None:
+        """A run of a limited job: ask its limiter for a slot, then start. A run told to wait
+        is woken by the limiter through its coordinator: park that until then (the fallback
+        due time only matters if the limiter lost the run). None: not started after all."""
+        assert self._limits is not None
+        run_id = row["id"]
+        if not await self._limits.enter(row, token):
+            await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
+            return ConsumeOutcome.IGNORED
+        run = await self._store.start(run_id, token, now_ms(self._clock))
+        return None if run is None else await self._execute(run, token)
+
     async def _not_started(self, run_id: str, token: int) -> ConsumeOutcome:
         """The guarded start matched nothing: learn why from the row, and act on it."""
-        now = now_ms(self._clock)
         row = await self._store.get_row(run_id)
+        if row is not None and self._limits is not None and self._limits.limits(row["name"]):
+            outcome = await self._limited_start(row, token)
+            if outcome is not None:
+                return outcome
+            row = await self._store.get_row(run_id)  # it did not start: learn why, as below
+        now = now_ms(self._clock)
         if row is not None and row["status"] == RunStatus.RUNNING and row["lease_token"] == token:
             # Our own start landed, but its answer was lost (a retried D1 write): go on.
             return await self._execute(row_to_run(row), token)
@@ -198,7 +230,9 @@ class Consumer:
 
     async def _run_handler(self, attempt: Attempt, handler: Handler) -> ConsumeOutcome:
         run = attempt.run
-        keeper = _LeaseKeeper(self._coordinators, self._clock, attempt, self._lease_ms)
+        keeper = _LeaseKeeper(
+            self._coordinators, self._clock, attempt, self._lease_ms, self._limits
+        )
         ctx = JobContext(job=run, heartbeat=keeper.renew, log=attempt.log)
         runner = asyncio.current_task()
         assert runner is not None
@@ -231,7 +265,7 @@ class Consumer:
         except JobCanceledError:
             return await self._ended(attempt, "canceled")
         except LeaseLostError:
-            return await self._ended(attempt, "lost")
+            return await self._ended(attempt, keeper.ended or "lost")
         except NonRetryableError as exc:
             return await self._record(attempt, RunStatus.FAILED, describe_error(exc))
         except Exception as exc:
@@ -309,6 +343,10 @@ class Consumer:
                 "run.canceled", outcome="canceled", duration_ms=attempt.duration_ms(self._clock)
             )
             return ConsumeOutcome.CANCELED
+        if why == "slot_lost":
+            # The lease is still ours but the job's limiter gave the slot away (it expired
+            # while this consumer stalled): deliver again now, to wait in line for a slot.
+            await self._release(attempt.run.id, attempt.token, rearm_ms=now_ms(self._clock))
         attempt.log.warning(
             "run.lease_lost", outcome="ignored", duration_ms=attempt.duration_ms(self._clock)
         )
@@ -328,6 +366,8 @@ class Consumer:
         return await self._ended(attempt, "lost")
 
     async def _release(self, run_id: str, token: int, rearm_ms: int | None = None) -> None:
+        if self._limits is not None:
+            await self._limits.leave(run_id, token)  # the slot first: the next run may start
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
         # its alarm delivers again, and the next consumer reads the outcome and closes it.
         try:

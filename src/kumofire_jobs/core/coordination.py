@@ -24,6 +24,10 @@ from .log import get_logger
 
 log = get_logger()
 
+# The name of a job's limiter actor, in the coordinators' namespace: `limiter:<job>` (run ids
+# never contain a colon).
+LIMITER_PREFIX = "limiter:"
+
 
 class Coordinators:
     def __init__(self, namespace: DurableObjectNamespace) -> None:
@@ -64,6 +68,15 @@ class Coordinators:
             await self.arm(run_id, due_ms)
         except Exception as exc:
             log.error("run.arm_failed", run_id=run_id, error=str(exc))
+
+    async def forget_waiting(self, job: str, run_id: str) -> None:
+        """Tell a limited job's limiter (`limiter:<job>`, same namespace) that a run D1 holds
+        as canceled no longer waits. If the call fails, its offer is made and expires (see
+        docs/architecture.md, "The limiter actor")."""
+        try:
+            await self._namespace.getByName(LIMITER_PREFIX + job).limit_forget(run_id)
+        except Exception as exc:
+            log.error("run.limit_forget_failed", run_id=run_id, error=str(exc))
 
     async def cancel_canceled(self, run_id: str) -> None:
         """Tell the actor of a run D1 already holds as canceled. If the call fails, the run's

@@ -17,6 +17,7 @@ from .context import Handler
 from .coordination import Coordinators
 from .errors import ConflictError, ValidationError
 from .ids import IdFactory
+from .limits import limits_message
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
@@ -172,6 +173,8 @@ class RunService:
             return None
         log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
         await self._coordinators.cancel_canceled(run_id)
+        if limits_message(self._policies.of(run.name)) is not None:
+            await self._coordinators.forget_waiting(run.name, run_id)
         if run.schedule_id is not None:
             # Canceling a schedule's pending occurrence moves the schedule on to the next.
             await self._schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)

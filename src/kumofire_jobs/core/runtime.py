@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kumofire_coordinator import CoordinatorActor, CoordinatorConfig
+from kumofire_coordinator import CoordinatorActor, CoordinatorConfig, LimiterActor, LimiterStorage
+from kumofire_coordinator.messages import LimitsMessage
 from kumofire_coordinator.storage import ActorStorage
 
 from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
@@ -29,6 +30,7 @@ from .errors import MalformedMessageError, RemoteHandlersError
 from .ids import IdFactory
 from .job_control import JobService
 from .jobs import Jobs, SchemaGate
+from .limits import CoordinatorWaker, Limits, limits_message
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
 from .options import JobOptions, JobPolicies, check_job_options
@@ -160,6 +162,12 @@ class Runtime:
             policies=self.policies,
             lease_seconds=self.lease_seconds,
             clock=self.clock,
+            limits=Limits(
+                resources.coordinator,
+                self.job_limits(),
+                self.clock,
+                int(self.lease_seconds * 1000),
+            ),
         )
         job_service = JobService(
             db=resources.db, store=store, coordinators=coordinators, clock=self.clock,
@@ -234,6 +242,21 @@ class Runtime:
                 bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered
             )
         return bound.delivery_hook
+
+    def job_limits(self) -> dict[str, LimitsMessage]:
+        """The limits of each job whose options set any (the others never meet a limiter)."""
+        limits = {}
+        for name, options in self.policies.options.items():
+            message = limits_message(options)
+            if message is not None:
+                limits[name] = message
+        return limits
+
+    def limiter_actor(self, storage: LimiterStorage, resources: Resources) -> LimiterActor:
+        """The limiter a coordinator Durable Object also serves (named `limiter:<job>`),
+        waking a waiting run through that run's own coordinator."""
+        waker = CoordinatorWaker(Coordinators(resources.coordinator), self.clock)
+        return LimiterActor(storage, self.clock, waker)
 
     def coordinator_actor(self, storage: ActorStorage, resources: Resources) -> CoordinatorActor:
         """The actor a coordinator Durable Object wraps, delivering through this runtime."""

@@ -64,6 +64,12 @@ _START = (
     # A paused job starts nothing: the run waits, using no attempt.
     f"AND NOT {PAUSED.format(table=TABLE)} RETURNING {COLUMNS}"
 )
+# The same start, for a runtime with limited jobs: a run of those (?4, a JSON array of job
+# names) matches nothing, so the consumer reads it and asks its job's limiter first; the
+# other jobs' runs start in this one statement, as without limits.
+_START_UNLIMITED = _START.replace(
+    "RETURNING", "AND name NOT IN (SELECT value FROM json_each(?4)) RETURNING"
+)
 _FINISH = (
     f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3 "
     "WHERE id = ?4 AND status = 'running' AND lease_token = ?5 RETURNING id"
@@ -288,9 +294,16 @@ class RunStore:
         row = await self.db.prepare(_MARK_QUEUED).bind(now, run_id).first()
         return None if row is None else cast(QueuedRow, row)
 
-    async def start(self, run_id: str, token: int, now: int) -> JobRun | None:
-        """scheduled/queued/running -> running under `token`, if due and attempts are left."""
-        row = await self.db.prepare(_START).bind(now, token, run_id).first()
+    async def start(
+        self, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
+    ) -> JobRun | None:
+        """scheduled/queued/running -> running under `token`, if due and attempts are left;
+        with `unless_jobs` (a JSON array of job names), not a run of those jobs."""
+        if unless_jobs is None:
+            stmt = self.db.prepare(_START).bind(now, token, run_id)
+        else:
+            stmt = self.db.prepare(_START_UNLIMITED).bind(now, token, run_id, unless_jobs)
+        row = await stmt.first()
         return None if row is None else row_to_run(row)
 
     async def finish(

@@ -59,6 +59,7 @@ class LocalJobCoordinator(CoordinatorEndpoint):
     def __init__(self, ctx: LocalDurableObjectState, env: LocalEnvironment) -> None:
         self.ctx = ctx
         self.actor = env.runtime.coordinator_actor(ctx.storage, env.resources)
+        self.limiter = env.runtime.limiter_actor(ctx.storage, env.resources)
 
 
 class WranglerSettings:

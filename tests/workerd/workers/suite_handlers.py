@@ -4,7 +4,7 @@ directory only (tests/workerd/harness.py copies this file beside a copy of src/e
 import asyncio
 import hashlib
 
-from kumofire_jobs import JobContext, NonRetryableError, RetryPolicy
+from kumofire_jobs import JobContext, JobOptions, NonRetryableError, RetryPolicy
 
 
 async def flaky(ctx: JobContext) -> None:
@@ -30,9 +30,15 @@ async def big(ctx: JobContext) -> None:
         raise NonRetryableError(f"payload damaged: {len(data)} chars, sha256 {digest}")
 
 
-TEST_HANDLERS = {"flaky": flaky, "fatal": fatal, "slow": slow, "big": big}
+async def limited(ctx: JobContext) -> None:
+    """Sleeps `seconds`; its job runs one at a time (`concurrency=1`, the limiter)."""
+    await asyncio.sleep(float(ctx.job.payload["seconds"]))
+
+
+TEST_HANDLERS = {"flaky": flaky, "fatal": fatal, "slow": slow, "big": big, "limited": limited}
 LEASE_SECONDS = 6.0
 TEST_RUNTIME_OPTIONS = {
     "retry": RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=2.0),
     "lease_seconds": LEASE_SECONDS,
+    "job_options": {"limited": JobOptions(concurrency=1)},
 }

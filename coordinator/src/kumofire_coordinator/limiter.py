@@ -1,0 +1,367 @@
+"""The limiter actor: a job's concurrency and rate limits, kept in one place for every consumer.
+
+One actor per job (named `limiter:<job>`), living in the same Durable Object class as the
+coordinators. Like the coordinator it knows nothing of D1 or jobs: run ids, keys, priorities
+and due times are opaque, and a waiting run is woken through a `Waker` the host plugs in
+(the run's own coordinator, armed for now). See docs/architecture.md, "The limiter actor".
+
+Consumers `acquire` a slot after their run's lease and before the `running` write. A run is
+granted a slot only when it is what the wait order picks next; otherwise it waits in the list
+and is woken when capacity frees: the limiter reserves a slot for it (an offer, token 0),
+writes that, and only then wakes it. Slots are leased like runs: renewed with the run's lease,
+freed when it expires (the alarm), so a dead consumer's slot comes back.
+
+The object keeps its records in memory after its first call (it alone writes them) and writes
+each change through. Every method changes memory without awaiting anything but storage, so the
+input gate makes it atomic; the wakes (calls to other objects) come last, after the writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .actor import Clock
+from .limiter_state import (
+    META_KEY,
+    SLOT_PREFIX,
+    WAIT_PREFIX,
+    Limits,
+    Meta,
+    Slot,
+    Waiter,
+    WaitQueue,
+    next_in_turn,
+)
+from .messages import (
+    AcquireReply,
+    ForgetReply,
+    LimiterStatus,
+    LimitsMessage,
+    SlotReleaseReply,
+    SlotRenewReply,
+)
+from .storage import ActorStorage
+
+
+class LimiterStorage(ActorStorage, Protocol):
+    async def list(self, options: Mapping[str, Any] | None = None) -> Any: ...
+
+
+class Waker(Protocol):
+    async def wake(self, run_id: str) -> None:
+        """Have `run_id` delivered again now (its coordinator armed for now)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterConfig:
+    """`offer_ms`: how long a woken waiter's slot stays reserved for it; after `max_offers`
+    unclaimed offers the waiter is dropped (its parked coordinator brings it back)."""
+
+    offer_ms: int = 60_000
+    max_offers: int = 3
+
+
+class LimiterActor:
+    def __init__(
+        self,
+        storage: LimiterStorage,
+        clock: Clock,
+        waker: Waker,
+        config: LimiterConfig | None = None,
+    ) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._waker = waker
+        self._config = config or LimiterConfig()
+        self._loaded = False
+        self._meta = Meta()
+        self._meta_dirty = False
+        self._slots: dict[str, Slot] = {}
+        self._waiters: dict[str, Waiter] = {}
+        self._queue = WaitQueue()
+        self._alarm: int | None = None
+
+    # --- calls from consumers ---------------------------------------------------------------
+
+    async def acquire(
+        self,
+        run_id: str,
+        token: int,
+        key: str,
+        priority: int,
+        due_ms: int,
+        lease_ms: int,
+        limits: LimitsMessage,
+    ) -> AcquireReply:
+        """A slot for `run_id` under lease `token`, or a place in the wait list. Idempotent
+        by run id and token; a newer token of the same run takes its slot over."""
+        now = await self._begin()
+        if self._meta.limits != limits:
+            self._meta.limits = limits
+            self._meta_dirty = True
+        woken: list[str] = []
+        slot = self._slots.get(run_id)
+        if slot is not None:
+            if not slot.offer and slot.token > token:
+                return {"granted": False, "reason": "lost"}
+            slot.token = token
+            slot.expires = now + lease_ms
+            await self._put_slot(run_id, slot)
+            await self._drop_waiter(run_id)
+        else:
+            key = key if self._limits.keyed else ""
+            waiter = self._waiters.get(run_id)
+            if waiter is not None:  # without a slot, a waiter is in the queue
+                self._queue.remove(run_id, waiter)
+            fresh = Waiter(key, priority, due_ms, waiter.offers if waiter else 0)
+            self._waiters[run_id] = fresh
+            self._queue.add(run_id, fresh)
+            woken = await self._fill(now, claimant=(run_id, token, lease_ms))
+            if run_id not in self._slots and fresh != waiter:
+                await self._storage.put(WAIT_PREFIX + run_id, fresh.to_storage())
+        await self._commit(now)
+        # The reply is decided before the wakes: other calls may run while they are awaited.
+        granted = self._slots.get(run_id)
+        reply: AcquireReply = (
+            {"granted": True, "expires_ms": granted.expires}
+            if granted is not None and granted.token == token
+            else {"granted": False, "reason": "wait"}
+        )
+        await self._wake(woken)
+        return reply
+
+    async def renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
+        """Extend the slot with the run's lease. A slot the limiter does not know (it expired,
+        or the limiter's storage was lost) is taken again only if the limits allow it now."""
+        now = await self._begin()
+        slot = self._slots.get(run_id)
+        if slot is None or slot.offer:
+            key = key if self._limits.keyed else ""
+            if slot is None and not self._has_room(key):
+                return {"ok": False, "reason": "lost"}
+            slot = Slot(key=key, token=token, expires=now, start=None)
+            self._slots[run_id] = slot
+            await self._drop_waiter(run_id)
+        elif slot.token != token:
+            return {"ok": False, "reason": "lost"}
+        slot.token = token
+        slot.expires = now + lease_ms
+        await self._put_slot(run_id, slot)
+        await self._commit(now)
+        return {"ok": True, "expires_ms": slot.expires}
+
+    async def release(self, run_id: str, token: int) -> SlotReleaseReply:
+        """The run is done with its slot (finished, retried later, or never started)."""
+        now = await self._begin()
+        slot = self._slots.get(run_id)
+        if slot is None or slot.offer or slot.token != token:
+            return {"ok": False, "reason": "lost"}
+        await self._free(run_id)
+        woken = await self._fill(now)
+        await self._commit(now)
+        await self._wake(woken)
+        return {"ok": True}
+
+    async def forget(self, run_id: str) -> ForgetReply:
+        """The run was canceled: drop its place in the wait list, or its offer."""
+        now = await self._begin()
+        slot = self._slots.get(run_id)
+        forgotten = run_id in self._waiters
+        if slot is not None and slot.offer:
+            await self._free(run_id, unstart=True)
+            forgotten = True
+        await self._drop_waiter(run_id)
+        woken = await self._fill(now)
+        await self._commit(now)
+        await self._wake(woken)
+        return {"forgotten": forgotten}
+
+    async def status(self) -> LimiterStatus:
+        await self._begin()
+        return {
+            "held": sorted(r for r, s in self._slots.items() if not s.offer),
+            "offered": sorted(r for r, s in self._slots.items() if s.offer),
+            "waiting": len(self._queue),
+        }
+
+    async def alarm(self) -> bool:
+        """Expire slots and offers, fill freed capacity. False if this object holds no
+        limiter (the alarm belongs to a coordinator)."""
+        self._alarm = None  # it has fired
+        now = await self._begin()
+        if self._meta.limits is None and not self._slots and not self._waiters:
+            return False
+        woken = await self._fill(now)
+        await self._commit(now)
+        await self._wake(woken)
+        return True
+
+    # --- the order ---------------------------------------------------------------------------
+
+    @property
+    def _limits(self) -> Limits:
+        return Limits() if self._meta.limits is None else Limits.from_message(self._meta.limits)
+
+    def _has_room(self, key: str) -> bool:
+        limits = self._limits
+        if limits.concurrency is not None and len(self._slots) >= limits.concurrency:
+            return False
+        held = sum(1 for s in self._slots.values() if s.key == key)
+        return limits.key_concurrency is None or held < limits.key_concurrency
+
+    def _pick(self, now: int) -> str | None:
+        """The waiter that may start now, in the wait order, or None."""
+        limits, meta = self._limits, self._meta
+        if limits.concurrency is not None and len(self._slots) >= limits.concurrency:
+            return None
+        if limits.rate is not None and not limits.rate.allows(meta.starts, now):
+            return None
+        held = Counter(s.key for s in self._slots.values())
+        eligible = []
+        for key, head in self._queue.heads():
+            if limits.key_concurrency is not None and held[key] >= limits.key_concurrency:
+                continue
+            kr = limits.key_rate
+            if kr is not None and not kr.allows(meta.key_starts.get(key, []), now):
+                continue
+            eligible.append((key, head))
+        if not eligible:
+            return None
+        top = min(head[0] for _, head in eligible)
+        heads = {key: head for key, head in eligible if head[0] == top}
+        return heads[next_in_turn(list(heads), meta.cursor)][2]
+
+    async def _fill(self, now: int, claimant: tuple[str, int, int] | None = None) -> list[str]:
+        """Give capacity to waiters in order: the claimant (the caller of `acquire`) a slot,
+        the others an offer. Returns the run ids to wake."""
+        woken = []
+        while (run_id := self._pick(now)) is not None:
+            waiter = self._waiters[run_id]
+            self._queue.remove(run_id, waiter)
+            if claimant is not None and claimant[0] == run_id:
+                _, token, lease_ms = claimant
+                slot = Slot(waiter.key, token, now + lease_ms, start=now)
+                await self._drop_waiter(run_id)
+            else:
+                waiter.offers += 1
+                await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
+                slot = Slot(waiter.key, 0, now + self._config.offer_ms, start=now)
+                woken.append(run_id)
+            self._slots[run_id] = slot
+            await self._put_slot(run_id, slot)
+            self._record_start(waiter.key, now)
+        return woken
+
+    def _record_start(self, key: str, now: int) -> None:
+        """Count a start in the rate windows that apply and move the round robin on; the
+        meta record is written only if that changed it (no row for a job without rates)."""
+        limits, meta = self._limits, self._meta
+        if limits.rate is not None:
+            meta.starts.append(now)
+            self._meta_dirty = True
+        if limits.key_rate is not None:
+            meta.key_starts.setdefault(key, []).append(now)
+            self._meta_dirty = True
+        if meta.cursor != key:
+            meta.cursor = key
+            self._meta_dirty = True
+
+    # --- records ----------------------------------------------------------------------------
+
+    async def _begin(self) -> int:
+        """Load once, then expire what has run out; returns now (epoch ms)."""
+        if not self._loaded:
+            await self._load()
+        now = int(self._clock.now() * 1000)
+        for run_id, slot in list(self._slots.items()):
+            if slot.expires > now:
+                continue
+            await self._free(run_id, unstart=slot.offer)  # a dead holder, or an unclaimed offer
+            waiter = self._waiters.get(run_id)
+            if waiter is not None and slot.offer:
+                if waiter.offers >= self._config.max_offers:
+                    await self._drop_waiter(run_id)
+                else:
+                    self._queue.add(run_id, waiter)  # back in its place
+        self._prune(now)
+        return now
+
+    async def _load(self) -> None:
+        meta = await self._storage.get(META_KEY)
+        self._meta = Meta() if meta is None else Meta.from_storage(meta)
+        slots = await self._storage.list({"prefix": SLOT_PREFIX})
+        for k, v in dict(slots).items():
+            self._slots[k.removeprefix(SLOT_PREFIX)] = Slot.from_storage(v)
+        waits = await self._storage.list({"prefix": WAIT_PREFIX})
+        for k, v in dict(waits).items():
+            run_id, waiter = k.removeprefix(WAIT_PREFIX), Waiter.from_storage(v)
+            self._waiters[run_id] = waiter
+            if run_id not in self._slots:
+                self._queue.add(run_id, waiter)
+        alarm = await self._storage.getAlarm()
+        self._alarm = None if alarm is None else int(alarm)
+        self._loaded = True
+
+    def _prune(self, now: int) -> None:
+        limits, meta = self._limits, self._meta
+        starts = [] if limits.rate is None else limits.rate.prune(meta.starts, now)
+        key_starts = {}
+        if limits.key_rate is not None:
+            for key, ks in meta.key_starts.items():
+                if kept := limits.key_rate.prune(ks, now):
+                    key_starts[key] = kept
+        if starts != meta.starts or key_starts != meta.key_starts:
+            meta.starts, meta.key_starts = starts, key_starts
+            self._meta_dirty = True
+
+    async def _free(self, run_id: str, *, unstart: bool = False) -> None:
+        slot = self._slots.pop(run_id)
+        await self._storage.delete(SLOT_PREFIX + run_id)
+        if unstart and slot.start is not None:  # an offer never claimed: it did not start
+            for starts in (self._meta.starts, self._meta.key_starts.get(slot.key, [])):
+                if slot.start in starts:
+                    starts.remove(slot.start)
+            self._meta_dirty = True
+
+    async def _drop_waiter(self, run_id: str) -> None:
+        waiter = self._waiters.pop(run_id, None)
+        if waiter is not None:
+            self._queue.remove(run_id, waiter)
+            await self._storage.delete(WAIT_PREFIX + run_id)
+
+    async def _put_slot(self, run_id: str, slot: Slot) -> None:
+        await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
+
+    async def _commit(self, now: int) -> None:
+        """Write the meta record if it changed and aim the alarm at the next thing to check:
+        the earliest expiry, or the opening of a rate window that holds a waiter back."""
+        if self._meta_dirty:
+            await self._storage.put(META_KEY, self._meta.to_storage())
+            self._meta_dirty = False
+        times = [s.expires for s in self._slots.values()]
+        limits, meta = self._limits, self._meta
+        if len(self._queue):
+            if limits.rate is not None and (t := limits.rate.opens(meta.starts, now)):
+                times.append(t)
+            if limits.key_rate is not None:
+                for key in self._queue.keys():  # noqa: SIM118  a method, not a dict
+                    if t := limits.key_rate.opens(meta.key_starts.get(key, []), now):
+                        times.append(t)
+        # An alarm set already that comes no later serves (it finds nothing due and re-aims),
+        # and one no longer needed is left to fire once: either costs less than a row written.
+        alarm = min(times, default=None)
+        if alarm is None or (self._alarm is not None and self._alarm <= alarm):
+            return
+        await self._storage.setAlarm(alarm)
+        self._alarm = alarm
+
+    async def _wake(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            # A failed wake costs nothing lasting: the offer expires and is made again.
+            with contextlib.suppress(Exception):
+                await self._waker.wake(run_id)

@@ -1,0 +1,364 @@
+"""The limiter actor's protocol, run in the embedded Durable Object binding (real storage,
+alarms and input gate) with a recording waker and the manual clock: no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kumofire_coordinator import (
+    CoordinatorActor,
+    CoordinatorEndpoint,
+    Delivery,
+    DeliveryAction,
+    LimiterActor,
+    LimiterConfig,
+    LimitsMessage,
+)
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local.durable_objects import LocalDurableObjectNamespace
+
+NAME = "limiter:report"
+LEASE_MS = 30_000
+OFFER_MS = 10_000
+
+
+def limits(
+    concurrency: int | None = None,
+    key_concurrency: int | None = None,
+    rate: tuple[int, int] | None = None,
+    key_rate: tuple[int, int] | None = None,
+) -> LimitsMessage:
+    return {
+        "concurrency": concurrency,
+        "key_concurrency": key_concurrency,
+        "rate_limit": None if rate is None else list(rate),
+        "key_rate_limit": None if key_rate is None else list(key_rate),
+    }
+
+
+@dataclass
+class Waker:
+    clock: ManualClock
+    woken: list[tuple[str, float]] = field(default_factory=list)
+    fail: bool = False
+
+    async def wake(self, run_id: str) -> None:
+        if self.fail:
+            raise ConnectionError("the coordinator could not be reached")
+        self.woken.append((run_id, self.clock.now()))
+
+    def ids(self) -> list[str]:
+        return [r for r, _ in self.woken]
+
+
+@dataclass
+class Hook:
+    clock: ManualClock
+    deliveries: list[str] = field(default_factory=list)
+
+    async def deliver(self, key: str, delivery: int) -> Delivery:
+        self.deliveries.append(key)
+        return Delivery(DeliveryAction.SENT)
+
+
+@dataclass
+class Env:
+    waker: Waker
+    hook: Hook
+
+
+class BothActors(CoordinatorEndpoint):
+    def __init__(self, ctx: Any, env: Env) -> None:
+        clock = env.waker.clock
+        self.actor = CoordinatorActor(ctx.storage, clock, env.hook)
+        self.limiter = LimiterActor(
+            ctx.storage, clock, env.waker, LimiterConfig(offer_ms=OFFER_MS, max_offers=2)
+        )
+
+
+@pytest.fixture
+def waker(clock: ManualClock) -> Waker:
+    return Waker(clock)
+
+
+@pytest.fixture
+async def namespace(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> AsyncIterator[LocalDurableObjectNamespace]:
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    yield ns
+    await ns.close()
+
+
+def now_ms(clock: ManualClock) -> int:
+    return int(clock.now() * 1000)
+
+
+class Consumer:
+    """Calls the limiter as a consumer does: one token per lease of a run."""
+
+    def __init__(self, stub: Any, clock: ManualClock, lim: LimitsMessage) -> None:
+        self.stub, self.clock, self.limits = stub, clock, lim
+        self.tokens: dict[str, int] = {}
+
+    async def acquire(self, run_id: str, key: str = "", priority: int = 0, due: int = 0) -> Any:
+        token = self.tokens[run_id] = self.tokens.get(run_id, 0) + 1
+        return await self.stub.limit_acquire(
+            run_id, token, key, priority, due, LEASE_MS, self.limits
+        )
+
+    async def release(self, run_id: str) -> Any:
+        return await self.stub.limit_release(run_id, self.tokens[run_id])
+
+    async def held(self) -> list[str]:
+        return list((await self.stub.limit_status())["held"])
+
+
+async def test_concurrency_is_never_exceeded_and_a_freed_slot_wakes_the_next(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=2))
+    replies = [await c.acquire(f"r{i}", due=i) for i in range(5)]
+    assert [r["granted"] for r in replies] == [True, True, False, False, False]
+    assert {r["reason"] for r in replies[2:]} == {"wait"}
+    done: list[str] = []
+    for _ in range(5):
+        status = await c.stub.limit_status()
+        assert len(status["held"]) + len(status["offered"]) <= 2
+        run = status["held"][0]
+        assert (await c.release(run)) == {"ok": True}
+        done.append(run)
+        for woken in waker.ids():
+            if woken not in done and woken not in await c.held():
+                assert (await c.acquire(woken))["granted"]
+    assert sorted(done) == [f"r{i}" for i in range(5)]
+    assert waker.ids() == ["r2", "r3", "r4"]  # each woken once, in due order
+
+
+async def test_key_concurrency_limits_each_key_alone(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(key_concurrency=1))
+    got = {
+        r: (await c.acquire(r, key=k))["granted"]
+        for r, k in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c"), ("b2", "b")]
+    }
+    assert got == {"a1": True, "a2": False, "b1": True, "c1": True, "b2": False}
+    await c.release("b1")
+    assert waker.ids() == ["b2"]
+    assert (await c.acquire("b2", key="b"))["granted"]
+
+
+async def test_a_sliding_window_never_allows_more_than_the_limit_nor_starts_early(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(rate=(5, 1_000)))
+    starts: list[int] = []
+    t0 = clock.now()
+
+    async def start(run_id: str) -> bool:
+        if (await c.acquire(run_id))["granted"]:
+            starts.append(now_ms(clock))
+            await c.release(run_id)
+            return True
+        return False
+
+    for i in range(3):
+        assert await start(f"early{i}")
+    await clock.advance(0.5)
+    results = [await start(f"r{i:02}") for i in range(12)]
+    assert results.count(True) == 2  # 3 + 2 in the first window
+    for _ in range(60):
+        await clock.advance(0.05)
+        for run_id in waker.ids():
+            if run_id not in c.tokens or c.tokens[run_id] == 1:
+                await start(run_id)
+    assert len(starts) == 15
+    for s in starts:  # in any window of 1,000 ms, at most 5 starts
+        assert sum(1 for t in starts if s <= t < s + 1_000) <= 5
+    assert starts[5] >= starts[0] + 1_000  # none early: the 6th waits for the 1st to leave
+    offered = [t for _, t in waker.woken]
+    assert offered[:3] == [t0 + 1.0] * 3  # offered the moment the window opened
+
+
+async def test_priority_then_due_time_order_the_wait_list(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    assert (await c.acquire("holder"))["granted"]
+    await c.acquire("late", due=10)
+    await c.acquire("urgent", priority=5, due=20)
+    await c.acquire("early", due=5)
+    order = []
+    current = "holder"
+    for _ in range(3):
+        await c.release(current)
+        current = waker.ids()[-1]
+        assert (await c.acquire(current))["granted"]
+        order.append(current)
+    assert order == ["urgent", "early", "late"]
+
+
+async def test_round_robin_a_crowded_key_delays_a_lone_key_by_one_turn_at_most(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1, key_concurrency=1))
+    assert (await c.acquire("a000", key="a"))["granted"]
+    for i in range(1, 100):
+        await c.acquire(f"a{i:03}", key="a", due=i)
+    await c.acquire("b000", key="b", due=1_000)
+    current, turns = "a000", []
+    for _ in range(3):
+        await c.release(current)
+        current = waker.ids()[-1]
+        assert (await c.acquire(current, key=current[0]))["granted"]
+        turns.append(current)
+    assert turns == ["b000", "a001", "a002"]
+
+
+async def test_a_dead_consumers_slot_frees_when_its_lease_expires(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    assert (await c.acquire("dead"))["granted"]
+    assert not (await c.acquire("next"))["granted"]
+    await clock.advance(29.999)
+    assert waker.ids() == []
+    await clock.advance(0.001)  # the limiter's alarm: the slot's lease ran out
+    assert waker.ids() == ["next"]
+    assert (await c.acquire("next"))["granted"]
+    # The dead consumer comes back: no room, so its renew is refused.
+    renew = await c.stub.limit_renew("dead", c.tokens["dead"], "", LEASE_MS)
+    assert renew == {"ok": False, "reason": "lost"}
+
+
+async def test_renewal_keeps_a_slot(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2")
+    for _ in range(5):
+        await clock.advance(20)
+        assert (await c.stub.limit_renew("r1", c.tokens["r1"], "", LEASE_MS))["ok"]
+    assert waker.ids() == []
+    assert await c.held() == ["r1"]
+
+
+async def test_acquire_and_release_are_idempotent_and_fenced_by_the_token(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(NAME)
+    lim = limits(concurrency=1)
+    first = await stub.limit_acquire("r1", 7, "", 0, 0, LEASE_MS, lim)
+    again = await stub.limit_acquire("r1", 7, "", 0, 0, LEASE_MS, lim)
+    assert first["granted"] and again["granted"]
+    assert (await stub.limit_acquire("r2", 1, "", 0, 0, LEASE_MS, lim))["reason"] == "wait"
+    assert (await stub.limit_acquire("r2", 2, "", 0, 0, LEASE_MS, lim))["reason"] == "wait"
+    assert (await stub.limit_status())["waiting"] == 1
+    # The run's lease moved to another consumer (token 8): it takes the slot over.
+    assert (await stub.limit_acquire("r1", 8, "", 0, 0, LEASE_MS, lim))["granted"]
+    assert (await stub.limit_acquire("r1", 7, "", 0, 0, LEASE_MS, lim)) == {
+        "granted": False,
+        "reason": "lost",
+    }
+    assert await stub.limit_release("r1", 7) == {"ok": False, "reason": "lost"}
+    assert await stub.limit_release("r1", 8) == {"ok": True}
+    assert await stub.limit_release("r1", 8) == {"ok": False, "reason": "lost"}
+    assert (await stub.limit_status())["offered"] == ["r2"]
+
+
+async def test_two_consumers_racing_for_the_last_slot_one_wins(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName(NAME)
+    lim = limits(concurrency=2)
+    assert (await stub.limit_acquire("r0", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+    replies = await asyncio.gather(
+        *(stub.limit_acquire(f"r{i}", 1, "", 0, 0, LEASE_MS, lim) for i in range(1, 6))
+    )
+    assert sum(1 for r in replies if r["granted"]) == 1
+    status = await stub.limit_status()
+    assert len(status["held"]) == 2 and status["waiting"] == 4
+
+
+async def test_an_unclaimed_offer_expires_is_made_again_then_dropped(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("gone")  # canceled later, never claims its offer
+    await c.acquire("r3", due=5)
+    waker.fail = True  # the first wake is lost too
+    await c.release("r1")
+    assert (await c.stub.limit_status())["offered"] == ["gone"]
+    waker.fail = False
+    await clock.advance(OFFER_MS / 1000)
+    assert waker.ids() == ["gone"]  # offered again, and woken
+    await clock.advance(OFFER_MS / 1000)
+    assert waker.ids() == ["gone", "r3"]  # two offers unclaimed: dropped, the next goes
+    assert (await c.acquire("r3"))["granted"]
+
+
+async def test_forget_drops_a_waiter_and_passes_its_offer_on(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("canceled1", due=1)
+    await c.acquire("canceled2", due=2)
+    await c.acquire("r4", due=3)
+    assert await c.stub.limit_forget("canceled2") == {"forgotten": True}
+    await c.release("r1")
+    assert waker.ids() == ["canceled1"]
+    assert await c.stub.limit_forget("canceled1") == {"forgotten": True}
+    assert waker.ids() == ["canceled1", "r4"]
+
+
+async def test_the_limiter_survives_eviction(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker, tmp_path: Path
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2")
+    await namespace.close()
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        stub = ns.getByName(NAME)
+        assert await stub.limit_status() == {"held": ["r1"], "offered": [], "waiting": 1}
+        await clock.advance(LEASE_MS / 1000)  # the stored alarm fires in the new instance
+        assert waker.ids() == ["r2"]
+    finally:
+        await ns.close()
+
+
+async def test_a_coordinator_in_the_same_class_still_delivers(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock
+) -> None:
+    stub = namespace.getByName("run_1")
+    await stub.arm("run_1", now_ms(clock))
+    await clock.advance(0)
+    assert (await stub.status())["phase"] == "delivered"
+
+
+async def test_a_renew_the_limiter_cannot_place_takes_a_slot_only_if_there_is_room(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    # As after the limiter's storage was lost: running runs renew slots it does not know.
+    stub = namespace.getByName(NAME)
+    await stub.limit_acquire("other", 1, "", 0, 0, LEASE_MS, limits(concurrency=2))
+    assert (await stub.limit_renew("r1", 5, "", LEASE_MS))["ok"]
+    assert await stub.limit_renew("r2", 5, "", LEASE_MS) == {"ok": False, "reason": "lost"}
+    assert (await stub.limit_status())["held"] == ["other", "r1"]

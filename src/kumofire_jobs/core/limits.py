@@ -1,0 +1,151 @@
+"""Per-job limits in consume: the calls to a job's limiter actor (`limiter:<job>`, in the
+coordinators' Durable Object class) around a run's `running` write.
+
+A job whose options set no limit never reaches this module's actor calls: `Limits.applies`
+is false for it, and a runtime with no limited job at all does nothing here. See
+docs/architecture.md, "The limiter actor".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kumofire_coordinator.messages import (
+    AcquireReply,
+    LimitsMessage,
+    SlotReleaseReply,
+    SlotRenewReply,
+)
+
+from .bindings import DurableObjectNamespace
+from .clock import Clock
+from .coordination import LIMITER_PREFIX, Coordinators
+from .log import get_logger
+from .options import JobOptions, RateLimit
+from .states import TERMINAL, RunStatus
+
+log = get_logger()
+
+# A run told to wait parks its coordinator this long: the limiter wakes it sooner; this only
+# brings it back if the limiter lost it (its storage, or after unclaimed offers).
+PARK_MS = 300_000
+
+
+def limiter_name(job: str) -> str:
+    return LIMITER_PREFIX + job
+
+
+def _rate(rate: RateLimit | None) -> list[int] | None:
+    return None if rate is None else [rate.limit, max(int(rate.per * 1000), 1)]
+
+
+def limits_message(options: JobOptions | None) -> LimitsMessage | None:
+    """The limits a job's options set, as the limiter takes them, or None (no limit)."""
+    if options is None:
+        return None
+    message: LimitsMessage = {
+        "concurrency": options.concurrency,
+        "key_concurrency": options.key_concurrency,
+        "rate_limit": _rate(options.rate_limit),
+        "key_rate_limit": _rate(options.key_rate_limit),
+    }
+    return message if any(v is not None for v in message.values()) else None
+
+
+class CoordinatorWaker:
+    """Wakes a waiting run: its own coordinator is armed for now, and redelivers it."""
+
+    def __init__(self, coordinators: Coordinators, clock: Clock) -> None:
+        self._coordinators = coordinators
+        self._clock = clock
+
+    async def wake(self, run_id: str) -> None:
+        await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    job: str
+    key: str
+    token: int
+
+
+class Limits:
+    """The consumer's side of the limiters: acquire before the `running` write, renew with
+    the lease, release with it."""
+
+    def __init__(
+        self,
+        namespace: DurableObjectNamespace,
+        options: dict[str, LimitsMessage],
+        clock: Clock,
+        lease_ms: int,
+    ) -> None:
+        self._namespace = namespace
+        self._options = options
+        self._clock = clock
+        self._lease_ms = lease_ms
+        self._held: dict[str, Slot] = {}  # run id -> the slot this consumer holds for it
+        self._names = json.dumps(sorted(options)) if options else None
+
+    @property
+    def names(self) -> str | None:
+        """The limited jobs as a JSON array (the start statement skips their runs), or None
+        when no job is limited."""
+        return self._names
+
+    def limits(self, job: str) -> LimitsMessage | None:
+        return self._options.get(job)
+
+    def _stub(self, job: str) -> Any:
+        return self._namespace.getByName(limiter_name(job))
+
+    async def enter(self, row: Mapping[str, Any] | None, token: int) -> bool:
+        """Ask the run's limiter for a slot, if its job is limited and it may start now.
+        False: the run waits (recorded in the limiter's list, woken through its
+        coordinator); the caller parks the coordinator."""
+        if row is None or RunStatus(row["status"]) in TERMINAL:
+            return True
+        limits = self._options.get(row["name"])
+        now = int(self._clock.now() * 1000)
+        if limits is None or row["scheduled_for"] > now:
+            return True  # not limited, or not due: the guarded start decides, as always
+        key = row.get("concurrency_key") or ""
+        reply = cast(
+            AcquireReply,
+            await self._stub(row["name"]).limit_acquire(
+                row["id"], token, key, int(row.get("priority") or 0),
+                int(row["scheduled_for"]), self._lease_ms, limits,
+            ),
+        )  # fmt: skip
+        if reply["granted"]:
+            self._held[row["id"]] = Slot(row["name"], key, token)
+            return True
+        log.info("run.waiting", run_id=row["id"], job=row["name"], reason=reply["reason"])
+        return False
+
+    async def renew(self, run_id: str, token: int) -> bool:
+        """Renew the run's slot with its lease; False if the slot is lost."""
+        slot = self._held.get(run_id)
+        if slot is None or slot.token != token:
+            return True
+        reply = cast(
+            SlotRenewReply,
+            await self._stub(slot.job).limit_renew(run_id, token, slot.key, self._lease_ms),
+        )
+        return reply["ok"]
+
+    async def leave(self, run_id: str, token: int) -> None:
+        """Release the run's slot (the attempt ended, or never started). If the call fails,
+        the slot expires with its lease."""
+        slot = self._held.get(run_id)
+        if slot is None or slot.token != token:
+            return
+        del self._held[run_id]
+        try:
+            cast(SlotReleaseReply, await self._stub(slot.job).limit_release(run_id, token))
+        except Exception as exc:
+            log.warning("limit.release_failed", run_id=run_id, error=str(exc))

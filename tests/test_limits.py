@@ -1,0 +1,287 @@
+"""Per-job limits (API.md Part 2, "Per-job options") end to end: the public API on the
+embedded bindings and the manual clock, the limiter actor deciding in its Durable Object."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kumofire_jobs import JobContext, JobOptions, RateLimit
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.delivery import run_message
+from kumofire_jobs.core.models import JobRun
+from kumofire_jobs.core.store import RunStore
+from tests.support.envs import EnvFactory, noop
+from tests.support.faults import FailingNamespace, rewire
+
+
+class Gauge:
+    """A handler that counts runs executing at once; each waits for `gate`."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.done: list[str] = []
+        self.gate = asyncio.Event()
+
+    async def __call__(self, ctx: JobContext) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.gate.wait()
+        finally:
+            self.running -= 1
+        self.done.append(ctx.job.id)
+
+
+async def settle(clock: ManualClock, seconds: float = 1.0, step: float = 0.01) -> None:
+    for _ in range(int(seconds / step)):
+        await clock.advance(step)
+
+
+async def test_concurrency_two_never_runs_more_than_two_and_all_ten_succeed(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(10)]
+    await settle(clock)
+    assert gauge.running == 2 and gauge.peak == 2
+    gauge.gate.set()
+    await settle(clock)
+    assert sorted(gauge.done) == sorted(ids)
+    assert gauge.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_rate_limit_of_five_a_second_starts_no_more_than_five_in_any_second(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    starts: list[float] = []
+
+    async def tick(ctx: JobContext) -> None:
+        starts.append(clock.now())
+
+    env = await make_env(
+        {"tick": tick}, job_options={"tick": JobOptions(rate_limit=RateLimit(limit=5, per=1.0))}
+    )
+    ids = [(await env.jobs.create("tick")).kumofire_job_run_id for _ in range(12)]
+    await settle(clock, 3.0)
+    assert len(starts) == 12
+    for s in starts:
+        assert sum(1 for t in starts if s <= t < s + 1.0 - 1e-9) <= 5
+    assert starts[5] >= starts[0] + 1.0  # none early
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+
+
+async def test_a_consumer_that_dies_holding_a_slot_frees_it_when_its_lease_expires(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[tuple[str, int]] = []
+    hang = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.id, ctx.job.attempt))
+        if len(calls) == 1:
+            await hang.wait()  # the first consumer hangs; its renewals fail
+
+    env = await make_env(
+        {"job": job}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    partition = FailingNamespace(env.JOB_COORDINATOR, "renew", "limit_renew")
+    rewire(env, coordinator=partition)
+    first = (await env.jobs.create("job")).kumofire_job_run_id
+    second = (await env.jobs.create("job")).kumofire_job_run_id
+    await settle(clock, 1.0)
+    assert calls == [(first, 1)]  # the second waits for the slot
+    await clock.advance(29.0)
+    partition.methods.clear()
+    await settle(clock, 1.0)
+    # The slot's lease expired with the run's: both runs ran, one at a time.
+    assert sorted(calls[1:]) == sorted([(first, 2), (second, 1)])
+    for run_id in (first, second):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+    hang.set()
+    await clock.advance(0)
+
+
+async def test_consumers_racing_with_duplicated_messages_keep_the_limit(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(4)]
+    await env.JOBS_QUEUE.sendBatch([{"body": run_message(r)} for r in ids] * 2)
+    await settle(clock, 0.5)
+    assert gauge.peak == 1
+    gauge.gate.set()
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 1
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_key_concurrency_one_runs_one_per_key_and_the_keys_side_by_side(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    running: dict[str, int] = {}
+    peaks: dict[str, int] = {}
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        key = ctx.job.concurrency_key or ""
+        running[key] = running.get(key, 0) + 1
+        peaks[key] = max(peaks.get(key, 0), running[key])
+        await gate.wait()
+        running[key] -= 1
+
+    env = await make_env({"sync": job}, job_options={"sync": JobOptions(key_concurrency=1)})
+    ids = [
+        (await env.jobs.create("sync", concurrency_key=key)).kumofire_job_run_id
+        for key in ["a", "b", "c"] * 3
+    ]
+    await settle(clock, 0.5)
+    assert running == {"a": 1, "b": 1, "c": 1}  # one per key, the three keys at once
+    gate.set()
+    await settle(clock, 1.0)
+    assert peaks == {"a": 1, "b": 1, "c": 1}
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+
+
+async def test_unlimited_jobs_beside_a_limited_one_start_in_one_statement(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env(
+        {"free": noop, "report": noop}, job_options={"report": JobOptions(concurrency=1)}
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR, "limit_acquire")
+    rewire(env, coordinator=spy)
+    free = await env.jobs.create("free")
+    await settle(clock, 0.1)
+    run = await env.jobs.get(free.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"  # never asked the (failing) limiter
+
+
+async def test_canceling_a_waiting_run_takes_it_out_of_the_line(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    first, waiting, last = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.1)
+    await env.jobs.cancel(waiting)
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [first], "offered": [], "waiting": 1}
+    gauge.gate.set()
+    await settle(clock, 0.1)  # the slot goes to `last` at once, not after an unclaimed offer
+    assert gauge.done == [first, last]
+    run = await env.jobs.get(waiting)
+    assert run is not None and run.status == "canceled"
+
+
+async def test_waiting_runs_start_by_priority_then_due_time(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.id)
+        await gate.wait()
+
+    env = await make_env({"report": job}, job_options={"report": JobOptions(concurrency=1)})
+    holder = (await env.jobs.create("report")).kumofire_job_run_id
+    await settle(clock, 0.1)
+    low = (await env.jobs.create("report", priority=-5)).kumofire_job_run_id
+    plain = (await env.jobs.create("report")).kumofire_job_run_id
+    high = (await env.jobs.create("report", priority=10)).kumofire_job_run_id
+    await settle(clock, 0.1)
+    gate.set()
+    await settle(clock, 0.5)
+    assert order == [holder, high, plain, low]
+
+
+async def test_a_running_write_that_fails_after_the_slot_was_granted_loses_nothing(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = RunStore.start
+    failed: list[str] = []
+
+    async def flaky(
+        self: RunStore, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
+    ) -> JobRun | None:
+        if unless_jobs is None and not failed:  # the limited run's start, after its acquire
+            failed.append(run_id)
+            raise ConnectionError("D1 is unavailable")
+        return await original(self, run_id, token, now, unless_jobs=unless_jobs)
+
+    monkeypatch.setattr(RunStore, "start", flaky)
+    gauge = Gauge()
+    gauge.gate.set()
+    env = await make_env(
+        {"job": gauge}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    first = (await env.jobs.create("job")).kumofire_job_run_id
+    second = (await env.jobs.create("job")).kumofire_job_run_id
+    await settle(clock, 1.0)
+    assert failed == [first] and gauge.done == []  # the slot is held by the failed start
+    await clock.advance(29.0)  # the run's lease and its slot expire together
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted([first, second]) and gauge.peak == 1
+    for run_id in (first, second):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_paused_limited_job_keeps_its_limit_when_resumed(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(4)]
+    await settle(clock, 0.5)
+    assert gauge.done == [] and gauge.peak == 0
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status["held"] == []  # a paused run holds no slot
+    gauge.gate.set()
+    await env.jobs.resume_job("report")
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 1
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_key_with_one_waiting_run_waits_one_turn_behind_a_crowded_key(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.concurrency_key or "")
+        await gate.wait()  # the first run holds the slot while the others line up
+
+    env = await make_env(
+        {"sync": job}, job_options={"sync": JobOptions(concurrency=1, key_concurrency=1)}
+    )
+    for _ in range(20):
+        await env.jobs.create("sync", concurrency_key="crowded")
+    await settle(clock, 0.1)
+    await env.jobs.create("sync", concurrency_key="lone")
+    await settle(clock, 0.1)
+    assert order == ["crowded"]
+    gate.set()
+    await settle(clock, 2.0)
+    assert len(order) == 21
+    assert order[:3] == ["crowded", "lone", "crowded"]  # one turn of the crowded key at most
