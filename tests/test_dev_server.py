@@ -144,6 +144,32 @@ def test_quick_start_demo_runs_a_job_and_stops_on_sigterm(
     assert server.stop(signal.SIGTERM) == 0
 
 
+def test_quick_start_pause_and_a_concurrency_limit(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    """README's three commands: pause `slow`, create five runs of it, resume: they wait while
+    paused, then run at most two at once (its `concurrency=2`) and all succeed."""
+    server = DevServer(tmp_path / "data")
+    servers.append(server)
+    paused = server.http.post("/v1/jobs/slow/pause").json()
+    assert paused["paused"] is True and paused["options"]["concurrency"] == 2
+    batch = server.http.post("/v1/runs:batch", json={"runs": [{"name": "slow"}] * 5})
+    assert batch.status_code == 202
+    assert server.http.get("/v1/jobs/slow").json()["counts"]["succeeded"] == 0
+    assert server.http.post("/v1/jobs/slow/resume").json()["paused"] is False
+    most = 0
+
+    def all_succeeded() -> bool:
+        nonlocal most
+        counts = server.http.get("/v1/jobs/slow").json()["counts"]
+        most = max(most, counts["running"])
+        return bool(counts["succeeded"] == 5)
+
+    server.wait_for(all_succeeded, timeout=40)
+    assert 1 <= most <= 2
+    assert server.stop(signal.SIGTERM) == 0
+
+
 def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
     tmp_path: Path, servers: list[DevServer]
 ) -> None:

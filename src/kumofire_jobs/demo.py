@@ -1,12 +1,16 @@
 """The built-in demo runtime `kumofire-jobs dev` runs when given no `--app`.
 
-Three jobs to try the lifecycle with: `hello` succeeds, `flaky` fails its first attempt and
-succeeds on the retry, `fail` never succeeds (and uses up its attempts).
+Four jobs to try the lifecycle with: `hello` succeeds, `flaky` fails its first attempt and
+succeeds on the retry, `fail` never succeeds (and uses up its attempts), and `slow` takes a
+second, at most two at once (`JobOptions(concurrency=2)`): pause it, create a few, resume.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from .core.context import JobContext
+from .core.options import JobOptions
 from .core.retry import RetryPolicy
 from .core.runtime import create_runtime
 
@@ -25,7 +29,13 @@ async def fail(ctx: JobContext) -> None:
     raise RuntimeError("this job always fails")
 
 
+async def slow(ctx: JobContext) -> None:
+    await asyncio.sleep(1.0)
+    ctx.log.info("slow.done")
+
+
 runtime = create_runtime(
-    {"hello": hello, "flaky": flaky, "fail": fail},
+    {"hello": hello, "flaky": flaky, "fail": fail, "slow": slow},
     retry=RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0),
+    job_options={"slow": JobOptions(concurrency=2)},
 )
