@@ -36,7 +36,7 @@ from typing import Any
 
 from bench import reference
 from bench.instrument import D1Statement, InstrumentedEnvironment, Recorder
-from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs import JobContext, JobOptions, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.d1 import LocalD1Database
@@ -162,6 +162,60 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         cron = {"counts": recorder.since(mark), "d1_offset": len(mark.d1)}
         await env.stop()
     return {"scenarios": scenarios, "cron": cron, "trace": recorder.total.d1}
+
+
+# --- limited runs (ours only) -------------------------------------------------------------------
+
+LIMITED = (
+    "unlimited beside a limited job",
+    "limited, a slot free",
+    "limited, waits for a slot",
+)
+
+
+async def _limited_scenario(name: str, runs: int) -> dict[str, Any]:
+    """One scenario of `LIMITED`, in an environment of its own (its own D1 trace)."""
+    recorder = Recorder()
+    clock = ManualClock()
+
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    options = {
+        "unlimited beside a limited job": {"other": JobOptions(concurrency=1)},
+        "limited, a slot free": {"noop": JobOptions(concurrency=10)},
+        "limited, waits for a slot": {"noop": JobOptions(concurrency=1)},
+    }[name]
+    runtime = create_runtime({"noop": noop, "other": noop}, clock=clock, job_options=options)
+    with tempfile.TemporaryDirectory(prefix="kumofire-cost-limited-") as tmp:
+        env = InstrumentedEnvironment(runtime, Path(tmp), recorder)
+        await env.start()
+        await env.jobs.create("noop")  # warm-up, not counted: the schema check
+        await clock.advance(1)
+        mark, outcomes = recorder.mark(), len(env.outcomes)
+        ids = []
+        for _ in range(runs):
+            recorder.total.invocations["request"] += 1
+            ids.append((await env.jobs.create("noop")).kumofire_job_run_id)
+            if name != "limited, waits for a slot":  # that one: all created at once
+                await clock.advance(0)
+        for _ in range(100):
+            await clock.advance(0.01)
+        counts = recorder.since(mark)
+        statuses = [str((await env.jobs.get(i)).status) for i in ids]  # type: ignore[union-attr]
+        await env.stop()
+    return {
+        "runs": runs,
+        "counts": counts,
+        "d1_offset": len(mark.d1),
+        "statuses": statuses,
+        "outcomes": Counter(env.outcomes[outcomes:]),
+        "trace": recorder.total.d1,
+    }
+
+
+async def measure_limited(runs: int) -> dict[str, Any]:
+    return {name: await _limited_scenario(name, runs) for name in LIMITED}
 
 
 # --- the reference model ------------------------------------------------------------------------
@@ -432,6 +486,21 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "statuses": dict(Counter(entry["statuses"])),
             "outcomes": dict(entry["outcomes"]),
         }
+    limited = asyncio.run(measure_limited(runs))
+    result["limited"] = {}
+    for name, entry in limited.items():
+        metas = calibrate(entry["trace"]) if calibrate_d1 else None
+        o = ours_per_run(entry, metas)
+        result["limited"][name] = {
+            "per_run": o, "usd_per_million": dollars(o),
+            "usd_per_million_batched": dollars(o, batched=True),
+            "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
+        }  # fmt: skip
+        result["checks"][name] = {
+            "runs": entry["runs"],
+            "statuses": dict(Counter(entry["statuses"])),
+            "outcomes": dict(entry["outcomes"]),
+        }
     cron_counts = ours["cron"]["counts"]
     steps, offset = ref["cron"]
     tick_o = ours_per_run(
@@ -551,6 +620,7 @@ def markdown(cost: dict[str, Any]) -> str:
             f"- Ours, {name}, per run: coordinator RPC calls {rpc}; alarm runs "
             f"{_n(entry['ours']['per_run']['do_alarms'])}; storage operations {ops}."
         )
+    lines += _limited_markdown(cost)
     lines += ["", "Reference, one-shot run: D1 rows by statement (per run):", "",
               "| statement | calls | rows read | rows written | local meta: read / written |",
               "|---|---|---|---|---|"]  # fmt: skip
@@ -561,6 +631,37 @@ def markdown(cost: dict[str, Any]) -> str:
             f"{_n(row['rows_written_local'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _limited_markdown(cost: dict[str, Any]) -> list[str]:
+    """Ours, a limited job's run next to the unlimited one-shot run (isolated runs)."""
+    columns = [("unlimited one-shot", cost["scenarios"]["one-shot"]["ours"])]
+    columns += [(name, cost["limited"][name]) for name in LIMITED]
+    lines = [
+        "",
+        "Ours, a run of a limited job (`JobOptions(concurrency=...)`), next to the one-shot "
+        "run above: a job beside a limited one (`other` has `concurrency=1`); `concurrency=10`, "
+        "runs created one at a time (a slot is always free); `concurrency=1`, runs created at "
+        "once (every run but the first waits in the limiter's line and is handed the slot by "
+        "the consumer that frees it):",
+        "",
+        "| per run | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for title, key in ROWS:
+        cells = [_n(entry["per_run"][key]) for _, entry in columns]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    for title, field in (
+        ("USD per million runs", "usd_per_million"),
+        ("USD per million, consumer batches of 100", "usd_per_million_batched"),
+    ):
+        cells = [f"**{entry[field]['total']:.2f}**" for _, entry in columns]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name in LIMITED:
+        rpc = ", ".join(f"{m} {_n(n)}" for m, n in cost["limited"][name]["do_rpc"].items())
+        lines.append(f"- Ours, {name}, per run: Durable Object RPC calls {rpc}.")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

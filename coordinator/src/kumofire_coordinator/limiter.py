@@ -39,8 +39,10 @@ from .limiter_state import (
 from .messages import (
     AcquireReply,
     ForgetReply,
+    Handoff,
     LimiterStatus,
     LimitsMessage,
+    SlotReleased,
     SlotReleaseReply,
     SlotRenewReply,
 )
@@ -121,7 +123,7 @@ class LimiterActor:
             fresh = Waiter(key, priority, due_ms, waiter.offers if waiter else 0)
             self._waiters[run_id] = fresh
             self._queue.add(run_id, fresh)
-            woken = await self._fill(now, claimant=(run_id, token, lease_ms))
+            woken = await self._fill(now, claimant=(run_id, token, lease_ms, waiter is not None))
             if run_id not in self._slots and fresh != waiter:
                 await self._storage.put(WAIT_PREFIX + run_id, fresh.to_storage())
         await self._commit(now)
@@ -155,17 +157,30 @@ class LimiterActor:
         await self._commit(now)
         return {"ok": True, "expires_ms": slot.expires}
 
-    async def release(self, run_id: str, token: int) -> SlotReleaseReply:
-        """The run is done with its slot (finished, retried later, or never started)."""
+    async def release(self, run_id: str, token: int, handoff: bool = False) -> SlotReleaseReply:
+        """The run is done with its slot (finished, retried later, or never started). With
+        `handoff`, the first waiter the freed capacity goes to is not woken but passed to the
+        caller (`next`), its slot reserved as an offer: the caller runs it itself, with no
+        delivery through the queue. If the caller fails to, the offer expires and is made
+        again, as for any unclaimed offer."""
         now = await self._begin()
         slot = self._slots.get(run_id)
         if slot is None or slot.offer or slot.token != token:
             return {"ok": False, "reason": "lost"}
         await self._free(run_id)
-        woken = await self._fill(now)
+        woken = await self._fill(now, handoff=handoff)
         await self._commit(now)
+        reply: SlotReleased = {"ok": True}
+        if handoff:
+            passed = woken.pop(0) if woken else None
+            reply["next"] = None if passed is None else self._handoff(passed)
         await self._wake(woken)
-        return {"ok": True}
+        return reply
+
+    def _handoff(self, run_id: str) -> Handoff:
+        waiter = self._waiters[run_id]
+        return {"run_id": run_id, "key": waiter.key, "priority": waiter.priority,
+                "due_ms": waiter.due}  # fmt: skip
 
     async def forget(self, run_id: str) -> ForgetReply:
         """The run was canceled: drop its place in the wait list, or its offer."""
@@ -236,24 +251,35 @@ class LimiterActor:
         heads = {key: head for key, head in eligible if head[0] == top}
         return heads[next_in_turn(list(heads), meta.cursor)][2]
 
-    async def _fill(self, now: int, claimant: tuple[str, int, int] | None = None) -> list[str]:
+    async def _fill(
+        self,
+        now: int,
+        claimant: tuple[str, int, int, bool] | None = None,
+        *,
+        handoff: bool = False,
+    ) -> list[str]:
         """Give capacity to waiters in order: the claimant (the caller of `acquire`) a slot,
-        the others an offer. Returns the run ids to wake."""
-        woken = []
+        the others an offer. Returns the run ids to wake. With `handoff`, the first offer
+        goes to the caller of `release`, who claims it within moments: it is kept in memory
+        only and not counted against `max_offers` (if this object restarts first, the run
+        is still in the stored line, and its claim waits or is granted as a newcomer's)."""
+        woken: list[str] = []
         while (run_id := self._pick(now)) is not None:
             waiter = self._waiters[run_id]
             self._queue.remove(run_id, waiter)
             if claimant is not None and claimant[0] == run_id:
-                _, token, lease_ms = claimant
+                _, token, lease_ms, stored = claimant
                 slot = Slot(waiter.key, token, now + lease_ms, start=now)
-                await self._drop_waiter(run_id)
+                await self._drop_waiter(run_id, stored=stored)
+                await self._put_slot(run_id, slot)  # (an offer at a delivery: memory only)
             else:
-                waiter.offers += 1
-                await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
                 slot = Slot(waiter.key, 0, now + self._config.offer_ms, start=now)
+                if not (handoff and not woken):  # a woken waiter's offer is stored
+                    waiter.offers += 1
+                    await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
+                    await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
                 woken.append(run_id)
             self._slots[run_id] = slot
-            await self._put_slot(run_id, slot)
             self._record_start(waiter.key, now)
         return woken
 
@@ -328,13 +354,21 @@ class LimiterActor:
                     starts.remove(slot.start)
             self._meta_dirty = True
 
-    async def _drop_waiter(self, run_id: str) -> None:
+    async def _drop_waiter(self, run_id: str, *, stored: bool = True) -> None:
+        """`stored`: whether its record was written (a newcomer granted at once was not)."""
         waiter = self._waiters.pop(run_id, None)
         if waiter is not None:
             self._queue.remove(run_id, waiter)
-            await self._storage.delete(WAIT_PREFIX + run_id)
+            if stored:
+                await self._storage.delete(WAIT_PREFIX + run_id)
 
     async def _put_slot(self, run_id: str, slot: Slot) -> None:
+        # An offer to a run being delivered (`acquire` with token 0, at its delivery) is
+        # claimed within moments: kept in memory only. Should this object restart first,
+        # the claim is decided afresh (granted if the order allows, else the run waits), so
+        # the limit never admits more for it; a woken waiter's offer is stored (see _fill).
+        if slot.offer:
+            return
         await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
 
     async def _commit(self, now: int) -> None:

@@ -11,7 +11,7 @@ check of that key narrows it: `if grant["granted"]: grant["token"]`.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # --- arm --------------------------------------------------------------------------------------
 
@@ -148,8 +148,19 @@ class SlotLost(TypedDict):
     reason: Literal["lost"]
 
 
+class Handoff(TypedDict):
+    """A waiter given the freed slot in `limit_release(..., handoff=True)`: the caller runs it
+    itself (leases its coordinator, then `acquire` claims the slot reserved for it)."""
+
+    run_id: str
+    key: str
+    priority: int
+    due_ms: int
+
+
 class SlotReleased(TypedDict):
     ok: Literal[True]
+    next: NotRequired[Handoff | None]  # with `handoff` only: the waiter passed to the caller
 
 
 SlotRenewReply = Renewed | SlotLost
@@ -174,6 +185,7 @@ __all__ = [
     "CancelReply",
     "CloseReply",
     "ForgetReply",
+    "Handoff",
     "HolderGone",
     "LeaseGranted",
     "LeaseNotDue",

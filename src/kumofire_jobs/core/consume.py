@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
-from .limits import PARK_MS, Limits
+from .limits import PARK_MS, Limits, Passed
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .options import JobPolicies
@@ -30,6 +31,34 @@ from .store import RunStore
 log = get_logger()
 
 MAX_ERROR_CHARS = 2000
+
+# A consume call that frees a limited job's slot runs the waiter the limiter hands it (no
+# wake, no second delivery through the queue), then the next, at most this many times and
+# only while the call is younger than HANDOFF_SECONDS: the message that started the chain is
+# acknowledged when it ends, and an invocation's subrequests and time are bounded.
+MAX_HANDOFFS = 20
+HANDOFF_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class _Chain:
+    started: float  # clock seconds
+    count: int = 0
+    passed: Passed | None = None  # handed over, not yet run
+
+    def open(self, now: float) -> bool:
+        return (
+            self.passed is None
+            and self.count < MAX_HANDOFFS
+            and now - self.started < HANDOFF_SECONDS
+        )
+
+    def taken(self, passed: Passed) -> None:
+        self.passed = passed
+        self.count += 1
+
+
+_CHAIN: ContextVar[_Chain | None] = ContextVar("kumofire_handoff_chain", default=None)
 
 
 def parse_message(message: Any) -> str:
@@ -150,6 +179,45 @@ class Consumer:
 
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)
+        if self._limits is None or self._limits.names is None:
+            return await self._consume(run_id)
+        # A limited run that frees a slot may be handed the next waiter (see `_release`):
+        # this call runs it, and so on, within the chain's budget.
+        chain = _Chain(self._clock.now())
+        reset = _CHAIN.set(chain)
+        try:
+            result = await self._consume(run_id)
+            while (passed := chain.passed) is not None:
+                chain.passed = None
+                await self._take_over(passed)
+        finally:
+            _CHAIN.reset(reset)
+            if chain.passed is not None:  # an error came between: wake it, as the limiter would
+                await self._limits.hand_back(chain.passed, "held")
+        return result
+
+    async def _take_over(self, passed: Passed) -> None:
+        """Run a waiter the limiter handed over: its coordinator is parked, so lease it
+        early; claim the slot reserved for it; start it with the ordinary guarded start."""
+        assert self._limits is not None
+        run_id = passed.run["run_id"]
+        grant = await self._coordinators.lease(run_id, self._lease_ms, early=True)
+        if not grant["granted"]:
+            await self._limits.hand_back(passed, grant["reason"])
+            return
+        token = int(grant["token"])
+        log.debug("run.handed_over", run_id=run_id, job=passed.job)
+        if not await self._limits.take_over(passed, token):
+            # The offer expired meanwhile and went on: wait in line again, as on a delivery.
+            await self._release(run_id, token, rearm_ms=now_ms(self._clock))
+            return
+        run = await self._store.start(run_id, token, now_ms(self._clock))
+        if run is None:
+            await self._not_started(run_id, token)
+        else:
+            await self._execute(run, token)
+
+    async def _consume(self, run_id: str) -> ConsumeResult:
         grant = await self._coordinators.lease(run_id, self._lease_ms)
         if not grant["granted"]:
             log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
@@ -309,11 +377,18 @@ class Consumer:
         run, token = attempt.run, attempt.token
         now = now_ms(self._clock)
         rearm_ms: int | None = None
-        if status is RunStatus.SCHEDULED:
-            rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
-            written = await self._store.reschedule(run.id, token, now, rearm_ms, error)
-        else:
-            written = await self._store.finish(run.id, token, status, now, error)
+        # The handler has ended, so its slot goes back now, beside the outcome's write (the
+        # next run of a limited job starts one round trip sooner).
+        leaving = self._leave_early(run.id, token)
+        try:
+            if status is RunStatus.SCHEDULED:
+                rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
+                written = await self._store.reschedule(run.id, token, now, rearm_ms, error)
+            else:
+                written = await self._store.finish(run.id, token, status, now, error)
+        finally:
+            if leaving is not None:
+                await leaving
         if not written and not await self._landed(attempt, status):
             return await self._superseded(attempt)
         await self._release(run.id, token, rearm_ms=rearm_ms)
@@ -366,8 +441,32 @@ class Consumer:
         return await self._ended(attempt, "lost")
 
     async def _release(self, run_id: str, token: int, rearm_ms: int | None = None) -> None:
-        if self._limits is not None:
-            await self._limits.leave(run_id, token)  # the slot first: the next run may start
+        if self._limits is None or not self._limits.holds(run_id, token):
+            await self._release_lease(run_id, token, rearm_ms)
+            return
+        # The slot and the lease at once (two objects; neither waits for the other). Within
+        # a chain's budget, the limiter hands the run the slot goes to to this call
+        # (`consume` runs it next) instead of waking it.
+        await asyncio.gather(
+            self._leave(run_id, token), self._release_lease(run_id, token, rearm_ms)
+        )
+
+    def _leave_early(self, run_id: str, token: int) -> asyncio.Future[None] | None:
+        if self._limits is None or not self._limits.holds(run_id, token):
+            return None
+        return asyncio.ensure_future(self._leave(run_id, token))
+
+    async def _leave(self, run_id: str, token: int) -> None:
+        """Release the run's slot; within the chain's budget, take the run it goes to."""
+        assert self._limits is not None
+        chain = _CHAIN.get()
+        handoff = chain is not None and chain.open(self._clock.now())
+        passed = await self._limits.leave(run_id, token, handoff=handoff)
+        if passed is not None:
+            assert chain is not None
+            chain.taken(passed)
+
+    async def _release_lease(self, run_id: str, token: int, rearm_ms: int | None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
         # its alarm delivers again, and the next consumer reads the outcome and closes it.
         try:

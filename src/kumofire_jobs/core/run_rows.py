@@ -42,6 +42,8 @@ class QueuedRow(TypedDict):
     attempt: int
     schedule_id: str | None
     scheduled_for: int
+    priority: int
+    concurrency_key: str | None
 
 
 class UnfinishedRow(TypedDict):

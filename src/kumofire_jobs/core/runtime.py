@@ -90,6 +90,7 @@ class BoundResources:
     schedules: ScheduleService
     consumer: Consumer
     jobs: Jobs
+    limits: Limits
     delivery_hook: QueueDeliveryHook | None = None
 
 
@@ -155,6 +156,9 @@ class Runtime:
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
         )
+        limits = Limits(
+            resources.coordinator, self.job_limits(), self.clock, int(self.lease_seconds * 1000)
+        )
         consumer = Consumer(
             store=store,
             coordinators=coordinators,
@@ -162,12 +166,7 @@ class Runtime:
             policies=self.policies,
             lease_seconds=self.lease_seconds,
             clock=self.clock,
-            limits=Limits(
-                resources.coordinator,
-                self.job_limits(),
-                self.clock,
-                int(self.lease_seconds * 1000),
-            ),
+            limits=limits,
         )
         job_service = JobService(
             db=resources.db, store=store, coordinators=coordinators, clock=self.clock,
@@ -180,7 +179,7 @@ class Runtime:
             schema=SchemaGate(resources.db),
             job_service=job_service,
         )
-        return BoundResources(resources, store, schedules, consumer, jobs)
+        return BoundResources(resources, store, schedules, consumer, jobs, limits)
 
     def handlers_with(self, remote: Mapping[str, Handler]) -> Mapping[str, Handler]:
         """The handlers by job name: the runtime's own and `remote`; a name in both raises
@@ -239,8 +238,9 @@ class Runtime:
         bound = self._bind(resources)
         if bound.delivery_hook is None:
             bound.delivery_hook = QueueDeliveryHook(
-                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered
-            )
+                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered,
+                limits=bound.limits,
+            )  # fmt: skip
         return bound.delivery_hook
 
     def job_limits(self) -> dict[str, LimitsMessage]:

@@ -53,7 +53,7 @@ _RELEASE_DEDUPE = (
 _MARK_QUEUED = (
     f"UPDATE {TABLE} SET status = 'queued', updated_at = ?1 "
     "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 "
-    "RETURNING name, attempt, schedule_id, scheduled_for"
+    "RETURNING name, attempt, schedule_id, scheduled_for, priority, concurrency_key"
 )
 _START = (
     f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
