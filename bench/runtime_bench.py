@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +84,20 @@ async def throughput(
     data_dir: Path,
     concurrency: int = 1,
     job_concurrency: int | None = None,
+    due_in: float | None = None,
 ) -> dict[str, Any]:
+    """With `due_in` (and `batch` > 1), every run is created due at one instant `due_in`
+    seconds after the start, and the clock starts then: the throughput of `runs` runs
+    waiting at once, not of runs created as they go."""
     completion = Completion(runs)
     env = await _environment(completion, data_dir, synchronous, job_concurrency)
     cpu0 = time.process_time()
     start = time.perf_counter()
+    run_at = None if due_in is None else datetime.now(UTC) + timedelta(seconds=due_in)
     if batch > 1:
         for offset in range(0, runs, batch):
             size = min(batch, runs - offset)
-            await env.jobs.create_many([CreateRequest(name="noop")] * size)
+            await env.jobs.create_many([CreateRequest(name="noop", run_at=run_at)] * size)
     else:
         # `concurrency` callers, each creating one run at a time (as concurrent requests do).
         async def caller(count: int) -> None:
@@ -101,6 +107,11 @@ async def throughput(
         share, extra = divmod(runs, concurrency)
         await asyncio.gather(*(caller(share + (i < extra)) for i in range(concurrency)))
     created = time.perf_counter()
+    create_seconds = created - start
+    if due_in is not None:
+        assert not completion.starts, "a run started before the due time: raise --due-in"
+        await asyncio.sleep(start + due_in - time.perf_counter())
+        start, cpu0 = time.perf_counter(), time.process_time()
     await env.all_succeeded(completion)
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
@@ -111,16 +122,23 @@ async def throughput(
         "create_batch": batch,
         "concurrency": concurrency,
         "job_concurrency": job_concurrency,
+        "due_at_once": due_in is not None,
         "synchronous": synchronous,
         "seconds": round(elapsed, 3),
         "runs_per_second": round(runs / elapsed),
-        "create_seconds": round(created - start, 3),
+        "create_seconds": round(create_seconds, 3),
         "cpu_ms_per_run": round(cpu * 1000 / runs, 3),
     }
 
 
 async def compare(
-    runs: int, batch: int, synchronous: str, tmp: Path, job_concurrency: int, reps: int
+    runs: int,
+    batch: int,
+    synchronous: str,
+    tmp: Path,
+    job_concurrency: int,
+    reps: int,
+    due_in: float | None = None,
 ) -> dict[str, Any]:
     """Unlimited and `concurrency=job_concurrency` side by side in one process, alternating
     (so both meet the same load on a shared machine), `reps` times each."""
@@ -128,7 +146,9 @@ async def compare(
     for rep in range(reps):
         for label, limit in (("unlimited", None), ("limited", job_concurrency)):
             data = tmp / f"{label}-{rep}"
-            result = await throughput(runs, batch, synchronous, data, job_concurrency=limit)
+            result = await throughput(
+                runs, batch, synchronous, data, job_concurrency=limit, due_in=due_in
+            )
             print(json.dumps({"rep": rep, "job": label, **result}), file=sys.stderr)
             results[label].append(result)
     per_second = {k: [r["runs_per_second"] for r in v] for k, v in results.items()}
@@ -140,6 +160,7 @@ async def compare(
         "runs": runs,
         "create_batch": batch,
         "job_concurrency": job_concurrency,
+        "due_at_once": due_in is not None,
         "reps": reps,
         "unlimited_runs_per_second": per_second["unlimited"],
         "limited_runs_per_second": per_second["limited"],
@@ -152,10 +173,19 @@ async def compare(
     }
 
 
-async def fairness(keys: int, per_key: int, synchronous: str, data_dir: Path) -> dict[str, Any]:
-    """`key_concurrency=1`, `keys` keys of `per_key` no-op runs each, created key after key
-    (all of the first key's runs before any of the second's: the order that would starve
-    the last keys without round robin). Reports when each key's last run finished."""
+async def fairness(
+    keys: int,
+    per_key: int,
+    synchronous: str,
+    data_dir: Path,
+    job_concurrency: int | None = None,
+    due_in: float | None = None,
+) -> dict[str, Any]:
+    """`key_concurrency=1` (and `concurrency=job_concurrency` if given), `keys` keys of
+    `per_key` no-op runs each, created key after key (all of the first key's runs before any
+    of the second's: the order that would starve the last keys without round robin).
+    Reports when each key's first and last run finished, from the start (or, with `due_in`,
+    from the instant every run is due)."""
     total = keys * per_key
     completion = Completion(total)
     finished: dict[str, list[float]] = {}
@@ -164,15 +194,21 @@ async def fairness(keys: int, per_key: int, synchronous: str, data_dir: Path) ->
         finished.setdefault(ctx.job.concurrency_key or "", []).append(time.perf_counter())
         await completion.handler(ctx)
 
-    options = JobOptions(key_concurrency=1)
+    options = JobOptions(key_concurrency=1, concurrency=job_concurrency)
     env = await _environment(completion, data_dir, synchronous, options=options, handler=handler)
     start = time.perf_counter()
+    run_at = None if due_in is None else datetime.now(UTC) + timedelta(seconds=due_in)
     for k in range(keys):
         key = f"tenant-{k:03d}"
         for offset in range(0, per_key, 100):
             size = min(100, per_key - offset)
-            await env.jobs.create_many([CreateRequest(name="noop", concurrency_key=key)] * size)
+            request = CreateRequest(name="noop", concurrency_key=key, run_at=run_at)
+            await env.jobs.create_many([request] * size)
     created = time.perf_counter() - start
+    if due_in is not None:
+        assert not finished, "a run started before the due time: raise --due-in"
+        await asyncio.sleep(start + due_in - time.perf_counter())
+        start = time.perf_counter()
     await env.all_succeeded(completion)
     elapsed = time.perf_counter() - start
     await env.stop()
@@ -183,6 +219,8 @@ async def fairness(keys: int, per_key: int, synchronous: str, data_dir: Path) ->
         "keys": keys,
         "runs_per_key": per_key,
         "runs": total,
+        "job_concurrency": job_concurrency,
+        "due_at_once": due_in is not None,
         "synchronous": synchronous,
         "seconds": round(elapsed, 3),
         "runs_per_second": round(total / elapsed),
@@ -260,6 +298,13 @@ def main() -> None:
         help="throughput of an unlimited job and of one with concurrency=N, side by side",
     )
     parser.add_argument("--reps", type=int, default=3, help="repetitions with --compare")
+    parser.add_argument(
+        "--due-in",
+        type=float,
+        default=None,
+        metavar="S",
+        help="throughput: create every run due at one instant S seconds ahead, time from then",
+    )
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--synchronous", default="NORMAL", choices=["NORMAL", "FULL"])
     parser.add_argument("--log", type=Path, default=None, help="log file (default: temp)")
@@ -277,6 +322,7 @@ def main() -> None:
                         Path(tmp),
                         args.compare,
                         args.reps,
+                        args.due_in,
                     )
                 )
             elif args.benchmark == "throughput":
@@ -288,11 +334,19 @@ def main() -> None:
                         Path(tmp) / "data",
                         args.concurrency,
                         args.job_concurrency,
+                        args.due_in,
                     )
                 )
             elif args.benchmark == "fairness":
                 result = asyncio.run(
-                    fairness(args.keys, args.per_key, args.synchronous, Path(tmp) / "data")
+                    fairness(
+                        args.keys,
+                        args.per_key,
+                        args.synchronous,
+                        Path(tmp) / "data",
+                        args.job_concurrency,
+                        args.due_in,
+                    )
                 )
             else:
                 result = asyncio.run(

@@ -78,7 +78,7 @@ async def test_a_paused_job_starts_nothing_until_resumed_then_by_priority(
     assert isinstance(handler, Order)
     # `a` has concurrency 2: high and mid get the two slots at once (which handler is
     # called first is up to their two consumers), low waits for one of them.
-    assert sorted(handler.seen[:2]) == ["high", "mid"] and handler.seen[2:] == ["low"]
+    assert set(handler.seen[:2]) == {"high", "mid"} and handler.seen[2:] == ["low"]
 
 
 async def test_a_running_run_goes_on_when_its_job_is_paused(

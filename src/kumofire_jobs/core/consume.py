@@ -11,7 +11,7 @@ import asyncio
 import inspect
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -42,20 +42,23 @@ HANDOFF_SECONDS = 5.0
 
 @dataclass(slots=True)
 class _Chain:
+    """The runs one consume call was handed, each run in a task of its own as soon as it is
+    handed over (beside the end of the run that freed the slot), awaited by the call."""
+
     started: float  # clock seconds
     count: int = 0
-    passed: Passed | None = None  # handed over, not yet run
+    tasks: list[asyncio.Future[None]] = field(default_factory=list)
 
     def open(self, now: float) -> bool:
-        return (
-            self.passed is None
-            and self.count < MAX_HANDOFFS
-            and now - self.started < HANDOFF_SECONDS
-        )
+        return self.count < MAX_HANDOFFS and now - self.started < HANDOFF_SECONDS
 
-    def taken(self, passed: Passed) -> None:
-        self.passed = passed
-        self.count += 1
+    async def drain(self) -> None:
+        while self.tasks:
+            task = self.tasks.pop(0)
+            try:
+                await task
+            except Exception as exc:  # its lease expires and it is delivered again
+                log.error("run.handover_failed", error=describe_error(exc))
 
 
 _CHAIN: ContextVar[_Chain | None] = ContextVar("kumofire_handoff_chain", default=None)
@@ -186,22 +189,21 @@ class Consumer:
         chain = _Chain(self._clock.now())
         reset = _CHAIN.set(chain)
         try:
-            result = await self._consume(run_id)
-            while (passed := chain.passed) is not None:
-                chain.passed = None
-                await self._take_over(passed)
+            return await self._consume(run_id)
         finally:
             _CHAIN.reset(reset)
-            if chain.passed is not None:  # an error came between: wake it, as the limiter would
-                await self._limits.hand_back(chain.passed, "held")
-        return result
+            await chain.drain()
 
     async def _take_over(self, passed: Passed) -> None:
         """Run a waiter the limiter handed over: its coordinator is parked, so lease it
         early; claim the slot reserved for it; start it with the ordinary guarded start."""
         assert self._limits is not None
         run_id = passed.run["run_id"]
-        grant = await self._coordinators.lease(run_id, self._lease_ms, early=True)
+        try:
+            grant = await self._coordinators.lease(run_id, self._lease_ms, early=True)
+        except Exception:
+            await self._limits.hand_back(passed, "held")  # wake it, as the limiter would
+            raise
         if not grant["granted"]:
             await self._limits.hand_back(passed, grant["reason"])
             return
@@ -464,7 +466,8 @@ class Consumer:
         passed = await self._limits.leave(run_id, token, handoff=handoff)
         if passed is not None:
             assert chain is not None
-            chain.taken(passed)
+            chain.count += 1
+            chain.tasks.append(asyncio.ensure_future(self._take_over(passed)))
 
     async def _release_lease(self, run_id: str, token: int, rearm_ms: int | None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
