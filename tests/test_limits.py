@@ -394,3 +394,40 @@ async def test_a_waiting_occurrence_of_a_limited_job_still_schedules_the_next_on
     await settle(clock, 0.5)
     page = await env.jobs.list(schedule_id=schedule.id, limit=100)
     assert {r.status for r in page.items} <= {"succeeded", "canceled"}
+
+
+async def test_reconciliation_asks_the_limiter_for_parked_runs_and_looks_past_them(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env(
+        {"report": gauge, "free": noop},
+        reconcile_grace_seconds=1.0,
+        job_options={"report": JobOptions(concurrency=1)},
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    holder = (await env.jobs.create("report")).kumofire_job_run_id
+    await settle(clock, 0.1)
+    for _ in range(12):  # parked in the limiter's line, overdue for reconciliation
+        await env.jobs.create("report")
+        await settle(clock, 0.02)
+    spy.methods.add("arm")  # a run whose coordinator was never armed: lost
+    lost = (await env.jobs.create("free")).kumofire_job_run_id
+    spy.methods.clear()
+    await settle(clock, 2.0)
+    spy.calls.clear()
+    result = await env.jobs.dispatch(limit=10)
+    # The first page held the running holder and nine parked runs: one limiter request
+    # answered for the parked ones, and the tick read on to find the lost run.
+    assert result.dispatched == 1 and spy.calls["status"] == 2
+    assert spy.calls["limit_waiting"] == 2  # one per page
+    await settle(clock, 0.1)
+    run = await env.jobs.get(lost)
+    assert run is not None and run.status == "succeeded"
+    assert gauge.running == 1
+    run = await env.jobs.get(holder)
+    assert run is not None and run.status == "running"
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert len(gauge.done) == 13

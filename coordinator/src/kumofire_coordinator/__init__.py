@@ -29,6 +29,7 @@ from .messages import (
     SlotReleaseReply,
     SlotRenewReply,
     StatusReply,
+    WaitingReply,
 )
 from .state import ActorState, Phase
 from .storage import ActorStorage
@@ -60,5 +61,6 @@ __all__ = [
     "SlotReleaseReply",
     "SlotRenewReply",
     "StatusReply",
+    "WaitingReply",
     "Waker",
 ]

@@ -26,6 +26,7 @@ from .messages import (
     SlotReleaseReply,
     SlotRenewReply,
     StatusReply,
+    WaitingReply,
 )
 
 
@@ -93,6 +94,9 @@ class CoordinatorEndpoint:
 
     async def limit_forget(self, run_id: str) -> ForgetReply:
         return await self._limiter().forget(run_id)
+
+    async def limit_waiting(self, run_ids: list[str]) -> WaitingReply:
+        return await self._limiter().waiting([str(r) for r in run_ids])
 
     async def limit_status(self) -> LimiterStatus:
         return await self._limiter().status()

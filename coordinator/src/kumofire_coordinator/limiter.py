@@ -45,6 +45,7 @@ from .messages import (
     SlotReleased,
     SlotReleaseReply,
     SlotRenewReply,
+    WaitingReply,
 )
 from .storage import ActorStorage
 
@@ -87,6 +88,8 @@ class LimiterActor:
         self._waiters: dict[str, Waiter] = {}
         self._queue = WaitQueue()
         self._alarm: int | None = None
+        self._limits_of: LimitsMessage | None = None
+        self._parsed = Limits()
 
     # --- calls from consumers ---------------------------------------------------------------
 
@@ -196,6 +199,12 @@ class LimiterActor:
         await self._wake(woken)
         return {"forgotten": forgotten}
 
+    async def waiting(self, run_ids: list[str]) -> WaitingReply:
+        """Which of `run_ids` wait in line (no slot, no offer): their coordinators are parked
+        and this limiter will wake or hand them over, so reconciliation need not ask them."""
+        await self._begin()
+        return {"waiting": [r for r in run_ids if r in self._waiters and r not in self._slots]}
+
     async def status(self) -> LimiterStatus:
         await self._begin()
         return {
@@ -220,7 +229,11 @@ class LimiterActor:
 
     @property
     def _limits(self) -> Limits:
-        return Limits() if self._meta.limits is None else Limits.from_message(self._meta.limits)
+        message = self._meta.limits
+        if message is not self._limits_of:  # parsed once per message the limiter is given
+            self._limits_of = message
+            self._parsed = Limits() if message is None else Limits.from_message(message)
+        return self._parsed
 
     def _has_room(self, key: str) -> bool:
         limits = self._limits

@@ -171,6 +171,10 @@ class ForgetReply(TypedDict):
     forgotten: bool
 
 
+class WaitingReply(TypedDict):
+    waiting: list[str]  # of the run ids asked, those waiting in the limiter's line
+
+
 class LimiterStatus(TypedDict):
     held: list[str]  # run ids holding a slot
     offered: list[str]  # run ids woken, their slot reserved
@@ -207,4 +211,5 @@ __all__ = [
     "StatusClosed",
     "StatusOpen",
     "StatusReply",
+    "WaitingReply",
 ]

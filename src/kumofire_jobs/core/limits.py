@@ -19,6 +19,7 @@ from kumofire_coordinator.messages import (
     LimitsMessage,
     SlotReleaseReply,
     SlotRenewReply,
+    WaitingReply,
 )
 
 from .bindings import DurableObjectNamespace
@@ -140,6 +141,19 @@ class Limits:
             return True
         log.info("run.waiting", run_id=run_id, job=row["name"], reason=reply["reason"])
         return False
+
+    async def parked(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` wait in a limiter's line (one call per limited job). A limiter
+        that cannot be asked answers none: their coordinators are asked instead."""
+        found: set[str] = set()
+        for job in self._options:
+            try:
+                reply = cast(WaitingReply, await self._stub(job).limit_waiting(run_ids))
+            except Exception as exc:
+                log.warning("limit.waiting_failed", job=job, error=str(exc))
+                continue
+            found.update(reply["waiting"])
+        return found
 
     async def enter(self, row: Mapping[str, Any] | None, token: int) -> bool:
         """Ask the run's limiter for a slot, if its job is limited and it may start now.

@@ -21,7 +21,7 @@ from .limits import limits_message
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
-from .reconcile import reconcile, reconcile_unfinished
+from .reconcile import ParkedProbe, reconcile, reconcile_unfinished
 from .run_rows import NewRun
 from .schedules import ScheduleService
 from .states import RunStatus
@@ -47,6 +47,7 @@ class RunService:
         schedules: ScheduleService,
         reconcile_grace_seconds: float,
         retention_seconds: float | None,
+        parked: ParkedProbe | None = None,
     ) -> None:
         self._store = store
         self.store = store  # the bulk operations read their candidates through it
@@ -58,6 +59,7 @@ class RunService:
         self._schedules = schedules
         self._grace_seconds = reconcile_grace_seconds
         self._retention_seconds = retention_seconds
+        self._parked = parked  # which runs wait in a limiter's line (None: no limited job)
 
     # --- create -----------------------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class RunService:
             grace_seconds=self._grace_seconds,
             retention_seconds=self._retention_seconds,
             retention_overrides=self._policies.retention_overrides(),
+            parked=self._parked,
         )
 
     async def reconcile_unfinished(self) -> DispatchResult:

@@ -145,6 +145,9 @@ class Runtime:
             handlers=handlers,
             job_defaults=self.policies.defaults,
         )
+        limits = Limits(
+            resources.coordinator, self.job_limits(), self.clock, int(self.lease_seconds * 1000)
+        )
         runs = RunService(
             store=store,
             coordinators=coordinators,
@@ -155,9 +158,7 @@ class Runtime:
             schedules=schedules,
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
-        )
-        limits = Limits(
-            resources.coordinator, self.job_limits(), self.clock, int(self.lease_seconds * 1000)
+            parked=None if limits.names is None else limits.parked,
         )
         consumer = Consumer(
             store=store,

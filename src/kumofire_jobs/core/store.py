@@ -130,7 +130,12 @@ _DUE_SINCE = (
     # `finished_at IS NULL` names the partial index's own term, so SQLite uses the index.
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
     # A paused job's waiting runs are left alone: resuming it re-arms them.
-    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for LIMIT ?"
+    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for, id LIMIT ?"
+)
+# The next page of the same, after (scheduled_for, id): when a page held runs parked in a
+# limiter's line, reconciliation looks further (the index's entries hold both columns).
+_DUE_SINCE_AFTER = _DUE_SINCE.replace(
+    "AND scheduled_for <= ? ", "AND scheduled_for <= ? AND (scheduled_for, id) > (?, ?) "
 )
 _UNFINISHED_AFTER = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
@@ -385,6 +390,13 @@ class RunStore:
         """Unfinished runs due at or before `cutoff`, oldest first."""
         rows = (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
         return cast(list[UnfinishedRow], rows)
+
+    async def active_due_after(
+        self, cutoff: int, scheduled_for: int, run_id: str, limit: int
+    ) -> list[UnfinishedRow]:
+        """`active_due_before`'s next page, after (scheduled_for, run_id)."""
+        stmt = self.db.prepare(_DUE_SINCE_AFTER).bind(cutoff, scheduled_for, run_id, limit)
+        return cast(list[UnfinishedRow], (await stmt.all()).results)
 
     async def unfinished_after(
         self, scheduled_for: int, run_id: str, limit: int
