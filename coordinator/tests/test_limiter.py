@@ -343,6 +343,19 @@ async def test_a_handed_over_run_never_claimed_is_offered_again_through_the_wake
     assert (await c.stub.limit_release("r2", c.tokens["r2"], True)) == {"ok": True, "next": None}
 
 
+async def test_waiting_tells_which_runs_are_in_line(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2", due=1)
+    await c.acquire("r3", due=2)
+    asked = ["r1", "r2", "r3", "unknown"]
+    assert await c.stub.limit_waiting(asked) == {"waiting": ["r2", "r3"]}
+    await c.release("r1")  # r2 is offered the slot: no longer in line
+    assert await c.stub.limit_waiting(asked) == {"waiting": ["r3"]}
+
+
 async def test_forget_drops_a_waiter_and_passes_its_offer_on(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:
