@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from kumofire_jobs import JobContext, JobOptions, RateLimit
-from kumofire_jobs.core import consume
+from kumofire_jobs.core import handoff
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.models import JobRun
@@ -315,7 +315,7 @@ async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_messa
 async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
     make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(consume, "MAX_HANDOFFS", 2)
+    monkeypatch.setattr(handoff, "MAX_HANDOFFS", 2)
     env = await make_env({"report": noop}, job_options={"report": JobOptions(concurrency=1)})
     queue = DroppingQueue(env.JOBS_QUEUE, drops=0)
     rewire(env, queue=queue)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -20,6 +19,7 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .handoff import CHAIN, Chain
 from .limits import PARK_MS, Limits, Passed
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
@@ -31,37 +31,6 @@ from .store import RunStore
 log = get_logger()
 
 MAX_ERROR_CHARS = 2000
-
-# A consume call that frees a limited job's slot runs the waiter the limiter hands it (no
-# wake, no second delivery through the queue), then the next, at most this many times and
-# only while the call is younger than HANDOFF_SECONDS: the message that started the chain is
-# acknowledged when it ends, and an invocation's subrequests and time are bounded.
-MAX_HANDOFFS = 20
-HANDOFF_SECONDS = 5.0
-
-
-@dataclass(slots=True)
-class _Chain:
-    """The runs one consume call was handed, each run in a task of its own as soon as it is
-    handed over (beside the end of the run that freed the slot), awaited by the call."""
-
-    started: float  # clock seconds
-    count: int = 0
-    tasks: list[asyncio.Future[None]] = field(default_factory=list)
-
-    def open(self, now: float) -> bool:
-        return self.count < MAX_HANDOFFS and now - self.started < HANDOFF_SECONDS
-
-    async def drain(self) -> None:
-        while self.tasks:
-            task = self.tasks.pop(0)
-            try:
-                await task
-            except Exception as exc:  # its lease expires and it is delivered again
-                log.error("run.handover_failed", error=describe_error(exc))
-
-
-_CHAIN: ContextVar[_Chain | None] = ContextVar("kumofire_handoff_chain", default=None)
 
 
 def parse_message(message: Any) -> str:
@@ -186,12 +155,12 @@ class Consumer:
             return await self._consume(run_id)
         # A limited run that frees a slot may be handed the next waiter (see `_release`):
         # this call runs it, and so on, within the chain's budget.
-        chain = _Chain(self._clock.now())
-        reset = _CHAIN.set(chain)
+        chain = Chain(self._clock.now())
+        reset = CHAIN.set(chain)
         try:
             return await self._consume(run_id)
         finally:
-            _CHAIN.reset(reset)
+            CHAIN.reset(reset)
             await chain.drain()
 
     async def _take_over(self, passed: Passed) -> None:
@@ -447,8 +416,8 @@ class Consumer:
             await self._release_lease(run_id, token, rearm_ms)
             return
         # The slot and the lease at once (two objects; neither waits for the other). Within
-        # a chain's budget, the limiter hands the run the slot goes to to this call
-        # (`consume` runs it next) instead of waking it.
+        # the chain's budget the limiter hands this call the run the slot goes to (see
+        # `_leave`) instead of waking it.
         await asyncio.gather(
             self._leave(run_id, token), self._release_lease(run_id, token, rearm_ms)
         )
@@ -461,13 +430,12 @@ class Consumer:
     async def _leave(self, run_id: str, token: int) -> None:
         """Release the run's slot; within the chain's budget, take the run it goes to."""
         assert self._limits is not None
-        chain = _CHAIN.get()
+        chain = CHAIN.get()
         handoff = chain is not None and chain.open(self._clock.now())
         passed = await self._limits.leave(run_id, token, handoff=handoff)
         if passed is not None:
             assert chain is not None
-            chain.count += 1
-            chain.tasks.append(asyncio.ensure_future(self._take_over(passed)))
+            chain.add(asyncio.ensure_future(self._take_over(passed)))
 
     async def _release_lease(self, run_id: str, token: int, rearm_ms: int | None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
