@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from kumofire_jobs import JobContext, JobOptions, RateLimit
-from kumofire_jobs.core import handoff
+from kumofire_jobs.core import handoff, job_control
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.models import JobRun
@@ -431,3 +431,37 @@ async def test_reconciliation_asks_the_limiter_for_parked_runs_and_looks_past_th
     gauge.gate.set()
     await settle(clock, 0.5)
     assert len(gauge.done) == 13
+
+
+async def test_pausing_a_limited_job_keeps_its_waiting_runs_in_line_and_resume_serves_all(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_control, "RESUME_LIMIT", 2)
+    order: list[object] = []
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.payload)
+        await gate.wait()
+
+    env = await make_env({"report": job}, job_options={"report": JobOptions(concurrency=1)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.create("report", "holder")
+    await settle(clock, 0.1)
+    for i in range(6):
+        await env.jobs.create("report", f"p{i}", priority=i)
+        await settle(clock, 0.02)
+    await env.jobs.pause_job("report")
+    spy.calls.clear()
+    gate.set()
+    await settle(clock, 1.0)
+    # The holder finished; nothing else started, and no waiting run was delivered to find
+    # the job paused: all six wait in line, their coordinators parked.
+    assert order == ["holder"] and spy.calls["lease"] == 0
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 6}
+    await env.jobs.resume_job("report")
+    await settle(clock, 1.0)
+    # More than RESUME_LIMIT, all in priority order, with no reconciliation needed.
+    assert order == ["holder", "p5", "p4", "p3", "p2", "p1", "p0"]

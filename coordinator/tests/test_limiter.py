@@ -351,9 +351,26 @@ async def test_waiting_tells_which_runs_are_in_line(
     await c.acquire("r2", due=1)
     await c.acquire("r3", due=2)
     asked = ["r1", "r2", "r3", "unknown"]
-    assert await c.stub.limit_waiting(asked) == {"waiting": ["r2", "r3"]}
+    assert await c.stub.limit_waiting(asked) == {"waiting": ["r2", "r3"], "paused": False}
     await c.release("r1")  # r2 is offered the slot: no longer in line
-    assert await c.stub.limit_waiting(asked) == {"waiting": ["r3"]}
+    assert await c.stub.limit_waiting(asked) == {"waiting": ["r3"], "paused": False}
+
+
+async def test_a_paused_limiter_grants_nothing_and_on_resume_serves_its_line_in_order(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2", due=1)
+    assert await c.stub.limit_pause(True) == {"paused": True}
+    assert await c.acquire("r3", priority=5) == {"granted": False, "reason": "paused"}
+    await c.release("r1")  # the running run ends: its slot goes to nobody
+    assert waker.ids() == []
+    assert await c.stub.limit_status() == {"held": [], "offered": [], "waiting": 2}
+    assert (await c.stub.limit_waiting(["r2"]))["paused"] is True
+    assert await c.stub.limit_pause(False) == {"paused": False}
+    assert waker.ids() == ["r3"]  # the line is served in order: priority first
+    assert (await c.acquire("r3", priority=5))["granted"]
 
 
 async def test_forget_drops_a_waiter_and_passes_its_offer_on(

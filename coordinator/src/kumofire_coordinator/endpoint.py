@@ -21,6 +21,7 @@ from .messages import (
     LeaseReply,
     LimiterStatus,
     LimitsMessage,
+    PauseReply,
     ReleaseReply,
     RenewReply,
     SlotReleaseReply,
@@ -97,6 +98,9 @@ class CoordinatorEndpoint:
 
     async def limit_waiting(self, run_ids: list[str]) -> WaitingReply:
         return await self._limiter().waiting([str(r) for r in run_ids])
+
+    async def limit_pause(self, paused: bool) -> PauseReply:
+        return await self._limiter().pause(bool(paused))
 
     async def limit_status(self) -> LimiterStatus:
         return await self._limiter().status()

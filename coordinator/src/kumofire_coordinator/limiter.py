@@ -42,6 +42,7 @@ from .messages import (
     Handoff,
     LimiterStatus,
     LimitsMessage,
+    PauseReply,
     SlotReleased,
     SlotReleaseReply,
     SlotRenewReply,
@@ -135,7 +136,7 @@ class LimiterActor:
         reply: AcquireReply = (
             {"granted": True, "expires_ms": granted.expires}
             if granted is not None and granted.token == token
-            else {"granted": False, "reason": "wait"}
+            else {"granted": False, "reason": "paused" if self._meta.paused else "wait"}
         )
         await self._wake(woken)
         return reply
@@ -203,7 +204,23 @@ class LimiterActor:
         """Which of `run_ids` wait in line (no slot, no offer): their coordinators are parked
         and this limiter will wake or hand them over, so reconciliation need not ask them."""
         await self._begin()
-        return {"waiting": [r for r in run_ids if r in self._waiters and r not in self._slots]}
+        waiting = [r for r in run_ids if r in self._waiters and r not in self._slots]
+        return {"waiting": waiting, "paused": self._meta.paused}
+
+    async def pause(self, paused: bool) -> PauseReply:
+        """The job was paused (or resumed): while paused nothing is granted or offered, so
+        its waiting runs stay in line, parked, instead of each being delivered to find the
+        job paused; on resume the capacity goes to them in the wait order."""
+        now = await self._begin()
+        woken: list[str] = []
+        if self._meta.paused != paused:
+            self._meta.paused = paused
+            self._meta_dirty = True
+            if not paused:
+                woken = await self._fill(now)
+        await self._commit(now)
+        await self._wake(woken)
+        return {"paused": paused}
 
     async def status(self) -> LimiterStatus:
         await self._begin()
@@ -245,6 +262,8 @@ class LimiterActor:
     def _pick(self, now: int) -> str | None:
         """The waiter that may start now, in the wait order, or None."""
         limits, meta = self._limits, self._meta
+        if meta.paused:
+            return None
         if limits.concurrency is not None and len(self._slots) >= limits.concurrency:
             return None
         if limits.rate is not None and not limits.rate.allows(meta.starts, now):

@@ -134,10 +134,11 @@ class SlotGranted(TypedDict):
 
 class SlotRefused(TypedDict):
     """`wait`: the run is in the wait list and will be woken through its coordinator;
+    `paused`: the same, while the job is paused (it waits for the resume);
     `lost`: a newer lease token of the run holds its slot."""
 
     granted: Literal[False]
-    reason: Literal["wait", "lost"]
+    reason: Literal["wait", "paused", "lost"]
 
 
 AcquireReply = SlotGranted | SlotRefused
@@ -173,6 +174,11 @@ class ForgetReply(TypedDict):
 
 class WaitingReply(TypedDict):
     waiting: list[str]  # of the run ids asked, those waiting in the limiter's line
+    paused: bool
+
+
+class PauseReply(TypedDict):
+    paused: bool
 
 
 class LimiterStatus(TypedDict):
@@ -197,6 +203,7 @@ __all__ = [
     "LeaseReply",
     "LimiterStatus",
     "LimitsMessage",
+    "PauseReply",
     "PhaseName",
     "ReleaseReply",
     "Released",

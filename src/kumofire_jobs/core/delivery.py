@@ -14,7 +14,7 @@ from kumofire_coordinator import Delivery, DeliveryAction
 
 from .bindings import Queue
 from .clock import Clock, now_ms
-from .limits import PARK_MS, Limits
+from .limits import Limits
 from .log import get_logger
 from .run_rows import QueuedRow
 from .states import TERMINAL, RunStatus
@@ -88,13 +88,14 @@ class QueueDeliveryHook:
             # queued or running: a redelivery (lost message, or a holder that died), or a
             # first delivery whose consumer started before our D1 write landed.
             row = current
-        if self._limits is not None and not await self._limits.place({**row, "id": key}, now):
+        parked = None if self._limits is None else await self._limits.place({**row, "id": key}, now)
+        if parked is not None:
             # Its job's limiter put it in line: park until it is woken or handed over (the
             # fallback due time matters only if the limiter lost it). A schedule's occurrence
             # joined the line as it would have gone out: its next one is materialized now.
             if queued is not None or first:
                 await self._occurrence_delivered(row, key)
-            return Delivery(DeliveryAction.DEFER, due_ms=now + PARK_MS)
+            return Delivery(DeliveryAction.DEFER, due_ms=parked)
         if sending is None:
             await self._queue.send(run_message(key), _SEND_OPTIONS)
         log.info(

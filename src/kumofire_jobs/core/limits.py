@@ -34,6 +34,8 @@ log = get_logger()
 # A run told to wait parks its coordinator this long: the limiter wakes it sooner; this only
 # brings it back if the limiter lost it (its storage, or after unclaimed offers).
 PARK_MS = 300_000
+# The same while the job is paused: the resume wakes it, so the fallback can wait longer.
+PAUSED_PARK_MS = 3_600_000
 # How long a slot reserved at a run's delivery waits for its consumer to claim it.
 OFFER_MS = 60_000
 
@@ -116,15 +118,16 @@ class Limits:
     def _stub(self, job: str) -> Any:
         return self._namespace.getByName(limiter_name(job))
 
-    async def place(self, row: Mapping[str, Any], now: int) -> bool:
+    async def place(self, row: Mapping[str, Any], now: int) -> int | None:
         """At a limited run's delivery (the coordinator's alarm), before the queue: reserve
         it a slot (an offer, token 0, claimed by its consumer's `enter`) if the wait order
-        gives it one now, else put it in the line. True: send it to the queue (reserved, or
-        its slot held by a lease its consumer will take over); False: it waits, and the
-        coordinator parks. A run that waits thus costs no queue message and no consume."""
+        gives it one now, else put it in the line. None: send it to the queue (reserved, or
+        its slot held by a lease its consumer will take over); else it waits, and the
+        coordinator parks until the time returned (the fallback if the limiter loses it). A
+        run that waits thus costs no queue message and no consume."""
         limits = self._options.get(row["name"])
         if limits is None or row["scheduled_for"] > now:
-            return True
+            return None
         run_id = row["id"]
         try:
             reply = cast(
@@ -136,11 +139,22 @@ class Limits:
             )  # fmt: skip
         except Exception as exc:  # the consumer's `enter` asks again
             log.warning("limit.place_failed", run_id=run_id, error=str(exc))
-            return True
+            return None
         if reply["granted"] or reply["reason"] == "lost":
-            return True
+            return None
         log.info("run.waiting", run_id=run_id, job=row["name"], reason=reply["reason"])
-        return False
+        return now + (PAUSED_PARK_MS if reply["reason"] == "paused" else PARK_MS)
+
+    async def pause(self, job: str, paused: bool) -> None:
+        """Tell a limited job's limiter it was paused or resumed (see `JobService`). If the
+        call fails, a paused job's runs meet the pause at their start instead, and a resume
+        is told again by reconciliation (`parked`)."""
+        if job not in self._options:
+            return
+        try:
+            await self._stub(job).limit_pause(paused)
+        except Exception as exc:
+            log.warning("limit.pause_failed", job=job, paused=paused, error=str(exc))
 
     async def parked(self, run_ids: list[str]) -> set[str]:
         """Which of `run_ids` wait in a limiter's line (one call per limited job). A limiter
@@ -153,6 +167,10 @@ class Limits:
                 log.warning("limit.waiting_failed", job=job, error=str(exc))
                 continue
             found.update(reply["waiting"])
+            if reply["paused"] and reply["waiting"]:
+                # Reconciliation's runs are of jobs D1 holds as not paused: a resume did not
+                # reach this limiter. Tell it now (its line would wait forever otherwise).
+                await self.pause(job, False)
         return found
 
     async def enter(self, row: Mapping[str, Any] | None, token: int) -> bool:

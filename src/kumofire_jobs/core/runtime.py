@@ -171,7 +171,7 @@ class Runtime:
         )
         job_service = JobService(
             db=resources.db, store=store, coordinators=coordinators, clock=self.clock,
-            handlers=handlers, policies=self.policies,
+            handlers=handlers, policies=self.policies, limits=limits,
         )  # fmt: skip
         jobs = Jobs(
             runs=runs,
