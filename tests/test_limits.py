@@ -465,3 +465,30 @@ async def test_pausing_a_limited_job_keeps_its_waiting_runs_in_line_and_resume_s
     await settle(clock, 1.0)
     # More than RESUME_LIMIT, all in priority order, with no reconciliation needed.
     assert order == ["holder", "p5", "p4", "p3", "p2", "p1", "p0"]
+
+
+async def test_a_resume_that_missed_the_limiter_is_told_again_by_reconciliation(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    done: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        done.append(ctx.job.id)
+
+    env = await make_env(
+        {"report": job}, reconcile_grace_seconds=1.0,
+        job_options={"report": JobOptions(concurrency=1)},
+    )  # fmt: skip
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.5)
+    spy.methods.add("limit_pause")  # the resume reaches D1, not the limiter
+    await env.jobs.resume_job("report")
+    spy.methods.clear()
+    await settle(clock, 2.0)
+    assert done == []  # the limiter still holds its line paused
+    await env.jobs.dispatch(limit=10)
+    await settle(clock, 0.5)
+    assert sorted(done) == sorted(ids)
