@@ -1,6 +1,6 @@
 """Past one D1 database: how many runs a second K databases carry, by simulation.
 
-    uv run python -m bench.shards [--runs 20000] [--shards 1 4 16] [--trace-runs 10]
+    uv run python -m bench.shards [--runs 40000] [--shards 1 4 16] [--trace-runs 10]
                                   [--out bench/results]
 
 The statement stream is recorded from the real runtime (`bench/shard_trace.py`: every D1
@@ -18,17 +18,21 @@ then replayed in a discrete-event simulation (SimPy) of K databases:
 - **Fan-out** work goes to every shard: a cron tick every `tick_s` (reconciliation, retention,
   the schedules' restore, as recorded) and `reads_per_s` reads spanning all runs (a page of
   `list` and `counts`, say a dashboard); a read is done when its slowest shard answers.
+- **The queue consumer**: a run's message waits until an invocation takes it; an invocation
+  takes up to `consumer_batch` waiting messages (after `batch_wait_ms`, 0 as wrangler.toml's
+  `max_batch_timeout`), at most `consumer_concurrency` invocations at a time, and consumes its
+  messages concurrently (`Runtime.consume_batch`).
 - **Today** each run makes its recorded calls (4 for a one-shot run). **The issue-16 target**
   drops the `queued` write (the guarded start already accepts `scheduled`) and folds the
-  starts of one consumer batch (up to `consumer_batch` messages, gathered for at most
-  `batch_wait_ms`) into one statement per shard: a one-shot run then costs 2 statements plus
-  its share of its batch's start, about K/100 at a batch of 100 on K shards.
+  starts of one invocation's batch into one statement per shard: a one-shot run then costs 2
+  statements plus its share of its batch's starts, about K/100 at full batches on K shards.
 
-Figures: the **ceiling** (N runs all waiting at time 0, completed runs over the time the last
-one took, fan-out running meanwhile) and the **latency** (open-loop Poisson arrivals at 50%
-and 80% of the ceiling: a run's time in D1 from its first call's arrival to its last call's
-end, queueing included; no handler time, no Durable Object or queue hops). Simulated time,
-not wall time: the figures do not depend on this machine.
+Figures: the **ceiling** (a closed loop of runs in flight, 200 per shard, each finished run
+replaced by a new one: runs finished per second over the middle half of the time, when every
+database has a backlog) and the **latency** (open-loop Poisson arrivals at 50% and 80% of the
+ceiling: a run's time in D1 from its arrival to its last call's end, queueing included; no
+handler time, no Durable Object or queue hops). Simulated time, not wall time: the figures do
+not depend on this machine.
 """
 
 from __future__ import annotations
@@ -187,6 +191,7 @@ class Simulation:
         self.rng = random.Random(model.seed)
         self.result = Result(model, workload.name, 0, executed=[0] * model.shards)
         self.ids = 0
+        self.occurrences = 0
 
     # -- one database call ----------------------------------------------------------------
 
@@ -216,8 +221,12 @@ class Simulation:
         ulid = f"{self.ids:026d}"
         if chain.dedupe_key is not None:
             shard = key_shard(f"{chain.dedupe_key}/{self.ids}", self.model.shards)
-        elif chain.schedule_id is not None:  # one schedule per 100 occurrences replayed
-            shard = key_shard(f"{chain.schedule_id}/{self.ids // 100}", self.model.shards)
+        elif chain.schedule_id is not None:
+            # A schedule fires at most once a second (`every` >= 1 s), so at hundreds of runs
+            # a second each occurrence replayed is another schedule's: on that one's shard.
+            self.occurrences += 1
+            schedule = f"{chain.schedule_id}/{self.occurrences}"
+            shard = key_shard(schedule, self.model.shards)
         else:
             shard = self.rng.randrange(self.model.shards)
         return new_run_id(ulid, shard)

@@ -7,7 +7,6 @@ and keeps each run on the one shard its id names. Simulated time only: nothing h
 from __future__ import annotations
 
 import pytest
-
 from bench.shard_trace import Trace, record
 from bench.shards import (
     Model,
@@ -18,6 +17,7 @@ from bench.shards import (
     shard_of,
     shard_tag,
 )
+
 from kumofire_jobs.core.ids import IdFactory, run_ids_before
 
 RUNS = "kumofire_job_runs"
@@ -59,7 +59,7 @@ def test_ids_name_their_shard_and_keep_creation_order() -> None:
     assert sorted(made) == made  # text order is creation order, across shards
     assert all(run_ids_before(1_000) < i < run_ids_before(2_000) for i in made)
     assert ":" not in "".join(made)  # limiter names (`limiter:<job>`) cannot meet run ids
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="out of range"):
         shard_tag(1024)
     assert key_shard("order-1", 16) == key_shard("order-1", 16)
     assert len({key_shard(f"order-{i}", 16) for i in range(200)}) == 16
