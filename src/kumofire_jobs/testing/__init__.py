@@ -6,9 +6,17 @@ registered as a `pytest11` entry point) whose `jobs_harness` fixture builds one 
 Not for the Worker: it runs on the embedded (SQLite) bindings.
 """
 
-from .harness import DEFAULT_MAX_STEPS, DEFAULT_MAX_TIME, DEFAULT_TIMEOUT, JobsHarness, RunawayError
+from .harness import (
+    DEFAULT_CRONS,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_MAX_TIME,
+    DEFAULT_TIMEOUT,
+    JobsHarness,
+    RunawayError,
+)
 
 __all__ = [
+    "DEFAULT_CRONS",
     "DEFAULT_MAX_STEPS",
     "DEFAULT_MAX_TIME",
     "DEFAULT_TIMEOUT",

@@ -21,7 +21,7 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +36,15 @@ from ..core.retry import RetryPolicy
 from ..core.runtime import create_runtime
 from ..core.states import TERMINAL, RunStatus
 from ..core.times import ms_to_datetime
-from ..local.environment import LocalEnvironment
+from ..local.environment import LocalEnvironment, WranglerSettings
 from . import virtual_sleep
 
 DEFAULT_MAX_STEPS = 1000  # handler attempts per drain/advance/run_until_idle call
 DEFAULT_MAX_TIME = 86_400.0  # clock seconds run_until_idle may move on
 DEFAULT_TIMEOUT = 30.0  # real seconds to wait for a handler busy with real I/O
+# The cron trigger (reconciliation and retention, the safety net) runs hourly, not every minute
+# as in wrangler.toml: stepping a simulated day through 1,440 triggers costs about a second.
+DEFAULT_CRONS = ("0 * * * *",)
 _POLL_SECONDS = 0.002  # how often a wait for real I/O looks again
 _PAGE = 200  # the list operation's largest page
 _SHOWN = 5  # unfinished runs named in an error
@@ -77,7 +80,8 @@ class _Attempt:
 class JobsHarness:
     """A runtime on the embedded bindings with a manual clock: `async with JobsHarness(
     handlers={...}) as h:`. `h.jobs` is the jobs API (`create`, `get`, `list`, schedules,
-    ...); `h.clock` the `ManualClock`. Other keyword arguments (`lease_seconds`,
+    ...); `h.clock` the `ManualClock`. `crons` are the cron trigger's expressions (hourly by
+    default, see DEFAULT_CRONS). Other keyword arguments (`lease_seconds`,
     `retention_seconds`, ...) go to `create_runtime`."""
 
     def __init__(
@@ -91,6 +95,7 @@ class JobsHarness:
         virtual_sleep: bool = False,
         max_steps: int = DEFAULT_MAX_STEPS,
         timeout: float = DEFAULT_TIMEOUT,
+        crons: Sequence[str] = DEFAULT_CRONS,
         **runtime_options: Any,
     ) -> None:
         check_handlers(handlers)  # before wrapping hides a handler that is not async
@@ -102,6 +107,7 @@ class JobsHarness:
         self._job_options = job_options
         self._retry = retry
         self._runtime_options = runtime_options
+        self._settings = WranglerSettings(crons=crons)
         self._data_dir = None if data_dir is None else Path(data_dir)
         self._temporary: str | None = None
         self._env: LocalEnvironment | None = None
@@ -109,8 +115,9 @@ class JobsHarness:
         self._wakeups: list[float] = []  # the deadlines of virtual sleeps
         self._started = 0  # handler attempts started, ever
         self._step_limit: int | None = None  # `_started` may not exceed it in a call
-        self._held = 0  # attempts held back by a bound
-        self._in_call = False
+        self._held = 0  # attempts held back by a bound, ever
+        self._held_before = 0  # ... when the current call began
+        self._steps = max_steps  # the current call's bound
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -127,7 +134,9 @@ class JobsHarness:
                 job_options=self._job_options,
                 **self._runtime_options,
             )
-            env = LocalEnvironment(runtime, self._data_dir or Path(self._temporary or "."))
+            env = LocalEnvironment(
+                runtime, self._data_dir or Path(self._temporary or "."), settings=self._settings
+            )
             try:
                 await env.start()
             except BaseException:
@@ -227,22 +236,22 @@ class JobsHarness:
     @asynccontextmanager
     async def _call(self, max_steps: int | None) -> AsyncIterator[None]:
         self.environment  # noqa: B018 (raises if not open)
-        if self._in_call:
+        if self._step_limit is not None:
             raise RuntimeError("drain/advance/run_until_idle is already running")
-        steps = self.max_steps if max_steps is None else max_steps
-        self._in_call = True
-        held = self._held
-        self._step_limit = self._started + steps
+        self._steps = self.max_steps if max_steps is None else max_steps
+        self._step_limit = self._started + self._steps
+        self._held_before = self._held
         try:
             yield
-            if self._held > held:
-                raise RunawayError(
-                    f"more than {steps} handler attempts started in one call (max_steps): "
-                    "a handler may be creating runs forever"
-                )
         finally:
             self._step_limit = None
-            self._in_call = False
+
+    def _check_steps(self) -> None:
+        if self._held > self._held_before:
+            raise RunawayError(
+                f"more than {self._steps} handler attempts started in one call (max_steps): "
+                "a handler may be creating runs forever"
+            )
 
     async def _work(self, until: float | None) -> None:
         """Run what is due, waiting for handlers busy with real I/O, and move the clock one
@@ -251,8 +260,7 @@ class JobsHarness:
         busy_since: float | None = None
         while True:
             await clock.advance(0)
-            if self._held and self._step_limit is not None and self._started > self._step_limit:
-                return  # a runaway: `_call` raises
+            self._check_steps()
             if any(attempt.sleeping == 0 for attempt in self._running):
                 busy_since = busy_since or time.monotonic()
                 if time.monotonic() - busy_since > self.timeout:
