@@ -19,7 +19,8 @@ from kumofire_jobs.testing import JobsHarness, RunawayError
 
 pytest_plugins = ["pytester"]
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "testing" / "test_example.py"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "testing" / "test_example.py"
 
 
 class Calls:
@@ -339,6 +340,12 @@ def test_plugin_asks_for_the_handlers_fixture(pytester: pytest.Pytester) -> None
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*define a fixture `kumofire_handlers`*"])
+
+
+def test_the_docs_show_the_example_file_as_it_is() -> None:
+    page = (ROOT / "docs" / "testing.md").read_text()
+    shown = page.split("## A complete example", 1)[1].split("```python\n", 1)[1]
+    assert shown.split("\n```", 1)[0] + "\n" == EXAMPLE.read_text()
 
 
 @pytest.mark.slow
