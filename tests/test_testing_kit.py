@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,8 +134,9 @@ async def test_a_handler_that_recreates_itself_ends_in_runaway_error() -> None:
 
 
 def test_a_handler_that_is_not_async_is_refused() -> None:
+    plain: dict[str, Any] = {"job": lambda ctx: None}
     with pytest.raises(TypeError, match="not async"):
-        JobsHarness({"job": lambda ctx: None})
+        JobsHarness(plain)
 
 
 async def test_run_until_idle_is_bounded_in_clock_time_and_in_steps() -> None:
