@@ -225,6 +225,34 @@ async def test_without_virtual_sleep_drain_waits_for_real_work() -> None:
         assert run.finished_at == start  # real time passed, the clock's did not
 
 
+async def test_advance_waits_for_real_work_before_moving_on() -> None:
+    async def real(ctx: JobContext) -> None:
+        await asyncio.sleep(0.02)  # real I/O: the clock holds still meanwhile
+
+    async with JobsHarness({"real": real}) as h:
+        start = h.now()
+        created = await h.jobs.create("real", delay=5)
+        await h.advance(60)
+        run = await h.run(created.kumofire_job_run_id)
+        assert run.status == "succeeded"
+        assert run.finished_at == start + timedelta(seconds=5)
+
+
+async def test_canceling_a_virtually_sleeping_run_ends_it_on_the_clock() -> None:
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(3600)
+
+    async with JobsHarness({"slow": slow}, virtual_sleep=True) as h:
+        start = h.clock.now()
+        created = await h.jobs.create("slow")
+        await h.advance(0)  # started, and asleep: advance does not wait for the hour
+        assert (await h.run(created.kumofire_job_run_id)).status == "running"
+        await h.jobs.cancel(created.kumofire_job_run_id)
+        await h.drain()  # the handler learns of it at its next lease renewal and stops
+        assert (await h.run(created.kumofire_job_run_id)).status == "canceled"
+        assert h.clock.now() - start <= 30  # within one lease (30 s), not the hour
+
+
 async def test_drain_gives_up_on_a_handler_that_never_returns() -> None:
     async def stuck(ctx: JobContext) -> None:
         await asyncio.Event().wait()
