@@ -34,6 +34,8 @@ MAX_LOG_BYTES: Final = 64 * 1024
 """The log lines kept per run: the last `MAX_LOG_LINES`, at most this much JSON."""
 MAX_LINE_BYTES: Final = 8 * 1024
 """One log line; a line with larger fields keeps their size instead."""
+MAX_EVENT_BYTES: Final = 1000
+"""A log line's event, cut in the middle beyond this."""
 MAX_PROGRESS_BYTES: Final = 16 * 1024
 MAX_RESULT_BYTES: Final = 64 * 1024
 MAX_ATTEMPTS_BYTES: Final = 48 * 1024
@@ -209,8 +211,13 @@ class LogBuffer:
         self._size = sum(len(line) + 1 for line in self._lines) + 1
 
     def add(self, at_ms: int, attempt: int, level: str, event: str, fields: dict[str, Any]) -> None:
-        line = {"at": at_ms, "attempt": attempt, "level": level, "event": event,
-                "fields": _jsonable(fields)}  # fmt: skip
+        line = {
+            "at": at_ms,
+            "attempt": attempt,
+            "level": level,
+            "event": bounded_text(event, MAX_EVENT_BYTES),
+            "fields": _jsonable(fields),
+        }
         encoded = _encoder.encode(line)
         if len(encoded) > MAX_LINE_BYTES:
             line["fields"] = {"fields_omitted": f"<{len(encoded)} bytes as JSON>"}
