@@ -29,6 +29,7 @@ from ..core.jobs import Jobs
 from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
 from .control import OperationEndpoint, register_control
+from .metrics import CONTENT_TYPE, render
 from .openapi import openapi_document
 
 log = get_logger()
@@ -199,6 +200,11 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    @route("/v1/metrics", ["GET"])
+    async def metrics(request: Request) -> Response:
+        snapshot = await jobs(request).metrics()
+        return Response(render(snapshot), media_type=CONTENT_TYPE)
+
     # One endpoint per operation of `operations.OPERATIONS`, by its name: it answers the wire
     # body, which goes out with the operation's status (no body when the operation has none),
     # or a Response of its own when the status depends on the call (upsert: 201 or 200).
@@ -367,7 +373,7 @@ def create_app(
     missing = sorted(set(operations.BY_NAME) - set(endpoints))
     if missing:  # tests/test_operations.py says so first
         raise RuntimeError(f"the HTTP app has no endpoint for: {', '.join(missing)}")
-    routes = [health, openapi, *(serve(op) for op in operations.OPERATIONS)]
+    routes = [health, openapi, metrics, *(serve(op) for op in operations.OPERATIONS)]
 
     def allowed_methods(scope: Scope) -> str:
         """Every method of the path (RFC 9110's Allow), not only the first route's: each
