@@ -148,6 +148,21 @@ async def test_control_round_trip(
         assert await call("nope") is None
 
 
+async def test_history_round_trip(
+    client: HttpJobsClient, env: LocalEnvironment, clock: ManualClock
+) -> None:
+    failed = await client.create("broken", max_attempts=2)
+    await clock.advance(0)
+    await clock.advance(5)  # past the retry's backoff
+    run_id = failed.kumofire_job_run_id
+    attempts = await client.attempts(run_id)
+    assert attempts == await env.jobs.attempts(run_id)
+    assert attempts is not None and [a.outcome for a in attempts] == ["retried", "failed"]
+    assert await client.logs(run_id) == await env.jobs.logs(run_id) == []
+    assert await client.attempts("run_nope") is None
+    assert await client.logs("run_nope") is None
+
+
 async def test_schedules_round_trip(client: HttpJobsClient, env: LocalEnvironment) -> None:
     local = env.jobs
     start = datetime(2027, 2, 1, tzinfo=UTC)

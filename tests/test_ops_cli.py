@@ -154,6 +154,29 @@ def test_runs_get_cancel_retry_promote_delete(cli: Cli) -> None:
     assert code == 1 and err.startswith("kumofire-jobs: validation_error: status must be one of")
 
 
+def test_runs_attempts_and_logs(cli: Cli) -> None:
+    flaky = cli.create("flaky")
+    cli.settled(flaky, "succeeded")  # the retry comes after the demo's 1 s backoff
+    table = rows(cli.ok("runs", "attempts", flaky))
+    assert table[0] == ["ATTEMPT", "OUTCOME", "STARTED", "FINISHED", "DURATION", "ERROR"]
+    assert [row[:2] for row in table[1:]] == [["1", "retried"], ["2", "succeeded"]]
+    assert table[1][-1] == "RuntimeError: the first attempt of a flaky job fails"
+    assert table[2][-1] == "-" and table[2][4].endswith("s")
+    attempts = cli.json("runs", "attempts", flaky)
+    assert attempts == cli.api("GET", f"/v1/runs/{flaky}/attempts")
+    assert "Traceback" in attempts["items"][0]["error"]  # --json keeps the whole error
+
+    hello = cli.create("hello", payload={"to": "x"})
+    cli.settled(hello, "succeeded")
+    logs = rows(cli.ok("runs", "logs", hello))
+    assert logs[0] == ["AT", "ATTEMPT", "LEVEL", "EVENT", "FIELDS"]
+    assert [row[1:] for row in logs[1:]] == [["1", "info", "hello", 'payload={"to": "x"}']]
+    assert cli.json("runs", "logs", hello) == cli.api("GET", f"/v1/runs/{hello}/logs")
+    for action in ("attempts", "logs"):
+        code, out, err = cli("runs", action, "run_nope")
+        assert (code, out, err) == (1, "", "kumofire-jobs: not_found: run run_nope not found\n")
+
+
 # --- schedules --------------------------------------------------------------------------------
 
 

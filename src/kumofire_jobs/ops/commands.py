@@ -227,9 +227,8 @@ async def _runs_delete(client: HttpJobsClient, args: argparse.Namespace) -> Any:
     return _shown(args, {"id": args.id, "deleted": True}, lambda d: f"deleted {d['id']}")
 
 
-def _items(value: Any) -> list[dict[str, Any]]:
-    data = render.plain(value)
-    items: list[dict[str, Any]] = data["items"] if isinstance(data, dict) else data
+def _items(value: dict[str, Any]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = value["items"]
     return items
 
 
@@ -238,10 +237,10 @@ def _duration(ms: Any) -> str:
 
 
 async def _runs_attempts(client: HttpJobsClient, args: argparse.Namespace) -> Any:
-    attempts = _found(await getattr(client, "attempts")(args.id), f"run {args.id}")  # noqa: B009
+    attempts = _found(await client.attempts(args.id), f"run {args.id}")
     return _shown(
         args,
-        attempts,
+        {"items": attempts},
         lambda value: render.table(
             ("ATTEMPT", "OUTCOME", "STARTED", "FINISHED", "DURATION", "ERROR"),
             (
@@ -265,10 +264,10 @@ def _log_fields(fields: Any) -> str:
 
 
 async def _runs_logs(client: HttpJobsClient, args: argparse.Namespace) -> Any:
-    lines = _found(await getattr(client, "logs")(args.id), f"run {args.id}")  # noqa: B009
+    lines = _found(await client.logs(args.id), f"run {args.id}")
     return _shown(
         args,
-        lines,
+        {"items": lines},
         lambda value: render.table(
             ("AT", "ATTEMPT", "LEVEL", "EVENT", "FIELDS"),
             (

@@ -29,7 +29,8 @@ from ..core.jobs import Jobs
 from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
 from .control import OperationEndpoint, register_control
-from .metrics import CONTENT_TYPE, render
+from .history import register_history
+from .metrics import metrics_endpoint
 from .openapi import openapi_document
 
 log = get_logger()
@@ -200,10 +201,7 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
-    @route("/v1/metrics", ["GET"])
-    async def metrics(request: Request) -> Response:
-        snapshot = await jobs(request).metrics()
-        return Response(render(snapshot), media_type=CONTENT_TYPE)
+    metrics = route("/v1/metrics", ["GET"])(metrics_endpoint(jobs))
 
     # One endpoint per operation of `operations.OPERATIONS`, by its name: it answers the wire
     # body, which goes out with the operation's status (no body when the operation has none),
@@ -356,6 +354,7 @@ def create_app(
         deleted(await jobs(request).delete_schedule_by_key(request.path_params["key"]))
 
     register_control(operation, jobs, read_json, not_found)
+    register_history(operation, jobs, not_found)
 
     def serve(op: operations.Operation) -> Route:
         endpoint = endpoints[op.name]

@@ -12,8 +12,12 @@ HTTP route beside health and the OpenAPI document.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..core.jobs import Jobs
 from ..core.metrics import MetricsSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,3 +80,12 @@ def render(snapshot: MetricsSnapshot) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def metrics_endpoint(jobs: Callable[[Request], Jobs]) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint `web/app.py` serves at `GET /v1/metrics` (behind the token check)."""
+
+    async def metrics(request: Request) -> Response:
+        return Response(render(await jobs(request).metrics()), media_type=CONTENT_TYPE)
+
+    return metrics
