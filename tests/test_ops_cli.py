@@ -84,8 +84,10 @@ def cli(server: DevServer, capsys: pytest.CaptureFixture[str]) -> Cli:
 
 def rows(table: str) -> list[list[str]]:
     """A table's rows (the header first), split on the runs of spaces between columns."""
-    return [line.split("  ") and [c.strip() for c in line.split("  ") if c.strip()]
-            for line in table.strip().splitlines()]  # fmt: skip
+    return [
+        [cell.strip() for cell in line.split("  ") if cell.strip()]
+        for line in table.strip().splitlines()
+    ]
 
 
 # --- runs -------------------------------------------------------------------------------------

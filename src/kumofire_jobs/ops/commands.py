@@ -311,6 +311,10 @@ async def _schedules_list(client: HttpJobsClient, args: argparse.Namespace) -> A
     return _shown(args, page, lambda p: _page(_schedules_table(p["items"]), p["next_cursor"]))
 
 
+def _schedule_fields(schedule: dict[str, Any]) -> str:
+    return render.fields(schedule, json_fields=("payload",))
+
+
 def _schedule_action(name: str) -> Action:
     async def act(client: HttpJobsClient, args: argparse.Namespace) -> Any:
         method = f"{name}_schedule_by_key" if args.key else f"{name}_schedule"
@@ -320,8 +324,7 @@ def _schedule_action(name: str) -> Action:
             deleted = {"id" if not args.key else "key": args.id, "deleted": True}
             return _shown(args, deleted, lambda d: f"deleted {what}")
         if name == "get":
-            text = lambda s: render.fields(s, json_fields=("payload",))  # noqa: E731
-            return _shown(args, result, text)
+            return _shown(args, result, _schedule_fields)
         return _shown(args, result, lambda s: _schedules_table([s]))
 
     return act
