@@ -21,7 +21,9 @@ from unittest import mock
 
 import pytest
 
+from kumofire_jobs import UnknownJobError
 from kumofire_jobs.cli import main
+from kumofire_jobs.http import HttpJobsClient, HttpJobsError
 from tests.test_dev_server import ROOT, DevServer
 
 pytestmark = pytest.mark.slow
@@ -225,6 +227,24 @@ def test_jobs_list_get_pause_resume(cli: Cli) -> None:
     assert resumed == cli.api("GET", "/v1/jobs/slow") and resumed["paused"] is False
     code, out, err = cli("jobs", "pause", "nope")
     assert (code, out, err) == (1, "", "kumofire-jobs: not_found: job nope not found\n")
+
+
+# --- HttpJobsClient itself against the process ------------------------------------------------
+
+
+async def test_http_jobs_client_against_the_dev_server(server: DevServer) -> None:
+    async with HttpJobsClient(server.url, TOKEN) as jobs:
+        created = await jobs.create("hello", {"to": "dev"}, max_attempts=2)
+        run = await jobs.get(created.kumofire_job_run_id)
+        assert run is not None and run.payload == {"to": "dev"} and run.max_attempts == 2
+        assert [job.name for job in await jobs.list_jobs()] == ["fail", "flaky", "hello", "slow"]
+        assert await jobs.get("run_nope") is None
+        with pytest.raises(UnknownJobError, match="nope"):
+            await jobs.create("nope")
+    async with HttpJobsClient(server.url) as anonymous:
+        with pytest.raises(HttpJobsError) as refused:
+            await anonymous.counts()
+        assert (refused.value.status, refused.value.code) == (401, "unauthorized")
 
 
 # --- the token, no server, usage ------------------------------------------------------------
