@@ -21,6 +21,7 @@ from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .limits import Limits
 from .log import get_logger
+from .metrics import MetricsSnapshot, read_metrics
 from .models import JobInfo
 from .options import JobPolicies
 from .states import ALL_STATUSES
@@ -89,6 +90,10 @@ class JobService:
         if name not in self._handlers:
             return None
         return self._job(name, await self._paused(), await self._store.counts(name=name))
+
+    async def metrics(self) -> MetricsSnapshot:
+        """Runs by job and status, pauses and schedules, for `GET /v1/metrics`."""
+        return await read_metrics(self._db, self._clock, self._handlers)
 
     async def pause(self, name: str) -> JobInfo | None:
         if name not in self._handlers:
