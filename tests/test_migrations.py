@@ -55,6 +55,8 @@ JOB_RUN_COLUMNS = [
     "concurrency_key",
     "dedupe_expires_at",
     "timeout",
+    "parent_id",
+    "child_count",
 ]
 
 
@@ -128,6 +130,7 @@ async def test_apply_produces_the_schema_the_code_expects(db: LocalD1Database) -
         "kumofire_job_runs_dedupe_key",
         "kumofire_job_runs_schedule_occurrence",
         "kumofire_job_runs_unfinished",
+        "kumofire_job_runs_parent",
     }
     columns = await db.prepare("SELECT name FROM pragma_table_info('kumofire_job_schedules')").all()
     assert [c["name"] for c in columns.results] == SCHEDULE_COLUMNS
@@ -146,7 +149,7 @@ async def test_the_status_check_rejects_an_unknown_status(db: LocalD1Database) -
         "INSERT INTO kumofire_job_runs (id, name, status, max_attempts, scheduled_for, "
         "created_at, updated_at) VALUES (?, 'job', ?, 3, 0, 0, 0)"
     )
-    for status in ("scheduled", "queued", "running", "succeeded", "failed", "canceled"):
+    for status in ("waiting", "scheduled", "queued", "running", "succeeded", "failed", "canceled"):
         await insert.bind(f"run-{status}", status).run()
     with pytest.raises(Exception, match="CHECK constraint failed"):
         await insert.bind("run-bogus", "bogus").run()
@@ -172,6 +175,68 @@ async def test_run_and_schedule_priorities_are_checked(db: LocalD1Database) -> N
                    "timeout": None}  # fmt: skip
 
 
+async def test_the_flows_migration_keeps_every_row_and_index_of_version_4(
+    db: LocalD1Database, tmp_path: Path
+) -> None:
+    """Upgrading a version 4 database: the runs table is rebuilt for its new CHECK, and every
+    row, column value and index comes through (the indexes still enforce what they did)."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for path in sorted(REPO_MIGRATIONS.glob("*.sql")):
+        if int(path.name.split("_")[0]) <= 4:
+            shutil.copy(path, directory / path.name)
+    await apply_migrations(db, directory)
+    assert await schema_version(db) == 4
+    v4_columns = JOB_RUN_COLUMNS[: JOB_RUN_COLUMNS.index("timeout") + 1]
+    insert = db.prepare(
+        f"INSERT INTO kumofire_job_runs ({', '.join(v4_columns)}) "
+        f"VALUES ({', '.join('?' for _ in v4_columns)})"
+    )
+    rows: list[list[Any]] = [
+        ["run_a", "job", "succeeded", '{"n":1}', 1, 3, 10, 1, 2, 5, 6, None, "key-a", None,
+         None, 7, 0, None, None, None],
+        ["run_b", "job", "running", None, 2, 5, 20, 2, 3, 15, None, "boom", None, "sch_1",
+         "1:20", 9, -5, "tenant", 99, 30.5],
+        ["run_c", "other", "scheduled", "[]", 0, 1, 30, 3, 3, None, None, None, "key-c", None,
+         None, None, 100, None, 1234, None],
+    ]  # fmt: skip
+    for row in rows:
+        await insert.bind(*row).run()
+    before = (await db.prepare("SELECT * FROM kumofire_job_runs ORDER BY id").all()).results
+
+    applied = await apply_migrations(db)
+    assert [m.name for m in applied] == ["0005_flows.sql"]
+    after = (await db.prepare("SELECT * FROM kumofire_job_runs ORDER BY id").all()).results
+    assert [{k: r[k] for k in v4_columns} for r in after] == before
+    assert all(r["parent_id"] is None and r["child_count"] is None for r in after)
+    fresh = tmp_path / "fresh.sqlite"
+    other = LocalD1Database(fresh)
+    try:
+        await apply_migrations(other)
+        assert await schema(db) == await schema(other)  # the same schema as a new database
+    finally:
+        other.close()
+    # The indexes came through: unique keys still hold, and the queries still use them.
+    with pytest.raises(Exception, match="UNIQUE"):
+        await insert.bind(
+            "run_d", "job", "scheduled", None, 0, 1, 0, 4, 4, None, None, None, "key-a", None,
+            None, None, 0, None, None, None,
+        ).run()  # fmt: skip
+    with pytest.raises(Exception, match="UNIQUE"):
+        await insert.bind(
+            "run_e", "job", "scheduled", None, 0, 1, 0, 4, 4, None, None, None, None, "sch_1",
+            "1:20", None, 0, None, None, None,
+        ).run()  # fmt: skip
+    plan = await db.prepare(
+        "EXPLAIN QUERY PLAN SELECT id FROM kumofire_job_runs WHERE finished_at IS NULL "
+        "AND scheduled_for <= 100"
+    ).all()
+    assert "kumofire_job_runs_unfinished" in str(plan.results)
+    await db.prepare("UPDATE kumofire_job_runs SET status = 'waiting' WHERE id = 'run_c'").run()
+    with pytest.raises(Exception, match="CHECK"):
+        await db.prepare("UPDATE kumofire_job_runs SET status = 'bogus' WHERE id = 'run_c'").run()
+
+
 async def test_apply_is_idempotent(db: LocalD1Database) -> None:
     first = await apply_migrations(db)
     assert first
@@ -190,6 +255,7 @@ async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) 
         (2, "0002_schedules.sql"),
         (3, "0003_unfinished_runs_index.sql"),
         (4, "0004_operations.sql"),
+        (5, "0005_flows.sql"),
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
+from ..core.models import (
+    BulkResult,
+    CreatedFlow,
+    CreatedRun,
+    CreateRequest,
+    JobInfo,
+    JobRun,
+    JobSchedule,
+    Page,
+)  # fmt: skip
 from ..core.states import RunStatus
 
 if TYPE_CHECKING:
@@ -49,6 +58,10 @@ class JobsApi(Protocol):
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]: ...
 
+    async def create_flow(
+        self, parent: CreateRequest, children: Sequence[CreateRequest]
+    ) -> CreatedFlow: ...
+
     async def get(self, run_id: str) -> JobRun | None: ...
 
     async def list_jobs(self) -> list[JobInfo]: ...
@@ -65,6 +78,7 @@ class JobsApi(Protocol):
         status: RunStatus | str | None = None,
         name: str | None = None,
         schedule_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]: ...

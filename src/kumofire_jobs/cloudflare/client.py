@@ -50,6 +50,8 @@ from ..api.wire import (
     create_body,
     created_from_wire,
     created_items_from_wire,
+    flow_body,
+    flow_from_wire,
     given_fields,
     job_from_wire,
     jobs_from_wire,
@@ -67,7 +69,16 @@ from ..core.errors import (
     UnknownJobError,
     ValidationError,
 )
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
+from ..core.models import (
+    BulkResult,
+    CreatedFlow,
+    CreatedRun,
+    CreateRequest,
+    JobInfo,
+    JobRun,
+    JobSchedule,
+    Page,
+)  # fmt: skip
 from ..core.states import RunStatus
 from .ffi import js_error, to_js, to_py
 from .service import split_error
@@ -201,6 +212,13 @@ class JobsClient(JobsApi):
         bodies = [create_body(request) for request in requests]
         return _read(created_items_from_wire, await self._call("create_many", bodies))
 
+    async def create_flow(
+        self, parent: CreateRequest, children: Sequence[CreateRequest]
+    ) -> CreatedFlow:
+        """A parent run that waits until each of its 1 to 100 children has finished."""
+        body = flow_body(parent, list(children))
+        return _read(flow_from_wire, await self._call("create_flow", body))
+
     async def get(self, run_id: str) -> JobRun | None:
         data = await self._maybe("get", run_id)
         return None if data is None else _read(run_from_wire, data)
@@ -226,6 +244,7 @@ class JobsClient(JobsApi):
         status: RunStatus | str | None = None,
         name: str | None = None,
         schedule_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]:
@@ -233,6 +252,7 @@ class JobsClient(JobsApi):
             status=None if status is None else str(status),
             name=name,
             schedule_id=schedule_id,
+            parent_id=parent_id,
             limit=limit,
             cursor=cursor,
         )

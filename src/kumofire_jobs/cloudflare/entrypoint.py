@@ -19,6 +19,7 @@ from .service import (
     cancel_many,
     counts,
     create,
+    create_flow,
     create_many,
     create_schedule,
     delete,
@@ -54,6 +55,7 @@ FUNCTIONS: Final[Mapping[str, RpcFunction]] = {
     # One per operation of `operations.OPERATIONS`, by its name (tests/test_operations.py).
     "create": create,
     "create_many": create_many,
+    "create_flow": create_flow,
     "get": get,
     "list": list_runs,
     "counts": counts,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +19,7 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .flows import FlowService
 from .limits import PARK_MS, Limits
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
@@ -67,6 +68,7 @@ class Attempt:
     token: int  # the lease's fencing token, the one `lease_token` the writes match
     log: EventLog  # bound to the run id, job and attempt
     started: float  # clock seconds
+    children: Sequence[JobRun] = ()  # a flow's parent: its children, read at the start
 
     def duration_ms(self, clock: Clock) -> int:
         return round((clock.now() - self.started) * 1000)
@@ -137,9 +139,11 @@ class Consumer:
         policies: JobPolicies,
         lease_seconds: float,
         clock: Clock,
+        flows: FlowService,
         limits: Limits | None = None,
     ) -> None:
         self._store = store
+        self._flows = flows
         self._coordinators = coordinators
         self._handlers = handlers
         self._policies = policies
@@ -159,11 +163,11 @@ class Consumer:
         # row read below tells the job, key and priority the limiter needs. Other runs start
         # in this one statement, as in a runtime without limits.
         limited = None if self._limits is None else self._limits.names
-        run = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
-        if run is None:
+        row = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
+        if row is None:
             outcome = await self._not_started(run_id, token)
             return ConsumeResult(outcome=outcome, job_run_id=run_id)
-        return ConsumeResult(outcome=await self._execute(run, token), job_run_id=run_id)
+        return ConsumeResult(outcome=await self._execute(row, token), job_run_id=run_id)
 
     async def _limited_start(self, row: RunRow, token: int) -> ConsumeOutcome | None:
         """A run of a limited job: ask its limiter for a slot, then start. A run told to wait
@@ -174,8 +178,8 @@ class Consumer:
         if not await self._limits.enter(row, token):
             await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
             return ConsumeOutcome.IGNORED
-        run = await self._store.start(run_id, token, now_ms(self._clock))
-        return None if run is None else await self._execute(run, token)
+        started = await self._store.start(run_id, token, now_ms(self._clock))
+        return None if started is None else await self._execute(started, token)
 
     async def _not_started(self, run_id: str, token: int) -> ConsumeOutcome:
         """The guarded start matched nothing: learn why from the row, and act on it."""
@@ -188,8 +192,12 @@ class Consumer:
         now = now_ms(self._clock)
         if row is not None and row["status"] == RunStatus.RUNNING and row["lease_token"] == token:
             # Our own start landed, but its answer was lost (a retried D1 write): go on.
-            return await self._execute(row_to_run(row), token)
+            return await self._execute(row, token)
         if row is None or RunStatus(row["status"]) in TERMINAL:
+            if row is not None and row["parent_id"] is not None:
+                # A finished flow child delivered again: the last try may have crashed
+                # before its parent's release, or before the released parent was armed.
+                await self._flows.settle(row["parent_id"], recovering=True)
             await self._release(run_id, token)  # closes the actor: nothing left to deliver
             return ConsumeOutcome.IGNORED
         if row["scheduled_for"] > now:
@@ -199,6 +207,8 @@ class Consumer:
         if row["status"] == RunStatus.RUNNING and row["attempt"] >= row["max_attempts"]:
             error = f"attempt {row['attempt']} was cut off: its lease expired before it finished"
             failed = await self._store.fail_cut_off(run_id, token, now, error)
+            if failed is not None and failed.parent_id is not None:
+                await self._flows.settle(failed.parent_id)
             await self._release(run_id, token)
             if failed is not None:
                 log.warning(
@@ -210,12 +220,15 @@ class Consumer:
             await self._release(run_id, token)
         return ConsumeOutcome.IGNORED
 
-    async def _execute(self, run: JobRun, token: int) -> ConsumeOutcome:
+    async def _execute(self, row: RunRow, token: int) -> ConsumeOutcome:
+        run = row_to_run(row)
         attempt = Attempt(
             run=run,
             token=token,
             log=log.bind(run_id=run.id, job=run.name, attempt=run.attempt),
             started=self._clock.now(),
+            # Only a flow's parent reads its children: `child_count` is in the started row.
+            children=await self._flows.children(run.id) if row["child_count"] else (),
         )
         attempt.log.info("run.started")
         handler = self._handlers.get(run.name)
@@ -233,7 +246,9 @@ class Consumer:
         keeper = _LeaseKeeper(
             self._coordinators, self._clock, attempt, self._lease_ms, self._limits
         )
-        ctx = JobContext(job=run, heartbeat=keeper.renew, log=attempt.log)
+        ctx = JobContext(
+            job=run, heartbeat=keeper.renew, log=attempt.log, children=attempt.children
+        )
         runner = asyncio.current_task()
         assert runner is not None
         # The handler runs in this task (no task of its own: most handlers are short), and
@@ -316,6 +331,10 @@ class Consumer:
             written = await self._store.finish(run.id, token, status, now, error)
         if not written and not await self._landed(attempt, status):
             return await self._superseded(attempt)
+        if run.parent_id is not None and status is not RunStatus.SCHEDULED:
+            # A flow's child finished: release its parent if it was the last. Before the
+            # lease goes, so a crash here is delivered again (see `_not_started`).
+            await self._flows.settle(run.parent_id)
         await self._release(run.id, token, rearm_ms=rearm_ms)
         if status is RunStatus.SUCCEEDED:
             attempt.log.info(

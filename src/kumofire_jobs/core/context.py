@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .models import JobRun
@@ -13,11 +13,20 @@ from .models import JobRun
 class JobContext:
     """`ctx.job` is the run as it started (`attempt` is 1 on the first execution);
     `await ctx.heartbeat()` extends the lease now and raises `JobCanceledError` or
-    `LeaseLostError` if the run was canceled or another consumer took it over."""
+    `LeaseLostError` if the run was canceled or another consumer took it over. For a flow's
+    parent, `ctx.children` is its children as they were when the attempt started (each
+    finished: `succeeded`, `failed` or `canceled`), oldest first; empty for any other run."""
 
-    def __init__(self, job: JobRun, heartbeat: Callable[[], Awaitable[None]], log: Any) -> None:
+    def __init__(
+        self,
+        job: JobRun,
+        heartbeat: Callable[[], Awaitable[None]],
+        log: Any,
+        children: Sequence[JobRun] = (),
+    ) -> None:
         self.job = job
         self.log = log
+        self.children: list[JobRun] = list(children)
         self._heartbeat = heartbeat
 
     async def heartbeat(self) -> None:

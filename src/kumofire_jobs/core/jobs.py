@@ -23,6 +23,7 @@ from .migrations import check_schema, schema_version
 from .models import (
     BulkResult,
     ConsumeResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     DispatchResult,
@@ -117,6 +118,14 @@ class Jobs:
         await self._ready()
         return await self.runs.create_many(requests)
 
+    async def create_flow(
+        self, parent: CreateRequest, children: Sequence[CreateRequest]
+    ) -> CreatedFlow:
+        """A parent run that waits (`waiting`) until each of its 1 to 100 children has
+        finished, then is scheduled at its own time (or now); all in one D1 transaction."""
+        await self._ready()
+        return await self.runs.flows.create(parent, children, self.runs.new_run)
+
     # --- read -------------------------------------------------------------------------------
 
     async def get(self, run_id: str) -> JobRun | None:
@@ -150,6 +159,7 @@ class Jobs:
         status: RunStatus | str | None = None,
         name: str | None = None,
         schedule_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]:
@@ -157,8 +167,9 @@ class Jobs:
             status = _status(status)
         await self._ready()
         return await self.runs.list(
-            status=status, name=name, schedule_id=schedule_id, limit=limit, cursor=cursor
-        )
+            status=status, name=name, schedule_id=schedule_id, parent_id=parent_id,
+            limit=limit, cursor=cursor,
+        )  # fmt: skip
 
     async def counts(self, *, name: str | None = None) -> dict[str, int]:
         await self._ready()
@@ -245,6 +256,7 @@ class Jobs:
         await self._ready()
         result = await self.runs.reconcile(limit)
         result.schedules_restored = await self.schedules.restore(limit)
+        result.flows_released = await self.runs.flows.release_waiting(limit)
         return result
 
     async def dispatch_at_start(self, limit: int = 100) -> DispatchResult:
@@ -254,6 +266,7 @@ class Jobs:
         await self._ready()
         result = await self.runs.reconcile_unfinished()
         result.schedules_restored = await self.schedules.restore(limit)
+        result.flows_released = await self.runs.flows.release_waiting(limit)
         return result
 
     # --- schedules --------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class RunRow(TypedDict):
     priority: int
     concurrency_key: str | None
     timeout: float | None
+    parent_id: str | None  # a flow's child: its parent
+    child_count: int | None  # a flow's parent: how many children it was created with
 
 
 class QueuedRow(TypedDict):
@@ -79,6 +81,7 @@ def row_to_run(row: RunRow) -> JobRun:
         priority=row["priority"],
         concurrency_key=row["concurrency_key"],
         timeout=row["timeout"],
+        parent_id=row["parent_id"],
     )
 
 
@@ -98,6 +101,8 @@ class NewRun(msgspec.Struct, kw_only=True):
     concurrency_key: str | None = None
     dedupe_expires_at: int | None = None
     timeout: float | None = None
+    parent_id: str | None = None  # a flow's child
+    child_count: int | None = None  # a flow's parent
 
 
 # A job's defaults for the runs a schedule makes: its attempts and its timeout.

@@ -27,6 +27,8 @@ from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
+from .flow_store import FlowStore
+from .flows import FlowService
 from .ids import IdFactory
 from .job_control import JobService
 from .jobs import Jobs, SchemaGate
@@ -144,6 +146,10 @@ class Runtime:
             handlers=handlers,
             job_defaults=self.policies.defaults,
         )
+        flows = FlowService(
+            store=store, flows=FlowStore(resources.db), coordinators=coordinators,
+            clock=self.clock,
+        )  # fmt: skip
         runs = RunService(
             store=store,
             coordinators=coordinators,
@@ -152,6 +158,7 @@ class Runtime:
             handlers=handlers,
             policies=self.policies,
             schedules=schedules,
+            flows=flows,
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
         )
@@ -162,6 +169,7 @@ class Runtime:
             policies=self.policies,
             lease_seconds=self.lease_seconds,
             clock=self.clock,
+            flows=flows,
             limits=Limits(
                 resources.coordinator,
                 self.job_limits(),

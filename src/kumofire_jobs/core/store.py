@@ -7,16 +7,22 @@ an answer too: the caller reads the row to learn why.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any, cast
 
 from .bindings import D1Database, D1PreparedStatement
-from .errors import ValidationError
 from .models import JobRun, Page
+from .paging import keyset_page
 from .run_rows import JobDefaults, NewRun, QueuedRow, RunRow, UnfinishedRow, row_to_run
-from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
+from .states import (
+    ACTIVE,
+    ALL_STATUSES,
+    RETRYABLE_BY_HAND,
+    TERMINAL,
+    UNFINISHED,
+    RunStatus,
+    sql_list,
+)  # fmt: skip
 
 TABLE = "kumofire_job_runs"
 SCHEDULES = "kumofire_job_schedules"
@@ -30,10 +36,11 @@ PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND p
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
     "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
-    "concurrency_key, timeout"
+    "concurrency_key, timeout, parent_id, child_count"
 )
 _ACTIVE = sql_list(ACTIVE)
 _TERMINAL = sql_list(TERMINAL)
+_UNFINISHED = sql_list(UNFINISHED)
 _RETRYABLE = sql_list(RETRYABLE_BY_HAND)
 
 _INSERT = (
@@ -85,10 +92,16 @@ _FAIL_CUT_OFF = (
 )
 # One cancel, two guards: by hand (?3 = 1) an unfinished run whatever it is doing; a
 # schedule's change (?3 = 0) only an occurrence still waiting, so one already delivered (the
-# schedule's change came after its alarm) runs to its end.
+# schedule's change came after its alarm) runs to its end. By hand, an unfinished flow parent
+# takes its unfinished children with it in the same statement, so no crash can part them:
+# the WHERE has a subquery, so SQLite collects the rows to change before changing any, and
+# the subquery sees the parent as it was (a run outside a flow finds no child: an empty
+# probe of the partial parent index).
 _CANCEL = (
     f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1 "
-    f"WHERE id = ?2 AND status IN ({_ACTIVE}) AND (?3 = 1 OR status = 'scheduled') "
+    f"WHERE (id = ?2 AND status IN ({_UNFINISHED}) AND (?3 = 1 OR status = 'scheduled')) "
+    f"OR (?3 = 1 AND parent_id = ?2 AND status IN ({_ACTIVE}) AND EXISTS (SELECT 1 FROM "
+    f"{TABLE} AS parent WHERE parent.id = ?2 AND parent.finished_at IS NULL)) "
     f"RETURNING {COLUMNS}"
 )
 # A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
@@ -143,46 +156,6 @@ _PRUNE = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
 )
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = base64.urlsafe_b64decode(padded.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationError("cursor is not one this API returned") from None
-    if not value.startswith(("run_", "sch_")):
-        raise ValidationError("cursor is not one this API returned")
-    return value
-
-
-async def keyset_page(
-    db: D1Database,
-    table: str,
-    columns: str,
-    filters: dict[str, Any],
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows newest first (ids sort by creation), equal to every non-None filter, after the
-    cursor; and the cursor of the next page, or None on the last one."""
-    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-    args: list[Any] = [value for value in filters.values() if value is not None]
-    if cursor is not None:
-        where.append("id < ?")
-        args.append(decode_cursor(cursor))
-    sql = f"SELECT {columns} FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = (
-        await db.prepare(sql + " ORDER BY id DESC LIMIT ?").bind(*args, limit + 1).all()
-    ).results
-    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
 
 
 class RunStore:
@@ -267,10 +240,14 @@ class RunStore:
         status: RunStatus | None,
         name: str | None,
         schedule_id: str | None,
+        parent_id: str | None,
         limit: int,
         cursor: str | None,
     ) -> Page[JobRun]:
-        filters = {"status": status and status.value, "name": name, "schedule_id": schedule_id}
+        filters = {
+            "status": status and status.value, "name": name, "schedule_id": schedule_id,
+            "parent_id": parent_id,
+        }  # fmt: skip
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
         items = [row_to_run(cast(RunRow, row)) for row in rows]
         return Page(items=items, next_cursor=next_cursor)
@@ -296,15 +273,15 @@ class RunStore:
 
     async def start(
         self, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
-    ) -> JobRun | None:
+    ) -> RunRow | None:
         """scheduled/queued/running -> running under `token`, if due and attempts are left;
-        with `unless_jobs` (a JSON array of job names), not a run of those jobs."""
+        with `unless_jobs` (a JSON array of job names), not a run of those jobs. The row."""
         if unless_jobs is None:
             stmt = self.db.prepare(_START).bind(now, token, run_id)
         else:
             stmt = self.db.prepare(_START_UNLIMITED).bind(now, token, run_id, unless_jobs)
         row = await stmt.first()
-        return None if row is None else row_to_run(row)
+        return None if row is None else cast(RunRow, row)
 
     async def finish(
         self, run_id: str, token: int, status: RunStatus, now: int, error: str | None
@@ -330,10 +307,11 @@ class RunStore:
         (`scheduled`); returns the row it canceled."""
         return self.db.prepare(_CANCEL).bind(now, run_id, int(started))
 
-    async def cancel(self, run_id: str, now: int) -> JobRun | None:
-        """An unfinished run -> canceled, whatever it is doing."""
-        row = await self.cancel_statement(run_id, now, started=True).first()
-        return None if row is None else row_to_run(row)
+    async def cancel(self, run_id: str, now: int) -> list[JobRun]:
+        """An unfinished run -> canceled, whatever it is doing, and a flow parent's unfinished
+        children with it: the runs canceled (none if the run was not unfinished)."""
+        rows = (await self.cancel_statement(run_id, now, started=True).all()).results
+        return [row_to_run(cast(RunRow, row)) for row in rows]
 
     async def retry(self, run_id: str, now: int) -> JobRun | None:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()
