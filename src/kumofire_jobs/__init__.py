@@ -22,6 +22,7 @@ from .core.jobs import Jobs
 from .core.models import (
     BulkResult,
     ConsumeResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     DispatchResult,
@@ -44,6 +45,7 @@ __all__ = [
     "ConsumeOutcome",
     "ConsumeResult",
     "CreateRequest",
+    "CreatedFlow",
     "CreatedRun",
     "DispatchResult",
     "JobCanceledError",

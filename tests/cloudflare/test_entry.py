@@ -98,6 +98,8 @@ RPC_METHODS = {
     # API.md Part 2, "Controlling runs and jobs"
     "promote", "delete", "cancel_many", "retry_many", "delete_many", "list_jobs", "get_job",
     "pause_job", "resume_job",
+    # API.md Part 2, "Flows"
+    "create_flow",
 }  # fmt: skip
 
 

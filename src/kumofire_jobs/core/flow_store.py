@@ -30,12 +30,14 @@ _INSERT_MEMBER = (
 )
 # waiting -> scheduled, once no child is unfinished: one statement, so of two last children
 # finishing at once exactly one releases the parent (each writes its own finish before it
-# tries this). Due at its own time, or now if that passed.
+# tries this). Due at its own time, or now if that passed: `scheduled_for` is left as it is
+# (a past due time means now, as for any run), since setting it would write the entry of the
+# unfinished-runs index, keyed on it, as a second row.
 _RELEASE = (
-    f"UPDATE {TABLE} SET status = 'scheduled', scheduled_for = MAX(scheduled_for, ?2), "
-    "updated_at = ?2 WHERE id = ?1 AND status = 'waiting' AND NOT EXISTS (SELECT 1 FROM "
+    f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?2 "
+    "WHERE id = ?1 AND status = 'waiting' AND NOT EXISTS (SELECT 1 FROM "
     f"{TABLE} AS child WHERE child.parent_id = ?1 AND child.finished_at IS NULL) "
-    "RETURNING scheduled_for"
+    "RETURNING MAX(scheduled_for, ?2) AS due"
 )
 _CHILDREN = f"SELECT {COLUMNS} FROM {TABLE} WHERE parent_id = ? ORDER BY id"
 # Reconciliation: waiting parents due by now whose children have all finished (a crash fell
@@ -71,7 +73,7 @@ class FlowStore:
     async def release(self, parent_id: str, now: int) -> int | None:
         """waiting -> scheduled if no child is unfinished: the parent's due time (epoch ms),
         or None if it was not released by this call."""
-        due = await self.db.prepare(_RELEASE).bind(parent_id, now).first("scheduled_for")
+        due = await self.db.prepare(_RELEASE).bind(parent_id, now).first("due")
         return None if due is None else int(due)
 
     async def children(self, parent_id: str) -> list[JobRun]:

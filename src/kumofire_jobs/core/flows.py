@@ -110,7 +110,7 @@ class FlowService:
         if recovering:
             row = await self._store.get_row(parent_id)
             if row is not None and row["status"] == RunStatus.SCHEDULED and row["attempt"] == 0:
-                await self._coordinators.arm(parent_id, row["scheduled_for"])
+                await self._coordinators.arm(parent_id, row["scheduled_for"])  # past: now
         return False
 
     async def settle_logged(self, parent_id: str) -> None:

@@ -12,6 +12,7 @@ jobs = runtime.bind(Resources(db=env.JOBS_DB, queue=env.JOBS_QUEUE,
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,8 +248,9 @@ class Runtime:
         bound = self._bind(resources)
         if bound.delivery_hook is None:
             bound.delivery_hook = QueueDeliveryHook(
-                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered
-            )
+                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered,
+                functools.partial(bound.jobs.runs.flows.settle, recovering=True),
+            )  # fmt: skip
         return bound.delivery_hook
 
     def job_limits(self) -> dict[str, LimitsMessage]:
