@@ -374,8 +374,6 @@ async def test_a_crash_before_the_childrens_arm_is_reconciled(
     env, parent, child = await flow_env(make_env)
     watched = Watched(env.JOB_COORDINATOR)
     rewire(env, coordinator=watched)
-    probe = await env.jobs.create("child", "probe", delay=3600)  # ids of this millisecond
-    assert probe.kumofire_job_run_id
     original = watched.getByName
 
     def dead(name: str) -> Any:  # every arm of this create fails: the arms were lost

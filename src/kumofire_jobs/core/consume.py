@@ -333,7 +333,8 @@ class Consumer:
             return await self._superseded(attempt)
         if run.parent_id is not None and status is not RunStatus.SCHEDULED:
             # A flow's child finished: release its parent if it was the last. Before the
-            # lease goes, so a crash here is delivered again (see `_not_started`).
+            # lease goes, so after a crash here the child's coordinator delivers it again
+            # and the delivery (or `_not_started`) settles the parent then.
             await self._flows.settle(run.parent_id)
         await self._release(run.id, token, rearm_ms=rearm_ms)
         if status is RunStatus.SUCCEEDED:

@@ -14,8 +14,9 @@ class JobContext:
     """`ctx.job` is the run as it started (`attempt` is 1 on the first execution);
     `await ctx.heartbeat()` extends the lease now and raises `JobCanceledError` or
     `LeaseLostError` if the run was canceled or another consumer took it over. For a flow's
-    parent, `ctx.children` is its children as they were when the attempt started (each
-    finished: `succeeded`, `failed` or `canceled`), oldest first; empty for any other run."""
+    parent, `ctx.children` is its children as they were when the attempt started (finished:
+    `succeeded`, `failed` or `canceled`, unless one was retried by hand since), oldest first;
+    empty for any other run."""
 
     def __init__(
         self,
