@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-import msgspec
-
 from . import validation
 from .clock import Clock, now_ms
 from .coordination import Coordinators
@@ -67,14 +65,16 @@ class FlowService:
         if not 1 <= len(children) <= MAX_CHILDREN:
             raise ValidationError(f"a flow has 1 to {MAX_CHILDREN} children")
         now = now_ms(self._clock)
-        head = msgspec.structs.replace(_checked(new_run, parent, now, "parent"),
-                                       child_count=len(children))  # fmt: skip
+        # (Fields set in place: the Workers' msgspec has no `structs.replace`.)
+        head = _checked(new_run, parent, now, "parent")
+        head.child_count = len(children)
         kids = []
         for index, request in enumerate(children):
             if isinstance(request, CreateRequest) and request.dedupe_key is not None:
                 raise ValidationError(f"children[{index}]: a flow's child takes no dedupe_key")
             kid = _checked(new_run, request, now, f"children[{index}]")
-            kids.append(msgspec.structs.replace(kid, parent_id=head.id))
+            kid.parent_id = head.id
+            kids.append(kid)
         for _ in range(_INSERT_PASSES):
             inserted = await self._flows.insert(head, kids)
             if inserted or await self._store.get_row(head.id) is not None:  # or an earlier try
