@@ -501,3 +501,21 @@ async def test_a_parents_dedupe_key_deduplicates_the_whole_flow(
     assert sum((await env.jobs.counts()).values()) == 3  # no second parent, no child "c"
     await clock.advance(60)
     assert len(parent.calls) == 1
+
+
+async def test_the_testing_kit_runs_a_flow_to_its_end() -> None:
+    """`JobsHarness.run_until_idle` counts a waiting parent as unfinished, so a flow whose
+    children are delayed runs to its parent's end."""
+    from kumofire_jobs.testing import JobsHarness
+
+    parent = Parent()
+
+    async def child(ctx: JobContext) -> None:
+        return None
+
+    async with JobsHarness({"parent": parent, "child": child}) as harness:
+        flow = await harness.jobs.create_flow(
+            CreateRequest(name="parent"), [CreateRequest(name="child", delay=600)]
+        )
+        await harness.run_until_idle()
+        assert len(parent.calls) == 1 and (await harness.run(flow.parent_id)).status == "succeeded"
