@@ -269,6 +269,22 @@ async def test_crash_between_the_childs_finish_and_the_release(
     assert clock.now() % 60 != 0  # recovered by the coordinator, not by a cron tick
 
 
+async def test_a_failed_settle_in_the_childs_redelivery_is_retried_with_the_alarm(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release fails in the consumer, then again when the child's coordinator delivers
+    the finished child: that try is repeated (the alarm's retry, or the message's), and it
+    releases the parent, before any cron tick."""
+    env, parent, _ = await flow_env(make_env)
+    failed = fail_release(monkeypatch, times=2)
+    flow = await env.jobs.create_flow(CreateRequest(name="parent"), kids("only"))
+    await clock.advance(LEASE - 0.1)
+    assert failed == [flow.parent_id] and await status(env, flow.parent_id) == "waiting"
+    await clock.advance(29)  # the lease expires at 30 s; the alarm fails, and is retried
+    assert failed == [flow.parent_id] * 2  # the second failure: in the redelivery
+    assert len(parent.calls) == 1 and await status(env, flow.parent_id) == "succeeded"
+
+
 async def test_crash_between_the_release_and_the_parents_arm(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
