@@ -430,6 +430,11 @@ async def test_canceling_the_parent_cancels_its_unfinished_children(
     assert await status(env, flow.parent_id) == "canceled"
     again = await env.jobs.cancel(flow.parent_id)  # a finished run comes back unchanged
     assert again == canceled and await status(env, done) == "succeeded"
+    # In the history, the cascade ended the running child's attempt; the parent (waiting)
+    # and the child not yet started had none.
+    outcomes = {i: [a.outcome for a in await env.jobs.attempts(i) or []] for i in flow.children}
+    assert outcomes == {done: ["succeeded"], running: ["canceled"], later: []}
+    assert await env.jobs.attempts(flow.parent_id) == []
 
 
 async def test_canceling_a_child_cancels_only_that_child(
@@ -462,6 +467,51 @@ async def test_bulk_cancel_of_waiting_parents_cascades(
     assert await status(env, other.kumofire_job_run_id) == "scheduled"
     await clock.advance(60)
     assert parent.calls == []
+
+
+# --- with the run's history ---------------------------------------------------------------------
+
+
+async def test_ctx_children_carry_each_childs_result(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The parent sees what each child returned (`result`, kept by the run's history): a
+    succeeded child's value, None for one that failed or returned nothing; and the parent,
+    `waiting` until then, has no attempt before its release."""
+    seen: list[JobRun] = []
+
+    async def part(ctx: JobContext) -> Any:
+        if ctx.job.payload == "fail":
+            raise NonRetryableError("no total for this region")
+        if ctx.job.payload == "none":
+            return None
+        ctx.log.info("part.done", region=ctx.job.payload)
+        return {"region": ctx.job.payload, "total": len(ctx.job.payload)}
+
+    async def report(ctx: JobContext) -> dict[str, int]:
+        seen.extend(ctx.children)
+        return {"total": sum(c.result["total"] for c in ctx.children if c.result is not None)}
+
+    env = await make_env({"report": report, "part": part})
+    flow = await env.jobs.create_flow(
+        CreateRequest(name="report"),
+        [CreateRequest(name="part", payload=p) for p in ("eu", "apac", "fail", "none")],
+    )
+    assert await env.jobs.attempts(flow.parent_id) == []
+    waiting = await env.jobs.get(flow.parent_id)
+    assert waiting is not None and waiting.status == "waiting" and waiting.result is None
+    await clock.advance(0)  # the children run, the last releases the parent
+    await clock.advance(0)  # the parent runs
+    assert [c.id for c in seen] == flow.children
+    assert [c.result for c in seen] == [
+        {"region": "eu", "total": 2}, {"region": "apac", "total": 4}, None, None,
+    ]  # fmt: skip
+    assert [c.status.value for c in seen] == ["succeeded", "succeeded", "failed", "succeeded"]
+    done = await env.jobs.get(flow.parent_id)
+    assert done is not None and done.status == "succeeded" and done.result == {"total": 6}
+    assert [a.outcome for a in await env.jobs.attempts(flow.parent_id) or []] == ["succeeded"]
+    logs = await env.jobs.logs(flow.children[0])
+    assert [(line.event, line.fields) for line in logs or []] == [("part.done", {"region": "eu"})]
 
 
 # --- list, create --------------------------------------------------------------------------------

@@ -52,6 +52,8 @@ RESULTS: dict[str, str | None] = {
     "BulkResult": "BulkResult",
     "list[JobInfo]": "JobList",
     "JobInfo | None": "Job",
+    "list[RunAttempt] | None": "AttemptList",
+    "list[LogLine] | None": "LogList",
 }
 
 # A Python argument that is a list of bodies, to the body field that carries the list.
@@ -219,6 +221,8 @@ SAMPLES: dict[str, tuple[dict[str, str], Any]] = {
     "create_many": ({}, {"runs": [{"name": "email"}]}),
     "create_flow": ({}, {"parent": {"name": "email"}, "children": [{"name": "email"}]}),
     "get": ({"run_id": "$run"}, None),
+    "attempts": ({"run_id": "$run"}, None),
+    "logs": ({"run_id": "$run"}, None),
     "list": ({}, None),
     "counts": ({}, None),
     "promote": ({"run_id": "$run"}, None),  # still scheduled: made due now

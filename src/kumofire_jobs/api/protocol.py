@@ -26,8 +26,10 @@ from ..core.models import (
     JobInfo,
     JobRun,
     JobSchedule,
+    LogLine,
     Page,
-)  # fmt: skip
+    RunAttempt,
+)
 from ..core.states import RunStatus
 
 if TYPE_CHECKING:
@@ -63,6 +65,10 @@ class JobsApi(Protocol):
     ) -> CreatedFlow: ...
 
     async def get(self, run_id: str) -> JobRun | None: ...
+
+    async def attempts(self, run_id: str) -> list[RunAttempt] | None: ...
+
+    async def logs(self, run_id: str) -> list[LogLine] | None: ...
 
     async def list_jobs(self) -> list[JobInfo]: ...
 

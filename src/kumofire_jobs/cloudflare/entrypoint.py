@@ -15,6 +15,7 @@ from ..api import operations
 from ..core.jobs import Jobs
 from .service import (
     answer,
+    attempts,
     cancel,
     cancel_many,
     counts,
@@ -37,6 +38,7 @@ from .service import (
     list_jobs,
     list_runs,
     list_schedules,
+    logs,
     pause_job,
     promote,
     resume_job,
@@ -57,6 +59,8 @@ FUNCTIONS: Final[Mapping[str, RpcFunction]] = {
     "create_many": create_many,
     "create_flow": create_flow,
     "get": get,
+    "attempts": attempts,
+    "logs": logs,
     "list": list_runs,
     "counts": counts,
     "cancel": cancel,

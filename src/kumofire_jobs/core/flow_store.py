@@ -4,7 +4,7 @@ from a parent to its children is the one cancel statement of `store.py`.
 
 A parent is `waiting` until none of its children is unfinished (`finished_at IS NULL`, which
 holds for exactly the unfinished statuses); every query here finds the children through the
-partial index on `parent_id` (migration 5).
+partial index on `parent_id` (migration 6).
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
--- Kumofire Jobs, schema version 5: flows (API.md Part 2, "Flows").
+-- Kumofire Jobs, schema version 6: flows (API.md Part 2, "Flows").
 -- A flow's parent run waits (status `waiting`) until each of its children (runs with
 -- `parent_id` set) has finished. SQLite cannot change a CHECK constraint in place, so the
 -- runs table is rebuilt: a new table with the wider CHECK, every row copied by column name
 -- (never by position), the old table dropped, the new one renamed, then every index created
 -- again under its old name. The migrator runs a migration as one D1 batch (one transaction),
--- so a failure leaves the version 4 table as it was.
+-- so a failure leaves the version 5 table as it was.
 --
 -- Columns of the runs table added by another migration must be listed here too (the table
 -- definition and the copy): a rebuild keeps only the columns it names.
 
-CREATE TABLE kumofire_job_runs_v5 (
+CREATE TABLE kumofire_job_runs_v6 (
     id TEXT NOT NULL PRIMARY KEY,
     name TEXT NOT NULL,
     status TEXT NOT NULL CHECK (
@@ -34,6 +34,11 @@ CREATE TABLE kumofire_job_runs_v5 (
     concurrency_key TEXT,
     dedupe_expires_at INTEGER,
     timeout REAL,
+    -- A run's history (migration 5, `0005_history.sql`): JSON text, kept as it was.
+    attempts TEXT,
+    logs TEXT,
+    progress TEXT,
+    result TEXT,
     -- A flow's child: the id of the run that waits for it.
     parent_id TEXT,
     -- A flow's parent: how many children it was created with (null for every other run), so
@@ -42,20 +47,20 @@ CREATE TABLE kumofire_job_runs_v5 (
     child_count INTEGER CHECK (child_count IS NULL OR child_count >= 1)
 ) WITHOUT ROWID;
 
-INSERT INTO kumofire_job_runs_v5 (
+INSERT INTO kumofire_job_runs_v6 (
     id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at,
     started_at, finished_at, last_error, dedupe_key, schedule_id, occurrence_key, lease_token,
-    priority, concurrency_key, dedupe_expires_at, timeout
+    priority, concurrency_key, dedupe_expires_at, timeout, attempts, logs, progress, result
 )
 SELECT
     id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at,
     started_at, finished_at, last_error, dedupe_key, schedule_id, occurrence_key, lease_token,
-    priority, concurrency_key, dedupe_expires_at, timeout
+    priority, concurrency_key, dedupe_expires_at, timeout, attempts, logs, progress, result
 FROM kumofire_job_runs;
 
 DROP TABLE kumofire_job_runs;
 
-ALTER TABLE kumofire_job_runs_v5 RENAME TO kumofire_job_runs;
+ALTER TABLE kumofire_job_runs_v6 RENAME TO kumofire_job_runs;
 
 -- The indexes of versions 1 and 3, as they were (dropped with the old table).
 CREATE UNIQUE INDEX kumofire_job_runs_dedupe_key

@@ -1,5 +1,5 @@
-"""Keyset paging, newest first, for the runs and the schedules (ids sort by creation), and
-its opaque cursor."""
+"""Pages of a table, newest first: keyset pagination over the primary key (ids sort by
+creation), with the opaque cursors the API hands out."""
 
 from __future__ import annotations
 
