@@ -178,6 +178,21 @@ def test_dev_runs_the_project_and_serves_its_jobs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_generated_tests_pass(tmp_path: Path) -> None:
+    project = init(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @needs_wrangler
 def test_cloudflare_check_passes_on_the_project(
