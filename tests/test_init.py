@@ -25,21 +25,20 @@ from kumofire_jobs.deploy.wrangler import DeployError
 from kumofire_jobs.local.server import configured_app, load_runtime
 from tests.support.deploy import WRANGLER, needs_wrangler
 
-FILES = [
-    ".gitignore",
-    "README.md",
-    "migrations/0001_job_runs.sql",
-    "migrations/0002_schedules.sql",
-    "migrations/0003_unfinished_runs_index.sql",
-    "migrations/0004_operations.sql",
-    "package.json",
-    "pyproject.toml",
-    "src/entry.py",
-    "src/jobs.py",
-    "tests/conftest.py",
-    "tests/test_jobs.py",
-    "wrangler.toml",
-]
+FILES = sorted(
+    [
+        ".gitignore",
+        "README.md",
+        "package.json",
+        "pyproject.toml",
+        "src/entry.py",
+        "src/jobs.py",
+        "tests/conftest.py",
+        "tests/test_jobs.py",
+        "wrangler.toml",
+        *(f"migrations/{m.name}" for m in default_migrations_dir().glob("*.sql")),
+    ]
+)
 
 
 def init(tmp_path: Path, name: str = "my-app") -> Path:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,8 @@ from kumofire_jobs.testing import JobsHarness, RunawayError
 
 pytest_plugins = ["pytester"]
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "testing" / "test_example.py"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "testing" / "test_example.py"
 
 
 class Calls:
@@ -132,8 +134,9 @@ async def test_a_handler_that_recreates_itself_ends_in_runaway_error() -> None:
 
 
 def test_a_handler_that_is_not_async_is_refused() -> None:
+    plain: dict[str, Any] = {"job": lambda ctx: None}
     with pytest.raises(TypeError, match="not async"):
-        JobsHarness({"job": lambda ctx: None})
+        JobsHarness(plain)
 
 
 async def test_run_until_idle_is_bounded_in_clock_time_and_in_steps() -> None:
@@ -220,6 +223,34 @@ async def test_without_virtual_sleep_drain_waits_for_real_work() -> None:
         run = await h.run(created.kumofire_job_run_id)
         assert run.status == "succeeded"
         assert run.finished_at == start  # real time passed, the clock's did not
+
+
+async def test_advance_waits_for_real_work_before_moving_on() -> None:
+    async def real(ctx: JobContext) -> None:
+        await asyncio.sleep(0.02)  # real I/O: the clock holds still meanwhile
+
+    async with JobsHarness({"real": real}) as h:
+        start = h.now()
+        created = await h.jobs.create("real", delay=5)
+        await h.advance(60)
+        run = await h.run(created.kumofire_job_run_id)
+        assert run.status == "succeeded"
+        assert run.finished_at == start + timedelta(seconds=5)
+
+
+async def test_canceling_a_virtually_sleeping_run_ends_it_on_the_clock() -> None:
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(3600)
+
+    async with JobsHarness({"slow": slow}, virtual_sleep=True) as h:
+        start = h.clock.now()
+        created = await h.jobs.create("slow")
+        await h.advance(0)  # started, and asleep: advance does not wait for the hour
+        assert (await h.run(created.kumofire_job_run_id)).status == "running"
+        await h.jobs.cancel(created.kumofire_job_run_id)
+        await h.drain()  # the handler learns of it at its next lease renewal and stops
+        assert (await h.run(created.kumofire_job_run_id)).status == "canceled"
+        assert h.clock.now() - start <= 30  # within one lease (30 s), not the hour
 
 
 async def test_drain_gives_up_on_a_handler_that_never_returns() -> None:
@@ -339,6 +370,12 @@ def test_plugin_asks_for_the_handlers_fixture(pytester: pytest.Pytester) -> None
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-o", "asyncio_mode=auto")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*define a fixture `kumofire_handlers`*"])
+
+
+def test_the_docs_show_the_example_file_as_it_is() -> None:
+    page = (ROOT / "docs" / "testing.md").read_text()
+    shown = page.split("## A complete example", 1)[1].split("```python\n", 1)[1]
+    assert shown.split("\n```", 1)[0] + "\n" == EXAMPLE.read_text()
 
 
 @pytest.mark.slow

@@ -137,17 +137,19 @@ class JobsHarness:
             env = LocalEnvironment(
                 runtime, self._data_dir or Path(self._temporary or "."), settings=self._settings
             )
+            if self.virtual_sleep:  # before start: a reopened data_dir may start runs at once
+                virtual_sleep.install()
             try:
                 await env.start()
             except BaseException:
                 await env.close()
+                if self.virtual_sleep:
+                    virtual_sleep.uninstall()
                 raise
         except BaseException:
             self._remove_temporary()
             raise
         self._env = env
-        if self.virtual_sleep:
-            virtual_sleep.install()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
