@@ -29,6 +29,7 @@ from ..core.jobs import Jobs
 from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
 from .control import OperationEndpoint, register_control
+from .dashboard import dashboard_routes
 from .openapi import openapi_document
 
 log = get_logger()
@@ -367,7 +368,7 @@ def create_app(
     missing = sorted(set(operations.BY_NAME) - set(endpoints))
     if missing:  # tests/test_operations.py says so first
         raise RuntimeError(f"the HTTP app has no endpoint for: {', '.join(missing)}")
-    routes = [health, openapi, *(serve(op) for op in operations.OPERATIONS)]
+    routes = [health, openapi, *(serve(op) for op in operations.OPERATIONS), *dashboard_routes()]
 
     def allowed_methods(scope: Scope) -> str:
         """Every method of the path (RFC 9110's Allow), not only the first route's: each

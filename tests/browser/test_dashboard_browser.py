@@ -1,0 +1,260 @@
+"""The dashboard in a real headless browser: Debian's Chromium driven by Playwright, against
+a real `kumofire-jobs dev` process (the demo runtime), once without a token and once with one.
+
+Each view is saved as a screenshot under `.artifacts/screenshots/` (ignored by git), at desktop
+and at phone width (375 px), to look at. The browser console must stay free of errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.test_dev_server import DevServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / ".artifacts" / "screenshots"
+TOKEN = "browser-suite-token"
+PHONE = {"width": 375, "height": 812}
+DESKTOP = {"width": 1280, "height": 860}
+
+
+def chromium_path() -> str:
+    found = os.environ.get("KUMOFIRE_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        pytest.fail(
+            "Chromium is missing: `bash scripts/browser-tools.sh` installs Debian's chromium "
+            "(or set KUMOFIRE_CHROMIUM); `-m 'not browser'` skips these tests"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+class Console:
+    """Every console message and uncaught error of a page."""
+
+    def __init__(self, page: Page) -> None:
+        self.messages: list[str] = []
+        page.on("console", self._message)
+        page.on("pageerror", lambda error: self.messages.append(f"pageerror: {error}"))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        self.messages.append(f"{message.type}: {message.text}")
+
+    def errors(self, *, allowed: str | None = None) -> list[str]:
+        return [
+            m
+            for m in self.messages
+            if m.startswith(("error", "pageerror")) and not (allowed and allowed in m)
+        ]
+
+
+def new_page(browser: Browser, viewport: dict[str, int], scheme: str = "light") -> Page:
+    context = browser.new_context(viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    return page
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def no_sideways_scroll(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert page.viewport_size is not None and width <= page.viewport_size["width"], width
+
+
+@pytest.fixture
+def servers() -> Iterator[list[DevServer]]:
+    started: list[DevServer] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.stop()
+
+
+def start(tmp_path: Path, servers: list[DevServer], token: str | None) -> DevServer:
+    saved = os.environ.pop("KUMOFIRE_API_TOKEN", None)
+    if token:
+        os.environ["KUMOFIRE_API_TOKEN"] = token
+    try:
+        server = DevServer(tmp_path / "data")
+    finally:
+        os.environ.pop("KUMOFIRE_API_TOKEN", None)
+        if saved is not None:
+            os.environ["KUMOFIRE_API_TOKEN"] = saved
+    servers.append(server)
+    if token:
+        server.http.headers["Authorization"] = f"Bearer {token}"
+    return server
+
+
+def create(server: DevServer, name: str, **body: Any) -> str:
+    response = server.http.post("/v1/runs", json={"name": name, **body})
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["kumofire_job_run_id"]
+    return run_id
+
+
+def status(server: DevServer, run_id: str) -> str:
+    value: str = server.http.get(f"/v1/runs/{run_id}").json()["status"]
+    return value
+
+
+def test_the_dashboard_shows_and_controls_runs_without_a_token(
+    tmp_path: Path, servers: list[DevServer], browser: Browser
+) -> None:
+    server = start(tmp_path, servers, token=None)
+    hellos = [create(server, "hello", payload={"to": f"user{i}@example.com"}) for i in range(3)]
+    failing = create(server, "fail", payload={"why": "demo"})
+    later = create(server, "slow", delay=3600)  # stays scheduled: the page cancels it
+    schedule = server.http.post(
+        "/v1/schedules", json={"name": "flaky", "cron": "0 3 * * *", "key": "nightly"}
+    )
+    assert schedule.status_code == 201
+    server.wait_for(lambda: all(status(server, r) == "succeeded" for r in hellos))
+    server.wait_for(lambda: status(server, failing) == "failed", timeout=20)
+
+    page = new_page(browser, DESKTOP)
+    console = Console(page)
+    page.goto(f"{server.url}/ui/")
+    # No token configured: data at once, no dialog.
+    expect(page.locator(".tile.s-succeeded .tile-n")).to_have_text("3")
+    expect(page.locator(".tile.s-failed .tile-n")).to_have_text("1")
+    expect(page.locator("#token-dialog")).not_to_be_visible()
+    expect(page.locator("svg.chart rect.bar").first).to_be_visible()
+    shot(page, "overview")
+
+    # g r: the runs, every created one listed, linked to its page.
+    page.keyboard.press("g")
+    page.keyboard.press("r")
+    expect(page).to_have_url(f"{server.url}/ui/#/runs")
+    for run_id in [*hellos, failing, later]:
+        expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
+    expect(page.locator(f'tr[data-href="#/runs/{failing}"] .badge')).to_have_text("failed")
+    shot(page, "runs")
+
+    # "/" focuses the filter; Enter applies it.
+    page.keyboard.press("/")
+    expect(page.locator("input[data-filter]")).to_be_focused()
+    page.keyboard.type("hello")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.url}/ui/#/runs?name=hello")
+    expect(page.locator("main tbody tr")).to_have_count(len(hellos))
+
+    # j selects the first row, Enter opens it: its attempts and its logs.
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    opened = hellos[-1]  # newest first
+    expect(page).to_have_url(f"{server.url}/ui/#/runs/{opened}")
+    expect(page.locator("h1.run-id")).to_have_text(opened)
+    attempts = page.locator("section.card", has=page.locator("h2", has_text="Attempts"))
+    expect(attempts.locator("tbody tr")).to_have_count(1)
+    expect(attempts.locator("tbody tr .badge")).to_have_text("succeeded")
+    logs = page.locator("section.card", has=page.locator("h2", has_text="Logs"))
+    expect(logs.locator("tbody tr").filter(has_text="hello")).to_have_count(1)
+    expect(page.locator("pre.json").first).to_contain_text("user2@example.com")
+    shot(page, "run")
+
+    # The failed run: its error and its three attempts.
+    page.goto(f"{server.url}/ui/#/runs/{failing}")
+    expect(page.locator("pre.error").first).to_contain_text("this job always fails")
+    expect(attempts.locator("tbody tr")).to_have_count(3)
+    shot(page, "run-failed")
+
+    # Cancel the scheduled run through its page.
+    page.goto(f"{server.url}/ui/#/runs/{later}")
+    expect(page.locator(".page-head .badge")).to_have_text("scheduled")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".page-head .badge")).to_have_text("canceled")
+    assert status(server, later) == "canceled"
+
+    # g j, then pause the slow job.
+    page.keyboard.press("g")
+    page.keyboard.press("j")
+    expect(page).to_have_url(f"{server.url}/ui/#/jobs")
+    page.locator('button[data-job="slow"]').click()
+    expect(page.locator('button[data-job="slow"]')).to_have_text("Resume")
+    assert server.http.get("/v1/jobs/slow").json()["paused"] is True
+    shot(page, "jobs")
+
+    # g s: the schedule.
+    page.keyboard.press("g")
+    page.keyboard.press("s")
+    expect(page.locator("main tbody tr", has_text="nightly")).to_have_count(1)
+    shot(page, "schedules")
+    assert console.errors() == []
+
+    # A phone's width: every view fits without sideways scrolling; and the dark scheme.
+    phone = new_page(browser, PHONE)
+    phone_console = Console(phone)
+    for view, ready in [
+        ("", ".tile"),
+        ("/runs", "tbody tr"),
+        (f"/runs/{opened}", "h1.run-id"),
+        ("/jobs", "tbody tr"),
+        ("/schedules", "tbody tr"),
+    ]:
+        phone.goto(f"{server.url}/ui/#{view}")
+        expect(phone.locator("main " + ready).first).to_be_visible()
+        no_sideways_scroll(phone)
+        shot(phone, "phone-" + (view.strip("/").split("/")[0] or "overview"))
+    assert phone_console.errors() == []
+    dark = new_page(browser, DESKTOP, scheme="dark")
+    dark.goto(f"{server.url}/ui/#/runs")
+    expect(dark.locator("main tbody tr").first).to_be_visible()
+    shot(dark, "runs-dark")
+
+
+def test_the_dashboard_asks_for_the_token_only_when_the_api_answers_401(
+    tmp_path: Path, servers: list[DevServer], browser: Browser
+) -> None:
+    server = start(tmp_path, servers, token=TOKEN)
+    run_id = create(server, "hello")
+    server.wait_for(lambda: status(server, run_id) == "succeeded")
+
+    page = new_page(browser, DESKTOP)
+    console = Console(page)
+    page.goto(f"{server.url}/ui/#/runs")
+    dialog = page.locator("#token-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#token-input")).to_be_focused()
+    shot(page, "token")
+
+    page.locator("#token-input").fill("wrong")
+    page.keyboard.press("Enter")
+    expect(page.locator("#token-why")).to_contain_text("refused")
+    expect(dialog).to_be_visible()
+    page.locator("#token-input").fill(TOKEN)
+    page.keyboard.press("Enter")
+    expect(dialog).not_to_be_visible()
+    expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
+    assert page.evaluate("sessionStorage.getItem('kumofire-jobs-token')") == TOKEN
+
+    # Kept for the tab: a reload shows data without asking again.
+    page.reload()
+    expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
+    expect(dialog).not_to_be_visible()
+    # The only errors are the browser's own lines for the two refused requests.
+    refused = [m for m in console.errors() if "401 (Unauthorized)" in m]
+    assert refused and console.errors(allowed="401 (Unauthorized)") == []
