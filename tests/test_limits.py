@@ -10,7 +10,7 @@ import pytest
 from kumofire_jobs import JobContext, JobOptions, RateLimit
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
-from kumofire_jobs.core.models import JobRun
+from kumofire_jobs.core.run_rows import StartedRow
 from kumofire_jobs.core.store import RunStore
 from tests.support.envs import EnvFactory, noop
 from tests.support.faults import FailingNamespace, rewire
@@ -218,7 +218,7 @@ async def test_a_running_write_that_fails_after_the_slot_was_granted_loses_nothi
 
     async def flaky(
         self: RunStore, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
-    ) -> JobRun | None:
+    ) -> StartedRow | None:
         if unless_jobs is None and not failed:  # the limited run's start, after its acquire
             failed.append(run_id)
             raise ConnectionError("D1 is unavailable")

@@ -55,6 +55,10 @@ JOB_RUN_COLUMNS = [
     "concurrency_key",
     "dedupe_expires_at",
     "timeout",
+    "attempts",
+    "logs",
+    "progress",
+    "result",
 ]
 
 
@@ -190,6 +194,7 @@ async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) 
         (2, "0002_schedules.sql"),
         (3, "0003_unfinished_runs_index.sql"),
         (4, "0004_operations.sql"),
+        (5, "0005_history.sql"),
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()

@@ -51,6 +51,8 @@ RESULTS: dict[str, str | None] = {
     "BulkResult": "BulkResult",
     "list[JobInfo]": "JobList",
     "JobInfo | None": "Job",
+    "list[RunAttempt] | None": "AttemptList",
+    "list[LogLine] | None": "LogList",
 }
 
 # A Python argument that is a list of bodies, to the body field that carries the list.
@@ -217,6 +219,8 @@ SAMPLES: dict[str, tuple[dict[str, str], Any]] = {
     "create": ({}, {"name": "email", "delay": 3600}),  # still scheduled when canceled
     "create_many": ({}, {"runs": [{"name": "email"}]}),
     "get": ({"run_id": "$run"}, None),
+    "attempts": ({"run_id": "$run"}, None),
+    "logs": ({"run_id": "$run"}, None),
     "list": ({}, None),
     "counts": ({}, None),
     "promote": ({"run_id": "$run"}, None),  # still scheduled: made due now

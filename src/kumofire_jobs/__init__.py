@@ -28,16 +28,19 @@ from .core.models import (
     JobInfo,
     JobRun,
     JobSchedule,
+    LogLine,
     Page,
+    RunAttempt,
 )
 from .core.options import JobOptions, RateLimit
 from .core.retry import RetryPolicy
 from .core.runtime import Resources, Runtime, create_runtime
-from .core.states import ConsumeOutcome, RunStatus
+from .core.states import AttemptOutcome, ConsumeOutcome, RunStatus
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttemptOutcome",
     "BulkResult",
     "Clock",
     "ConflictError",
@@ -55,6 +58,7 @@ __all__ = [
     "Jobs",
     "KumofireJobsError",
     "LeaseLostError",
+    "LogLine",
     "ManualClock",
     "NonRetryableError",
     "NotFoundError",
@@ -64,6 +68,7 @@ __all__ = [
     "RemoteHandlersError",
     "Resources",
     "RetryPolicy",
+    "RunAttempt",
     "RunStatus",
     "Runtime",
     "SystemClock",

@@ -112,6 +112,16 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     Operation("get", ("id",), "GET", "/v1/runs/{run_id}", _RUN, (404,), "JobRun", "Get a run"),
     Operation(
+        "attempts", ("id",), "GET", "/v1/runs/{run_id}/attempts",
+        {200: "the run's finished attempts, oldest first"}, (404,), "AttemptList",
+        "A run's attempts: when each started and finished, its outcome and error",
+    ),
+    Operation(
+        "logs", ("id",), "GET", "/v1/runs/{run_id}/logs",
+        {200: "the run's log lines, oldest first"}, (404,), "LogList",
+        "What a run's handler logged (ctx.log, info and above; the last 200 lines, 64 KiB)",
+    ),
+    Operation(
         "list", ("query",), "GET", "/v1/runs", {200: "a page"}, (422,), "RunPage",
         "List runs, newest first", query=RUN_QUERY,
     ),

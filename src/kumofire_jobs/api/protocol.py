@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
+from ..core.models import (
+    BulkResult,
+    CreatedRun,
+    CreateRequest,
+    JobInfo,
+    JobRun,
+    JobSchedule,
+    LogLine,
+    Page,
+    RunAttempt,
+)
 from ..core.states import RunStatus
 
 if TYPE_CHECKING:
@@ -50,6 +60,10 @@ class JobsApi(Protocol):
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]: ...
 
     async def get(self, run_id: str) -> JobRun | None: ...
+
+    async def attempts(self, run_id: str) -> list[RunAttempt] | None: ...
+
+    async def logs(self, run_id: str) -> list[LogLine] | None: ...
 
     async def list_jobs(self) -> list[JobInfo]: ...
 

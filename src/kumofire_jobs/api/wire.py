@@ -15,8 +15,18 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..core.errors import ValidationError
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
-from ..core.states import RunStatus
+from ..core.models import (
+    BulkResult,
+    CreatedRun,
+    CreateRequest,
+    JobInfo,
+    JobRun,
+    JobSchedule,
+    LogLine,
+    Page,
+    RunAttempt,
+)
+from ..core.states import AttemptOutcome, RunStatus
 from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
 from .operations import BULK_FIELDS, CREATE_FIELDS
 
@@ -73,6 +83,35 @@ def schedule_to_wire(schedule: JobSchedule) -> dict[str, Any]:
         "start_at": format_rfc3339(schedule.start_at),
         "end_at": format_rfc3339(schedule.end_at),
     }
+
+
+def attempt_to_wire(attempt: RunAttempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "started_at": format_rfc3339(attempt.started_at),
+        "finished_at": format_rfc3339(attempt.finished_at),
+        "duration_ms": attempt.duration_ms,
+        "outcome": attempt.outcome.value,
+        "error": attempt.error,
+    }
+
+
+def attempts_to_wire(attempts: list[RunAttempt]) -> dict[str, Any]:
+    return {"items": [attempt_to_wire(attempt) for attempt in attempts]}
+
+
+def log_line_to_wire(line: LogLine) -> dict[str, Any]:
+    return {
+        "at": format_rfc3339(line.at),
+        "attempt": line.attempt,
+        "level": line.level,
+        "event": line.event,
+        "fields": line.fields,
+    }
+
+
+def logs_to_wire(lines: list[LogLine]) -> dict[str, Any]:
+    return {"items": [log_line_to_wire(line) for line in lines]}
 
 
 def created_to_wire(created: CreatedRun) -> dict[str, Any]:
@@ -342,3 +381,32 @@ def job_from_wire(data: Mapping[str, Any]) -> JobInfo:
 
 def jobs_from_wire(data: Any) -> list[JobInfo]:
     return [job_from_wire(item) for item in data["items"]]
+
+
+def attempt_from_wire(data: Mapping[str, Any]) -> RunAttempt:
+    return RunAttempt(
+        attempt=data["attempt"],
+        started_at=time_from_wire(data["started_at"]),
+        finished_at=time_from_wire(data["finished_at"]),
+        duration_ms=data["duration_ms"],
+        outcome=AttemptOutcome(data["outcome"]),
+        error=data["error"],
+    )
+
+
+def attempts_from_wire(data: Any) -> list[RunAttempt]:
+    return [attempt_from_wire(item) for item in data["items"]]
+
+
+def log_line_from_wire(data: Mapping[str, Any]) -> LogLine:
+    return LogLine(
+        at=time_from_wire(data["at"]),
+        attempt=data["attempt"],
+        level=data["level"],
+        event=data["event"],
+        fields=dict(data["fields"]),
+    )
+
+
+def logs_from_wire(data: Any) -> list[LogLine]:
+    return [log_line_from_wire(item) for item in data["items"]]

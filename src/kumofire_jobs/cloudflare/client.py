@@ -23,9 +23,9 @@ like the HTTP body or query, times as RFC 3339 strings) and the answers back int
 `Error` whose message is `"<code>: <message>"` (older versions raised it, and Workers RPC
 delivered their traceback); either comes back as the exception the jobs API raises:
 `UnknownJobError`, `ValidationError`, `PayloadTooLargeError`, `ConflictError`, or None /
-False where the jobs API answers a missing run or schedule so (`get`, `cancel`, `retry`,
-`get_schedule`, `update_schedule`, `enable_schedule`, `disable_schedule`, the `*_by_key`
-forms; the `delete_schedule*` methods return False). Any other code raises
+False where the jobs API answers a missing run or schedule so (`get`, `attempts`, `logs`,
+`cancel`, `retry`, `get_schedule`, `update_schedule`, `enable_schedule`, `disable_schedule`,
+the `*_by_key` forms; the `delete_schedule*` methods return False). Any other code raises
 `JobsServiceError` (its `code` says which, `internal_error` for a failure inside the service);
 a failure that is not the service's answer (the binding missing, the network) propagates as
 the platform raised it.
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..api.protocol import JobsApi
 from ..api.wire import (
+    attempts_from_wire,
     bulk_body,
     bulk_from_wire,
     counts_from_wire,
@@ -53,6 +54,7 @@ from ..api.wire import (
     given_fields,
     job_from_wire,
     jobs_from_wire,
+    logs_from_wire,
     page_from_wire,
     run_from_wire,
     schedule_from_wire,
@@ -67,7 +69,17 @@ from ..core.errors import (
     UnknownJobError,
     ValidationError,
 )
-from ..core.models import BulkResult, CreatedRun, CreateRequest, JobInfo, JobRun, JobSchedule, Page
+from ..core.models import (
+    BulkResult,
+    CreatedRun,
+    CreateRequest,
+    JobInfo,
+    JobRun,
+    JobSchedule,
+    LogLine,
+    Page,
+    RunAttempt,
+)
 from ..core.states import RunStatus
 from .ffi import js_error, to_js, to_py
 from .service import split_error
@@ -204,6 +216,14 @@ class JobsClient(JobsApi):
     async def get(self, run_id: str) -> JobRun | None:
         data = await self._maybe("get", run_id)
         return None if data is None else _read(run_from_wire, data)
+
+    async def attempts(self, run_id: str) -> list[RunAttempt] | None:
+        data = await self._maybe("attempts", run_id)
+        return None if data is None else _read(attempts_from_wire, data)
+
+    async def logs(self, run_id: str) -> list[LogLine] | None:
+        data = await self._maybe("logs", run_id)
+        return None if data is None else _read(logs_from_wire, data)
 
     async def list_jobs(self) -> list[JobInfo]:
         return _read(jobs_from_wire, await self._call("list_jobs"))

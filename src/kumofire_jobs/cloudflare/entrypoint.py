@@ -15,6 +15,7 @@ from ..api import operations
 from ..core.jobs import Jobs
 from .service import (
     answer,
+    attempts,
     cancel,
     cancel_many,
     counts,
@@ -36,6 +37,7 @@ from .service import (
     list_jobs,
     list_runs,
     list_schedules,
+    logs,
     pause_job,
     promote,
     resume_job,
@@ -55,6 +57,8 @@ FUNCTIONS: Final[Mapping[str, RpcFunction]] = {
     "create": create,
     "create_many": create_many,
     "get": get,
+    "attempts": attempts,
+    "logs": logs,
     "list": list_runs,
     "counts": counts,
     "cancel": cancel,

@@ -176,6 +176,22 @@ async def get(jobs: Jobs, run_id: Any) -> dict[str, Any]:
 
 
 @rpc_method
+async def attempts(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    found = await jobs.attempts(_run_id(run_id))
+    if found is None:
+        raise _not_found("run")
+    return wire.attempts_to_wire(found)
+
+
+@rpc_method
+async def logs(jobs: Jobs, run_id: Any) -> dict[str, Any]:
+    found = await jobs.logs(_run_id(run_id))
+    if found is None:
+        raise _not_found("run")
+    return wire.logs_to_wire(found)
+
+
+@rpc_method
 async def list_runs(jobs: Jobs, query: Any = None) -> dict[str, Any]:
     fields = _query(query, LIST_QUERY_KEYS)
     page = await jobs.list(

@@ -1,5 +1,6 @@
 """Consume: take the lease, start the run in one guarded update, run the handler while the
-lease is renewed in the background, record the one outcome of the attempt, release.
+lease is renewed in the background, record the one outcome of the attempt (with its history:
+`history.py`, `journal.py`), release.
 
 The D1 writes are fenced by the lease's token (`lease_token`): a consumer whose lease
 expired and was granted to another cannot finalize, whatever it does afterwards.
@@ -19,17 +20,28 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .history import attempt_record, describe_error, encode_result, error_detail, with_attempt
+from .history_store import HistoryStore
+from .journal import Journal, RunLogger
+from .lease_keeper import LeaseKeeper
 from .limits import PARK_MS, Limits
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .options import JobPolicies
-from .run_rows import RunRow, row_to_run
-from .states import TERMINAL, ConsumeOutcome, RunStatus
+from .run_rows import AttemptWrite, RunRow, StartedRow, row_to_run
+from .states import TERMINAL, AttemptOutcome, ConsumeOutcome, RunStatus
 from .store import RunStore
+
+__all__ = ["Attempt", "Consumer", "describe_error", "parse_message"]
 
 log = get_logger()
 
-MAX_ERROR_CHARS = 2000
+# The outcome an attempt's history records for the status its outcome writes.
+_RECORDED = {
+    RunStatus.SUCCEEDED: AttemptOutcome.SUCCEEDED,
+    RunStatus.FAILED: AttemptOutcome.FAILED,
+    RunStatus.SCHEDULED: AttemptOutcome.RETRIED,
+}
 
 
 def parse_message(message: Any) -> str:
@@ -43,11 +55,6 @@ def parse_message(message: Any) -> str:
     if parsed.version != 1 or not parsed.kumofireJobRunId:
         raise MalformedMessageError(f"unsupported message version {parsed.version!r}")
     return parsed.kumofireJobRunId
-
-
-def describe_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:MAX_ERROR_CHARS]
 
 
 class EventLog(Protocol):
@@ -67,64 +74,24 @@ class Attempt:
     token: int  # the lease's fencing token, the one `lease_token` the writes match
     log: EventLog  # bound to the run id, job and attempt
     started: float  # clock seconds
+    started_ms: int  # the row's `started_at`, this attempt's
+    attempts: str | None  # the row's `attempts` before this one (JSON text)
+    journal: Journal  # the handler's log lines and progress
 
     def duration_ms(self, clock: Clock) -> int:
         return round((clock.now() - self.started) * 1000)
 
-
-class _LeaseKeeper:
-    """Renews the lease every third of its length while the handler runs; if the run was
-    canceled or the lease lost, stops the handler."""
-
-    def __init__(
-        self,
-        coordinators: Coordinators,
-        clock: Clock,
-        attempt: Attempt,
-        lease_ms: int,
-        limits: Limits | None = None,
-    ) -> None:
-        self._coordinators = coordinators
-        self._limits = limits
-        self._clock = clock
-        self._run_id = attempt.run.id
-        self._token = attempt.token
-        self._lease_ms = lease_ms
-        self.ended: str | None = None  # "canceled", "lost", "slot_lost" or "timed_out"
-        self.finished = False  # the handler returned or raised
-        self.stopped_runner = False  # keep() cancelled the handler's task
-
-    async def renew(self) -> None:
-        result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
-        if not result["ok"]:
-            self.ended = "canceled" if result["reason"] == "canceled" else "lost"
-        elif self._limits is not None and not await self._limits.renew(self._run_id, self._token):
-            self.ended = "slot_lost"  # the limiter gave the slot away: at most N at once
-        self.raise_if_ended()
-
-    def raise_if_ended(self) -> None:
-        if self.ended == "canceled":
-            raise JobCanceledError(f"run {self._run_id} was canceled")
-        if self.ended in ("lost", "slot_lost"):
-            raise LeaseLostError(f"the lease on run {self._run_id} was lost")
-
-    async def keep(self, runner: asyncio.Task[Any]) -> None:
-        """Renew until `finished` is set; stop `runner` (the task running the handler) if
-        the run was canceled or the lease lost."""
-        interval = self._lease_ms / 3000
-        while not self.finished:
-            await self._clock.sleep_until(self._clock.now() + interval)
-            if self.finished:
-                return
-            try:
-                await self.renew()
-            except (JobCanceledError, LeaseLostError):
-                if not self.finished:
-                    self.stopped_runner = True
-                    runner.cancel()
-                return
-            except Exception as exc:  # a failed renewal is retried at the next interval
-                log.warning("lease.renew_failed", run_id=self._run_id, error=describe_error(exc))
+    def history(
+        self, outcome: AttemptOutcome, error: str | None, now: int, result: str | None = None
+    ) -> AttemptWrite:
+        """What the statement recording this attempt's outcome writes besides the status."""
+        record = attempt_record(self.run.attempt, self.started_ms, now, outcome, error)
+        return AttemptWrite(
+            attempts=with_attempt(self.attempts, record),
+            logs=self.journal.logs(),
+            progress=self.journal.progress,
+            result=result,
+        )
 
 
 class Consumer:
@@ -140,6 +107,7 @@ class Consumer:
         limits: Limits | None = None,
     ) -> None:
         self._store = store
+        self._history = HistoryStore(store.db)
         self._coordinators = coordinators
         self._handlers = handlers
         self._policies = policies
@@ -159,11 +127,11 @@ class Consumer:
         # row read below tells the job, key and priority the limiter needs. Other runs start
         # in this one statement, as in a runtime without limits.
         limited = None if self._limits is None else self._limits.names
-        run = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
-        if run is None:
+        row = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
+        if row is None:
             outcome = await self._not_started(run_id, token)
             return ConsumeResult(outcome=outcome, job_run_id=run_id)
-        return ConsumeResult(outcome=await self._execute(run, token), job_run_id=run_id)
+        return ConsumeResult(outcome=await self._execute(row, token), job_run_id=run_id)
 
     async def _limited_start(self, row: RunRow, token: int) -> ConsumeOutcome | None:
         """A run of a limited job: ask its limiter for a slot, then start. A run told to wait
@@ -174,8 +142,8 @@ class Consumer:
         if not await self._limits.enter(row, token):
             await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
             return ConsumeOutcome.IGNORED
-        run = await self._store.start(run_id, token, now_ms(self._clock))
-        return None if run is None else await self._execute(run, token)
+        started = await self._store.start(run_id, token, now_ms(self._clock))
+        return None if started is None else await self._execute(started, token)
 
     async def _not_started(self, run_id: str, token: int) -> ConsumeOutcome:
         """The guarded start matched nothing: learn why from the row, and act on it."""
@@ -188,7 +156,9 @@ class Consumer:
         now = now_ms(self._clock)
         if row is not None and row["status"] == RunStatus.RUNNING and row["lease_token"] == token:
             # Our own start landed, but its answer was lost (a retried D1 write): go on.
-            return await self._execute(row_to_run(row), token)
+            started = await self._store.get_started_row(run_id)
+            if started is not None and started["lease_token"] == token:
+                return await self._execute(started, token)
         if row is None or RunStatus(row["status"]) in TERMINAL:
             await self._release(run_id, token)  # closes the actor: nothing left to deliver
             return ConsumeOutcome.IGNORED
@@ -210,12 +180,20 @@ class Consumer:
             await self._release(run_id, token)
         return ConsumeOutcome.IGNORED
 
-    async def _execute(self, run: JobRun, token: int) -> ConsumeOutcome:
+    async def _execute(self, row: StartedRow, token: int) -> ConsumeOutcome:
+        run = row_to_run(row)
+        journal = Journal(
+            store=self._history, clock=self._clock, run_id=run.id, token=token,
+            attempt=run.attempt, logs=row["logs"],
+        )  # fmt: skip
         attempt = Attempt(
             run=run,
             token=token,
             log=log.bind(run_id=run.id, job=run.name, attempt=run.attempt),
             started=self._clock.now(),
+            started_ms=row["started_at"] or now_ms(self._clock),
+            attempts=row["attempts"],
+            journal=journal,
         )
         attempt.log.info("run.started")
         handler = self._handlers.get(run.name)
@@ -230,10 +208,12 @@ class Consumer:
 
     async def _run_handler(self, attempt: Attempt, handler: Handler) -> ConsumeOutcome:
         run = attempt.run
-        keeper = _LeaseKeeper(
-            self._coordinators, self._clock, attempt, self._lease_ms, self._limits
-        )
-        ctx = JobContext(job=run, heartbeat=keeper.renew, log=attempt.log)
+        keeper = LeaseKeeper(self._coordinators, self._clock, attempt, self._lease_ms, self._limits)
+        journal = attempt.journal
+        ctx = JobContext(
+            job=run, heartbeat=keeper.renew, log=RunLogger(attempt.log, journal),
+            progress=journal.set_progress,
+        )  # fmt: skip
         runner = asyncio.current_task()
         assert runner is not None
         # The handler runs in this task (no task of its own: most handlers are short), and
@@ -255,7 +235,7 @@ class Consumer:
                     f"the handler returned {type(result).__name__}, not an awaitable: a "
                     "handler must be async def"
                 )
-            await result
+            result_json = encode_result(await result)  # NonRetryableError if it cannot be kept
         except asyncio.CancelledError:
             if not keeper.stopped_runner or runner.uncancel() > 0:
                 raise  # this consumer itself is being stopped
@@ -267,20 +247,25 @@ class Consumer:
         except LeaseLostError:
             return await self._ended(attempt, keeper.ended or "lost")
         except NonRetryableError as exc:
-            return await self._record(attempt, RunStatus.FAILED, describe_error(exc))
+            return await self._record(
+                attempt, RunStatus.FAILED, describe_error(exc), detail=error_detail(exc)
+            )
         except Exception as exc:
             retry = run.attempt < run.max_attempts
             status = RunStatus.SCHEDULED if retry else RunStatus.FAILED
-            return await self._record(attempt, status, describe_error(exc))
+            return await self._record(
+                attempt, status, describe_error(exc), detail=error_detail(exc)
+            )
         finally:
             self.running -= 1
             keeper.finished = True
             keeping.cancel()  # not awaited: once `finished`, it touches nothing
             if timing is not None:
                 timing.cancel()
-        return await self._record(attempt, RunStatus.SUCCEEDED)
+            await journal.close()  # what is left goes with the outcome
+        return await self._record(attempt, RunStatus.SUCCEEDED, result=result_json)
 
-    async def _time_out(self, keeper: _LeaseKeeper, runner: asyncio.Task[Any], at: float) -> None:
+    async def _time_out(self, keeper: LeaseKeeper, runner: asyncio.Task[Any], at: float) -> None:
         """Stop the handler (`runner`) at clock time `at`, its job's timeout, unless it ended."""
         await self._clock.sleep_until(at)
         if not keeper.finished and keeper.ended is None:
@@ -297,23 +282,31 @@ class Consumer:
         retry = attempt.run.attempt < attempt.run.max_attempts
         attempt.log.warning("run.timed_out", outcome="timed_out", timeout=limit)
         status = RunStatus.SCHEDULED if retry else RunStatus.FAILED
-        return await self._record(attempt, status, error)
+        await self._record(attempt, status, error, recorded=AttemptOutcome.TIMED_OUT)
+        return ConsumeOutcome.TIMED_OUT
 
     async def _record(
-        self, attempt: Attempt, status: RunStatus, error: str | None = None
-    ) -> ConsumeOutcome:
-        """Record the attempt's one outcome: `succeeded`, `failed`, or `scheduled` again (a
-        retry after the policy's delay). The write is fenced by the lease's token; if it
-        matches nothing and no earlier try of it landed, the run was canceled or the lease
-        lost meanwhile. Then release the lease (re-arming the actor for a retry) and log."""
+        self, attempt: Attempt, status: RunStatus, error: str | None = None, *,
+        detail: str | None = None, result: str | None = None,
+        recorded: AttemptOutcome | None = None,
+    ) -> ConsumeOutcome:  # fmt: skip
+        """Record the attempt's one outcome: `succeeded` (with its `result`), `failed`, or
+        `scheduled` again (a retry after the policy's delay), and in the same statement the
+        attempt in the run's history (as `recorded`, else as the status says; its error the
+        `detail`, the traceback, else `error`), its log lines and progress. The write is
+        fenced by the lease's token; if it matches nothing and no earlier try of it landed,
+        the run was canceled or the lease lost meanwhile. Then release the lease (re-arming
+        the actor for a retry) and log."""
         run, token = attempt.run, attempt.token
         now = now_ms(self._clock)
+        await attempt.journal.close()
+        history = attempt.history(recorded or _RECORDED[status], detail or error, now, result)
         rearm_ms: int | None = None
         if status is RunStatus.SCHEDULED:
             rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
-            written = await self._store.reschedule(run.id, token, now, rearm_ms, error)
+            written = await self._store.reschedule(run.id, token, now, rearm_ms, error, history)
         else:
-            written = await self._store.finish(run.id, token, status, now, error)
+            written = await self._store.finish(run.id, token, status, now, error, history)
         if not written and not await self._landed(attempt, status):
             return await self._superseded(attempt)
         await self._release(run.id, token, rearm_ms=rearm_ms)
@@ -337,7 +330,9 @@ class Consumer:
 
     async def _ended(self, attempt: Attempt, why: str) -> ConsumeOutcome:
         """The handler was stopped: the run was canceled, or the lease went to another."""
+        await attempt.journal.close()
         if why == "canceled":
+            await attempt.journal.save_closed()  # its last lines: the cancel wrote the outcome
             await self._release(attempt.run.id, attempt.token)
             attempt.log.info(
                 "run.canceled", outcome="canceled", duration_ms=attempt.duration_ms(self._clock)

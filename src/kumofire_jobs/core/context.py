@@ -1,4 +1,4 @@
-"""What a handler receives: the run, a heartbeat, a bound logger."""
+"""What a handler receives: the run, a heartbeat, a bound logger, a progress report."""
 
 from __future__ import annotations
 
@@ -10,18 +10,37 @@ from typing import Any
 from .models import JobRun
 
 
+async def _no_progress(value: Any) -> None:
+    return None
+
+
 class JobContext:
     """`ctx.job` is the run as it started (`attempt` is 1 on the first execution);
     `await ctx.heartbeat()` extends the lease now and raises `JobCanceledError` or
-    `LeaseLostError` if the run was canceled or another consumer took it over."""
+    `LeaseLostError` if the run was canceled or another consumer took it over; `ctx.log` is a
+    structlog logger bound to the run, whose lines at `info` and above the run keeps
+    (`jobs.logs`); `await ctx.progress(value)` reports progress (`JobRun.progress`)."""
 
-    def __init__(self, job: JobRun, heartbeat: Callable[[], Awaitable[None]], log: Any) -> None:
+    def __init__(
+        self,
+        job: JobRun,
+        heartbeat: Callable[[], Awaitable[None]],
+        log: Any,
+        progress: Callable[[Any], Awaitable[None]] = _no_progress,
+    ) -> None:
         self.job = job
         self.log = log
         self._heartbeat = heartbeat
+        self._progress = progress
 
     async def heartbeat(self) -> None:
         await self._heartbeat()
+
+    async def progress(self, value: Any) -> None:
+        """Store `value` (JSON, at most 16 KiB; else `ValidationError`) as the run's
+        `progress`. Calls are coalesced: at most one write a second, the last value always
+        written with the attempt's outcome."""
+        await self._progress(value)
 
 
 Handler = Callable[[JobContext], Awaitable[Any]]

@@ -18,6 +18,7 @@ from .bindings import D1Database
 from .bulk import bulk
 from .consume import Consumer
 from .errors import ValidationError
+from .history_store import HistoryStore
 from .job_control import JobService
 from .migrations import check_schema, schema_version
 from .models import (
@@ -29,7 +30,9 @@ from .models import (
     JobInfo,
     JobRun,
     JobSchedule,
+    LogLine,
     Page,
+    RunAttempt,
 )
 from .runs import RunService
 from .schedules import ScheduleService
@@ -73,6 +76,7 @@ class Jobs:
         self.schedules = schedules
         self._consumer = consumer
         self._schema = schema
+        self._history = HistoryStore(runs.store.db)
 
     async def _ready(self) -> None:
         await self._schema.ensure()
@@ -122,6 +126,17 @@ class Jobs:
     async def get(self, run_id: str) -> JobRun | None:
         await self._ready()
         return await self.runs.get(run_id)
+
+    async def attempts(self, run_id: str) -> list[RunAttempt] | None:
+        """The run's finished attempts, oldest first; None for an unknown run."""
+        await self._ready()
+        return await self._history.attempts(run_id)
+
+    async def logs(self, run_id: str) -> list[LogLine] | None:
+        """What the run's handler logged through `ctx.log` (info and above; the last 200
+        lines, at most 64 KiB), oldest first; None for an unknown run."""
+        await self._ready()
+        return await self._history.logs(run_id)
 
     # --- jobs ---------------------------------------------------------------------------------
 

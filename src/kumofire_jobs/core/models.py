@@ -7,7 +7,7 @@ from typing import Any, Generic, TypedDict, TypeVar
 
 import msgspec
 
-from .states import ConsumeOutcome, RunStatus
+from .states import AttemptOutcome, ConsumeOutcome, RunStatus
 
 T = TypeVar("T")
 
@@ -31,8 +31,32 @@ class JobRun(msgspec.Struct, kw_only=True):
     concurrency_key: str | None = None
     timeout: float | None = None  # seconds: the job's timeout when the run was created
     parent_id: str | None = None  # flows (not yet)
-    progress: Any = None  # not yet recorded
-    result: Any = None  # not yet recorded
+    progress: Any = None  # the latest `ctx.progress(value)` of the current or last attempt
+    result: Any = None  # what the handler returned, once the run succeeded
+
+
+class RunAttempt(msgspec.Struct, kw_only=True):
+    """One finished attempt of a run (`jobs.attempts`). `error` is the exception with its
+    traceback (at most 8 KiB), or None; an `interrupted` attempt (its consumer died) finished
+    when that was detected."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    outcome: AttemptOutcome
+    error: str | None
+
+
+class LogLine(msgspec.Struct, kw_only=True):
+    """A line the handler logged through `ctx.log` (`jobs.logs`): its time, attempt, level,
+    event and the fields given with it."""
+
+    at: datetime
+    attempt: int
+    level: str
+    event: str
+    fields: dict[str, Any]
 
 
 class CreatedRun(msgspec.Struct, kw_only=True):

@@ -33,6 +33,25 @@ class RunRow(TypedDict):
     priority: int
     concurrency_key: str | None
     timeout: float | None
+    progress: str | None  # JSON text
+    result: str | None  # JSON text
+
+
+class StartedRow(RunRow):
+    """A row as an attempt's consumer reads it: with the history it adds to (`history.py`)."""
+
+    attempts: str | None  # JSON text
+    logs: str | None  # JSON text
+
+
+class AttemptWrite(msgspec.Struct, frozen=True):
+    """What the statement recording an attempt's outcome writes besides its status: the
+    `attempts`, `logs`, `progress` and `result` columns, JSON text (None: NULL)."""
+
+    attempts: str
+    logs: str | None
+    progress: str | None
+    result: str | None = None
 
 
 class QueuedRow(TypedDict):
@@ -79,6 +98,8 @@ def row_to_run(row: RunRow) -> JobRun:
         priority=row["priority"],
         concurrency_key=row["concurrency_key"],
         timeout=row["timeout"],
+        progress=_decode_payload(row["progress"]),
+        result=_decode_payload(row["result"]),
     )
 
 

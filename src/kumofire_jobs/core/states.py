@@ -34,6 +34,18 @@ class ConsumeOutcome(StrEnum):
     RETRIED = "retried"
     FAILED = "failed"
     CANCELED = "canceled"
+    TIMED_OUT = "timed_out"  # the job's timeout stopped the attempt (retried or failed)
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended, as its run's history records it."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # its consumer died: seen when its lease was taken over
 
 
 ALL_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)

@@ -14,9 +14,27 @@ from typing import Any, cast
 
 from .bindings import D1Database, D1PreparedStatement
 from .errors import ValidationError
+from .history import append_attempt_sql
 from .models import JobRun, Page
-from .run_rows import JobDefaults, NewRun, QueuedRow, RunRow, UnfinishedRow, row_to_run
-from .states import ACTIVE, ALL_STATUSES, RETRYABLE_BY_HAND, TERMINAL, RunStatus, sql_list
+from .run_rows import (
+    AttemptWrite,
+    JobDefaults,
+    NewRun,
+    QueuedRow,
+    RunRow,
+    StartedRow,
+    UnfinishedRow,
+    row_to_run,
+)
+from .states import (
+    ACTIVE,
+    ALL_STATUSES,
+    RETRYABLE_BY_HAND,
+    TERMINAL,
+    AttemptOutcome,
+    RunStatus,
+    sql_list,
+)
 
 TABLE = "kumofire_job_runs"
 SCHEDULES = "kumofire_job_schedules"
@@ -30,8 +48,10 @@ PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND p
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
     "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
-    "concurrency_key, timeout"
+    "concurrency_key, timeout, progress, result"
 )
+# What an attempt's consumer reads of its row besides: the history it adds to (`history.py`).
+STARTED_COLUMNS = f"{COLUMNS}, attempts, logs"
 _ACTIVE = sql_list(ACTIVE)
 _TERMINAL = sql_list(TERMINAL)
 _RETRYABLE = sql_list(RETRYABLE_BY_HAND)
@@ -44,6 +64,7 @@ _INSERT = (
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
+_SELECT_STARTED = f"SELECT {STARTED_COLUMNS} FROM {TABLE} WHERE id = ?"
 _SELECT_BY_DEDUPE = f"SELECT id, dedupe_expires_at FROM {TABLE} WHERE dedupe_key = ?"
 # A `dedupe_ttl` past: the holder lets its key go (only when a create met the key taken).
 _RELEASE_DEDUPE = (
@@ -57,12 +78,15 @@ _MARK_QUEUED = (
 )
 _START = (
     f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
-    "updated_at = ?1, lease_token = ?2 "
+    "updated_at = ?1, lease_token = ?2, progress = NULL, "
+    # A run taken over while `running`: its last consumer died (its lease expired).
+    "attempts = CASE WHEN status = 'running' THEN "
+    f"{append_attempt_sql(AttemptOutcome.INTERRUPTED, '?1')} ELSE attempts END "
     f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
     # Tokens only grow: a replay of this very start (a retried write) matches nothing.
     f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) "
     # A paused job starts nothing: the run waits, using no attempt.
-    f"AND NOT {PAUSED.format(table=TABLE)} RETURNING {COLUMNS}"
+    f"AND NOT {PAUSED.format(table=TABLE)} RETURNING {STARTED_COLUMNS}"
 )
 # The same start, for a runtime with limited jobs: a run of those (?4, a JSON array of job
 # names) matches nothing, so the consumer reads it and asks its job's limiter first; the
@@ -70,16 +94,20 @@ _START = (
 _START_UNLIMITED = _START.replace(
     "RETURNING", "AND name NOT IN (SELECT value FROM json_each(?4)) RETURNING"
 )
+# An attempt's outcome, with its history (?6 attempts, ?7 logs, ?8 progress, ?9 result).
 _FINISH = (
-    f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3 "
+    f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3, "
+    "attempts = ?6, logs = ?7, progress = ?8, result = ?9 "
     "WHERE id = ?4 AND status = 'running' AND lease_token = ?5 RETURNING id"
 )
 _RESCHEDULE = (
     f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?2, "
-    "last_error = ?3 WHERE id = ?4 AND status = 'running' AND lease_token = ?5 RETURNING id"
+    "last_error = ?3, attempts = ?6, logs = ?7, progress = ?8 "
+    "WHERE id = ?4 AND status = 'running' AND lease_token = ?5 RETURNING id"
 )
 _FAIL_CUT_OFF = (
-    f"UPDATE {TABLE} SET status = 'failed', updated_at = ?1, finished_at = ?1, last_error = ?2 "
+    f"UPDATE {TABLE} SET status = 'failed', updated_at = ?1, finished_at = ?1, last_error = ?2, "
+    f"attempts = {append_attempt_sql(AttemptOutcome.INTERRUPTED, '?1')} "
     "WHERE id = ?3 AND status = 'running' AND attempt >= max_attempts "
     f"AND (lease_token IS NULL OR lease_token < ?4) RETURNING {COLUMNS}"
 )
@@ -87,7 +115,10 @@ _FAIL_CUT_OFF = (
 # schedule's change (?3 = 0) only an occurrence still waiting, so one already delivered (the
 # schedule's change came after its alarm) runs to its end.
 _CANCEL = (
-    f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1 "
+    f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1, "
+    # A running attempt ends here, whatever its handler does next.
+    "attempts = CASE WHEN status = 'running' THEN "
+    f"{append_attempt_sql(AttemptOutcome.CANCELED, '?1')} ELSE attempts END "
     f"WHERE id = ?2 AND status IN ({_ACTIVE}) AND (?3 = 1 OR status = 'scheduled') "
     f"RETURNING {COLUMNS}"
 )
@@ -296,28 +327,42 @@ class RunStore:
 
     async def start(
         self, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
-    ) -> JobRun | None:
+    ) -> StartedRow | None:
         """scheduled/queued/running -> running under `token`, if due and attempts are left;
-        with `unless_jobs` (a JSON array of job names), not a run of those jobs."""
+        with `unless_jobs` (a JSON array of job names), not a run of those jobs. Taken over
+        from `running`, the cut-off attempt is recorded as interrupted."""
         if unless_jobs is None:
             stmt = self.db.prepare(_START).bind(now, token, run_id)
         else:
             stmt = self.db.prepare(_START_UNLIMITED).bind(now, token, run_id, unless_jobs)
         row = await stmt.first()
-        return None if row is None else row_to_run(row)
+        return None if row is None else cast(StartedRow, row)
+
+    async def get_started_row(self, run_id: str) -> StartedRow | None:
+        """The row with the history its consumer adds to (a start whose answer was lost)."""
+        row = await self.db.prepare(_SELECT_STARTED).bind(run_id).first()
+        return None if row is None else cast(StartedRow, row)
 
     async def finish(
-        self, run_id: str, token: int, status: RunStatus, now: int, error: str | None
-    ) -> bool:
+        self, run_id: str, token: int, status: RunStatus, now: int, error: str | None,
+        history: AttemptWrite,
+    ) -> bool:  # fmt: skip
         """running -> succeeded/failed, only for the current lease holder."""
-        stmt = self.db.prepare(_FINISH).bind(status.value, now, error, run_id, token)
+        stmt = self.db.prepare(_FINISH).bind(
+            status.value, now, error, run_id, token, history.attempts, history.logs,
+            history.progress, history.result,
+        )  # fmt: skip
         return await stmt.first("id") is not None
 
     async def reschedule(
-        self, run_id: str, token: int, now: int, scheduled_for: int, error: str | None
-    ) -> bool:
+        self, run_id: str, token: int, now: int, scheduled_for: int, error: str | None,
+        history: AttemptWrite,
+    ) -> bool:  # fmt: skip
         """running -> scheduled (a retry), only for the current lease holder."""
-        stmt = self.db.prepare(_RESCHEDULE).bind(now, scheduled_for, error, run_id, token)
+        stmt = self.db.prepare(_RESCHEDULE).bind(
+            now, scheduled_for, error, run_id, token, history.attempts, history.logs,
+            history.progress,
+        )  # fmt: skip
         return await stmt.first("id") is not None
 
     async def fail_cut_off(self, run_id: str, token: int, now: int, error: str) -> JobRun | None:

@@ -23,9 +23,10 @@ MAX_PRIORITY = 100
 MAX_CONCURRENCY_KEY_CHARS = 200
 MAX_LIST_LIMIT = 200
 DEFAULT_LIST_LIMIT = 50
-# D1 refuses a string or a row over 1,000,000 bytes; the rest of a run's row (name, dedupe key,
-# a 2,000-character last_error) fits in what is left.
-MAX_PAYLOAD_BYTES = 960_000
+# D1 refuses a string or a row over 1,000,000 bytes. A run's row also keeps its history (at
+# most `history.MAX_HISTORY_BYTES`, 216,608: its logs, result, progress and attempts), and the
+# rest (name, dedupe key, a 2,000-character last_error) fits in the 40,000 bytes left.
+MAX_PAYLOAD_BYTES = 740_000
 # Far below the interpreter's recursion limit, so a payload that is accepted also decodes
 # wherever it is read (an HTTP answer, the consumer), however deep that caller's stack is.
 MAX_PAYLOAD_DEPTH = 100
@@ -95,7 +96,7 @@ def payload(value: Any) -> str | None:
     """The payload as JSON text for D1, or ValidationError saying why it cannot be stored."""
     if value is None:
         return None
-    if not _depth_within(value, MAX_PAYLOAD_DEPTH):
+    if not within_depth(value, MAX_PAYLOAD_DEPTH):
         raise ValidationError(f"payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         encoded = msgspec.json.encode(value)
@@ -110,7 +111,7 @@ def payload(value: Any) -> str | None:
     return encoded.decode()
 
 
-def _depth_within(value: Any, limit: int) -> bool:
+def within_depth(value: Any, limit: int) -> bool:
     """Whether lists and objects nest at most `limit` deep (ValidationError for a float JSON
     cannot hold). Iterative, so it cannot overflow the stack itself, and it ends on a container
     that holds itself."""

@@ -30,6 +30,7 @@ from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
 from .control import OperationEndpoint, register_control
 from .dashboard import dashboard_routes
+from .history import register_history
 from .openapi import openapi_document
 
 log = get_logger()
@@ -351,6 +352,7 @@ def create_app(
         deleted(await jobs(request).delete_schedule_by_key(request.path_params["key"]))
 
     register_control(operation, jobs, read_json, not_found)
+    register_history(operation, jobs, not_found)
 
     def serve(op: operations.Operation) -> Route:
         endpoint = endpoints[op.name]

@@ -13,11 +13,11 @@ from typing import Any
 
 from .. import __version__
 from ..api import operations
-from ..core import validation
+from ..core import history, validation
 from ..core.bulk import MAX_BULK_LIMIT
 from ..core.schedule_bounds import MAX_LIMIT
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
-from ..core.states import ConsumeOutcome, RunStatus
+from ..core.states import AttemptOutcome, ConsumeOutcome, RunStatus
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -204,9 +204,57 @@ _SCHEMAS: dict[str, Any] = {
             "concurrency_key": {"type": ["string", "null"]},
             "timeout": {"type": ["number", "null"], "description": "seconds"},
             "parent_id": {"type": ["string", "null"]},
-            "progress": {"description": "JSON or null"},
-            "result": {"description": "what the handler returned: JSON or null"},
+            "progress": {
+                "description": "the latest ctx.progress(value) of the current or last attempt: "
+                f"JSON (at most {history.MAX_PROGRESS_BYTES} bytes) or null"
+            },
+            "result": {
+                "description": "what the handler returned, once the run succeeded: JSON (at "
+                f"most {history.MAX_RESULT_BYTES} bytes) or null"
+            },
         },
+    },
+    "Attempt": {
+        "type": "object",
+        "required": ["attempt", "started_at", "finished_at", "duration_ms", "outcome", "error"],
+        "properties": {
+            "attempt": {"type": "integer", "minimum": 1},
+            "started_at": _TIME,
+            "finished_at": {
+                **_TIME,
+                "description": "when it ended (interrupted: when its consumer's death was seen)",
+            },
+            "duration_ms": {"type": "integer"},
+            "outcome": {"type": "string", "enum": [o.value for o in AttemptOutcome]},
+            "error": {
+                "type": ["string", "null"],
+                "description": "the exception with its traceback, at most "
+                f"{history.MAX_ERROR_BYTES} bytes",
+            },
+        },
+    },
+    "AttemptList": {
+        "type": "object",
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": _ref("Attempt")}},
+    },
+    "LogLine": {
+        "type": "object",
+        "required": ["at", "attempt", "level", "event", "fields"],
+        "properties": {
+            "at": _TIME,
+            "attempt": {"type": "integer", "minimum": 1},
+            "level": {"type": "string", "enum": ["info", "warning", "error", "critical"]},
+            "event": {"type": "string"},
+            "fields": {"type": "object", "description": "the fields logged with the event"},
+        },
+    },
+    "LogList": {
+        "type": "object",
+        "required": ["items"],
+        "description": f"the last {history.MAX_LOG_LINES} lines, at most "
+        f"{history.MAX_LOG_BYTES} bytes, oldest first",
+        "properties": {"items": {"type": "array", "items": _ref("LogLine")}},
     },
     "RunFilter": _body(_FILTER_FIELDS, operations.RUN_FILTER),
     "Job": {
