@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from tests.test_dev_server import DevServer
+from tests.support.dev_server import DevServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -203,6 +203,18 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     page.keyboard.press("s")
     expect(page.locator("main tbody tr", has_text="nightly")).to_have_count(1)
     shot(page, "schedules")
+
+    # The status tabs, then a bulk retry of what the filter matches, confirmed in a dialog.
+    page.goto(f"{server.url}/ui/#/runs")
+    page.locator("nav.tabs a", has_text="failed").click()
+    expect(page).to_have_url(f"{server.url}/ui/#/runs?status=failed")
+    expect(page.locator("main tbody tr")).to_have_count(1)
+    page.locator("details.bulk summary").click()
+    page.get_by_role("button", name="Retry matching").click()
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.locator("#confirm-ok").click()
+    expect(page.locator(".toast", has_text="Retry: 1 run")).to_have_count(1)
+    assert server.http.get(f"/v1/runs/{failing}").json()["max_attempts"] == 4
     assert console.errors() == []
 
     # A phone's width: every view fits without sideways scrolling; and the dark scheme.
@@ -218,7 +230,7 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
         phone.goto(f"{server.url}/ui/#{view}")
         expect(phone.locator("main " + ready).first).to_be_visible()
         no_sideways_scroll(phone)
-        shot(phone, "phone-" + (view.strip("/").split("/")[0] or "overview"))
+        shot(phone, "phone-" + (view.strip("/").replace("runs/" + opened, "run") or "overview"))
     assert phone_console.errors() == []
     dark = new_page(browser, DESKTOP, scheme="dark")
     dark.goto(f"{server.url}/ui/#/runs")

@@ -111,9 +111,10 @@ def create_app(
     require_token: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
-    """`jobs(request)` gives the bound jobs API for a request. With `api_token`, every route
-    but health needs `Authorization: Bearer <token>`; with `require_token` (a production
-    Worker) and no token configured, the API answers 403 `api_disabled`."""
+    """`jobs(request)` gives the bound jobs API for a request. With `api_token`, every `/v1`
+    route but health needs `Authorization: Bearer <token>`; with `require_token` (a production
+    Worker) and no token configured, the API answers 403 `api_disabled`. The dashboard's files
+    (`/ui/`, `dashboard.py`) hold no data and need no token."""
 
     def authorize(request: Request) -> None:
         if api_token is None:

@@ -58,8 +58,10 @@ async function render({ quiet = false } = {}) {
   const keep = quiet && focused && main.contains(focused) && focused.matches("input, select");
   if (keep) return scheduleLive(live || OVERVIEW_LIVE(view)); // never yank a field being typed in
   const selected = selectedIndex();
+  const opened = [...main.querySelectorAll("details")].map((d) => d.open);
   main.removeAttribute("aria-busy");
   main.replaceChildren(...body.flat().filter(Boolean));
+  if (quiet) main.querySelectorAll("details").forEach((d, i) => (d.open = d.open || opened[i]));
   document.title = `${title || viewTitle(view)} · Kumofire Jobs`;
   if (quiet && selected >= 0) select(selected, false);
   $("live").hidden = !(live || OVERVIEW_LIVE(view));

@@ -47,9 +47,11 @@ export async function runList(params, app) {
   const cursor = params.get("cursor") || null;
   const key = JSON.stringify(filter);
   if (trail.key !== key || !cursor) trail = { key, cursors: [] };
-  const [page, names] = await Promise.all([
+  const [page, names, counts] = await Promise.all([
     get("/v1/runs" + query({ ...filter, limit: PAGE, cursor })),
     knownJobs(),
+    // By job only (the counts take no other filter): shown when the job is the only other one.
+    filter.schedule_id || filter.parent_id ? null : get("/v1/runs:counts" + query({ name: filter.name })),
   ]);
   const previous = trail.cursors.length ? trail.cursors[trail.cursors.length - 1] : undefined;
   const pager = h(
@@ -83,6 +85,7 @@ export async function runList(params, app) {
     title: "Runs",
     body: [
       h("div.page-head", null, h("h1", null, "Runs"), filterForm(filter, names, app)),
+      statusTabs(filter, counts),
       filter.parent_id
         ? h(
             "p.chip",
@@ -100,13 +103,29 @@ export async function runList(params, app) {
   };
 }
 
-function filterForm(filter, names, app) {
-  const status = h(
-    "select",
-    { name: "status", "aria-label": "Status" },
-    h("option", { value: "" }, "any status"),
-    STATUSES.map((value) => h("option", { value, selected: filter.status === value }, value)),
+// One link per status, with its count when known; the current one marked.
+function statusTabs(filter, counts) {
+  const total = counts ? Object.values(counts).reduce((a, b) => a + b, 0) : null;
+  const tab = (status, label, n) =>
+    h(
+      `a.tab${status ? `.s-${status}` : ""}`,
+      {
+        href: runsHash({ ...filter, status }),
+        "aria-current": (filter.status || undefined) === status ? "page" : undefined,
+      },
+      label,
+      n === null || n === undefined ? null : h("span.tab-n", null, String(n)),
+    );
+  const shown = STATUSES.filter((status) => !counts || status in counts);
+  return h(
+    "nav.tabs",
+    { "aria-label": "Status" },
+    tab(undefined, "all", total),
+    shown.map((status) => tab(status, status, counts ? counts[status] : null)),
   );
+}
+
+function filterForm(filter, names, app) {
   const name = h("input", {
     name: "name",
     type: "search",
@@ -128,7 +147,6 @@ function filterForm(filter, names, app) {
   const form = h(
     "form.filters",
     { role: "search" },
-    status,
     name,
     h(
       "datalist",
@@ -138,14 +156,12 @@ function filterForm(filter, names, app) {
     schedule,
     h("button", { type: "submit" }, "Filter"),
   );
-  const apply = (event) => {
-    if (event) event.preventDefault();
-    const next = { parent_id: filter.parent_id };
-    for (const input of [status, name, schedule]) next[input.name] = input.value.trim();
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = { status: filter.status, parent_id: filter.parent_id };
+    for (const input of [name, schedule]) next[input.name] = input.value.trim();
     app.go(runsHash(next));
-  };
-  form.addEventListener("submit", apply);
-  status.addEventListener("change", apply);
+  });
   return form;
 }
 
