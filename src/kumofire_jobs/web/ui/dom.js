@@ -131,7 +131,7 @@ export function shortId(id) {
 }
 
 export function idLink(id, title) {
-  return h("a.mono", { href: `#/runs/${encodeURIComponent(id)}`, title: title || id }, shortId(id));
+  return h("a.mono", { href: `#/runs/${encodeURIComponent(id)}`, title: title || id }, id);
 }
 
 // --- tables ----------------------------------------------------------------------------------

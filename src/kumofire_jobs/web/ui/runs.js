@@ -14,6 +14,7 @@ import {
   idLink,
   json,
   section,
+  shortId,
   table,
   time,
 } from "./dom.js";
@@ -114,7 +115,7 @@ function statusTabs(filter, counts) {
         "aria-current": (filter.status || undefined) === status ? "page" : undefined,
       },
       label,
-      n === null || n === undefined ? null : h("span.tab-n", null, String(n)),
+      n === null || n === undefined ? null : h(`span.tab-n${n ? "" : ".zero-n"}`, null, String(n)),
     );
   const shown = STATUSES.filter((status) => !counts || status in counts);
   return h(
@@ -425,7 +426,7 @@ function runActions(run, app) {
     button("Cancel", "", !finished, "a finished run cannot be canceled", () =>
       app.act(async () => {
         await post(`/v1/runs/${enc}/cancel`);
-        return "Canceled";
+        return `${shortId(run.id)}: canceled`;
       }),
     ),
     button(
@@ -436,13 +437,13 @@ function runActions(run, app) {
       () =>
         app.act(async () => {
           await post(`/v1/runs/${enc}/retry`);
-          return "Scheduled again";
+          return `${shortId(run.id)}: scheduled again`;
         }),
     ),
     button("Promote", "", run.status === "scheduled", "only a scheduled run can be made due now", () =>
       app.act(async () => {
         await post(`/v1/runs/${enc}/promote`);
-        return "Due now";
+        return `${shortId(run.id)}: due now`;
       }),
     ),
     button("Delete", "danger", finished, "only a finished run can be deleted", async () => {
@@ -451,7 +452,7 @@ function runActions(run, app) {
       await app.act(async () => {
         await del(`/v1/runs/${enc}`);
         app.go(runsHash({ name: run.name }));
-        return "Deleted";
+        return `${shortId(run.id)}: deleted`;
       }, false);
     }),
   ];
