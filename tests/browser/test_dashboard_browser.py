@@ -142,6 +142,12 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     expect(page.locator(".tile.s-failed .tile-n")).to_have_text("1")
     expect(page.locator("#token-dialog")).not_to_be_visible()
     expect(page.locator("svg.chart rect.bar").first).to_be_visible()
+    live = page.locator("#live")
+    expect(live).to_have_attribute("aria-pressed", "false")  # off until switched on
+    page.keyboard.press("l")
+    expect(live).to_have_attribute("aria-pressed", "true")
+    live.click()
+    expect(live).to_have_attribute("aria-pressed", "false")
     shot(page, "overview")
 
     # g r: the runs, every created one listed, linked to its page.

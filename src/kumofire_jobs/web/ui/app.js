@@ -56,7 +56,7 @@ async function render({ quiet = false } = {}) {
   const { title, body, live } = Array.isArray(result) ? { body: result } : result;
   const focused = document.activeElement;
   const keep = quiet && focused && main.contains(focused) && focused.matches("input, select");
-  if (keep) return scheduleLive(live || OVERVIEW_LIVE(view)); // never yank a field being typed in
+  if (keep) return scheduleLive(interval(view, live)); // never yank a field being typed in
   const selected = selectedIndex();
   const opened = [...main.querySelectorAll("details")].map((d) => d.open);
   main.removeAttribute("aria-busy");
@@ -64,11 +64,32 @@ async function render({ quiet = false } = {}) {
   if (quiet) main.querySelectorAll("details").forEach((d, i) => (d.open = d.open || opened[i]));
   document.title = `${title || viewTitle(view)} · Kumofire Jobs`;
   if (quiet && selected >= 0) select(selected, false);
-  $("live").hidden = !(live || OVERVIEW_LIVE(view));
-  scheduleLive(live || OVERVIEW_LIVE(view));
+  scheduleLive(interval(view, live));
 }
 
-const OVERVIEW_LIVE = (view) => (view === "overview" ? 5000 : 0);
+// A view refreshes on its own when it asks to (a run until it finishes: one row read), or
+// every 10 s when Live is on. Live is off unless switched on: counting runs reads every row
+// of the table on D1, and a tab left open all day would count them thousands of times.
+const LIVE_KEY = "kumofire-jobs-live";
+const LIVE_MS = 10_000;
+
+function interval(view, asked) {
+  const live = sessionStorage.getItem(LIVE_KEY) === "on";
+  return asked || (live && view ? LIVE_MS : 0);
+}
+
+function showLive() {
+  const on = sessionStorage.getItem(LIVE_KEY) === "on";
+  $("live").setAttribute("aria-pressed", String(on));
+  $("live").title = on ? "Refreshing every 10 s (l to stop)" : "Refresh every 10 s (l)";
+}
+
+function toggleLive() {
+  const on = sessionStorage.getItem(LIVE_KEY) === "on";
+  sessionStorage.setItem(LIVE_KEY, on ? "off" : "on");
+  showLive();
+  render({ quiet: true });
+}
 
 function viewTitle(view) {
   return { overview: "Overview", runs: "Runs", schedules: "Schedules", jobs: "Jobs" }[view] || "";
@@ -225,6 +246,7 @@ document.addEventListener("keydown", (event) => {
     const link = main.querySelector(`[data-page="${key === "n" ? "next" : "prev"}"]`);
     if (link) link.click();
   } else if (key === "r") render({ quiet: true });
+  else if (key === "l") toggleLive();
   else if (key === "?") $("help-dialog").showModal();
 });
 
@@ -237,6 +259,8 @@ main.addEventListener("click", (event) => {
 });
 
 $("refresh").addEventListener("click", () => render({ quiet: true }));
+$("live").addEventListener("click", toggleLive);
+showLive();
 $("help").addEventListener("click", () => $("help-dialog").showModal());
 $("forget").addEventListener("click", () => {
   setToken(null);
