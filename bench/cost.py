@@ -14,8 +14,10 @@ binding's approximations instead, marked as such).
 
 Scenarios, each per run, the run's own work (a cron tick's fixed queries are reported apart,
 per month): one-shot (created due now), delayed (due in 60 s), retried twice (fails on
-attempts 1 and 2, succeeds on 3), and one occurrence of a recurring schedule in steady state
-(for ours: its delivery materializes the next one). Runs are isolated: each queue batch
+attempts 1 and 2, succeeded on 3), and one occurrence of a recurring schedule in steady state
+(for ours: its delivery materializes the next one). Ours alone, next to the one-shot run: a
+run that keeps a history (logs 10 lines, reports progress 5 times, returns a small result),
+once within a second and once spread over 5 seconds. Runs are isolated: each queue batch
 holds one message; the "batched" dollars divide per-invocation costs by 100 (consumer
 batches of 100, as this project's wrangler.toml configures).
 """
@@ -43,6 +45,11 @@ from kumofire_jobs.local.d1 import LocalD1Database
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("one-shot", "delayed", "retried twice", "schedule occurrence")
+# Ours alone: what a run's history (logs, progress, result) adds to a one-shot run.
+HISTORY_SCENARIOS = (
+    "logging 10 lines, progress 5 times, returning a small result",
+    "the same, spread over 5 seconds",
+)
 BATCH = 100  # consumer batch size for the "batched" figures
 
 # Workers Paid plan, beyond the included allowances, in USD per million units. From
@@ -79,15 +86,25 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         if ctx.job.attempt < 3:
             raise RuntimeError("fails on attempts 1 and 2")
 
-    runtime = create_runtime({"noop": noop, "flaky": flaky}, clock=clock)
+    async def chatty(ctx: JobContext) -> dict[str, int]:
+        spread = ctx.job.payload == "spread"  # a second between steps, else all at once
+        for step in range(5):
+            ctx.log.info("step.started", step=step)
+            ctx.log.info("step.done", step=step, items=step * 10)
+            await ctx.progress({"step": step + 1, "of": 5})
+            if spread:
+                await clock.sleep_until(clock.now() + 1)
+        return {"steps": 5, "items": 100}
+
+    runtime = create_runtime({"noop": noop, "flaky": flaky, "chatty": chatty}, clock=clock)
     scenarios: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kumofire-cost-") as tmp:
         env = InstrumentedEnvironment(runtime, Path(tmp), recorder)
         await env.start()
 
-        async def create(name: str, delay: float | None = None) -> str:
+        async def create(name: str, delay: float | None = None, payload: Any = None) -> str:
             recorder.total.invocations["request"] += 1  # one API request (fetch or RPC) each
-            created = await env.jobs.create(name, delay=delay)
+            created = await env.jobs.create(name, payload, delay=delay)
             return created.kumofire_job_run_id
 
         async def measured(name: str, body: Any) -> None:
@@ -160,6 +177,20 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         mark = recorder.mark()
         await env.tick()
         cron = {"counts": recorder.since(mark), "d1_offset": len(mark.d1)}
+
+        # After the cron tick, so its figures do not count these runs in the table, and
+        # after what the disabled schedule left to do.
+        await clock.advance(120)
+
+        async def with_history(spread: bool) -> list[str]:
+            ids = []
+            for _ in range(runs):
+                ids.append(await create("chatty", payload="spread" if spread else None))
+                await clock.advance(6)
+            return ids
+
+        await measured(HISTORY_SCENARIOS[0], lambda: with_history(False))
+        await measured(HISTORY_SCENARIOS[1], lambda: with_history(True))
         await env.stop()
     return {"scenarios": scenarios, "cron": cron, "trace": recorder.total.d1}
 
@@ -432,6 +463,16 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "statuses": dict(Counter(entry["statuses"])),
             "outcomes": dict(entry["outcomes"]),
         }
+    result["history"] = {}
+    for name in ("one-shot", *HISTORY_SCENARIOS):
+        entry = ours["scenarios"][name]
+        o = ours_per_run(entry, ours_metas)
+        result["history"][name] = {
+            "per_run": o, "usd_per_million": dollars(o),
+            "d1_by_statement": breakdown(entry["counts"].d1, ours_metas, entry["d1_offset"],
+                                         entry["runs"]),
+            "statuses": dict(Counter(entry["statuses"])),
+        }  # fmt: skip
     cron_counts = ours["cron"]["counts"]
     steps, offset = ref["cron"]
     tick_o = ours_per_run(
@@ -444,7 +485,10 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "per_tick": tick_o,
             "usd_per_month": dollars(tick_o)["total"] * month / 1e6,
             "d1_by_statement": breakdown(cron_counts.d1, ours_metas, ours["cron"]["d1_offset"], 1),
-            "runs_in_table": sum(e["runs"] for e in ours["scenarios"].values()) + 1,
+            "runs_in_table": sum(
+                e["runs"] for name, e in ours["scenarios"].items() if name in SCENARIOS
+            )
+            + 1,
         },
         "reference": {"per_tick": tick_r, "usd_per_month": dollars(tick_r)["total"] * month / 1e6},
     }
@@ -550,6 +594,29 @@ def markdown(cost: dict[str, Any]) -> str:
         lines.append(
             f"- Ours, {name}, per run: coordinator RPC calls {rpc}; alarm runs "
             f"{_n(entry['ours']['per_run']['do_alarms'])}; storage operations {ops}."
+        )
+    history = cost["history"]
+    names = ("one-shot", *HISTORY_SCENARIOS)
+    lines += ["", "Ours, what a run's history adds (API.md Part 2, \"Seeing what happened\"): a "
+              "one-shot run that logs 10 lines (`ctx.log`), reports progress 5 times "
+              "(`ctx.progress`) and returns a small result, next to the plain one:", "",
+              "| per run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]  # fmt: skip
+    for title, key in ROWS[:5]:
+        cells = [_n(history[name]["per_run"][key]) for name in names]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    cells = [f"**{history[name]['usd_per_million']['total']:.2f}**" for name in names]
+    lines.append("| USD per million runs | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Ours, the history run spread over 5 seconds: D1 rows by statement (per run):",
+        "",
+        "| statement | calls | rows read | rows written |",
+        "|---|---|---|---|",
+    ]
+    for row in history[HISTORY_SCENARIOS[1]]["d1_by_statement"]:
+        lines.append(
+            f"| `{row['statement']}` | {_n(row['calls'])} | {_n(row['rows_read'])} | "
+            f"{_n(row['rows_written'])} |"
         )
     lines += ["", "Reference, one-shot run: D1 rows by statement (per run):", "",
               "| statement | calls | rows read | rows written | local meta: read / written |",

@@ -31,7 +31,7 @@ configure_worker_logging()
 
 async def echo(ctx: JobContext) -> None:
     """An example job: logs the size of its payload (log sizes, not contents: a payload may
-    be up to 1 MiB)."""
+    be up to 740,000 bytes). The line is also kept with the run (`GET /v1/runs/{id}/logs`)."""
     ctx.log.info("echo", payload_bytes=len(msgspec.json.encode(ctx.job.payload)))
 
 

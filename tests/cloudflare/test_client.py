@@ -22,8 +22,10 @@ from kumofire_jobs import (
     JobRun,
     Jobs,
     KumofireJobsError,
+    LogLine,
     NotFoundError,
     Page,
+    RunAttempt,
     RunStatus,
     UnknownJobError,
     ValidationError,
@@ -124,6 +126,38 @@ async def test_runs_round_trip(
     assert await client.counts() == await local.counts()
     assert (await client.counts())["succeeded"] == 4
     assert (await client.counts(name="other"))["succeeded"] == 0
+
+
+async def test_attempts_logs_progress_and_result_round_trip(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding, clock: ManualClock
+) -> None:
+    script = {"log": "working", "progress": {"done": 3}, "fail_until": 2, "result": [1, "a"]}
+    run_id = (await client.create("job", script)).kumofire_job_run_id
+    await clock.advance(5)
+    run = await client.get(run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    assert (run.progress, run.result) == ({"done": 3}, [1, "a"])
+
+    attempts = await client.attempts(run_id)
+    assert binding.calls[-1] == ("attempts", [run_id])
+    assert attempts == await local.attempts(run_id)
+    assert attempts is not None and [type(a) for a in attempts] == [RunAttempt] * 2
+    assert [(a.attempt, a.outcome) for a in attempts] == [(1, "retried"), (2, "succeeded")]
+    assert attempts[0].error is not None and attempts[0].error.endswith("attempt 1 fails")
+    assert attempts[0].started_at == EPOCH and attempts[1].started_at == EPOCH + timedelta(
+        seconds=1
+    )
+
+    logs = await client.logs(run_id)
+    assert binding.calls[-1] == ("logs", [run_id])
+    assert logs == await local.logs(run_id)
+    assert logs is not None and [type(line) for line in logs] == [LogLine] * 2
+    assert [(line.attempt, line.event, line.fields) for line in logs] == [
+        (1, "working", {"attempt_seen": 1}), (2, "working", {"attempt_seen": 2}),
+    ]  # fmt: skip
+
+    assert await client.attempts("run_missing") is None
+    assert await client.logs("run_missing") is None
 
 
 async def test_cancel_and_retry(client: JobsClient, local: Jobs, clock: ManualClock) -> None:

@@ -98,6 +98,8 @@ RPC_METHODS = {
     # API.md Part 2, "Controlling runs and jobs"
     "promote", "delete", "cancel_many", "retry_many", "delete_many", "list_jobs", "get_job",
     "pause_job", "resume_job",
+    # API.md Part 2, "Seeing what happened"
+    "attempts", "logs",
 }  # fmt: skip
 
 
@@ -322,7 +324,7 @@ async def test_a_large_payload_and_a_long_error_log_no_long_line(
     await stack.start()
     try:
         jobs = stack.service()
-        payload = {"blob": "z" * 900_000}
+        payload = {"blob": "z" * 700_000}
         echo = await jobs.create({"name": "echo", "payload": payload})
         failing = await jobs.create({"name": "boom", "payload": payload, "max_attempts": 1})
         await clock.advance(1)

@@ -101,6 +101,16 @@ async def test_cost_counts_are_what_the_instrumentation_saw() -> None:
     # The trace holds every statement, migrations first, so that a replay rebuilds the state.
     assert ours["trace"][0].sql.startswith('CREATE TABLE IF NOT EXISTS "d1_migrations"')
 
+    # A run's history rides on its own writes: within a second, nothing more than a plain
+    # run; spread over 5 seconds, one write a second while the handler runs (4), no more.
+    plain = _totals(one_shot["counts"])
+    quick, spread = (ours["scenarios"][name] for name in cost.HISTORY_SCENARIOS)
+    assert quick["statuses"] == spread["statuses"] == ["succeeded"] * runs
+    assert _totals(quick["counts"]) == plain
+    extra = {k: v - plain[k] for k, v in _totals(spread["counts"]).items() if v != plain[k]}
+    assert extra == {"d1_statements": 4 * runs, "d1_rows_read_local": 4 * runs,
+                     "d1_rows_written_local": 4 * runs}  # fmt: skip
+
 
 async def test_reference_model_counts() -> None:
     runs = 2

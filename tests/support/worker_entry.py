@@ -67,11 +67,22 @@ def unload_entry() -> None:
 
 
 class Recorder:
+    """The Worker's one handler: records each payload; a payload object may also ask it to
+    `log` an event, report `progress`, fail until attempt `fail_until` and return `result`."""
+
     def __init__(self) -> None:
         self.payloads: list[Any] = []
 
-    async def __call__(self, ctx: JobContext) -> None:
+    async def __call__(self, ctx: JobContext) -> Any:
         self.payloads.append(ctx.job.payload)
+        script = ctx.job.payload if isinstance(ctx.job.payload, dict) else {}
+        if "log" in script:
+            ctx.log.info(script["log"], attempt_seen=ctx.job.attempt)
+        if "progress" in script:
+            await ctx.progress(script["progress"])
+        if ctx.job.attempt < script.get("fail_until", 0):
+            raise RuntimeError(f"attempt {ctx.job.attempt} fails")
+        return script.get("result")
 
 
 class Stack:

@@ -51,9 +51,27 @@ MAX_HISTORY_BYTES: Final = (
 )
 """The most the history columns of one row hold together."""
 
+# Only `Encoder()`, `encode` and `decode`: the msgspec API the Worker path keeps to (its test
+# double, tests/workerd/msgspec_double, has no `enc_hook` and no `Raw`).
 _encoder = msgspec.json.Encoder()
-_lenient = msgspec.json.Encoder(enc_hook=repr)  # log fields: anything, as its repr
-_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_ENCODE_ERRORS = (TypeError, ValueError, msgspec.EncodeError, RecursionError, OverflowError)
+
+
+def _items(text: str | None) -> deque[bytes]:
+    """A JSON array column's items, each as its JSON text."""
+    return deque(_encoder.encode(item) for item in decode_json(text) or [])
+
+
+def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Log fields as JSON can hold them: a value that is not JSON as its `repr`."""
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        try:
+            _encoder.encode(value)
+        except _ENCODE_ERRORS:
+            value = repr(value)
+        out[str(key)] = value
+    return out
 
 
 def append_attempt_sql(outcome: AttemptOutcome, finished: str) -> str:
@@ -106,7 +124,7 @@ def encode_value(value: Any, limit: int, what: str) -> str | None:
         raise ValidationError(f"{what} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         encoded = _encoder.encode(value)
-    except (TypeError, ValueError, msgspec.EncodeError, RecursionError, OverflowError) as exc:
+    except _ENCODE_ERRORS as exc:
         raise ValidationError(f"{what} is not JSON-encodable: {exc}") from None
     if len(encoded) > limit:
         raise PayloadTooLargeError(
@@ -153,7 +171,7 @@ def attempt_record(
 def with_attempt(attempts: str | None, record: dict[str, Any]) -> str:
     """The `attempts` column with `record` appended, the oldest dropped to keep it within
     `MAX_ATTEMPTS_BYTES` and `MAX_ATTEMPTS_KEPT` (the newest is always kept)."""
-    kept = deque(bytes(raw) for raw in _raw_list.decode(attempts or "[]"))
+    kept = _items(attempts)
     kept.append(_encoder.encode(record))
     return _joined(kept, MAX_ATTEMPTS_BYTES, MAX_ATTEMPTS_KEPT)
 
@@ -187,15 +205,16 @@ class LogBuffer:
     of JSON, each line encoded once."""
 
     def __init__(self, stored: str | None) -> None:
-        self._lines: deque[bytes] = deque(bytes(raw) for raw in _raw_list.decode(stored or "[]"))
+        self._lines = _items(stored)
         self._size = sum(len(line) + 1 for line in self._lines) + 1
 
     def add(self, at_ms: int, attempt: int, level: str, event: str, fields: dict[str, Any]) -> None:
-        line = {"at": at_ms, "attempt": attempt, "level": level, "event": event, "fields": fields}
-        encoded = _lenient.encode(line)
+        line = {"at": at_ms, "attempt": attempt, "level": level, "event": event,
+                "fields": _jsonable(fields)}  # fmt: skip
+        encoded = _encoder.encode(line)
         if len(encoded) > MAX_LINE_BYTES:
             line["fields"] = {"fields_omitted": f"<{len(encoded)} bytes as JSON>"}
-            encoded = _lenient.encode(line)
+            encoded = _encoder.encode(line)
         self._lines.append(encoded)
         self._size += len(encoded) + 1
         while self._lines and (len(self._lines) > MAX_LOG_LINES or self._size > MAX_LOG_BYTES):

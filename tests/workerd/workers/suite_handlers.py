@@ -7,10 +7,14 @@ import hashlib
 from kumofire_jobs import JobContext, JobOptions, NonRetryableError, RetryPolicy
 
 
-async def flaky(ctx: JobContext) -> None:
-    """Fails its first `fail_attempts` attempts."""
+async def flaky(ctx: JobContext) -> dict[str, int]:
+    """Fails its first `fail_attempts` attempts; each logs a line and reports its progress, and
+    the one that succeeds returns how many it took (the run's history)."""
+    ctx.log.info("flaky.attempt", seen=ctx.job.attempt)
+    await ctx.progress({"attempt": ctx.job.attempt})
     if ctx.job.attempt <= (ctx.job.payload or {}).get("fail_attempts", 0):
         raise RuntimeError(f"flaky failed attempt {ctx.job.attempt}")
+    return {"attempts": ctx.job.attempt}
 
 
 async def fatal(ctx: JobContext) -> None:
