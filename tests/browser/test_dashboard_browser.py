@@ -127,18 +127,20 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     hellos = [create(server, "hello", payload={"to": f"user{i}@example.com"}) for i in range(3)]
     failing = create(server, "fail", payload={"why": "demo"})
     later = create(server, "slow", delay=3600)  # stays scheduled: the page cancels it
+    stepped = create(server, "slow")  # reports its progress in four steps
     schedule = server.http.post(
         "/v1/schedules", json={"name": "flaky", "cron": "0 3 * * *", "key": "nightly"}
     )
     assert schedule.status_code == 201
     server.wait_for(lambda: all(status(server, r) == "succeeded" for r in hellos))
     server.wait_for(lambda: status(server, failing) == "failed", timeout=20)
+    server.wait_for(lambda: status(server, stepped) == "succeeded", timeout=20)
 
     page = new_page(browser, DESKTOP)
     console = Console(page)
     page.goto(f"{server.url}/ui/")
     # No token configured: data at once, no dialog.
-    expect(page.locator(".tile.s-succeeded .tile-n")).to_have_text("3")
+    expect(page.locator(".tile.s-succeeded .tile-n")).to_have_text("4")  # 3 hello, 1 slow
     expect(page.locator(".tile.s-failed .tile-n")).to_have_text("1")
     expect(page.locator("#token-dialog")).not_to_be_visible()
     expect(page.locator("svg.chart rect.bar").first).to_be_visible()
@@ -154,7 +156,7 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     page.keyboard.press("g")
     page.keyboard.press("r")
     expect(page).to_have_url(f"{server.url}/ui/#/runs")
-    for run_id in [*hellos, failing, later]:
+    for run_id in [*hellos, failing, later, stepped]:
         expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
     expect(page.locator(f'tr[data-href="#/runs/{failing}"] .badge')).to_have_text("failed")
     shot(page, "runs")
@@ -180,7 +182,13 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     logs = page.locator("section.card", has=page.locator("h2", has_text="Logs"))
     expect(logs.locator("tbody tr").filter(has_text="hello")).to_have_count(1)
     expect(page.locator("pre.json").first).to_contain_text("user2@example.com")
+    result = page.locator("section.card", has=page.locator("h2", has_text="Result"))
+    expect(result.locator("pre.json")).to_contain_text('"greeted"')
     shot(page, "run")
+
+    # A run's progress ({"current": 4, "total": 4}) as a bar.
+    page.goto(f"{server.url}/ui/#/runs/{stepped}")
+    expect(page.locator('[role="progressbar"]')).to_have_attribute("aria-valuenow", "100")
 
     # The failed run: its error and its three attempts.
     page.goto(f"{server.url}/ui/#/runs/{failing}")
