@@ -61,6 +61,18 @@ async def test_the_page_is_served_without_a_token_while_the_api_needs_one(
     assert page.headers["cache-control"] == "no-cache"
 
 
+async def test_a_worker_without_a_token_serves_the_page_but_not_the_api(
+    env: LocalEnvironment,
+) -> None:
+    app = create_app(lambda request: env.jobs, require_token=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/ui/")).status_code == 200
+        refused = await http.get("/v1/runs:counts")
+        assert refused.status_code == 403  # the page shows this error and how to set a token
+        assert refused.json()["error"]["code"] == "api_disabled"
+
+
 async def test_every_file_the_page_loads_is_served_with_its_type(
     client: httpx.AsyncClient,
 ) -> None:
