@@ -5,7 +5,8 @@ import { ApiError, onTokenNeeded, setToken, token } from "./api.js";
 import { h } from "./dom.js";
 import { jobList } from "./jobs.js";
 import { overview } from "./overview.js";
-import { runList, runView } from "./runs.js";
+import { runView } from "./run.js";
+import { runList } from "./runs.js";
 import { scheduleList } from "./schedules.js";
 
 const main = document.getElementById("main");
