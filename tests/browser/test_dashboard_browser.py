@@ -8,6 +8,7 @@ and at phone width (375 px), to look at. The browser console must stay free of e
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,11 +258,12 @@ def test_the_dashboard_asks_for_the_token_only_when_the_api_answers_401(
 ) -> None:
     server = start(tmp_path, servers, token=TOKEN)
     run_id = create(server, "hello")
-    server.wait_for(lambda: status(server, run_id) == "succeeded")
+    batch = server.http.post("/v1/runs:batch", json={"runs": [{"name": "hello"}] * 55})
+    assert batch.status_code == 202  # 56 runs: two pages of the list
 
     page = new_page(browser, DESKTOP)
     console = Console(page)
-    page.goto(f"{server.url}/ui/#/runs")
+    page.goto(f"{server.url}/ui/#/runs/{run_id}")
     dialog = page.locator("#token-dialog")
     expect(dialog).to_be_visible()
     expect(page.locator("#token-input")).to_be_focused()
@@ -274,13 +276,26 @@ def test_the_dashboard_asks_for_the_token_only_when_the_api_answers_401(
     page.locator("#token-input").fill(TOKEN)
     page.keyboard.press("Enter")
     expect(dialog).not_to_be_visible()
-    expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
+    expect(page.locator("h1.run-id")).to_have_text(run_id)
     assert page.evaluate("sessionStorage.getItem('kumofire-jobs-token')") == TOKEN
 
     # Kept for the tab: a reload shows data without asking again.
     page.reload()
-    expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
+    expect(page.locator("h1.run-id")).to_have_text(run_id)
     expect(dialog).not_to_be_visible()
+
+    # Paging by the API's cursor: the newest 50, then the oldest 6 (`run_id` among them).
+    page.goto(f"{server.url}/ui/#/runs")
+    rows = page.locator("main tbody tr")
+    expect(rows).to_have_count(50)
+    expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(0)
+    page.keyboard.press("n")
+    expect(page).to_have_url(re.compile(r"#/runs\?cursor="))
+    expect(rows).to_have_count(6)
+    expect(page.locator(f'tr[data-href="#/runs/{run_id}"]')).to_have_count(1)
+    page.keyboard.press("p")
+    expect(page).to_have_url(f"{server.url}/ui/#/runs")
+    expect(rows).to_have_count(50)
     # The only errors are the browser's own lines for the two refused requests.
     refused = [m for m in console.errors() if "401 (Unauthorized)" in m]
     assert refused and console.errors(allowed="401 (Unauthorized)") == []
