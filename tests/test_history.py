@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from kumofire_jobs import (
+    AttemptOutcome,
     ConsumeOutcome,
     JobCanceledError,
     JobContext,
@@ -479,5 +480,23 @@ async def test_a_run_with_every_limit_reached_still_fits_its_row(
     run = await env.jobs.get(created.kumofire_job_run_id)
     assert run is not None and run.status == "succeeded" and run.attempt == 12
     attempts = await attempts_of(env, run.id)
-    assert attempts[-1].attempt == 12 and len(attempts) < 12  # the oldest dropped
-    assert all(len((a.error or "").encode()) <= history.MAX_ERROR_BYTES for a in attempts)
+    assert [a.attempt for a in attempts] == list(range(1, 13))  # every attempt still listed
+    sizes = [len((a.error or "").encode()) for a in attempts]
+    assert sizes[0] <= history.SHORT_ERROR_BYTES  # the oldest errors shortened
+    assert history.MAX_ERROR_BYTES - 100 < sizes[10] <= history.MAX_ERROR_BYTES  # newest whole
+    assert all(a.error is not None and a.error.endswith("ü" * 50) for a in attempts[:11])
+
+
+def test_the_attempts_kept_shorten_the_oldest_errors_then_drop_the_oldest() -> None:
+    column = None
+    for number in range(1, 131):
+        record = history.attempt_record(
+            number, number * 1000, number * 1000 + 5, AttemptOutcome.RETRIED,
+            "Traceback ...\n" + "x" * 20_000 + f"\nRuntimeError: {number}",
+        )  # fmt: skip
+        column = history.with_attempt(column, record)
+        assert column is not None and len(column.encode()) <= history.MAX_ATTEMPTS_BYTES
+        attempts = history.attempts_from_json(column)
+        assert [a.attempt for a in attempts] == list(range(max(1, number - 99), number + 1))
+        assert all(a.error and a.error.endswith(f"RuntimeError: {a.attempt}") for a in attempts)
+        assert len(attempts[-1].error.encode()) > history.MAX_ERROR_BYTES - 100  # type: ignore[union-attr]

@@ -7,9 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from kumofire_jobs import JobContext, Resources, create_runtime
+from kumofire_jobs import CreateRequest, JobContext, Resources, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
+from kumofire_jobs.core.retention import prune_pass
 from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory, noop
 from tests.support.faults import DroppingQueue, FailingNamespace, rewire
@@ -211,6 +212,33 @@ async def test_retention_deletes_finished_runs_and_keeps_unfinished_ones(
     assert not again.deduplicated
     stub = env.JOB_COORDINATOR.getByName(done.kumofire_job_run_id)
     assert (await stub.status())["phase"] == "closed"
+
+
+async def test_one_cron_tick_prunes_more_than_a_page_of_finished_runs(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # One statement's page a minute would cap retention at 100 runs a minute: a deployment
+    # finishing more than that would grow its table for ever.
+    env = await make_env({"job": noop}, retention_seconds=3600)
+    for _ in range(3):
+        await env.jobs.create_many([CreateRequest(name="job") for _ in range(100)])
+    await clock.advance(0)
+    assert (await env.jobs.counts())["succeeded"] == 300
+    await clock.advance(3660)
+    assert (await env.jobs.counts())["succeeded"] == 0
+
+
+async def test_a_retention_pass_deletes_page_by_page_and_stops_at_its_bound(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": noop}, retention_seconds=None)
+    await env.jobs.create_many([CreateRequest(name="job") for _ in range(25)])
+    await clock.advance(60)
+    now = int(clock.now() * 1000) + 1
+    options: dict[str, Any] = {"now": now, "retention_seconds": 0.0, "overrides": {}}
+    assert await prune_pass(env.JOBS_DB, page=10, max_pages=2, **options) == 20
+    assert (await env.jobs.counts())["succeeded"] == 5  # the next pass goes on
+    assert await prune_pass(env.JOBS_DB, page=10, max_pages=2, **options) == 5
 
 
 async def test_consume_batch_acks_malformed_messages_and_retries_runtime_failures(

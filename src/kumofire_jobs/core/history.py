@@ -34,10 +34,14 @@ MAX_LOG_BYTES: Final = 64 * 1024
 """The log lines kept per run: the last `MAX_LOG_LINES`, at most this much JSON."""
 MAX_LINE_BYTES: Final = 8 * 1024
 """One log line; a line with larger fields keeps their size instead."""
+MAX_EVENT_BYTES: Final = 1000
+"""A log line's event, cut in the middle beyond this."""
 MAX_PROGRESS_BYTES: Final = 16 * 1024
 MAX_RESULT_BYTES: Final = 64 * 1024
 MAX_ATTEMPTS_BYTES: Final = 48 * 1024
-"""The attempts the consumer writes with an outcome: the newest first, the oldest dropped."""
+"""The attempts the consumer writes with an outcome: the oldest errors shortened first (to
+`SHORT_ERROR_BYTES`), then the oldest attempts dropped."""
+SHORT_ERROR_BYTES: Final = 256
 MAX_ATTEMPTS_KEPT: Final = 100
 """The statements that record an attempt in SQL (interrupted, canceled) drop the oldest past
 this many; each such record is small (no error), at most `_SQL_RECORD_BYTES`."""
@@ -169,18 +173,26 @@ def attempt_record(
 
 
 def with_attempt(attempts: str | None, record: dict[str, Any]) -> str:
-    """The `attempts` column with `record` appended, the oldest dropped to keep it within
-    `MAX_ATTEMPTS_BYTES` and `MAX_ATTEMPTS_KEPT` (the newest is always kept)."""
-    kept = _items(attempts)
-    kept.append(_encoder.encode(record))
-    return _joined(kept, MAX_ATTEMPTS_BYTES, MAX_ATTEMPTS_KEPT)
-
-
-def _joined(items: deque[bytes], max_bytes: int, max_items: int) -> str:
-    size = sum(len(item) for item in items) + len(items) + 1  # the commas and brackets
-    while len(items) > 1 and (len(items) > max_items or size > max_bytes):
-        size -= len(items.popleft()) + 1
-    return "[" + ",".join(item.decode() for item in items) + "]"
+    """The `attempts` column with `record` appended, kept within `MAX_ATTEMPTS_BYTES` and
+    `MAX_ATTEMPTS_KEPT`: first the errors of the oldest attempts are cut to
+    `SHORT_ERROR_BYTES` (every attempt stays listed: 100 of them fit so), then the oldest
+    attempts are dropped. The newest is always kept whole."""
+    items: list[dict[str, Any]] = [*(decode_json(attempts) or []), record]
+    sizes = [len(_encoder.encode(item)) for item in items]
+    total = sum(sizes) + len(items) + 1  # the commas and brackets
+    for i in range(len(items) - 1):
+        if total <= MAX_ATTEMPTS_BYTES:
+            break
+        error = items[i].get("error")
+        if error is not None and len(error.encode()) > SHORT_ERROR_BYTES:
+            items[i] = {**items[i], "error": bounded_text(error, SHORT_ERROR_BYTES)}
+            size = len(_encoder.encode(items[i]))
+            total += size - sizes[i]
+            sizes[i] = size
+    while len(items) > 1 and (len(items) > MAX_ATTEMPTS_KEPT or total > MAX_ATTEMPTS_BYTES):
+        items.pop(0)
+        total -= sizes.pop(0) + 1
+    return _encoder.encode(items).decode()
 
 
 def attempts_from_json(text: str | None) -> list[RunAttempt]:
@@ -209,8 +221,13 @@ class LogBuffer:
         self._size = sum(len(line) + 1 for line in self._lines) + 1
 
     def add(self, at_ms: int, attempt: int, level: str, event: str, fields: dict[str, Any]) -> None:
-        line = {"at": at_ms, "attempt": attempt, "level": level, "event": event,
-                "fields": _jsonable(fields)}  # fmt: skip
+        line = {
+            "at": at_ms,
+            "attempt": attempt,
+            "level": level,
+            "event": bounded_text(event, MAX_EVENT_BYTES),
+            "fields": _jsonable(fields),
+        }
         encoded = _encoder.encode(line)
         if len(encoded) > MAX_LINE_BYTES:
             line["fields"] = {"fields_omitted": f"<{len(encoded)} bytes as JSON>"}

@@ -198,6 +198,8 @@ class RunLogger:
 
     def __getattr__(self, name: str) -> Any:
         # `debug`, `info`, ..., and their async forms (`ainfo`); anything else is structlog's.
+        if name.startswith("_"):
+            raise AttributeError(name)
         level = name[1:] if name.startswith("a") and name[1:] in _RECORDED else name
         method = getattr(self._inner, name)
         if level not in _RECORDED:

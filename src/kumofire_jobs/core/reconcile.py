@@ -18,7 +18,7 @@ from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
-from .retention import prune
+from .retention import prune_pass
 from .run_rows import UnfinishedRow
 from .store import RunStore
 
@@ -46,10 +46,9 @@ async def reconcile(
     rows = await store.active_due_before(now - int(grace_seconds * 1000), limit)
     gate = asyncio.Semaphore(_CONCURRENCY)
     await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
-    result.pruned = await prune(
+    result.pruned = await prune_pass(
         store.db,
         now=now,
-        limit=limit,
         retention_seconds=retention_seconds,
         overrides=retention_overrides or {},
     )

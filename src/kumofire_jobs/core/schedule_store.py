@@ -14,7 +14,8 @@ from typing import Any, Literal, TypedDict, cast
 
 from .bindings import D1Database, D1PreparedStatement
 from .models import JobSchedule, Page
-from .store import PAUSED, keyset_page
+from .pages import keyset_page
+from .store import PAUSED
 from .store import SCHEDULE_GUARD as _GUARD
 from .store import SCHEDULES as TABLE
 from .store import TABLE as RUNS

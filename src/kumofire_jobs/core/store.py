@@ -7,15 +7,13 @@ an answer too: the caller reads the row to learn why.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from typing import Any, cast
 
 from .bindings import D1Database, D1PreparedStatement
-from .errors import ValidationError
 from .history import append_attempt_sql
 from .models import JobRun, Page
+from .pages import keyset_page
 from .run_rows import (
     AttemptWrite,
     JobDefaults,
@@ -174,46 +172,6 @@ _PRUNE = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
 )
-
-
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = base64.urlsafe_b64decode(padded.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValidationError("cursor is not one this API returned") from None
-    if not value.startswith(("run_", "sch_")):
-        raise ValidationError("cursor is not one this API returned")
-    return value
-
-
-async def keyset_page(
-    db: D1Database,
-    table: str,
-    columns: str,
-    filters: dict[str, Any],
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows newest first (ids sort by creation), equal to every non-None filter, after the
-    cursor; and the cursor of the next page, or None on the last one."""
-    where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-    args: list[Any] = [value for value in filters.values() if value is not None]
-    if cursor is not None:
-        where.append("id < ?")
-        args.append(decode_cursor(cursor))
-    sql = f"SELECT {columns} FROM {table}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = (
-        await db.prepare(sql + " ORDER BY id DESC LIMIT ?").bind(*args, limit + 1).all()
-    ).results
-    next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
-    return rows[:limit], next_cursor
 
 
 class RunStore:
