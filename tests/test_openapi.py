@@ -88,6 +88,7 @@ async def test_sample_requests_of_every_operation_match_the_document(
     samples: list[tuple[str, str, dict[str, Any], Any, int]] = [
         ("GET", "/v1/health", {}, None, 200),
         ("GET", "/v1/openapi.json", {}, None, 200),
+        ("GET", "/v1/metrics", {}, None, 200),
         ("POST", "/v1/runs", {}, {"name": "email", "payload": {"to": "a"}, "delay": 1.5,
                                   "max_attempts": 3, "dedupe_key": "d1"}, 202),
         ("POST", "/v1/runs", {}, {"name": "email", "run_at": "2030-01-01T09:00:00+09:00",

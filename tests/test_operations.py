@@ -29,13 +29,14 @@ from kumofire_jobs.client import JobsClient
 from kumofire_jobs.cloudflare import entrypoint
 from kumofire_jobs.core.models import CreateRequest, SchedulePatch
 from kumofire_jobs.core.states import RunStatus
+from kumofire_jobs.http import HttpJobsClient
 from kumofire_jobs.web import create_app
 from kumofire_jobs.web.openapi import openapi_document
 from tests.support.envs import EnvFactory
 from tests.support.worker_entry import WorkerEntry, import_entry, unload_entry
 
-# The Python implementations of `JobsApi` (the HTTP client of the next issue joins them).
-IMPLEMENTATIONS: list[type[Any]] = [Jobs, JobsClient]
+# The Python implementations of `JobsApi`.
+IMPLEMENTATIONS: list[type[Any]] = [Jobs, JobsClient, HttpJobsClient]
 
 # A Python result type, as annotated, to the schema of its wire form (None: no body).
 RESULTS: dict[str, str | None] = {
@@ -175,12 +176,12 @@ def test_the_entrypoint_has_a_method_per_operation(entry: ModuleType) -> None:
 # --- HTTP and OpenAPI -----------------------------------------------------------------------------
 
 
-def test_the_routes_are_the_operations_health_openapi_and_the_dashboard() -> None:
+def test_the_routes_are_the_operations_health_openapi_metrics_and_the_dashboard() -> None:
     app = create_app(lambda request: pytest.fail("no request is served"))
     routes = [route for route in app.routes if isinstance(route, Route)]
     assert len(routes) == len(app.routes)
     served = {(method, r.path) for r in routes for method in (r.methods or set()) - {"HEAD"}}
-    http_only = {("GET", "/v1/health"), ("GET", "/v1/openapi.json")}
+    http_only = {("GET", "/v1/health"), ("GET", "/v1/openapi.json"), ("GET", "/v1/metrics")}
     http_only |= {("GET", "/ui"), ("GET", "/ui/"), ("GET", "/ui/{name}")}  # the dashboard
     assert served == http_only | {(op.method, op.path) for op in OPERATIONS}
 

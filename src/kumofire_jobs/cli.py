@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     from .deploy.commands import add_cloudflare_parser
 
     add_cloudflare_parser(commands)
+
+    from .ops import add_ops_parsers
+
+    add_ops_parsers(commands)
     return parser
 
 
@@ -123,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .deploy.commands import run_cloudflare
 
         return run_cloudflare(args)
+    if getattr(args, "ops", None) is not None:
+        from .ops import run_ops
+
+        return run_ops(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -117,6 +117,24 @@ def test_the_dashboard_is_served_from_the_package(api: Api) -> None:
     assert request(f"{api.url}/v1/runs", token=None)[0] == 401
 
 
+def test_metrics_on_the_real_runtime(api: Api) -> None:
+    """`GET /v1/metrics` under Pyodide, over wrangler's local D1: the Prometheus text parses."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    api.wait(api.create({"name": "echo"}))
+    status, text = request(f"{api.url}/v1/metrics")
+    assert status == 200 and isinstance(text, str), text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("kumofire_runs", (("job", "echo"), ("status", "succeeded")))] >= 1
+    assert samples[("kumofire_job_paused", (("job", "echo"),))] == 0
+    assert ("kumofire_schedules", (("enabled", "true"),)) in samples
+    assert request(f"{api.url}/v1/metrics", token=None)[0] == 401
+
+
 def test_a_delayed_run_starts_on_time(api: Api) -> None:
     run = api.wait(api.create({"name": "echo", "delay": 3}))
     assert run["status"] == "succeeded"

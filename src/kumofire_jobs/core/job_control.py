@@ -18,6 +18,7 @@ from .bindings import D1Database
 from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
+from .metrics import MetricsSnapshot, read_metrics
 from .models import JobInfo
 from .options import JobPolicies
 from .states import ALL_STATUSES
@@ -84,6 +85,10 @@ class JobService:
         if name not in self._handlers:
             return None
         return self._job(name, await self._paused(), await self._store.counts(name=name))
+
+    async def metrics(self) -> MetricsSnapshot:
+        """Runs by job and status, pauses and schedules, for `GET /v1/metrics`."""
+        return await read_metrics(self._db, self._clock, self._handlers)
 
     async def pause(self, name: str) -> JobInfo | None:
         if name not in self._handlers:

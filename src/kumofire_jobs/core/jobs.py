@@ -20,6 +20,7 @@ from .consume import Consumer
 from .errors import ValidationError
 from .history_store import HistoryStore
 from .job_control import JobService
+from .metrics import MetricsSnapshot
 from .migrations import check_schema, schema_version
 from .models import (
     BulkResult,
@@ -85,6 +86,11 @@ class Jobs:
         """The schema version the database is at (for health checks; never fails on an old
         schema)."""
         return await schema_version(self._schema.db)
+
+    async def metrics(self) -> MetricsSnapshot:
+        """What `GET /v1/metrics` reports: one D1 batch of three aggregate reads."""
+        await self._ready()
+        return await self.job_service.metrics()
 
     # --- create -----------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from ..core.models import JobRun, JobSchedule
 from .control import OperationEndpoint, register_control
 from .dashboard import dashboard_routes
 from .history import register_history
+from .metrics import metrics_endpoint
 from .openapi import openapi_document
 
 log = get_logger()
@@ -202,6 +203,8 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    metrics = route("/v1/metrics", ["GET"])(metrics_endpoint(jobs))
+
     # One endpoint per operation of `operations.OPERATIONS`, by its name: it answers the wire
     # body, which goes out with the operation's status (no body when the operation has none),
     # or a Response of its own when the status depends on the call (upsert: 201 or 200).
@@ -371,7 +374,13 @@ def create_app(
     missing = sorted(set(operations.BY_NAME) - set(endpoints))
     if missing:  # tests/test_operations.py says so first
         raise RuntimeError(f"the HTTP app has no endpoint for: {', '.join(missing)}")
-    routes = [health, openapi, *(serve(op) for op in operations.OPERATIONS), *dashboard_routes()]
+    routes = [
+        health,
+        openapi,
+        metrics,
+        *(serve(op) for op in operations.OPERATIONS),
+        *dashboard_routes(),
+    ]
 
     def allowed_methods(scope: Scope) -> str:
         """Every method of the path (RFC 9110's Allow), not only the first route's: each

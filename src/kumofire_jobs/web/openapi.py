@@ -350,6 +350,19 @@ _HTTP_ONLY: dict[str, Any] = {
             },
         }
     },
+    "/v1/metrics": {
+        "get": {
+            "summary": "Prometheus metrics: runs by job and status, the oldest due run's age "
+            "by job, paused jobs, schedules by enabled (one D1 batch of three aggregate reads)",
+            "responses": {
+                "200": {
+                    "description": "the Prometheus text exposition format, version 0.0.4",
+                    "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+                },
+                **_errors(*_AUTH),
+            },
+        }
+    },
     "/v1/openapi.json": {
         "get": {
             "summary": "This document",
