@@ -15,9 +15,11 @@ binding's approximations instead, marked as such).
 Scenarios, each per run, the run's own work (a cron tick's fixed queries are reported apart,
 per month): one-shot (created due now), delayed (due in 60 s), retried twice (fails on
 attempts 1 and 2, succeeded on 3), and one occurrence of a recurring schedule in steady state
-(for ours: its delivery materializes the next one). Ours alone, next to the one-shot run: a
-run that keeps a history (logs 10 lines, reports progress 5 times, returns a small result),
-once within a second and once spread over 5 seconds. Runs are isolated: each queue batch
+(for ours: its delivery materializes the next one). Ours alone (the reference has neither),
+next to the one-shot run: a flow of 1 parent and 10 children, its cost per run averaged over
+its 11 runs; and a run that keeps a history (logs 10 lines, reports progress 5 times, returns
+a small result), once within a second and once spread over 5 seconds. Runs are isolated: each
+queue batch
 holds one message; the "batched" dollars divide per-invocation costs by 100 (consumer
 batches of 100, as this project's wrangler.toml configures).
 """
@@ -38,13 +40,15 @@ from typing import Any
 
 from bench import reference
 from bench.instrument import D1Statement, InstrumentedEnvironment, Recorder
-from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs import CreateRequest, JobContext, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.d1 import LocalD1Database
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("one-shot", "delayed", "retried twice", "schedule occurrence")
+FLOW = "flow (1 parent + 10 children)"
+FLOW_CHILDREN = 10
 # Ours alone: what a run's history (logs, progress, result) adds to a one-shot run.
 HISTORY_SCENARIOS = (
     "logging 10 lines, progress 5 times, returning a small result",
@@ -173,6 +177,19 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         await measured("schedule occurrence", occurrences)
         await env.jobs.disable_schedule(schedule.id)
         await clock.advance(0)
+
+        async def flows() -> list[str]:
+            ids = []
+            for _ in range(runs):
+                recorder.total.invocations["request"] += 1  # one API request per flow
+                children = [CreateRequest(name="noop") for _ in range(FLOW_CHILDREN)]
+                flow = await env.jobs.create_flow(CreateRequest(name="noop"), children)
+                await clock.advance(0)  # the children run, the last releases the parent
+                await clock.advance(0)  # the parent runs
+                ids += [flow.parent_id, *flow.children]
+            return ids
+
+        await measured(FLOW, flows)
 
         mark = recorder.mark()
         await env.tick()
@@ -463,6 +480,23 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "statuses": dict(Counter(entry["statuses"])),
             "outcomes": dict(entry["outcomes"]),
         }
+    entry = ours["scenarios"][FLOW]
+    o = ours_per_run(entry, ours_metas)
+    result["flow"] = {
+        "name": FLOW,
+        "runs_per_flow": FLOW_CHILDREN + 1,
+        "per_run": o,
+        "usd_per_million": dollars(o),
+        "usd_per_million_batched": dollars(o, batched=True),
+        "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
+        "d1_by_statement": breakdown(entry["counts"].d1, ours_metas, entry["d1_offset"],
+                                     entry["runs"]),
+    }  # fmt: skip
+    result["checks"][FLOW] = {
+        "runs": entry["runs"],
+        "statuses": dict(Counter(entry["statuses"])),
+        "outcomes": dict(entry["outcomes"]),
+    }
     result["history"] = {}
     for name in ("one-shot", *HISTORY_SCENARIOS):
         entry = ours["scenarios"][name]
@@ -485,8 +519,9 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "per_tick": tick_o,
             "usd_per_month": dollars(tick_o)["total"] * month / 1e6,
             "d1_by_statement": breakdown(cron_counts.d1, ours_metas, ours["cron"]["d1_offset"], 1),
+            # The runs made before the tick (the history scenarios run after it).
             "runs_in_table": sum(
-                e["runs"] for name, e in ours["scenarios"].items() if name in SCENARIOS
+                e["runs"] for name, e in ours["scenarios"].items() if name in (*SCENARIOS, FLOW)
             )
             + 1,
         },
@@ -595,6 +630,34 @@ def markdown(cost: dict[str, Any]) -> str:
             f"- Ours, {name}, per run: coordinator RPC calls {rpc}; alarm runs "
             f"{_n(entry['ours']['per_run']['do_alarms'])}; storage operations {ops}."
         )
+    flow, one = cost["flow"], cost["scenarios"]["one-shot"]["ours"]
+    per_flow = flow["runs_per_flow"]
+    lines += [
+        "",
+        f"Ours, a {flow['name']}: per run (the flow's {per_flow} runs averaged), next to an "
+        "ordinary one-shot run, and for the whole flow:",
+        "",
+        "| | flow, per run | one-shot run | whole flow |",
+        "|---|---|---|---|",
+        *(
+            f"| {title} | {_n(flow['per_run'][key])} | {_n(one['per_run'][key])} | "
+            f"{_n(flow['per_run'][key] * per_flow)} |"
+            for title, key in ROWS
+        ),
+        f"| USD per million runs | **{flow['usd_per_million']['total']:.2f}** | "
+        f"**{one['usd_per_million']['total']:.2f}** | "
+        f"{flow['usd_per_million']['total'] * per_flow:.2f} per million flows |",
+        "",
+        f"Ours, the {flow['name']}: D1 rows by statement (per run), most written first:",
+        "",
+        "| statement | calls | rows read | rows written |",
+        "|---|---|---|---|",
+        *(
+            f"| `{r['statement']}` | {_n(r['calls'])} | {_n(r['rows_read'])} | "
+            f"{_n(r['rows_written'])} |"
+            for r in flow["d1_by_statement"]
+        ),
+    ]
     history = cost["history"]
     names = ("one-shot", *HISTORY_SCENARIOS)
     lines += ["", "Ours, what a run's history adds (API.md Part 2, \"Seeing what happened\"): a "

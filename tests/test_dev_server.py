@@ -99,7 +99,8 @@ def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
     servers.append(second)
     second.wait_for(lambda: second.counts()["succeeded"] == 10, timeout=40)
     assert second.counts() == {
-        "scheduled": 0, "queued": 0, "running": 0, "succeeded": 10, "failed": 0, "canceled": 0,
+        "waiting": 0, "scheduled": 0, "queued": 0, "running": 0,
+        "succeeded": 10, "failed": 0, "canceled": 0,
     }  # fmt: skip
     for created in in_flight:
         run = second.http.get(f"/v1/runs/{created['kumofire_job_run_id']}").json()

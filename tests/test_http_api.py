@@ -109,7 +109,8 @@ async def test_batch_list_counts_cancel_retry(
 
     counts = (await client.get("/v1/runs:counts")).json()
     assert counts == {
-        "scheduled": 1, "queued": 0, "running": 0, "succeeded": 0, "failed": 1, "canceled": 0,
+        "waiting": 0, "scheduled": 1, "queued": 0, "running": 0,
+        "succeeded": 0, "failed": 1, "canceled": 0,
     }  # fmt: skip
     assert (await client.get("/v1/runs:counts", params={"name": "email"})).json()["failed"] == 0
 

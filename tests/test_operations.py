@@ -42,6 +42,7 @@ IMPLEMENTATIONS: list[type[Any]] = [Jobs, JobsClient, HttpJobsClient]
 RESULTS: dict[str, str | None] = {
     "CreatedRun": "CreatedRun",
     "list[CreatedRun]": "CreatedRuns",
+    "CreatedFlow": "CreatedFlow",
     "JobRun | None": "JobRun",
     "Page[JobRun]": "RunPage",
     "dict[str, int]": "Counts",
@@ -220,6 +221,7 @@ async def ok(ctx: JobContext) -> None:
 SAMPLES: dict[str, tuple[dict[str, str], Any]] = {
     "create": ({}, {"name": "email", "delay": 3600}),  # still scheduled when canceled
     "create_many": ({}, {"runs": [{"name": "email"}]}),
+    "create_flow": ({}, {"parent": {"name": "email"}, "children": [{"name": "email"}]}),
     "get": ({"run_id": "$run"}, None),
     "attempts": ({"run_id": "$run"}, None),
     "logs": ({"run_id": "$run"}, None),

@@ -462,3 +462,37 @@ def test_a_limited_job_runs_one_at_a_time(api: Api) -> None:
     assert [(r["status"], r["attempt"]) for r in runs] == [("succeeded", 1)] * 3
     for before, after in itertools.pairwise(runs):
         assert parse(after["started_at"]) >= parse(before["finished_at"])
+
+
+def test_a_flow_parent_runs_once_its_children_have_finished(api: Api) -> None:
+    children = [{"name": "slow", "payload": {"seconds": 1}}, {"name": "fatal"}, {"name": "flaky"}]
+    expect = ["succeeded", "failed", "succeeded"]  # else the parent's handler fails
+    status, flow = request(
+        f"{api.url}/v1/flows", "POST",
+        {"parent": {"name": "parent", "payload": {"expect": expect}}, "children": children},
+    )  # fmt: skip
+    assert status == 202, flow
+    assert api.get(flow["parent_id"])["status"] == "waiting"
+    # Waiting, the parent has no attempt in its history.
+    assert request(f"{api.url}/v1/runs/{flow['parent_id']}/attempts") == (200, {"items": []})
+    finished = [api.wait(child_id) for child_id in flow["children"]]
+    assert [run["status"] for run in finished] == expect
+    parent = api.wait(flow["parent_id"])
+    assert (parent["status"], parent["attempt"]) == ("succeeded", 1), parent
+    assert parent["result"] == [None, None, {"attempts": 1}]  # what each child returned
+    assert parse(parent["started_at"]) >= max(parse(run["finished_at"]) for run in finished)
+    status, page = request(f"{api.url}/v1/runs?parent_id={flow['parent_id']}")
+    assert status == 200 and [r["id"] for r in page["items"]] == flow["children"][::-1]
+
+    status, other = request(
+        f"{api.url}/v1/flows", "POST",
+        {"parent": {"name": "echo"}, "children": [{"name": "slow", "payload": {"seconds": 120}}]},
+    )  # fmt: skip
+    assert status == 202, other
+    api.wait(other["children"][0], ("running",), timeout=30)
+    status, canceled = request(f"{api.url}/v1/runs/{other['parent_id']}/cancel", "POST")
+    assert status == 200 and canceled["status"] == "canceled", canceled
+    assert api.get(other["children"][0])["status"] == "canceled"
+    time.sleep(LEASE_SECONDS + 2)  # the child's handler is stopped; the parent never runs
+    parent = api.get(other["parent_id"])
+    assert (parent["status"], parent["attempt"]) == ("canceled", 0), parent

@@ -33,6 +33,8 @@ from .messages import (
 from .state import ActorState, Phase
 from .storage import ActorStorage
 
+__version__ = "0.1.0"
+
 __all__ = [
     "AcquireReply",
     "ActorState",

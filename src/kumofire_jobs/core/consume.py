@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .flows import FlowService
 from .history import attempt_record, describe_error, encode_result, error_detail, with_attempt
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
@@ -77,6 +78,7 @@ class Attempt:
     started_ms: int  # the row's `started_at`, this attempt's
     attempts: str | None  # the row's `attempts` before this one (JSON text)
     journal: Journal  # the handler's log lines and progress
+    children: Sequence[JobRun] = ()  # a flow's parent: its children, read at the start
 
     def duration_ms(self, clock: Clock) -> int:
         return round((clock.now() - self.started) * 1000)
@@ -104,9 +106,11 @@ class Consumer:
         policies: JobPolicies,
         lease_seconds: float,
         clock: Clock,
+        flows: FlowService,
         limits: Limits | None = None,
     ) -> None:
         self._store = store
+        self._flows = flows
         self._history = HistoryStore(store.db)
         self._coordinators = coordinators
         self._handlers = handlers
@@ -160,6 +164,10 @@ class Consumer:
             if started is not None and started["lease_token"] == token:
                 return await self._execute(started, token)
         if row is None or RunStatus(row["status"]) in TERMINAL:
+            if row is not None and row["parent_id"] is not None:
+                # A finished flow child delivered again: the last try may have crashed
+                # before its parent's release, or before the released parent was armed.
+                await self._flows.settle(row["parent_id"], recovering=True)
             await self._release(run_id, token)  # closes the actor: nothing left to deliver
             return ConsumeOutcome.IGNORED
         if row["scheduled_for"] > now:
@@ -169,6 +177,8 @@ class Consumer:
         if row["status"] == RunStatus.RUNNING and row["attempt"] >= row["max_attempts"]:
             error = f"attempt {row['attempt']} was cut off: its lease expired before it finished"
             failed = await self._store.fail_cut_off(run_id, token, now, error)
+            if failed is not None and failed.parent_id is not None:
+                await self._flows.settle(failed.parent_id)
             await self._release(run_id, token)
             if failed is not None:
                 log.warning(
@@ -194,6 +204,8 @@ class Consumer:
             started_ms=row["started_at"] or now_ms(self._clock),
             attempts=row["attempts"],
             journal=journal,
+            # Only a flow's parent reads its children: `child_count` is in the started row.
+            children=await self._flows.children(run.id) if row["child_count"] else (),
         )
         attempt.log.info("run.started")
         handler = self._handlers.get(run.name)
@@ -212,7 +224,7 @@ class Consumer:
         journal = attempt.journal
         ctx = JobContext(
             job=run, heartbeat=keeper.renew, log=RunLogger(attempt.log, journal),
-            progress=journal.set_progress,
+            progress=journal.set_progress, children=attempt.children,
         )  # fmt: skip
         runner = asyncio.current_task()
         assert runner is not None
@@ -309,6 +321,11 @@ class Consumer:
             written = await self._store.finish(run.id, token, status, now, error, history)
         if not written and not await self._landed(attempt, status):
             return await self._superseded(attempt)
+        if run.parent_id is not None and status is not RunStatus.SCHEDULED:
+            # A flow's child finished: release its parent if it was the last. Before the
+            # lease goes, so after a crash here the child's coordinator delivers it again
+            # and the delivery (or `_not_started`) settles the parent then.
+            await self._flows.settle(run.parent_id)
         await self._release(run.id, token, rearm_ms=rearm_ms)
         if status is RunStatus.SUCCEEDED:
             attempt.log.info(

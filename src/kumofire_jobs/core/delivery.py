@@ -2,7 +2,9 @@
 
 On the actor's alarm: mark the run `queued` (guarded) and send the one message the queue
 carries. A run that is finished, canceled or gone closes the actor; one that is not due
-(a retry's later `scheduled_for`) re-arms it for then.
+(a retry's later `scheduled_for`) re-arms it for then. A finished flow child found here
+(its consumer died after its finish, before its lease was released) settles its parent
+first: that consumer may have died before the parent's release, or before its arm.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def run_message(run_id: str) -> dict[str, object]:
 # Called after a schedule's occurrence is delivered: (schedule_id, run_id, nominal ms or
 # None: the schedule's record of it).
 OccurrenceDelivered = Callable[[str, str, int | None], Awaitable[object]]
+# Called for a finished flow child whose coordinator delivers it again: (parent_id).
+ChildFinished = Callable[[str], Awaitable[object]]
 
 
 class QueueDeliveryHook:
@@ -43,11 +47,13 @@ class QueueDeliveryHook:
         queue: Queue,
         clock: Clock,
         on_occurrence: OccurrenceDelivered | None = None,
+        on_child_finished: ChildFinished | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
         self._on_occurrence = on_occurrence
+        self._on_child_finished = on_child_finished
 
     async def deliver(self, key: str, delivery: int) -> Delivery:
         now = now_ms(self._clock)
@@ -69,6 +75,10 @@ class QueueDeliveryHook:
                 return Delivery(DeliveryAction.CLOSE)
             status = RunStatus(current["status"])
             if status in TERMINAL:
+                parent_id = current["parent_id"]
+                if parent_id is not None and self._on_child_finished is not None:
+                    # Raises on failure: the alarm is retried, and this with it.
+                    await self._on_child_finished(parent_id)
                 if sending is not None and status in _RAN:
                     # Its consumer was faster than our D1 write: it was delivered all the same.
                     await self._occurrence_delivered(current, key)

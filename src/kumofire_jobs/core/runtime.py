@@ -12,6 +12,7 @@ jobs = runtime.bind(Resources(db=env.JOBS_DB, queue=env.JOBS_QUEUE,
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
+from .flow_store import FlowStore
+from .flows import FlowService
 from .ids import IdFactory
 from .job_control import JobService
 from .jobs import Jobs, SchemaGate
@@ -144,6 +147,10 @@ class Runtime:
             handlers=handlers,
             job_defaults=self.policies.defaults,
         )
+        flows = FlowService(
+            store=store, flows=FlowStore(resources.db), coordinators=coordinators,
+            clock=self.clock,
+        )  # fmt: skip
         runs = RunService(
             store=store,
             coordinators=coordinators,
@@ -152,6 +159,7 @@ class Runtime:
             handlers=handlers,
             policies=self.policies,
             schedules=schedules,
+            flows=flows,
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
         )
@@ -162,6 +170,7 @@ class Runtime:
             policies=self.policies,
             lease_seconds=self.lease_seconds,
             clock=self.clock,
+            flows=flows,
             limits=Limits(
                 resources.coordinator,
                 self.job_limits(),
@@ -239,8 +248,9 @@ class Runtime:
         bound = self._bind(resources)
         if bound.delivery_hook is None:
             bound.delivery_hook = QueueDeliveryHook(
-                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered
-            )
+                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered,
+                functools.partial(bound.jobs.runs.flows.settle, recovering=True),
+            )  # fmt: skip
         return bound.delivery_hook
 
     def job_limits(self) -> dict[str, LimitsMessage]:

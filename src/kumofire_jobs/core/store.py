@@ -29,6 +29,7 @@ from .states import (
     ALL_STATUSES,
     RETRYABLE_BY_HAND,
     TERMINAL,
+    UNFINISHED,
     AttemptOutcome,
     RunStatus,
     sql_list,
@@ -46,12 +47,13 @@ PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND p
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
     "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
-    "concurrency_key, timeout, progress, result"
+    "concurrency_key, timeout, progress, result, parent_id, child_count"
 )
 # What an attempt's consumer reads of its row besides: the history it adds to (`history.py`).
 STARTED_COLUMNS = f"{COLUMNS}, attempts, logs"
 _ACTIVE = sql_list(ACTIVE)
 _TERMINAL = sql_list(TERMINAL)
+_UNFINISHED = sql_list(UNFINISHED)
 _RETRYABLE = sql_list(RETRYABLE_BY_HAND)
 
 _INSERT = (
@@ -111,13 +113,20 @@ _FAIL_CUT_OFF = (
 )
 # One cancel, two guards: by hand (?3 = 1) an unfinished run whatever it is doing; a
 # schedule's change (?3 = 0) only an occurrence still waiting, so one already delivered (the
-# schedule's change came after its alarm) runs to its end.
+# schedule's change came after its alarm) runs to its end. By hand, an unfinished flow parent
+# takes its unfinished children with it in the same statement, so no crash can part them:
+# the WHERE has a subquery, so SQLite collects the rows to change before changing any, and
+# the subquery sees the parent as it was (a run outside a flow finds no child: an empty
+# probe of the partial parent index).
 _CANCEL = (
     f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1, "
-    # A running attempt ends here, whatever its handler does next.
+    # A running attempt ends here, whatever its handler does next (a waiting parent has
+    # none: its history stays empty).
     "attempts = CASE WHEN status = 'running' THEN "
     f"{append_attempt_sql(AttemptOutcome.CANCELED, '?1')} ELSE attempts END "
-    f"WHERE id = ?2 AND status IN ({_ACTIVE}) AND (?3 = 1 OR status = 'scheduled') "
+    f"WHERE (id = ?2 AND status IN ({_UNFINISHED}) AND (?3 = 1 OR status = 'scheduled')) "
+    f"OR (?3 = 1 AND parent_id = ?2 AND status IN ({_ACTIVE}) AND EXISTS (SELECT 1 FROM "
+    f"{TABLE} AS parent WHERE parent.id = ?2 AND parent.finished_at IS NULL)) "
     f"RETURNING {COLUMNS}"
 )
 # A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
@@ -182,21 +191,10 @@ class RunStore:
 
     def _insert(self, run: NewRun) -> D1PreparedStatement:
         return self.db.prepare(_INSERT).bind(
-            run.id,
-            run.name,
-            run.payload,
-            run.max_attempts,
-            run.scheduled_for,
-            run.created_at,
-            run.created_at,
-            run.dedupe_key,
-            run.schedule_id,
-            run.occurrence_key,
-            run.priority,
-            run.concurrency_key,
-            run.dedupe_expires_at,
-            run.timeout,
-        )
+            run.id, run.name, run.payload, run.max_attempts, run.scheduled_for, run.created_at,
+            run.created_at, run.dedupe_key, run.schedule_id, run.occurrence_key, run.priority,
+            run.concurrency_key, run.dedupe_expires_at, run.timeout,
+        )  # fmt: skip
 
     async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
         """Insert runs in one transaction; False where a unique key already existed."""
@@ -251,15 +249,13 @@ class RunStore:
         return None if row is None else row_to_run(row)
 
     async def page(
-        self,
-        *,
-        status: RunStatus | None,
-        name: str | None,
-        schedule_id: str | None,
-        limit: int,
-        cursor: str | None,
-    ) -> Page[JobRun]:
-        filters = {"status": status and status.value, "name": name, "schedule_id": schedule_id}
+        self, *, status: RunStatus | None, name: str | None, schedule_id: str | None,
+        parent_id: str | None, limit: int, cursor: str | None,
+    ) -> Page[JobRun]:  # fmt: skip
+        filters = {
+            "status": status and status.value, "name": name, "schedule_id": schedule_id,
+            "parent_id": parent_id,
+        }  # fmt: skip
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
         items = [row_to_run(cast(RunRow, row)) for row in rows]
         return Page(items=items, next_cursor=next_cursor)
@@ -333,10 +329,11 @@ class RunStore:
         (`scheduled`); returns the row it canceled."""
         return self.db.prepare(_CANCEL).bind(now, run_id, int(started))
 
-    async def cancel(self, run_id: str, now: int) -> JobRun | None:
-        """An unfinished run -> canceled, whatever it is doing."""
-        row = await self.cancel_statement(run_id, now, started=True).first()
-        return None if row is None else row_to_run(row)
+    async def cancel(self, run_id: str, now: int) -> list[JobRun]:
+        """An unfinished run -> canceled, whatever it is doing, and a flow parent's unfinished
+        children with it: the runs canceled (none if the run was not unfinished)."""
+        rows = (await self.cancel_statement(run_id, now, started=True).all()).results
+        return [row_to_run(cast(RunRow, row)) for row in rows]
 
     async def retry(self, run_id: str, now: int) -> JobRun | None:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()

@@ -189,8 +189,7 @@ def create_app(
         return int(value)
 
     def query_str(request: Request, name: str) -> str | None:
-        value = request.query_params.get(name)
-        return value if value else None
+        return request.query_params.get(name) or None
 
     # --- routes -----------------------------------------------------------------------------
 
@@ -263,6 +262,7 @@ def create_app(
             status=query_str(request, "status"),
             name=query_str(request, "name"),
             schedule_id=query_str(request, "schedule_id"),
+            parent_id=query_str(request, "parent_id"),
             limit=query_limit(request),
             cursor=query_str(request, "cursor"),
         )
