@@ -197,6 +197,24 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     expect(attempts.locator("tbody tr")).to_have_count(3)
     shot(page, "run-failed")
 
+    # A flow: the parent's page lists its children, a child's page links its parent.
+    flow = server.http.post(
+        "/v1/flows",
+        json={"parent": {"name": "hello"}, "children": [{"name": "hello"}, {"name": "flaky"}]},
+    )
+    assert flow.status_code == 202, flow.text
+    parent, children = flow.json()["parent_id"], flow.json()["children"]
+    server.wait_for(lambda: status(server, parent) == "succeeded", timeout=30)
+    page.goto(f"{server.url}/ui/#/runs/{parent}")
+    kids = page.locator("section.card", has=page.locator("h2", has_text="Children"))
+    for child in children:
+        expect(kids.locator(f'tr[data-href="#/runs/{child}"]')).to_have_count(1)
+    shot(page, "run-parent")
+    kids.locator(f'a[href="#/runs/{children[0]}"]').click()
+    expect(page.locator("h1.run-id")).to_have_text(children[0])
+    expect(page.locator(f'dl.fields a[href="#/runs/{parent}"]')).to_have_count(1)
+    shot(page, "run-child")
+
     # Cancel the scheduled run through its page.
     page.goto(f"{server.url}/ui/#/runs/{later}")
     expect(page.locator(".page-head .badge")).to_have_text("scheduled")
