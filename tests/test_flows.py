@@ -585,3 +585,24 @@ async def test_the_testing_kit_runs_a_flow_to_its_end() -> None:
         )
         await harness.run_until_idle()
         assert len(parent.calls) == 1 and (await harness.run(flow.parent_id)).status == "succeeded"
+
+
+async def test_retention_keeps_a_waiting_parents_finished_children(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    parent = Parent()
+
+    async def child(ctx: JobContext) -> None:
+        return None
+
+    env = await make_env({"parent": parent, "child": child}, retention_seconds=3600)
+    early = CreateRequest(name="child", payload="early")
+    late = CreateRequest(name="child", payload="late", delay=7200)
+    flow = await env.jobs.create_flow(CreateRequest(name="parent"), [early, late])
+    await clock.advance(3720)  # past the early child's retention age: the parent still waits
+    assert await status(env, flow.children[0]) == "succeeded"
+    await clock.advance(3600)  # the late child finishes; the parent runs
+    assert [run.payload for run in parent.calls[0][1]] == ["early", "late"]
+    await clock.advance(3720)  # the parent finished: the whole flow ages out
+    assert await env.jobs.get(flow.children[0]) is None
+    assert await env.jobs.get(flow.parent_id) is None

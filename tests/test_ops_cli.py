@@ -24,7 +24,7 @@ import pytest
 from kumofire_jobs import UnknownJobError
 from kumofire_jobs.cli import main
 from kumofire_jobs.http import HttpJobsClient, HttpJobsError
-from tests.test_dev_server import ROOT, DevServer
+from tests.support.dev_server import ROOT, DevServer
 
 pytestmark = pytest.mark.slow
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import time
+import urllib.request
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ import pytest
 from kumofire_jobs.core.ids import IdFactory
 from tests.support.lateness import record
 
-from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request
+from .harness import JS_WORKER, PY_WORKER, REPO, SERVICE, Stack, request
 from .workers.suite_handlers import LEASE_SECONDS
 
 pytestmark = [pytest.mark.workerd, pytest.mark.timeout(420)]
@@ -96,6 +97,24 @@ def test_a_run_succeeds(api: Api) -> None:
     )  # fmt: skip
     assert parse(run["started_at"]) >= parse(run["scheduled_for"])
     record("run due now", lateness_ms(run))
+
+
+def test_the_dashboard_is_served_from_the_package(api: Api) -> None:
+    """The page's files reach Python on the Worker (`.html` by wrangler's default rules, `.js`
+    and `.css` by the `[[rules]]` of wrangler.toml) and are read with importlib.resources;
+    they need no token, the API they call does."""
+    ui = REPO / "src" / "kumofire_jobs" / "web" / "ui"
+    names = sorted(p.name for p in ui.iterdir() if p.is_file())
+    assert {"index.html", "app.js", "app.css"} <= set(names)
+    for name in names:
+        path = "" if name == "index.html" else name
+        with urllib.request.urlopen(f"{api.url}/ui/{path}", timeout=60) as response:
+            assert response.status == 200, name
+            assert response.headers["content-type"].split(";")[0] in (
+                "text/html", "text/javascript", "text/css"
+            ), name  # fmt: skip
+            assert response.read() == (ui / name).read_bytes(), name
+    assert request(f"{api.url}/v1/runs", token=None)[0] == 401
 
 
 def test_metrics_on_the_real_runtime(api: Api) -> None:

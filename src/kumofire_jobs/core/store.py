@@ -180,11 +180,18 @@ _UNFINISHED_AFTER = (
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND (scheduled_for, id) > (?1, ?2) "
     "ORDER BY scheduled_for, id LIMIT ?3"
 )
+# A finished child of a parent still waiting is kept: the parent's `ctx.children` shows it.
+# For a run outside a flow (`parent_id` NULL) the test reads nothing.
+NOT_A_WAITING_PARENTS_CHILD = (
+    f"({TABLE}.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {TABLE} AS p "
+    f"WHERE p.id = {TABLE}.parent_id AND p.status = 'waiting'))"
+)
 _PRUNE = (
     # Run ids start with their creation time, and a run finishes after it is created: the
     # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-    f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
+    f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 "
+    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
 )
 
 
