@@ -33,7 +33,7 @@ from .run_rows import RunRow, StartedRow, row_to_run
 from .states import TERMINAL, AttemptOutcome, ConsumeOutcome, RunStatus
 from .store import RunStore
 
-__all__ = ["Attempt", "Consumer", "describe_error", "parse_message"]
+__all__ = ["Consumer", "describe_error"]
 
 log = get_logger()
 
