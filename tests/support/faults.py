@@ -21,6 +21,7 @@ def rewire(
         db=env.JOBS_DB,
         queue=queue or env.JOBS_QUEUE,
         coordinator=coordinator or env.JOB_COORDINATOR,
+        wait_for_arms=env.resources.wait_for_arms,
     )
     env.jobs = env.runtime.bind(env.resources)
 

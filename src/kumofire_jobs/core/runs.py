@@ -8,7 +8,6 @@ schedule's pending occurrence moves the schedule on) and the reconciliation sett
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 
 from . import validation
@@ -102,11 +101,8 @@ class RunService:
                 raise ConflictError("a dedupe_key kept changing hands: try again")
         finally:
             # Whatever was inserted is armed, even if a later statement failed.
-            await asyncio.gather(
-                *(
-                    self._coordinators.arm_created(run.id, run.scheduled_for, job=run.name)
-                    for run in to_arm
-                )
+            await self._coordinators.arm_all_created(
+                [(run.id, run.scheduled_for, run.name) for run in to_arm]
             )
         return [c for c in created if c is not None]
 
