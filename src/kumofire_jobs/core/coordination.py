@@ -72,12 +72,16 @@ class Coordinators:
         except Exception as exc:
             log.error("run.arm_failed", run_id=run_id, error=str(exc))
 
-    async def arm_all_created(self, runs: Sequence[tuple[str, int, str]]) -> None:
+    async def arm_all_created(
+        self, runs: Sequence[tuple[str, int, str]], *, concurrent: bool = False
+    ) -> None:
         """Arm runs `create` just inserted: (run id, due time, job name). The calls are sent
         at once, in order, so a later call to the same coordinator (a cancel, a promote)
         lands after its arm. Their answers are awaited only if this runtime waits for arms
-        (`Resources.wait_for_arms`); either way a failed arm is logged, and reconciliation
-        arms the run later: the run is durable in D1 before its arm is sent."""
+        (`Resources.wait_for_arms`) or other creates are `concurrent` with this one (they
+        share the commit anyway, and waiting keeps creates from running ahead of the
+        coordinators that deliver their runs); either way a failed arm is logged, and
+        reconciliation arms the run later: the run is durable in D1 before its arm is sent."""
         sent: list[tuple[str, Awaitable[Any]]] = []
         for run_id, due_ms, job in runs:
             log.info("run.created", run_id=run_id, job=job, attempt=0, scheduled_for_ms=due_ms)
@@ -85,7 +89,7 @@ class Coordinators:
                 sent.append((run_id, self._stub(run_id).arm(run_id, due_ms)))
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
-        if not self._wait_for_arms:
+        if not (self._wait_for_arms or concurrent):
             for run_id, answer in sent:
                 asyncio.ensure_future(answer).add_done_callback(_arm_answered(run_id))
             return
