@@ -15,9 +15,12 @@ binding's approximations instead, marked as such).
 Scenarios, each per run, the run's own work (a cron tick's fixed queries are reported apart,
 per month): one-shot (created due now), delayed (due in 60 s), retried twice (fails on
 attempts 1 and 2, succeeded on 3), and one occurrence of a recurring schedule in steady state
-(for ours: its delivery materializes the next one). Ours alone, next to the one-shot run: a
-run that keeps a history (logs 10 lines, reports progress 5 times, returns a small result),
-once within a second and once spread over 5 seconds. Runs are isolated: each queue batch
+(for ours: its delivery materializes the next one). Ours alone (the reference has neither),
+next to the one-shot run: a flow of 1 parent and 10 children, its cost per run averaged over
+its 11 runs; a run that keeps a history (logs 10 lines, reports progress 5 times, returns a
+small result), once within a second and once spread over 5 seconds; and a run of a limited
+job, each limited scenario in an environment of its own (`LIMITED`). Runs are isolated: each
+queue batch
 holds one message; the "batched" dollars divide per-invocation costs by 100 (consumer
 batches of 100, as this project's wrangler.toml configures).
 """
@@ -38,13 +41,15 @@ from typing import Any
 
 from bench import reference
 from bench.instrument import D1Statement, InstrumentedEnvironment, Recorder
-from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.d1 import LocalD1Database
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = ("one-shot", "delayed", "retried twice", "schedule occurrence")
+FLOW = "flow (1 parent + 10 children)"
+FLOW_CHILDREN = 10
 # Ours alone: what a run's history (logs, progress, result) adds to a one-shot run.
 HISTORY_SCENARIOS = (
     "logging 10 lines, progress 5 times, returning a small result",
@@ -174,6 +179,19 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         await env.jobs.disable_schedule(schedule.id)
         await clock.advance(0)
 
+        async def flows() -> list[str]:
+            ids = []
+            for _ in range(runs):
+                recorder.total.invocations["request"] += 1  # one API request per flow
+                children = [CreateRequest(name="noop") for _ in range(FLOW_CHILDREN)]
+                flow = await env.jobs.create_flow(CreateRequest(name="noop"), children)
+                await clock.advance(0)  # the children run, the last releases the parent
+                await clock.advance(0)  # the parent runs
+                ids += [flow.parent_id, *flow.children]
+            return ids
+
+        await measured(FLOW, flows)
+
         mark = recorder.mark()
         await env.tick()
         cron = {"counts": recorder.since(mark), "d1_offset": len(mark.d1)}
@@ -193,6 +211,60 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         await measured(HISTORY_SCENARIOS[1], lambda: with_history(True))
         await env.stop()
     return {"scenarios": scenarios, "cron": cron, "trace": recorder.total.d1}
+
+
+# --- limited runs (ours only) -------------------------------------------------------------------
+
+LIMITED = (
+    "unlimited beside a limited job",
+    "limited, a slot free",
+    "limited, waits for a slot",
+)
+
+
+async def _limited_scenario(name: str, runs: int) -> dict[str, Any]:
+    """One scenario of `LIMITED`, in an environment of its own (its own D1 trace)."""
+    recorder = Recorder()
+    clock = ManualClock()
+
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    options = {
+        "unlimited beside a limited job": {"other": JobOptions(concurrency=1)},
+        "limited, a slot free": {"noop": JobOptions(concurrency=10)},
+        "limited, waits for a slot": {"noop": JobOptions(concurrency=1)},
+    }[name]
+    runtime = create_runtime({"noop": noop, "other": noop}, clock=clock, job_options=options)
+    with tempfile.TemporaryDirectory(prefix="kumofire-cost-limited-") as tmp:
+        env = InstrumentedEnvironment(runtime, Path(tmp), recorder)
+        await env.start()
+        await env.jobs.create("noop")  # warm-up, not counted: the schema check
+        await clock.advance(1)
+        mark, outcomes = recorder.mark(), len(env.outcomes)
+        ids = []
+        for _ in range(runs):
+            recorder.total.invocations["request"] += 1
+            ids.append((await env.jobs.create("noop")).kumofire_job_run_id)
+            if name != "limited, waits for a slot":  # that one: all created at once
+                await clock.advance(0)
+        for _ in range(100):
+            await clock.advance(0.01)
+        counts = recorder.since(mark)
+        statuses = [str((await env.jobs.get(i)).status) for i in ids]  # type: ignore[union-attr]
+        await env.stop()
+    return {
+        "runs": runs,
+        "counts": counts,
+        "d1_offset": len(mark.d1),
+        "statuses": statuses,
+        "outcomes": Counter(env.outcomes[outcomes:]),
+        "trace": recorder.total.d1,
+    }
+
+
+async def measure_limited(runs: int) -> dict[str, Any]:
+    return {name: await _limited_scenario(name, runs) for name in LIMITED}
 
 
 # --- the reference model ------------------------------------------------------------------------
@@ -463,6 +535,23 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "statuses": dict(Counter(entry["statuses"])),
             "outcomes": dict(entry["outcomes"]),
         }
+    entry = ours["scenarios"][FLOW]
+    o = ours_per_run(entry, ours_metas)
+    result["flow"] = {
+        "name": FLOW,
+        "runs_per_flow": FLOW_CHILDREN + 1,
+        "per_run": o,
+        "usd_per_million": dollars(o),
+        "usd_per_million_batched": dollars(o, batched=True),
+        "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
+        "d1_by_statement": breakdown(entry["counts"].d1, ours_metas, entry["d1_offset"],
+                                     entry["runs"]),
+    }  # fmt: skip
+    result["checks"][FLOW] = {
+        "runs": entry["runs"],
+        "statuses": dict(Counter(entry["statuses"])),
+        "outcomes": dict(entry["outcomes"]),
+    }
     result["history"] = {}
     for name in ("one-shot", *HISTORY_SCENARIOS):
         entry = ours["scenarios"][name]
@@ -473,6 +562,21 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
                                          entry["runs"]),
             "statuses": dict(Counter(entry["statuses"])),
         }  # fmt: skip
+    limited = asyncio.run(measure_limited(runs))
+    result["limited"] = {}
+    for name, entry in limited.items():
+        metas = calibrate(entry["trace"]) if calibrate_d1 else None
+        o = ours_per_run(entry, metas)
+        result["limited"][name] = {
+            "per_run": o, "usd_per_million": dollars(o),
+            "usd_per_million_batched": dollars(o, batched=True),
+            "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
+        }  # fmt: skip
+        result["checks"][name] = {
+            "runs": entry["runs"],
+            "statuses": dict(Counter(entry["statuses"])),
+            "outcomes": dict(entry["outcomes"]),
+        }
     cron_counts = ours["cron"]["counts"]
     steps, offset = ref["cron"]
     tick_o = ours_per_run(
@@ -485,8 +589,9 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
             "per_tick": tick_o,
             "usd_per_month": dollars(tick_o)["total"] * month / 1e6,
             "d1_by_statement": breakdown(cron_counts.d1, ours_metas, ours["cron"]["d1_offset"], 1),
+            # The runs made before the tick (the history scenarios run after it).
             "runs_in_table": sum(
-                e["runs"] for name, e in ours["scenarios"].items() if name in SCENARIOS
+                e["runs"] for name, e in ours["scenarios"].items() if name in (*SCENARIOS, FLOW)
             )
             + 1,
         },
@@ -595,6 +700,34 @@ def markdown(cost: dict[str, Any]) -> str:
             f"- Ours, {name}, per run: coordinator RPC calls {rpc}; alarm runs "
             f"{_n(entry['ours']['per_run']['do_alarms'])}; storage operations {ops}."
         )
+    flow, one = cost["flow"], cost["scenarios"]["one-shot"]["ours"]
+    per_flow = flow["runs_per_flow"]
+    lines += [
+        "",
+        f"Ours, a {flow['name']}: per run (the flow's {per_flow} runs averaged), next to an "
+        "ordinary one-shot run, and for the whole flow:",
+        "",
+        "| | flow, per run | one-shot run | whole flow |",
+        "|---|---|---|---|",
+        *(
+            f"| {title} | {_n(flow['per_run'][key])} | {_n(one['per_run'][key])} | "
+            f"{_n(flow['per_run'][key] * per_flow)} |"
+            for title, key in ROWS
+        ),
+        f"| USD per million runs | **{flow['usd_per_million']['total']:.2f}** | "
+        f"**{one['usd_per_million']['total']:.2f}** | "
+        f"{flow['usd_per_million']['total'] * per_flow:.2f} per million flows |",
+        "",
+        f"Ours, the {flow['name']}: D1 rows by statement (per run), most written first:",
+        "",
+        "| statement | calls | rows read | rows written |",
+        "|---|---|---|---|",
+        *(
+            f"| `{r['statement']}` | {_n(r['calls'])} | {_n(r['rows_read'])} | "
+            f"{_n(r['rows_written'])} |"
+            for r in flow["d1_by_statement"]
+        ),
+    ]
     history = cost["history"]
     names = ("one-shot", *HISTORY_SCENARIOS)
     lines += ["", "Ours, what a run's history adds (API.md Part 2, \"Seeing what happened\"): a "
@@ -618,6 +751,7 @@ def markdown(cost: dict[str, Any]) -> str:
             f"| `{row['statement']}` | {_n(row['calls'])} | {_n(row['rows_read'])} | "
             f"{_n(row['rows_written'])} |"
         )
+    lines += _limited_markdown(cost)
     lines += ["", "Reference, one-shot run: D1 rows by statement (per run):", "",
               "| statement | calls | rows read | rows written | local meta: read / written |",
               "|---|---|---|---|---|"]  # fmt: skip
@@ -628,6 +762,37 @@ def markdown(cost: dict[str, Any]) -> str:
             f"{_n(row['rows_written_local'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _limited_markdown(cost: dict[str, Any]) -> list[str]:
+    """Ours, a limited job's run next to the unlimited one-shot run (isolated runs)."""
+    columns = [("unlimited one-shot", cost["scenarios"]["one-shot"]["ours"])]
+    columns += [(name, cost["limited"][name]) for name in LIMITED]
+    lines = [
+        "",
+        "Ours, a run of a limited job (`JobOptions(concurrency=...)`), next to the one-shot "
+        "run above: a job beside a limited one (`other` has `concurrency=1`); `concurrency=10`, "
+        "runs created one at a time (a slot is always free); `concurrency=1`, runs created at "
+        "once (every run but the first waits in the limiter's line and is handed the slot by "
+        "the consumer that frees it):",
+        "",
+        "| per run | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for title, key in ROWS:
+        cells = [_n(entry["per_run"][key]) for _, entry in columns]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    for title, field in (
+        ("USD per million runs", "usd_per_million"),
+        ("USD per million, consumer batches of 100", "usd_per_million_batched"),
+    ):
+        cells = [f"**{entry[field]['total']:.2f}**" for _, entry in columns]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name in LIMITED:
+        rpc = ", ".join(f"{m} {_n(n)}" for m, n in cost["limited"][name]["do_rpc"].items())
+        lines.append(f"- Ours, {name}, per run: Durable Object RPC calls {rpc}.")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,6 +192,10 @@ class Simulation:
         self.result = Result(model, workload.name, 0, executed=[0] * model.shards)
         self.ids = 0
         self.occurrences = 0
+        # Fan-outs still running when the last run finishes are let finish (none start after),
+        # so every statement counted as issued is also executed.
+        self.stopping = False
+        self.fanouts: list[simpy.Process] = []
 
     # -- one database call ----------------------------------------------------------------
 
@@ -312,12 +316,16 @@ class Simulation:
                 yield from self.call(shard, call.statements)
 
         self.result.fanout_statements += sum(c.statements for c in calls)
-        yield simpy.AllOf(self.env, [self.env.process(on(s)) for s in range(self.model.shards)])
+        shards = [self.env.process(on(s)) for s in range(self.model.shards)]
+        self.fanouts = [p for p in self.fanouts if p.is_alive] + shards
+        yield simpy.AllOf(self.env, shards)
         return float(self.env.now - started)
 
     def ticks(self) -> Generator[Any, Any, None]:
         while True:
             yield self.env.timeout(self.model.tick_s * 1000)
+            if self.stopping:
+                return
             yield from self.fan_out(self.trace.tick)
 
     def reads(self) -> Generator[Any, Any, None]:
@@ -326,6 +334,8 @@ class Simulation:
         calls = read_calls(self.trace)
         while True:
             yield self.env.timeout(self.rng.expovariate(self.model.reads_per_s / 1000))
+            if self.stopping:
+                return
             took = yield from self.fan_out(calls)
             self.result.read_latencies_ms.append(took)
 
@@ -355,6 +365,7 @@ class Simulation:
         t0, t1 = 0.25 * self.env.now, 0.75 * self.env.now
         self.result.window = (sum(1 for t in finished if t0 <= t < t1), t1 - t0)
         self.result.elapsed_ms = self.env.now
+        self.finish_fanouts()
         return self.result
 
     def offer(self, runs: int, rate_per_s: float) -> Result:
@@ -372,7 +383,12 @@ class Simulation:
         self.env.run(until=self.env.process(arrivals()))
         self.env.run(until=simpy.AllOf(self.env, processes))
         self.result.elapsed_ms = self.env.now
+        self.finish_fanouts()
         return self.result
+
+    def finish_fanouts(self) -> None:
+        self.stopping = True
+        self.env.run(until=simpy.AllOf(self.env, [p for p in self.fanouts if p.is_alive]))
 
 
 @dataclass

@@ -7,112 +7,22 @@ they depend on is the short lease of `tests/support/dev_app.py`, not a sleep.
 from __future__ import annotations
 
 import contextlib
-import os
-import queue
-import re
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from kumofire_jobs.core.ids import IdFactory
 from kumofire_jobs.core.migrations import SCHEMA_VERSION
+from tests.support.dev_server import ROOT, DevServer
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on (http://\S+)")
-
-
-class DevServer:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "kumofire_jobs.cli", "dev", "--port", "0",
-                "--data-dir", str(data_dir), *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        self.url = self._wait_for_url()
-        self.output = ""
-        self.http = httpx.Client(base_url=self.url, timeout=5)
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _drain(self, timeout: float | None) -> str | None:
-        line = self._lines.get(timeout=timeout)
-        if line is not None:
-            self.output += line
-        return line
-
-    def wait_for_line(self, text: str, timeout: float = 30.0) -> str:
-        """The next line printed that contains `text` (read as the process prints it)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._drain(max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"{text!r} not printed in {timeout} s") from None
-            if line is None:
-                raise AssertionError(f"the process exited without printing {text!r}")
-            if text in line:
-                return line
-
-    def _wait_for_url(self) -> str:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            match = LISTENING.search(line)
-            if match:
-                return match.group(1)
-        raise AssertionError(f"the dev server exited ({self.process.wait()}) before listening")
-
-    def wait_for(self, predicate: Any, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; last value {value!r}")
-            time.sleep(0.05)
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = self.http.get("/v1/runs:counts").json()
-        return counts
-
-    def stop(self, sig: int | None = signal.SIGTERM) -> int:
-        """Stop it (None: wait for it to exit); what it printed after it started listening is
-        then in `output`."""
-        self.http.close()
-        if sig is not None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=20)
-        finally:
-            self._reader.join(timeout=10)
-            while not self._lines.empty():
-                self._drain(None)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
 
 
 @pytest.fixture
@@ -189,7 +99,8 @@ def test_sigkill_with_runs_pending_and_in_flight_loses_nothing(
     servers.append(second)
     second.wait_for(lambda: second.counts()["succeeded"] == 10, timeout=40)
     assert second.counts() == {
-        "scheduled": 0, "queued": 0, "running": 0, "succeeded": 10, "failed": 0, "canceled": 0,
+        "waiting": 0, "scheduled": 0, "queued": 0, "running": 0,
+        "succeeded": 10, "failed": 0, "canceled": 0,
     }  # fmt: skip
     for created in in_flight:
         run = second.http.get(f"/v1/runs/{created['kumofire_job_run_id']}").json()

@@ -23,12 +23,12 @@ from kumofire_jobs import (
 )
 from kumofire_jobs.core import history, validation
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.core.consume import Consumer
 from kumofire_jobs.core.history_store import HistoryStore
 from kumofire_jobs.local.d1 import MAX_VALUE_BYTES
 from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory
 from tests.support.faults import FailingNamespace, rewire
+from tests.support.spies import consume_outcomes
 
 
 async def attempts_of(env: LocalEnvironment, run_id: str) -> list[RunAttempt]:
@@ -115,15 +115,7 @@ async def test_retried_attempts_then_failure(make_env: EnvFactory, clock: Manual
 async def test_a_timed_out_attempt_is_recorded_as_timed_out(
     make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outcomes: list[ConsumeOutcome] = []
-    consume = Consumer.consume
-
-    async def spy(self: Consumer, message: Any) -> Any:
-        result = await consume(self, message)
-        outcomes.append(result.outcome)
-        return result
-
-    monkeypatch.setattr(Consumer, "consume", spy)
+    outcomes = consume_outcomes(monkeypatch)
 
     async def slow(ctx: JobContext) -> None:
         ctx.log.info("working")

@@ -112,6 +112,27 @@ async def test_runs_round_trip(
     assert await client.counts(name="broken") == await local.counts(name="broken")
 
 
+async def test_flows_round_trip(
+    client: HttpJobsClient, env: LocalEnvironment, clock: ManualClock
+) -> None:
+    flow = await client.create_flow(
+        CreateRequest(name="email", payload="parent"),
+        [CreateRequest(name="email", payload=i) for i in range(3)],
+    )
+    parent = await client.get(flow.parent_id)
+    assert parent is not None and parent.status is RunStatus.WAITING
+    assert await client.attempts(flow.parent_id) == []  # waiting: no attempt yet
+    page = await client.list(parent_id=flow.parent_id)
+    assert page == await env.jobs.list(parent_id=flow.parent_id)
+    assert [run.id for run in page.items] == flow.children[::-1]
+    assert all(run.parent_id == flow.parent_id for run in page.items)
+    await clock.advance(0)  # the children run, then the released parent
+    await clock.advance(0)
+    done = await client.get(flow.parent_id)
+    assert done is not None and done.status is RunStatus.SUCCEEDED
+    assert (await client.counts())["waiting"] == 0
+
+
 async def test_control_round_trip(
     client: HttpJobsClient, env: LocalEnvironment, clock: ManualClock
 ) -> None:

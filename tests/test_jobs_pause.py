@@ -76,7 +76,9 @@ async def test_a_paused_job_starts_nothing_until_resumed_then_by_priority(
     await clock.advance(0)
     handler = env.runtime.handlers["a"]
     assert isinstance(handler, Order)
-    assert handler.seen == ["high", "mid", "low"]
+    # `a` has concurrency 2: high and mid get the two slots at once (which handler is
+    # called first is up to their two consumers), low waits for one of them.
+    assert set(handler.seen[:2]) == {"high", "mid"} and handler.seen[2:] == ["low"]
 
 
 async def test_a_running_run_goes_on_when_its_job_is_paused(

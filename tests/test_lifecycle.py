@@ -346,7 +346,8 @@ async def test_counts_include_every_status(make_env: EnvFactory, clock: ManualCl
     await env.jobs.create("b", max_attempts=1)
     await clock.advance(0)
     assert await env.jobs.counts() == {
-        "scheduled": 1, "queued": 0, "running": 0, "succeeded": 1, "failed": 1, "canceled": 0,
+        "waiting": 0, "scheduled": 1, "queued": 0, "running": 0,
+        "succeeded": 1, "failed": 1, "canceled": 0,
     }  # fmt: skip
     assert (await env.jobs.counts(name="b"))["failed"] == 1
     assert sum((await env.jobs.counts(name="nope")).values()) == 0

@@ -8,12 +8,13 @@ import asyncio
 import pytest
 
 from kumofire_jobs import JobContext, JobOptions, RateLimit
+from kumofire_jobs.core import handoff, job_control
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.run_rows import StartedRow
 from kumofire_jobs.core.store import RunStore
 from tests.support.envs import EnvFactory, noop
-from tests.support.faults import FailingNamespace, rewire
+from tests.support.faults import DroppingQueue, FailingNamespace, rewire
 
 
 class Gauge:
@@ -285,3 +286,209 @@ async def test_a_key_with_one_waiting_run_waits_one_turn_behind_a_crowded_key(
     await settle(clock, 2.0)
     assert len(order) == 21
     assert order[:3] == ["crowded", "lone", "crowded"]  # one turn of the crowded key at most
+
+
+async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_message(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    queue = DroppingQueue(env.JOBS_QUEUE, drops=0)  # counts the sends
+    rewire(env, queue=queue)
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(6)]
+    await settle(clock, 0.5)
+    # The first run got the slot at its delivery; the others joined the limiter's line at
+    # theirs (their coordinators parked) and sent nothing.
+    assert queue.sent == 1 and gauge.running == 1
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [ids[0]], "offered": [], "waiting": 5}
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    # Each freed slot went to the next run in line, run by the consumer that freed it.
+    assert gauge.done == ids and gauge.peak == 1
+    assert queue.sent == 1
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handoff, "MAX_HANDOFFS", 2)
+    env = await make_env({"report": noop}, job_options={"report": JobOptions(concurrency=1)})
+    queue = DroppingQueue(env.JOBS_QUEUE, drops=0)
+    rewire(env, queue=queue)
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(7)]
+    await settle(clock, 1.0)
+    # Chains of three runs (one delivered, two handed over), each next one woken.
+    assert queue.sent == 3
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_consumer_that_fails_after_taking_a_handed_over_run_loses_nothing(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env(
+        {"report": gauge}, lease_seconds=30, job_options={"report": JobOptions(concurrency=1)}
+    )
+    partition = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=partition)
+    first, second = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
+    await settle(clock, 0.5)
+    # The claim of the handed-over run fails: it was leased, and its slot reserved.
+    partition.methods.add("limit_acquire")
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert gauge.done == [first]
+    partition.methods.clear()
+    await clock.advance(30.0)  # its lease expires: its coordinator delivers it again
+    await settle(clock, 0.5)
+    assert gauge.done == [first, second] and gauge.peak == 1
+    run = await env.jobs.get(second)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_handed_over_run_canceled_meanwhile_passes_its_slot_on_at_once(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    partition = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=partition)
+    first, canceled, last = [
+        (await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)
+    ]
+    await settle(clock, 0.5)
+    partition.methods.add("limit_forget")  # the cancel cannot reach the limiter
+    await env.jobs.cancel(canceled)
+    partition.methods.clear()
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    # The consumer was handed the canceled run, found its coordinator closed and took it
+    # out of the line: the slot went to `last` then, not after an unclaimed offer expired.
+    assert gauge.done == [first, last]
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
+    run = await env.jobs.get(canceled)
+    assert run is not None and run.status == "canceled"
+
+
+async def test_a_waiting_occurrence_of_a_limited_job_still_schedules_the_next_one(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    schedule = await env.jobs.create_schedule("report", every=1)
+    await settle(clock, 3.05)
+    # The first occurrence holds the slot; the later ones wait in line, and each one that
+    # joined the line materialized the next.
+    page = await env.jobs.list(schedule_id=schedule.id, limit=100)
+    assert gauge.running == 1 and len(page.items) >= 4
+    assert sum(1 for r in page.items if r.status == "queued") >= 2
+    await env.jobs.disable_schedule(schedule.id)
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    page = await env.jobs.list(schedule_id=schedule.id, limit=100)
+    assert {r.status for r in page.items} <= {"succeeded", "canceled"}
+
+
+async def test_reconciliation_asks_the_limiter_for_parked_runs_and_looks_past_them(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env(
+        {"report": gauge, "free": noop},
+        reconcile_grace_seconds=1.0,
+        job_options={"report": JobOptions(concurrency=1)},
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    holder = (await env.jobs.create("report")).kumofire_job_run_id
+    await settle(clock, 0.1)
+    for _ in range(12):  # parked in the limiter's line, overdue for reconciliation
+        await env.jobs.create("report")
+        await settle(clock, 0.02)
+    spy.methods.add("arm")  # a run whose coordinator was never armed: lost
+    lost = (await env.jobs.create("free")).kumofire_job_run_id
+    spy.methods.clear()
+    await settle(clock, 2.0)
+    spy.calls.clear()
+    result = await env.jobs.dispatch(limit=10)
+    # The first page held the running holder and nine parked runs: one limiter request
+    # answered for the parked ones, and the tick read on to find the lost run.
+    assert result.dispatched == 1 and spy.calls["status"] == 2
+    assert spy.calls["limit_waiting"] == 2  # one per page
+    await settle(clock, 0.1)
+    run = await env.jobs.get(lost)
+    assert run is not None and run.status == "succeeded"
+    assert gauge.running == 1
+    run = await env.jobs.get(holder)
+    assert run is not None and run.status == "running"
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert len(gauge.done) == 13
+
+
+async def test_pausing_a_limited_job_keeps_its_waiting_runs_in_line_and_resume_serves_all(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(job_control, "RESUME_LIMIT", 2)
+    order: list[object] = []
+    gate = asyncio.Event()
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.payload)
+        await gate.wait()
+
+    env = await make_env({"report": job}, job_options={"report": JobOptions(concurrency=1)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.create("report", "holder")
+    await settle(clock, 0.1)
+    for i in range(6):
+        await env.jobs.create("report", f"p{i}", priority=i)
+        await settle(clock, 0.02)
+    await env.jobs.pause_job("report")
+    spy.calls.clear()
+    gate.set()
+    await settle(clock, 1.0)
+    # The holder finished; nothing else started, and no waiting run was delivered to find
+    # the job paused: all six wait in line, their coordinators parked.
+    assert order == ["holder"] and spy.calls["lease"] == 0
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 6}
+    await env.jobs.resume_job("report")
+    await settle(clock, 1.0)
+    # More than RESUME_LIMIT, all in priority order, with no reconciliation needed.
+    assert order == ["holder", "p5", "p4", "p3", "p2", "p1", "p0"]
+
+
+async def test_a_resume_that_missed_the_limiter_is_told_again_by_reconciliation(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    done: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        done.append(ctx.job.id)
+
+    env = await make_env(
+        {"report": job}, reconcile_grace_seconds=1.0,
+        job_options={"report": JobOptions(concurrency=1)},
+    )  # fmt: skip
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.5)
+    spy.methods.add("limit_pause")  # the resume reaches D1, not the limiter
+    await env.jobs.resume_job("report")
+    spy.methods.clear()
+    await settle(clock, 2.0)
+    assert done == []  # the limiter still holds its line paused
+    await env.jobs.dispatch(limit=10)
+    await settle(clock, 0.5)
+    assert sorted(done) == sorted(ids)

@@ -10,11 +10,12 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from kumofire_jobs.core.bindings import D1Database
+from kumofire_jobs.core.history import attempts_from_json, log_lines_from_json
 from kumofire_jobs.core.migrations import (
     SCHEMA_VERSION,
     Migration,
@@ -28,6 +29,7 @@ from kumofire_jobs.core.migrations import (
     schema_version,
     split_sql,
 )
+from kumofire_jobs.core.run_rows import RunRow, row_to_run
 from kumofire_jobs.local.d1 import LocalD1Database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +61,8 @@ JOB_RUN_COLUMNS = [
     "logs",
     "progress",
     "result",
+    "parent_id",
+    "child_count",
 ]
 
 
@@ -132,6 +136,7 @@ async def test_apply_produces_the_schema_the_code_expects(db: LocalD1Database) -
         "kumofire_job_runs_dedupe_key",
         "kumofire_job_runs_schedule_occurrence",
         "kumofire_job_runs_unfinished",
+        "kumofire_job_runs_parent",
     }
     columns = await db.prepare("SELECT name FROM pragma_table_info('kumofire_job_schedules')").all()
     assert [c["name"] for c in columns.results] == SCHEDULE_COLUMNS
@@ -150,7 +155,7 @@ async def test_the_status_check_rejects_an_unknown_status(db: LocalD1Database) -
         "INSERT INTO kumofire_job_runs (id, name, status, max_attempts, scheduled_for, "
         "created_at, updated_at) VALUES (?, 'job', ?, 3, 0, 0, 0)"
     )
-    for status in ("scheduled", "queued", "running", "succeeded", "failed", "canceled"):
+    for status in ("waiting", "scheduled", "queued", "running", "succeeded", "failed", "canceled"):
         await insert.bind(f"run-{status}", status).run()
     with pytest.raises(Exception, match="CHECK constraint failed"):
         await insert.bind("run-bogus", "bogus").run()
@@ -176,6 +181,94 @@ async def test_run_and_schedule_priorities_are_checked(db: LocalD1Database) -> N
                    "timeout": None}  # fmt: skip
 
 
+# Rows of an older database, by column up to `timeout` (version 4), then the history columns
+# of version 5 (`attempts`, `logs`, `progress`, `result`).
+_V4_ROWS: list[list[Any]] = [
+    ["run_a", "job", "succeeded", '{"n":1}', 1, 3, 10, 1, 2, 5, 6, None, "key-a", None,
+     None, 7, 0, None, None, None],
+    ["run_b", "job", "running", None, 2, 5, 20, 2, 3, 15, None, "boom", None, "sch_1",
+     "1:20", 9, -5, "tenant", 99, 30.5],
+    ["run_c", "other", "scheduled", "[]", 0, 1, 30, 3, 3, None, None, None, "key-c", None,
+     None, None, 100, None, 1234, None],
+]  # fmt: skip
+_V5_HISTORY: list[list[Any]] = [
+    ['[{"attempt":1,"started_at":5,"finished_at":6,"duration_ms":1,"outcome":"succeeded",'
+     '"error":null}]', '[{"at":5,"attempt":1,"level":"info","event":"hi","fields":{"k":1}}]',
+     '{"done":3}', '{"total":42}'],
+    ['[{"attempt":1,"started_at":10,"finished_at":14,"duration_ms":4,"outcome":"retried",'
+     '"error":"Traceback ...\\nValueError: boom"}]', None, '0.5', None],
+    [None, None, None, None],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("version", [4, 5])
+async def test_the_flows_migration_keeps_every_row_and_index_of_an_older_version(
+    db: LocalD1Database, tmp_path: Path, version: int
+) -> None:
+    """Upgrading a version 4 or 5 database: the runs table is rebuilt for its new CHECK, and
+    every row, column value (the history of version 5 too) and index comes through (the
+    indexes still enforce what they did)."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for path in sorted(REPO_MIGRATIONS.glob("*.sql")):
+        if int(path.name.split("_")[0]) <= version:
+            shutil.copy(path, directory / path.name)
+    await apply_migrations(db, directory)
+    assert await schema_version(db) == version
+    last = "timeout" if version == 4 else "result"
+    old_columns = JOB_RUN_COLUMNS[: JOB_RUN_COLUMNS.index(last) + 1]
+    insert = db.prepare(
+        f"INSERT INTO kumofire_job_runs ({', '.join(old_columns)}) "
+        f"VALUES ({', '.join('?' for _ in old_columns)})"
+    )
+    rows = [row + (history if version == 5 else []) for row, history in zip(
+        _V4_ROWS, _V5_HISTORY, strict=True
+    )]  # fmt: skip
+    for row in rows:
+        await insert.bind(*row).run()
+    before = (await db.prepare("SELECT * FROM kumofire_job_runs ORDER BY id").all()).results
+    assert [list(r.values()) for r in before] == rows
+
+    applied = await apply_migrations(db)
+    assert [m.name for m in applied] == SHIPPED[version:]
+    assert SHIPPED[version:][-1] == "0006_flows.sql"
+    after = (await db.prepare("SELECT * FROM kumofire_job_runs ORDER BY id").all()).results
+    assert [{k: r[k] for k in old_columns} for r in after] == before
+    assert all(r["parent_id"] is None and r["child_count"] is None for r in after)
+    if version == 5:  # the history reads as it did
+        run = row_to_run(cast(RunRow, after[0]))
+        assert (run.result, run.progress) == ({"total": 42}, {"done": 3})
+        assert [a.outcome for a in attempts_from_json(after[1]["attempts"])] == ["retried"]
+        assert [line.event for line in log_lines_from_json(after[0]["logs"])] == ["hi"]
+    fresh = tmp_path / "fresh.sqlite"
+    other = LocalD1Database(fresh)
+    try:
+        await apply_migrations(other)
+        assert await schema(db) == await schema(other)  # the same schema as a new database
+    finally:
+        other.close()
+    # The indexes came through: unique keys still hold, and the queries still use them.
+    extra = [None] * (len(old_columns) - 20)
+    with pytest.raises(Exception, match="UNIQUE"):
+        await insert.bind(
+            "run_d", "job", "scheduled", None, 0, 1, 0, 4, 4, None, None, None, "key-a", None,
+            None, None, 0, None, None, None, *extra,
+        ).run()  # fmt: skip
+    with pytest.raises(Exception, match="UNIQUE"):
+        await insert.bind(
+            "run_e", "job", "scheduled", None, 0, 1, 0, 4, 4, None, None, None, None, "sch_1",
+            "1:20", None, 0, None, None, None, *extra,
+        ).run()  # fmt: skip
+    plan = await db.prepare(
+        "EXPLAIN QUERY PLAN SELECT id FROM kumofire_job_runs WHERE finished_at IS NULL "
+        "AND scheduled_for <= 100"
+    ).all()
+    assert "kumofire_job_runs_unfinished" in str(plan.results)
+    await db.prepare("UPDATE kumofire_job_runs SET status = 'waiting' WHERE id = 'run_c'").run()
+    with pytest.raises(Exception, match="CHECK"):
+        await db.prepare("UPDATE kumofire_job_runs SET status = 'bogus' WHERE id = 'run_c'").run()
+
+
 async def test_apply_is_idempotent(db: LocalD1Database) -> None:
     first = await apply_migrations(db)
     assert first
@@ -195,6 +288,7 @@ async def test_records_applied_migrations_as_wrangler_does(db: LocalD1Database) 
         (3, "0003_unfinished_runs_index.sql"),
         (4, "0004_operations.sql"),
         (5, "0005_history.sql"),
+        (6, "0006_flows.sql"),
     ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0]["applied_at"])
     table = await db.prepare("SELECT sql FROM sqlite_master WHERE name = 'd1_migrations'").first()

@@ -97,6 +97,9 @@ async def test_sample_requests_of_every_operation_match_the_document(
                                                   "payload": [1, 2]}]}, 202),
         ("GET", "/v1/runs", {"status": "scheduled", "name": "email", "limit": 2}, None, 200),
         ("GET", "/v1/runs", {"schedule_id": schedule_id, "limit": 200}, None, 200),
+        ("POST", "/v1/flows", {}, {"parent": {"name": "email", "delay": 60},
+                                   "children": [{"name": "email", "priority": 1}]}, 202),
+        ("GET", "/v1/runs", {"parent_id": "run_none", "limit": 5}, None, 200),
         ("GET", "/v1/runs:counts", {"name": "email"}, None, 200),
         ("GET", "/v1/runs/{run_id}", {}, None, 200),
         ("GET", "/v1/runs/{run_id}/attempts", {}, None, 200),
@@ -170,7 +173,8 @@ FIELD_SAMPLES: dict[str, Any] = {
     "timezone": "UTC", "enabled": True, "runs": [], "surprise": 1, "priority": 5,
     "concurrency_key": "tenant", "dedupe_ttl": 60, "status": "failed", "schedule_id": "sch_x",
     "created_before": "2030-01-01T00:00:00Z", "limit": 10, "start_at": "2030-01-01T00:00:00Z",
-    "end_at": "2031-01-01T00:00:00Z",
+    "end_at": "2031-01-01T00:00:00Z", "parent": {"name": "email"},
+    "children": [{"name": "email"}],
 }  # fmt: skip
 
 
@@ -189,7 +193,9 @@ async def test_each_body_lists_exactly_the_fields_the_server_accepts(
         ("POST", "/v1/runs:cancel", "/v1/runs:cancel", {"name": "email"}),
         ("POST", "/v1/runs:retry", "/v1/runs:retry", {"name": "email"}),
         ("POST", "/v1/runs:delete", "/v1/runs:delete", {"name": "email"}),
-    ]
+        ("POST", "/v1/flows", "/v1/flows", {"parent": {"name": "email"},
+                                           "children": [{"name": "email"}]}),
+    ]  # fmt: skip
     with_bodies = {
         (m.upper(), p)
         for p, ops in DOCUMENT["paths"].items()

@@ -42,6 +42,7 @@ IMPLEMENTATIONS: list[type[Any]] = [Jobs, JobsClient, HttpJobsClient]
 RESULTS: dict[str, str | None] = {
     "CreatedRun": "CreatedRun",
     "list[CreatedRun]": "CreatedRuns",
+    "CreatedFlow": "CreatedFlow",
     "JobRun | None": "JobRun",
     "Page[JobRun]": "RunPage",
     "dict[str, int]": "Counts",
@@ -176,12 +177,13 @@ def test_the_entrypoint_has_a_method_per_operation(entry: ModuleType) -> None:
 # --- HTTP and OpenAPI -----------------------------------------------------------------------------
 
 
-def test_the_routes_are_the_operations_and_health_openapi_and_metrics() -> None:
+def test_the_routes_are_the_operations_health_openapi_metrics_and_the_dashboard() -> None:
     app = create_app(lambda request: pytest.fail("no request is served"))
     routes = [route for route in app.routes if isinstance(route, Route)]
     assert len(routes) == len(app.routes)
     served = {(method, r.path) for r in routes for method in (r.methods or set()) - {"HEAD"}}
     http_only = {("GET", "/v1/health"), ("GET", "/v1/openapi.json"), ("GET", "/v1/metrics")}
+    http_only |= {("GET", "/ui"), ("GET", "/ui/"), ("GET", "/ui/{name}")}  # the dashboard
     assert served == http_only | {(op.method, op.path) for op in OPERATIONS}
 
 
@@ -219,6 +221,7 @@ async def ok(ctx: JobContext) -> None:
 SAMPLES: dict[str, tuple[dict[str, str], Any]] = {
     "create": ({}, {"name": "email", "delay": 3600}),  # still scheduled when canceled
     "create_many": ({}, {"runs": [{"name": "email"}]}),
+    "create_flow": ({}, {"parent": {"name": "email"}, "children": [{"name": "email"}]}),
     "get": ({"run_id": "$run"}, None),
     "attempts": ({"run_id": "$run"}, None),
     "logs": ({"run_id": "$run"}, None),

@@ -24,7 +24,7 @@ import pytest
 from kumofire_jobs import UnknownJobError
 from kumofire_jobs.cli import main
 from kumofire_jobs.http import HttpJobsClient, HttpJobsError
-from tests.test_dev_server import ROOT, DevServer
+from tests.support.dev_server import ROOT, DevServer
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +124,20 @@ def test_runs_list_as_a_table_and_as_the_api_s_json(cli: Cli) -> None:
     assert second == cli.api("GET", "/v1/runs", params={"limit": 1, "cursor": cursor})
 
 
+def test_a_flows_runs_listed_by_parent_and_canceled_with_it(cli: Cli) -> None:
+    later = {"name": "hello", "delay": 3600}
+    flow = cli.api("POST", "/v1/flows", json={"parent": {"name": "hello"}, "children": [later] * 2})
+    table = rows(cli.ok("runs", "list", "--parent-id", flow["parent_id"]))
+    assert [(row[0], row[2]) for row in table[1:]] == [
+        (child, "scheduled") for child in flow["children"][::-1]
+    ]
+    waiting = rows(cli.ok("runs", "list", "--status", "waiting"))
+    assert [row[:3] for row in waiting[1:]] == [[flow["parent_id"], "hello", "waiting"]]
+    assert cli.json("runs", "cancel", flow["parent_id"])["status"] == "canceled"
+    children = cli.json("runs", "list", "--parent-id", flow["parent_id"])["items"]
+    assert [run["status"] for run in children] == ["canceled", "canceled"]
+
+
 def test_runs_get_cancel_retry_promote_delete(cli: Cli) -> None:
     later = cli.create("hello", payload={"to": "x"}, delay=3600)
     shown = cli.ok("runs", "get", later)
@@ -217,7 +231,7 @@ def test_schedules_list_get_enable_disable_delete(cli: Cli) -> None:
 
 def test_jobs_list_get_pause_resume(cli: Cli) -> None:
     table = rows(cli.ok("jobs", "list"))
-    assert table[0][:3] == ["NAME", "PAUSED", "SCHEDULED"] and "FAILED" in table[0]
+    assert table[0][:4] == ["NAME", "PAUSED", "WAITING", "SCHEDULED"] and "FAILED" in table[0]
     assert [row[0] for row in table[1:]] == ["fail", "flaky", "hello", "slow"]
     assert cli.json("jobs", "list") == cli.api("GET", "/v1/jobs")
     paused = rows(cli.ok("jobs", "pause", "slow"))

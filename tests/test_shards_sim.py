@@ -47,7 +47,7 @@ async def test_the_recorded_stream_is_the_runtimes(trace: Trace) -> None:
         (f"INSERT {RUNS}", "UPDATE kumofire_job_schedules") in [c.labels for c in chain.calls]
         for chain in occurrence
     )
-    assert sum(c.statements for c in trace.tick) == 3
+    assert sum(c.statements for c in trace.tick) == 4  # flows added one (schema 6)
 
 
 def test_ids_name_their_shard_and_keep_creation_order() -> None:

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kumofire_jobs import JobContext, NonRetryableError
+from kumofire_jobs import CreateRequest, JobContext, NonRetryableError
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.core.store import _DUE_SINCE, _PRUNE
+from kumofire_jobs.core.flow_store import _CHILDREN, _RELEASABLE, _RELEASE
+from kumofire_jobs.core.store import _CANCEL, _DUE_SINCE, _PRUNE
 from kumofire_jobs.local.d1 import LocalD1Database
 from tests.support.envs import EnvFactory, noop
 
 _BROKEN = (
     "SELECT COUNT(*) AS n FROM kumofire_job_runs "
-    "WHERE (finished_at IS NULL) <> (status IN ('scheduled', 'queued', 'running'))"
+    "WHERE (finished_at IS NULL) <> (status IN ('waiting', 'scheduled', 'queued', 'running'))"
 )
 
 
@@ -29,6 +30,26 @@ async def test_reconciliation_reads_the_unfinished_runs_index(make_env: EnvFacto
     plan = await _plan(env.JOBS_DB, _DUE_SINCE, 0, 10)
     assert "USING INDEX kumofire_job_runs_unfinished" in plan
     assert "SCAN kumofire_job_runs" not in plan.replace("USING INDEX", "")
+
+
+async def test_the_flows_queries_read_the_parent_index(make_env: EnvFactory) -> None:
+    """A flow's queries find children through the partial `parent_id` index, never by a
+    scan; the cancel (every cancel, flows or not) is a primary-key lookup and an index probe."""
+    env = await make_env({"job": noop})
+    db = env.JOBS_DB
+    release = await _plan(db, _RELEASE, "run_p", 0)
+    assert "USING PRIMARY KEY (id=?)" in release
+    assert "USING INDEX kumofire_job_runs_parent (parent_id=?)" in release
+    children = await _plan(db, _CHILDREN, "run_p")
+    assert "USING INDEX kumofire_job_runs_parent (parent_id=?)" in children
+    releasable = await _plan(db, _RELEASABLE, 0, 10)
+    assert "USING INDEX kumofire_job_runs_unfinished" in releasable
+    assert "USING INDEX kumofire_job_runs_parent (parent_id=?)" in releasable
+    cancel = await _plan(db, _CANCEL, 0, "run_p", 1)
+    assert "USING PRIMARY KEY (id=?)" in cancel
+    assert "USING INDEX kumofire_job_runs_parent (parent_id=?)" in cancel
+    for plan in (release, children, releasable, cancel):
+        assert "SCAN" not in plan, plan
 
 
 async def test_retention_reads_a_primary_key_range(make_env: EnvFactory) -> None:
@@ -59,13 +80,18 @@ async def test_finished_at_marks_exactly_the_finished_runs(
         delay = 600 if mode in ("later", "cancel") else None
         created = await env.jobs.create("job", {"mode": mode}, delay=delay)
         ids[mode] = created.kumofire_job_run_id
+    flow = await env.jobs.create_flow(
+        CreateRequest(name="job", payload={"mode": "ok"}),
+        [CreateRequest(name="job", payload={"mode": "later"}, delay=600)],
+    )
+    ids["waiting"] = flow.parent_id
     await clock.advance(0.5)  # ok succeeded, fail failed, flaky waits for its retry, slow runs
     await env.jobs.cancel(ids["cancel"])
     assert (await db.prepare(_BROKEN).first()) == {"n": 0}
     statuses = {mode: (await env.jobs.get(run_id)).status for mode, run_id in ids.items()}  # type: ignore[union-attr]
     assert statuses == {
         "ok": "succeeded", "fail": "failed", "flaky": "scheduled", "slow": "running",
-        "later": "scheduled", "cancel": "canceled",
+        "later": "scheduled", "cancel": "canceled", "waiting": "waiting",
     }  # fmt: skip
     await env.jobs.retry(ids["fail"])  # a finished run back to scheduled
     assert (await db.prepare(_BROKEN).first()) == {"n": 0}

@@ -125,6 +125,24 @@ async def test_a_lease_before_the_due_time_is_refused(
     assert (await stub.lease(KEY, LEASE_MS))["granted"]
 
 
+async def test_an_early_lease_takes_a_parked_key_before_its_due_time_but_not_a_held_one(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock) + 300_000)  # parked, as a run waiting for a slot
+    grant = await stub.lease(KEY, LEASE_MS, True)
+    assert grant["granted"]
+    assert await stub.lease(KEY, LEASE_MS, True) == {"granted": False, "reason": "held"}
+    await clock.advance(LEASE_MS / 1000)  # its holder died: the key is due, delivered again
+    assert [d[0] for d in hook.deliveries] == [KEY]
+    grant = await stub.lease(KEY, LEASE_MS)
+    assert grant["granted"]
+    assert (await stub.release(grant["token"]))["closed"]
+    assert await stub.lease(KEY, LEASE_MS, True) == {"granted": False, "reason": "closed"}
+    await clock.advance(301)
+    assert len(hook.deliveries) == 1  # the parked alarm went with the close
+
+
 async def test_a_lease_for_an_unknown_key_is_refused(
     namespace: LocalDurableObjectNamespace,
 ) -> None:

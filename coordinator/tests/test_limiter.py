@@ -309,6 +309,70 @@ async def test_an_unclaimed_offer_expires_is_made_again_then_dropped(
     assert (await c.acquire("r3"))["granted"]
 
 
+async def test_a_release_with_handoff_passes_the_next_waiter_to_the_caller_not_the_waker(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2", key="", priority=3, due=7)
+    await c.acquire("r3", due=1)
+    reply = await c.stub.limit_release("r1", c.tokens["r1"], True)
+    assert reply == {"ok": True, "next": {"run_id": "r2", "key": "", "priority": 3, "due_ms": 7}}
+    assert waker.ids() == []  # handed over, not woken
+    assert (await c.stub.limit_status())["offered"] == ["r2"]
+    assert (await c.acquire("late", due=10))["reason"] == "wait"  # the slot is taken
+    assert (await c.acquire("r2", priority=3, due=7))["granted"]  # the caller claims it
+    assert await c.held() == ["r2"]
+    # The last release, with nobody waiting but r3 and `late`: r3 goes, by due time.
+    assert (await c.stub.limit_release("r2", c.tokens["r2"], True))["next"]["run_id"] == "r3"
+    assert (await c.stub.limit_release("r3", 0, True)) == {"ok": False, "reason": "lost"}
+
+
+async def test_a_handed_over_run_never_claimed_is_offered_again_through_the_waker(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2")
+    assert (await c.stub.limit_release("r1", c.tokens["r1"], True))["next"]["run_id"] == "r2"
+    # The consumer that took r2 died before claiming it: the offer expires and is made
+    # again, through the waker this time, and r2 is not dropped for it.
+    await clock.advance(OFFER_MS / 1000)
+    assert waker.ids() == ["r2"]
+    assert (await c.acquire("r2"))["granted"]
+    assert (await c.stub.limit_release("r2", c.tokens["r2"], True)) == {"ok": True, "next": None}
+
+
+async def test_waiting_tells_which_runs_are_in_line(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2", due=1)
+    await c.acquire("r3", due=2)
+    asked = ["r1", "r2", "r3", "unknown"]
+    assert await c.stub.limit_waiting(asked) == {"waiting": ["r2", "r3"], "paused": False}
+    await c.release("r1")  # r2 is offered the slot: no longer in line
+    assert await c.stub.limit_waiting(asked) == {"waiting": ["r3"], "paused": False}
+
+
+async def test_a_paused_limiter_grants_nothing_and_on_resume_serves_its_line_in_order(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2", due=1)
+    assert await c.stub.limit_pause(True) == {"paused": True}
+    assert await c.acquire("r3", priority=5) == {"granted": False, "reason": "paused"}
+    await c.release("r1")  # the running run ends: its slot goes to nobody
+    assert waker.ids() == []
+    assert await c.stub.limit_status() == {"held": [], "offered": [], "waiting": 2}
+    assert (await c.stub.limit_waiting(["r2"]))["paused"] is True
+    assert await c.stub.limit_pause(False) == {"paused": False}
+    assert waker.ids() == ["r3"]  # the line is served in order: priority first
+    assert (await c.acquire("r3", priority=5))["granted"]
+
+
 async def test_forget_drops_a_waiter_and_passes_its_offer_on(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:

@@ -22,6 +22,7 @@ from .core.jobs import Jobs
 from .core.models import (
     BulkResult,
     ConsumeResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     DispatchResult,
@@ -47,6 +48,7 @@ __all__ = [
     "ConsumeOutcome",
     "ConsumeResult",
     "CreateRequest",
+    "CreatedFlow",
     "CreatedRun",
     "DispatchResult",
     "JobCanceledError",

@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--app",
         metavar="MODULE:RUNTIME",
-        help="your runtime, as MODULE:ATTRIBUTE (default: a built-in demo with jobs "
-        "hello, flaky and fail)",
+        help="your runtime, as MODULE:ATTRIBUTE or path/to/module.py:ATTRIBUTE (default: "
+        "app of [tool.kumofire-jobs] in ./pyproject.toml, else a built-in demo with jobs "
+        "hello, flaky, fail and slow)",
     )
     dev.add_argument("--host", default=DEFAULT_HOST)
     dev.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -54,6 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply pending migrations to the local database")
     migrate.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
     migrate.add_argument("--dry-run", action="store_true", help="list pending migrations only")
+
+    init = commands.add_parser(
+        "init",
+        help="create a new project: a Worker with two example jobs, its tests and config",
+        description="Write a new Kumofire Jobs project into DIR (created; it must be empty): "
+        "pyproject.toml, wrangler.toml (D1, queue, dead-letter queue, the coordinator Durable "
+        "Object, cron), package.json (wrangler), src/jobs.py (two example handlers), "
+        "src/entry.py (the Worker), the migrations, tests and a README.",
+    )
+    init.add_argument("directory", type=Path, metavar="DIR")
+    init.add_argument("--name", default=None, help="the Worker's name (default: from DIR's name)")
 
     from .deploy.commands import add_cloudflare_parser
 
@@ -92,7 +104,7 @@ def _storage_failure(error: Exception, data_dir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
-        from .local.server import run_dev_server
+        from .local.server import configured_app, run_dev_server
 
         config = args.config
         if config is None and Path("wrangler.toml").is_file():
@@ -104,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return asyncio.run(
                 run_dev_server(
-                    app=args.app,
+                    app=args.app or configured_app(Path("pyproject.toml")),
                     host=args.host,
                     port=args.port,
                     data_dir=args.data_dir,
@@ -123,6 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(migrate_local(args.data_dir, dry_run=args.dry_run))
         except Exception as exc:
             return _storage_failure(exc, args.data_dir)
+    if args.command == "init":
+        from .deploy.scaffold import InitOptions, run_init
+        from .deploy.wrangler import DeployError
+
+        try:
+            return run_init(InitOptions(args.directory, name=args.name))
+        except DeployError as error:
+            print(f"kumofire-jobs init: error: {error}", file=sys.stderr)
+            return 1
     if args.command == "cloudflare":
         from .deploy.commands import run_cloudflare
 

@@ -1,8 +1,9 @@
 """The built-in demo runtime `kumofire-jobs dev` runs when given no `--app`.
 
-Four jobs to try the lifecycle with: `hello` succeeds, `flaky` fails its first attempt and
-succeeds on the retry, `fail` never succeeds (and uses up its attempts), and `slow` takes a
-second, at most two at once (`JobOptions(concurrency=2)`): pause it, create a few, resume.
+Four jobs to try the lifecycle with: `hello` succeeds (its result names whom it greeted),
+`flaky` fails its first attempt and succeeds on the retry, `fail` never succeeds (and uses up
+its attempts), and `slow` takes a second, reporting its progress, at most two at once
+(`JobOptions(concurrency=2)`): pause it, create a few, resume.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from .core.retry import RetryPolicy
 from .core.runtime import create_runtime
 
 
-async def hello(ctx: JobContext) -> None:
+async def hello(ctx: JobContext) -> dict[str, object]:
     ctx.log.info("hello", payload=ctx.job.payload)
+    return {"greeted": ctx.job.payload}
 
 
 async def flaky(ctx: JobContext) -> None:
@@ -30,7 +32,9 @@ async def fail(ctx: JobContext) -> None:
 
 
 async def slow(ctx: JobContext) -> None:
-    await asyncio.sleep(1.0)
+    for step in range(1, 5):
+        await asyncio.sleep(0.25)
+        await ctx.progress({"current": step, "total": 4})
     ctx.log.info("slow.done")
 
 

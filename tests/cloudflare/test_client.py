@@ -17,6 +17,7 @@ import pytest
 from kumofire_jobs import (
     BulkResult,
     ConflictError,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     JobRun,
@@ -537,3 +538,47 @@ async def test_control_operations_round_trip(
     assert schedule.next_run_at == start and schedule == await local.get_schedule(schedule.id)
     changed = await client.update_schedule(schedule.id, end_at=datetime(2031, 1, 1, tzinfo=UTC))
     assert changed is not None and changed.end_at == datetime(2031, 1, 1, tzinfo=UTC)
+
+
+async def test_flows_round_trip(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding, stack: Stack,
+    clock: ManualClock,
+) -> None:  # fmt: skip
+    parent = CreateRequest(name="job", payload="parent", run_at=EPOCH + timedelta(seconds=5))
+    children = [CreateRequest(name="job", payload=i, delay=1) for i in range(3)]
+    flow = await client.create_flow(parent, children)
+    assert isinstance(flow, CreatedFlow) and len(flow.children) == 3
+    assert binding.calls[-1] == (
+        "create_flow",
+        [{
+            "parent": {"name": "job", "payload": "parent", "run_at": "2027-01-01T00:00:05.000Z"},
+            "children": [{"name": "job", "payload": i, "delay": 1} for i in range(3)],
+        }],
+    )  # fmt: skip
+    waiting = await client.get(flow.parent_id)
+    assert waiting is not None and waiting.status == RunStatus.WAITING
+    assert waiting == await local.get(flow.parent_id)
+    page = await client.list(parent_id=flow.parent_id, limit=2)
+    assert page == await local.list(parent_id=flow.parent_id, limit=2)
+    assert [r.id for r in page.items] == flow.children[::-1][:2]
+    assert binding.calls[-1] == ("list", [{"parent_id": flow.parent_id, "limit": 2}])
+    assert (await client.counts())["waiting"] == 1
+    await clock.advance(1)  # the children run; the parent waits for its own time
+    assert sorted(stack.recorder.payloads) == [0, 1, 2]
+    released = await client.get(flow.parent_id)
+    assert released is not None and released.status == RunStatus.SCHEDULED
+    await clock.advance(4)
+    assert stack.recorder.payloads[3:] == ["parent"]
+
+    with pytest.raises(ValidationError, match="1 to 100 children"):
+        await client.create_flow(parent, [])
+    with pytest.raises(UnknownJobError, match=r"children\[0\]"):
+        await client.create_flow(parent, [CreateRequest(name="nope")])
+    other = await client.create_flow(
+        CreateRequest(name="job"), [CreateRequest(name="job", delay=60)]
+    )
+    canceled = await client.cancel(other.parent_id)
+    assert canceled is not None and canceled.status == RunStatus.CANCELED
+    child = await client.get(other.children[0])
+    assert child is not None and child.status == RunStatus.CANCELED
+    assert child.parent_id == other.parent_id

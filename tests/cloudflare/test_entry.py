@@ -100,6 +100,8 @@ RPC_METHODS = {
     "pause_job", "resume_job",
     # API.md Part 2, "Seeing what happened"
     "attempts", "logs",
+    # API.md Part 2, "Flows"
+    "create_flow",
 }  # fmt: skip
 
 

@@ -127,7 +127,7 @@ def test_check_passes_on_this_repository(
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @needs_wrangler
-def test_check_fails_naming_a_forbidden_import_and_a_missing_module(
+def test_check_fails_naming_a_forbidden_import_a_missing_module_and_the_dashboard(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = repo_copy(tmp_path)
@@ -139,7 +139,10 @@ def test_check_fails_naming_a_forbidden_import_and_a_missing_module(
     )
     entry = root / "src" / "entry.py"
     entry.write_text("import handlers\n" + entry.read_text(encoding="utf-8"), encoding="utf-8")
-    code = main(["cloudflare", "check", "--config", str(root / "wrangler.toml")])
+    config = root / "wrangler.toml"  # without the rule that uploads the dashboard's files
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text[: text.index("[[rules]]")], encoding="utf-8")
+    code = main(["cloudflare", "check", "--config", str(config)])
     out = capsys.readouterr().out
     assert code == 1, out
     assert (
@@ -151,4 +154,8 @@ def test_check_fails_naming_a_forbidden_import_and_a_missing_module(
         "entry -> handlers -> kumofire_jobs.local): must not be reachable from the Worker entry"
         in out.splitlines()
     )
-    assert out.splitlines()[-1] == "FAILED: 2 problem(s)"
+    dashboard = next(x for x in out.splitlines() if "[dashboard-files]" in x)
+    assert dashboard.startswith("  error: [dashboard-files] kumofire_jobs/web/ui/: api.js, app.css")
+    assert "app.js" in dashboard and "not uploaded" in dashboard
+    assert "index.html" not in dashboard  # wrangler's default rules upload .html files
+    assert out.splitlines()[-1] == "FAILED: 3 problem(s)"

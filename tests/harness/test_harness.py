@@ -111,6 +111,11 @@ async def test_cost_counts_are_what_the_instrumentation_saw() -> None:
     assert extra == {"d1_statements": 4 * runs, "d1_rows_read_local": 4 * runs,
                      "d1_rows_written_local": 4 * runs}  # fmt: skip
 
+    # A flow: every parent and child ran to success, the parents after their children.
+    flow = ours["scenarios"][cost.FLOW]
+    assert flow["statuses"] == ["succeeded"] * (cost.FLOW_CHILDREN + 1) * runs
+    assert flow["outcomes"] == {"succeeded": (cost.FLOW_CHILDREN + 1) * runs}
+
 
 async def test_reference_model_counts() -> None:
     runs = 2

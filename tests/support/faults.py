@@ -3,6 +3,7 @@ whose calls fail, and `rewire` to put one in front of an environment's real bind
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from kumofire_jobs import Resources
@@ -52,6 +53,7 @@ class FailingNamespace:
         self.inner = inner
         self.methods = set(methods)
         self.times = times
+        self.calls: Counter[str] = Counter()  # every call made through it, by method
 
     def idFromName(self, name: str) -> Any:
         return self.inner.idFromName(name)
@@ -74,6 +76,7 @@ class _FailingStub:
         namespace = self._namespace
 
         async def call(*args: Any) -> Any:
+            namespace.calls[method] += 1
             if method in namespace.methods and namespace.times > 0:
                 namespace.times -= 1
                 raise RuntimeError(f"injected failure of {method}")

@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import time
+import urllib.request
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ import pytest
 from kumofire_jobs.core.ids import IdFactory
 from tests.support.lateness import record
 
-from .harness import JS_WORKER, PY_WORKER, SERVICE, Stack, request
+from .harness import JS_WORKER, PY_WORKER, REPO, SERVICE, Stack, request
 from .workers.suite_handlers import LEASE_SECONDS
 
 pytestmark = [pytest.mark.workerd, pytest.mark.timeout(420)]
@@ -96,6 +97,24 @@ def test_a_run_succeeds(api: Api) -> None:
     )  # fmt: skip
     assert parse(run["started_at"]) >= parse(run["scheduled_for"])
     record("run due now", lateness_ms(run))
+
+
+def test_the_dashboard_is_served_from_the_package(api: Api) -> None:
+    """The page's files reach Python on the Worker (`.html` by wrangler's default rules, `.js`
+    and `.css` by the `[[rules]]` of wrangler.toml) and are read with importlib.resources;
+    they need no token, the API they call does."""
+    ui = REPO / "src" / "kumofire_jobs" / "web" / "ui"
+    names = sorted(p.name for p in ui.iterdir() if p.is_file())
+    assert {"index.html", "app.js", "app.css"} <= set(names)
+    for name in names:
+        path = "" if name == "index.html" else name
+        with urllib.request.urlopen(f"{api.url}/ui/{path}", timeout=60) as response:
+            assert response.status == 200, name
+            assert response.headers["content-type"].split(";")[0] in (
+                "text/html", "text/javascript", "text/css"
+            ), name  # fmt: skip
+            assert response.read() == (ui / name).read_bytes(), name
+    assert request(f"{api.url}/v1/runs", token=None)[0] == 401
 
 
 def test_metrics_on_the_real_runtime(api: Api) -> None:
@@ -443,3 +462,37 @@ def test_a_limited_job_runs_one_at_a_time(api: Api) -> None:
     assert [(r["status"], r["attempt"]) for r in runs] == [("succeeded", 1)] * 3
     for before, after in itertools.pairwise(runs):
         assert parse(after["started_at"]) >= parse(before["finished_at"])
+
+
+def test_a_flow_parent_runs_once_its_children_have_finished(api: Api) -> None:
+    children = [{"name": "slow", "payload": {"seconds": 1}}, {"name": "fatal"}, {"name": "flaky"}]
+    expect = ["succeeded", "failed", "succeeded"]  # else the parent's handler fails
+    status, flow = request(
+        f"{api.url}/v1/flows", "POST",
+        {"parent": {"name": "parent", "payload": {"expect": expect}}, "children": children},
+    )  # fmt: skip
+    assert status == 202, flow
+    assert api.get(flow["parent_id"])["status"] == "waiting"
+    # Waiting, the parent has no attempt in its history.
+    assert request(f"{api.url}/v1/runs/{flow['parent_id']}/attempts") == (200, {"items": []})
+    finished = [api.wait(child_id) for child_id in flow["children"]]
+    assert [run["status"] for run in finished] == expect
+    parent = api.wait(flow["parent_id"])
+    assert (parent["status"], parent["attempt"]) == ("succeeded", 1), parent
+    assert parent["result"] == [None, None, {"attempts": 1}]  # what each child returned
+    assert parse(parent["started_at"]) >= max(parse(run["finished_at"]) for run in finished)
+    status, page = request(f"{api.url}/v1/runs?parent_id={flow['parent_id']}")
+    assert status == 200 and [r["id"] for r in page["items"]] == flow["children"][::-1]
+
+    status, other = request(
+        f"{api.url}/v1/flows", "POST",
+        {"parent": {"name": "echo"}, "children": [{"name": "slow", "payload": {"seconds": 120}}]},
+    )  # fmt: skip
+    assert status == 202, other
+    api.wait(other["children"][0], ("running",), timeout=30)
+    status, canceled = request(f"{api.url}/v1/runs/{other['parent_id']}/cancel", "POST")
+    assert status == 200 and canceled["status"] == "canceled", canceled
+    assert api.get(other["children"][0])["status"] == "canceled"
+    time.sleep(LEASE_SECONDS + 2)  # the child's handler is stopped; the parent never runs
+    parent = api.get(other["parent_id"])
+    assert (parent["status"], parent["attempt"]) == ("canceled", 0), parent

@@ -24,14 +24,18 @@ from .messages import (
     LeaseReply,
     LimiterStatus,
     LimitsMessage,
+    PauseReply,
     ReleaseReply,
     RenewReply,
     SlotReleaseReply,
     SlotRenewReply,
     StatusReply,
+    WaitingReply,
 )
 from .state import ActorState, Phase
 from .storage import ActorStorage
+
+__version__ = "0.1.0"
 
 __all__ = [
     "AcquireReply",
@@ -54,11 +58,13 @@ __all__ = [
     "LimiterStatus",
     "LimiterStorage",
     "LimitsMessage",
+    "PauseReply",
     "Phase",
     "ReleaseReply",
     "RenewReply",
     "SlotReleaseReply",
     "SlotRenewReply",
     "StatusReply",
+    "WaitingReply",
     "Waker",
 ]

@@ -107,9 +107,12 @@ class CoordinatorActor:
         await self._save(state, alarm_ms=due_ms)
         return {"armed": True}
 
-    async def lease(self, key: str, lease_ms: int) -> LeaseReply:
-        """Grant the lease to one caller: never before the due time, never while another
-        caller's lease is live. The token fences the holder's writes elsewhere."""
+    async def lease(self, key: str, lease_ms: int, early: bool = False) -> LeaseReply:
+        """Grant the lease to one caller: never before the due time (unless `early`), never
+        while another caller's lease is live. The token fences the holder's writes elsewhere.
+
+        `early` is for a run its job's limiter handed to a consumer: it was due when it
+        joined the limiter's line, and its coordinator is parked until a fallback time."""
         now = self._now_ms()
         state = await self._load()
         if state is None or state.key != key:
@@ -122,10 +125,12 @@ class CoordinatorActor:
             state.phase = Phase.ARMED
             state.lease_expires = None
             await self._save(state, alarm_ms=state.due)
-        if now < state.due:
+        if now < state.due and not early:
             return {"granted": False, "reason": "not_due", "due_ms": state.due}
         if state.lease_live(now):
             return {"granted": False, "reason": "held"}
+        # An early lease makes the key due now: if its holder dies, it is delivered again.
+        state.due = min(state.due, now)
         # Tokens only grow, even across a close that cleared storage: they start from the time.
         state.token = max(state.token + 1, now)
         state.phase = Phase.LEASED

@@ -21,11 +21,13 @@ from .messages import (
     LeaseReply,
     LimiterStatus,
     LimitsMessage,
+    PauseReply,
     ReleaseReply,
     RenewReply,
     SlotReleaseReply,
     SlotRenewReply,
     StatusReply,
+    WaitingReply,
 )
 
 
@@ -40,8 +42,8 @@ class CoordinatorEndpoint:
     async def arm(self, key: str, due_ms: int) -> ArmReply:
         return await self.actor.arm(key, int(due_ms))
 
-    async def lease(self, key: str, lease_ms: int) -> LeaseReply:
-        return await self.actor.lease(key, int(lease_ms))
+    async def lease(self, key: str, lease_ms: int, early: bool = False) -> LeaseReply:
+        return await self.actor.lease(key, int(lease_ms), bool(early))
 
     async def renew(self, token: int, lease_ms: int) -> RenewReply:
         return await self.actor.renew(int(token), int(lease_ms))
@@ -86,11 +88,19 @@ class CoordinatorEndpoint:
     async def limit_renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
         return await self._limiter().renew(run_id, int(token), key, int(lease_ms))
 
-    async def limit_release(self, run_id: str, token: int) -> SlotReleaseReply:
-        return await self._limiter().release(run_id, int(token))
+    async def limit_release(
+        self, run_id: str, token: int, handoff: bool = False
+    ) -> SlotReleaseReply:
+        return await self._limiter().release(run_id, int(token), bool(handoff))
 
     async def limit_forget(self, run_id: str) -> ForgetReply:
         return await self._limiter().forget(run_id)
+
+    async def limit_waiting(self, run_ids: list[str]) -> WaitingReply:
+        return await self._limiter().waiting([str(r) for r in run_ids])
+
+    async def limit_pause(self, paused: bool) -> PauseReply:
+        return await self._limiter().pause(bool(paused))
 
     async def limit_status(self) -> LimiterStatus:
         return await self._limiter().status()

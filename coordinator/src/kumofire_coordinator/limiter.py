@@ -39,10 +39,14 @@ from .limiter_state import (
 from .messages import (
     AcquireReply,
     ForgetReply,
+    Handoff,
     LimiterStatus,
     LimitsMessage,
+    PauseReply,
+    SlotReleased,
     SlotReleaseReply,
     SlotRenewReply,
+    WaitingReply,
 )
 from .storage import ActorStorage
 
@@ -85,6 +89,8 @@ class LimiterActor:
         self._waiters: dict[str, Waiter] = {}
         self._queue = WaitQueue()
         self._alarm: int | None = None
+        self._limits_of: LimitsMessage | None = None
+        self._parsed = Limits()
 
     # --- calls from consumers ---------------------------------------------------------------
 
@@ -121,7 +127,7 @@ class LimiterActor:
             fresh = Waiter(key, priority, due_ms, waiter.offers if waiter else 0)
             self._waiters[run_id] = fresh
             self._queue.add(run_id, fresh)
-            woken = await self._fill(now, claimant=(run_id, token, lease_ms))
+            woken = await self._fill(now, claimant=(run_id, token, lease_ms, waiter is not None))
             if run_id not in self._slots and fresh != waiter:
                 await self._storage.put(WAIT_PREFIX + run_id, fresh.to_storage())
         await self._commit(now)
@@ -130,7 +136,7 @@ class LimiterActor:
         reply: AcquireReply = (
             {"granted": True, "expires_ms": granted.expires}
             if granted is not None and granted.token == token
-            else {"granted": False, "reason": "wait"}
+            else {"granted": False, "reason": "paused" if self._meta.paused else "wait"}
         )
         await self._wake(woken)
         return reply
@@ -155,17 +161,30 @@ class LimiterActor:
         await self._commit(now)
         return {"ok": True, "expires_ms": slot.expires}
 
-    async def release(self, run_id: str, token: int) -> SlotReleaseReply:
-        """The run is done with its slot (finished, retried later, or never started)."""
+    async def release(self, run_id: str, token: int, handoff: bool = False) -> SlotReleaseReply:
+        """The run is done with its slot (finished, retried later, or never started). With
+        `handoff`, the first waiter the freed capacity goes to is not woken but passed to the
+        caller (`next`), its slot reserved as an offer: the caller runs it itself, with no
+        delivery through the queue. If the caller fails to, the offer expires and is made
+        again, as for any unclaimed offer."""
         now = await self._begin()
         slot = self._slots.get(run_id)
         if slot is None or slot.offer or slot.token != token:
             return {"ok": False, "reason": "lost"}
         await self._free(run_id)
-        woken = await self._fill(now)
+        woken = await self._fill(now, handoff=handoff)
         await self._commit(now)
+        reply: SlotReleased = {"ok": True}
+        if handoff:
+            passed = woken.pop(0) if woken else None
+            reply["next"] = None if passed is None else self._handoff(passed)
         await self._wake(woken)
-        return {"ok": True}
+        return reply
+
+    def _handoff(self, run_id: str) -> Handoff:
+        waiter = self._waiters[run_id]
+        return {"run_id": run_id, "key": waiter.key, "priority": waiter.priority,
+                "due_ms": waiter.due}  # fmt: skip
 
     async def forget(self, run_id: str) -> ForgetReply:
         """The run was canceled: drop its place in the wait list, or its offer."""
@@ -180,6 +199,28 @@ class LimiterActor:
         await self._commit(now)
         await self._wake(woken)
         return {"forgotten": forgotten}
+
+    async def waiting(self, run_ids: list[str]) -> WaitingReply:
+        """Which of `run_ids` wait in line (no slot, no offer): their coordinators are parked
+        and this limiter will wake or hand them over, so reconciliation need not ask them."""
+        await self._begin()
+        waiting = [r for r in run_ids if r in self._waiters and r not in self._slots]
+        return {"waiting": waiting, "paused": self._meta.paused}
+
+    async def pause(self, paused: bool) -> PauseReply:
+        """The job was paused (or resumed): while paused nothing is granted or offered, so
+        its waiting runs stay in line, parked, instead of each being delivered to find the
+        job paused; on resume the capacity goes to them in the wait order."""
+        now = await self._begin()
+        woken: list[str] = []
+        if self._meta.paused != paused:
+            self._meta.paused = paused
+            self._meta_dirty = True
+            if not paused:
+                woken = await self._fill(now)
+        await self._commit(now)
+        await self._wake(woken)
+        return {"paused": paused}
 
     async def status(self) -> LimiterStatus:
         await self._begin()
@@ -205,7 +246,11 @@ class LimiterActor:
 
     @property
     def _limits(self) -> Limits:
-        return Limits() if self._meta.limits is None else Limits.from_message(self._meta.limits)
+        message = self._meta.limits
+        if message is not self._limits_of:  # parsed once per message the limiter is given
+            self._limits_of = message
+            self._parsed = Limits() if message is None else Limits.from_message(message)
+        return self._parsed
 
     def _has_room(self, key: str) -> bool:
         limits = self._limits
@@ -217,6 +262,8 @@ class LimiterActor:
     def _pick(self, now: int) -> str | None:
         """The waiter that may start now, in the wait order, or None."""
         limits, meta = self._limits, self._meta
+        if meta.paused:
+            return None
         if limits.concurrency is not None and len(self._slots) >= limits.concurrency:
             return None
         if limits.rate is not None and not limits.rate.allows(meta.starts, now):
@@ -236,24 +283,35 @@ class LimiterActor:
         heads = {key: head for key, head in eligible if head[0] == top}
         return heads[next_in_turn(list(heads), meta.cursor)][2]
 
-    async def _fill(self, now: int, claimant: tuple[str, int, int] | None = None) -> list[str]:
+    async def _fill(
+        self,
+        now: int,
+        claimant: tuple[str, int, int, bool] | None = None,
+        *,
+        handoff: bool = False,
+    ) -> list[str]:
         """Give capacity to waiters in order: the claimant (the caller of `acquire`) a slot,
-        the others an offer. Returns the run ids to wake."""
-        woken = []
+        the others an offer. Returns the run ids to wake. With `handoff`, the first offer
+        goes to the caller of `release`, who claims it within moments: it is kept in memory
+        only and not counted against `max_offers` (if this object restarts first, the run
+        is still in the stored line, and its claim waits or is granted as a newcomer's)."""
+        woken: list[str] = []
         while (run_id := self._pick(now)) is not None:
             waiter = self._waiters[run_id]
             self._queue.remove(run_id, waiter)
             if claimant is not None and claimant[0] == run_id:
-                _, token, lease_ms = claimant
+                _, token, lease_ms, stored = claimant
                 slot = Slot(waiter.key, token, now + lease_ms, start=now)
-                await self._drop_waiter(run_id)
+                await self._drop_waiter(run_id, stored=stored)
+                await self._put_slot(run_id, slot)  # (an offer at a delivery: memory only)
             else:
-                waiter.offers += 1
-                await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
                 slot = Slot(waiter.key, 0, now + self._config.offer_ms, start=now)
+                if not (handoff and not woken):  # a woken waiter's offer is stored
+                    waiter.offers += 1
+                    await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
+                    await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
                 woken.append(run_id)
             self._slots[run_id] = slot
-            await self._put_slot(run_id, slot)
             self._record_start(waiter.key, now)
         return woken
 
@@ -328,13 +386,21 @@ class LimiterActor:
                     starts.remove(slot.start)
             self._meta_dirty = True
 
-    async def _drop_waiter(self, run_id: str) -> None:
+    async def _drop_waiter(self, run_id: str, *, stored: bool = True) -> None:
+        """`stored`: whether its record was written (a newcomer granted at once was not)."""
         waiter = self._waiters.pop(run_id, None)
         if waiter is not None:
             self._queue.remove(run_id, waiter)
-            await self._storage.delete(WAIT_PREFIX + run_id)
+            if stored:
+                await self._storage.delete(WAIT_PREFIX + run_id)
 
     async def _put_slot(self, run_id: str, slot: Slot) -> None:
+        # An offer to a run being delivered (`acquire` with token 0, at its delivery) is
+        # claimed within moments: kept in memory only. Should this object restart first,
+        # the claim is decided afresh (granted if the order allows, else the run waits), so
+        # the limit never admits more for it; a woken waiter's offer is stored (see _fill).
+        if slot.offer:
+            return
         await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
 
     async def _commit(self, now: int) -> None:

@@ -5,7 +5,7 @@ Storage keys (each a billed row when written, so one record per thing that chang
 | key             | record                                                              |
 |-----------------|---------------------------------------------------------------------|
 | `limiter`       | `Meta`: the latest limits, the round-robin cursor, the start times  |
-|                 | inside the rate windows (job-wide and per key)                      |
+|                 | inside the rate windows (job-wide and per key), whether paused      |
 | `slot:<run_id>` | `Slot`: a held slot (the run's lease token) or an offer (token 0)   |
 | `wait:<run_id>` | `Waiter`: a run waiting for a slot                                  |
 """
@@ -112,6 +112,7 @@ class Meta:
     cursor: str | None = None  # the key served last (round robin)
     starts: list[int] = field(default_factory=list)
     key_starts: dict[str, list[int]] = field(default_factory=dict)
+    paused: bool = False  # the job is paused: nothing is granted, every newcomer waits
 
     def to_storage(self) -> dict[str, Any]:
         return {
@@ -119,6 +120,7 @@ class Meta:
             "cursor": self.cursor,
             "starts": list(self.starts),
             "key_starts": {k: list(v) for k, v in self.key_starts.items()},
+            "paused": self.paused,
         }
 
     @classmethod
@@ -128,6 +130,7 @@ class Meta:
             cursor=data["cursor"],
             starts=list(data["starts"]),
             key_starts={k: list(v) for k, v in data["key_starts"].items()},
+            paused=bool(data.get("paused", False)),
         )
 
 

@@ -11,7 +11,7 @@ check of that key narrows it: `if grant["granted"]: grant["token"]`.
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 # --- arm --------------------------------------------------------------------------------------
 
@@ -134,10 +134,11 @@ class SlotGranted(TypedDict):
 
 class SlotRefused(TypedDict):
     """`wait`: the run is in the wait list and will be woken through its coordinator;
+    `paused`: the same, while the job is paused (it waits for the resume);
     `lost`: a newer lease token of the run holds its slot."""
 
     granted: Literal[False]
-    reason: Literal["wait", "lost"]
+    reason: Literal["wait", "paused", "lost"]
 
 
 AcquireReply = SlotGranted | SlotRefused
@@ -148,8 +149,19 @@ class SlotLost(TypedDict):
     reason: Literal["lost"]
 
 
+class Handoff(TypedDict):
+    """A waiter given the freed slot in `limit_release(..., handoff=True)`: the caller runs it
+    itself (leases its coordinator, then `acquire` claims the slot reserved for it)."""
+
+    run_id: str
+    key: str
+    priority: int
+    due_ms: int
+
+
 class SlotReleased(TypedDict):
     ok: Literal[True]
+    next: NotRequired[Handoff | None]  # with `handoff` only: the waiter passed to the caller
 
 
 SlotRenewReply = Renewed | SlotLost
@@ -158,6 +170,15 @@ SlotReleaseReply = SlotReleased | SlotLost
 
 class ForgetReply(TypedDict):
     forgotten: bool
+
+
+class WaitingReply(TypedDict):
+    waiting: list[str]  # of the run ids asked, those waiting in the limiter's line
+    paused: bool
+
+
+class PauseReply(TypedDict):
+    paused: bool
 
 
 class LimiterStatus(TypedDict):
@@ -174,6 +195,7 @@ __all__ = [
     "CancelReply",
     "CloseReply",
     "ForgetReply",
+    "Handoff",
     "HolderGone",
     "LeaseGranted",
     "LeaseNotDue",
@@ -181,6 +203,7 @@ __all__ = [
     "LeaseReply",
     "LimiterStatus",
     "LimitsMessage",
+    "PauseReply",
     "PhaseName",
     "ReleaseReply",
     "Released",
@@ -195,4 +218,5 @@ __all__ = [
     "StatusClosed",
     "StatusOpen",
     "StatusReply",
+    "WaitingReply",
 ]

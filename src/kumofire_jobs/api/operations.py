@@ -30,7 +30,9 @@ SCHEDULE_PATCH_FIELDS: Final = frozenset(SchedulePatch.__optional_keys__)
 """What `update_schedule*` change and `upsert_schedule` takes besides the key."""
 SCHEDULE_CREATE_FIELDS: Final = SCHEDULE_PATCH_FIELDS | {"key"}
 """`create_schedule`'s arguments."""
-RUN_QUERY: Final = ("status", "name", "schedule_id", "limit", "cursor")
+FLOW_FIELDS: Final = frozenset({"parent", "children"})
+"""`POST /v1/flows`: `{"parent": create body, "children": [create body, ...]}`."""
+RUN_QUERY: Final = ("status", "name", "schedule_id", "parent_id", "limit", "cursor")
 """`list`'s keyword arguments: the HTTP query string, the RPC query dict."""
 COUNTS_QUERY: Final = ("name",)
 BULK_FIELDS: Final = frozenset({"status", "name", "schedule_id", "created_before", "limit"})
@@ -50,6 +52,9 @@ class Body:
 
 CREATE_RUN: Final = Body("CreateRun", CREATE_FIELDS, "the run", required=("name",))
 CREATE_RUNS: Final = Body("CreateRuns", BATCH_FIELDS, "the runs", required=("runs",))
+CREATE_FLOW: Final = Body(
+    "CreateFlow", FLOW_FIELDS, "the parent and its children", required=("parent", "children")
+)
 CREATE_SCHEDULE: Final = Body(
     "CreateSchedule", SCHEDULE_CREATE_FIELDS, "the schedule", required=("name",)
 )
@@ -109,6 +114,13 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "create_many", ("bodies",), "POST", "/v1/runs:batch",
         {202: "one result per run, in order"}, _BODY_ERRORS, "CreatedRuns",
         "Create up to 100 runs in one call", body=CREATE_RUNS,
+    ),
+    Operation(
+        "create_flow", ("body",), "POST", "/v1/flows",
+        {202: "the parent (waiting for its children) and the children, created"},
+        _BODY_ERRORS, "CreatedFlow",
+        "Create a parent run that waits until each of its 1 to 100 children has finished",
+        body=CREATE_FLOW,
     ),
     Operation("get", ("id",), "GET", "/v1/runs/{run_id}", _RUN, (404,), "JobRun", "Get a run"),
     Operation(

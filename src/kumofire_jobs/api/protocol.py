@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.models import (
     BulkResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     JobInfo,
@@ -59,6 +60,10 @@ class JobsApi(Protocol):
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]: ...
 
+    async def create_flow(
+        self, parent: CreateRequest, children: Sequence[CreateRequest]
+    ) -> CreatedFlow: ...
+
     async def get(self, run_id: str) -> JobRun | None: ...
 
     async def attempts(self, run_id: str) -> list[RunAttempt] | None: ...
@@ -79,6 +84,7 @@ class JobsApi(Protocol):
         status: RunStatus | str | None = None,
         name: str | None = None,
         schedule_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]: ...

@@ -17,6 +17,7 @@ import msgspec
 from ..core.errors import ValidationError
 from ..core.models import (
     BulkResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     JobInfo,
@@ -28,7 +29,7 @@ from ..core.models import (
 )
 from ..core.states import AttemptOutcome, RunStatus
 from ..core.times import datetime_to_ms, format_rfc3339, parse_rfc3339
-from .operations import BULK_FIELDS, CREATE_FIELDS
+from .operations import BULK_FIELDS, CREATE_FIELDS, FLOW_FIELDS
 
 T = TypeVar("T")
 
@@ -118,6 +119,10 @@ def created_to_wire(created: CreatedRun) -> dict[str, Any]:
     return msgspec.structs.asdict(created)
 
 
+def flow_to_wire(created: CreatedFlow) -> dict[str, Any]:
+    return {"parent_id": created.parent_id, "children": list(created.children)}
+
+
 def page_to_wire(page: Page[JobRun]) -> dict[str, Any]:
     return {"items": [run_to_wire(run) for run in page.items], "next_cursor": page.next_cursor}
 
@@ -197,6 +202,19 @@ def create_request(body: Any, what: str = "the body") -> CreateRequest:
         concurrency_key=fields.get("concurrency_key"),
         dedupe_ttl=fields.get("dedupe_ttl"),
     )
+
+
+def flow_request(body: Any) -> tuple[CreateRequest, list[CreateRequest]]:
+    """`POST /v1/flows`' body: the parent's create body and the children's (each read as
+    `create_request` reads one; their count is checked by the jobs API)."""
+    fields = known_fields(body, FLOW_FIELDS)
+    if "parent" not in fields:
+        raise ValidationError("parent is required: the parent's create body")
+    parent = create_request(fields["parent"], "parent")
+    children = fields.get("children")
+    if not isinstance(children, list):
+        raise ValidationError("children is required: a list of 1 to 100 create bodies")
+    return parent, [create_request(c, f"children[{i}]") for i, c in enumerate(children)]
 
 
 def bulk_filter(body: Any) -> dict[str, Any]:
@@ -354,6 +372,19 @@ def page_from_wire(convert: Callable[[Mapping[str, Any]], T]) -> Callable[[Any],
         return Page(items=items, next_cursor=data["next_cursor"])
 
     return read
+
+
+def flow_body(parent: CreateRequest, children: Any) -> dict[str, Any]:
+    """`create_flow`'s arguments as its body."""
+    if not isinstance(children, list | tuple):
+        raise ValidationError("children must be a list of CreateRequest")
+    return {"parent": create_body(parent), "children": [create_body(c) for c in children]}
+
+
+def flow_from_wire(data: Mapping[str, Any]) -> CreatedFlow:
+    return CreatedFlow(
+        parent_id=data["parent_id"], children=[str(child) for child in data["children"]]
+    )
 
 
 def created_items_from_wire(data: Any) -> list[CreatedRun]:

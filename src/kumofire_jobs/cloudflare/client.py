@@ -51,6 +51,8 @@ from ..api.wire import (
     create_body,
     created_from_wire,
     created_items_from_wire,
+    flow_body,
+    flow_from_wire,
     given_fields,
     job_from_wire,
     jobs_from_wire,
@@ -71,6 +73,7 @@ from ..core.errors import (
 )
 from ..core.models import (
     BulkResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     JobInfo,
@@ -213,6 +216,13 @@ class JobsClient(JobsApi):
         bodies = [create_body(request) for request in requests]
         return _read(created_items_from_wire, await self._call("create_many", bodies))
 
+    async def create_flow(
+        self, parent: CreateRequest, children: Sequence[CreateRequest]
+    ) -> CreatedFlow:
+        """A parent run that waits until each of its 1 to 100 children has finished."""
+        body = flow_body(parent, list(children))
+        return _read(flow_from_wire, await self._call("create_flow", body))
+
     async def get(self, run_id: str) -> JobRun | None:
         data = await self._maybe("get", run_id)
         return None if data is None else _read(run_from_wire, data)
@@ -246,6 +256,7 @@ class JobsClient(JobsApi):
         status: RunStatus | str | None = None,
         name: str | None = None,
         schedule_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]:
@@ -253,6 +264,7 @@ class JobsClient(JobsApi):
             status=None if status is None else str(status),
             name=name,
             schedule_id=schedule_id,
+            parent_id=parent_id,
             limit=limit,
             cursor=cursor,
         )

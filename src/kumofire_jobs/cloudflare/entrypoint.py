@@ -20,6 +20,7 @@ from .service import (
     cancel_many,
     counts,
     create,
+    create_flow,
     create_many,
     create_schedule,
     delete,
@@ -56,6 +57,7 @@ FUNCTIONS: Final[Mapping[str, RpcFunction]] = {
     # One per operation of `operations.OPERATIONS`, by its name (tests/test_operations.py).
     "create": create,
     "create_many": create_many,
+    "create_flow": create_flow,
     "get": get,
     "attempts": attempts,
     "logs": logs,

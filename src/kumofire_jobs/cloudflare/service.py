@@ -168,6 +168,13 @@ async def create_many(jobs: Jobs, bodies: Any) -> dict[str, Any]:
 
 
 @rpc_method
+async def create_flow(jobs: Jobs, body: Any) -> dict[str, Any]:
+    """`POST /v1/flows`: `{"parent_id": ..., "children": [...]}`."""
+    parent, children = wire.flow_request(to_py(body))
+    return wire.flow_to_wire(await jobs.create_flow(parent, children))
+
+
+@rpc_method
 async def get(jobs: Jobs, run_id: Any) -> dict[str, Any]:
     run = await jobs.get(_run_id(run_id))
     if run is None:
@@ -198,6 +205,7 @@ async def list_runs(jobs: Jobs, query: Any = None) -> dict[str, Any]:
         status=_optional_str(fields, "status"),
         name=_optional_str(fields, "name"),
         schedule_id=_optional_str(fields, "schedule_id"),
+        parent_id=_optional_str(fields, "parent_id"),
         limit=_limit(fields),
         cursor=_optional_str(fields, "cursor"),
     )

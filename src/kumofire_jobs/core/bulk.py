@@ -19,7 +19,7 @@ from .errors import ConflictError, ValidationError
 from .ids import run_ids_before
 from .models import BulkResult
 from .runs import RunService
-from .states import ACTIVE, RETRYABLE_BY_HAND, TERMINAL, RunStatus
+from .states import RETRYABLE_BY_HAND, TERMINAL, UNFINISHED, RunStatus
 from .store import RunStore
 from .times import datetime_to_ms
 
@@ -28,7 +28,7 @@ _CONCURRENCY = 16
 
 # The statuses each operation can change.
 APPLIES_TO: dict[str, frozenset[RunStatus]] = {
-    "cancel": ACTIVE,
+    "cancel": UNFINISHED,  # a flow's waiting parent too (its children go with it)
     "retry": RETRYABLE_BY_HAND,
     "delete": TERMINAL,
 }

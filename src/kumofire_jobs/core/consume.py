@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,11 +20,13 @@ from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .flows import FlowService
+from .handoff import CHAIN, Chain
 from .history import attempt_record, describe_error, encode_result, error_detail, with_attempt
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
 from .lease_keeper import LeaseKeeper
-from .limits import PARK_MS, Limits
+from .limits import PARK_MS, Limits, Passed
 from .log import get_logger
 from .models import ConsumeResult, JobRun, JobRunMessage
 from .options import JobPolicies
@@ -77,6 +79,7 @@ class Attempt:
     started_ms: int  # the row's `started_at`, this attempt's
     attempts: str | None  # the row's `attempts` before this one (JSON text)
     journal: Journal  # the handler's log lines and progress
+    children: Sequence[JobRun] = ()  # a flow's parent: its children, read at the start
 
     def duration_ms(self, clock: Clock) -> int:
         return round((clock.now() - self.started) * 1000)
@@ -104,9 +107,11 @@ class Consumer:
         policies: JobPolicies,
         lease_seconds: float,
         clock: Clock,
+        flows: FlowService,
         limits: Limits | None = None,
     ) -> None:
         self._store = store
+        self._flows = flows
         self._history = HistoryStore(store.db)
         self._coordinators = coordinators
         self._handlers = handlers
@@ -118,6 +123,44 @@ class Consumer:
 
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)
+        if self._limits is None or self._limits.names is None:
+            return await self._consume(run_id)
+        # A limited run that frees a slot may be handed the next waiter (see `_release`):
+        # this call runs it, and so on, within the chain's budget.
+        chain = Chain(self._clock.now())
+        reset = CHAIN.set(chain)
+        try:
+            return await self._consume(run_id)
+        finally:
+            CHAIN.reset(reset)
+            await chain.drain()
+
+    async def _take_over(self, passed: Passed) -> None:
+        """Run a waiter the limiter handed over: its coordinator is parked, so lease it
+        early; claim the slot reserved for it; start it with the ordinary guarded start."""
+        assert self._limits is not None
+        run_id = passed.run["run_id"]
+        try:
+            grant = await self._coordinators.lease(run_id, self._lease_ms, early=True)
+        except Exception:
+            await self._limits.hand_back(passed, "held")  # wake it, as the limiter would
+            raise
+        if not grant["granted"]:
+            await self._limits.hand_back(passed, grant["reason"])
+            return
+        token = int(grant["token"])
+        log.debug("run.handed_over", run_id=run_id, job=passed.job)
+        if not await self._limits.take_over(passed, token):
+            # The offer expired meanwhile and went on: wait in line again, as on a delivery.
+            await self._release(run_id, token, rearm_ms=now_ms(self._clock))
+            return
+        started = await self._store.start(run_id, token, now_ms(self._clock))
+        if started is None:
+            await self._not_started(run_id, token)
+        else:
+            await self._execute(started, token)
+
+    async def _consume(self, run_id: str) -> ConsumeResult:
         grant = await self._coordinators.lease(run_id, self._lease_ms)
         if not grant["granted"]:
             log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
@@ -160,6 +203,10 @@ class Consumer:
             if started is not None and started["lease_token"] == token:
                 return await self._execute(started, token)
         if row is None or RunStatus(row["status"]) in TERMINAL:
+            if row is not None and row["parent_id"] is not None:
+                # A finished flow child delivered again: the last try may have crashed
+                # before its parent's release, or before the released parent was armed.
+                await self._flows.settle(row["parent_id"], recovering=True)
             await self._release(run_id, token)  # closes the actor: nothing left to deliver
             return ConsumeOutcome.IGNORED
         if row["scheduled_for"] > now:
@@ -169,6 +216,8 @@ class Consumer:
         if row["status"] == RunStatus.RUNNING and row["attempt"] >= row["max_attempts"]:
             error = f"attempt {row['attempt']} was cut off: its lease expired before it finished"
             failed = await self._store.fail_cut_off(run_id, token, now, error)
+            if failed is not None and failed.parent_id is not None:
+                await self._flows.settle(failed.parent_id)
             await self._release(run_id, token)
             if failed is not None:
                 log.warning(
@@ -194,6 +243,8 @@ class Consumer:
             started_ms=row["started_at"] or now_ms(self._clock),
             attempts=row["attempts"],
             journal=journal,
+            # Only a flow's parent reads its children: `child_count` is in the started row.
+            children=await self._flows.children(run.id) if row["child_count"] else (),
         )
         attempt.log.info("run.started")
         handler = self._handlers.get(run.name)
@@ -212,7 +263,7 @@ class Consumer:
         journal = attempt.journal
         ctx = JobContext(
             job=run, heartbeat=keeper.renew, log=RunLogger(attempt.log, journal),
-            progress=journal.set_progress,
+            progress=journal.set_progress, children=attempt.children,
         )  # fmt: skip
         runner = asyncio.current_task()
         assert runner is not None
@@ -302,13 +353,25 @@ class Consumer:
         await attempt.journal.close()
         history = attempt.history(recorded or _RECORDED[status], detail or error, now, result)
         rearm_ms: int | None = None
-        if status is RunStatus.SCHEDULED:
-            rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
-            written = await self._store.reschedule(run.id, token, now, rearm_ms, error, history)
-        else:
-            written = await self._store.finish(run.id, token, status, now, error, history)
+        # The handler has ended, so its slot goes back now, beside the outcome's write (the
+        # next run of a limited job starts one round trip sooner).
+        leaving = self._leave_early(run.id, token)
+        try:
+            if status is RunStatus.SCHEDULED:
+                rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
+                written = await self._store.reschedule(run.id, token, now, rearm_ms, error, history)
+            else:
+                written = await self._store.finish(run.id, token, status, now, error, history)
+        finally:
+            if leaving is not None:
+                await leaving
         if not written and not await self._landed(attempt, status):
             return await self._superseded(attempt)
+        if run.parent_id is not None and status is not RunStatus.SCHEDULED:
+            # A flow's child finished: release its parent if it was the last. Before the
+            # lease goes, so after a crash here the child's coordinator delivers it again
+            # and the delivery (or `_not_started`) settles the parent then.
+            await self._flows.settle(run.parent_id)
         await self._release(run.id, token, rearm_ms=rearm_ms)
         if status is RunStatus.SUCCEEDED:
             attempt.log.info(
@@ -341,6 +404,8 @@ class Consumer:
         if why == "slot_lost":
             # The lease is still ours but the job's limiter gave the slot away (it expired
             # while this consumer stalled): deliver again now, to wait in line for a slot.
+            # Its lines are kept; the next start records the attempt as interrupted.
+            await attempt.journal.save_closed()
             await self._release(attempt.run.id, attempt.token, rearm_ms=now_ms(self._clock))
         attempt.log.warning(
             "run.lease_lost", outcome="ignored", duration_ms=attempt.duration_ms(self._clock)
@@ -361,8 +426,32 @@ class Consumer:
         return await self._ended(attempt, "lost")
 
     async def _release(self, run_id: str, token: int, rearm_ms: int | None = None) -> None:
-        if self._limits is not None:
-            await self._limits.leave(run_id, token)  # the slot first: the next run may start
+        if self._limits is None or not self._limits.holds(run_id, token):
+            await self._release_lease(run_id, token, rearm_ms)
+            return
+        # The slot and the lease at once (two objects; neither waits for the other). Within
+        # the chain's budget the limiter hands this call the run the slot goes to (see
+        # `_leave`) instead of waking it.
+        await asyncio.gather(
+            self._leave(run_id, token), self._release_lease(run_id, token, rearm_ms)
+        )
+
+    def _leave_early(self, run_id: str, token: int) -> asyncio.Future[None] | None:
+        if self._limits is None or not self._limits.holds(run_id, token):
+            return None
+        return asyncio.ensure_future(self._leave(run_id, token))
+
+    async def _leave(self, run_id: str, token: int) -> None:
+        """Release the run's slot; within the chain's budget, take the run it goes to."""
+        assert self._limits is not None
+        chain = CHAIN.get()
+        handoff = chain is not None and chain.open(self._clock.now())
+        passed = await self._limits.leave(run_id, token, handoff=handoff)
+        if passed is not None:
+            assert chain is not None
+            chain.add(asyncio.ensure_future(self._take_over(passed)))
+
+    async def _release_lease(self, run_id: str, token: int, rearm_ms: int | None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
         # its alarm delivers again, and the next consumer reads the outcome and closes it.
         try:

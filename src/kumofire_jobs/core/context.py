@@ -1,10 +1,11 @@
-"""What a handler receives: the run, a heartbeat, a bound logger, a progress report."""
+"""What a handler receives: the run, a heartbeat, a bound logger, a progress report, and a
+flow parent's children."""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .models import JobRun
@@ -19,7 +20,10 @@ class JobContext:
     `await ctx.heartbeat()` extends the lease now and raises `JobCanceledError` or
     `LeaseLostError` if the run was canceled or another consumer took it over; `ctx.log` is a
     structlog logger bound to the run, whose lines at `info` and above the run keeps
-    (`jobs.logs`); `await ctx.progress(value)` reports progress (`JobRun.progress`)."""
+    (`jobs.logs`); `await ctx.progress(value)` reports progress (`JobRun.progress`). For a
+    flow's parent, `ctx.children` is its children as they were when the attempt started
+    (finished: `succeeded`, `failed` or `canceled`, unless one was retried by hand since;
+    each with its `result`), oldest first; empty for any other run."""
 
     def __init__(
         self,
@@ -27,9 +31,11 @@ class JobContext:
         heartbeat: Callable[[], Awaitable[None]],
         log: Any,
         progress: Callable[[Any], Awaitable[None]] = _no_progress,
+        children: Sequence[JobRun] = (),
     ) -> None:
         self.job = job
         self.log = log
+        self.children: list[JobRun] = list(children)
         self._heartbeat = heartbeat
         self._progress = progress
 

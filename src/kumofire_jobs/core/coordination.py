@@ -42,8 +42,13 @@ class Coordinators:
     async def arm(self, run_id: str, due_ms: int) -> ArmReply:
         return cast(ArmReply, await self._stub(run_id).arm(run_id, due_ms))
 
-    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
-        return cast(LeaseReply, await self._stub(run_id).lease(run_id, lease_ms))
+    async def lease(self, run_id: str, lease_ms: int, *, early: bool = False) -> LeaseReply:
+        """`early`: before the due time, for a run its job's limiter handed over (parked)."""
+        stub = self._stub(run_id)
+        reply = await (
+            stub.lease(run_id, lease_ms, True) if early else stub.lease(run_id, lease_ms)
+        )
+        return cast(LeaseReply, reply)
 
     async def renew(self, run_id: str, token: int, lease_ms: int) -> RenewReply:
         return cast(RenewReply, await self._stub(run_id).renew(token, lease_ms))

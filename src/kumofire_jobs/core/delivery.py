@@ -2,7 +2,9 @@
 
 On the actor's alarm: mark the run `queued` (guarded) and send the one message the queue
 carries. A run that is finished, canceled or gone closes the actor; one that is not due
-(a retry's later `scheduled_for`) re-arms it for then.
+(a retry's later `scheduled_for`) re-arms it for then. A finished flow child found here
+(its consumer died after its finish, before its lease was released) settles its parent
+first: that consumer may have died before the parent's release, or before its arm.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from kumofire_coordinator import Delivery, DeliveryAction
 
 from .bindings import Queue
 from .clock import Clock, now_ms
+from .limits import Limits
 from .log import get_logger
 from .run_rows import QueuedRow
 from .states import TERMINAL, RunStatus
@@ -34,6 +37,8 @@ def run_message(run_id: str) -> dict[str, object]:
 # Called after a schedule's occurrence is delivered: (schedule_id, run_id, nominal ms or
 # None: the schedule's record of it).
 OccurrenceDelivered = Callable[[str, str, int | None], Awaitable[object]]
+# Called for a finished flow child whose coordinator delivers it again: (parent_id).
+ChildFinished = Callable[[str], Awaitable[object]]
 
 
 class QueueDeliveryHook:
@@ -43,19 +48,27 @@ class QueueDeliveryHook:
         queue: Queue,
         clock: Clock,
         on_occurrence: OccurrenceDelivered | None = None,
+        on_child_finished: ChildFinished | None = None,
+        *,
+        limits: Limits | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
         self._on_occurrence = on_occurrence
+        self._on_child_finished = on_child_finished
+        self._limits = limits if limits is not None and limits.names is not None else None
 
     async def deliver(self, key: str, delivery: int) -> Delivery:
         now = now_ms(self._clock)
+        first = delivery == 1
         sending: asyncio.Future[None] | None = None
-        if delivery == 1:
+        if first and self._limits is None:
             # The common case, a run's first delivery: the send goes out with the D1 write
             # (one round trip, not two). Should the run turn out finished or not yet due,
-            # the message is harmless: its consumer is refused the lease.
+            # the message is harmless: its consumer is refused the lease. (In a runtime with
+            # limited jobs the write comes first: it tells the job, and a limited run that
+            # has to wait is not sent at all.)
             sending = asyncio.ensure_future(self._queue.send(run_message(key), _SEND_OPTIONS))
         try:
             queued = await self._store.mark_queued(key, now)
@@ -69,24 +82,36 @@ class QueueDeliveryHook:
                 return Delivery(DeliveryAction.CLOSE)
             status = RunStatus(current["status"])
             if status in TERMINAL:
-                if sending is not None and status in _RAN:
+                parent_id = current["parent_id"]
+                if parent_id is not None and self._on_child_finished is not None:
+                    # Raises on failure: the alarm is retried, and this with it.
+                    await self._on_child_finished(parent_id)
+                if first and status in _RAN:
                     # Its consumer was faster than our D1 write: it was delivered all the same.
                     await self._occurrence_delivered(current, key)
                 return Delivery(DeliveryAction.CLOSE)
             if status == RunStatus.SCHEDULED and current["scheduled_for"] > now:
-                if sending is not None and current["attempt"] > 0:
+                if first and current["attempt"] > 0:
                     # Its consumer was faster still: it ran, failed and waits for a retry.
                     await self._occurrence_delivered(current, key)
                 return Delivery(DeliveryAction.DEFER, due_ms=current["scheduled_for"])
             # queued or running: a redelivery (lost message, or a holder that died), or a
             # first delivery whose consumer started before our D1 write landed.
             row = current
+        parked = None if self._limits is None else await self._limits.place({**row, "id": key}, now)
+        if parked is not None:
+            # Its job's limiter put it in line: park until it is woken or handed over (the
+            # fallback due time matters only if the limiter lost it). A schedule's occurrence
+            # joined the line as it would have gone out: its next one is materialized now.
+            if queued is not None or first:
+                await self._occurrence_delivered(row, key)
+            return Delivery(DeliveryAction.DEFER, due_ms=parked)
         if sending is None:
             await self._queue.send(run_message(key), _SEND_OPTIONS)
         log.info(
             "run.queued", run_id=key, job=row["name"], attempt=row["attempt"], delivery=delivery
         )
-        if queued is not None or sending is not None:
+        if queued is not None or first:
             await self._occurrence_delivered(row, key)
         return Delivery(DeliveryAction.SENT)
 

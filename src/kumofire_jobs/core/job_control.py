@@ -5,8 +5,10 @@ Pausing is a row in the `kumofire_jobs` table (a job never paused has none). A p
 starts no run: the consumer's guarded `running` update refuses it (`store._START`), the run
 waits `queued` with no attempt used and its coordinator closed; reconciliation leaves it
 alone; a schedule of the job keeps its one pending occurrence. Resuming clears the flag and
-re-arms the job's due, unfinished runs in priority order. docs/architecture.md has the
-crash points.
+re-arms the job's due, unfinished runs in priority order. A limited job's limiter is told
+too: while paused it grants nothing, so the runs in its line stay there, parked, and on resume
+it serves them in order (only the runs not in its line are re-armed). docs/architecture.md
+has the crash points.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from .bindings import D1Database
 from .clock import Clock, now_ms
 from .coordination import Coordinators
+from .limits import Limits
 from .log import get_logger
 from .metrics import MetricsSnapshot, read_metrics
 from .models import JobInfo
@@ -47,6 +50,7 @@ class JobService:
         clock: Clock,
         handlers: Mapping[str, Any],
         policies: JobPolicies,
+        limits: Limits | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -54,6 +58,7 @@ class JobService:
         self._clock = clock
         self._handlers = handlers
         self._policies = policies
+        self._limits = limits  # a limited job's limiter is told of its pauses
 
     async def _paused(self) -> set[str]:
         rows = (await self._db.prepare(_PAUSED).all()).results
@@ -94,6 +99,8 @@ class JobService:
         if name not in self._handlers:
             return None
         await self._db.prepare(_SET_PAUSED).bind(name, 1, now_ms(self._clock)).run()
+        if self._limits is not None:
+            await self._limits.pause(name, True)  # its waiting runs stay in line, parked
         log.info("job.paused", job=name)
         return await self.get(name)
 
@@ -105,6 +112,12 @@ class JobService:
         now = now_ms(self._clock)
         await self._db.prepare(_SET_PAUSED).bind(name, 0, now).run()
         waiting = await self._store.resumable(name, now, RESUME_LIMIT)
+        if self._limits is not None and self._limits.limits(name) is not None:
+            # A limited job's limiter gives its slots to the runs in its line, in order; the
+            # others (closed at a start the pause refused) are armed, and join the line.
+            await self._limits.pause(name, False)
+            in_line = await self._limits.parked(waiting) if waiting else set()
+            waiting = [run_id for run_id in waiting if run_id not in in_line]
         for run_id in waiting:  # in order: the earlier armed, the earlier its alarm fires
             await self._coordinators.arm(run_id, now)
         log.info("job.resumed", job=name, rearmed=len(waiting))

@@ -25,6 +25,7 @@ from .migrations import check_schema, schema_version
 from .models import (
     BulkResult,
     ConsumeResult,
+    CreatedFlow,
     CreatedRun,
     CreateRequest,
     DispatchResult,
@@ -108,16 +109,10 @@ class Jobs:
         dedupe_ttl: float | None = None,
     ) -> CreatedRun:
         request = CreateRequest(
-            name=name,
-            payload=payload,
-            run_at=run_at,
-            delay=delay,
-            max_attempts=max_attempts,
-            dedupe_key=dedupe_key,
-            priority=priority,
-            concurrency_key=concurrency_key,
+            name=name, payload=payload, run_at=run_at, delay=delay, max_attempts=max_attempts,
+            dedupe_key=dedupe_key, priority=priority, concurrency_key=concurrency_key,
             dedupe_ttl=dedupe_ttl,
-        )
+        )  # fmt: skip
         return (await self.create_many([request]))[0]
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:
@@ -126,6 +121,14 @@ class Jobs:
             raise ValidationError(f"at most {validation.MAX_BATCH} runs per call")
         await self._ready()
         return await self.runs.create_many(requests)
+
+    async def create_flow(
+        self, parent: CreateRequest, children: Sequence[CreateRequest]
+    ) -> CreatedFlow:
+        """A parent run that waits (`waiting`) until each of its 1 to 100 children has
+        finished, then is scheduled at its own time (or now); all in one D1 transaction."""
+        await self._ready()
+        return await self.runs.flows.create(parent, children, self.runs.new_run)
 
     # --- read -------------------------------------------------------------------------------
 
@@ -171,6 +174,7 @@ class Jobs:
         status: RunStatus | str | None = None,
         name: str | None = None,
         schedule_id: str | None = None,
+        parent_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[JobRun]:
@@ -178,8 +182,9 @@ class Jobs:
             status = _status(status)
         await self._ready()
         return await self.runs.list(
-            status=status, name=name, schedule_id=schedule_id, limit=limit, cursor=cursor
-        )
+            status=status, name=name, schedule_id=schedule_id, parent_id=parent_id,
+            limit=limit, cursor=cursor,
+        )  # fmt: skip
 
     async def counts(self, *, name: str | None = None) -> dict[str, int]:
         await self._ready()
@@ -266,6 +271,7 @@ class Jobs:
         await self._ready()
         result = await self.runs.reconcile(limit)
         result.schedules_restored = await self.schedules.restore(limit)
+        result.flows_released = await self.runs.flows.release_waiting(limit)
         return result
 
     async def dispatch_at_start(self, limit: int = 100) -> DispatchResult:
@@ -275,6 +281,7 @@ class Jobs:
         await self._ready()
         result = await self.runs.reconcile_unfinished()
         result.schedules_restored = await self.schedules.restore(limit)
+        result.flows_released = await self.runs.flows.release_waiting(limit)
         return result
 
     # --- schedules --------------------------------------------------------------------------

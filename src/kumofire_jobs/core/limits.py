@@ -15,9 +15,11 @@ from typing import Any, cast
 
 from kumofire_coordinator.messages import (
     AcquireReply,
+    Handoff,
     LimitsMessage,
     SlotReleaseReply,
     SlotRenewReply,
+    WaitingReply,
 )
 
 from .bindings import DurableObjectNamespace
@@ -32,6 +34,10 @@ log = get_logger()
 # A run told to wait parks its coordinator this long: the limiter wakes it sooner; this only
 # brings it back if the limiter lost it (its storage, or after unclaimed offers).
 PARK_MS = 300_000
+# The same while the job is paused: the resume wakes it, so the fallback can wait longer.
+PAUSED_PARK_MS = 3_600_000
+# How long a slot reserved at a run's delivery waits for its consumer to claim it.
+OFFER_MS = 60_000
 
 
 def limiter_name(job: str) -> str:
@@ -73,6 +79,14 @@ class Slot:
     token: int
 
 
+@dataclass(frozen=True, slots=True)
+class Passed:
+    """A waiting run its limiter handed to this consumer with a freed slot."""
+
+    job: str
+    run: Handoff
+
+
 class Limits:
     """The consumer's side of the limiters: acquire before the `running` write, renew with
     the lease, release with it."""
@@ -88,6 +102,7 @@ class Limits:
         self._options = options
         self._clock = clock
         self._lease_ms = lease_ms
+        self._coordinators = Coordinators(namespace)
         self._held: dict[str, Slot] = {}  # run id -> the slot this consumer holds for it
         self._names = json.dumps(sorted(options)) if options else None
 
@@ -102,6 +117,61 @@ class Limits:
 
     def _stub(self, job: str) -> Any:
         return self._namespace.getByName(limiter_name(job))
+
+    async def place(self, row: Mapping[str, Any], now: int) -> int | None:
+        """At a limited run's delivery (the coordinator's alarm), before the queue: reserve
+        it a slot (an offer, token 0, claimed by its consumer's `enter`) if the wait order
+        gives it one now, else put it in the line. None: send it to the queue (reserved, or
+        its slot held by a lease its consumer will take over); else it waits, and the
+        coordinator parks until the time returned (the fallback if the limiter loses it). A
+        run that waits thus costs no queue message and no consume."""
+        limits = self._options.get(row["name"])
+        if limits is None or row["scheduled_for"] > now:
+            return None
+        run_id = row["id"]
+        try:
+            reply = cast(
+                AcquireReply,
+                await self._stub(row["name"]).limit_acquire(
+                    run_id, 0, row.get("concurrency_key") or "", int(row.get("priority") or 0),
+                    int(row["scheduled_for"]), OFFER_MS, limits,
+                ),
+            )  # fmt: skip
+        except Exception as exc:  # the consumer's `enter` asks again
+            log.warning("limit.place_failed", run_id=run_id, error=str(exc))
+            return None
+        if reply["granted"] or reply["reason"] == "lost":
+            return None
+        log.info("run.waiting", run_id=run_id, job=row["name"], reason=reply["reason"])
+        return now + (PAUSED_PARK_MS if reply["reason"] == "paused" else PARK_MS)
+
+    async def pause(self, job: str, paused: bool) -> None:
+        """Tell a limited job's limiter it was paused or resumed (see `JobService`). If the
+        call fails, a paused job's runs meet the pause at their start instead, and a resume
+        is told again by reconciliation (`parked`)."""
+        if job not in self._options:
+            return
+        try:
+            await self._stub(job).limit_pause(paused)
+        except Exception as exc:
+            log.warning("limit.pause_failed", job=job, paused=paused, error=str(exc))
+
+    async def parked(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` wait in a limiter's line (one call per limited job). A limiter
+        that cannot be asked answers none: their coordinators are asked instead."""
+        found: set[str] = set()
+        for job in self._options:
+            try:
+                reply = cast(WaitingReply, await self._stub(job).limit_waiting(run_ids))
+            except Exception as exc:
+                log.warning("limit.waiting_failed", job=job, error=str(exc))
+                continue
+            found.update(reply["waiting"])
+            if reply["paused"] and reply["waiting"]:
+                # Reconciliation's runs are of jobs D1 holds as not paused: a resume did not
+                # reach this limiter. Tell it now (its line would wait forever otherwise).
+                await self.pause(job, False)
+        return found
 
     async def enter(self, row: Mapping[str, Any] | None, token: int) -> bool:
         """Ask the run's limiter for a slot, if its job is limited and it may start now.
@@ -138,14 +208,63 @@ class Limits:
         )
         return reply["ok"]
 
-    async def leave(self, run_id: str, token: int) -> None:
-        """Release the run's slot (the attempt ended, or never started). If the call fails,
-        the slot expires with its lease."""
+    def holds(self, run_id: str, token: int) -> bool:
+        """Whether this consumer holds a slot for the run under `token`."""
+        slot = self._held.get(run_id)
+        return slot is not None and slot.token == token
+
+    async def leave(self, run_id: str, token: int, *, handoff: bool = False) -> Passed | None:
+        """Release the run's slot (the attempt ended, or never started). With `handoff`, the
+        waiter the slot goes to is returned, for the caller to run (`take_over`), instead of
+        being woken through its coordinator. If the call fails, the slot expires with its
+        lease."""
         slot = self._held.get(run_id)
         if slot is None or slot.token != token:
-            return
+            return None
         del self._held[run_id]
+        stub = self._stub(slot.job)
         try:
-            cast(SlotReleaseReply, await self._stub(slot.job).limit_release(run_id, token))
+            reply = cast(
+                SlotReleaseReply,
+                await (
+                    stub.limit_release(run_id, token, True)
+                    if handoff
+                    else stub.limit_release(run_id, token)
+                ),
+            )
         except Exception as exc:
             log.warning("limit.release_failed", run_id=run_id, error=str(exc))
+            return None
+        passed = reply.get("next") if reply["ok"] else None
+        return None if passed is None else Passed(slot.job, passed)
+
+    async def take_over(self, passed: Passed, token: int) -> bool:
+        """Claim the slot the limiter reserved for a run handed over, under the run's lease
+        `token`. False: not granted (a newer lease holds it, or the offer expired and the
+        run waits in line again)."""
+        run = passed.run
+        reply = cast(
+            AcquireReply,
+            await self._stub(passed.job).limit_acquire(
+                run["run_id"], token, run["key"], run["priority"], run["due_ms"],
+                self._lease_ms, self._options[passed.job],
+            ),
+        )  # fmt: skip
+        if not reply["granted"]:
+            return False
+        self._held[run["run_id"]] = Slot(passed.job, run["key"], token)
+        return True
+
+    async def hand_back(self, passed: Passed, reason: str) -> None:
+        """A run handed over whose lease could not be taken: a closed or canceled run leaves
+        the line (its offer freed); one whose lease is held (a delivery of it under way) is
+        armed for now, as the limiter's wake would, so that the holder's park does not
+        outlast the offer. Best effort: an offer left behind expires and is made again."""
+        run_id = passed.run["run_id"]
+        try:
+            if reason in ("closed", "canceled"):
+                await self._stub(passed.job).limit_forget(run_id)
+            else:
+                await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
+        except Exception as exc:
+            log.warning("limit.hand_back_failed", run_id=run_id, error=str(exc))

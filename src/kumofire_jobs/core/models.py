@@ -30,7 +30,7 @@ class JobRun(msgspec.Struct, kw_only=True):
     priority: int = 0
     concurrency_key: str | None = None
     timeout: float | None = None  # seconds: the job's timeout when the run was created
-    parent_id: str | None = None  # flows (not yet)
+    parent_id: str | None = None  # a flow's child: the parent that waits for it
     progress: Any = None  # the latest `ctx.progress(value)` of the current or last attempt
     result: Any = None  # what the handler returned, once the run succeeded
 
@@ -62,6 +62,13 @@ class LogLine(msgspec.Struct, kw_only=True):
 class CreatedRun(msgspec.Struct, kw_only=True):
     kumofire_job_run_id: str
     deduplicated: bool
+
+
+class CreatedFlow(msgspec.Struct, kw_only=True):
+    """A flow: its parent's id and its children's, in the order given."""
+
+    parent_id: str
+    children: list[str]
 
 
 class CreateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -114,6 +121,7 @@ class DispatchResult(msgspec.Struct, kw_only=True):
     pruned: int = 0  # finished runs deleted by retention
     checked: int = 0  # runs whose coordinator was asked
     schedules_restored: int = 0  # schedules whose next occurrence was missing, materialized
+    flows_released: int = 0  # waiting parents whose children had all finished, released
 
 
 class JobRunMessage(msgspec.Struct, kw_only=True):

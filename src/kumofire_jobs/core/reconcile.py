@@ -12,7 +12,7 @@ nothing to repair. The embedded runtime also reconciles at its start, with no gr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from .clock import Clock, now_ms
 from .coordination import Coordinators
@@ -29,6 +29,11 @@ log = get_logger()
 DEFAULT_GRACE_SECONDS = 60.0
 _CONCURRENCY = 16
 _LOST_PHASES = {"closed", "abandoned"}
+# Pages of overdue runs one tick reads past those parked in limiters' lines (see below).
+_MAX_PAGES = 10
+
+# Which of these run ids wait in a limited job's line (`Limits.parked`).
+ParkedProbe = Callable[[list[str]], Awaitable[set[str]]]
 
 
 async def reconcile(
@@ -40,12 +45,29 @@ async def reconcile(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     retention_seconds: float | None,
     retention_overrides: Mapping[str, tuple[float | None, float | None]] | None = None,
+    parked: ParkedProbe | None = None,
 ) -> DispatchResult:
     now = now_ms(clock)
     result = DispatchResult()
-    rows = await store.active_due_before(now - int(grace_seconds * 1000), limit)
+    cutoff = now - int(grace_seconds * 1000)
+    rows = await store.active_due_before(cutoff, limit)
     gate = asyncio.Semaphore(_CONCURRENCY)
-    await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
+    asked = 0
+    for _ in range(_MAX_PAGES):
+        # A limited job's waiting runs are `queued` and overdue, their coordinators parked:
+        # their limiter answers for them all in one request, and the tick looks further
+        # instead of asking the same parked coordinators again every minute.
+        queued = [str(r["id"]) for r in rows if r["status"] == "queued"]
+        skip = await parked(queued) if parked is not None and queued else set()
+        ask = [row for row in rows if row["id"] not in skip][: limit - asked]
+        await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in ask))
+        asked += len(ask)
+        if not skip or len(rows) < limit or asked >= limit:
+            break
+        last = rows[-1]
+        rows = await store.active_due_after(
+            cutoff, int(last["scheduled_for"]), str(last["id"]), limit
+        )
     result.pruned = await prune_pass(
         store.db,
         now=now,

@@ -18,19 +18,21 @@ import msgspec
 
 from .bindings import D1Database
 from .ids import run_ids_before
-from .store import _PRUNE, TABLE
+from .store import _PRUNE, NOT_A_WAITING_PARENTS_CHILD, TABLE
 
 # As `_PRUNE`, skipping the (name, status) pairs of ?4, a JSON array of [name, status].
 _PRUNE_EXCEPT = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     "WHERE id < ?1 AND status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?2 "
+    f"AND {NOT_A_WAITING_PARENTS_CHILD} "
     "AND (name, status) NOT IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
     "FROM json_each(?4)) LIMIT ?3)"
 )
 # One job's runs of one finished status, past that job's own age.
 _PRUNE_JOB = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-    "WHERE id < ?1 AND name = ?4 AND status = ?5 AND finished_at < ?2 LIMIT ?3)"
+    "WHERE id < ?1 AND name = ?4 AND status = ?5 AND finished_at < ?2 "
+    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
 )
 
 

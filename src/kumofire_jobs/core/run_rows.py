@@ -35,6 +35,8 @@ class RunRow(TypedDict):
     timeout: float | None
     progress: str | None  # JSON text
     result: str | None  # JSON text
+    parent_id: str | None  # a flow's child: its parent
+    child_count: int | None  # a flow's parent: how many children it was created with
 
 
 class StartedRow(RunRow):
@@ -61,6 +63,8 @@ class QueuedRow(TypedDict):
     attempt: int
     schedule_id: str | None
     scheduled_for: int
+    priority: int
+    concurrency_key: str | None
 
 
 class UnfinishedRow(TypedDict):
@@ -98,6 +102,7 @@ def row_to_run(row: RunRow) -> JobRun:
         priority=row["priority"],
         concurrency_key=row["concurrency_key"],
         timeout=row["timeout"],
+        parent_id=row["parent_id"],
         progress=_decode_payload(row["progress"]),
         result=_decode_payload(row["result"]),
     )
@@ -119,6 +124,8 @@ class NewRun(msgspec.Struct, kw_only=True):
     concurrency_key: str | None = None
     dedupe_expires_at: int | None = None
     timeout: float | None = None
+    parent_id: str | None = None  # a flow's child
+    child_count: int | None = None  # a flow's parent
 
 
 # A job's defaults for the runs a schedule makes: its attempts and its timeout.

@@ -8,6 +8,7 @@ schedule's pending occurrence moves the schedule on) and the reconciliation sett
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from . import validation
@@ -15,12 +16,13 @@ from .clock import Clock, now_ms
 from .context import Handler
 from .coordination import Coordinators
 from .errors import ConflictError, ValidationError
+from .flows import FlowService
 from .ids import IdFactory
 from .limits import limits_message
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
-from .reconcile import reconcile, reconcile_unfinished
+from .reconcile import ParkedProbe, reconcile, reconcile_unfinished
 from .run_rows import NewRun
 from .schedules import ScheduleService
 from .states import RunStatus
@@ -44,8 +46,10 @@ class RunService:
         handlers: Mapping[str, Handler],
         policies: JobPolicies,
         schedules: ScheduleService,
+        flows: FlowService,
         reconcile_grace_seconds: float,
         retention_seconds: float | None,
+        parked: ParkedProbe | None = None,
     ) -> None:
         self._store = store
         self.store = store  # the bulk operations read their candidates through it
@@ -55,13 +59,16 @@ class RunService:
         self._handlers = handlers
         self._policies = policies
         self._schedules = schedules
+        self.flows = flows
         self._grace_seconds = reconcile_grace_seconds
         self._retention_seconds = retention_seconds
+        self._parked = parked  # which runs wait in a limiter's line (None: no limited job)
         self._creating = 0  # create_many calls in progress
 
     # --- create -----------------------------------------------------------------------------
 
-    def _new_run(self, request: CreateRequest, now: int) -> NewRun:
+    def new_run(self, request: CreateRequest, now: int) -> NewRun:
+        """A create request checked (ValidationError, UnknownJobError) as a run to insert."""
         name = validation.job_name(request.name, self._handlers)
         dedupe_key = validation.dedupe_key(request.dedupe_key)
         return NewRun(
@@ -84,7 +91,7 @@ class RunService:
         """Create runs (the caller checked there are at most `validation.MAX_BATCH`) in one
         D1 transaction, then arm their coordinators."""
         now = now_ms(self._clock)
-        runs = [self._new_run(request, now) for request in requests]
+        runs = [self.new_run(request, now) for request in requests]
         keys = [run.dedupe_key for run in runs if run.dedupe_key is not None]
         if len(keys) != len(set(keys)):
             raise ValidationError("two runs in one call share a dedupe_key")
@@ -147,6 +154,7 @@ class RunService:
         status: RunStatus | None,
         name: str | None,
         schedule_id: str | None,
+        parent_id: str | None,
         limit: int,
         cursor: str | None,
     ) -> Page[JobRun]:
@@ -154,6 +162,7 @@ class RunService:
             status=status,
             name=name,
             schedule_id=schedule_id,
+            parent_id=parent_id,
             limit=validation.limit(limit),
             cursor=cursor,
         )
@@ -169,18 +178,25 @@ class RunService:
         return await self._store.get(run_id) if run is None else run
 
     async def cancel_unfinished(self, run_id: str) -> JobRun | None:
-        """Cancel the run if it is unfinished: the run canceled, or None if it was not."""
-        run = await self._store.cancel(run_id, now_ms(self._clock))
-        if run is None:
-            return None
+        """Cancel the run if it is unfinished: the run canceled, or None if it was not. A
+        flow's parent takes its unfinished children with it (in the same statement); a
+        flow's child may release its parent."""
+        canceled = await self._store.cancel(run_id, now_ms(self._clock))
+        await asyncio.gather(*(self._canceled(run) for run in canceled))
+        run = next((run for run in canceled if run.id == run_id), None)
+        if run is not None and run.parent_id is not None:
+            await self.flows.settle_logged(run.parent_id)
+        return run
+
+    async def _canceled(self, run: JobRun) -> None:
+        """Tell the actors of a run D1 now holds as canceled."""
         log.info("run.canceled", run_id=run.id, job=run.name, attempt=run.attempt)
-        await self._coordinators.cancel_canceled(run_id)
+        await self._coordinators.cancel_canceled(run.id)
         if limits_message(self._policies.of(run.name)) is not None:
-            await self._coordinators.forget_waiting(run.name, run_id)
+            await self._coordinators.forget_waiting(run.name, run.id)
         if run.schedule_id is not None:
             # Canceling a schedule's pending occurrence moves the schedule on to the next.
             await self._schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
-        return run
 
     async def retry(self, run_id: str) -> JobRun | None:
         """Schedule a failed or canceled run again now, with one more attempt allowed."""
@@ -241,6 +257,7 @@ class RunService:
             grace_seconds=self._grace_seconds,
             retention_seconds=self._retention_seconds,
             retention_overrides=self._policies.retention_overrides(),
+            parked=self._parked,
         )
 
     async def reconcile_unfinished(self) -> DispatchResult:

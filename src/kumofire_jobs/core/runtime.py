@@ -12,6 +12,7 @@ jobs = runtime.bind(Resources(db=env.JOBS_DB, queue=env.JOBS_QUEUE,
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
 from .errors import MalformedMessageError, RemoteHandlersError
+from .flow_store import FlowStore
+from .flows import FlowService
 from .ids import IdFactory
 from .job_control import JobService
 from .jobs import Jobs, SchemaGate
@@ -95,6 +98,7 @@ class BoundResources:
     schedules: ScheduleService
     consumer: Consumer
     jobs: Jobs
+    limits: Limits
     delivery_hook: QueueDeliveryHook | None = None
 
 
@@ -149,6 +153,13 @@ class Runtime:
             handlers=handlers,
             job_defaults=self.policies.defaults,
         )
+        limits = Limits(
+            resources.coordinator, self.job_limits(), self.clock, int(self.lease_seconds * 1000)
+        )
+        flows = FlowService(
+            store=store, flows=FlowStore(resources.db), coordinators=coordinators,
+            clock=self.clock,
+        )  # fmt: skip
         runs = RunService(
             store=store,
             coordinators=coordinators,
@@ -157,8 +168,10 @@ class Runtime:
             handlers=handlers,
             policies=self.policies,
             schedules=schedules,
+            flows=flows,
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
+            parked=None if limits.names is None else limits.parked,
         )
         consumer = Consumer(
             store=store,
@@ -167,16 +180,12 @@ class Runtime:
             policies=self.policies,
             lease_seconds=self.lease_seconds,
             clock=self.clock,
-            limits=Limits(
-                resources.coordinator,
-                self.job_limits(),
-                self.clock,
-                int(self.lease_seconds * 1000),
-            ),
+            flows=flows,
+            limits=limits,
         )
         job_service = JobService(
             db=resources.db, store=store, coordinators=coordinators, clock=self.clock,
-            handlers=handlers, policies=self.policies,
+            handlers=handlers, policies=self.policies, limits=limits,
         )  # fmt: skip
         jobs = Jobs(
             runs=runs,
@@ -185,7 +194,7 @@ class Runtime:
             schema=SchemaGate(resources.db),
             job_service=job_service,
         )
-        return BoundResources(resources, store, schedules, consumer, jobs)
+        return BoundResources(resources, store, schedules, consumer, jobs, limits)
 
     def handlers_with(self, remote: Mapping[str, Handler]) -> Mapping[str, Handler]:
         """The handlers by job name: the runtime's own and `remote`; a name in both raises
@@ -244,8 +253,10 @@ class Runtime:
         bound = self._bind(resources)
         if bound.delivery_hook is None:
             bound.delivery_hook = QueueDeliveryHook(
-                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered
-            )
+                bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered,
+                functools.partial(bound.jobs.runs.flows.settle, recovering=True),
+                limits=bound.limits,
+            )  # fmt: skip
         return bound.delivery_hook
 
     def job_limits(self) -> dict[str, LimitsMessage]:

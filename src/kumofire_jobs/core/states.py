@@ -2,7 +2,9 @@
 
 | from        | to          | by                                                        |
 |-------------|-------------|-----------------------------------------------------------|
-| (new)       | scheduled   | create                                                    |
+| (new)       | scheduled   | create (a flow's children too)                            |
+| (new)       | waiting     | create_flow: the parent, until every child has finished   |
+| waiting     | scheduled   | the last child's finish (or reconciliation): the release  |
 | scheduled   | queued      | the coordinator's delivery hook, once due                 |
 | scheduled   | running     | consume (a message delivered before `queued` was written) |
 | queued      | running     | consume, holding the lease                                |
@@ -10,7 +12,7 @@
 | running     | succeeded   | the handler returned                                      |
 | running     | scheduled   | the handler raised with attempts left (a retry)           |
 | running     | failed      | attempts exhausted, NonRetryableError, no handler         |
-| scheduled, queued, running | canceled | cancel                                      |
+| waiting, scheduled, queued, running | canceled | cancel (a parent's cascades)       |
 | failed, canceled | scheduled | manual retry                                         |
 """
 
@@ -20,6 +22,7 @@ from enum import StrEnum
 
 
 class RunStatus(StrEnum):
+    WAITING = "waiting"  # a flow's parent, until each of its children has finished
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
@@ -50,6 +53,8 @@ class AttemptOutcome(StrEnum):
 
 ALL_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
 ACTIVE: frozenset[RunStatus] = frozenset({RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.RUNNING})
+# Not finished: `finished_at IS NULL` holds for exactly these (a waiting parent too).
+UNFINISHED: frozenset[RunStatus] = ACTIVE | {RunStatus.WAITING}
 TERMINAL: frozenset[RunStatus] = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED}
 )

@@ -29,6 +29,7 @@ from .states import (
     ALL_STATUSES,
     RETRYABLE_BY_HAND,
     TERMINAL,
+    UNFINISHED,
     AttemptOutcome,
     RunStatus,
     sql_list,
@@ -46,12 +47,13 @@ PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND p
 COLUMNS = (
     "id, name, status, payload, attempt, max_attempts, scheduled_for, created_at, updated_at, "
     "started_at, finished_at, last_error, dedupe_key, schedule_id, lease_token, priority, "
-    "concurrency_key, timeout, progress, result"
+    "concurrency_key, timeout, progress, result, parent_id, child_count"
 )
 # What an attempt's consumer reads of its row besides: the history it adds to (`history.py`).
 STARTED_COLUMNS = f"{COLUMNS}, attempts, logs"
 _ACTIVE = sql_list(ACTIVE)
 _TERMINAL = sql_list(TERMINAL)
+_UNFINISHED = sql_list(UNFINISHED)
 _RETRYABLE = sql_list(RETRYABLE_BY_HAND)
 
 _INSERT = (
@@ -72,7 +74,7 @@ _RELEASE_DEDUPE = (
 _MARK_QUEUED = (
     f"UPDATE {TABLE} SET status = 'queued', updated_at = ?1 "
     "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 "
-    "RETURNING name, attempt, schedule_id, scheduled_for"
+    "RETURNING name, attempt, schedule_id, scheduled_for, priority, concurrency_key"
 )
 _START = (
     f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
@@ -111,13 +113,20 @@ _FAIL_CUT_OFF = (
 )
 # One cancel, two guards: by hand (?3 = 1) an unfinished run whatever it is doing; a
 # schedule's change (?3 = 0) only an occurrence still waiting, so one already delivered (the
-# schedule's change came after its alarm) runs to its end.
+# schedule's change came after its alarm) runs to its end. By hand, an unfinished flow parent
+# takes its unfinished children with it in the same statement, so no crash can part them:
+# the WHERE has a subquery, so SQLite collects the rows to change before changing any, and
+# the subquery sees the parent as it was (a run outside a flow finds no child: an empty
+# probe of the partial parent index).
 _CANCEL = (
     f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?1, finished_at = ?1, "
-    # A running attempt ends here, whatever its handler does next.
+    # A running attempt ends here, whatever its handler does next (a waiting parent has
+    # none: its history stays empty).
     "attempts = CASE WHEN status = 'running' THEN "
     f"{append_attempt_sql(AttemptOutcome.CANCELED, '?1')} ELSE attempts END "
-    f"WHERE id = ?2 AND status IN ({_ACTIVE}) AND (?3 = 1 OR status = 'scheduled') "
+    f"WHERE (id = ?2 AND status IN ({_UNFINISHED}) AND (?3 = 1 OR status = 'scheduled')) "
+    f"OR (?3 = 1 AND parent_id = ?2 AND status IN ({_ACTIVE}) AND EXISTS (SELECT 1 FROM "
+    f"{TABLE} AS parent WHERE parent.id = ?2 AND parent.finished_at IS NULL)) "
     f"RETURNING {COLUMNS}"
 )
 # A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
@@ -159,18 +168,30 @@ _DUE_SINCE = (
     # `finished_at IS NULL` names the partial index's own term, so SQLite uses the index.
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
     # A paused job's waiting runs are left alone: resuming it re-arms them.
-    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for LIMIT ?"
+    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for, id LIMIT ?"
+)
+# The next page of the same, after (scheduled_for, id): when a page held runs parked in a
+# limiter's line, reconciliation looks further (the index's entries hold both columns).
+_DUE_SINCE_AFTER = _DUE_SINCE.replace(
+    "AND scheduled_for <= ? ", "AND scheduled_for <= ? AND (scheduled_for, id) > (?, ?) "
 )
 _UNFINISHED_AFTER = (
     f"SELECT id, status, scheduled_for FROM {TABLE} "
     f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND (scheduled_for, id) > (?1, ?2) "
     "ORDER BY scheduled_for, id LIMIT ?3"
 )
+# A finished child of a parent still waiting is kept: the parent's `ctx.children` shows it.
+# For a run outside a flow (`parent_id` NULL) the test reads nothing.
+NOT_A_WAITING_PARENTS_CHILD = (
+    f"({TABLE}.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {TABLE} AS p "
+    f"WHERE p.id = {TABLE}.parent_id AND p.status = 'waiting'))"
+)
 _PRUNE = (
     # Run ids start with their creation time, and a run finishes after it is created: the
     # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-    f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 LIMIT ?3)"
+    f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 "
+    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
 )
 
 
@@ -182,21 +203,10 @@ class RunStore:
 
     def _insert(self, run: NewRun) -> D1PreparedStatement:
         return self.db.prepare(_INSERT).bind(
-            run.id,
-            run.name,
-            run.payload,
-            run.max_attempts,
-            run.scheduled_for,
-            run.created_at,
-            run.created_at,
-            run.dedupe_key,
-            run.schedule_id,
-            run.occurrence_key,
-            run.priority,
-            run.concurrency_key,
-            run.dedupe_expires_at,
-            run.timeout,
-        )
+            run.id, run.name, run.payload, run.max_attempts, run.scheduled_for, run.created_at,
+            run.created_at, run.dedupe_key, run.schedule_id, run.occurrence_key, run.priority,
+            run.concurrency_key, run.dedupe_expires_at, run.timeout,
+        )  # fmt: skip
 
     async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
         """Insert runs in one transaction; False where a unique key already existed."""
@@ -251,15 +261,13 @@ class RunStore:
         return None if row is None else row_to_run(row)
 
     async def page(
-        self,
-        *,
-        status: RunStatus | None,
-        name: str | None,
-        schedule_id: str | None,
-        limit: int,
-        cursor: str | None,
-    ) -> Page[JobRun]:
-        filters = {"status": status and status.value, "name": name, "schedule_id": schedule_id}
+        self, *, status: RunStatus | None, name: str | None, schedule_id: str | None,
+        parent_id: str | None, limit: int, cursor: str | None,
+    ) -> Page[JobRun]:  # fmt: skip
+        filters = {
+            "status": status and status.value, "name": name, "schedule_id": schedule_id,
+            "parent_id": parent_id,
+        }  # fmt: skip
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
         items = [row_to_run(cast(RunRow, row)) for row in rows]
         return Page(items=items, next_cursor=next_cursor)
@@ -333,10 +341,11 @@ class RunStore:
         (`scheduled`); returns the row it canceled."""
         return self.db.prepare(_CANCEL).bind(now, run_id, int(started))
 
-    async def cancel(self, run_id: str, now: int) -> JobRun | None:
-        """An unfinished run -> canceled, whatever it is doing."""
-        row = await self.cancel_statement(run_id, now, started=True).first()
-        return None if row is None else row_to_run(row)
+    async def cancel(self, run_id: str, now: int) -> list[JobRun]:
+        """An unfinished run -> canceled, whatever it is doing, and a flow parent's unfinished
+        children with it: the runs canceled (none if the run was not unfinished)."""
+        rows = (await self.cancel_statement(run_id, now, started=True).all()).results
+        return [row_to_run(cast(RunRow, row)) for row in rows]
 
     async def retry(self, run_id: str, now: int) -> JobRun | None:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()
@@ -388,6 +397,13 @@ class RunStore:
         """Unfinished runs due at or before `cutoff`, oldest first."""
         rows = (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
         return cast(list[UnfinishedRow], rows)
+
+    async def active_due_after(
+        self, cutoff: int, scheduled_for: int, run_id: str, limit: int
+    ) -> list[UnfinishedRow]:
+        """`active_due_before`'s next page, after (scheduled_for, run_id)."""
+        stmt = self.db.prepare(_DUE_SINCE_AFTER).bind(cutoff, scheduled_for, run_id, limit)
+        return cast(list[UnfinishedRow], (await stmt.all()).results)
 
     async def unfinished_after(
         self, scheduled_for: int, run_id: str, limit: int

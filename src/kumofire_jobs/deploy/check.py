@@ -8,6 +8,7 @@
 3. `wrangler deploy --dry-run --outdir` on the copy writes out exactly what it would upload.
 4. The import graph of the entry, over those files (`imports`), proves every module it loads
    is uploaded, standard, or provided at deploy, and that none is forbidden.
+5. The dashboard's files (`kumofire_jobs/web/ui/`, not Python) are uploaded beside its code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
@@ -196,9 +198,40 @@ def run_check(
         _say_graph(say, graph, upload)
         found = [Problem("missing-module", f.describe()) for f in graph.missing]
         found += [Problem("forbidden-import", f.describe()) for f in graph.forbidden]
+        found += dashboard_problems(upload)
         _say_problems(say, found)
         errors += found
         return _verdict(say, errors, graph, upload)
+
+
+DASHBOARD_RULE = (
+    '[[rules]] type = "Text", globs = ["kumofire_jobs/web/ui/*.js", '
+    '"kumofire_jobs/web/ui/*.css"], fallthrough = true'
+)
+
+
+def dashboard_problems(upload: Upload) -> list[Problem]:
+    """The dashboard's files missing beside an uploaded `kumofire_jobs` (wrangler uploads only
+    `.py` and `.html` files of the module root unless its `[[rules]]` add them; a vendored
+    package is uploaded whole)."""
+    shipped = resources.files("kumofire_jobs").joinpath("web", "ui")
+    names = sorted(entry.name for entry in shipped.iterdir() if entry.is_file())
+    problems = []
+    for base in (upload.root, upload.root / "python_modules"):
+        ui = base / "kumofire_jobs" / "web" / "ui"
+        if not (base / "kumofire_jobs" / "web" / "dashboard.py").is_file():
+            continue
+        missing = [name for name in names if not (ui / name).is_file()]
+        if missing:
+            where = ui.relative_to(upload.root)
+            problems.append(
+                Problem(
+                    "dashboard-files",
+                    f"{where}/: {', '.join(missing)} not uploaded: /ui/ would answer 404 for "
+                    f"them; add to the wrangler config: {DASHBOARD_RULE}",
+                )
+            )
+    return problems
 
 
 def _say_problems(say: _Say, problems: Iterable[Problem]) -> None:

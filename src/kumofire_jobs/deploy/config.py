@@ -21,8 +21,10 @@ from ..core.runtime import COORDINATOR_BINDING, DB_BINDING, QUEUE_BINDING
 from .wrangler import DeployError
 
 __all__ = [
+    "COMPATIBILITY_DATE",
     "CONFIG_NAMES",
     "PINNED_WORKERD",
+    "PINNED_WRANGLER",
     "PYTHON_313_DATES",
     "PYTHON_RELEASES",
     "Problem",
@@ -41,7 +43,10 @@ CONFIG_NAMES = ("wrangler.toml", "wrangler.jsonc", "wrangler.json")
 
 PINNED_WORKERD = "1.20260820.1"
 """The workerd whose Python releases `PYTHON_RELEASES` records: the one of the wrangler that
-package.json pins (4.125.0)."""
+package.json pins (`PINNED_WRANGLER`)."""
+
+PINNED_WRANGLER = "4.125.0"
+"""The wrangler this repository's package.json pins, and `kumofire-jobs init` writes."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,10 @@ def _python_dates(python: str) -> tuple[dt.date, dt.date]:
 PYTHON_313_DATES = _python_dates(TARGET_PYTHON)
 """The `compatibility_date`s that give Python 3.13 with the pinned workerd: 2025-09-29 through
 2026-08-24 (derived from `PYTHON_RELEASES`)."""
+
+COMPATIBILITY_DATE = dt.date(2026, 8, 1)
+"""The `compatibility_date` of this repository's wrangler.toml and of the projects `kumofire-jobs
+init` writes: inside `PYTHON_313_DATES`."""
 
 PLACEHOLDER_DATABASE_ID = "00000000-0000-0000-0000-000000000000"
 

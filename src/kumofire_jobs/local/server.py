@@ -14,6 +14,7 @@ import importlib
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,44 @@ TOKEN_ENV = "KUMOFIRE_API_TOKEN"
 DRAIN_SECONDS = 10.0  # how long Ctrl-C waits for running handlers
 
 
+APP_TABLE = "kumofire-jobs"
+"""`[tool.kumofire-jobs]` in pyproject.toml: `app = "MODULE:RUNTIME"`, the runtime `kumofire-jobs
+dev` serves there without `--app` (what `kumofire-jobs init` writes)."""
+
+
+def configured_app(pyproject: Path) -> str | None:
+    """The `app` of `[tool.kumofire-jobs]` in `pyproject`, if the file sets one."""
+    if not pyproject.is_file():
+        return None
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SystemExit(f"{pyproject}: not valid TOML: {exc}") from None
+    table = data.get("tool", {}).get(APP_TABLE, {})
+    app = table.get("app") if isinstance(table, dict) else None
+    if app is not None and not isinstance(app, str):
+        raise SystemExit(f"{pyproject}: [tool.{APP_TABLE}] app must be a string MODULE:RUNTIME")
+    return app
+
+
 def load_runtime(spec: str | None) -> Runtime:
-    """`MODULE:ATTRIBUTE`, imported from the current directory the way uvicorn loads an app;
-    None gives the built-in demo."""
+    """`MODULE:ATTRIBUTE`, imported from the current directory the way uvicorn loads an app, or
+    `path/to/module.py:ATTRIBUTE`, imported by its name with its directory as the import root
+    (as the directory of `main` is on Workers); None gives the built-in demo."""
     if spec is None:
         spec = "kumofire_jobs.demo:runtime"
-    module_name, sep, attribute = spec.partition(":")
+    # rpartition: a Windows path has a colon of its own.
+    module_name, sep, attribute = spec.rpartition(":")
     if not sep or not module_name or not attribute:
         raise SystemExit(f"--app must look like MODULE:RUNTIME, got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    root = os.getcwd()
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        path = Path(module_name).resolve()
+        if not path.is_file() or path.suffix != ".py":
+            raise SystemExit(f"--app {spec}: no such Python file {path}")
+        root, module_name = str(path.parent), path.stem
+    if root not in sys.path:
+        sys.path.insert(0, root)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -134,6 +163,10 @@ async def run_dev_server(
                         f" (data in {data_dir}/)",
                         flush=True,
                     )
+            print(
+                f"  jobs ({app or 'the built-in demo'}): {', '.join(sorted(runtime.handlers))}",
+                flush=True,
+            )
             for line in _describe_services(env):
                 print(line, flush=True)
 

@@ -65,11 +65,12 @@ def add_ops_parsers(commands: Any) -> None:
     listing.add_argument("--status")
     listing.add_argument("--name", help="job name")
     listing.add_argument("--schedule-id")
+    listing.add_argument("--parent-id", help="a flow's parent: list its children")
     listing.add_argument("--limit", type=int, default=50, help="1 to 200 (default 50)")
     listing.add_argument("--cursor", help="the next page's cursor, as the last page printed")
     for name, action, help_text in (
         ("get", _runs_get, "show a run"),
-        ("cancel", _run_action("cancel"), "cancel a scheduled, queued or running run"),
+        ("cancel", _run_action("cancel"), "cancel an unfinished run (a flow parent's too)"),
         ("retry", _run_action("retry"), "run a failed or canceled run again now"),
         ("promote", _run_action("promote"), "make a scheduled run due now"),
         ("delete", _runs_delete, "delete a finished run"),
@@ -200,8 +201,8 @@ def _page(items: str, next_cursor: str | None) -> str:
 
 async def _runs_list(client: HttpJobsClient, args: argparse.Namespace) -> Any:
     page = await client.list(
-        status=args.status, name=args.name, schedule_id=args.schedule_id, limit=args.limit,
-        cursor=args.cursor,
+        status=args.status, name=args.name, schedule_id=args.schedule_id,
+        parent_id=args.parent_id, limit=args.limit, cursor=args.cursor,
     )  # fmt: skip
     return _shown(args, page, lambda p: _page(_runs_table(p["items"]), p["next_cursor"]))
 

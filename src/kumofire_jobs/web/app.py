@@ -29,6 +29,7 @@ from ..core.jobs import Jobs
 from ..core.log import get_logger
 from ..core.models import JobRun, JobSchedule
 from .control import OperationEndpoint, register_control
+from .dashboard import dashboard_routes
 from .history import register_history
 from .metrics import metrics_endpoint
 from .openapi import openapi_document
@@ -111,9 +112,10 @@ def create_app(
     require_token: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
-    """`jobs(request)` gives the bound jobs API for a request. With `api_token`, every route
-    but health needs `Authorization: Bearer <token>`; with `require_token` (a production
-    Worker) and no token configured, the API answers 403 `api_disabled`."""
+    """`jobs(request)` gives the bound jobs API for a request. With `api_token`, every `/v1`
+    route but health needs `Authorization: Bearer <token>`; with `require_token` (a production
+    Worker) and no token configured, the API answers 403 `api_disabled`. The dashboard's files
+    (`/ui/`, `dashboard.py`) hold no data and need no token."""
 
     def authorize(request: Request) -> None:
         if api_token is None:
@@ -187,8 +189,7 @@ def create_app(
         return int(value)
 
     def query_str(request: Request, name: str) -> str | None:
-        value = request.query_params.get(name)
-        return value if value else None
+        return request.query_params.get(name) or None
 
     # --- routes -----------------------------------------------------------------------------
 
@@ -261,6 +262,7 @@ def create_app(
             status=query_str(request, "status"),
             name=query_str(request, "name"),
             schedule_id=query_str(request, "schedule_id"),
+            parent_id=query_str(request, "parent_id"),
             limit=query_limit(request),
             cursor=query_str(request, "cursor"),
         )
@@ -372,7 +374,13 @@ def create_app(
     missing = sorted(set(operations.BY_NAME) - set(endpoints))
     if missing:  # tests/test_operations.py says so first
         raise RuntimeError(f"the HTTP app has no endpoint for: {', '.join(missing)}")
-    routes = [health, openapi, metrics, *(serve(op) for op in operations.OPERATIONS)]
+    routes = [
+        health,
+        openapi,
+        metrics,
+        *(serve(op) for op in operations.OPERATIONS),
+        *dashboard_routes(),
+    ]
 
     def allowed_methods(scope: Scope) -> str:
         """Every method of the path (RFC 9110's Allow), not only the first route's: each

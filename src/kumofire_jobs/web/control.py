@@ -1,6 +1,6 @@
 """The HTTP endpoints of the operations that control runs and jobs (API.md Part 2,
-"Controlling runs and jobs"): the jobs, promote, delete and the bulk operations. `web/app.py`
-registers them with the rest, one per row of `api/operations.py`."""
+"Controlling runs and jobs"): the jobs, promote, delete and the bulk operations; and flows
+("Flows"). `web/app.py` registers them with the rest, one per row of `api/operations.py`."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def register_control(
         if job is None:
             raise not_found("job")
         return wire.job_to_wire(job)
+
+    @operation("create_flow")
+    async def create_flow(request: Request) -> Any:
+        parent, children = wire.flow_request(await read_json(request))
+        return wire.flow_to_wire(await jobs(request).create_flow(parent, children))
 
     @operation("list_jobs")
     async def list_jobs(request: Request) -> Any:

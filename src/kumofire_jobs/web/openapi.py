@@ -15,6 +15,7 @@ from .. import __version__
 from ..api import operations
 from ..core import history, validation
 from ..core.bulk import MAX_BULK_LIMIT
+from ..core.flows import MAX_CHILDREN
 from ..core.schedule_bounds import MAX_LIMIT
 from ..core.schedule_timing import MAX_CRON_CHARS, MAX_EVERY_SECONDS, MAX_TIMEZONE_CHARS
 from ..core.states import AttemptOutcome, ConsumeOutcome, RunStatus
@@ -165,6 +166,36 @@ _SCHEMAS: dict[str, Any] = {
                 "maxItems": validation.MAX_BATCH,
                 "items": _ref(operations.CREATE_RUN.schema),
             }
+        },
+    },
+    "CreateFlow": {
+        "type": "object",
+        "required": list(operations.CREATE_FLOW.required),
+        "additionalProperties": False,
+        "properties": {
+            "parent": {
+                **_ref(operations.CREATE_RUN.schema),
+                "description": "the parent: waiting until every child has finished",
+            },
+            "children": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_CHILDREN,
+                "items": _ref(operations.CREATE_RUN.schema),
+                "description": "the children (no dedupe_key)",
+            },
+        },
+    },
+    "CreatedFlow": {
+        "type": "object",
+        "required": ["parent_id", "children"],
+        "properties": {
+            "parent_id": {"type": "string"},
+            "children": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the children's run ids, in the order given",
+            },
         },
     },
     "CreatedRun": {
@@ -376,6 +407,7 @@ _QUERY: dict[str, tuple[dict[str, Any], str]] = {
     "status": ({"type": "string", "enum": [s.value for s in RunStatus]}, ""),
     "name": ({"type": "string"}, "job name"),
     "schedule_id": ({"type": "string"}, "runs of one schedule"),
+    "parent_id": ({"type": "string"}, "the children of one flow's parent"),
     "enabled": ({"type": "boolean"}, ""),
     "limit": (
         {"type": "integer", "minimum": 1, "maximum": validation.MAX_LIST_LIMIT},

@@ -39,7 +39,19 @@ async def limited(ctx: JobContext) -> None:
     await asyncio.sleep(float(ctx.job.payload["seconds"]))
 
 
-TEST_HANDLERS = {"flaky": flaky, "fatal": fatal, "slow": slow, "big": big, "limited": limited}
+async def parent(ctx: JobContext) -> list[object]:
+    """A flow's parent: fails unless it sees its children as the payload expects them;
+    returns what they returned (their `result`s)."""
+    seen = [child.status.value for child in ctx.children]
+    if seen != ctx.job.payload["expect"]:
+        raise NonRetryableError(f"the parent saw its children as {seen}")
+    return [child.result for child in ctx.children]
+
+
+TEST_HANDLERS = {
+    "flaky": flaky, "fatal": fatal, "slow": slow, "big": big, "limited": limited,
+    "parent": parent,
+}  # fmt: skip
 LEASE_SECONDS = 6.0
 TEST_RUNTIME_OPTIONS = {
     "retry": RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=2.0),
