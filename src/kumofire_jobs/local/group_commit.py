@@ -22,6 +22,11 @@ Each binding has its own file, connection and `GroupCommit`, so each commits on 
 crash can fall between the commits of any two bindings, as between D1, the Queue and a
 Durable Object on the platform. When nothing else is ready to run (`output_gate.alone()`) a
 binding commits at once instead of joining the turn's commit: nobody could share it.
+
+At `synchronous=FULL` a binding's group transaction commits without SQLite's WAL sync and the
+`GroupCommit` syncs the WAL itself (`wal_sync`) before answering anyone; when two or more
+bindings commit in one turn, their syncs run in parallel threads and everyone is answered once
+all are done.
 """
 
 from __future__ import annotations
