@@ -122,6 +122,8 @@ async def test_full_callers_are_answered_after_their_wal_is_synced(
         real(fd)
 
     monkeypatch.setattr(wal_sync, "_fdatasync", fdatasync)
+    directories: list[str] = []
+    monkeypatch.setattr(wal_sync, "_sync_directory", directories.append)
     for i, binding in enumerate(bindings):
         binding.write(i)
         waiters.append(binding.group.wait())
@@ -133,6 +135,8 @@ async def test_full_callers_are_answered_after_their_wal_is_synced(
     assert sorted(name for name, _ in synced) == ["a.sqlite-wal", "b.sqlite-wal"]
     assert all(done == [False, False] for _, done in synced)
     assert all(w.done() and w.exception() is None for w in waiters)
+    # Each WAL's directory entry synced at its first sync (as SQLite would), once.
+    assert directories == [str(tmp_path), str(tmp_path)]
     # Back to FULL for every commit outside the group (autocommit statements).
     assert [b.synchronous() for b in bindings] == [2, 2]
     # A commit made now (one binding, not at the end of a turn) syncs on its own too.
@@ -141,6 +145,7 @@ async def test_full_callers_are_answered_after_their_wal_is_synced(
     assert bindings[0].group.commit() is None
     assert [name for name, _ in synced] == ["a.sqlite-wal"]
     assert bindings[0].synchronous() == 2
+    assert len(directories) == 2
 
 
 async def test_a_failed_wal_sync_fails_the_callers_of_that_commit(

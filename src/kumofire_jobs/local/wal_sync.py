@@ -5,7 +5,8 @@ In WAL mode the only thing `FULL` adds to `NORMAL` is one sync of the WAL file a
 commit (SQLite's documentation of `PRAGMA synchronous`). A binding opened at `FULL` therefore
 opens its group transaction at `NORMAL` (`relax()`, before its `BEGIN`: SQLite refuses to
 change the level inside a transaction), commits, puts the connection back to `FULL`
-(`restore()`) and then syncs the WAL itself (`sync()`), and only then are the callers who
+(`restore()`) and then syncs the WAL itself (`sync()`; the first time also the WAL's
+directory, as SQLite does at a new WAL file's first sync), and only then are the callers who
 waited for the commit answered (`group_commit.GroupCommit`): what they were told is durable
 is on disk exactly as `FULL` would have put it there. Every other commit (autocommit
 statements, a `batch()` alone) stays at `FULL` and is synced by SQLite.
@@ -37,7 +38,7 @@ def enabled() -> bool:
 class WalSync:
     """One connection's deferred WAL sync (see the module's docstring)."""
 
-    __slots__ = ("_conn", "_wal", "_wrap", "relaxed")
+    __slots__ = ("_conn", "_dir_synced", "_wal", "_wrap", "relaxed")
 
     def __init__(
         self,
@@ -49,6 +50,8 @@ class WalSync:
         self._wal = os.fspath(path) + "-wal"
         self._wrap = wrap  # a failed sync, as the binding reports a failed commit
         self.relaxed = False
+        # SQLite syncs a WAL file's directory at the file's first sync; ours may be the first.
+        self._dir_synced = False
 
     def relax(self) -> None:
         """Before the group transaction's BEGIN: commit it without SQLite's WAL sync."""
@@ -76,11 +79,25 @@ class WalSync:
             return self._wrap(exc)
         try:
             _fdatasync(fd)
+            if not self._dir_synced:
+                _sync_directory(os.path.dirname(self._wal) or ".")
+                self._dir_synced = True
         except OSError as exc:
             return self._wrap(exc)
         finally:
             os.close(fd)
         return None
+
+
+def _sync_directory(path: str) -> None:
+    """Make a file's directory entry durable (not possible on Windows: nothing to do)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def for_connection(
