@@ -60,6 +60,7 @@ async def test_a_waiting_run_keeps_nothing_in_memory(
     namespace = env.JOB_COORDINATOR
     created = await env.jobs.create("noop", delay=3600)
     other = await env.jobs.create("noop", delay=3600)
+    await clock.advance(0)  # their arms land (create does not wait for them)
     hooks = {
         namespace._actors[
             namespace.idFromName(run.kumofire_job_run_id).toString()

@@ -22,6 +22,7 @@ def rewire(
         db=env.JOBS_DB,
         queue=queue or env.JOBS_QUEUE,
         coordinator=coordinator or env.JOB_COORDINATOR,
+        wait_for_arms=env.resources.wait_for_arms,
     )
     env.jobs = env.runtime.bind(env.resources)
 
@@ -74,11 +75,16 @@ class _FailingStub:
         target = getattr(self._inner, method)
         namespace = self._namespace
 
-        async def call(*args: Any) -> Any:
+        def call(*args: Any) -> Any:
+            # Decided and sent when called, not when awaited, as the platform's stubs do.
             namespace.calls[method] += 1
             if method in namespace.methods and namespace.times > 0:
                 namespace.times -= 1
-                raise RuntimeError(f"injected failure of {method}")
-            return await target(*args)
+                return _fail(method)
+            return target(*args)
 
         return call
+
+
+async def _fail(method: str) -> Any:
+    raise RuntimeError(f"injected failure of {method}")

@@ -7,7 +7,9 @@ both ends.
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any, cast
 
 from kumofire_coordinator.messages import (
     ArmReply,
@@ -30,8 +32,9 @@ LIMITER_PREFIX = "limiter:"
 
 
 class Coordinators:
-    def __init__(self, namespace: DurableObjectNamespace) -> None:
+    def __init__(self, namespace: DurableObjectNamespace, *, wait_for_arms: bool = True) -> None:
         self._namespace = namespace
+        self._wait_for_arms = wait_for_arms
 
     def _stub(self, run_id: str) -> DurableObjectStub:
         return self._namespace.getByName(run_id)
@@ -74,6 +77,33 @@ class Coordinators:
         except Exception as exc:
             log.error("run.arm_failed", run_id=run_id, error=str(exc))
 
+    async def arm_all_created(
+        self, runs: Sequence[tuple[str, int, str]], *, concurrent: bool = False
+    ) -> None:
+        """Arm runs `create` just inserted: (run id, due time, job name). The calls are sent
+        at once, in order, so a later call to the same coordinator (a cancel, a promote)
+        lands after its arm. Their answers are awaited only if this runtime waits for arms
+        (`Resources.wait_for_arms`) or other creates are `concurrent` with this one (they
+        share the commit anyway, and waiting keeps creates from running ahead of the
+        coordinators that deliver their runs); either way a failed arm is logged, and
+        reconciliation arms the run later: the run is durable in D1 before its arm is sent."""
+        sent: list[tuple[str, Awaitable[Any]]] = []
+        for run_id, due_ms, job in runs:
+            log.info("run.created", run_id=run_id, job=job, attempt=0, scheduled_for_ms=due_ms)
+            try:
+                sent.append((run_id, self._stub(run_id).arm(run_id, due_ms)))
+            except Exception as exc:
+                log.error("run.arm_failed", run_id=run_id, error=str(exc))
+        if not (self._wait_for_arms or concurrent):
+            for run_id, answer in sent:
+                asyncio.ensure_future(answer).add_done_callback(_arm_answered(run_id))
+            return
+        for run_id, answer in sent:
+            try:
+                await answer
+            except Exception as exc:
+                log.error("run.arm_failed", run_id=run_id, error=str(exc))
+
     async def forget_waiting(self, job: str, run_id: str) -> None:
         """Tell a limited job's limiter (`limiter:<job>`, same namespace) that a run D1 holds
         as canceled no longer waits. If the call fails, its offer is made and expires (see
@@ -91,3 +121,13 @@ class Coordinators:
             await self.cancel(run_id)
         except Exception as exc:
             log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))
+
+
+def _arm_answered(run_id: str) -> Any:
+    """A callback logging the failure of an arm nobody awaits."""
+
+    def answered(answer: asyncio.Future[Any]) -> None:
+        if not answer.cancelled() and (exc := answer.exception()) is not None:
+            log.error("run.arm_failed", run_id=run_id, error=str(exc))
+
+    return answered

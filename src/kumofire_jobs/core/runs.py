@@ -63,6 +63,7 @@ class RunService:
         self._grace_seconds = reconcile_grace_seconds
         self._retention_seconds = retention_seconds
         self._parked = parked  # which runs wait in a limiter's line (None: no limited job)
+        self._creating = 0  # create_many calls in progress
 
     # --- create -----------------------------------------------------------------------------
 
@@ -96,6 +97,7 @@ class RunService:
             raise ValidationError("two runs in one call share a dedupe_key")
         created: list[CreatedRun | None] = [None] * len(runs)
         to_arm: list[NewRun] = []
+        self._creating += 1
         try:
             # A run keeps its id across passes: a second pass inserts only the runs whose
             # dedupe_key holder vanished (pruned) between the insert and the lookup, so no
@@ -108,12 +110,13 @@ class RunService:
                 raise ConflictError("a dedupe_key kept changing hands: try again")
         finally:
             # Whatever was inserted is armed, even if a later statement failed.
-            await asyncio.gather(
-                *(
-                    self._coordinators.arm_created(run.id, run.scheduled_for, job=run.name)
-                    for run in to_arm
+            try:
+                await self._coordinators.arm_all_created(
+                    [(run.id, run.scheduled_for, run.name) for run in to_arm],
+                    concurrent=self._creating > 1,
                 )
-            )
+            finally:
+                self._creating -= 1
         return [c for c in created if c is not None]
 
     async def _insert_pass(

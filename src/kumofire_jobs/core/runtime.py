@@ -73,6 +73,11 @@ class Resources:
     queue: Queue
     coordinator: DurableObjectNamespace
     remote_handlers: Mapping[str, Handler] = field(default_factory=dict)
+    # False: `create` answers once its runs are in D1 and their arms are sent, without
+    # waiting for the coordinators' answers (the embedded runtime: its arms cannot outlive
+    # the process, and it re-arms unfinished runs at every start). A Worker waits: work left
+    # behind its response may never run.
+    wait_for_arms: bool = True
 
     @classmethod
     def from_env(cls, env: Any) -> Resources:
@@ -138,7 +143,7 @@ class Runtime:
     def _assemble(self, resources: Resources) -> BoundResources:
         handlers = self.handlers_with(resources.remote_handlers)
         store = RunStore(resources.db)
-        coordinators = Coordinators(resources.coordinator)
+        coordinators = Coordinators(resources.coordinator, wait_for_arms=resources.wait_for_arms)
         schedules = ScheduleService(
             db=resources.db,
             store=ScheduleStore(resources.db),

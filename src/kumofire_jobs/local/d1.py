@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kumofire_jobs.core.bindings import D1Meta, D1PreparedStatement, D1Result
 from kumofire_jobs.core.migrations import split_sql, sql_tokens
-from kumofire_jobs.local import checkpoint, group_commit, output_gate
+from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
 
 if TYPE_CHECKING:
     from kumofire_jobs.core.bindings import D1Database
@@ -302,7 +302,14 @@ class LocalD1Database:
         # Group commit: our open transaction (`pending` while open) and who waits for its
         # commit, and whether the schema can roll a whole transaction back (None: not yet
         # known).
-        self._commits = group_commit.GroupCommit(self._commit_transaction)
+        self._commits = group_commit.GroupCommit(
+            self._commit_transaction,
+            wal=None
+            if in_memory
+            else wal_sync.for_connection(
+                conn, self.path, mode, lambda exc: D1Error(f"D1_ERROR: disk I/O error: {exc}")
+            ),
+        )
         self._rollback_risk: bool | None = None
         self._batching = False  # inside batch()/exec(): statements join its transaction
         self._closed = False
@@ -428,9 +435,14 @@ class LocalD1Database:
         return row is not None
 
     def _begin_group(self) -> None:
+        wal = self._commits._wal
         try:
+            if wal is not None:
+                wal.relax()  # the group commit syncs the WAL itself (wal_sync)
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
+            if wal is not None:
+                wal.restore()
             raise _d1_error(error) from error
         self._commits.join()
 

@@ -161,6 +161,7 @@ class LocalEnvironment:
             queue=self.JOBS_QUEUE,
             coordinator=self.JOB_COORDINATOR,
             remote_handlers=self._remote,
+            wait_for_arms=False,  # start() re-arms unfinished runs (reconcile_unfinished)
         )
         self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
         self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)

@@ -22,6 +22,11 @@ Each binding has its own file, connection and `GroupCommit`, so each commits on 
 crash can fall between the commits of any two bindings, as between D1, the Queue and a
 Durable Object on the platform. When nothing else is ready to run (`output_gate.alone()`) a
 binding commits at once instead of joining the turn's commit: nobody could share it.
+
+At `synchronous=FULL` a binding's group transaction commits without SQLite's WAL sync and the
+`GroupCommit` syncs the WAL itself (`wal_sync`) before answering anyone; when two or more
+bindings commit in one turn, their syncs run in parallel threads and everyone is answered once
+all are done.
 """
 
 from __future__ import annotations
@@ -29,29 +34,81 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from typing import Any
+
+from kumofire_jobs.local.wal_sync import WalSync
 
 __all__ = ["GroupCommit", "at_commit"]
 
 
-class _Turn:
-    """The commit callbacks requested during the current loop turn."""
+_syncers: ThreadPoolExecutor | None = None  # the WAL syncs of one turn, in parallel
 
-    __slots__ = ("_callbacks", "_loop")
+
+def _sync_all(syncs: list[WalSync]) -> list[BaseException | None]:
+    """Run the syncs in parallel (the last on this thread) and wait for all of them."""
+    global _syncers
+    if _syncers is None:
+        _syncers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kumofire-wal-sync")
+    futures: list[Future[BaseException | None]] = [_syncers.submit(s.sync) for s in syncs[:-1]]
+    last = syncs[-1].sync()
+    wait_all(futures)
+    return [f.result() for f in futures] + [last]
+
+
+class _Turn:
+    """The commits requested during the current loop turn: bindings' group commits, and any
+    other callback (`at_commit`)."""
+
+    __slots__ = ("_callbacks", "_groups", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._callbacks: list[Callable[[], None]] = []
+        self._groups: list[GroupCommit] = []
 
     def add(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
-        if len(self._callbacks) == 1:
+        if len(self._callbacks) + len(self._groups) == 1:
+            self._loop.call_soon(self._run)
+
+    def add_group(self, group: GroupCommit) -> None:
+        self._groups.append(group)
+        if len(self._callbacks) + len(self._groups) == 1:
             self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         callbacks, self._callbacks = self._callbacks, []
+        groups, self._groups = self._groups, []
+        # Bindings at FULL whose commits owe a WAL sync: with two or more, the syncs overlap.
+        deferred = [group for group in groups if group.defers()]
+        if len(deferred) < 2:
+            deferred = []
+        for group in groups:
+            if not deferred or group not in deferred:
+                group.run_turn()  # each binding reports its own errors to its own waiters
         for callback in callbacks:
-            callback()  # each binding reports its own errors to its own waiters
+            callback()
+        if deferred:
+            for group in deferred:
+                group._requested = False
+            outcomes = [group.commit_unsynced() for group in deferred]
+            owed = [(g, o) for g, o in zip(deferred, outcomes, strict=True) if o.owes_sync]
+            syncs = [g._wal for g, _ in owed if g._wal is not None]
+            errors = _sync_all(syncs) if syncs else []
+            for (_, outcome), error in zip(owed, errors, strict=True):
+                outcome.error = error
+            for group, outcome in zip(deferred, outcomes, strict=True):
+                group.finish(outcome)
+
+
+def _turn() -> _Turn:
+    loop = asyncio.get_running_loop()
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = _Turn(loop)
+    return turn
 
 
 _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = weakref.WeakKeyDictionary()
@@ -59,11 +116,7 @@ _turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = weakref.We
 
 def at_commit(callback: Callable[[], None]) -> None:
     """Run `callback` at the end of the running loop's turn (see the module's docstring)."""
-    loop = asyncio.get_running_loop()
-    turn = _turns.get(loop)
-    if turn is None:
-        turn = _turns[loop] = _Turn(loop)
-    turn.add(callback)
+    _turn().add(callback)
 
 
 class GroupCommit:
@@ -75,16 +128,28 @@ class GroupCommit:
     of the end-of-turn commit, which has no caller to raise to.
     """
 
-    __slots__ = ("_closed", "_held", "_report", "_requested", "_waiters", "_write", "pending")
+    __slots__ = (
+        "_closed",
+        "_held",
+        "_report",
+        "_requested",
+        "_waiters",
+        "_wal",
+        "_write",
+        "pending",
+    )
 
     def __init__(
         self,
         write: Callable[[], BaseException | None],
         *,
         report: Callable[[BaseException], None] | None = None,
+        wal: WalSync | None = None,
     ) -> None:
         self._write = write
         self._report = report
+        # At FULL: the group transaction commits relaxed and the WAL sync is ours (wal_sync).
+        self._wal = wal
         self.pending = False  # writes wait for the commit
         self._requested = False  # the end-of-turn commit is requested
         self._closed = False
@@ -97,9 +162,10 @@ class GroupCommit:
         self.pending = True
         if not self._requested:
             self._requested = True
-            at_commit(self._run)
+            _turn().add_group(self)
 
-    def _run(self) -> None:
+    def run_turn(self) -> None:
+        """The end-of-turn commit (when its sync does not overlap with another's)."""
         self._requested = False
         if not self._closed:
             error = self.commit()
@@ -132,16 +198,38 @@ class GroupCommit:
         the commit's error, if it failed."""
         if not self.pending:
             return None
+        outcome = self.commit_unsynced()
+        if outcome.owes_sync and self._wal is not None:
+            outcome.error = self._wal.sync()
+        return self.finish(outcome, report=False)
+
+    def defers(self) -> bool:
+        """Whether the end-of-turn commit owes a WAL sync that may overlap with others'."""
+        return self._wal is not None and self.pending and not self._closed
+
+    def commit_unsynced(self) -> _Outcome:
+        """Commit the pending writes (relaxed at FULL) without answering anyone yet."""
         self.pending = False
         waiters, self._waiters = self._waiters, []
         held, self._held = self._held, []
-        error = self._write()
-        _answer(waiters, held, error)
-        return error
+        try:
+            error = self._write()
+        finally:
+            owes_sync = self._wal is not None and self._wal.restore()
+        return _Outcome(waiters, held, error, owes_sync and error is None)
+
+    def finish(self, outcome: _Outcome, *, report: bool = True) -> BaseException | None:
+        """Answer the callers of a commit whose WAL (if owed) is synced; its error."""
+        _answer(outcome.waiters, outcome.held, outcome.error)
+        if report and outcome.error is not None and self._report is not None:
+            self._report(outcome.error)
+        return outcome.error
 
     def lost(self, error: BaseException) -> None:
         """The pending writes were rolled back under the binding (SQLite undid the whole
         transaction): everyone waiting for them gets `error`."""
+        if self._wal is not None:
+            self._wal.restore()
         self.pending = False
         waiters, self._waiters = self._waiters, []
         held, self._held = self._held, []
@@ -150,6 +238,8 @@ class GroupCommit:
     def abandon(self) -> None:
         """A crash: the pending writes are neither committed nor answered (every waiter and
         held answer is cancelled)."""
+        if self._wal is not None:
+            self._wal.restore()  # no-op while the crashed transaction is still open
         self.pending = False
         waiters, self._waiters = self._waiters, []
         held, self._held = self._held, []
@@ -157,6 +247,25 @@ class GroupCommit:
             answer.cancel()
         for waiter in waiters:
             waiter.cancel()
+
+
+class _Outcome:
+    """A commit whose callers are not answered yet: theirs, its error, and whether the WAL
+    sync is still owed."""
+
+    __slots__ = ("error", "held", "owes_sync", "waiters")
+
+    def __init__(
+        self,
+        waiters: list[asyncio.Future[None]],
+        held: list[tuple[asyncio.Future[Any], Any, bool]],
+        error: BaseException | None,
+        owes_sync: bool,
+    ) -> None:
+        self.waiters = waiters
+        self.held = held
+        self.error = error
+        self.owes_sync = owes_sync
 
 
 def _answer(

@@ -48,7 +48,7 @@ from typing import Any, Final
 from kumofire_jobs.core.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.core.clock import Clock, now_ms, sleep_until_or_woken
 from kumofire_jobs.core.log import RepeatedLog, get_logger
-from kumofire_jobs.local import checkpoint, group_commit, output_gate
+from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
 
 # --- The platform's limits and defaults --------------------------------------------------
 # The platform measures 1 KB as 1000 bytes and counts ~100 bytes of metadata per message;
@@ -472,7 +472,15 @@ class LocalQueueBroker:
         self._closed = False
         # Group commit: our open transaction (`pending` while open) and who waits for its
         # commit.
-        self._commits = group_commit.GroupCommit(self._commit_transaction)
+        self._commits = group_commit.GroupCommit(
+            self._commit_transaction,
+            wal=wal_sync.for_connection(
+                self._db,
+                path,
+                synchronous,
+                lambda exc: sqlite3.OperationalError(f"disk I/O error: {exc}"),
+            ),
+        )
         # Failed commits: how many in a row, until when delivery pauses, the settlements in
         # the open group transaction, and those lost with a failed commit (written again when
         # the pause ends).
@@ -874,7 +882,15 @@ class LocalQueueBroker:
         loop's turn."""
         self._checkpointer.wrote()
         if not self._commits.pending and not output_gate.alone():
-            self._db.execute("BEGIN IMMEDIATE")
+            wal = self._commits._wal
+            if wal is not None:
+                wal.relax()  # the group commit syncs the WAL itself (wal_sync)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                if wal is not None:
+                    wal.restore()
+                raise
             self._commits.join()
 
     def _commit_transaction(self) -> sqlite3.Error | None:

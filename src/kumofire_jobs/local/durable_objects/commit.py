@@ -215,6 +215,8 @@ class Commit:
                     name_deletes.append((hex_id,))
         db = self._db
         self._checkpointer.wrote()
+        if self._commits._wal is not None:
+            self._commits._wal.relax()  # the group commit syncs the WAL itself (wal_sync)
         db.execute("BEGIN IMMEDIATE")
         if clears:
             db.executemany("DELETE FROM kv WHERE object_id = ?", clears)

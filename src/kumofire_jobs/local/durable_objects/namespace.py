@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
-from kumofire_jobs.local import checkpoint, group_commit, output_gate
+from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
 
 from .actor import Actor
 from .alarms import Alarms
@@ -112,7 +112,16 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         # Group commit: objects with writes not yet committed, and the commit that writes
         # them out (with the waiters and the RPC answers the output gate holds until then).
         self._dirty: list[Actor] = []
-        self._commits = group_commit.GroupCommit(self._write_pending, report=self._report)
+        self._commits = group_commit.GroupCommit(
+            self._write_pending,
+            report=self._report,
+            wal=wal_sync.for_connection(
+                self._db,
+                self._dir / "objects.sqlite3",
+                self._synchronous,
+                lambda exc: DurableObjectError(f"Durable Object storage write failed: {exc}"),
+            ),
+        )
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
         self._open_alarms()  # the first window of stored alarms, not all of them
 
