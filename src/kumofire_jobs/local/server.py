@@ -23,6 +23,7 @@ from ..core.errors import RemoteHandlersError
 from ..core.log import configure_logging, get_logger
 from ..core.migrations import apply_migrations, pending_migrations
 from ..core.runtime import Runtime
+from ..core.unhandled import unhandled_jobs, unhandled_warning
 from ..web import create_app
 from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
@@ -140,6 +141,9 @@ async def run_dev_server(
     runtime = load_runtime(app)
     settings = WranglerSettings.load(config) if config is not None else WranglerSettings()
     env = dev_environment(runtime, data_dir, settings=settings, services=services)
+    # Before the consumer starts: it would fail those runs at once.
+    handled = set(runtime.handlers) | set(env.resources.remote_handlers)
+    unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
     await env.start()
     http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
     freeze_startup_heap()  # short collector pauses from here on
@@ -169,6 +173,8 @@ async def run_dev_server(
             )
             for line in _describe_services(env):
                 print(line, flush=True)
+            if unhandled is not None:
+                print(unhandled, flush=True)
 
     server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
     loop = asyncio.get_running_loop()
