@@ -319,3 +319,22 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         assert exited.value.code == 2, argv
     assert main(["runs", "list", "--url", "ftp://example.com"]) == 2
     assert "is not an http(s) URL" in capsys.readouterr().err
+
+
+def test_an_errors_summary_names_its_class_without_the_module() -> None:
+    from kumofire_jobs.ops.commands import _last_line
+
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 6, in send_email\n'
+        "    raise NonRetryableError(\"no 'to'\")\n"
+        "kumofire_jobs.core.errors.NonRetryableError: no 'to': see a.b.C\n"
+    )
+    assert _last_line(traceback) == "NonRetryableError: no 'to': see a.b.C"
+    assert _last_line("my_app.jobs.Quota") == "Quota"  # an exception without a message
+    assert (
+        _last_line("RuntimeError: this job always fails") == "RuntimeError: this job always fails"
+    )
+    assert _last_line("config.toml: no such file") == "config.toml: no such file"  # not a class
+    assert _last_line("cut off: the lease expired") == "cut off: the lease expired"
+    assert _last_line(None) is None
