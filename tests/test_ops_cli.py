@@ -338,3 +338,14 @@ def test_an_errors_summary_names_its_class_without_the_module() -> None:
     assert _last_line("config.toml: no such file") == "config.toml: no such file"  # not a class
     assert _last_line("cut off: the lease expired") == "cut off: the lease expired"
     assert _last_line(None) is None
+
+
+def test_without_httpx_the_hint_names_an_install_that_brings_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with mock.patch.dict(sys.modules, {"httpx": None}):  # `import httpx` raises ImportError
+        code = main(["runs", "list", "--url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "need httpx" in err and "pip install 'kumofire-jobs[local]'" in err
+    assert "uv sync" in err  # in a clone, where the environment has no pip

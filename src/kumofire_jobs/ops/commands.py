@@ -117,8 +117,9 @@ def run_ops(args: argparse.Namespace) -> int:
         from ..core.errors import KumofireJobsError
         from ..http import HttpJobsClient, HttpJobsError
     except ImportError as exc:  # httpx is an extra
-        return _fail(f"the {args.command} commands need httpx: pip install "
-                     f"'kumofire-jobs[http]' ({exc})", USAGE)  # fmt: skip
+        return _fail(f"the {args.command} commands need httpx ({exc}): pip install "
+                     "'kumofire-jobs[local]' (or [http], without the dev server); in a clone "
+                     "of the repository, uv sync", USAGE)  # fmt: skip
 
     async def call() -> Any:
         async with HttpJobsClient(args.url, args.token) as client:
