@@ -10,7 +10,9 @@ from typing import Any
 from kumofire_jobs import CreateRequest, JobContext, NonRetryableError
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.flow_store import _CHILDREN, _RELEASABLE, _RELEASE
-from kumofire_jobs.core.store import _CANCEL, _DUE_SINCE, _PRUNE
+from kumofire_jobs.core.reconcile_reads import _DUE_SINCE
+from kumofire_jobs.core.retention import _PRUNE
+from kumofire_jobs.core.store import _CANCEL
 from kumofire_jobs.local.d1 import LocalD1Database
 from tests.support.envs import EnvFactory, noop
 

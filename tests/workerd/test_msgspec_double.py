@@ -205,7 +205,7 @@ def test_the_worker_path_runs_on_the_double() -> None:
     code = """
 import msgspec
 assert msgspec.__version__.endswith("test-double"), msgspec.__file__
-from kumofire_jobs.core.consume import parse_message
+from kumofire_jobs.core.message import parse_message
 from kumofire_jobs.core.validation import payload as encode_payload
 from kumofire_jobs.api.wire import created_to_wire
 from kumofire_jobs.core.models import CreatedRun

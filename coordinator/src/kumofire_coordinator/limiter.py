@@ -19,12 +19,12 @@ input gate makes it atomic; the wakes (calls to other objects) come last, after 
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actor import Clock
+from .limiter_order import has_room, next_check, pick, prune_windows, record_start
 from .limiter_state import (
     META_KEY,
     SLOT_PREFIX,
@@ -34,7 +34,6 @@ from .limiter_state import (
     Slot,
     Waiter,
     WaitQueue,
-    next_in_turn,
 )
 from .messages import (
     AcquireReply,
@@ -148,7 +147,7 @@ class LimiterActor:
         slot = self._slots.get(run_id)
         if slot is None or slot.offer:
             key = key if self._limits.keyed else ""
-            if slot is None and not self._has_room(key):
+            if slot is None and not has_room(self._limits, self._slots, key):
                 return {"ok": False, "reason": "lost"}
             slot = Slot(key=key, token=token, expires=now, start=None)
             self._slots[run_id] = slot
@@ -252,37 +251,6 @@ class LimiterActor:
             self._parsed = Limits() if message is None else Limits.from_message(message)
         return self._parsed
 
-    def _has_room(self, key: str) -> bool:
-        limits = self._limits
-        if limits.concurrency is not None and len(self._slots) >= limits.concurrency:
-            return False
-        held = sum(1 for s in self._slots.values() if s.key == key)
-        return limits.key_concurrency is None or held < limits.key_concurrency
-
-    def _pick(self, now: int) -> str | None:
-        """The waiter that may start now, in the wait order, or None."""
-        limits, meta = self._limits, self._meta
-        if meta.paused:
-            return None
-        if limits.concurrency is not None and len(self._slots) >= limits.concurrency:
-            return None
-        if limits.rate is not None and not limits.rate.allows(meta.starts, now):
-            return None
-        held = Counter(s.key for s in self._slots.values())
-        eligible = []
-        for key, head in self._queue.heads():
-            if limits.key_concurrency is not None and held[key] >= limits.key_concurrency:
-                continue
-            kr = limits.key_rate
-            if kr is not None and not kr.allows(meta.key_starts.get(key, []), now):
-                continue
-            eligible.append((key, head))
-        if not eligible:
-            return None
-        top = min(head[0] for _, head in eligible)
-        heads = {key: head for key, head in eligible if head[0] == top}
-        return heads[next_in_turn(list(heads), meta.cursor)][2]
-
     async def _fill(
         self,
         now: int,
@@ -296,7 +264,7 @@ class LimiterActor:
         only and not counted against `max_offers` (if this object restarts first, the run
         is still in the stored line, and its claim waits or is granted as a newcomer's)."""
         woken: list[str] = []
-        while (run_id := self._pick(now)) is not None:
+        while (run_id := pick(self._limits, self._meta, self._slots, self._queue, now)) is not None:
             waiter = self._waiters[run_id]
             self._queue.remove(run_id, waiter)
             if claimant is not None and claimant[0] == run_id:
@@ -312,22 +280,9 @@ class LimiterActor:
                     await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
                 woken.append(run_id)
             self._slots[run_id] = slot
-            self._record_start(waiter.key, now)
+            if record_start(self._limits, self._meta, waiter.key, now):
+                self._meta_dirty = True
         return woken
-
-    def _record_start(self, key: str, now: int) -> None:
-        """Count a start in the rate windows that apply and move the round robin on; the
-        meta record is written only if that changed it (no row for a job without rates)."""
-        limits, meta = self._limits, self._meta
-        if limits.rate is not None:
-            meta.starts.append(now)
-            self._meta_dirty = True
-        if limits.key_rate is not None:
-            meta.key_starts.setdefault(key, []).append(now)
-            self._meta_dirty = True
-        if meta.cursor != key:
-            meta.cursor = key
-            self._meta_dirty = True
 
     # --- records ----------------------------------------------------------------------------
 
@@ -346,7 +301,8 @@ class LimiterActor:
                     await self._drop_waiter(run_id)
                 else:
                     self._queue.add(run_id, waiter)  # back in its place
-        self._prune(now)
+        if prune_windows(self._limits, self._meta, now):
+            self._meta_dirty = True
         return now
 
     async def _load(self) -> None:
@@ -364,18 +320,6 @@ class LimiterActor:
         alarm = await self._storage.getAlarm()
         self._alarm = None if alarm is None else int(alarm)
         self._loaded = True
-
-    def _prune(self, now: int) -> None:
-        limits, meta = self._limits, self._meta
-        starts = [] if limits.rate is None else limits.rate.prune(meta.starts, now)
-        key_starts = {}
-        if limits.key_rate is not None:
-            for key, ks in meta.key_starts.items():
-                if kept := limits.key_rate.prune(ks, now):
-                    key_starts[key] = kept
-        if starts != meta.starts or key_starts != meta.key_starts:
-            meta.starts, meta.key_starts = starts, key_starts
-            self._meta_dirty = True
 
     async def _free(self, run_id: str, *, unstart: bool = False) -> None:
         slot = self._slots.pop(run_id)
@@ -409,18 +353,9 @@ class LimiterActor:
         if self._meta_dirty:
             await self._storage.put(META_KEY, self._meta.to_storage())
             self._meta_dirty = False
-        times = [s.expires for s in self._slots.values()]
-        limits, meta = self._limits, self._meta
-        if len(self._queue):
-            if limits.rate is not None and (t := limits.rate.opens(meta.starts, now)):
-                times.append(t)
-            if limits.key_rate is not None:
-                for key in self._queue.keys():  # noqa: SIM118  a method, not a dict
-                    if t := limits.key_rate.opens(meta.key_starts.get(key, []), now):
-                        times.append(t)
         # An alarm set already that comes no later serves (it finds nothing due and re-aims),
         # and one no longer needed is left to fire once: either costs less than a row written.
-        alarm = min(times, default=None)
+        alarm = next_check(self._limits, self._meta, self._slots, self._queue, now)
         if alarm is None or (self._alarm is not None and self._alarm <= alarm):
             return
         await self._storage.setAlarm(alarm)

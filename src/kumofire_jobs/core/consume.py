@@ -10,91 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-import msgspec
-
+from .attempt import RECORDED, Attempt
 from .clock import Clock, now_ms
 from .context import Handler, JobContext
 from .coordination import Coordinators
-from .errors import JobCanceledError, LeaseLostError, MalformedMessageError, NonRetryableError
+from .errors import JobCanceledError, LeaseLostError, NonRetryableError
 from .flows import FlowService
 from .handoff import CHAIN, Chain
-from .history import attempt_record, describe_error, encode_result, error_detail, with_attempt
+from .history import describe_error, encode_result, error_detail
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
 from .lease_keeper import LeaseKeeper
 from .limits import PARK_MS, Limits, Passed
 from .log import get_logger
-from .models import ConsumeResult, JobRun, JobRunMessage
+from .message import parse_message
+from .models import ConsumeResult
 from .options import JobPolicies
-from .run_rows import AttemptWrite, RunRow, StartedRow, row_to_run
+from .run_rows import RunRow, StartedRow, row_to_run
 from .states import TERMINAL, AttemptOutcome, ConsumeOutcome, RunStatus
 from .store import RunStore
 
-__all__ = ["Attempt", "Consumer", "describe_error", "parse_message"]
+__all__ = ["Consumer", "describe_error"]
 
 log = get_logger()
-
-# The outcome an attempt's history records for the status its outcome writes.
-_RECORDED = {
-    RunStatus.SUCCEEDED: AttemptOutcome.SUCCEEDED,
-    RunStatus.FAILED: AttemptOutcome.FAILED,
-    RunStatus.SCHEDULED: AttemptOutcome.RETRIED,
-}
-
-
-def parse_message(message: Any) -> str:
-    """The run id of a well-formed queue message, else MalformedMessageError."""
-    if not isinstance(message, Mapping) or set(message) != {"version", "kumofireJobRunId"}:
-        raise MalformedMessageError("not a {version, kumofireJobRunId} object")
-    try:
-        parsed = msgspec.convert(dict(message), JobRunMessage, strict=True)
-    except msgspec.ValidationError as exc:
-        raise MalformedMessageError(str(exc)) from None
-    if parsed.version != 1 or not parsed.kumofireJobRunId:
-        raise MalformedMessageError(f"unsupported message version {parsed.version!r}")
-    return parsed.kumofireJobRunId
-
-
-class EventLog(Protocol):
-    """The bound logger an attempt's steps write to (and its handler gets as `ctx.log`)."""
-
-    def info(self, event: str, **fields: Any) -> Any: ...
-
-    def warning(self, event: str, **fields: Any) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt at a run, from its `running` write to its recorded outcome: what every
-    step of consume passes on (Oban's executor passes one struct the same way)."""
-
-    run: JobRun  # as the start returned it: `attempt` counts this one
-    token: int  # the lease's fencing token, the one `lease_token` the writes match
-    log: EventLog  # bound to the run id, job and attempt
-    started: float  # clock seconds
-    started_ms: int  # the row's `started_at`, this attempt's
-    attempts: str | None  # the row's `attempts` before this one (JSON text)
-    journal: Journal  # the handler's log lines and progress
-    children: Sequence[JobRun] = ()  # a flow's parent: its children, read at the start
-
-    def duration_ms(self, clock: Clock) -> int:
-        return round((clock.now() - self.started) * 1000)
-
-    def history(
-        self, outcome: AttemptOutcome, error: str | None, now: int, result: str | None = None
-    ) -> AttemptWrite:
-        """What the statement recording this attempt's outcome writes besides the status."""
-        record = attempt_record(self.run.attempt, self.started_ms, now, outcome, error)
-        return AttemptWrite(
-            attempts=with_attempt(self.attempts, record),
-            logs=self.journal.logs(),
-            progress=self.journal.progress,
-            result=result,
-        )
 
 
 class Consumer:
@@ -274,7 +215,7 @@ class Consumer:
         timing = (
             None
             if timeout is None
-            else asyncio.ensure_future(self._time_out(keeper, runner, attempt.started + timeout))
+            else asyncio.ensure_future(keeper.time_out(runner, attempt.started + timeout))
         )
         self.running += 1
         try:
@@ -316,14 +257,6 @@ class Consumer:
             await journal.close()  # what is left goes with the outcome
         return await self._record(attempt, RunStatus.SUCCEEDED, result=result_json)
 
-    async def _time_out(self, keeper: LeaseKeeper, runner: asyncio.Task[Any], at: float) -> None:
-        """Stop the handler (`runner`) at clock time `at`, its job's timeout, unless it ended."""
-        await self._clock.sleep_until(at)
-        if not keeper.finished and keeper.ended is None:
-            keeper.ended = "timed_out"
-            keeper.stopped_runner = True
-            runner.cancel()
-
     # --- outcomes ---------------------------------------------------------------------------
 
     async def _timed_out(self, attempt: Attempt, limit: float | None) -> ConsumeOutcome:
@@ -351,7 +284,7 @@ class Consumer:
         run, token = attempt.run, attempt.token
         now = now_ms(self._clock)
         await attempt.journal.close()
-        history = attempt.history(recorded or _RECORDED[status], detail or error, now, result)
+        history = attempt.history(recorded or RECORDED[status], detail or error, now, result)
         rearm_ms: int | None = None
         # The handler has ended, so its slot goes back now, beside the outcome's write (the
         # next run of a limited job starts one round trip sooner).

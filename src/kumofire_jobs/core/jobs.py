@@ -1,27 +1,25 @@
 """The jobs API of a bound runtime: what `runtime.bind(resources)` returns.
 
 The HTTP API, the RPC entrypoint and the CLI call exactly these methods. `Jobs` is a facade:
-it checks the schema once (`SchemaGate`) and hands each call to the service that does the
-work (`runs.RunService`, `schedules.ScheduleService`, `consume.Consumer`), which the runtime
-assembles with their collaborators.
+it checks the schema once (`schema_gate.SchemaGate`) and hands each call to the service that
+does the work (`runs.RunService`, `schedules.ScheduleService`, `consume.Consumer`), which the
+runtime assembles with their collaborators.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import validation
-from .bindings import D1Database
 from .bulk import bulk
 from .consume import Consumer
 from .errors import ValidationError
 from .history_store import HistoryStore
 from .job_control import JobService
 from .metrics import MetricsSnapshot
-from .migrations import check_schema, schema_version
+from .migrations import schema_version
 from .models import (
     BulkResult,
     ConsumeResult,
@@ -38,29 +36,13 @@ from .models import (
 )
 from .runs import RunService
 from .schedules import ScheduleService
+from .schema_gate import SchemaGate
 from .states import RunStatus
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .models import SchedulePatch
-
-
-class SchemaGate:
-    """Whether a database's schema is current: checked once, then trusted."""
-
-    def __init__(self, db: D1Database) -> None:
-        self.db = db
-        self._checked = False
-        self._lock = asyncio.Lock()
-
-    async def ensure(self) -> None:
-        if self._checked:
-            return
-        async with self._lock:
-            if not self._checked:
-                await check_schema(self.db)
-                self._checked = True
 
 
 class Jobs:

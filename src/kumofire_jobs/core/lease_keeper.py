@@ -1,6 +1,6 @@
 """The lease keeper of a running attempt: renews its lease (and its job limiter's slot) every
 third of the lease while the handler runs, and stops the handler if the run was canceled or
-the lease lost."""
+the lease lost, or at its job's timeout."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .limits import Limits
 from .log import get_logger
 
 if TYPE_CHECKING:
-    from .consume import Attempt
+    from .attempt import Attempt
 
 log = get_logger()
 
@@ -73,3 +73,11 @@ class LeaseKeeper:
                 return
             except Exception as exc:  # a failed renewal is retried at the next interval
                 log.warning("lease.renew_failed", run_id=self._run_id, error=describe_error(exc))
+
+    async def time_out(self, runner: asyncio.Task[Any], at: float) -> None:
+        """Stop the handler (`runner`) at clock time `at`, its job's timeout, unless it ended."""
+        await self._clock.sleep_until(at)
+        if not self.finished and self.ended is None:
+            self.ended = "timed_out"
+            self.stopped_runner = True
+            runner.cancel()

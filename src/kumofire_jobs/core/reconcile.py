@@ -18,6 +18,7 @@ from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
+from .reconcile_reads import active_due_after, active_due_before, unfinished_after
 from .retention import prune_pass
 from .run_rows import UnfinishedRow
 from .store import RunStore
@@ -50,7 +51,7 @@ async def reconcile(
     now = now_ms(clock)
     result = DispatchResult()
     cutoff = now - int(grace_seconds * 1000)
-    rows = await store.active_due_before(cutoff, limit)
+    rows = await active_due_before(store.db, cutoff, limit)
     gate = asyncio.Semaphore(_CONCURRENCY)
     asked = 0
     for _ in range(_MAX_PAGES):
@@ -65,8 +66,8 @@ async def reconcile(
         if not skip or len(rows) < limit or asked >= limit:
             break
         last = rows[-1]
-        rows = await store.active_due_after(
-            cutoff, int(last["scheduled_for"]), str(last["id"]), limit
+        rows = await active_due_after(
+            store.db, cutoff, int(last["scheduled_for"]), str(last["id"]), limit
         )
     result.pruned = await prune_pass(
         store.db,
@@ -95,7 +96,7 @@ async def reconcile_unfinished(
     gate = asyncio.Semaphore(_CONCURRENCY)
     after: tuple[int, str] = (-1, "")
     while True:
-        rows = await store.unfinished_after(*after, page)
+        rows = await unfinished_after(store.db, *after, page)
         await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
         if len(rows) < page:
             break

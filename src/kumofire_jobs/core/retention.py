@@ -2,7 +2,7 @@
 
 The runtime's `retention_seconds` applies to every finished run, except where a job's options
 say otherwise (`keep_succeeded` for its succeeded runs, `keep_failed` for its failed ones).
-Without such options the pass is the one statement it always was (`store._PRUNE`); with them,
+Without such options the pass is the one statement it always was (`_PRUNE`); with them,
 that statement skips the overridden (job, status) pairs and each pair gets one of its own.
 
 A pass deletes in pages until a page comes back short, up to a bound: one page a minute would
@@ -18,7 +18,22 @@ import msgspec
 
 from .bindings import D1Database
 from .ids import run_ids_before
-from .store import _PRUNE, NOT_A_WAITING_PARENTS_CHILD, TABLE
+from .states import TERMINAL, sql_list
+from .store import TABLE
+
+# A finished child of a parent still waiting is kept: the parent's `ctx.children` shows it.
+# For a run outside a flow (`parent_id` NULL) the test reads nothing.
+NOT_A_WAITING_PARENTS_CHILD = (
+    f"({TABLE}.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {TABLE} AS p "
+    f"WHERE p.id = {TABLE}.parent_id AND p.status = 'waiting'))"
+)
+_PRUNE = (
+    # Run ids start with their creation time, and a run finishes after it is created: the
+    # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
+    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
+    f"WHERE id < ?1 AND status IN ({sql_list(TERMINAL)}) AND finished_at < ?2 "
+    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
+)
 
 # As `_PRUNE`, skipping the (name, status) pairs of ?4, a JSON array of [name, status].
 _PRUNE_EXCEPT = (

@@ -32,7 +32,7 @@ from .flow_store import FlowStore
 from .flows import FlowService
 from .ids import IdFactory
 from .job_control import JobService
-from .jobs import Jobs, SchemaGate
+from .jobs import Jobs
 from .limits import CoordinatorWaker, Limits, limits_message
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
@@ -42,6 +42,7 @@ from .retry import RetryPolicy
 from .runs import RunService
 from .schedule_store import ScheduleStore
 from .schedules import ScheduleService
+from .schema_gate import SchemaGate
 from .states import ConsumeOutcome
 from .store import RunStore
 

@@ -1,4 +1,5 @@
-"""Every SQL statement about runs, in one place (the schedules' own are in `schedule_store`).
+"""Every SQL statement about runs, in one place (the schedules' own are in `schedule_store`,
+retention's in `retention`, reconciliation's reads in `reconcile_reads`).
 
 Each status change is one guarded statement (`WHERE id = ? AND status IN (...)`), and most
 return the row they changed, so a step costs one D1 query. A change that matches nothing is
@@ -21,7 +22,6 @@ from .run_rows import (
     QueuedRow,
     RunRow,
     StartedRow,
-    UnfinishedRow,
     row_to_run,
 )
 from .states import (
@@ -163,36 +163,6 @@ _PROMOTE = (
 )
 _DELETE = f"DELETE FROM {TABLE} WHERE id = ? AND status IN ({_TERMINAL}) RETURNING id"
 _COUNTS = f"SELECT status, COUNT(*) AS n FROM {TABLE}"
-_DUE_SINCE = (
-    f"SELECT id, status, scheduled_for FROM {TABLE} "
-    # `finished_at IS NULL` names the partial index's own term, so SQLite uses the index.
-    f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND scheduled_for <= ? "
-    # A paused job's waiting runs are left alone: resuming it re-arms them.
-    f"AND NOT {PAUSED.format(table=TABLE)} ORDER BY scheduled_for, id LIMIT ?"
-)
-# The next page of the same, after (scheduled_for, id): when a page held runs parked in a
-# limiter's line, reconciliation looks further (the index's entries hold both columns).
-_DUE_SINCE_AFTER = _DUE_SINCE.replace(
-    "AND scheduled_for <= ? ", "AND scheduled_for <= ? AND (scheduled_for, id) > (?, ?) "
-)
-_UNFINISHED_AFTER = (
-    f"SELECT id, status, scheduled_for FROM {TABLE} "
-    f"WHERE finished_at IS NULL AND status IN ({_ACTIVE}) AND (scheduled_for, id) > (?1, ?2) "
-    "ORDER BY scheduled_for, id LIMIT ?3"
-)
-# A finished child of a parent still waiting is kept: the parent's `ctx.children` shows it.
-# For a run outside a flow (`parent_id` NULL) the test reads nothing.
-NOT_A_WAITING_PARENTS_CHILD = (
-    f"({TABLE}.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {TABLE} AS p "
-    f"WHERE p.id = {TABLE}.parent_id AND p.status = 'waiting'))"
-)
-_PRUNE = (
-    # Run ids start with their creation time, and a run finishes after it is created: the
-    # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
-    f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
-    f"WHERE id < ?1 AND status IN ({_TERMINAL}) AND finished_at < ?2 "
-    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
-)
 
 
 class RunStore:
@@ -390,25 +360,3 @@ class RunStore:
             args.append(id_below)
         rows = await self.db.prepare(sql + " ORDER BY id LIMIT ?").bind(*args, limit).all()
         return [str(row["id"]) for row in rows.results]
-
-    # --- reconciliation ---------------------------------------------------------------------
-
-    async def active_due_before(self, cutoff: int, limit: int) -> list[UnfinishedRow]:
-        """Unfinished runs due at or before `cutoff`, oldest first."""
-        rows = (await self.db.prepare(_DUE_SINCE).bind(cutoff, limit).all()).results
-        return cast(list[UnfinishedRow], rows)
-
-    async def active_due_after(
-        self, cutoff: int, scheduled_for: int, run_id: str, limit: int
-    ) -> list[UnfinishedRow]:
-        """`active_due_before`'s next page, after (scheduled_for, run_id)."""
-        stmt = self.db.prepare(_DUE_SINCE_AFTER).bind(cutoff, scheduled_for, run_id, limit)
-        return cast(list[UnfinishedRow], (await stmt.all()).results)
-
-    async def unfinished_after(
-        self, scheduled_for: int, run_id: str, limit: int
-    ) -> list[UnfinishedRow]:
-        """Unfinished runs after (scheduled_for, run_id) in that order, whatever their due
-        time: a page of a walk over all of them."""
-        stmt = self.db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
-        return cast(list[UnfinishedRow], (await stmt.all()).results)

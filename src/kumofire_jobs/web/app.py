@@ -20,89 +20,26 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from ..api import operations, wire
 from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
-from ..core.log import get_logger
-from ..core.models import JobRun, JobSchedule
+from ..core.models import JobRun
 from .control import OperationEndpoint, register_control
 from .dashboard import dashboard_routes
 from .history import register_history
 from .metrics import metrics_endpoint
 from .openapi import openapi_document
-
-log = get_logger()
+from .query import query_limit, query_str
+from .responses import HTTP_CODES, ApiError, InternalErrors, JSONResponse, error_response
+from .schedules import register_schedules
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-_encoder = msgspec.json.Encoder()
 
 JobsProvider = Callable[[Request], Jobs]
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return _encoder.encode(content)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-class InternalErrors:
-    """Answers an unexpected error with the JSON 500 and logs it once, with its traceback.
-
-    Starlette's own catch-all (`ServerErrorMiddleware`) re-raises after answering, so the server
-    prints a second traceback and closes the client's keep-alive connection; this middleware
-    sits inside it and does not re-raise."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        except Exception:
-            log.exception("http.internal_error", method=scope["method"], path=scope["path"])
-            if started:
-                raise  # part of an answer is out: only closing the connection can end it
-            response = error_response(
-                500, "internal_error", "the server failed to handle the request"
-            )
-            await response(scope, receive, send)
-
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-}
 
 
 def create_app(
@@ -177,20 +114,6 @@ def create_app(
     def not_found(what: str) -> ApiError:
         return ApiError(404, "not_found", f"{what} not found")
 
-    def query_limit(request: Request) -> int:
-        """`limit`, validated by the jobs API (1 to 200); 50 when absent."""
-        value = request.query_params.get("limit")
-        if value is None or value == "":
-            return validation.DEFAULT_LIST_LIMIT
-        # ASCII digits only: int() also reads "+5", " 5", "1_0" and other scripts' digits.
-        digits = value[1:] if value.startswith("-") else value
-        if not (digits.isascii() and digits.isdigit()) or len(digits) > 6:
-            raise ValidationError("limit must be an integer from 1 to 200")
-        return int(value)
-
-    def query_str(request: Request, name: str) -> str | None:
-        return request.query_params.get(name) or None
-
     # --- routes -----------------------------------------------------------------------------
 
     @route("/v1/health", ["GET"], public=True)
@@ -216,30 +139,10 @@ def create_app(
 
         return register
 
-    def query_bool(request: Request, name: str) -> bool | None:
-        value = request.query_params.get(name)
-        if value is None or value == "":
-            return None
-        if value not in ("true", "false"):
-            raise ValidationError(f"{name} must be true or false")
-        return value == "true"
-
     def run_found(run: JobRun | None) -> Any:
         if run is None:
             raise not_found("run")
         return wire.run_to_wire(run)
-
-    def found(schedule: JobSchedule | None) -> Any:
-        if schedule is None:
-            raise not_found("schedule")
-        return wire.schedule_to_wire(schedule)
-
-    def deleted(done: bool) -> None:
-        if not done:
-            raise not_found("schedule")
-
-    async def schedule_body(request: Request) -> dict[str, Any]:
-        return wire.schedule_fields(await read_json(request), operations.SCHEDULE_PATCH_FIELDS)
 
     @operation("create")
     async def create_run(request: Request) -> Any:
@@ -284,77 +187,7 @@ def create_app(
     async def retry_run(request: Request) -> Any:
         return run_found(await jobs(request).retry(request.path_params["run_id"]))
 
-    @operation("create_schedule")
-    async def create_schedule(request: Request) -> Any:
-        fields = wire.schedule_fields(await read_json(request), operations.SCHEDULE_CREATE_FIELDS)
-        if "enabled" in fields and fields["enabled"] is None:
-            del fields["enabled"]
-        name = fields.pop("name", None)
-        return found(await jobs(request).create_schedule(name, **fields))
-
-    @operation("list_schedules")
-    async def list_schedules(request: Request) -> Any:
-        page = await jobs(request).list_schedules(
-            enabled=query_bool(request, "enabled"),
-            name=query_str(request, "name"),
-            limit=query_limit(request),
-            cursor=query_str(request, "cursor"),
-        )
-        return wire.schedule_page_to_wire(page)
-
-    @operation("upsert_schedule")
-    async def upsert_schedule(request: Request) -> Any:
-        fields = await schedule_body(request)
-        name = fields.pop("name", None)
-        schedule, created = await jobs(request)._upsert_schedule_created(
-            request.path_params["key"], name, **fields
-        )
-        return JSONResponse(wire.schedule_to_wire(schedule), status_code=201 if created else 200)
-
-    @operation("get_schedule")
-    async def get_schedule(request: Request) -> Any:
-        return found(await jobs(request).get_schedule(request.path_params["schedule_id"]))
-
-    @operation("get_schedule_by_key")
-    async def get_schedule_by_key(request: Request) -> Any:
-        return found(await jobs(request).get_schedule_by_key(request.path_params["key"]))
-
-    @operation("update_schedule")
-    async def update_schedule(request: Request) -> Any:
-        fields = await schedule_body(request)
-        bound = jobs(request)
-        return found(await bound.update_schedule(request.path_params["schedule_id"], **fields))
-
-    @operation("update_schedule_by_key")
-    async def update_schedule_by_key(request: Request) -> Any:
-        fields = await schedule_body(request)
-        bound = jobs(request)
-        return found(await bound.update_schedule_by_key(request.path_params["key"], **fields))
-
-    @operation("disable_schedule")
-    async def disable_schedule(request: Request) -> Any:
-        return found(await jobs(request).disable_schedule(request.path_params["schedule_id"]))
-
-    @operation("disable_schedule_by_key")
-    async def disable_schedule_by_key(request: Request) -> Any:
-        return found(await jobs(request).disable_schedule_by_key(request.path_params["key"]))
-
-    @operation("enable_schedule")
-    async def enable_schedule(request: Request) -> Any:
-        return found(await jobs(request).enable_schedule(request.path_params["schedule_id"]))
-
-    @operation("enable_schedule_by_key")
-    async def enable_schedule_by_key(request: Request) -> Any:
-        return found(await jobs(request).enable_schedule_by_key(request.path_params["key"]))
-
-    @operation("delete_schedule")
-    async def delete_schedule(request: Request) -> Any:
-        deleted(await jobs(request).delete_schedule(request.path_params["schedule_id"]))
-
-    @operation("delete_schedule_by_key")
-    async def delete_schedule_by_key(request: Request) -> Any:
-        deleted(await jobs(request).delete_schedule_by_key(request.path_params["key"]))
-
+    register_schedules(operation, jobs, read_json, not_found)
     register_control(operation, jobs, read_json, not_found)
     register_history(operation, jobs, not_found)
 
@@ -393,7 +226,7 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = _HTTP_CODES.get(exc.status_code, "error")
+        code = HTTP_CODES.get(exc.status_code, "error")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
         if exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"

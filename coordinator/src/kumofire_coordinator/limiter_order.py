@@ -1,0 +1,93 @@
+"""The limiter's decisions as pure functions of its records: whether a key has room, which
+waiter may start now (the wait order: priority, then round robin across keys), counting a
+start in the rate windows, pruning them, and when next to check. `limiter.py` keeps the
+records and writes them; these only read and change them in memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from .limiter_state import Limits, Meta, Slot, WaitQueue, next_in_turn
+
+__all__ = ["has_room", "next_check", "pick", "prune_windows", "record_start"]
+
+
+def has_room(limits: Limits, slots: Mapping[str, Slot], key: str) -> bool:
+    if limits.concurrency is not None and len(slots) >= limits.concurrency:
+        return False
+    held = sum(1 for s in slots.values() if s.key == key)
+    return limits.key_concurrency is None or held < limits.key_concurrency
+
+
+def pick(
+    limits: Limits, meta: Meta, slots: Mapping[str, Slot], queue: WaitQueue, now: int
+) -> str | None:
+    """The waiter that may start now, in the wait order, or None."""
+    if meta.paused:
+        return None
+    if limits.concurrency is not None and len(slots) >= limits.concurrency:
+        return None
+    if limits.rate is not None and not limits.rate.allows(meta.starts, now):
+        return None
+    held = Counter(s.key for s in slots.values())
+    eligible = []
+    for key, head in queue.heads():
+        if limits.key_concurrency is not None and held[key] >= limits.key_concurrency:
+            continue
+        kr = limits.key_rate
+        if kr is not None and not kr.allows(meta.key_starts.get(key, []), now):
+            continue
+        eligible.append((key, head))
+    if not eligible:
+        return None
+    top = min(head[0] for _, head in eligible)
+    heads = {key: head for key, head in eligible if head[0] == top}
+    return heads[next_in_turn(list(heads), meta.cursor)][2]
+
+
+def record_start(limits: Limits, meta: Meta, key: str, now: int) -> bool:
+    """Count a start in the rate windows that apply and move the round robin on. Returns
+    whether that changed `meta` (the caller writes it only then: no row for a job without
+    rates)."""
+    changed = False
+    if limits.rate is not None:
+        meta.starts.append(now)
+        changed = True
+    if limits.key_rate is not None:
+        meta.key_starts.setdefault(key, []).append(now)
+        changed = True
+    if meta.cursor != key:
+        meta.cursor = key
+        changed = True
+    return changed
+
+
+def prune_windows(limits: Limits, meta: Meta, now: int) -> bool:
+    """Drop the start times that left the rate windows; returns whether `meta` changed."""
+    starts = [] if limits.rate is None else limits.rate.prune(meta.starts, now)
+    key_starts = {}
+    if limits.key_rate is not None:
+        for key, ks in meta.key_starts.items():
+            if kept := limits.key_rate.prune(ks, now):
+                key_starts[key] = kept
+    if starts != meta.starts or key_starts != meta.key_starts:
+        meta.starts, meta.key_starts = starts, key_starts
+        return True
+    return False
+
+
+def next_check(
+    limits: Limits, meta: Meta, slots: Mapping[str, Slot], queue: WaitQueue, now: int
+) -> int | None:
+    """When the alarm should next look: the earliest expiry, or the opening of a rate window
+    that holds a waiter back."""
+    times = [s.expires for s in slots.values()]
+    if len(queue):
+        if limits.rate is not None and (t := limits.rate.opens(meta.starts, now)):
+            times.append(t)
+        if limits.key_rate is not None:
+            for key in queue.keys():  # noqa: SIM118  a method, not a dict
+                if t := limits.key_rate.opens(meta.key_starts.get(key, []), now):
+                    times.append(t)
+    return min(times, default=None)
