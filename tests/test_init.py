@@ -129,6 +129,37 @@ def test_init_refuses_a_directory_with_files(
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
 
 
+@pytest.mark.parametrize("where", ["a-file/app", "/proc/nope"])
+def test_init_where_no_directory_can_be_made_says_so_in_one_line(
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    target = where if where.startswith("/") else str(tmp_path / where)
+    assert main(["init", target]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kumofire-jobs init: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and target.rsplit("/", 1)[0] in err
+
+
+def test_init_quotes_a_directory_for_the_shell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    init(tmp_path, "bad name!")
+    out = capsys.readouterr().out
+    assert f"cd '{tmp_path / 'bad name!'}'" in out
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_dev_refuses_a_port_that_is_no_port(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["dev", "--port", port])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port" in err and "Traceback" not in err
+
+
 def test_names_are_made_wrangler_names() -> None:
     assert project_name("My App_2") == "my-app-2"
     assert project_name("x" * 80) == "x" * 63

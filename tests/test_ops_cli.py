@@ -319,3 +319,33 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         assert exited.value.code == 2, argv
     assert main(["runs", "list", "--url", "ftp://example.com"]) == 2
     assert "is not an http(s) URL" in capsys.readouterr().err
+
+
+def test_an_errors_summary_names_its_class_without_the_module() -> None:
+    from kumofire_jobs.ops.commands import _last_line
+
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "app.py", line 6, in send_email\n'
+        "    raise NonRetryableError(\"no 'to'\")\n"
+        "kumofire_jobs.core.errors.NonRetryableError: no 'to': see a.b.C\n"
+    )
+    assert _last_line(traceback) == "NonRetryableError: no 'to': see a.b.C"
+    assert _last_line("my_app.jobs.Quota") == "Quota"  # an exception without a message
+    assert (
+        _last_line("RuntimeError: this job always fails") == "RuntimeError: this job always fails"
+    )
+    assert _last_line("config.toml: no such file") == "config.toml: no such file"  # not a class
+    assert _last_line("cut off: the lease expired") == "cut off: the lease expired"
+    assert _last_line(None) is None
+
+
+def test_without_httpx_the_hint_names_an_install_that_brings_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with mock.patch.dict(sys.modules, {"httpx": None}):  # `import httpx` raises ImportError
+        code = main(["runs", "list", "--url", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "need httpx" in err and "pip install 'kumofire-jobs[local]'" in err
+    assert "uv sync" in err  # in a clone, where the environment has no pip

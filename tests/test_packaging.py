@@ -52,7 +52,7 @@ def test_both_distributions_say_what_they_are() -> None:
         assert (Path(str(package.__file__)).parent / "py.typed").is_file(), name
 
 
-def test_the_quick_start_installs_the_runtime_and_the_local_server_only() -> None:
+def test_the_quick_start_installs_the_runtime_the_local_server_and_the_ops_client_only() -> None:
     data = pyproject(ROOT / "pyproject.toml")
     tool = data["tool"]
     assert isinstance(tool, dict)
@@ -62,7 +62,10 @@ def test_the_quick_start_installs_the_runtime_and_the_local_server_only() -> Non
     assert groups["local"] == ["kumofire-jobs[local]"]
     project = data["project"]
     assert isinstance(project, dict)
-    assert [r.split(">")[0] for r in project["optional-dependencies"]["local"]] == ["uvicorn"]
+    # httpx: the ops commands (docs/cli.md) work wherever the README's install paths put dev
+    extras = project["optional-dependencies"]
+    assert [r.split(">")[0] for r in extras["local"]] == ["uvicorn", "httpx"]
+    assert [r.split(">")[0] for r in extras["http"]] == ["httpx"]
 
 
 def test_pinned_tools_agree_with_the_repository() -> None:

@@ -13,6 +13,17 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 
 
+def _port(text: str) -> int:
+    """A TCP port number, checked here: uvicorn would fail on a bad one with a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: give 0 to 65535")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kumofire-jobs", description="Durable jobs for Cloudflare Python Workers."
@@ -33,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "hello, flaky, fail and slow)",
     )
     dev.add_argument("--host", default=DEFAULT_HOST)
-    dev.add_argument("--port", type=int, default=DEFAULT_PORT)
+    dev.add_argument("--port", type=_port, default=DEFAULT_PORT)
     dev.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
     dev.add_argument(
         "--config",
@@ -143,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_init(InitOptions(args.directory, name=args.name))
         except DeployError as error:
             print(f"kumofire-jobs init: error: {error}", file=sys.stderr)
+            return 1
+        except OSError as error:  # a directory that cannot be created or written
+            where = error.filename if error.filename is not None else args.directory
+            print(f"kumofire-jobs init: error: {where}: {error.strerror or error}", file=sys.stderr)
             return 1
     if args.command == "cloudflare":
         from .deploy.commands import run_cloudflare

@@ -54,8 +54,13 @@ def test_the_installed_metadata_gives_the_same_packages() -> None:
     assert plan.pywrangler == ("msgspec==0.19.0",)
     assert plan.local_only == ()
     with_local = plan_from_metadata("kumofire-jobs", extras=["local"])
-    assert [line.split("==")[0] for line in with_local.local_only] == ["uvicorn"]
-    assert names(with_local) == names(plan)  # uvicorn's own dependencies stay out too
+    # httpx is in the extra for the ops commands; neither it nor its dependencies (anyio,
+    # httpcore, ...) may reach the Worker bundle, as uvicorn's may not
+    assert [line.split("==")[0] for line in with_local.local_only] == ["httpx", "uvicorn"]
+    assert names(with_local) == names(plan)
+    with_http = plan_from_metadata("kumofire-jobs", extras=["http"])
+    assert [line.split("==")[0] for line in with_http.local_only] == ["httpx"]
+    assert names(with_http) == names(plan)
 
 
 def test_the_import_names_of_pywranglers_packages() -> None:

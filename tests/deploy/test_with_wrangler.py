@@ -109,7 +109,7 @@ def test_check_passes_on_this_repository(
     vendored = lines[lines.index(next(x for x in lines if x.startswith("vendored into"))) + 1]
     for package in ("kumofire-coordinator 0.1.0", "croniter", "starlette", "structlog", "tzdata"):
         assert package in vendored
-    assert "msgspec" not in vendored and "uvicorn" not in vendored
+    assert "msgspec" not in vendored and "uvicorn" not in vendored and "httpx" not in vendored
     assert (
         "  left to `pywrangler sync` (Pyodide's index, at deploy): msgspec==0.19.0, "
         "workers-runtime-sdk" in lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def run_init(options: InitOptions, *, out: TextIO | None = None) -> int:
         print(f"  {path.as_posix()}", file=out)
     print(
         "\nNext:\n"
-        f"  cd {where}\n"
+        f"  cd {shlex.quote(str(where))}\n"
         "  kumofire-jobs dev          # your jobs on your machine, http://127.0.0.1:8787\n"
         "  python -m pytest           # its tests (pip install pytest pytest-asyncio)\n"
         "  README.md says how to deploy it to Cloudflare.",

@@ -48,8 +48,9 @@ PYWRANGLER_VENDORED: tuple[str, ...] = ("msgspec", "workers-runtime-sdk")
 """Vendored by `pywrangler sync` from Pyodide's package index at deploy (msgspec has native
 code; the Workers SDK is added by pywrangler itself)."""
 
-LOCAL_ONLY: tuple[str, ...] = ("uvicorn",)
-"""The local server (the `local` extra): never in the Worker, with what only it needs."""
+LOCAL_ONLY: tuple[str, ...] = ("uvicorn", "httpx")
+"""The `local` extra (the local server; httpx for the ops commands, which also make up the
+`http` extra): never in the Worker, with what only they need."""
 
 # Import names of the pywrangler-vendored packages, when they are not installed here to ask.
 _KNOWN_MODULES = {

@@ -23,6 +23,7 @@ from ..core.errors import RemoteHandlersError
 from ..core.log import configure_logging, get_logger
 from ..core.migrations import apply_migrations, pending_migrations
 from ..core.runtime import Runtime
+from ..core.unhandled import unhandled_jobs, unhandled_warning
 from ..web import create_app
 from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
@@ -140,6 +141,9 @@ async def run_dev_server(
     runtime = load_runtime(app)
     settings = WranglerSettings.load(config) if config is not None else WranglerSettings()
     env = dev_environment(runtime, data_dir, settings=settings, services=services)
+    # Before the consumer starts: it would fail those runs at once.
+    handled = set(runtime.handlers) | set(env.resources.remote_handlers)
+    unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
     await env.start()
     http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
     freeze_startup_heap()  # short collector pauses from here on
@@ -169,6 +173,8 @@ async def run_dev_server(
             )
             for line in _describe_services(env):
                 print(line, flush=True)
+            if unhandled is not None:
+                print(unhandled, flush=True)
 
     server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
     loop = asyncio.get_running_loop()
@@ -192,7 +198,8 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class _Stopping:
     """Ctrl-C (or SIGTERM) once: stop serving, then wait up to DRAIN_SECONDS for the running
     handlers, saying so. Twice: stop at once; the handlers still running are cut off, as by a
-    crash, and their runs go again after the next start (the cut-off attempt counts)."""
+    crash: their runs stay `running` until their leases expire, then go again after the next
+    start (the cut-off attempt counts)."""
 
     def __init__(self, env: LocalEnvironment) -> None:
         self._env = env
@@ -208,7 +215,8 @@ class _Stopping:
             if running:
                 print(
                     f"Stopping: waiting up to {DRAIN_SECONDS:g} s for {_runs(running)} to finish"
-                    f" ({key} again to stop now; a run cut off runs again after the next start)",
+                    f" ({key} again to stop now; a run cut off runs again once its lease"
+                    " expires, after the next start)",
                     flush=True,
                 )
             else:
@@ -221,8 +229,9 @@ class _Stopping:
     def stopped(self, cut_off: int) -> None:
         if cut_off:
             print(
-                f"Stopped: {_runs(cut_off)} cut off; each runs again after the next start"
-                " (the cut-off attempt counts)",
+                f"Stopped: {_runs(cut_off)} cut off; each runs again once its lease expires,"
+                f" within {self._env.runtime.lease_seconds:g} s of the next start (the cut-off"
+                " attempt counts; a limited job's slot stays taken until then)",
                 flush=True,
             )
         else:

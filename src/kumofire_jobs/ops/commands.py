@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -116,8 +117,9 @@ def run_ops(args: argparse.Namespace) -> int:
         from ..core.errors import KumofireJobsError
         from ..http import HttpJobsClient, HttpJobsError
     except ImportError as exc:  # httpx is an extra
-        return _fail(f"the {args.command} commands need httpx: pip install "
-                     f"'kumofire-jobs[http]' ({exc})", USAGE)  # fmt: skip
+        return _fail(f"the {args.command} commands need httpx ({exc}): pip install "
+                     "'kumofire-jobs[local]' (or [http], without the dev server); in a clone "
+                     "of the repository, uv sync", USAGE)  # fmt: skip
 
     async def call() -> Any:
         async with HttpJobsClient(args.url, args.token) as client:
@@ -187,12 +189,18 @@ def _runs_table(runs: list[dict[str, Any]]) -> str:
     )  # fmt: skip
 
 
+# A traceback's last line names the exception's class with its module
+# (`kumofire_jobs.core.errors.NonRetryableError: ...`); a run's last_error does not.
+_QUALIFIED = re.compile(r"^(?:[a-z_][a-z0-9_]*\.)+(?=[A-Z]\w*(?::|$))")
+
+
 def _last_line(text: str | None) -> str | None:
-    """An error's last non-empty line: the exception itself, after its traceback."""
+    """An error's last non-empty line, the exception itself after its traceback, named by its
+    class alone, as a run's last_error names it (the one-line summary; --json keeps it all)."""
     if text is None:
         return None
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else text
+    return _QUALIFIED.sub("", lines[-1]) if lines else text
 
 
 def _page(items: str, next_cursor: str | None) -> str:
