@@ -115,6 +115,13 @@ def _not_found(what: str) -> JobsRpcError:
     return JobsRpcError("not_found", f"{what} not found")
 
 
+def _found(value: R | None, what: str) -> R:
+    """`value`, or the `not_found` error for a `what` that does not exist."""
+    if value is None:
+        raise _not_found(what)
+    return value
+
+
 def _run_id(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValidationError("the run id must be a non-empty string")
@@ -176,26 +183,17 @@ async def create_flow(jobs: Jobs, body: Any) -> dict[str, Any]:
 
 @rpc_method
 async def get(jobs: Jobs, run_id: Any) -> dict[str, Any]:
-    run = await jobs.get(_run_id(run_id))
-    if run is None:
-        raise _not_found("run")
-    return wire.run_to_wire(run)
+    return wire.run_to_wire(_found(await jobs.get(_run_id(run_id)), "run"))
 
 
 @rpc_method
 async def attempts(jobs: Jobs, run_id: Any) -> dict[str, Any]:
-    found = await jobs.attempts(_run_id(run_id))
-    if found is None:
-        raise _not_found("run")
-    return wire.attempts_to_wire(found)
+    return wire.attempts_to_wire(_found(await jobs.attempts(_run_id(run_id)), "run"))
 
 
 @rpc_method
 async def logs(jobs: Jobs, run_id: Any) -> dict[str, Any]:
-    found = await jobs.logs(_run_id(run_id))
-    if found is None:
-        raise _not_found("run")
-    return wire.logs_to_wire(found)
+    return wire.logs_to_wire(_found(await jobs.logs(_run_id(run_id)), "run"))
 
 
 @rpc_method
@@ -220,26 +218,17 @@ async def counts(jobs: Jobs, query: Any = None) -> dict[str, int]:
 
 @rpc_method
 async def cancel(jobs: Jobs, run_id: Any) -> dict[str, Any]:
-    run = await jobs.cancel(_run_id(run_id))
-    if run is None:
-        raise _not_found("run")
-    return wire.run_to_wire(run)
+    return wire.run_to_wire(_found(await jobs.cancel(_run_id(run_id)), "run"))
 
 
 @rpc_method
 async def retry(jobs: Jobs, run_id: Any) -> dict[str, Any]:
-    run = await jobs.retry(_run_id(run_id))
-    if run is None:
-        raise _not_found("run")
-    return wire.run_to_wire(run)
+    return wire.run_to_wire(_found(await jobs.retry(_run_id(run_id)), "run"))
 
 
 @rpc_method
 async def promote(jobs: Jobs, run_id: Any) -> dict[str, Any]:
-    run = await jobs.promote(_run_id(run_id))
-    if run is None:
-        raise _not_found("run")
-    return wire.run_to_wire(run)
+    return wire.run_to_wire(_found(await jobs.promote(_run_id(run_id)), "run"))
 
 
 @rpc_method
@@ -272,9 +261,7 @@ def _job_name(value: Any) -> str:
 
 
 def _job_found(job: JobInfo | None) -> dict[str, Any]:
-    if job is None:
-        raise _not_found("job")
-    return wire.job_to_wire(job)
+    return wire.job_to_wire(_found(job, "job"))
 
 
 @rpc_method
@@ -307,9 +294,7 @@ def _ref(value: Any, what: str) -> str:
 
 
 def _schedule(schedule: JobSchedule | None) -> dict[str, Any]:
-    if schedule is None:
-        raise _not_found("schedule")
-    return wire.schedule_to_wire(schedule)
+    return wire.schedule_to_wire(_found(schedule, "schedule"))
 
 
 @rpc_method
