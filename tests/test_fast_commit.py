@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -108,10 +110,17 @@ class _Binding:
         return level
 
 
+@pytest.fixture
+def bindings(tmp_path: Path) -> Iterator[list[_Binding]]:
+    pair = [_Binding(tmp_path / "a.sqlite"), _Binding(tmp_path / "b.sqlite")]
+    yield pair
+    for binding in pair:
+        binding.conn.close()
+
+
 async def test_full_callers_are_answered_after_their_wal_is_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bindings: list[_Binding]
 ) -> None:
-    bindings = [_Binding(tmp_path / "a.sqlite"), _Binding(tmp_path / "b.sqlite")]
     synced: list[tuple[str, list[bool]]] = []
     waiters: list[asyncio.Future[None]] = []
     real = wal_sync._fdatasync
@@ -149,9 +158,8 @@ async def test_full_callers_are_answered_after_their_wal_is_synced(
 
 
 async def test_a_failed_wal_sync_fails_the_callers_of_that_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch, bindings: list[_Binding]
 ) -> None:
-    bindings = [_Binding(tmp_path / "a.sqlite"), _Binding(tmp_path / "b.sqlite")]
 
     def fdatasync(fd: int) -> None:
         if Path(f"/proc/self/fd/{fd}").resolve().name == "b.sqlite-wal":
@@ -172,9 +180,10 @@ async def test_a_failed_wal_sync_fails_the_callers_of_that_commit(
 def test_normal_and_serial_mode_take_nothing_out_of_the_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = sqlite3.connect(tmp_path / "x.sqlite", isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    assert wal_sync.for_connection(conn, tmp_path / "x.sqlite", "NORMAL", lambda e: e) is None
-    assert wal_sync.for_connection(conn, tmp_path / "x.sqlite", "FULL", lambda e: e) is not None
-    monkeypatch.setenv("KUMOFIRE_JOBS_SERIAL_WAL_SYNC", "1")
-    assert wal_sync.for_connection(conn, tmp_path / "x.sqlite", "FULL", lambda e: e) is None
+    with closing(sqlite3.connect(tmp_path / "x.sqlite", isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        path = tmp_path / "x.sqlite"
+        assert wal_sync.for_connection(conn, path, "NORMAL", lambda e: e) is None
+        assert wal_sync.for_connection(conn, path, "FULL", lambda e: e) is not None
+        monkeypatch.setenv("KUMOFIRE_JOBS_SERIAL_WAL_SYNC", "1")
+        assert wal_sync.for_connection(conn, path, "FULL", lambda e: e) is None
