@@ -328,7 +328,7 @@ async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
-async def test_a_consumer_that_fails_after_taking_a_handed_over_run_loses_nothing(
+async def test_a_consumer_that_loses_the_run_handed_over_to_it_loses_nothing(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
     gauge = Gauge()
@@ -339,17 +339,42 @@ async def test_a_consumer_that_fails_after_taking_a_handed_over_run_loses_nothin
     rewire(env, coordinator=partition)
     first, second = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
     await settle(clock, 0.5)
-    # The claim of the handed-over run fails: it was leased, and its slot reserved.
-    partition.methods.add("limit_acquire")
+    # The release hands `second` over: the limiter leases its coordinator and holds its slot
+    # under that lease, but the answer never reaches the consumer (it died, or the call
+    # failed on the way back).
+    partition.lost.add("limit_release")
     gauge.gate.set()
     await settle(clock, 0.5)
     assert gauge.done == [first]
-    partition.methods.clear()
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [second], "offered": [], "waiting": 0}
+    partition.lost.clear()
     await clock.advance(30.0)  # its lease expires: its coordinator delivers it again
     await settle(clock, 0.5)
     assert gauge.done == [first, second] and gauge.peak == 1
     run = await env.jobs.get(second)
     assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_handed_over_run_whose_lease_cannot_be_taken_is_woken_instead(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    partition = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=partition)
+    first, second = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
+    await settle(clock, 0.5)
+    partition.methods.add("lease")  # the limiter cannot lease `second`'s coordinator
+    partition.times = 1
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    # Its slot was kept for it as an offer and it was woken: delivered, it claims the offer
+    # at once, not after the offer or a lease expired.
+    assert gauge.done == [first, second] and gauge.peak == 1
+    assert partition.calls["arm"] == 3  # two creates, and the wake
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
 
 
 async def test_a_handed_over_run_canceled_meanwhile_passes_its_slot_on_at_once(

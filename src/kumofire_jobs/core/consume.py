@@ -77,24 +77,11 @@ class Consumer:
             await chain.drain()
 
     async def _take_over(self, passed: Passed) -> None:
-        """Run a waiter the limiter handed over: its coordinator is parked, so lease it
-        early; claim the slot reserved for it; start it with the ordinary guarded start."""
-        assert self._limits is not None
-        run_id = passed.run["run_id"]
-        try:
-            grant = await self._coordinators.lease(run_id, self._lease_ms, early=True)
-        except Exception:
-            await self._limits.hand_back(passed, "held")  # wake it, as the limiter would
-            raise
-        if not grant["granted"]:
-            await self._limits.hand_back(passed, grant["reason"])
-            return
-        token = int(grant["token"])
+        """Run a waiter the limiter handed over: it leased the run's coordinator for this
+        consumer and holds the slot under the same token, so start it with the ordinary
+        guarded start."""
+        run_id, token = passed.run["run_id"], int(passed.run["token"])
         log.debug("run.handed_over", run_id=run_id, job=passed.job)
-        if not await self._limits.take_over(passed, token):
-            # The offer expired meanwhile and went on: wait in line again, as on a delivery.
-            await self._release(run_id, token, rearm_ms=now_ms(self._clock))
-            return
         started = await self._store.start(run_id, token, now_ms(self._clock))
         if started is None:
             await self._not_started(run_id, token)

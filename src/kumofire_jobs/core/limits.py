@@ -16,6 +16,7 @@ from typing import Any, cast
 from kumofire_coordinator.messages import (
     AcquireReply,
     Handoff,
+    LeaseReply,
     LimitsMessage,
     SlotReleaseReply,
     SlotRenewReply,
@@ -62,7 +63,8 @@ def limits_message(options: JobOptions | None) -> LimitsMessage | None:
 
 
 class CoordinatorWaker:
-    """Wakes a waiting run: its own coordinator is armed for now, and redelivers it."""
+    """The limiter's reach into a waiting run's own coordinator: wake it (armed for now, it
+    redelivers the run), or lease it early for the consumer the run is handed to."""
 
     def __init__(self, coordinators: Coordinators, clock: Clock) -> None:
         self._coordinators = coordinators
@@ -70,6 +72,9 @@ class CoordinatorWaker:
 
     async def wake(self, run_id: str) -> None:
         await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
+
+    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
+        return await self._coordinators.lease(run_id, lease_ms, early=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,8 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Passed:
-    """A waiting run its limiter handed to this consumer with a freed slot."""
+    """A waiting run its limiter handed to this consumer with a freed slot: its coordinator
+    leased for this consumer under `run["token"]`, its slot held under the same token."""
 
     job: str
     run: Handoff
@@ -102,7 +108,6 @@ class Limits:
         self._options = options
         self._clock = clock
         self._lease_ms = lease_ms
-        self._coordinators = Coordinators(namespace)
         self._held: dict[str, Slot] = {}  # run id -> the slot this consumer holds for it
         self._names = json.dumps(sorted(options)) if options else None
 
@@ -215,9 +220,11 @@ class Limits:
 
     async def leave(self, run_id: str, token: int, *, handoff: bool = False) -> Passed | None:
         """Release the run's slot (the attempt ended, or never started). With `handoff`, the
-        waiter the slot goes to is returned, for the caller to run (`take_over`), instead of
-        being woken through its coordinator. If the call fails, the slot expires with its
-        lease."""
+        waiter the slot goes to is returned, leased for this consumer by the limiter and
+        holding the slot under that lease's token, for the caller to start at once, instead
+        of being woken through its coordinator. If the call fails, the slot expires with its
+        lease (and a run the limiter leased for us, with its own lease: it is delivered
+        again)."""
         slot = self._held.get(run_id)
         if slot is None or slot.token != token:
             return None
@@ -227,7 +234,7 @@ class Limits:
             reply = cast(
                 SlotReleaseReply,
                 await (
-                    stub.limit_release(run_id, token, True)
+                    stub.limit_release(run_id, token, self._lease_ms)
                     if handoff
                     else stub.limit_release(run_id, token)
                 ),
@@ -236,35 +243,7 @@ class Limits:
             log.warning("limit.release_failed", run_id=run_id, error=str(exc))
             return None
         passed = reply.get("next") if reply["ok"] else None
-        return None if passed is None else Passed(slot.job, passed)
-
-    async def take_over(self, passed: Passed, token: int) -> bool:
-        """Claim the slot the limiter reserved for a run handed over, under the run's lease
-        `token`. False: not granted (a newer lease holds it, or the offer expired and the
-        run waits in line again)."""
-        run = passed.run
-        reply = cast(
-            AcquireReply,
-            await self._stub(passed.job).limit_acquire(
-                run["run_id"], token, run["key"], run["priority"], run["due_ms"],
-                self._lease_ms, self._options[passed.job],
-            ),
-        )  # fmt: skip
-        if not reply["granted"]:
-            return False
-        self._held[run["run_id"]] = Slot(passed.job, run["key"], token)
-        return True
-
-    async def hand_back(self, passed: Passed, reason: str) -> None:
-        """A run handed over whose lease could not be taken: a closed or canceled run leaves
-        the line (its offer freed); one whose lease is held (a delivery of it under way) is
-        armed for now, as the limiter's wake would, so that the holder's park does not
-        outlast the offer. Best effort: an offer left behind expires and is made again."""
-        run_id = passed.run["run_id"]
-        try:
-            if reason in ("closed", "canceled"):
-                await self._stub(passed.job).limit_forget(run_id)
-            else:
-                await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
-        except Exception as exc:
-            log.warning("limit.hand_back_failed", run_id=run_id, error=str(exc))
+        if passed is None:
+            return None
+        self._held[passed["run_id"]] = Slot(slot.job, passed["key"], int(passed["token"]))
+        return Passed(slot.job, passed)
