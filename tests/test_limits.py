@@ -517,3 +517,42 @@ async def test_a_resume_that_missed_the_limiter_is_told_again_by_reconciliation(
     await env.jobs.dispatch(limit=10)
     await settle(clock, 0.5)
     assert sorted(done) == sorted(ids)
+
+
+async def test_resume_re_arms_every_run_not_in_line_page_by_page(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause did not reach the limiter, so the job's runs were refused at their start and
+    their coordinators closed: no line holds them. Resume re-arms them all, a page of
+    RESUME_LIMIT per call, each page continued by the alarm of a `resume:` coordinator (the
+    first of which fails once and is retried), in priority order, with no reconciliation."""
+    monkeypatch.setattr(job_control, "RESUME_LIMIT", 2)
+    order: list[object] = []
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.payload)
+
+    env = await make_env(
+        {"report": job, "plain": job}, job_options={"report": JobOptions(concurrency=1)}
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR, "limit_pause")
+    rewire(env, coordinator=spy)
+    for name in ("report", "plain"):
+        await env.jobs.pause_job(name)
+        for i in range(7):
+            await env.jobs.create(name, f"{name}{i}", priority=i)
+    await settle(clock, 1.0)
+    assert order == []
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}  # nothing in line
+    spy.methods.clear()
+    for name in ("plain", "report"):
+        spy.calls.clear()
+        await env.jobs.resume_job(name)
+        spy.methods.add("arm")
+        spy.times = 1  # an arm of a later page fails: its alarm is retried
+        await settle(clock, 15.0)
+        spy.methods.clear()
+        assert order == [f"{name}{i}" for i in range(6, -1, -1)]
+        assert spy.times == 0 and spy.calls["arm"] >= 7 + 3  # three pages continued
+        order.clear()

@@ -16,6 +16,7 @@ from kumofire_coordinator import Delivery, DeliveryAction
 
 from .bindings import Queue
 from .clock import Clock, now_ms
+from .coordination import RESUME_PREFIX
 from .limits import Limits
 from .log import get_logger
 from .run_rows import QueuedRow
@@ -39,6 +40,8 @@ def run_message(run_id: str) -> dict[str, object]:
 OccurrenceDelivered = Callable[[str, str, int | None], Awaitable[object]]
 # Called for a finished flow child whose coordinator delivers it again: (parent_id).
 ChildFinished = Callable[[str], Awaitable[object]]
+# Called for a `resume:` coordinator (not a run's): re-arm the next page of a resumed job.
+ResumePage = Callable[[str], Awaitable[object]]
 
 
 class QueueDeliveryHook:
@@ -51,6 +54,7 @@ class QueueDeliveryHook:
         on_child_finished: ChildFinished | None = None,
         *,
         limits: Limits | None = None,
+        on_resume_page: ResumePage | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -58,8 +62,12 @@ class QueueDeliveryHook:
         self._on_occurrence = on_occurrence
         self._on_child_finished = on_child_finished
         self._limits = limits if limits is not None and limits.names is not None else None
+        self._on_resume_page = on_resume_page
 
     async def deliver(self, key: str, delivery: int) -> Delivery:
+        if key.startswith(RESUME_PREFIX) and self._on_resume_page is not None:
+            await self._on_resume_page(key)  # raises on failure: the alarm is retried
+            return Delivery(DeliveryAction.CLOSE)
         now = now_ms(self._clock)
         first = delivery == 1
         sending: asyncio.Future[None] | None = None

@@ -256,7 +256,7 @@ class Runtime:
             bound.delivery_hook = QueueDeliveryHook(
                 bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered,
                 functools.partial(bound.jobs.runs.flows.settle, recovering=True),
-                limits=bound.limits,
+                limits=bound.limits, on_resume_page=bound.jobs.job_service.resume_page,
             )  # fmt: skip
         return bound.delivery_hook
 
