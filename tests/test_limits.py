@@ -556,3 +556,61 @@ async def test_resume_re_arms_every_run_not_in_line_page_by_page(
         assert order == [f"{name}{i}" for i in range(6, -1, -1)]
         assert spy.times == 0 and spy.calls["arm"] >= 7 + 3  # three pages continued
         order.clear()
+
+
+async def test_a_paused_job_s_waiting_runs_stay_parked_and_cost_nothing_until_resumed(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    done: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        done.append(ctx.job.id)
+
+    env = await make_env({"report": job}, job_options={"report": JobOptions(concurrency=1)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.5)
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 3}
+    spy.calls.clear()
+    for _ in range(23):  # a long pause: no run is woken to be told again that it waits
+        await clock.advance(3600.0)
+    assert spy.calls["limit_acquire"] == 0 and done == []
+    await env.jobs.resume_job("report")
+    await settle(clock, 0.5)
+    assert done == ids
+
+
+async def test_reconciliation_wakes_a_parked_run_that_no_line_holds(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The limiter lost its line (its storage) while the job was paused, and the resume's
+    re-arms failed: its runs are parked until the day's fallback, in no line. The next
+    reconciliation tick finds them parked and armed for now."""
+    done: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        done.append(ctx.job.id)
+
+    env = await make_env(
+        {"report": job}, reconcile_grace_seconds=1.0,
+        job_options={"report": JobOptions(concurrency=1)},
+    )  # fmt: skip
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
+    await settle(clock, 0.5)
+    await env.JOB_COORDINATOR.getByName("limiter:report").close()  # its storage is lost
+    env.JOB_COORDINATOR.evict("limiter:report")
+    spy.methods.add("arm")
+    with pytest.raises(RuntimeError, match="injected failure of arm"):
+        await env.jobs.resume_job("report")
+    spy.methods.clear()
+    await settle(clock, 2.0)
+    assert done == []  # parked in no line: nothing wakes them
+    await env.jobs.dispatch(limit=10)
+    await settle(clock, 0.5)
+    assert sorted(done) == sorted(ids)

@@ -24,7 +24,7 @@ from .history import describe_error, encode_result, error_detail
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
 from .lease_keeper import LeaseKeeper
-from .limits import PARK_MS, Limits, Passed
+from .limits import Limits, Passed
 from .log import get_logger
 from .message import parse_message
 from .models import ConsumeResult
@@ -110,8 +110,9 @@ class Consumer:
         due time only matters if the limiter lost the run). None: not started after all."""
         assert self._limits is not None
         run_id = row["id"]
-        if not await self._limits.enter(row, token):
-            await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
+        park = await self._limits.enter(row, token)
+        if park is not None:
+            await self._release(run_id, token, rearm_ms=now_ms(self._clock) + park)
             return ConsumeOutcome.IGNORED
         started = await self._store.start(run_id, token, now_ms(self._clock))
         return None if started is None else await self._execute(started, token)

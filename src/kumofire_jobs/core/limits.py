@@ -35,10 +35,18 @@ log = get_logger()
 # A run told to wait parks its coordinator this long: the limiter wakes it sooner; this only
 # brings it back if the limiter lost it (its storage, or after unclaimed offers).
 PARK_MS = 300_000
-# The same while the job is paused: the resume wakes it, so the fallback can wait longer.
-PAUSED_PARK_MS = 3_600_000
+# The same while the job is paused: nothing wakes it but the resume (its limiter serves its
+# line, the resume re-arms every run not in it, reconciliation any parked run no line holds),
+# so the fallback comes only a day later (it used to be hourly: a delivery, two D1 statements
+# and a limiter request per waiting run and hour of the pause).
+PAUSED_PARK_MS = 86_400_000
 # How long a slot reserved at a run's delivery waits for its consumer to claim it.
 OFFER_MS = 60_000
+
+
+def park_ms(reason: str) -> int:
+    """How long a run told to wait (`reason`) parks its coordinator: the fallback."""
+    return PAUSED_PARK_MS if reason == "paused" else PARK_MS
 
 
 def limiter_name(job: str) -> str:
@@ -148,7 +156,7 @@ class Limits:
         if reply["granted"] or reply["reason"] == "lost":
             return None
         log.info("run.waiting", run_id=run_id, job=row["name"], reason=reply["reason"])
-        return now + (PAUSED_PARK_MS if reply["reason"] == "paused" else PARK_MS)
+        return now + park_ms(reply["reason"])
 
     async def pause(self, job: str, paused: bool) -> None:
         """Tell a limited job's limiter it was paused or resumed (see `JobService`). If the
@@ -178,16 +186,16 @@ class Limits:
                 await self.pause(job, False)
         return found
 
-    async def enter(self, row: Mapping[str, Any] | None, token: int) -> bool:
+    async def enter(self, row: Mapping[str, Any] | None, token: int) -> int | None:
         """Ask the run's limiter for a slot, if its job is limited and it may start now.
-        False: the run waits (recorded in the limiter's list, woken through its
-        coordinator); the caller parks the coordinator."""
+        None: go on. Else the run waits (recorded in the limiter's list, woken through its
+        coordinator): the caller parks the coordinator for the fallback time returned (ms)."""
         if row is None or RunStatus(row["status"]) in TERMINAL:
-            return True
+            return None
         limits = self._options.get(row["name"])
         now = int(self._clock.now() * 1000)
         if limits is None or row["scheduled_for"] > now:
-            return True  # not limited, or not due: the guarded start decides, as always
+            return None  # not limited, or not due: the guarded start decides, as always
         key = row.get("concurrency_key") or ""
         reply = cast(
             AcquireReply,
@@ -198,9 +206,9 @@ class Limits:
         )  # fmt: skip
         if reply["granted"]:
             self._held[row["id"]] = Slot(row["name"], key, token)
-            return True
+            return None
         log.info("run.waiting", run_id=row["id"], job=row["name"], reason=reply["reason"])
-        return False
+        return park_ms(reply["reason"])
 
     async def renew(self, run_id: str, token: int) -> bool:
         """Renew the run's slot with its lease; False if the slot is lost."""
