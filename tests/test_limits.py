@@ -312,10 +312,13 @@ async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_messa
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
+@pytest.mark.parametrize("budget", ["MAX_HANDOFFS", "MAX_BATCH_HANDOFFS"])
 async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
-    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, budget: str
 ) -> None:
-    monkeypatch.setattr(handoff, "MAX_HANDOFFS", 2)
+    """A chain ends after MAX_HANDOFFS runs, or when its queue batch's chains together took
+    MAX_BATCH_HANDOFFS (an invocation's D1 queries are bounded)."""
+    monkeypatch.setattr(handoff, budget, 2)
     env = await make_env({"report": noop}, job_options={"report": JobOptions(concurrency=1)})
     queue = DroppingQueue(env.JOBS_QUEUE, drops=0)
     rewire(env, queue=queue)

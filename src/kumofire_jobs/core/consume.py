@@ -19,7 +19,7 @@ from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, NonRetryableError
 from .flows import FlowService
-from .handoff import CHAIN, Chain
+from .handoff import BATCH, CHAIN, Chain
 from .history import describe_error, encode_result, error_detail
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
@@ -68,7 +68,7 @@ class Consumer:
             return await self._consume(run_id)
         # A limited run that frees a slot may be handed the next waiter (see `_release`):
         # this call runs it, and so on, within the chain's budget.
-        chain = Chain(self._clock.now())
+        chain = Chain(self._clock.now(), budget=BATCH.get())
         reset = CHAIN.set(chain)
         try:
             return await self._consume(run_id)
