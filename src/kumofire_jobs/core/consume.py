@@ -358,19 +358,43 @@ class Consumer:
         )
 
     def _leave_early(self, run_id: str, token: int) -> asyncio.Future[None] | None:
+        """Release the run's slot in a task of its own, beside the outcome's write; the
+        future returned is done once the limiter answered. The run the slot is handed to
+        (`_leave`) then runs in that same task, which the chain awaits."""
         if self._limits is None or not self._limits.holds(run_id, token):
             return None
-        return asyncio.ensure_future(self._leave(run_id, token))
+        chain = CHAIN.get()
+        if chain is None:
+            return asyncio.ensure_future(self._leave(run_id, token))
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._leave(run_id, token, released))
+        # (Also if the task is cancelled before it ran: the outcome's writer waits for this.)
+        task.add_done_callback(lambda _: _resolve(released))
+        chain.hold(task)
+        return released
 
-    async def _leave(self, run_id: str, token: int) -> None:
-        """Release the run's slot; within the chain's budget, take the run it goes to."""
+    async def _leave(
+        self, run_id: str, token: int, released: asyncio.Future[None] | None = None
+    ) -> None:
+        """Release the run's slot; within the chain's budget, take the run it goes to: in
+        this task once `released` is told (no task to start: a loop turn sooner), else in a
+        task of its own."""
         assert self._limits is not None
         chain = CHAIN.get()
         handoff = chain is not None and chain.open(self._clock.now())
-        passed = await self._limits.leave(run_id, token, handoff=handoff)
-        if passed is not None:
-            assert chain is not None
+        try:
+            passed = await self._limits.leave(run_id, token, handoff=handoff)
+        finally:
+            if released is not None:
+                _resolve(released)
+        if passed is None:
+            return
+        assert chain is not None
+        if released is None:
             chain.add(asyncio.ensure_future(self._take_over(passed)))
+            return
+        chain.add(None)
+        await self._take_over(passed)
 
     async def _release_lease(self, run_id: str, token: int, rearm_ms: int | None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
@@ -379,3 +403,8 @@ class Consumer:
             await self._coordinators.release(run_id, token, rearm_ms)
         except Exception as exc:
             log.warning("lease.release_failed", run_id=run_id, error=describe_error(exc))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

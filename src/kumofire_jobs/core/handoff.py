@@ -67,10 +67,17 @@ class Chain:
             return False
         return self.count < MAX_HANDOFFS and now - self.started < HANDOFF_SECONDS
 
-    def add(self, task: asyncio.Future[None]) -> None:
+    def add(self, task: asyncio.Future[None] | None) -> None:
+        """Count a run handed over; `task` runs it (None: a task already held runs it)."""
         self.count += 1
         if self.budget is not None:
             self.budget.left -= 1
+        if task is not None:
+            self.tasks.append(task)
+
+    def hold(self, task: asyncio.Future[None]) -> None:
+        """A task of the call's (a slot's release, and the run it is handed to), awaited
+        before the call's message is acknowledged."""
         self.tasks.append(task)
 
     async def drain(self) -> None:
