@@ -29,8 +29,7 @@ class BatchStart:
         self._open = size  # messages that have neither joined nor left
         self._joined: list[tuple[str, int, asyncio.Future[StartedRow | None]]] = []
         self._unless: str | None = None
-        self._flight: asyncio.Future[None] | None = None
-        self.statements = 0  # folded start statements made (for tests and benchmarks)
+        self._flight: asyncio.Future[None] | None = None  # held: a task must be referenced
 
     async def join(self, run_id: str, token: int, unless_jobs: str | None) -> StartedRow | None:
         """Start `run_id` under `token` with the batch: its started row, or None if the
@@ -59,7 +58,6 @@ class BatchStart:
         tokens: dict[str, int] = {}
         for run_id, token, _ in joined:
             tokens[run_id] = max(token, tokens.get(run_id, token))
-        self.statements += 1
         try:
             rows = await start_many(
                 self._store, list(tokens.items()), now_ms(self._clock), unless=self._unless

@@ -43,8 +43,7 @@ class OutcomeWriter:
     def __init__(self, store: RunStore) -> None:
         self._store = store
         self._pending: list[tuple[OutcomeRow, asyncio.Future[bool]]] = []
-        self._flusher: asyncio.Future[None] | None = None
-        self.writes = 0  # writes made (each one statement, or one batch() of them)
+        self._flusher: asyncio.Future[None] | None = None  # the write in flight, if any
 
     async def finish(
         self, run_id: str, token: int, status: RunStatus, now: int, error: str | None,
@@ -74,7 +73,6 @@ class OutcomeWriter:
         try:
             while self._pending:
                 taken, self._pending = self._pending, []
-                self.writes += 1
                 try:
                     written = await write_outcomes(self._store, [row for row, _ in taken])
                 except Exception as exc:
