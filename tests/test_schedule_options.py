@@ -157,7 +157,7 @@ async def test_http_schedule_bounds(env: LocalEnvironment, clock: ManualClock) -
             assert response.status_code == 422, bad
 
 
-async def test_bounds_outside_the_years_1_to_9999_in_utc_are_refused_and_early_ones_print_four_digits(
+async def test_times_outside_the_years_1_to_9999_are_refused_and_early_years_have_four_digits(
     env: LocalEnvironment,
 ) -> None:
     """`0001-01-01T00:00:00+14:00` is in the year 0 in UTC: it was stored, then every read of
