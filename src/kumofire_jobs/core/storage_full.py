@@ -13,7 +13,10 @@ import errno
 from collections.abc import Iterator
 
 FULL_MESSAGE = "database or disk is full"
-FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Both where the platform has them (a Worker's Pyodide may not define EDQUOT).
+FULL_ERRNOS: frozenset[int] = frozenset(
+    getattr(errno, n) for n in ("ENOSPC", "EDQUOT") if hasattr(errno, n)
+)
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
