@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs import CreateRequest, JobContext, Resources, create_runtime
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, Resources, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.retention import prune_pass
@@ -429,4 +429,40 @@ async def test_without_an_enforced_lock_a_cut_off_run_waits_for_its_lease(
     assert [attempt for attempt, _ in calls] == [1, 2]
     run = await env.jobs.get(run_id)
     assert run is not None and run.status == "succeeded" and run.attempt == 2
+    await env.stop()
+
+
+async def test_a_limited_job_s_cut_off_run_takes_its_slot_back_at_the_next_start(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """`concurrency=1`: the cut-off run's slot is still held in the limiter under its old
+    token; at the restart its new attempt takes that slot over at once, and the run waiting
+    behind it follows, instead of both waiting for the old leases to run out."""
+    calls: list[tuple[str, int, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.payload, ctx.job.attempt, clock.now()))
+        if ctx.job.attempt == 1 and ctx.job.payload == "first":
+            await asyncio.Event().wait()  # still running when the process dies
+
+    runtime = create_runtime(
+        {"job": job}, clock=clock, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    first = (await env.jobs.create("job", "first")).kumofire_job_run_id
+    await clock.advance(0)
+    second = (await env.jobs.create("job", "second")).kumofire_job_run_id
+    await clock.advance(0)
+    assert calls == [("first", 1, calls[0][2])]  # the second waits for the slot
+    await env.close()  # as a crash
+    await clock.advance(1)
+    restarted = clock.now()
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    await clock.advance(0)
+    assert calls[1:] == [("first", 2, restarted), ("second", 1, restarted)]
+    for run_id in (first, second):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
     await env.stop()
