@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 from kumofire_jobs import CreateRequest, JobContext, JobOptions, RetryPolicy
+from kumofire_jobs.core import batch_store
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.local.environment import LocalEnvironment
@@ -312,3 +313,21 @@ async def test_a_limited_job_in_a_batch_keeps_its_path(
     for item in created:
         run = await env.jobs.get(item.kumofire_job_run_id)
         assert run is not None and run.status == "succeeded"
+
+
+async def test_the_folded_statements_look_each_run_up_by_its_primary_key(
+    make_env: EnvFactory,
+) -> None:
+    """One primary-key probe per listed run, never a scan of the runs table."""
+    env = await make_env({"job": noop})
+    statements = [
+        (batch_store._START_MANY, (0, "[]")),
+        (batch_store._START_MANY_UNLIMITED, (0, "[]", "[]")),
+        (batch_store._FINISH_MANY, ("[]",)),
+        (batch_store._RESCHEDULE_MANY, ("[]",)),
+    ]
+    for sql, params in statements:
+        rows = (await env.JOBS_DB.prepare(f"EXPLAIN QUERY PLAN {sql}").bind(*params).all()).results
+        plan = " | ".join(str(row["detail"]) for row in rows)
+        assert "SEARCH kumofire_job_runs USING PRIMARY KEY (id=?)" in plan, plan
+        assert "SCAN kumofire_job_runs" not in plan, plan
