@@ -3,8 +3,10 @@ hands it, then the one after, and so on (a chain), instead of the limiter waking
 its coordinator for a second delivery. See docs/architecture.md, "Handing over".
 
 The chain belongs to the consume call (a context variable set by `Consumer.consume`, seen by
-the tasks it starts); each handed-over run runs in a task of its own, started as soon as the
-limiter hands it over, and the call awaits them all before its message is acknowledged.
+the tasks it starts); each slot is released in a task of its own, beside its run's outcome
+write, and the run the limiter hands over runs in that task at once; the call awaits them all
+before its message is acknowledged. The consume calls of one queue batch share a budget
+(`invocation`, set by `Runtime.consume_batch`).
 """
 
 from __future__ import annotations
