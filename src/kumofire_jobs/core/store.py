@@ -60,7 +60,7 @@ _INSERT = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
     "created_at, updated_at, dedupe_key, schedule_id, occurrence_key, priority, "
     "concurrency_key, dedupe_expires_at, timeout) "
-    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
@@ -192,9 +192,9 @@ class RunStore:
 
     def _insert(self, run: NewRun) -> D1PreparedStatement:
         return self.db.prepare(_INSERT).bind(
-            run.id, run.name, run.payload, run.max_attempts, run.scheduled_for, run.created_at,
-            run.created_at, run.dedupe_key, run.schedule_id, run.occurrence_key, run.priority,
-            run.concurrency_key, run.dedupe_expires_at, run.timeout,
+            run.id, run.name, run.status, run.payload, run.max_attempts, run.scheduled_for,
+            run.created_at, run.created_at, run.dedupe_key, run.schedule_id, run.occurrence_key,
+            run.priority, run.concurrency_key, run.dedupe_expires_at, run.timeout,
         )  # fmt: skip
 
     async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
