@@ -108,9 +108,14 @@ _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
     f"SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status "
     f"FROM {TABLE} s LEFT JOIN {RUNS} r ON r.id = s.next_run_id "
-    "WHERE s.enabled = 1 AND (r.id IS NULL OR r.status <> 'scheduled') "
+    # Gone, or no longer waiting since before ?1: an occurrence delivered moments ago has its
+    # successor on the way (the delivery hook materializes it right after the send). The
+    # earlier of its due time and its last change is no later than when it stopped waiting
+    # (delivered at or after its due time; canceled at its last change).
+    "WHERE s.enabled = 1 AND (r.id IS NULL OR (r.status <> 'scheduled' "
+    "AND MIN(r.scheduled_for, r.updated_at) <= ?1)) "
     # A paused job's schedule keeps its one pending occurrence until the job is resumed.
-    f"AND NOT {PAUSED.format(table='s')} LIMIT ?"
+    f"AND NOT {PAUSED.format(table='s')} LIMIT ?2"
 )
 _ADVANCE_UNPAUSED = _ADVANCE.replace(
     "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=TABLE)}"
@@ -229,7 +234,8 @@ class ScheduleStore:
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
         return Page(items=cast(list[ScheduleRow], rows), next_cursor=next_cursor)
 
-    async def missing_next(self, limit: int) -> list[MissingNext]:
-        """Enabled schedules whose pending occurrence is gone or no longer waiting."""
-        rows = (await self.db.prepare(_MISSING_NEXT).bind(limit).all()).results
+    async def missing_next(self, before_ms: int, limit: int) -> list[MissingNext]:
+        """Enabled schedules whose pending occurrence is gone, or no longer waiting since
+        before `before_ms`."""
+        rows = (await self.db.prepare(_MISSING_NEXT).bind(before_ms, limit).all()).results
         return cast(list[MissingNext], rows)

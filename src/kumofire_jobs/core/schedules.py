@@ -25,6 +25,7 @@ from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
 from .models import JobSchedule, Page, SchedulePatch
+from .reconcile import DEFAULT_GRACE_SECONDS
 from .run_rows import JobDefaults
 from .schedule_rows import new_row, restart
 from .schedule_store import By, Given, ScheduleRow, ScheduleStore, row_to_schedule
@@ -71,7 +72,8 @@ class ScheduleService:
     """Schedules and the materialization of their occurrences. Its collaborators: the
     database (a schedule's change and its occurrence's are one batch), the schedules' SQL and
     the runs' (`store`), the runs' coordinators, the clock, ids, the handlers (the job names
-    known) and the attempts an occurrence gets when its schedule sets none."""
+    known), the attempts an occurrence gets when its schedule sets none, and reconciliation's
+    grace."""
 
     def __init__(
         self,
@@ -84,6 +86,7 @@ class ScheduleService:
         ids: IdFactory,
         handlers: Mapping[str, Handler],
         job_defaults: Callable[[str], JobDefaults],
+        reconcile_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self._db = db
         self._store = store
@@ -93,6 +96,7 @@ class ScheduleService:
         self._ids = ids
         self._handlers = handlers
         self._job = job_defaults  # a job's attempts (if the schedule sets none) and timeout
+        self._grace_seconds = reconcile_grace_seconds  # before `restore` counts it missing
 
     def _to_model(self, row: ScheduleRow) -> JobSchedule:
         return row_to_schedule(row, _decode)
@@ -395,11 +399,15 @@ class ScheduleService:
         """The delivery hook's call (`delivery.OccurrenceDelivered`): advance past it."""
         await self.advance(schedule_id, run_id, delivered=True, nominal_ms=nominal_ms)
 
-    async def restore(self, limit: int) -> int:
-        """Reconciliation: schedules whose pending occurrence is gone or was delivered without
-        its successor being materialized get their next occurrence."""
+    async def restore(self, limit: int, *, grace: bool = True) -> int:
+        """Reconciliation: schedules whose pending occurrence is gone, or was delivered (or
+        canceled) more than the grace ago without its successor being materialized, get their
+        next occurrence. Within the grace the delivery hook (or the cancel) is still expected
+        to materialize it: a tick catching that moment repairs nothing. `grace=False` only
+        where nothing is in flight (the embedded runtime's start)."""
         restored = 0
-        for row in await self._store.missing_next(limit):
+        before = now_ms(self._clock) - (int(self._grace_seconds * 1000) if grace else 0)
+        for row in await self._store.missing_next(before, limit):
             # Delivered (its successor never materialized) or canceled: move past it. Gone
             # altogether (pruned, deleted): materialize the next occurrence after now.
             status = row["run_status"]
