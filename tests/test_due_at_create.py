@@ -189,20 +189,46 @@ async def test_a_retried_run_goes_back_to_scheduled_and_its_retry_is_marked_queu
     assert db.count(_QUEUED_WRITE) == 1  # the retry's delivery, not the first
 
 
-async def test_a_limited_jobs_due_run_keeps_the_scheduled_insert(
+async def test_a_limited_jobs_due_runs_are_inserted_queued_and_placed_from_their_note(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
+    """A limited job's run due at its create is inserted `queued` too: its arm's note carries
+    its placement (job, key, priority, due time), so its delivery places it in its limiter's
+    line (or sends it, a slot free) without a D1 write or a read of the row."""
     env = await make_env(
         {"limited": noop, "free": noop}, job_options={"limited": JobOptions(concurrency=1)}
     )
-    limited = (await env.jobs.create("limited")).kumofire_job_run_id
-    free = (await env.jobs.create("free")).kumofire_job_run_id
-    statuses = [await env.jobs.get(limited), await env.jobs.get(free)]
-    assert [run.status for run in statuses if run is not None] == ["scheduled", "queued"]
+    db = recording(env)
+    requests = [
+        CreateRequest(name="limited", concurrency_key="a", priority=5),
+        CreateRequest(name="limited", concurrency_key="b"),
+        CreateRequest(name="free"),
+    ]
+    ids = [c.kumofire_job_run_id for c in await env.jobs.create_many(requests)]
+    runs = [await env.jobs.get(run_id) for run_id in ids]
+    assert [run.status for run in runs if run is not None] == ["queued"] * 3
+    status = await env.JOB_COORDINATOR.getByName("limiter:limited").limit_status()
+    assert status["waiting"] == 1  # placed by its arm's delivery, from the note
     await clock.advance(0)
-    for run_id in (limited, free):
+    for run_id in ids:
         run = await env.jobs.get(run_id)
-        assert run is not None and run.status == "succeeded"
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+    assert db.count(_QUEUED_WRITE) == 0
+
+
+async def test_a_job_named_like_a_placement_is_delivered_by_reading_its_row(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    name = '{"job":"limited","due":0}'  # an unlimited job's name that reads as a placement
+    env = await make_env(
+        {name: noop, "limited": noop}, job_options={"limited": JobOptions(concurrency=1)}
+    )
+    created = await env.jobs.create(name)
+    await clock.advance(0)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+    status = await env.JOB_COORDINATOR.getByName("limiter:limited").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}  # not placed as `limited`'s
 
 
 async def test_a_dedupe_key_and_a_flows_children_due_at_create(

@@ -7,14 +7,18 @@ import asyncio
 
 import pytest
 
-from kumofire_jobs import JobContext, JobOptions, RateLimit
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, RateLimit
 from kumofire_jobs.core import handoff, job_control
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.run_rows import StartedRow
 from kumofire_jobs.core.store import RunStore
 from tests.support.envs import EnvFactory, noop
-from tests.support.faults import DroppingQueue, FailingNamespace, rewire
+from tests.support.faults import DroppingQueue, FailingNamespace, FaultyD1, rewire
+
+# The folded statements, as `FaultyD1.ran` shows them (kumofire_jobs/core/batch_store.py).
+START_MANY = "FROM (SELECT json_extract(value, '$[0]') AS run_id"
+OUTCOMES = "FROM (SELECT json_extract(value, '$.run_id') AS run_id"
 
 
 class Gauge:
@@ -617,3 +621,91 @@ async def test_reconciliation_wakes_a_parked_run_that_no_line_holds(
     await env.jobs.dispatch(limit=10)
     await settle(clock, 0.5)
     assert sorted(done) == sorted(ids)
+
+
+async def test_runs_handed_over_in_one_turn_start_in_one_statement_one_canceled_meanwhile(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The chains of one queue batch step together: the starts of the runs they are handed in
+    one turn go in one guarded statement (core/handoff_writes.py), each fenced by its own
+    token; a run canceled before it ran is not started, and its consumer learns why from the
+    row, as after a per-run start."""
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    db = FaultyD1(env.JOBS_DB)
+    rewire(env, db=db)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 2
+    canceled, handed = ids[2], ids[3]
+
+    async def cancel() -> None:  # lands between the hand-over and the folded start
+        assert await env.jobs.cancel(canceled) is not None
+
+    db.before(START_MANY, cancel)
+    db.ran.clear()  # (the first two started in their consumer batch's statement)
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert sum(1 for sql in db.ran if START_MANY in sql) == 1  # both hand-overs' starts
+    assert sorted(gauge.done) == sorted([ids[0], ids[1], handed]) and gauge.peak == 2
+    run = await env.jobs.get(canceled)
+    assert run is not None and run.status == "canceled" and run.attempt == 0
+    run = await env.jobs.get(handed)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
+    assert (await env.JOB_COORDINATOR.getByName(handed).status())["phase"] == "closed"
+
+
+@pytest.mark.parametrize("statement", ["start", "outcome"])
+async def test_a_failed_folded_write_of_handed_over_runs_is_recovered_when_leases_expire(
+    make_env: EnvFactory, clock: ManualClock, statement: str
+) -> None:
+    """D1 refuses the folded start, or the folded outcome write, of two runs handed over at
+    once: their leases (and the slots held under them) expire, their coordinators deliver
+    them again, and each attempt ends with one recorded outcome."""
+    gauge = Gauge()
+    env = await make_env(
+        {"report": gauge}, lease_seconds=30, job_options={"report": JobOptions(concurrency=2)}
+    )
+    db = FaultyD1(env.JOBS_DB)
+    rewire(env, db=db)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 2
+    if statement == "start":
+        db.fail(START_MANY)
+    else:  # the first two runs' outcomes are written first, then the handed-over runs'
+        db.before(OUTCOMES, lambda: _fail_next(db, OUTCOMES))
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    ran = 2 if statement == "start" else 4
+    assert len(gauge.done) == ran and gauge.peak == 2
+    for run_id in ids[2:]:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == ("queued" if statement == "start" else "running")
+    await clock.advance(30.0)  # the leases expire: the coordinators deliver again
+    await settle(clock, 0.5)
+    assert gauge.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+    expected = [(1, "succeeded")]
+    if statement == "outcome":
+        expected = [(1, "interrupted"), (2, "succeeded")]
+    for run_id in ids[2:]:
+        attempts = await env.jobs.attempts(run_id) or []
+        assert [(a.attempt, str(a.outcome)) for a in attempts] == expected
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
+
+
+async def _fail_next(db: FaultyD1, text: str) -> None:
+    """Arm a failure of the statement after this one (the first outcome write goes through)."""
+    db.before(text, lambda: _arm(db, text))
+
+
+async def _arm(db: FaultyD1, text: str) -> None:
+    db.fail(text)

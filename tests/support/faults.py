@@ -5,7 +5,7 @@ front of an environment's real binding."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from kumofire_jobs import Resources
@@ -111,9 +111,21 @@ class FaultyD1:
         self.inner = inner
         self.ran: list[str] = []
         self._failing: list[list[Any]] = []  # [text, times left]
+        self._before: list[tuple[str, Callable[[], Awaitable[None]]]] = []
 
     def fail(self, text: str, times: int = 1) -> None:
         self._failing.append([text, times])
+
+    def before(self, text: str, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await `hook` once, before the next statement whose SQL contains `text` runs
+        (something that lands meanwhile)."""
+        self._before.append((text, hook))
+
+    async def _run_before(self, sql: str) -> None:
+        for entry in list(self._before):
+            if entry[0] in sql and entry in self._before:
+                self._before.remove(entry)
+                await entry[1]()
 
     def _check(self, sql: str) -> None:
         for rule in self._failing:
@@ -126,6 +138,8 @@ class FaultyD1:
         return _FaultyStatement(self, query, self.inner.prepare(query))
 
     async def batch(self, statements: Sequence[Any]) -> Any:
+        for statement in statements:
+            await self._run_before(statement.sql)
         for statement in statements:
             self._check(statement.sql)
         return await self.inner.batch([statement.inner for statement in statements])
@@ -144,17 +158,21 @@ class _FaultyStatement:
         return _FaultyStatement(self._db, self.sql, self.inner.bind(*values))
 
     async def first(self, column: str | None = None) -> Any:
+        await self._db._run_before(self.sql)
         self._db._check(self.sql)
         return await self.inner.first(column)
 
     async def all(self) -> Any:
+        await self._db._run_before(self.sql)
         self._db._check(self.sql)
         return await self.inner.all()
 
     async def run(self) -> Any:
+        await self._db._run_before(self.sql)
         self._db._check(self.sql)
         return await self.inner.run()
 
     async def raw(self, options: Any = None) -> Any:
+        await self._db._run_before(self.sql)
         self._db._check(self.sql)
         return await self.inner.raw(options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from .attempt import RECORDED, Attempt
@@ -21,6 +22,7 @@ from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, NonRetryableError
 from .flows import FlowService
 from .handoff import BATCH, CHAIN, Chain
+from .handoff_writes import HandoffWrites
 from .history import describe_error, encode_result, error_detail
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
@@ -37,6 +39,9 @@ from .store import RunStore
 __all__ = ["Consumer", "describe_error"]
 
 log = get_logger()
+
+# The folded writes a handed-over run records its outcome through (set by `_take_over`).
+HANDED: ContextVar[HandoffWrites | None] = ContextVar("kumofire_handed_over", default=None)
 
 
 class Consumer:
@@ -83,11 +88,28 @@ class Consumer:
         guarded start."""
         run_id, token = passed.run["run_id"], int(passed.run["token"])
         log.debug("run.handed_over", run_id=run_id, job=passed.job)
-        started = await self._store.start(run_id, token, now_ms(self._clock))
-        if started is None:
-            await self._not_started(run_id, token)
-        else:
-            await self._execute(started, token)
+        writes = self._handoff_writes()
+        if writes is None:
+            started = await self._store.start(run_id, token, now_ms(self._clock))
+        else:  # with the other chains' starts of this turn
+            started = await writes.start(run_id, token)
+        reset = HANDED.set(writes)  # its outcome, with the other chains' (`_record`)
+        try:
+            if started is None:
+                await self._not_started(run_id, token)
+            else:
+                await self._execute(started, token)
+        finally:
+            HANDED.reset(reset)
+
+    def _handoff_writes(self) -> HandoffWrites | None:
+        """The queue batch's folded writes of handed-over runs (None outside a batch)."""
+        budget = BATCH.get()
+        if budget is None:
+            return None
+        if budget.writes is None:
+            budget.writes = HandoffWrites(self._store, self._clock)
+        return budget.writes
 
     async def _consume(self, run_id: str) -> ConsumeResult:
         grant = await self._coordinators.lease(run_id, self._lease_ms)
@@ -282,7 +304,10 @@ class Consumer:
         # The handler has ended, so its slot goes back now, beside the outcome's write (the
         # next run of a limited job starts one round trip sooner).
         leaving = self._leave_early(run.id, token)
-        outcomes = outcome_store(self._store)  # in a consumer batch, written with the others'
+        # In a consumer batch, written with the others'; a handed-over run's, with the other
+        # chains' of its queue batch.
+        handed = HANDED.get()
+        outcomes = outcome_store(self._store) if handed is None else handed.outcomes
         try:
             if status is RunStatus.SCHEDULED:
                 rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)

@@ -11,6 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
+import msgspec
+
 from kumofire_coordinator.messages import (
     ArmReply,
     CancelReply,
@@ -30,10 +32,45 @@ from .states import RunStatus
 log = get_logger()
 
 
+# A note that starts so is a limited run's placement (`placement_note`), not a job's name.
+PLACEMENT_MARK = "{"
+
+
+class Placement(msgspec.Struct, frozen=True):
+    """What a limited run's limiter places it in line by (`Limits.place`), in its note."""
+
+    job: str
+    due: int  # scheduled_for, epoch ms
+    key: str | None = None  # concurrency_key
+    priority: int = 0
+
+
+_placement_decoder = msgspec.json.Decoder(Placement)
+
+
 def arm_note(run: NewRun) -> str | None:
     """What a created run's arm tells its delivery hook (`QueueDeliveryHook.deliver`): for a
-    run inserted `queued`, its job's name (the first delivery only sends), else None."""
-    return run.name if run.status == RunStatus.QUEUED else None
+    run inserted `queued`, its job's name (the first delivery only sends), or for a limited
+    job's its placement (JSON: the delivery places it without reading the row); else None.
+    (A job whose name reads as a placement goes without: its delivery reads the row.)"""
+    if run.status != RunStatus.QUEUED:
+        return None
+    if run.limited:
+        placement = Placement(
+            job=run.name, due=run.scheduled_for, key=run.concurrency_key, priority=run.priority
+        )
+        return msgspec.json.encode(placement).decode()
+    return None if run.name.startswith(PLACEMENT_MARK) else run.name
+
+
+def read_placement(note: str) -> Placement | None:
+    """The placement `arm_note` wrote, or None if `note` is a job's name."""
+    if not note.startswith(PLACEMENT_MARK):
+        return None
+    try:
+        return _placement_decoder.decode(note)
+    except msgspec.DecodeError:  # (and its ValidationError)
+        return None
 
 
 # The name of a job's limiter actor, in the coordinators' namespace: `limiter:<job>` (run ids

@@ -18,7 +18,7 @@ from kumofire_coordinator import Delivery, DeliveryAction
 
 from .bindings import Queue
 from .clock import Clock, now_ms
-from .coordination import RESUME_PREFIX
+from .coordination import RESUME_PREFIX, read_placement
 from .limits import Limits
 from .log import get_logger
 from .run_rows import QueuedRow
@@ -71,11 +71,23 @@ class QueueDeliveryHook:
             await self._on_resume_page(key)  # raises on failure: the alarm is retried
             return Delivery(DeliveryAction.CLOSE)
         if note is not None:
-            # Inserted `queued` by `create` (`arm_note`: `note` is its job), due, and not of a
-            # limited job: nothing to write or read. Should it have been canceled meanwhile,
-            # the message is harmless: its consumer finds it so and closes the coordinator.
+            # Inserted `queued` by `create` (`arm_note`: `note` is its job, or a limited job's
+            # placement) and due: nothing to write or read. Should it have been canceled
+            # meanwhile, the message is harmless: its consumer finds it so and closes the
+            # coordinator; and so is its place in line: when its turn comes, the limiter
+            # finds its coordinator closed and passes the slot on.
+            placement = read_placement(note)
+            job = note if placement is None else placement.job
+            if placement is not None and self._limits is not None:
+                placed = {
+                    "id": key, "name": job, "scheduled_for": placement.due,
+                    "concurrency_key": placement.key, "priority": placement.priority,
+                }  # fmt: skip
+                parked = await self._limits.place(placed, now_ms(self._clock))
+                if parked is not None:
+                    return Delivery(DeliveryAction.DEFER, due_ms=parked)
             await self._queue.send(run_message(key), _SEND_OPTIONS)
-            log.info("run.queued", run_id=key, job=note, attempt=0, delivery=delivery)
+            log.info("run.queued", run_id=key, job=job, attempt=0, delivery=delivery)
             return Delivery(DeliveryAction.SENT)
         now = now_ms(self._clock)
         first = delivery == 1

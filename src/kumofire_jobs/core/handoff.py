@@ -16,8 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .log import get_logger
+
+if TYPE_CHECKING:
+    from .handoff_writes import HandoffWrites
 
 log = get_logger()
 
@@ -29,16 +33,19 @@ log = get_logger()
 MAX_HANDOFFS = 100
 HANDOFF_SECONDS = 5.0
 # And at most this many per queue batch (`invocation()`), all its chains together: a hand-over
-# costs the consumer two D1 queries (the start and the outcome) and two Durable Object
+# costs the consumer up to two D1 queries (the start and the outcome; folded across the chains
+# of one loop turn, `handoff_writes.py`, but a lone chain's are its own) and two Durable Object
 # requests, and an invocation may make 1,000 D1 queries (the batch's own runs take up to 200).
 MAX_BATCH_HANDOFFS = 400
 
 
 @dataclass(slots=True)
 class Budget:
-    """The hand-overs left to the consume calls of one queue batch."""
+    """The hand-overs left to the consume calls of one queue batch, and their D1 writes,
+    folded across the batch's chains (`handoff_writes.py`; made by the first hand-over)."""
 
     left: int
+    writes: HandoffWrites | None = None
 
 
 BATCH: ContextVar[Budget | None] = ContextVar("kumofire_handoff_batch", default=None)

@@ -126,9 +126,12 @@ class NewRun(msgspec.Struct, kw_only=True):
     timeout: float | None = None
     parent_id: str | None = None  # a flow's child
     child_count: int | None = None  # a flow's parent
-    # `queued` for a run due at its insert (of a job without limits): its coordinator is
-    # told at once and delivers at once, so its first delivery writes nothing to D1.
+    # `queued` for a run due at its insert: its coordinator is told at once and delivers at
+    # once, so its first delivery writes nothing to D1 (`coordination.arm_note`).
     status: str = "scheduled"
+    # Of a job with limits (not stored): its arm's note carries what its limiter places it
+    # by (job, key, priority, due time), as its delivery would otherwise read from the row.
+    limited: bool = False
 
 
 # A job's defaults for the runs a schedule makes: its attempts and its timeout.

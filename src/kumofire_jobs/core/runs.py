@@ -73,9 +73,10 @@ class RunService:
         dedupe_key = validation.dedupe_key(request.dedupe_key)
         scheduled_for = validation.due_ms(request.run_at, request.delay, now)
         # Due already: inserted `queued`, and its coordinator, told so (`arm_note`), sends it
-        # at once without a D1 write of its own. A limited job's run is inserted `scheduled`:
-        # its delivery reads the row to place it in its limiter's line.
-        due = scheduled_for <= now and limits_message(self._policies.of(name)) is None
+        # at once without a D1 write of its own; a limited job's run is placed in its
+        # limiter's line by what the note carries, without reading the row.
+        due = scheduled_for <= now
+        limited = limits_message(self._policies.of(name)) is not None
         return NewRun(
             id=self._ids.run_id(now),
             name=name,
@@ -91,6 +92,7 @@ class RunService:
             concurrency_key=validation.concurrency_key(request.concurrency_key),
             dedupe_expires_at=validation.dedupe_expires_ms(request.dedupe_ttl, dedupe_key, now),
             timeout=self._policies.timeout(name),
+            limited=limited,
         )
 
     async def create_many(self, requests: Sequence[CreateRequest]) -> list[CreatedRun]:

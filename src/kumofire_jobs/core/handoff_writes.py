@@ -1,0 +1,66 @@
+"""The D1 writes of the runs handed over in one queue batch, folded across its chains: the
+chains (one per slot) step in the same event-loop turns, so the guarded starts asked in one
+turn go in one statement (`batch_store.start_many`), and the outcomes through one group-commit
+writer (`outcomes.OutcomeWriter`). Held by the batch's `handoff.Budget`, so every write stays
+within the invocation that asked it (a Worker cannot await another request's I/O).
+
+Each start is fenced by its own token, as `RunStore.start` is, and a run the statement did not
+start is answered None: `Consumer._not_started` learns why from the row, as for a per-run
+start. A failed statement fails every start of it: each hand-over task raises (the chain logs
+it), and the leases (and the slots leased with them) expire; the coordinators deliver again,
+as after a failed per-run start. A start asked alone in its turn is the per-run statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .batch_store import start_many
+from .clock import Clock, now_ms
+from .outcomes import OutcomeWriter
+from .run_rows import StartedRow
+from .store import RunStore
+
+__all__ = ["HandoffWrites"]
+
+
+class HandoffWrites:
+    def __init__(self, store: RunStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self.outcomes = OutcomeWriter(store)
+        self._pending: list[tuple[str, int, asyncio.Future[StartedRow | None]]] = []
+        self._flights: set[asyncio.Future[None]] = set()  # held: a task must be referenced
+
+    async def start(self, run_id: str, token: int) -> StartedRow | None:
+        """`RunStore.start(run_id, token, now)`, with the other starts asked in this turn."""
+        answer: asyncio.Future[StartedRow | None] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            # Its first step runs after what is ready in this turn: the other chains' starts
+            # asked in it join the statement. One statement a turn, none waits for another's.
+            flight = asyncio.ensure_future(self._flush())
+            self._flights.add(flight)
+            flight.add_done_callback(self._flights.discard)
+        self._pending.append((run_id, token, answer))
+        return await answer
+
+    async def _flush(self) -> None:
+        taken, self._pending = self._pending, []
+        # One run, one token: two leases of one run cannot both be live, but should a run come
+        # twice, the newer token goes in the statement and the older is answered None.
+        tokens: dict[str, int] = {}
+        for run_id, token, _ in taken:
+            tokens[run_id] = max(token, tokens.get(run_id, token))
+        try:
+            rows = await start_many(
+                self._store, list(tokens.items()), now_ms(self._clock), unless=None
+            )
+        except Exception as exc:
+            for _, _, answer in taken:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for run_id, token, answer in taken:
+            row = rows.get(run_id)
+            if not answer.done():
+                answer.set_result(row if row is not None and tokens[run_id] == token else None)
