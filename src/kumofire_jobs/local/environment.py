@@ -28,10 +28,12 @@ from ..core.errors import RemoteHandlersError
 from ..core.log import get_logger
 from ..core.migrations import apply_migrations
 from ..core.runtime import Resources, Runtime
+from . import layout as layouts
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
 from .data_dir_lock import DataDirectoryLock
 from .durable_objects import LocalDurableObjectNamespace, LocalDurableObjectState
+from .one_file import OneFile
 from .queue import ConsumerSettings, LocalQueueBroker
 
 log = get_logger()
@@ -118,7 +120,11 @@ class LocalEnvironment:
         settings: WranglerSettings | None = None,
         synchronous: str = "NORMAL",
         services: Mapping[str, Any] | None = None,
+        layout: str = layouts.ONE_FILE,
     ) -> None:
+        if layout not in layouts.LAYOUTS:
+            raise ValueError(f"layout must be one of {layouts.LAYOUTS}, not {layout!r}")
+        self.layout = layout
         self.runtime = runtime
         self.clock = runtime.clock
         self.settings = settings or WranglerSettings()
@@ -141,12 +147,25 @@ class LocalEnvironment:
 
     def _open(self, synchronous: str) -> None:
         (self.data_dir / "d1").mkdir(exist_ok=True)
-        self.JOBS_DB = LocalD1Database(
-            self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous
-        )
-        self.broker = LocalQueueBroker(
-            self.data_dir / "queues.sqlite", self.clock, synchronous=synchronous
-        )
+        one_file: OneFile | None = None
+        if self.layout == layouts.ONE_FILE:
+            if layouts.to_one_file(self.data_dir, COORDINATOR_CLASS):
+                log.info("data_dir.moved_to_one_file", data_dir=str(self.data_dir))
+        else:
+            layouts.check_per_binding(self.data_dir)
+        self.JOBS_DB = LocalD1Database(layouts.d1_path(self.data_dir), synchronous=synchronous)
+        try:
+            if self.layout == layouts.ONE_FILE:
+                one_file = OneFile(self.JOBS_DB)
+            self.broker = LocalQueueBroker(
+                None if one_file else layouts.queue_path(self.data_dir),
+                self.clock,
+                synchronous=synchronous,
+                one_file=one_file,
+            )
+        except BaseException:
+            self.JOBS_DB.close()
+            raise
         self.JOBS_QUEUE = self.broker.producer(self.settings.queue)
         self.JOB_COORDINATOR = LocalDurableObjectNamespace(
             LocalJobCoordinator,
@@ -155,6 +174,7 @@ class LocalEnvironment:
             env=self,
             class_name=COORDINATOR_CLASS,
             synchronous=synchronous,
+            one_file=one_file,
         )
         self.resources = Resources(
             db=self.JOBS_DB,
