@@ -39,7 +39,7 @@ def spec(workload: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def figure(workload: str, result: dict[str, Any]) -> float:
     if workload == "latency":
-        return 1000 * statistics.median(result["samples"])
+        return 1000 * float(statistics.median(result["samples"]))
     return float(result[FIGURE[workload]])
 
 
