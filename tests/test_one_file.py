@@ -234,3 +234,14 @@ async def test_a_one_file_directory_is_not_opened_file_by_file(
         LocalEnvironment(runtime, tmp_path, layout=layout.PER_BINDING)
     with pytest.raises(ValueError, match="layout must be one of"):
         LocalEnvironment(runtime, tmp_path, layout="two-files")
+
+
+async def test_the_file_holds_one_namespace(one_file: Bindings, clock: ManualClock) -> None:
+    # Its tables are not keyed by class: a second namespace would fire the first's alarms.
+    with pytest.raises(ValueError, match="already holds a LocalDurableObjectNamespace"):
+        LocalDurableObjectNamespace(
+            Counter,
+            path=Path(one_file.d1.path).parent / "other",
+            clock=clock,
+            one_file=one_file.objects._one_file,
+        )

@@ -76,6 +76,10 @@ class OneFile:
         return checkpointer
 
     def join(self, participant: Participant) -> None:
+        # One of each: the tables (`messages`; `kv`, `alarms`, `names`) are not keyed by the
+        # broker or the Durable Object class, so a second namespace would see the first's.
+        if any(type(p) is type(participant) for p in self._participants):
+            raise ValueError(f"the file already holds a {type(participant).__name__}")
         self._participants.append(participant)
 
     def leave(self, participant: Participant) -> None:
