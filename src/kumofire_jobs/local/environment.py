@@ -43,6 +43,9 @@ DEFAULT_QUEUE = "kumofire-jobs"
 DEFAULT_DEAD_LETTER_QUEUE = "kumofire-jobs-dlq"
 DEFAULT_CRONS = ("* * * * *",)
 COORDINATOR_CLASS = "JobCoordinator"
+# The data directory's layout when none is given (local/layout.py); the test suite runs its
+# crash-point tests in both (tests/conftest.py).
+DEFAULT_LAYOUT = layouts.ONE_FILE
 # Prompt delivery: the platform's default batch timeout (5 s) would delay every run.
 PROMPT_CONSUMER = ConsumerSettings(
     max_batch_size=100, max_batch_timeout=0, dead_letter_queue=DEFAULT_DEAD_LETTER_QUEUE
@@ -120,8 +123,9 @@ class LocalEnvironment:
         settings: WranglerSettings | None = None,
         synchronous: str = "NORMAL",
         services: Mapping[str, Any] | None = None,
-        layout: str = layouts.ONE_FILE,
+        layout: str | None = None,
     ) -> None:
+        layout = layout or DEFAULT_LAYOUT
         if layout not in layouts.LAYOUTS:
             raise ValueError(f"layout must be one of {layouts.LAYOUTS}, not {layout!r}")
         self.layout = layout
