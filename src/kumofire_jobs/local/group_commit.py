@@ -25,10 +25,11 @@ three share one connection and one `GroupCommit`: one commit, and at `FULL` one 
 When nothing else is ready to run (`output_gate.alone()`) a binding commits at once instead of
 joining the turn's commit: nobody could share it.
 
-At `synchronous=FULL` a binding's group transaction commits without SQLite's WAL sync and the
-`GroupCommit` syncs the WAL itself (`wal_sync`) before answering anyone; when two or more
-bindings commit in one turn, their syncs run in parallel threads and everyone is answered once
-all are done.
+In the per-binding layout, at `synchronous=FULL` a binding's group transaction commits
+without SQLite's WAL sync and the `GroupCommit` syncs the WAL itself (`wal_sync`) before
+answering anyone; when two or more bindings commit in one turn, their syncs run in parallel
+threads and everyone is answered once all are done. In the one-file layout the one commit is
+SQLite's own at `FULL`.
 """
 
 from __future__ import annotations

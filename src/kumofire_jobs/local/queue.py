@@ -500,7 +500,6 @@ class LocalQueueBroker:
         # commit.
         if one_file is not None:
             self._commits = one_file.commits
-            one_file.join(self)
         else:
             assert path is not None
             self._commits = group_commit.GroupCommit(
@@ -520,6 +519,8 @@ class LocalQueueBroker:
         self._settling: list[_Settlement] = []
         self._lost: list[_Settlement] = []
         self._errors = RepeatedLog(clock)
+        if one_file is not None:
+            one_file.join(self)
 
     # -- public API
 

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS names (
 """
 
 
-def _storage_error(error: BaseException) -> BaseException:
+def storage_error(error: BaseException) -> BaseException:
     """A failed commit as an object's callers see it (a shared commit fails with SQLite's)."""
     if isinstance(error, DurableObjectError):
         return error
@@ -153,14 +153,14 @@ class Commit:
     def _touch(self, actor: Actor) -> None:
         """The object has pending writes: commit them at the end of the loop's turn."""
         if not actor.dirty:
-            actor.dirty = True
-            self._dirty.append(actor)
             if self._one_file is not None:
                 # The shared transaction is open whenever a commit is pending, so the other
                 # bindings' writes join it rather than committing on their own.
                 self._one_file.begin()
             else:
                 self._commits.join()
+            actor.dirty = True
+            self._dirty.append(actor)
 
     def _commit_and_report(self) -> None:
         error = self._commits.commit()
@@ -175,13 +175,13 @@ class Commit:
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once every write pending now is committed."""
-        return self._commits.wait(_storage_error)
+        return self._commits.wait(storage_error)
 
     def _flush(self) -> None:
         """Commit every pending write now; raise if that fails."""
         error = self._commits.commit()
         if error is not None:
-            raise _storage_error(error)
+            raise storage_error(error)
 
     def _write_pending(self) -> DurableObjectError | None:
         """The group commit's work: one transaction for every object's pending writes. If it

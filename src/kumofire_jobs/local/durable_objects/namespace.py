@@ -24,7 +24,7 @@ from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
 from .actor import Actor
 from .alarms import Alarms
 from .clone import structured_clone
-from .commit import SCHEMA, Commit, _storage_error
+from .commit import SCHEMA, Commit, storage_error
 from .errors import DurableObjectError, log
 from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, Eviction, IdleEvictor
 from .gate import InputGate, LocalDurableObjectState
@@ -123,7 +123,6 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._staged: list[Actor] = []  # written into the shared transaction (one file)
         if one_file is not None:
             self._commits = one_file.commits
-            one_file.join(self)
         else:
             self._commits = group_commit.GroupCommit(
                 self._write_pending,
@@ -136,6 +135,8 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
                 ),
             )
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
+        if one_file is not None:
+            one_file.join(self)
         self._open_alarms()  # the first window of stored alarms, not all of them
 
     # The binding -----------------------------------------------------------------------------
@@ -358,7 +359,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
     def _answer(self, actor: Actor, answer: asyncio.Future[Any], value: Any, error: bool) -> None:
         """Release a call's outcome to its caller, once the object's writes are durable."""
         if actor.dirty:
-            self._commits.hold(answer, value, error, _storage_error)
+            self._commits.hold(answer, value, error, storage_error)
             if output_gate.alone():
                 self._commit_and_report()  # nobody else could join this turn's commit
         elif not answer.done():
