@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.stats import distribution_ms, early_count, summarize
 from kumofire_jobs.core.log import configure_logging
+from kumofire_jobs.local.layout import ONE_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -93,8 +94,7 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
             return runners[workload]()
         from bench import ours as o
 
-        if layout:
-            o.LAYOUT = layout
+        o.LAYOUT = layout or ONE_FILE  # set for every measurement (the tests run in-process)
         coroutines: dict[str, Callable[[], Any]] = {
             "e2e": lambda: o.e2e(spec["runs"], 1, sync, data, log),
             "e2e_many": lambda: o.e2e(spec["runs"], o.BATCH, sync, data, log),

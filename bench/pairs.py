@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                         "figure": value,
                         "cpu_ms_per_run": cpu,
                         "load": load,
+                        "all_completed": result["completed"] == result["runs"],
                     }
                 )
                 extra = f" cpu {cpu:.3f} ms/run" if cpu is not None else ""
