@@ -20,9 +20,10 @@ next to the one-shot run: a flow of 1 parent and 10 children, its cost per run a
 its 11 runs; a run that keeps a history (logs 10 lines, reports progress 5 times, returns a
 small result), once within a second and once spread over 5 seconds; and a run of a limited
 job, each limited scenario in an environment of its own (`LIMITED`). Runs are isolated: each
-queue batch
-holds one message; the "batched" dollars divide per-invocation costs by 100 (consumer
-batches of 100, as this project's wrangler.toml configures).
+queue batch holds one message; the "batched" dollars divide per-invocation costs by 100
+(consumer batches of 100, as this project's wrangler.toml configures). One scenario is not
+isolated (`TOGETHER`): 100 one-shot runs due at one instant, delivered in one consumer batch,
+whose starts and outcomes the consumer folds into one statement each.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ HISTORY_SCENARIOS = (
     "the same, spread over 5 seconds",
 )
 BATCH = 100  # consumer batch size for the "batched" figures
+# Ours alone: one-shot runs due at one instant, delivered in one consumer batch of `BATCH`
+# (their starts and outcomes folded: docs/architecture.md, "Consumer batches").
+TOGETHER = f"one-shot, {BATCH} delivered in one consumer batch"
 
 # Workers Paid plan, beyond the included allowances, in USD per million units. From
 # Cloudflare's pricing pages (Workers, D1, Queues, Durable Objects) as looked up on 2026-11-22.
@@ -209,6 +213,15 @@ async def measure_ours(runs: int) -> dict[str, Any]:
 
         await measured(HISTORY_SCENARIOS[0], lambda: with_history(False))
         await measured(HISTORY_SCENARIOS[1], lambda: with_history(True))
+
+        async def delivered_together() -> list[str]:
+            # Created one request each, as the one-shot runs above, all due at one instant:
+            # their coordinators deliver them together, one consumer batch of `BATCH`.
+            ids = [await create("noop", delay=60) for _ in range(BATCH)]
+            await clock.advance(60)
+            return ids
+
+        await measured(TOGETHER, delivered_together)
         await env.stop()
     return {"scenarios": scenarios, "cron": cron, "trace": recorder.total.d1}
 
@@ -462,6 +475,8 @@ def label(sql: str) -> str:
         verb, table, rest = m.groups()
         if verb.upper() == "UPDATE":
             first = rest.split(",")[0].replace(" SET ", "SET ").strip()
+            if "json_each(?" in rest and " FROM (SELECT" in rest:  # a consumer batch's fold
+                return f"UPDATE {table} {first}"[:64] + " FROM json_each (folded)"
             return f"UPDATE {table} {first}"[:80]
         return f"{verb.upper()} {table}"
     m = re.match(r"SELECT .*? FROM (\w+)(?: (\w+))?(.*?)(?: ORDER| LIMIT|$)", text, re.IGNORECASE)
@@ -562,6 +577,22 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
                                          entry["runs"]),
             "statuses": dict(Counter(entry["statuses"])),
         }  # fmt: skip
+    entry = ours["scenarios"][TOGETHER]
+    o = ours_per_run(entry, ours_metas)
+    result["together"] = {
+        "name": TOGETHER,
+        "per_run": o,
+        "usd_per_million": dollars(o),
+        "queue_batches": entry["counts"].invocations["queue"],
+        "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
+        "d1_by_statement": breakdown(entry["counts"].d1, ours_metas, entry["d1_offset"],
+                                     entry["runs"]),
+    }  # fmt: skip
+    result["checks"][TOGETHER] = {
+        "runs": entry["runs"],
+        "statuses": dict(Counter(entry["statuses"])),
+        "outcomes": dict(entry["outcomes"]),
+    }
     limited = asyncio.run(measure_limited(runs))
     result["limited"] = {}
     for name, entry in limited.items():
@@ -751,6 +782,7 @@ def markdown(cost: dict[str, Any]) -> str:
             f"| `{row['statement']}` | {_n(row['calls'])} | {_n(row['rows_read'])} | "
             f"{_n(row['rows_written'])} |"
         )
+    lines += _together_markdown(cost)
     lines += _limited_markdown(cost)
     lines += ["", "Reference, one-shot run: D1 rows by statement (per run):", "",
               "| statement | calls | rows read | rows written | local meta: read / written |",
@@ -762,6 +794,41 @@ def markdown(cost: dict[str, Any]) -> str:
             f"{_n(row['rows_written_local'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _together_markdown(cost: dict[str, Any]) -> list[str]:
+    """Ours, one-shot runs delivered in one consumer batch, next to isolated ones."""
+    together, one = cost["together"], cost["scenarios"]["one-shot"]["ours"]
+    lines = [
+        "",
+        f"Ours, {together['name']} ({together['queue_batches']} queue consumer invocation(s) "
+        f"for {BATCH} runs; each created by a request of its own, as the one-shot run), next "
+        "to the isolated one-shot run:",
+        "",
+        "| per run | one-shot, isolated | " + together["name"] + " |",
+        "|---|---|---|",
+        *(
+            f"| {title} | {_n(one['per_run'][key])} | {_n(together['per_run'][key])} |"
+            for title, key in ROWS
+        ),
+        f"| USD per million runs | **{one['usd_per_million']['total']:.2f}** | "
+        f"**{together['usd_per_million']['total']:.2f}** |",
+        "",
+        f"Ours, {together['name']}: D1 rows by statement (per run), most written first:",
+        "",
+        "| statement | calls | rows read | rows written |",
+        "|---|---|---|---|",
+        *(
+            f"| `{r['statement']}` | {_n(r['calls'])} | {_n(r['rows_read'])} | "
+            f"{_n(r['rows_written'])} |"
+            for r in together["d1_by_statement"]
+        ),
+        "",
+        f"- Ours, {together['name']}, per run: Durable Object RPC calls "
+        + ", ".join(f"{m} {_n(n)}" for m, n in together["do_rpc"].items())
+        + ".",
+    ]
+    return lines
 
 
 def _limited_markdown(cost: dict[str, Any]) -> list[str]:

@@ -15,14 +15,14 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from kumofire_jobs import JobContext, cli
-from kumofire_jobs.core.bindings import MessageBatch, QueueMessage
+from kumofire_jobs.core.bindings import MessageBatch
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.log import RepeatedLog
@@ -35,6 +35,7 @@ from kumofire_jobs.local.durable_objects import (
     LocalDurableObjectState,
 )
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
+from tests.support.batches import FakeBatch, FakeMessage
 from tests.support.envs import EnvFactory
 from tests.support.faults import FailingNamespace, rewire
 from tests.support.full_disk import FullDisk, disk_full_error
@@ -236,33 +237,6 @@ async def test_settlement_whose_commit_fails_keeps_the_retry_delay_and_count(
 
 
 # --- The runtime's retry of a message -------------------------------------------------------
-
-
-class FakeMessage:
-    def __init__(self, body: Any, attempts: int) -> None:
-        self.id = f"m{attempts}"
-        self.timestamp = 0.0
-        self.body = body
-        self.attempts = attempts
-        self.settled: tuple[str, Any] | None = None
-
-    def ack(self) -> None:
-        self.settled = self.settled or ("ack", None)
-
-    def retry(self, options: dict[str, Any] | None = None) -> None:
-        self.settled = self.settled or ("retry", options)
-
-
-class FakeBatch:
-    def __init__(self, messages: list[FakeMessage]) -> None:
-        self.queue = "kumofire-jobs"
-        self.messages: Sequence[QueueMessage] = messages
-
-    def ackAll(self) -> None:
-        raise AssertionError("not used")
-
-    def retryAll(self, options: dict[str, Any] | None = None) -> None:
-        raise AssertionError("not used")
 
 
 async def test_a_message_the_runtime_cannot_consume_is_retried_with_a_growing_delay(

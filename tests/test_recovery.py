@@ -7,10 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from kumofire_jobs import CreateRequest, JobContext, Resources, create_runtime
+import pytest
+
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, Resources, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.retention import prune_pass
+from kumofire_jobs.local import data_dir_lock
 from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory, noop
 from tests.support.faults import DroppingQueue, FailingNamespace, rewire
@@ -369,4 +372,97 @@ async def test_runs_a_crash_left_unarmed_start_when_the_environment_starts_again
     assert calls == [(due, restarted)]  # at once, not a grace and a cron tick later
     await clock.advance(600 - 5)
     assert calls == [(due, restarted), (later, restarted + 595)]  # on time
+    await env.stop()
+
+
+async def _cut_off_and_restart(
+    clock: ManualClock, tmp_path: Path
+) -> tuple[LocalEnvironment, str, list[tuple[int, float]]]:
+    """A run whose handler a crash cut off (its lease live, 30 s), and the environment
+    started again on its data directory a second later."""
+    calls: list[tuple[int, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.attempt, clock.now()))
+        if ctx.job.attempt == 1:
+            await asyncio.Event().wait()  # still running when the process dies
+
+    runtime = create_runtime({"job": job}, clock=clock, lease_seconds=30)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    run_id = (await env.jobs.create("job")).kumofire_job_run_id
+    await clock.advance(0)
+    assert [attempt for attempt, _ in calls] == [1]
+    await env.close()  # as a crash: nothing settles, the lease stays live
+    await clock.advance(1)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    return env, run_id, calls
+
+
+async def test_a_run_a_crash_cut_off_goes_again_at_the_next_start_not_a_lease_later(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    env, run_id, calls = await _cut_off_and_restart(clock, tmp_path)
+    restarted = clock.now()
+    await clock.advance(0)
+    assert calls[1:] == [(2, restarted)]  # the lock proves the holder gone: no 30 s wait
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 2
+    outcomes = [attempt.outcome for attempt in await env.jobs.attempts(run_id) or []]
+    assert outcomes == ["interrupted", "succeeded"]
+    await clock.advance(60)
+    assert len(calls) == 2
+    await env.stop()
+
+
+async def test_without_an_enforced_lock_a_cut_off_run_waits_for_its_lease(
+    clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `flock` (Windows, some network file systems): nothing proves the holder gone, so its
+    lease runs out as on Cloudflare."""
+    monkeypatch.setattr(data_dir_lock, "_try_lock", lambda fd: None)
+    env, run_id, calls = await _cut_off_and_restart(clock, tmp_path)
+    await clock.advance(28.9)
+    assert len(calls) == 1
+    await clock.advance(0.1)  # 30 s after the grant: the lease runs out
+    assert [attempt for attempt, _ in calls] == [1, 2]
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 2
+    await env.stop()
+
+
+async def test_a_limited_job_s_cut_off_run_takes_its_slot_back_at_the_next_start(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """`concurrency=1`: the cut-off run's slot is still held in the limiter under its old
+    token; at the restart its new attempt takes that slot over at once, and the run waiting
+    behind it follows, instead of both waiting for the old leases to run out."""
+    calls: list[tuple[str, int, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.payload, ctx.job.attempt, clock.now()))
+        if ctx.job.attempt == 1 and ctx.job.payload == "first":
+            await asyncio.Event().wait()  # still running when the process dies
+
+    runtime = create_runtime(
+        {"job": job}, clock=clock, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    first = (await env.jobs.create("job", "first")).kumofire_job_run_id
+    await clock.advance(0)
+    second = (await env.jobs.create("job", "second")).kumofire_job_run_id
+    await clock.advance(0)
+    assert calls == [("first", 1, calls[0][2])]  # the second waits for the slot
+    await env.close()  # as a crash
+    await clock.advance(1)
+    restarted = clock.now()
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    await clock.advance(0)
+    assert calls[1:] == [("first", 2, restarted), ("second", 1, restarted)]
+    for run_id in (first, second):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
     await env.stop()

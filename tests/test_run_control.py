@@ -110,6 +110,22 @@ async def test_retry_many_and_delete_many_match_only_the_statuses_they_apply_to(
     assert await status_of(env, later.kumofire_job_run_id) == "scheduled"
 
 
+async def test_created_before_1970_matches_no_run(
+    env: LocalEnvironment, clock: ManualClock, client: httpx.AsyncClient
+) -> None:
+    """A time before the epoch is below every run id (it once wrapped round to above them
+    all, and cancelled or deleted every run)."""
+    waiting = (await env.jobs.create("a", delay=60)).kumofire_job_run_id
+    done = (await env.jobs.create("a")).kumofire_job_run_id
+    await clock.advance(0)
+    for before in ("1969-12-31T23:59:59Z", "0001-01-01T00:00:00Z"):
+        for action in ("cancel", "delete"):
+            answer = await client.post(f"/v1/runs:{action}", json={"created_before": before})
+            assert answer.json() == {"count": 0, "has_more": False}, (action, before)
+    assert await status_of(env, waiting) == "scheduled"
+    assert await status_of(env, done) == "succeeded"
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [

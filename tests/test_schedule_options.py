@@ -155,3 +155,33 @@ async def test_http_schedule_bounds(env: LocalEnvironment, clock: ManualClock) -
         for bad in ({"start_at": "tomorrow"}, {"end_at": 5}, {"limit": 0}):
             response = await http.patch(f"/v1/schedules/{body['id']}", json=bad)
             assert response.status_code == 422, bad
+
+
+async def test_times_outside_the_years_1_to_9999_are_refused_and_early_years_have_four_digits(
+    env: LocalEnvironment,
+) -> None:
+    """`0001-01-01T00:00:00+14:00` is in the year 0 in UTC: it was stored, then every read of
+    the schedules failed with a 500. And a year before 1000 printed with fewer than four
+    digits, which is no RFC 3339 (our own clients could not read it back)."""
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for field, value in (
+            ("start_at", "0001-01-01T00:00:00+14:00"),
+            ("end_at", "9999-12-31T23:59:59-14:00"),
+        ):
+            response = await http.post(
+                "/v1/schedules", json={"name": "tick", "every": 60, field: value}
+            )
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["message"] == (
+                f"{field}: must be, in UTC, after the year 0 and before the year 10000"
+            )
+        response = await http.post(
+            "/v1/schedules",
+            json={"name": "tick", "every": 60, "start_at": "0287-08-04T16:01:07.164-07:01"},
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["start_at"] == "0287-08-04T23:02:07.164Z"
+        listed = await http.get("/v1/schedules")
+        assert listed.status_code == 200
+        assert [s["start_at"] for s in listed.json()["items"]] == ["0287-08-04T23:02:07.164Z"]

@@ -114,6 +114,29 @@ async def test_two_consumers_racing_for_one_lease_exactly_one_wins(
     assert {r["reason"] for r in results if not r["granted"]} == {"held"}
 
 
+async def test_expire_lease_ends_only_a_live_lease_granted_before_the_time(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    assert await stub.expire_lease(now_ms(clock)) == {"expired": False}  # closed
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    grant = await stub.lease(KEY, LEASE_MS)
+    assert grant["granted"]
+    # Granted at (not before) that time: a lease of the process now starting is spared.
+    assert await stub.expire_lease(grant["token"]) == {"expired": False}
+    await clock.advance(1)
+    started = now_ms(clock)
+    assert await stub.expire_lease(started) == {"expired": True}
+    await clock.advance(0)  # the alarm fires now, not when the lease would have run out
+    assert [d[2] for d in hook.deliveries] == [started / 1000 - 1, started / 1000]
+    assert (await stub.renew(grant["token"], LEASE_MS))["ok"] is False
+    again = await stub.lease(KEY, LEASE_MS)
+    assert again["granted"] and again["token"] > grant["token"]
+    assert await stub.expire_lease(started) == {"expired": False}  # granted since
+    assert (await stub.release(again["token"]))["closed"]
+
+
 async def test_a_lease_before_the_due_time_is_refused(
     namespace: LocalDurableObjectNamespace, clock: ManualClock
 ) -> None:

@@ -116,6 +116,14 @@ async def test_cost_counts_are_what_the_instrumentation_saw() -> None:
     assert flow["statuses"] == ["succeeded"] * (cost.FLOW_CHILDREN + 1) * runs
     assert flow["outcomes"] == {"succeeded": (cost.FLOW_CHILDREN + 1) * runs}
 
+    # 100 runs due at one instant: one consumer invocation, whose runs start in one statement
+    # and record their outcomes in one (the insert and the `queued` write stay one a run).
+    together = ours["scenarios"][cost.TOGETHER]
+    assert together["statuses"] == ["succeeded"] * cost.BATCH
+    seen = _totals(together["counts"])
+    assert seen["worker_queue"] == 1 and seen["queue_read"] == cost.BATCH
+    assert seen["d1_statements"] == 2 * cost.BATCH + 2
+
 
 async def test_reference_model_counts() -> None:
     runs = 2

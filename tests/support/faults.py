@@ -1,13 +1,15 @@
 """Faults injected at the binding edges: a queue that drops sends, a coordinator namespace
-whose calls fail, and `rewire` to put one in front of an environment's real binding."""
+whose calls fail, a D1 database whose statements fail on demand, and `rewire` to put one in
+front of an environment's real binding."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from kumofire_jobs import Resources
-from kumofire_jobs.core.bindings import DurableObjectNamespace, Queue
+from kumofire_jobs.core.bindings import D1Database, DurableObjectNamespace, Queue
 from kumofire_jobs.local.environment import LocalEnvironment
 
 
@@ -16,10 +18,11 @@ def rewire(
     *,
     queue: Queue | None = None,
     coordinator: DurableObjectNamespace | None = None,
+    db: D1Database | None = None,
 ) -> None:
     """Put a faulty binding in front of the real one, before any coordinator is built."""
     env.resources = Resources(
-        db=env.JOBS_DB,
+        db=db or env.JOBS_DB,
         queue=queue or env.JOBS_QUEUE,
         coordinator=coordinator or env.JOB_COORDINATOR,
         wait_for_arms=env.resources.wait_for_arms,
@@ -88,3 +91,61 @@ class _FailingStub:
 
 async def _fail(method: str) -> Any:
     raise RuntimeError(f"injected failure of {method}")
+
+
+class FaultyD1:
+    """A D1 database that keeps the SQL of every statement it ran (`ran`, a `batch()`'s each
+    in order) and fails the next statements whose SQL contains a text (`fail`), before they
+    run: a D1 error at the edge, as an overloaded or unreachable database answers."""
+
+    def __init__(self, inner: D1Database) -> None:
+        self.inner = inner
+        self.ran: list[str] = []
+        self._failing: list[list[Any]] = []  # [text, times left]
+
+    def fail(self, text: str, times: int = 1) -> None:
+        self._failing.append([text, times])
+
+    def _check(self, sql: str) -> None:
+        for rule in self._failing:
+            if rule[1] > 0 and rule[0] in sql:
+                rule[1] -= 1
+                raise RuntimeError(f"D1_ERROR: injected failure of {sql[:40]!r}")
+        self.ran.append(sql)
+
+    def prepare(self, query: str) -> _FaultyStatement:
+        return _FaultyStatement(self, query, self.inner.prepare(query))
+
+    async def batch(self, statements: Sequence[Any]) -> Any:
+        for statement in statements:
+            self._check(statement.sql)
+        return await self.inner.batch([statement.inner for statement in statements])
+
+    async def exec(self, query: str) -> Any:
+        return await self.inner.exec(query)
+
+
+class _FaultyStatement:
+    def __init__(self, db: FaultyD1, sql: str, inner: Any) -> None:
+        self._db = db
+        self.sql = sql
+        self.inner = inner
+
+    def bind(self, *values: Any) -> _FaultyStatement:
+        return _FaultyStatement(self._db, self.sql, self.inner.bind(*values))
+
+    async def first(self, column: str | None = None) -> Any:
+        self._db._check(self.sql)
+        return await self.inner.first(column)
+
+    async def all(self) -> Any:
+        self._db._check(self.sql)
+        return await self.inner.all()
+
+    async def run(self) -> Any:
+        self._db._check(self.sql)
+        return await self.inner.run()
+
+    async def raw(self, options: Any = None) -> Any:
+        self._db._check(self.sql)
+        return await self.inner.raw(options)

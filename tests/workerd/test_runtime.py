@@ -13,7 +13,7 @@ import json
 import re
 import time
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -462,6 +462,24 @@ def test_a_limited_job_runs_one_at_a_time(api: Api) -> None:
     assert [(r["status"], r["attempt"]) for r in runs] == [("succeeded", 1)] * 3
     for before, after in itertools.pairwise(runs):
         assert parse(after["started_at"]) >= parse(before["finished_at"])
+
+
+def test_runs_delivered_in_one_batch_start_in_one_statement(api: Api) -> None:
+    """Runs due at one instant: each queue batch that carries several starts them in one
+    statement (one `started_at` per batch) and records their outcomes (and history)."""
+    batches_before = len(queue_batches(api.log()))
+    due = (datetime.now(UTC) + timedelta(seconds=3)).isoformat(timespec="milliseconds")
+    due = due.replace("+00:00", "Z")
+    runs = [{"name": "echo", "payload": {"n": n}, "run_at": due} for n in range(5)]
+    status, created = request(f"{api.url}/v1/runs:batch", "POST", {"runs": runs})
+    assert status == 202, created
+    finished = [api.wait(item["kumofire_job_run_id"]) for item in created["items"]]
+    assert [(r["status"], r["attempt"]) for r in finished] == [("succeeded", 1)] * 5
+    batches = [total for _, total in queue_batches(api.log())[batches_before:]]
+    assert sum(batches) == 5, batches
+    assert len({r["started_at"] for r in finished}) <= len(batches), (batches, finished)
+    status, attempts = request(f"{api.url}/v1/runs/{finished[0]['id']}/attempts")
+    assert status == 200 and [a["outcome"] for a in attempts["items"]] == ["succeeded"]
 
 
 def test_a_flow_parent_runs_once_its_children_have_finished(api: Api) -> None:

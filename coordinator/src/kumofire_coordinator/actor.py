@@ -22,6 +22,7 @@ from .messages import (
     ArmReply,
     CancelReply,
     CloseReply,
+    ExpireReply,
     LeaseReply,
     ReleaseReply,
     RenewReply,
@@ -183,6 +184,21 @@ class CoordinatorActor:
             return {"canceled": True, "leased": True}
         await self.close()
         return {"canceled": True, "leased": False}
+
+    async def expire_lease(self, granted_before_ms: int) -> ExpireReply:
+        """End now a live lease granted before `granted_before_ms`, whose holder is known to
+        be gone: the alarm then delivers again at once (or closes, after a cancel), as when
+        a lease runs out. Only a host that knows every earlier holder dead may call it: the
+        embedded runtime at its start, its data directory locked by its one process. A
+        lease granted since holds a token of at least that time (tokens start from the time
+        of the grant) and is left alone."""
+        now = self._now_ms()
+        state = await self._load()
+        if state is None or not state.lease_live(now) or state.token >= granted_before_ms:
+            return {"expired": False}
+        state.lease_expires = now
+        await self._save(state, alarm_ms=now)
+        return {"expired": True}
 
     async def close(self) -> CloseReply:
         """Forget the key: no alarm, no storage (`deleteAll` deletes the alarm too, from

@@ -17,6 +17,7 @@ from .messages import (
     ArmReply,
     CancelReply,
     CloseReply,
+    ExpireReply,
     ForgetReply,
     LeaseReply,
     LimiterStatus,
@@ -59,6 +60,9 @@ class CoordinatorEndpoint:
 
     async def status(self) -> StatusReply:
         return await self.actor.status()
+
+    async def expire_lease(self, granted_before_ms: int) -> ExpireReply:
+        return await self.actor.expire_lease(int(granted_before_ms))
 
     async def alarm(self, alarmInfo: Any = None) -> None:
         if not await self.actor.alarm() and self.limiter is not None:

@@ -92,6 +92,10 @@ class CloseReply(TypedDict):
     closed: Literal[True]
 
 
+class ExpireReply(TypedDict):
+    expired: bool  # a live lease granted before the given time ended now
+
+
 class StatusClosed(TypedDict):
     phase: Literal["closed"]
     lease_live: Literal[False]
@@ -194,6 +198,7 @@ __all__ = [
     "Armed",
     "CancelReply",
     "CloseReply",
+    "ExpireReply",
     "ForgetReply",
     "Handoff",
     "HolderGone",

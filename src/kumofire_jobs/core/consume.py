@@ -15,6 +15,7 @@ from typing import Any
 
 from .attempt import RECORDED, Attempt
 from .clock import Clock, now_ms
+from .consumer_batch import SEAT, outcome_store
 from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, NonRetryableError
@@ -111,7 +112,11 @@ class Consumer:
         # row read below tells the job, key and priority the limiter needs. Other runs start
         # in this one statement, as in a runtime without limits.
         limited = None if self._limits is None else self._limits.names
-        row = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
+        seat = SEAT.get()
+        if seat is None:
+            row = await self._store.start(run_id, token, now_ms(self._clock), unless_jobs=limited)
+        else:  # a message of a consumer batch: its runs start in one statement
+            row = await seat.start(run_id, token, limited)
         if row is None:
             outcome = await self._not_started(run_id, token)
             return ConsumeResult(outcome=outcome, job_run_id=run_id)
@@ -289,12 +294,13 @@ class Consumer:
         # The handler has ended, so its slot goes back now, beside the outcome's write (the
         # next run of a limited job starts one round trip sooner).
         leaving = self._leave_early(run.id, token)
+        outcomes = outcome_store(self._store)  # in a consumer batch, written with the others'
         try:
             if status is RunStatus.SCHEDULED:
                 rearm_ms = now + int(self._policies.retry(run.name).delay(run.attempt) * 1000)
-                written = await self._store.reschedule(run.id, token, now, rearm_ms, error, history)
+                written = await outcomes.reschedule(run.id, token, now, rearm_ms, error, history)
             else:
-                written = await self._store.finish(run.id, token, status, now, error, history)
+                written = await outcomes.finish(run.id, token, status, now, error, history)
         finally:
             if leaving is not None:
                 await leaving

@@ -15,6 +15,7 @@ from kumofire_coordinator.messages import (
     ArmReply,
     CancelReply,
     CloseReply,
+    ExpireReply,
     LeaseReply,
     ReleaseReply,
     RenewReply,
@@ -64,6 +65,10 @@ class Coordinators:
 
     async def status(self, run_id: str) -> StatusReply:
         return cast(StatusReply, await self._stub(run_id).status())
+
+    async def expire_lease(self, run_id: str, granted_before_ms: int) -> ExpireReply:
+        """End a lease its holder cannot still hold (see `reconcile_unfinished`)."""
+        return cast(ExpireReply, await self._stub(run_id).expire_lease(granted_before_ms))
 
     # --- after a D1 write: the run is durable, so a failed call is logged, not raised --------
 

@@ -20,8 +20,9 @@ def _encode(value: int) -> str:
 
 def run_ids_before(ms: int) -> str:
     """A bound below every run id made at or after `ms` and above every one made before it
-    (the alphabet is in ASCII order, so text order is time order)."""
-    return "run_" + _encode(ms << _RANDOM_BITS)
+    (the alphabet is in ASCII order, so text order is time order). A time before 1970 is
+    below every id (a negative one would wrap around to above them all)."""
+    return "run_" + _encode(max(ms, 0) << _RANDOM_BITS)
 
 
 class IdFactory:

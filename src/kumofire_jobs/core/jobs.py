@@ -256,12 +256,17 @@ class Jobs:
         result.flows_released = await self.runs.flows.release_waiting(limit)
         return result
 
-    async def dispatch_at_start(self, limit: int = 100) -> DispatchResult:
+    async def dispatch_at_start(
+        self, limit: int = 100, *, expire_leases_before: int | None = None
+    ) -> DispatchResult:
         """Reconciliation for a process that alone owns its bindings, at its start (the
         embedded runtime): no grace and every unfinished run, whatever its due time, since
-        nothing is in flight; then schedules whose next occurrence is missing."""
+        nothing is in flight; then schedules whose next occurrence is missing. With
+        `expire_leases_before` (this process's start, epoch ms; only where a lock proves
+        every earlier process gone), the leases granted before it end at once, so the runs a
+        crash cut off go again now instead of when their leases would have run out."""
         await self._ready()
-        result = await self.runs.reconcile_unfinished()
+        result = await self.runs.reconcile_unfinished(expire_leases_before=expire_leases_before)
         result.schedules_restored = await self.schedules.restore(limit)
         result.flows_released = await self.runs.flows.release_waiting(limit)
         return result

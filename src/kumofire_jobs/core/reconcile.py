@@ -84,20 +84,31 @@ async def reconcile(
 
 
 async def reconcile_unfinished(
-    *, store: RunStore, coordinators: Coordinators, page: int = 500
+    *,
+    store: RunStore,
+    coordinators: Coordinators,
+    page: int = 500,
+    expire_leases_before: int | None = None,
 ) -> DispatchResult:
     """Reconciliation with no grace, over every unfinished run whatever its due time.
 
     Only for a process that alone owns its bindings, at its start (the embedded runtime, whose
     data directory is locked): nothing is in flight then, so an actor that does not hold its
     unfinished run lost it, and a run whose creation a crash cut before its coordinator was
-    armed starts at once (or when due) instead of a grace and a cron tick late."""
+    armed starts at once (or when due) instead of a grace and a cron tick late.
+
+    `expire_leases_before` (epoch ms, this process's start): the leases granted before it
+    were held by a process that is gone (the lock proves it), so they end now and their runs
+    go again at once instead of when the lease would have run out. Leases this process has
+    granted since are left alone (`CoordinatorActor.expire_lease`)."""
     result = DispatchResult()
     gate = asyncio.Semaphore(_CONCURRENCY)
     after: tuple[int, str] = (-1, "")
     while True:
         rows = await unfinished_after(store.db, *after, page)
-        await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in rows))
+        await asyncio.gather(
+            *(_rearm_if_lost(row, coordinators, gate, result, expire_leases_before) for row in rows)
+        )
         if len(rows) < page:
             break
         after = (int(rows[-1]["scheduled_for"]), str(rows[-1]["id"]))
@@ -114,12 +125,20 @@ async def _rearm_if_lost(
     coordinators: Coordinators,
     gate: asyncio.Semaphore,
     result: DispatchResult,
+    expire_leases_before: int | None = None,
 ) -> None:
-    """Ask the run's actor what it holds; arm it again if it no longer owns the run."""
+    """Ask the run's actor what it holds; arm it again if it no longer owns the run, or end
+    its lease if that was granted before `expire_leases_before` (a holder known gone)."""
     run_id = str(row["id"])
     async with gate:
         status = await coordinators.status(run_id)
         result.checked += 1
+        if expire_leases_before is not None and status["lease_live"]:
+            expired = await coordinators.expire_lease(run_id, expire_leases_before)
+            if expired["expired"]:
+                result.recovered += 1
+                log.warning("run.lease_expired_at_start", run_id=run_id, status=row["status"])
+            return
         if status["phase"] not in _LOST_PHASES:
             return
         await coordinators.arm(run_id, int(str(row["scheduled_for"])))

@@ -260,6 +260,12 @@ class RunService:
             parked=self._parked,
         )
 
-    async def reconcile_unfinished(self) -> DispatchResult:
+    async def reconcile_unfinished(
+        self, *, expire_leases_before: int | None = None
+    ) -> DispatchResult:
         """Reconciliation at the start of a process that alone owns its bindings."""
-        return await reconcile_unfinished(store=self._store, coordinators=self._coordinators)
+        return await reconcile_unfinished(
+            store=self._store,
+            coordinators=self._coordinators,
+            expire_leases_before=expire_leases_before,
+        )

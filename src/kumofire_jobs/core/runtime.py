@@ -24,6 +24,7 @@ from kumofire_coordinator.storage import ActorStorage
 from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
 from .clock import Clock, SystemClock
 from .consume import Consumer, describe_error
+from .consumer_batch import SEAT, ConsumerBatch
 from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
@@ -224,13 +225,20 @@ class Runtime:
         return await self.bind(resources).dispatch(limit)
 
     async def consume_batch(self, batch: MessageBatch, resources: Resources) -> list[ConsumeResult]:
-        """Consume every message of a queue batch, concurrently. A malformed message is
-        acknowledged and ignored; a failure of the runtime itself (D1 or a coordinator
-        unreachable, say) retries the message after `consume_retry_delay`. One result per
-        message, in order."""
-        jobs = self.bind(resources)
+        """Consume every message of a queue batch, concurrently; with more than one, their
+        runs start in one D1 statement and their outcomes are written together
+        (`consumer_batch.py`). A malformed message is acknowledged and ignored; a failure of
+        the runtime itself (D1 or a coordinator unreachable, say) retries the message after
+        `consume_retry_delay`. One result per message, in order."""
+        bound = self._bind(resources)
+        jobs, messages = bound.jobs, list(batch.messages)
+        folded = None
+        if len(messages) > 1:
+            folded = ConsumerBatch(bound.store, self.clock, len(messages))
 
         async def one(message: Any) -> ConsumeResult:
+            seat = None if folded is None else folded.seat()
+            SEAT.set(seat)  # this message's task (and the tasks it starts) alone
             try:
                 result = await jobs.consume(message.body)
             except MalformedMessageError as exc:
@@ -243,10 +251,13 @@ class Runtime:
                     "message.consume_failed", message_id=message.id, error=describe_error(exc)
                 )
                 return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=None)
+            finally:
+                if seat is not None:
+                    seat.leave()  # if it started nothing: the others' start need not wait
             message.ack()
             return result
 
-        return list(await asyncio.gather(*(one(message) for message in batch.messages)))
+        return list(await asyncio.gather(*(one(message) for message in messages)))
 
     def _delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
         """The hook the coordinators bound to `resources` deliver through: one for them all

@@ -76,24 +76,43 @@ _MARK_QUEUED = (
     "WHERE id = ?2 AND status = 'scheduled' AND scheduled_for <= ?1 "
     "RETURNING name, attempt, schedule_id, scheduled_for, priority, concurrency_key"
 )
+
+
+# The start of an attempt (?1 now): what it sets and what it requires of the row, the lease's
+# token an SQL expression (?2 for one run; a column of the batch's list in `batch_store.py`).
+def start_changes(token: str) -> str:
+    return (
+        "status = 'running', attempt = attempt + 1, started_at = ?1, "
+        f"updated_at = ?1, lease_token = {token}, progress = NULL, "
+        # A run taken over while `running`: its last consumer died (its lease expired).
+        "attempts = CASE WHEN status = 'running' THEN "
+        f"{append_attempt_sql(AttemptOutcome.INTERRUPTED, '?1')} ELSE attempts END"
+    )
+
+
+def start_guard(token: str) -> str:
+    return (
+        f"status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
+        # Tokens only grow: a replay of this very start (a retried write) matches nothing.
+        f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < {token}) "
+        # A paused job starts nothing: the run waits, using no attempt.
+        f"AND NOT {PAUSED.format(table=TABLE)}"
+    )
+
+
+# Not a run of these jobs (?N, a JSON array of job names): see `_START_UNLIMITED`.
+def unless_jobs(parameter: str) -> str:
+    return f"name NOT IN (SELECT value FROM json_each({parameter}))"
+
+
 _START = (
-    f"UPDATE {TABLE} SET status = 'running', attempt = attempt + 1, started_at = ?1, "
-    "updated_at = ?1, lease_token = ?2, progress = NULL, "
-    # A run taken over while `running`: its last consumer died (its lease expired).
-    "attempts = CASE WHEN status = 'running' THEN "
-    f"{append_attempt_sql(AttemptOutcome.INTERRUPTED, '?1')} ELSE attempts END "
-    f"WHERE id = ?3 AND status IN ({_ACTIVE}) AND scheduled_for <= ?1 "
-    # Tokens only grow: a replay of this very start (a retried write) matches nothing.
-    f"AND attempt < max_attempts AND (lease_token IS NULL OR lease_token < ?2) "
-    # A paused job starts nothing: the run waits, using no attempt.
-    f"AND NOT {PAUSED.format(table=TABLE)} RETURNING {STARTED_COLUMNS}"
+    f"UPDATE {TABLE} SET {start_changes('?2')} WHERE id = ?3 AND {start_guard('?2')} "
+    f"RETURNING {STARTED_COLUMNS}"
 )
 # The same start, for a runtime with limited jobs: a run of those (?4, a JSON array of job
 # names) matches nothing, so the consumer reads it and asks its job's limiter first; the
 # other jobs' runs start in this one statement, as without limits.
-_START_UNLIMITED = _START.replace(
-    "RETURNING", "AND name NOT IN (SELECT value FROM json_each(?4)) RETURNING"
-)
+_START_UNLIMITED = _START.replace("RETURNING", f"AND {unless_jobs('?4')} RETURNING")
 # An attempt's outcome, with its history (?6 attempts, ?7 logs, ?8 progress, ?9 result).
 _FINISH = (
     f"UPDATE {TABLE} SET status = ?1, updated_at = ?2, finished_at = ?2, last_error = ?3, "

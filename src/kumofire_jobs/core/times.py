@@ -11,6 +11,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What a datetime holds in UTC: a time outside would be stored, then fail every read of it.
+MIN_TIME_MS = -62_135_596_800_000  # 0001-01-01T00:00:00.000Z
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -21,11 +24,15 @@ def ms_to_datetime(ms: int) -> datetime:
 
 
 def datetime_to_ms(value: datetime) -> int:
-    """An aware datetime as epoch milliseconds; a naive one is an error."""
+    """An aware datetime as epoch milliseconds; a naive one is an error, and so is one whose
+    UTC time is outside the years 1 to 9999 (`0001-01-01T00:00:00+01:00`, say)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("a naive datetime has no time zone: pass an aware datetime")
     delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise ValueError("must be, in UTC, after the year 0 and before the year 10000")
+    return ms
 
 
 def seconds_to_ms(seconds: float) -> int:
@@ -36,7 +43,11 @@ def format_rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
     utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    # Not strftime: its %Y has no leading zeros before the year 1000 on glibc.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 def format_ms(ms: int | None) -> str | None:

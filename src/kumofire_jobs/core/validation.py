@@ -30,8 +30,6 @@ MAX_PAYLOAD_BYTES = 740_000
 # Far below the interpreter's recursion limit, so a payload that is accepted also decodes
 # wherever it is read (an HTTP answer, the consumer), however deep that caller's stack is.
 MAX_PAYLOAD_DEPTH = 100
-# Times are read back as datetimes, which end with the year 9999.
-MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def job_name(name: Any, handlers: Mapping[str, Any]) -> str:
@@ -65,8 +63,6 @@ def due_ms(run_at: Any, delay: Any, now: int) -> int:
             due = datetime_to_ms(run_at)
         except ValueError as exc:
             raise ValidationError(f"run_at: {exc}") from None
-        if due > MAX_TIME_MS:
-            raise ValidationError("run_at must be before the year 10000 (UTC)")
         return max(due, now)
     if delay is not None:
         # isnan only for floats: it converts an int, and a huge one overflows.

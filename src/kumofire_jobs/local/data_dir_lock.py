@@ -27,12 +27,16 @@ class DataDirectoryLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK_FILE
         self._fd: int | None = None
+        # True while the kernel holds the lock for us: every earlier holder of the directory
+        # is then dead (on Windows, or a file system without flock, it is False).
+        self.exclusive = False
 
     def acquire(self) -> None:
         """Take the lock, or raise DataDirectoryInUseError naming the holder."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if not _try_lock(fd):
+            locked = _try_lock(fd)
+            if locked is False:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
                 who = (
                     "another environment of this process"
@@ -50,26 +54,29 @@ class DataDirectoryLock:
             os.close(fd)
             raise
         self._fd = fd
+        self.exclusive = locked is True
 
     def release(self) -> None:
+        self.exclusive = False
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)  # closing the file releases the lock
 
 
+# True: locked; False: another holder has it; None: not enforced here (no flock).
 if sys.platform == "win32":  # pragma: no cover - no flock: the lock is not enforced
 
-    def _try_lock(fd: int) -> bool:
-        return True
+    def _try_lock(fd: int) -> bool | None:
+        return None
 
 else:
     import fcntl
 
-    def _try_lock(fd: int) -> bool:
+    def _try_lock(fd: int) -> bool | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         except OSError:  # a file system without flock: run unguarded rather than not at all
-            return True
+            return None
         return True

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import errno
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
+
+from ..core.storage_full import FULL_ERRNOS, FULL_MESSAGE, causes
 
 # Below this much free space the data directory counts as full: `dev` does not start, and a
 # "disk I/O error" is taken for a full disk (SQLite reports SQLITE_IOERR, not SQLITE_FULL,
 # when it cannot create a database's -wal or -shm file).
 NEARLY_FULL_BYTES = 1 << 20
-_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def free_bytes(path: Path) -> int | None:
@@ -37,17 +27,17 @@ def free_bytes(path: Path) -> int | None:
 def full_disk_reason(error: BaseException, data_dir: Path) -> str | None:
     """Why `error` says the data directory is out of space, or None if it does not."""
     io_error: str | None = None
-    for cause in _chain(error):
-        if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
+    for cause in causes(error):
+        if isinstance(cause, OSError) and cause.errno in FULL_ERRNOS:
             return cause.strerror or str(cause)
         if isinstance(cause, sqlite3.Error):
             name = str(getattr(cause, "sqlite_errorname", "") or "")
-            if name == "SQLITE_FULL" or "database or disk is full" in str(cause):
-                return "database or disk is full"
+            if name == "SQLITE_FULL" or FULL_MESSAGE in str(cause):
+                return FULL_MESSAGE
             if name.startswith("SQLITE_IOERR") or "disk I/O error" in str(cause):
                 io_error = str(cause)
-        elif "database or disk is full" in str(cause):  # a D1Error that carries it
-            return "database or disk is full"
+        elif FULL_MESSAGE in str(cause):  # a D1Error that carries it
+            return FULL_MESSAGE
     if io_error is not None:
         free = free_bytes(data_dir)
         if free is not None and free < NEARLY_FULL_BYTES:

@@ -24,6 +24,7 @@ from kumofire_coordinator import CoordinatorEndpoint
 
 from ..cloudflare.remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
 from ..core.bindings import MessageBatch
+from ..core.clock import now_ms
 from ..core.errors import RemoteHandlersError
 from ..core.log import get_logger
 from ..core.migrations import apply_migrations
@@ -225,11 +226,17 @@ class LocalEnvironment:
             applied = await self.migrate()
             if applied:
                 log.info("migrations.applied", migrations=applied)
+        # Every lease granted before now was granted to a process that is gone when the lock
+        # is ours (the kernel frees it with its holder): those leases end at once below.
+        started_ms = now_ms(self.clock)
         await self.JOB_COORDINATOR.start()
         await self.broker.start()
         # This process alone owns the data directory (the lock), so nothing is in flight:
-        # a run whose creation a crash cut before its arm starts now, not a minute later.
-        await self.runtime.bind(self.resources).dispatch_at_start()
+        # a run whose creation a crash cut before its arm starts now, not a minute later,
+        # and a run a crash cut off goes again now, not when its lease would have run out.
+        await self.runtime.bind(self.resources).dispatch_at_start(
+            expire_leases_before=started_ms if self._lock.exclusive else None
+        )
         await self.cron.start()
         self._started = True
 

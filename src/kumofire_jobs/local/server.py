@@ -198,8 +198,9 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class _Stopping:
     """Ctrl-C (or SIGTERM) once: stop serving, then wait up to DRAIN_SECONDS for the running
     handlers, saying so. Twice: stop at once; the handlers still running are cut off, as by a
-    crash: their runs stay `running` until their leases expire, then go again after the next
-    start (the cut-off attempt counts)."""
+    crash: their runs stay `running` until the next start, which ends their leases (the data
+    directory's lock proves their holder gone) and runs them again (the cut-off attempt
+    counts)."""
 
     def __init__(self, env: LocalEnvironment) -> None:
         self._env = env
@@ -215,8 +216,7 @@ class _Stopping:
             if running:
                 print(
                     f"Stopping: waiting up to {DRAIN_SECONDS:g} s for {_runs(running)} to finish"
-                    f" ({key} again to stop now; a run cut off runs again once its lease"
-                    " expires, after the next start)",
+                    f" ({key} again to stop now; a run cut off runs again at the next start)",
                     flush=True,
                 )
             else:
@@ -229,9 +229,8 @@ class _Stopping:
     def stopped(self, cut_off: int) -> None:
         if cut_off:
             print(
-                f"Stopped: {_runs(cut_off)} cut off; each runs again once its lease expires,"
-                f" within {self._env.runtime.lease_seconds:g} s of the next start (the cut-off"
-                " attempt counts; a limited job's slot stays taken until then)",
+                f"Stopped: {_runs(cut_off)} cut off; each runs again at the next start"
+                " (the cut-off attempt counts)",
                 flush=True,
             )
         else:

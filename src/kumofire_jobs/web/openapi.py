@@ -31,6 +31,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "the call contradicts the current state (`conflict`)",
         413: "body over the limit (`payload_too_large`)",
         422: "a field is invalid (`validation_error`) or the job has no handler (`unknown_job`)",
+        503: "the storage is full (`storage_full`): retry once space is freed (`Retry-After`)",
     }
     return {str(s): _json(ref("Error"), described[s]) for s in statuses}
 
@@ -45,6 +46,8 @@ def _path(name: str) -> dict[str, Any]:
 
 
 _AUTH = (401, 403)
+# Any operation may find the storage full (its write, or a coordinator's, refused).
+_ALWAYS = (*_AUTH, 503)
 
 
 # The routes of the HTTP layer alone (not operations of the jobs API).
@@ -118,7 +121,7 @@ def _operation(op: operations.Operation) -> dict[str, Any]:
         responses[str(status)] = (
             {"description": meaning} if op.result is None else _json(ref(op.result), meaning)
         )
-    described["responses"] = {**responses, **_errors(*sorted({*_AUTH, *op.errors}))}
+    described["responses"] = {**responses, **_errors(*sorted({*_ALWAYS, *op.errors}))}
     return described
 
 

@@ -254,7 +254,14 @@ SCHEMAS: dict[str, Any] = {
         f"{history.MAX_LOG_BYTES} bytes, oldest first",
         "properties": {"items": {"type": "array", "items": ref("LogLine")}},
     },
-    "RunFilter": _body(_FILTER_FIELDS, operations.RUN_FILTER),
+    "RunFilter": {
+        **_body(_FILTER_FIELDS, operations.RUN_FILTER),
+        # At least one of these, not null (a null field is one left out): `{}` is a 422.
+        "anyOf": [
+            {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+            for field in ("status", "name", "schedule_id", "created_before")
+        ],
+    },
     "Job": {
         "type": "object",
         "required": ["name", "paused", "options", "counts"],
