@@ -22,8 +22,10 @@ small result), once within a second and once spread over 5 seconds; and a run of
 job, each limited scenario in an environment of its own (`LIMITED`). Runs are isolated: each
 queue batch holds one message; the "batched" dollars divide per-invocation costs by 100
 (consumer batches of 100, as this project's wrangler.toml configures). One scenario is not
-isolated (`TOGETHER`): 100 one-shot runs due at one instant, delivered in one consumer batch,
-whose starts and outcomes the consumer folds into one statement each.
+isolated (`TOGETHER`), in two forms: 100 runs created due at once (each by a request of its
+own, as a burst of creates arrives) and 100 created due in 60 s, all at one instant; each set
+delivered in one consumer batch, whose starts and outcomes the consumer folds into one statement
+each.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ HISTORY_SCENARIOS = (
 BATCH = 100  # consumer batch size for the "batched" figures
 # Ours alone: one-shot runs due at one instant, delivered in one consumer batch of `BATCH`
 # (their starts and outcomes folded: docs/architecture.md, "Consumer batches").
-TOGETHER = f"one-shot, {BATCH} delivered in one consumer batch"
+TOGETHER = (
+    f"one-shot due at its create, {BATCH} delivered in one consumer batch",
+    f"delayed (due in 60 s), {BATCH} delivered in one consumer batch",
+)
 
 # Workers Paid plan, beyond the included allowances, in USD per million units. From
 # Cloudflare's pricing pages (Workers, D1, Queues, Durable Objects) as looked up on 2026-11-22.
@@ -214,14 +219,19 @@ async def measure_ours(runs: int) -> dict[str, Any]:
         await measured(HISTORY_SCENARIOS[0], lambda: with_history(False))
         await measured(HISTORY_SCENARIOS[1], lambda: with_history(True))
 
-        async def delivered_together() -> list[str]:
+        async def delivered_together(delay: float) -> list[str]:
             # Created one request each, as the one-shot runs above, all due at one instant:
-            # their coordinators deliver them together, one consumer batch of `BATCH`.
-            ids = [await create("noop", delay=60) for _ in range(BATCH)]
-            await clock.advance(60)
+            # now (a burst of requests, each arm sending its run at once), or in 60 s (their
+            # coordinators' alarms deliver them together). One consumer batch of `BATCH`.
+            if delay:
+                ids = [await create("noop", delay=delay) for _ in range(BATCH)]
+            else:  # a burst: the requests arrive together, their messages are sent together
+                ids = list(await asyncio.gather(*(create("noop") for _ in range(BATCH))))
+            await clock.advance(delay + 1)
             return ids
 
-        await measured(TOGETHER, delivered_together)
+        await measured(TOGETHER[0], lambda: delivered_together(0))
+        await measured(TOGETHER[1], lambda: delivered_together(60))
         await env.stop()
     return {"scenarios": scenarios, "cron": cron, "trace": recorder.total.d1}
 
@@ -577,22 +587,15 @@ def run(*, calibrate_d1: bool = True, runs: int = 10) -> dict[str, Any]:
                                          entry["runs"]),
             "statuses": dict(Counter(entry["statuses"])),
         }  # fmt: skip
-    entry = ours["scenarios"][TOGETHER]
-    o = ours_per_run(entry, ours_metas)
-    result["together"] = {
-        "name": TOGETHER,
-        "per_run": o,
-        "usd_per_million": dollars(o),
-        "queue_batches": entry["counts"].invocations["queue"],
-        "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
-        "d1_by_statement": breakdown(entry["counts"].d1, ours_metas, entry["d1_offset"],
-                                     entry["runs"]),
-    }  # fmt: skip
-    result["checks"][TOGETHER] = {
-        "runs": entry["runs"],
-        "statuses": dict(Counter(entry["statuses"])),
-        "outcomes": dict(entry["outcomes"]),
-    }
+    result["together"] = [together(ours, name, ours_metas) for name in TOGETHER]
+    for name in TOGETHER:
+        entry = ours["scenarios"][name]
+        result["checks"][name] = {
+            "runs": entry["runs"],
+            "statuses": dict(Counter(entry["statuses"])),
+            "outcomes": dict(entry["outcomes"]),
+        }
+
     limited = asyncio.run(measure_limited(runs))
     result["limited"] = {}
     for name, entry in limited.items():
@@ -796,38 +799,60 @@ def markdown(cost: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def together(ours: dict[str, Any], name: str, metas: Any) -> dict[str, Any]:
+    """One `TOGETHER` scenario's figures per run."""
+    entry = ours["scenarios"][name]
+    o = ours_per_run(entry, metas)
+    return {
+        "name": name,
+        "per_run": o,
+        "usd_per_million": dollars(o),
+        "queue_batches": entry["counts"].invocations["queue"],
+        "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
+        "d1_by_statement": breakdown(entry["counts"].d1, metas, entry["d1_offset"],
+                                     entry["runs"]),
+    }  # fmt: skip
+
+
 def _together_markdown(cost: dict[str, Any]) -> list[str]:
-    """Ours, one-shot runs delivered in one consumer batch, next to isolated ones."""
-    together, one = cost["together"], cost["scenarios"]["one-shot"]["ours"]
+    """Ours, runs delivered in one consumer batch, next to the isolated one-shot run."""
+    one, sets = cost["scenarios"]["one-shot"]["ours"], cost["together"]
+    invocations = ", ".join(str(t["queue_batches"]) for t in sets)
     lines = [
         "",
-        f"Ours, {together['name']} ({together['queue_batches']} queue consumer invocation(s) "
-        f"for {BATCH} runs; each created by a request of its own, as the one-shot run), next "
-        "to the isolated one-shot run:",
+        f"Ours, {BATCH} runs delivered in one consumer batch ({invocations} queue consumer "
+        f"invocation(s) for the {BATCH} runs of each set; each run created by a request of its "
+        "own, as the one-shot run), next to the isolated one-shot run:",
         "",
-        "| per run | one-shot, isolated | " + together["name"] + " |",
-        "|---|---|---|",
+        "| per run | one-shot, isolated | " + " | ".join(t["name"] for t in sets) + " |",
+        "|---|---|" + "---|" * len(sets),
         *(
-            f"| {title} | {_n(one['per_run'][key])} | {_n(together['per_run'][key])} |"
+            f"| {title} | {_n(one['per_run'][key])} | "
+            + " | ".join(_n(t["per_run"][key]) for t in sets)
+            + " |"
             for title, key in ROWS
         ),
         f"| USD per million runs | **{one['usd_per_million']['total']:.2f}** | "
-        f"**{together['usd_per_million']['total']:.2f}** |",
-        "",
-        f"Ours, {together['name']}: D1 rows by statement (per run), most written first:",
-        "",
-        "| statement | calls | rows read | rows written |",
-        "|---|---|---|---|",
-        *(
-            f"| `{r['statement']}` | {_n(r['calls'])} | {_n(r['rows_read'])} | "
-            f"{_n(r['rows_written'])} |"
-            for r in together["d1_by_statement"]
-        ),
-        "",
-        f"- Ours, {together['name']}, per run: Durable Object RPC calls "
-        + ", ".join(f"{m} {_n(n)}" for m, n in together["do_rpc"].items())
-        + ".",
+        + " | ".join(f"**{t['usd_per_million']['total']:.2f}**" for t in sets)
+        + " |",
     ]
+    for t in sets:
+        lines += [
+            "",
+            f"Ours, {t['name']}: D1 rows by statement (per run), most written first:",
+            "",
+            "| statement | calls | rows read | rows written |",
+            "|---|---|---|---|",
+            *(
+                f"| `{r['statement']}` | {_n(r['calls'])} | {_n(r['rows_read'])} | "
+                f"{_n(r['rows_written'])} |"
+                for r in t["d1_by_statement"]
+            ),
+            "",
+            f"- Ours, {t['name']}, per run: Durable Object RPC calls "
+            + ", ".join(f"{m} {_n(n)}" for m, n in t["do_rpc"].items())
+            + ".",
+        ]
     return lines
 
 

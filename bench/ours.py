@@ -124,8 +124,9 @@ async def e2e(
 async def create(
     runs: int, many: bool, synchronous: str, data_dir: Path, log_path: Path | None
 ) -> dict[str, Any]:
-    """`runs` creates with nothing consuming (migrated, not started: no consumer, no alarms);
-    each counted once its call returned, i.e. after its commit."""
+    """`runs` creates with nothing consuming (migrated, not started: no consumer, no alarms;
+    each run is due, so its coordinator's arm sends its message); each counted once its call
+    returned, i.e. after its commit."""
     with _logging(log_path):
         env, _ = _environment(data_dir, synchronous, runs)
         await env.migrate()
@@ -138,7 +139,8 @@ async def create(
             for _ in range(runs):
                 await env.jobs.create("noop")
         elapsed = time.perf_counter() - t0
-        stored = (await env.jobs.counts())["scheduled"]
+        counts = await env.jobs.counts()
+        stored = counts["scheduled"] + counts["queued"]  # due at create: inserted `queued`
         await env.stop()
     return {
         "runs": runs,

@@ -7,7 +7,9 @@ Objects. Lateness is the run's `started_at - scheduled_for` as D1 records it (mi
 - singles: delayed runs (2 s) created one at a time, 0.25 s apart;
 - bursts: N runs created at once (`POST /v1/runs:batch`, 100 a request) all due at the same
   instant 3 s (+ 10 ms a run; `--lead` seconds) ahead (`run_at`), so creation is not in the
-  measured time.
+  measured time;
+- creates (`--creates N`): runs due now created one at a time, 0.25 s apart: the `POST`'s
+  round trip as the client sees it, and the run's `started_at - created_at` (D1's times).
 
 It also reads wrangler's log for the queue batches (messages per batch, how long each took),
 which is where a burst's time goes. Needs what `bash scripts/test` installs (Node.js 24 on
@@ -102,6 +104,25 @@ def singles(url: str, count: int) -> list[float]:
     return [lateness_ms(run) for run in wait_all(url, ids, 120)]
 
 
+def creates(url: str, count: int) -> tuple[list[float], list[float]]:
+    """Create latency (ms, the client's) and create-to-start (ms, D1's times) of due runs."""
+    ids: list[str] = []
+    took: list[float] = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        status, answer = request(f"{url}/v1/runs", "POST", {"name": "echo"})
+        took.append((time.perf_counter() - t0) * 1000)
+        assert status == 202, answer
+        ids.append(answer["kumofire_job_run_id"])
+        time.sleep(0.25)
+    runs = wait_all(url, ids, 120)
+    to_start = [
+        (parse(run["started_at"]) - parse(run["created_at"])) / timedelta(milliseconds=1)
+        for run in runs
+    ]
+    return took, to_start
+
+
 def burst(url: str, size: int, lead: float | None) -> tuple[list[float], list[str], datetime]:
     # Creating 100 takes about 1 s (more on a loaded machine: `--lead`).
     due = datetime.now(UTC) + timedelta(seconds=3 + 0.01 * size if lead is None else lead)
@@ -150,6 +171,7 @@ def main() -> None:
     parser.add_argument("--singles", type=int, default=20)
     parser.add_argument("--bursts", default="50,500")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--creates", type=int, default=0, help="due runs created one at a time")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--lead", type=float, default=None, help="seconds from creating a burst to its due time"
@@ -168,7 +190,12 @@ def main() -> None:
             singles(url, 3)  # warm the isolate and the coordinators' code paths
             results["singles"] = summary(singles(url, args.singles))
             print("singles", results["singles"], flush=True)
-            for size in (int(s) for s in args.bursts.split(",")):
+            if args.creates:
+                took, to_start = creates(url, args.creates)
+                results["create ms"] = summary(took)
+                results["created to started ms"] = summary(to_start)
+                print("creates", results["create ms"], results["created to started ms"])
+            for size in (int(s) for s in args.bursts.split(",") if s):
                 for rep in range(args.reps):
                     log_before = len(queue_batches(stack.workers[SERVICE].log.read_text()))
                     values, ids, due = burst(url, size, args.lead)

@@ -35,10 +35,11 @@ async def test_a_run_acknowledged_before_its_arm_committed_survives_a_crash(
     runtime = create_runtime({"job": job}, clock=clock)
     env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous, layout=layout)
     await env.start()
-    due = (await env.jobs.create("job")).kumofire_job_run_id
     later = (await env.jobs.create("job", delay=600)).kumofire_job_run_id
+    due = (await env.jobs.create("job")).kumofire_job_run_id
     # The crash point: both creates were answered (their runs are committed in D1), and the
-    # process dies before the coordinators' arms commit: nothing else runs in between.
+    # process dies before the due run's arm commits: nothing else runs in between. (The
+    # delayed run's arm may have committed meanwhile: it starts on time either way.)
     await env.JOB_COORDINATOR.abort()
     await env.close()
     assert calls == []
@@ -51,6 +52,42 @@ async def test_a_run_acknowledged_before_its_arm_committed_survives_a_crash(
     assert calls == [(due, restarted)]
     await clock.advance(600 - 5)
     assert calls == [(due, restarted), (later, restarted + 595)]
+    await env.stop()
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_due_run_whose_arm_committed_but_whose_send_a_crash_cut_off_starts_on_its_alarm(
+    clock: ManualClock, tmp_path: Path, synchronous: str
+) -> None:
+    """An arm of a due run stores its state and fallback alarm, then sends (its writes are
+    committed before the send leaves, by the output gate). A crash after that commit and
+    before the send: the next start finds the coordinator delivering (not lost), and its
+    fallback alarm, the first redelivery's, delivers the run 10 s after its create."""
+    calls: list[tuple[str, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.id, clock.now()))
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous)
+    await env.start()
+    created = clock.now()
+    due = (await env.jobs.create("job")).kumofire_job_run_id
+    # Another create's commit gives the due run's arm its turns: it commits its state and
+    # alarm, and its send is under way when the process dies.
+    await env.jobs.create("job", delay=600)
+    await env.JOB_COORDINATOR.abort()
+    await env.close()
+    assert calls == []
+
+    await clock.advance(5)
+    env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous)
+    await env.start()
+    await clock.advance(0)
+    status = await env.JOB_COORDINATOR.getByName(due).status()
+    assert status["phase"] == "delivered" and calls == []
+    await clock.advance(created + 10 - clock.now())
+    assert calls == [(due, created + 10)]
     await env.stop()
 
 

@@ -9,6 +9,8 @@ loop never goes quiet, so a busy loop fails a test instead of hanging it.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shutil
@@ -20,12 +22,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import structlog
 
 from kumofire_jobs import JobContext, cli
 from kumofire_jobs.core.bindings import MessageBatch
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
-from kumofire_jobs.core.log import RepeatedLog
+from kumofire_jobs.core.log import RepeatedLog, configure_logging
 from kumofire_jobs.local import disk as local_disk
 from kumofire_jobs.local import environment, output_gate, server
 from kumofire_jobs.local.d1 import D1Error
@@ -36,7 +39,7 @@ from kumofire_jobs.local.durable_objects import (
 )
 from kumofire_jobs.local.queue import ConsumerSettings, LocalQueueBroker
 from tests.support.batches import FakeBatch, FakeMessage
-from tests.support.envs import EnvFactory
+from tests.support.envs import EnvFactory, noop
 from tests.support.faults import FailingNamespace, rewire
 from tests.support.full_disk import FullDisk, disk_full_error
 
@@ -288,7 +291,7 @@ async def test_repeated_log_stays_bounded(clock: ManualClock) -> None:
 
 
 async def test_alarms_failing_on_a_full_disk_log_a_bounded_number_of_lines(
-    clock: ManualClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    clock: ManualClock, tmp_path: Path
 ) -> None:
     ns = await ticker_namespace(clock, tmp_path)
     disk = FullDisk()
@@ -297,16 +300,73 @@ async def test_alarms_failing_on_a_full_disk_log_a_bounded_number_of_lines(
         for n in range(50):
             await ns.getByName(f"t{n}").arm(clock.now() * 1000 + 1000 + n)
         disk.full = True
-        caplog.clear()
-        await clock.advance(120)
+        with structlog.testing.capture_logs() as events:
+            await clock.advance(120)
         assert len(Ticker.runs) == 50 * 6  # each alarm ran and was retried 5 times
-        lines = [r for r in caplog.records if r.name.endswith("durable_objects")]
+        lines = [e for e in events if e["event"] == "durable_object.commit_failed"]
         # One line when the error first shows, then at most one every 10 s with a count.
         assert 1 <= len(lines) <= 13
-        assert any("more times since last logged" in r.getMessage() for r in lines)
+        assert any(e["suppressed"] for e in lines)
+        assert not any(e["exc_info"] for e in lines)  # a full disk: no traceback
         disk.full = False
     finally:
         await ns.close()
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The runtime's structured log as `kumofire-jobs dev` writes it off a terminal."""
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    yield stream
+    structlog.reset_defaults()
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]  # each line JSON
+
+
+async def test_a_coordinator_alarm_failing_on_a_full_disk_logs_one_json_line(
+    make_env: EnvFactory,
+    clock: ManualClock,
+    json_log: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = await make_env({"work": noop})
+    disk = FullDisk()
+    disk.install(env)
+    run = await env.jobs.create("work", delay=10)
+    await clock.advance(1)  # armed
+    disk.full = True
+    capsys.readouterr()
+    await clock.advance(60)  # the alarm fires and is retried, every try failing
+    failures = [e for e in json_lines(json_log) if e["event"] == "durable_object.alarm_failed"]
+    assert failures, json_log.getvalue()
+    for failure in failures:
+        assert failure["key"] == run.kumofire_job_run_id
+        assert "database or disk is full" in failure["error"]
+        assert "exception" not in failure  # a full disk: one line, no traceback
+    assert "Traceback" not in capsys.readouterr().err
+    disk.full = False
+
+
+async def test_an_alarm_failing_otherwise_keeps_its_traceback_in_its_line(
+    clock: ManualClock, tmp_path: Path, json_log: io.StringIO
+) -> None:
+    class Failing(Ticker):
+        async def alarm(self, info: Any) -> None:
+            raise RuntimeError("handler failed")
+
+    ns = LocalDurableObjectNamespace(Failing, path=tmp_path, clock=clock, env=clock)
+    await ns.start()
+    try:
+        await ns.getByName("t").arm(clock.now() * 1000)
+        await clock.advance(1)
+    finally:
+        await ns.close()
+    (failure,) = [e for e in json_lines(json_log) if e["event"] == "durable_object.alarm_failed"]
+    assert failure["key"] == "t" and failure["error"] == "RuntimeError: handler failed"
+    assert failure["exception"].startswith("Traceback") and "handler failed" in failure["exception"]
 
 
 # --- Starting on a full disk ----------------------------------------------------------------

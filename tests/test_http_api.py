@@ -299,3 +299,32 @@ async def test_schedule_bad_input(client: httpx.AsyncClient) -> None:
     await client.post("/v1/schedules", json={"name": "email", "every": 5, "key": "dup"})
     dup = await client.post("/v1/schedules", json={"name": "email", "every": 5, "key": "dup"})
     assert error_of(dup) == (409, "conflict")
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/runs?status=", "status"),
+        ("/v1/runs?name=&limit=5", "name"),
+        ("/v1/runs?schedule_id=", "schedule_id"),
+        ("/v1/runs?parent_id=", "parent_id"),
+        ("/v1/runs?limit=", "limit"),
+        ("/v1/runs?cursor=", "cursor"),
+        ("/v1/runs:counts?name=", "name"),
+        ("/v1/schedules?enabled=", "enabled"),
+        ("/v1/schedules?name=", "name"),
+    ],
+)
+async def test_a_query_parameter_given_empty_is_refused_naming_it(
+    client: httpx.AsyncClient, path: str, parameter: str
+) -> None:
+    await client.post("/v1/runs", json={"name": "email"})  # a run an empty filter would list
+    response = await client.get(path)
+    assert error_of(response) == (422, "validation_error")
+    assert f"query parameter {parameter} is empty" in response.json()["error"]["message"]
+
+
+async def test_an_unknown_query_parameter_is_ignored(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/runs", json={"name": "email"})
+    response = await client.get("/v1/runs?colour=blue")
+    assert response.status_code == 200 and len(response.json()["items"]) == 1

@@ -235,7 +235,9 @@ async def test_limit_outside_1_to_200_is_refused_everywhere(
             response = await client.get(path, params={"limit": limit})
             assert error_of(response) == (422, "validation_error"), (path, limit)
         assert (await client.get(path, params={"limit": "200"})).status_code == 200
-        assert (await client.get(path, params={"limit": ""})).status_code == 200  # the default
+        empty = await client.get(path, params={"limit": ""})  # absent is the default; empty
+        assert error_of(empty) == (422, "validation_error")  # is a mistake, named
+        assert "query parameter limit is empty" in empty.json()["error"]["message"]
     for limit_value in (0, -1, 201):
         for call in (service.list_runs, service.list_schedules):
             with pytest.raises(JobsRpcError) as caught:

@@ -15,6 +15,7 @@ from kumofire_jobs import (
     create_runtime,
 )
 from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.delivery import MATERIALIZE_AFTER
 from kumofire_jobs.core.times import ms_to_datetime
 from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory, noop
@@ -43,12 +44,14 @@ async def test_every_second_runs_on_each_second(make_env: EnvFactory, clock: Man
     assert (schedule.type, schedule.expr, schedule.timezone) == ("interval", "1", None)
     assert schedule.next_run_at == at(clock, 1)
     await clock.advance(60)
+    last, following = at(clock, 0), at(clock, 1)
+    await clock.advance(MATERIALIZE_AFTER)  # the 60th's successor is materialized after it
     assert ticks.at == [float(i) for i in range(1, 61)]
     assert ticks.payloads == [{"n": 1}] * 60
     current = await env.jobs.get_schedule(schedule.id)
     assert current is not None
-    assert current.last_scheduled_at == at(clock, 0)
-    assert current.next_run_at == at(clock, 1)
+    assert current.last_scheduled_at == last
+    assert current.next_run_at == following
     runs = await env.jobs.list(schedule_id=schedule.id, limit=200)
     assert len(runs.items) == 61  # 60 done, one pending: always one ahead
     assert runs.items[0].status == "scheduled"
@@ -223,11 +226,11 @@ async def test_catch_up_after_downtime_runs_once_then_regular(
     env = LocalEnvironment(runtime, tmp_path)
     await env.start()
     schedule = await env.jobs.create_schedule("tick", every=60)
-    await clock.advance(60)
+    await clock.advance(60 + MATERIALIZE_AFTER)  # delivered, and its successor materialized
     assert ticks.at == [60.0]
     await env.stop()
 
-    await clock.advance(3600 + 15)  # down for an hour: sixty occurrences missed
+    await clock.advance(3600 + 15 - MATERIALIZE_AFTER)  # down for an hour: sixty occurrences missed
     env = LocalEnvironment(runtime, tmp_path)
     await env.start()
     await clock.advance(1)

@@ -32,14 +32,14 @@ async def test_the_recorded_stream_is_the_runtimes(trace: Trace) -> None:
     one_shot = trace.chains["one-shot"]
     assert len(one_shot) == 2
     for chain in one_shot:
+        # Due at its create, the run is inserted `queued`: no `queued` write of its own.
         assert [c.labels for c in chain.calls] == [
             (f"INSERT {RUNS}",),
-            (f"UPDATE {RUNS} ->queued",),
             (f"UPDATE {RUNS} ->running",),
             (f"UPDATE {RUNS} ->outcome",),
         ]
     assert all(c.dedupe_key is not None for c in trace.chains["dedupe key"])
-    assert all(c.statements == 10 for c in trace.chains["retried twice"])
+    assert all(c.statements == 9 for c in trace.chains["retried twice"])  # 2 `queued` writes
     occurrence = trace.chains["schedule occurrence"]
     assert occurrence and all(c.schedule_id is not None for c in occurrence)
     # The successor's insert and the schedule's move are one batch: one call, one database.
@@ -69,8 +69,8 @@ async def test_one_database_tops_out_at_its_query_rate_over_a_runs_statements(
     trace: Trace,
 ) -> None:
     result = ceiling(trace, Model(shards=1), "one-shot", runs=2000)
-    assert result.statements_per_run == 4
-    assert result.runs_per_s == pytest.approx(1000 / 4, rel=0.03)
+    assert result.statements_per_run == 3
+    assert result.runs_per_s == pytest.approx(1000 / 3, rel=0.03)
 
 
 async def test_sharding_loses_no_statement_and_keeps_a_run_on_its_shard(trace: Trace) -> None:
@@ -101,9 +101,9 @@ async def test_folded_starts_cost_a_share_of_one_statement_per_shard_and_batch(
     model = Model(shards=4, fold=True, consumer_concurrency=4)
     result = ceiling(trace, model, "one-shot", runs=4000)
     assert 2.0 < result.statements_per_run <= 2.0 + 2 * 4 / 100
-    assert result.runs_per_s > 1.8 * ceiling(trace, Model(shards=4), "one-shot", 4000).runs_per_s
+    assert result.runs_per_s > 1.3 * ceiling(trace, Model(shards=4), "one-shot", 4000).runs_per_s
     # Prompt delivery to up to 250 invocations: batches stay small and the fold saves
-    # only the `queued` write.
+    # nothing (a due run has no `queued` write to drop any more).
     prompt = ceiling(trace, Model(shards=1, fold=True), "one-shot", runs=2000)
     assert prompt.statements_per_run == pytest.approx(3, abs=0.05)
 

@@ -42,9 +42,17 @@ class Hook:
     deliveries: list[tuple[str, int, float]] = field(default_factory=list)
     action: Delivery = field(default_factory=lambda: Delivery(DeliveryAction.SENT))
     gate: asyncio.Event | None = None
+    notes: list[str | None] = field(default_factory=list)  # each delivery's note
+    fail: int = 0  # how many of the next deliveries raise (a failed queue send)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)  # set by each delivery
 
-    async def deliver(self, key: str, delivery: int) -> Delivery:
+    async def deliver(self, key: str, delivery: int, note: str | None = None) -> Delivery:
         self.deliveries.append((key, delivery, self.clock.now()))
+        self.notes.append(note)
+        self.entered.set()
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("queue send failed")
         if self.gate is not None:
             await self.gate.wait()  # a queue send: other calls to the actor may run meanwhile
         return self.action
@@ -346,6 +354,143 @@ async def test_an_alarm_and_a_lease_interleaving_lose_no_update(
     assert (await stub.renew(lease["token"], LEASE_MS))["ok"]
 
 
+# --- an arm with `inline` for a key already due delivers it ---------------------------------
+
+
+async def test_an_arm_already_due_delivers_inline_with_its_note_and_no_alarm_run(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    start = clock.now()
+    assert await stub.arm(KEY, now_ms(clock) - 5_000, "queued", True) == {"armed": True}
+    # Delivered before the reply, with the note; the alarm left is the redelivery's.
+    assert hook.deliveries == [(KEY, 1, start)] and hook.notes == ["queued"]
+    assert namespace.alarm_of(KEY) == now_ms(clock) + 10_000
+    assert (await stub.status())["phase"] == "delivered"
+    await clock.advance(9.999)
+    assert len(hook.deliveries) == 1
+    await clock.advance(0.001)  # nobody took the lease: redelivered, without the note
+    assert [(d[1], d[2] - start) for d in hook.deliveries] == [(1, 0), (2, 10)]
+    assert hook.notes == ["queued", None]
+
+
+async def test_an_arm_already_due_without_inline_leaves_the_delivery_to_its_alarm(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """Callers that must not wait for a delivery (a limiter's wake, a resume arming many,
+    reconciliation) arm without `inline`: the reply comes first, then the alarm delivers."""
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()  # the alarm's send waits: the arm's reply does not
+    assert await stub.arm(KEY, now_ms(clock), "n") == {"armed": True}
+    await clock.advance(0)
+    assert [d[1] for d in hook.deliveries] == [1] and hook.notes == ["n"]
+    hook.gate.set()
+    await clock.advance(0)
+    assert namespace.alarm_of(KEY) == now_ms(clock) + 10_000  # the redelivery alarm
+
+
+async def test_a_note_goes_only_with_the_first_delivery_after_its_arm(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock) + 1_000, "n")  # a delayed key: its alarm delivers
+    await clock.advance(1)
+    lease = await stub.lease(KEY, LEASE_MS)
+    await clock.advance(LEASE_MS / 1000)  # the holder died: delivered again, no note
+    await stub.release((await stub.lease(KEY, LEASE_MS))["token"], now_ms(clock) + 1_000)
+    await clock.advance(1)  # a retry's delivery: no note either
+    await stub.arm(KEY, now_ms(clock))  # armed again without one
+    assert lease["granted"]
+    assert [d[1] for d in hook.deliveries] == [1, 1, 1, 1]
+    assert hook.notes == ["n", None, None, None]
+
+
+async def test_a_failed_inline_delivery_is_tried_again_by_the_alarm(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    hook.fail = 1
+    reply = await stub.arm(KEY, now_ms(clock), "n", True)
+    assert reply == {"armed": True, "delivery_error": "queue send failed"}
+    assert namespace.alarm_of(KEY) == now_ms(clock) + 2_000  # as the platform retries an alarm
+    await clock.advance(2)
+    # Still the first delivery after the arm: the note goes with it.
+    assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == ["n", "n"]
+    assert namespace.alarm_of(KEY) == now_ms(clock) + 10_000
+    assert (await stub.lease(KEY, LEASE_MS))["granted"]
+
+
+async def test_an_object_dying_between_the_arm_and_its_inline_delivery_delivers_on_its_alarm(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """The state and the fallback alarm are stored before the delivery starts: an arm cut
+    off there (the object died, the caller's call with it) leaves the alarm to deliver."""
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()  # the send never completes
+    arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), "n", True))
+    await hook.entered.wait()  # the delivery awaits its send
+    arming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await arming
+    namespace.evict(KEY)  # the instance is gone; its storage and alarm are not
+    hook.gate = None
+    await clock.advance(9.999)
+    assert len(hook.deliveries) == 1
+    await clock.advance(0.001)
+    # Counted as a redelivery (the hook looks for itself: no note).
+    assert [d[1] for d in hook.deliveries] == [1, 2] and hook.notes == ["n", None]
+    assert (await stub.lease(KEY, LEASE_MS))["granted"]
+
+
+async def test_a_lease_taken_during_an_inline_delivery_stands(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()  # the send is slow
+    arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), None, True))
+    await hook.entered.wait()  # the delivery awaits its send
+    lease = await stub.lease(KEY, LEASE_MS)  # its consumer was faster than the reply
+    assert lease["granted"]
+    hook.gate.set()
+    assert await arming == {"armed": True}
+    status = await stub.status()
+    assert status["phase"] == "leased" and status["lease_live"]
+    await clock.advance(10)  # the fallback alarm finds the lease live and re-aims at its end
+    assert len(hook.deliveries) == 1
+    assert namespace.alarm_of(KEY) == lease["expires_ms"]
+    assert (await stub.release(lease["token"])) == {"ok": True, "closed": True}
+
+
+async def test_a_cancel_during_an_inline_delivery_stands(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()
+    arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), None, True))
+    await hook.entered.wait()  # the delivery awaits its send
+    assert await stub.cancel() == {"canceled": True, "leased": False}
+    hook.gate.set()
+    assert await arming == {"armed": True}
+    assert (await stub.status())["phase"] == "closed"
+    assert namespace.alarm_of(KEY) is None
+    await clock.advance(600)
+    assert len(hook.deliveries) == 1
+    assert await stub.lease(KEY, LEASE_MS) == {"granted": False, "reason": "closed"}
+
+
+async def test_an_arm_while_leased_does_not_deliver_inline(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock), None, True)
+    lease = await stub.lease(KEY, LEASE_MS)
+    assert await stub.arm(KEY, now_ms(clock), "n", True) == {"armed": False, "reason": "leased"}
+    assert len(hook.deliveries) == 1
+    await stub.release(lease["token"])  # the due time armed meanwhile applies: delivered
+    await clock.advance(0)
+    assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == [None, None]
+
+
 async def test_state_survives_eviction(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
@@ -382,7 +527,7 @@ def test_state_round_trips_through_storage_with_every_field() -> None:
 
     state = ActorState(
         key="k", due=5, phase=Phase.LEASED, version=3, deliveries=2, token=9,
-        lease_expires=7, canceled=True, pending_due=11,
+        lease_expires=7, canceled=True, pending_due=11, note="n",
     )  # fmt: skip
     stored = state.to_storage()
     assert set(stored) == {f.name for f in fields(ActorState)}
@@ -449,6 +594,22 @@ async def test_a_run_costs_five_storage_rows(
     assert counting.alarm_of(KEY) is None
 
 
+async def test_a_run_due_at_its_arm_costs_four_storage_rows(
+    counting: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    stub = counting.getByName(KEY)
+    assert await stub.arm(KEY, now_ms(clock), None, True) == {"armed": True}  # inline
+    assert [d[1] for d in hook.deliveries] == [1]
+    # arm: the state and the alarm, which is the redelivery alarm already: the inline
+    # delivery writes nothing
+    assert CountingStorage.writes == ["put", "setAlarm"]
+    assert counting.alarm_of(KEY) == now_ms(clock) + 10_000
+    grant = await stub.lease(KEY, LEASE_MS)
+    assert CountingStorage.writes[2:] == ["put"]
+    await stub.release(grant["token"])
+    assert CountingStorage.writes[3:] == ["deleteAll"]
+
+
 async def test_a_lease_outliving_the_redelivery_alarm_is_kept_not_redelivered(
     counting: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
@@ -494,7 +655,7 @@ async def test_a_failing_delivery_is_recorded_and_redelivered_until_giving_up(
     class Outage(Exception):
         pass
 
-    async def failing(key: str, delivery: int) -> Delivery:
+    async def failing(key: str, delivery: int, note: str | None = None) -> Delivery:
         hook.deliveries.append((key, delivery, clock.now()))
         raise Outage("queue down")
 
@@ -537,7 +698,7 @@ def conforms(reply: Mapping[str, object], declared: Any) -> str | None:
 
 
 async def test_every_reply_is_one_the_messages_declare(
-    namespace: LocalDurableObjectNamespace, clock: ManualClock
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
     stub = namespace.getByName(KEY)
     seen: list[str | None] = []
@@ -567,8 +728,11 @@ async def test_every_reply_is_one_the_messages_declare(
     await call(ReleaseReply, "release", token, None)  # closed
     await call(CancelReply, "cancel")  # not leased
     await call(CloseReply, "close")
+    hook.fail = 1
+    await call(ArmReply, "arm", KEY, now_ms(clock), None, True)  # inline delivery failed
     assert seen == [
         "StatusClosed", "LeaseRefused", "Armed", "LeaseNotDue", "StatusOpen", "LeaseGranted",
         "LeaseRefused", "ArmDeferred", "Renewed", "Released", "HolderGone", "HolderGone",
         "LeaseGranted", "CancelReply", "HolderGone", "Released", "CancelReply", "CloseReply",
+        "ArmedUndelivered",
     ]  # fmt: skip

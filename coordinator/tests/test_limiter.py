@@ -62,7 +62,7 @@ class Hook:
     clock: ManualClock
     deliveries: list[str] = field(default_factory=list)
 
-    async def deliver(self, key: str, delivery: int) -> Delivery:
+    async def deliver(self, key: str, delivery: int, note: str | None = None) -> Delivery:
         self.deliveries.append(key)
         return Delivery(DeliveryAction.SENT)
 

@@ -494,12 +494,12 @@ async def test_control_operations_round_trip(
 ) -> None:
     created = await client.create("job", delay=60, priority=5, concurrency_key="t")
     run_id = created.kumofire_job_run_id
+    with pytest.raises(ConflictError):
+        await client.delete(run_id)  # still unfinished
     promoted = await client.promote(run_id)
     assert promoted is not None and promoted.id == run_id  # then delivered at once
     assert (promoted.priority, promoted.concurrency_key) == (5, "t")
     assert await client.promote("run_missing") is None
-    with pytest.raises(ConflictError):
-        await client.delete(run_id)  # still unfinished
     await clock.advance(0)
     with pytest.raises(ConflictError):
         await client.promote(run_id)

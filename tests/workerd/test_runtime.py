@@ -13,6 +13,7 @@ import json
 import re
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -205,6 +206,28 @@ def test_an_every_schedule_runs_each_interval(api: Api) -> None:
     for run in done:
         assert lateness_ms(run) >= 0
         record("every 2 s schedule occurrence", lateness_ms(run))
+
+
+def test_concurrent_schedule_changes_on_d1_keep_one_pending_occurrence(api: Api) -> None:
+    """The guarded change statements (`UPDATE ... FROM`, the pending occurrence's cancel by
+    subquery) on the platform's D1, with concurrent PUTs of one key."""
+    url = f"{api.url}/v1/schedules/by-key/concurrent"
+    status, first = request(url, "PUT", {"name": "echo", "every": 600})
+    assert status == 201, first
+    status, patched = request(url, "PATCH", {"payload": {"p": 1}})  # the timing kept
+    assert status == 200 and patched["next_run_at"] == first["next_run_at"], patched
+    bodies = [{"name": "echo", "every": 600 + i, "payload": {"i": i}} for i in range(10)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: request(url, "PUT", body), bodies))
+    assert [code for code, _ in answers] == [200] * len(bodies), answers
+    status, final = request(url)
+    assert status == 200 and final in [answer for _, answer in answers]
+    runs = api.runs_of_schedule(first["id"])
+    pending = [r for r in runs if r["status"] == "scheduled"]
+    request(url, "DELETE")
+    assert len(pending) == 1 and {r["status"] for r in runs} == {"scheduled", "canceled"}, runs
+    assert pending[0]["payload"] == final["payload"]
+    assert pending[0]["scheduled_for"] == final["next_run_at"]
 
 
 def test_a_seconds_cron_in_a_time_zone(api: Api) -> None:

@@ -5,11 +5,12 @@ semantics: the jobs layer plugs in a `DeliveryHook` that hands the key to the qu
 consumers ask the actor for a lease before they run anything.
 
 Every method reads the state, changes it and writes it back without awaiting anything but
-storage, so the Durable Object's input gate makes each of them atomic. The one exception is
-the alarm, which awaits the delivery hook (a queue send, a D1 write): other calls run
-meanwhile, so afterwards the alarm changes the state only if its stored version is still the
-one it read before the send (compare-and-set). A failed or interrupted delivery leaves the
-state as it was, and the platform retries the alarm.
+storage, so the Durable Object's input gate makes each of them atomic. The exceptions are the
+alarm and an `arm` for a key already due, which await the delivery hook (a queue send, a D1
+write): other calls run meanwhile, so afterwards they change the state only if its stored
+version is still the one read before the send (compare-and-set). A failed or interrupted
+delivery leaves the state as it was, and the platform retries the alarm; an `arm` stores a
+fallback alarm before it delivers.
 """
 
 from __future__ import annotations
@@ -51,9 +52,16 @@ class Delivery:
 
 
 class DeliveryHook(Protocol):
-    async def deliver(self, key: str, delivery: int) -> Delivery:
-        """Hand `key` to whoever will ask for its lease; `delivery` counts from 1."""
+    async def deliver(self, key: str, delivery: int, note: str | None = None) -> Delivery:
+        """Hand `key` to whoever will ask for its lease; `delivery` counts from 1. `note` is
+        what the last `arm` carried (opaque to the actor), given only with the first delivery
+        after that arm: the caller may have done part of the delivery's work already."""
         ...
+
+
+# An `arm` whose inline delivery failed has its alarm try again this soon, as the platform
+# retries a failed alarm (its first retry comes after 2 s).
+INLINE_RETRY_MS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +94,19 @@ class CoordinatorActor:
 
     # --- calls from the jobs layer ----------------------------------------------------------
 
-    async def arm(self, key: str, due_ms: int) -> ArmReply:
+    async def arm(
+        self, key: str, due_ms: int, note: str | None = None, inline: bool = False
+    ) -> ArmReply:
         """Own `key`, due at `due_ms`; the alarm delivers it then (at once if already due).
+        With `inline`, a key already due is delivered within this call instead, before the
+        reply: no alarm run for it. `note` goes to the hook with the first delivery after
+        this arm.
 
         A live lease is never displaced: the due time waits until the holder releases."""
-        due_ms = max(due_ms, self._now_ms())  # a past due time means now (see alarm())
+        now = self._now_ms()
+        due_ms = max(due_ms, now)  # a past due time means now (see alarm())
         state = await self._load()
-        if state is not None and state.key == key and state.lease_live(self._now_ms()):
+        if state is not None and state.key == key and state.lease_live(now):
             state.pending_due = due_ms
             state.canceled = False
             await self._save(state, alarm_ms=state.lease_expires)
@@ -105,7 +119,21 @@ class CoordinatorActor:
         state.lease_expires = None
         state.canceled = False
         state.pending_due = None
-        await self._save(state, alarm_ms=due_ms)
+        state.note = note
+        if due_ms > now or not inline:
+            await self._save(state, alarm_ms=due_ms)
+            return {"armed": True}
+        # Due: deliver now rather than through an alarm set for now (a Durable Object request
+        # less; the caller waits for the delivery, so only a caller that can asks for it). The
+        # state is stored first with the first redelivery's alarm as the fallback: if this
+        # object dies before or during the delivery, that alarm delivers (counted as a
+        # redelivery); if the delivery goes out, it already is the redelivery alarm, so the
+        # delivery writes nothing more, as the alarm's first delivery writes only that alarm.
+        await self._save(state, alarm_ms=self._redelivery_at(1))
+        try:
+            await self._deliver(state, 0, inline=True)
+        except Exception as exc:
+            return {"armed": True, "delivery_error": str(exc) or type(exc).__name__}
         return {"armed": True}
 
     async def lease(self, key: str, lease_ms: int, early: bool = False) -> LeaseReply:
@@ -132,6 +160,7 @@ class CoordinatorActor:
             return {"granted": False, "reason": "held"}
         # An early lease makes the key due now: if its holder dies, it is delivered again.
         state.due = min(state.due, now)
+        state.note = None  # the next delivery follows a lease: the hook must look for itself
         # Tokens only grow, even across a close that cleared storage: they start from the time.
         state.token = max(state.token + 1, now)
         state.phase = Phase.LEASED
@@ -268,23 +297,31 @@ class CoordinatorActor:
             state.phase = Phase.ABANDONED
             await self._save(state, alarm_ms=None)
             return
+        await self._deliver(state, deliveries)
 
-        # Deliver first, record it after: the send does not wait for a storage commit (the
-        # output gate holds outgoing I/O until pending writes are durable). A crash during
-        # the send is covered by the platform, which retries an alarm whose handler did not
-        # finish; a call that runs meanwhile (a lease, most often) bumps the version, and
-        # then its state stands.
+    async def _deliver(self, state: ActorState, deliveries: int, *, inline: bool = False) -> None:
+        """Deliver first, record it after: the send does not wait for a storage commit (the
+        output gate holds outgoing I/O until pending writes are durable). A crash during the
+        send is covered by the alarm: the platform retries an alarm whose handler did not
+        finish, and an inline delivery (`arm`) stored its fallback alarm first. A call that
+        runs meanwhile (a lease, most often) bumps the version, and then its state stands."""
         seen = state.version
         delivery = deliveries + 1
+        first = delivery == 1 and state.phase is Phase.ARMED
         try:
-            result = await self._hook.deliver(state.key, delivery)
+            result = await self._hook.deliver(state.key, delivery, state.note if first else None)
         except Exception:
-            # The send or the D1 write failed: record the attempt and aim at the next
-            # redelivery, so that an outage counts towards giving up (and reconciliation)
-            # instead of outlasting the platform's few retries of a failed alarm.
             current = await self._load()
             if current is not None and current.version == seen:
-                await self._record_delivery(current, delivery)
+                if inline:
+                    # The alarm tries again soon, still as the first delivery after the arm.
+                    await self._storage.setAlarm(self._now_ms() + INLINE_RETRY_MS)
+                else:
+                    # The send or the D1 write failed: record the attempt and aim at the next
+                    # redelivery, so that an outage counts towards giving up (and
+                    # reconciliation) instead of outlasting the platform's few retries of a
+                    # failed alarm.
+                    await self._record_delivery(current, delivery)
             raise
 
         current = await self._load()
@@ -296,12 +333,14 @@ class CoordinatorActor:
             current.phase = Phase.ARMED
             current.due = result.due_ms
             current.deliveries = 0
+            current.note = None
             await self._save(current, alarm_ms=result.due_ms)
-        elif delivery == 1 and current.phase is Phase.ARMED:
+        elif first and current.phase is Phase.ARMED:
             # The first delivery of an armed actor: only the redelivery alarm is written (one
-            # storage row, not two). The state stays `armed` with its due time passed, which
-            # status() reports as `delivered`.
-            await self._storage.setAlarm(self._redelivery_at(delivery))
+            # storage row, not two; none inline: `arm` set it before delivering). The state
+            # stays `armed` with its due time passed, which status() reports as `delivered`.
+            if not inline:
+                await self._storage.setAlarm(self._redelivery_at(delivery))
         else:
             await self._record_delivery(current, delivery)
 

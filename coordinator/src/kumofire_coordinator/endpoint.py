@@ -40,8 +40,12 @@ class CoordinatorEndpoint:
     actor: CoordinatorActor
     limiter: LimiterActor | None = None
 
-    async def arm(self, key: str, due_ms: int) -> ArmReply:
-        return await self.actor.arm(key, int(due_ms))
+    async def arm(
+        self, key: str, due_ms: int, note: str | None = None, inline: bool = False
+    ) -> ArmReply:
+        # Only a non-empty string is a note (a caller passes "" for none before `inline`).
+        note = note if isinstance(note, str) and note else None
+        return await self.actor.arm(key, int(due_ms), note, bool(inline))
 
     async def lease(self, key: str, lease_ms: int, early: bool = False) -> LeaseReply:
         return await self.actor.lease(key, int(lease_ms), bool(early))

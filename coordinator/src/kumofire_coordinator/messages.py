@@ -20,6 +20,14 @@ class Armed(TypedDict):
     armed: Literal[True]
 
 
+class ArmedUndelivered(TypedDict):
+    """A key already due is delivered inline; that delivery failed (why), and the alarm
+    tries again in a moment."""
+
+    armed: Literal[True]
+    delivery_error: str
+
+
 class ArmDeferred(TypedDict):
     """A live lease is never displaced: the due time applies when the holder releases."""
 
@@ -27,7 +35,7 @@ class ArmDeferred(TypedDict):
     reason: Literal["leased"]
 
 
-ArmReply = Armed | ArmDeferred
+ArmReply = Armed | ArmedUndelivered | ArmDeferred
 
 # --- lease ------------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ Phases and their alarm (the one alarm of the object is always the next thing to 
 | `abandoned` | redelivered `max_deliveries` times, nobody took it   | none (reconciliation) |
 
 Each storage write is a billed row on the platform, so the common path writes few: arming
-(state and alarm), the first delivery (alarm), the lease (state; its alarm is the pending
-redelivery alarm when that comes first), the close (`deleteAll`).
+(state and alarm), the first delivery (alarm; none when `arm` delivered a due key inline: its
+alarm is the redelivery alarm already), the lease (state; its alarm is the pending redelivery
+alarm when that comes first), the close (`deleteAll`).
 
 A closed actor has no state at all: its storage is cleared and its alarm deleted.
 """
@@ -47,6 +48,9 @@ class ActorState:
     lease_expires: int | None = None  # epoch ms, while leased
     canceled: bool = False
     pending_due: int | None = None  # armed again while leased: applies when the lease ends
+    # The arm's note for the hook (opaque here): given back with the first delivery after
+    # that arm; cleared by a lease or a deferral.
+    note: str | None = None
 
     def lease_live(self, now: int) -> bool:
         return (
@@ -66,6 +70,7 @@ class ActorState:
             "lease_expires": self.lease_expires,
             "canceled": self.canceled,
             "pending_due": self.pending_due,
+            "note": self.note,
         }
 
     @classmethod

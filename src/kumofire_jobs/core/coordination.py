@@ -8,7 +8,7 @@ both ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 from kumofire_coordinator.messages import (
@@ -24,8 +24,17 @@ from kumofire_coordinator.messages import (
 
 from .bindings import DurableObjectNamespace, DurableObjectStub
 from .log import get_logger
+from .run_rows import NewRun
+from .states import RunStatus
 
 log = get_logger()
+
+
+def arm_note(run: NewRun) -> str | None:
+    """What a created run's arm tells its delivery hook (`QueueDeliveryHook.deliver`): for a
+    run inserted `queued`, its job's name (the first delivery only sends), else None."""
+    return run.name if run.status == RunStatus.QUEUED else None
+
 
 # The name of a job's limiter actor, in the coordinators' namespace: `limiter:<job>` (run ids
 # never contain a colon).
@@ -40,8 +49,12 @@ class Coordinators:
     def _stub(self, run_id: str) -> DurableObjectStub:
         return self._namespace.getByName(run_id)
 
-    async def arm(self, run_id: str, due_ms: int) -> ArmReply:
-        return cast(ArmReply, await self._stub(run_id).arm(run_id, due_ms))
+    async def arm(
+        self, run_id: str, due_ms: int, note: str | None = None, *, inline: bool = False
+    ) -> ArmReply:
+        """`inline`: a run already due is delivered within the call (see the actor's `arm`)."""
+        reply = await _arm_call(self._stub(run_id), run_id, due_ms, note, inline)
+        return _delivery_logged(run_id, cast(ArmReply, reply))
 
     async def lease(self, run_id: str, lease_ms: int, *, early: bool = False) -> LeaseReply:
         """`early`: before the due time, for a run its job's limiter handed over (parked)."""
@@ -72,20 +85,30 @@ class Coordinators:
 
     # --- after a D1 write: the run is durable, so a failed call is logged, not raised --------
 
-    async def arm_created(self, run_id: str, due_ms: int, **context: str | None) -> None:
-        """Arm a run just inserted (by `create`, or a schedule's occurrence); `context` (the
-        job's name, or the schedule's id) goes into the `run.created` line. If the call
-        fails, reconciliation arms the run later."""
+    async def arm_created(
+        self,
+        run_id: str,
+        due_ms: int,
+        note: str | None = None,
+        *,
+        inline: bool = False,
+        **context: str | None,
+    ) -> None:
+        """Arm a run just inserted (by `create`, or a schedule's occurrence); `note`: see
+        `arm_note`; `inline`: delivered within the call if due; `context` (the job's name,
+        or the schedule's id) goes into the `run.created` line. If the call fails,
+        reconciliation arms the run later."""
         log.info("run.created", run_id=run_id, **context, attempt=0, scheduled_for_ms=due_ms)
         try:
-            await self.arm(run_id, due_ms)
+            await self.arm(run_id, due_ms, note, inline=inline)
         except Exception as exc:
             log.error("run.arm_failed", run_id=run_id, error=str(exc))
 
     async def arm_all_created(
-        self, runs: Sequence[tuple[str, int, str]], *, concurrent: bool = False
+        self, runs: Sequence[tuple[str, int, str, str | None]], *, concurrent: bool = False
     ) -> None:
-        """Arm runs `create` just inserted: (run id, due time, job name). The calls are sent
+        """Arm runs `create` just inserted: (run id, due time, job name, `arm_note`). A run
+        already due is delivered within its arm call (`inline`). The calls are sent
         at once, in order, so a later call to the same coordinator (a cancel, a promote)
         lands after its arm. Their answers are awaited only if this runtime waits for arms
         (`Resources.wait_for_arms`) or other creates are `concurrent` with this one (they
@@ -93,10 +116,10 @@ class Coordinators:
         coordinators that deliver their runs); either way a failed arm is logged, and
         reconciliation arms the run later: the run is durable in D1 before its arm is sent."""
         sent: list[tuple[str, Awaitable[Any]]] = []
-        for run_id, due_ms, job in runs:
+        for run_id, due_ms, job, note in runs:
             log.info("run.created", run_id=run_id, job=job, attempt=0, scheduled_for_ms=due_ms)
             try:
-                sent.append((run_id, self._stub(run_id).arm(run_id, due_ms)))
+                sent.append((run_id, _arm_call(self._stub(run_id), run_id, due_ms, note, True)))
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
         if not (self._wait_for_arms or concurrent):
@@ -105,7 +128,7 @@ class Coordinators:
             return
         for run_id, answer in sent:
             try:
-                await answer
+                _delivery_logged(run_id, await answer)
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
 
@@ -128,11 +151,34 @@ class Coordinators:
             log.error("run.cancel_notify_failed", run_id=run_id, error=str(exc))
 
 
+def _arm_call(
+    stub: DurableObjectStub, run_id: str, due_ms: int, note: str | None, inline: bool
+) -> Awaitable[Any]:
+    """The arm RPC, sent now (positional arguments, trailing defaults left out)."""
+    if inline:
+        call = stub.arm(run_id, due_ms, note or "", True)
+    else:
+        call = stub.arm(run_id, due_ms) if note is None else stub.arm(run_id, due_ms, note)
+    return cast(Awaitable[Any], call)
+
+
+def _delivery_logged(run_id: str, reply: ArmReply) -> ArmReply:
+    """Log an arm's failed inline delivery (its alarm tries again in a moment)."""
+    error = cast(Mapping[str, Any], reply).get("delivery_error")
+    if error is not None:
+        log.warning("run.deliver_failed", run_id=run_id, error=error)
+    return reply
+
+
 def _arm_answered(run_id: str) -> Any:
     """A callback logging the failure of an arm nobody awaits."""
 
     def answered(answer: asyncio.Future[Any]) -> None:
-        if not answer.cancelled() and (exc := answer.exception()) is not None:
+        if answer.cancelled():
+            return
+        if (exc := answer.exception()) is not None:
             log.error("run.arm_failed", run_id=run_id, error=str(exc))
+        else:
+            _delivery_logged(run_id, answer.result())
 
     return answered

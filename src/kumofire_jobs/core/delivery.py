@@ -1,10 +1,12 @@
 """The delivery hook the jobs layer plugs into each run's coordinator.
 
-On the actor's alarm: mark the run `queued` (guarded) and send the one message the queue
-carries. A run that is finished, canceled or gone closes the actor; one that is not due
-(a retry's later `scheduled_for`) re-arms it for then. A finished flow child found here
-(its consumer died after its finish, before its lease was released) settles its parent
-first: that consumer may have died before the parent's release, or before its arm.
+On the actor's alarm (or its `arm`, for a run already due): mark the run `queued` (guarded)
+and send the one message the queue carries; a run `create` inserted `queued` (the arm's note
+says so) is only sent, the first time. A run that is finished, canceled or gone closes the
+actor; one that is not due (a retry's later `scheduled_for`) re-arms it for then. A finished
+flow child found here (its consumer died after its finish, before its lease was released)
+settles its parent first: that consumer may have died before the parent's release, or before
+its arm.
 """
 
 from __future__ import annotations
@@ -59,7 +61,14 @@ class QueueDeliveryHook:
         self._on_child_finished = on_child_finished
         self._limits = limits if limits is not None and limits.names is not None else None
 
-    async def deliver(self, key: str, delivery: int) -> Delivery:
+    async def deliver(self, key: str, delivery: int, note: str | None = None) -> Delivery:
+        if note is not None:
+            # Inserted `queued` by `create` (`arm_note`: `note` is its job), due, and not of a
+            # limited job: nothing to write or read. Should it have been canceled meanwhile,
+            # the message is harmless: its consumer finds it so and closes the coordinator.
+            await self._queue.send(run_message(key), _SEND_OPTIONS)
+            log.info("run.queued", run_id=key, job=note, attempt=0, delivery=delivery)
+            return Delivery(DeliveryAction.SENT)
         now = now_ms(self._clock)
         first = delivery == 1
         sending: asyncio.Future[None] | None = None

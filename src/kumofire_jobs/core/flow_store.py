@@ -17,9 +17,9 @@ from .models import JobRun
 from .run_rows import NewRun, RunRow, row_to_run
 from .store import COLUMNS, TABLE
 
-# A parent (`parent_id` null, status `waiting`) or a child (status `scheduled`). A child goes
-# in only with its parent: when the parent's insert met its dedupe_key taken, the batch
-# inserts none of its children.
+# A parent (`parent_id` null, status `waiting`) or a child (`scheduled`, or `queued` when due).
+# A child goes in only with its parent: when the parent's insert met its dedupe_key taken, the
+# batch inserts none of its children.
 _INSERT_MEMBER = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
     "created_at, updated_at, dedupe_key, priority, concurrency_key, dedupe_expires_at, "
@@ -63,10 +63,11 @@ class FlowStore:
         )  # fmt: skip
 
     async def insert(self, parent: NewRun, children: Sequence[NewRun]) -> bool:
-        """The parent (`waiting`) and its children (`scheduled`) in one D1 batch, one
-        transaction; False when the parent's dedupe_key was taken (nothing inserted)."""
+        """The parent (`waiting`) and its children (`scheduled`, or `queued` if due: see
+        `NewRun.status`) in one D1 batch, one transaction; False when the parent's dedupe_key
+        was taken (nothing inserted)."""
         statements = [self._insert(parent, "waiting")]
-        statements += [self._insert(child, "scheduled") for child in children]
+        statements += [self._insert(child, child.status) for child in children]
         results = await self.db.batch(statements)
         return bool(results[0].results)
 

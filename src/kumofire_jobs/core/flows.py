@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from . import validation
 from .clock import Clock, now_ms
-from .coordination import Coordinators
+from .coordination import Coordinators, arm_note
 from .errors import ConflictError, ValidationError
 from .flow_store import FlowStore
 from .log import get_logger
@@ -57,7 +57,8 @@ class FlowService:
     async def create(
         self, parent: CreateRequest, children: Sequence[CreateRequest], new_run: NewRunFactory
     ) -> CreatedFlow:
-        """Create the parent (`waiting`) and its 1 to 100 children (`scheduled`), each checked
+        """Create the parent (`waiting`) and its 1 to 100 children (`scheduled`, or `queued`
+        when due: `NewRun.status`), each checked
         as `create` checks a run (`new_run`), then arm the children. A parent whose
         dedupe_key is taken gives that run and its children, and creates nothing."""
         if not isinstance(children, Sequence) or isinstance(children, str | bytes):
@@ -80,7 +81,9 @@ class FlowService:
             if inserted or await self._store.get_row(head.id) is not None:  # or an earlier try
                 await asyncio.gather(
                     *(
-                        self._coordinators.arm_created(kid.id, kid.scheduled_for, job=kid.name)
+                        self._coordinators.arm_created(
+                            kid.id, kid.scheduled_for, arm_note(kid), inline=True, job=kid.name
+                        )
                         for kid in kids
                     )
                 )

@@ -267,7 +267,7 @@ class Jobs:
         crash cut off go again now instead of when their leases would have run out."""
         await self._ready()
         result = await self.runs.reconcile_unfinished(expire_leases_before=expire_leases_before)
-        result.schedules_restored = await self.schedules.restore(limit)
+        result.schedules_restored = await self.schedules.restore(limit, grace=False)
         result.flows_released = await self.runs.flows.release_waiting(limit)
         return result
 

@@ -126,6 +126,9 @@ class NewRun(msgspec.Struct, kw_only=True):
     timeout: float | None = None
     parent_id: str | None = None  # a flow's child
     child_count: int | None = None  # a flow's parent
+    # `queued` for a run due at its insert (of a job without limits): its coordinator is
+    # told at once and delivers at once, so its first delivery writes nothing to D1.
+    status: str = "scheduled"
 
 
 # A job's defaults for the runs a schedule makes: its attempts and its timeout.

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from . import validation
 from .clock import Clock, now_ms
 from .context import Handler
-from .coordination import Coordinators
+from .coordination import Coordinators, arm_note
 from .errors import ConflictError, ValidationError
 from .flows import FlowService
 from .ids import IdFactory
@@ -71,6 +71,11 @@ class RunService:
         """A create request checked (ValidationError, UnknownJobError) as a run to insert."""
         name = validation.job_name(request.name, self._handlers)
         dedupe_key = validation.dedupe_key(request.dedupe_key)
+        scheduled_for = validation.due_ms(request.run_at, request.delay, now)
+        # Due already: inserted `queued`, and its coordinator, told so (`arm_note`), sends it
+        # at once without a D1 write of its own. A limited job's run is inserted `scheduled`:
+        # its delivery reads the row to place it in its limiter's line.
+        due = scheduled_for <= now and limits_message(self._policies.of(name)) is None
         return NewRun(
             id=self._ids.run_id(now),
             name=name,
@@ -78,7 +83,8 @@ class RunService:
             max_attempts=validation.max_attempts(
                 request.max_attempts, self._policies.max_attempts(name)
             ),
-            scheduled_for=validation.due_ms(request.run_at, request.delay, now),
+            scheduled_for=scheduled_for,
+            status=RunStatus.QUEUED.value if due else RunStatus.SCHEDULED.value,
             created_at=now,
             dedupe_key=dedupe_key,
             priority=validation.priority(request.priority),
@@ -112,7 +118,7 @@ class RunService:
             # Whatever was inserted is armed, even if a later statement failed.
             try:
                 await self._coordinators.arm_all_created(
-                    [(run.id, run.scheduled_for, run.name) for run in to_arm],
+                    [(run.id, run.scheduled_for, run.name, arm_note(run)) for run in to_arm],
                     concurrent=self._creating > 1,
                 )
             finally:

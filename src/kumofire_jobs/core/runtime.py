@@ -154,6 +154,7 @@ class Runtime:
             ids=self.ids,
             handlers=handlers,
             job_defaults=self.policies.defaults,
+            reconcile_grace_seconds=self.reconcile_grace_seconds,
         )
         limits = Limits(
             resources.coordinator, self.job_limits(), self.clock, int(self.lease_seconds * 1000)

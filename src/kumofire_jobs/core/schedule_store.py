@@ -5,11 +5,16 @@ A schedule's pending occurrence is `next_run_id`. Materializing the next occurre
 D1 batch of two statements with the same guard (the schedule is enabled, at this revision,
 and its pending occurrence is still the one the caller saw): insert the run, move the
 schedule on. Two materializers racing for the same step insert one run between them.
+
+A change by hand (`ScheduleStore.change`, `restart`) is guarded instead by the values it read
+rather than was given, so concurrent changes of one schedule (upserts by key) apply one after
+the other: a restart's batch cancels whatever occurrence is pending when it runs and inserts
+its own, and bumps the revision, which stops a materialization racing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, cast
 
 from .bindings import D1Database, D1PreparedStatement
@@ -79,20 +84,38 @@ _ADVANCE = (
     "occurrence_count = occurrence_count + (?7 IS NOT NULL), enabled = ?8 "
     f"WHERE {_GUARD} AND enabled = 1 RETURNING id"
 )
-_CHANGE = (
-    f"UPDATE {TABLE} SET name = ?4, payload = ?5, max_attempts = ?6, type = ?7, expr = ?8, "
-    "timezone = ?9, enabled = ?10, revision = ?11, anchor_at = ?12, next_run_at = ?13, "
-    f"next_run_id = ?14, updated_at = ?15, priority = ?16, concurrency_key = ?17, "
-    "occurrence_limit = ?18, start_at = ?19, end_at = ?20 "
-    f"WHERE {_GUARD} RETURNING id"
+# A change sets the fields given (a NULL keeps the column) and, restarting the schedule, its
+# timing, bounds and pending occurrence; it is guarded by the values it read instead of being
+# given them (`guarded`), not by the revision, so changes that read nothing another changes
+# apply one after the other in D1's order, the last one winning.
+_GIVEN = (
+    "name = COALESCE(?, name), payload = COALESCE(?, payload), "
+    "max_attempts = COALESCE(?, max_attempts), priority = COALESCE(?, priority), "
+    "concurrency_key = COALESCE(?, concurrency_key), updated_at = ?"
 )
+_CHANGE_FIELDS = f"UPDATE {TABLE} SET {_GIVEN} WHERE "
+_RESTART = (
+    f"UPDATE {TABLE} SET {_GIVEN}, type = ?, expr = ?, timezone = ?, enabled = ?, "
+    "occurrence_limit = ?, start_at = ?, end_at = ?, anchor_at = COALESCE(?, anchor_at), "
+    "next_run_at = ?, next_run_id = ?, revision = revision + 1 WHERE "
+)
+# The columns a change may guard: what it read of the row to decide and compute its write.
+GUARDABLE = frozenset(
+    {"name", "type", "expr", "timezone", "enabled", "occurrence_limit", "occurrence_count",
+     "start_at", "end_at"}
+)  # fmt: skip
 _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
     f"SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status "
     f"FROM {TABLE} s LEFT JOIN {RUNS} r ON r.id = s.next_run_id "
-    "WHERE s.enabled = 1 AND (r.id IS NULL OR r.status <> 'scheduled') "
+    # Gone, or no longer waiting since before ?1: an occurrence delivered moments ago has its
+    # successor on the way (the delivery hook materializes it right after the send). The
+    # earlier of its due time and its last change is no later than when it stopped waiting
+    # (delivered at or after its due time; canceled at its last change).
+    "WHERE s.enabled = 1 AND (r.id IS NULL OR (r.status <> 'scheduled' "
+    "AND MIN(r.scheduled_for, r.updated_at) <= ?1)) "
     # A paused job's schedule keeps its one pending occurrence until the job is resumed.
-    f"AND NOT {PAUSED.format(table='s')} LIMIT ?"
+    f"AND NOT {PAUSED.format(table='s')} LIMIT ?2"
 )
 _ADVANCE_UNPAUSED = _ADVANCE.replace(
     "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=TABLE)}"
@@ -100,6 +123,8 @@ _ADVANCE_UNPAUSED = _ADVANCE.replace(
 
 # Which column names a schedule: its id or its key.
 By = Literal["id", "key"]
+# A change's name, payload, max_attempts, priority and concurrency_key, each None unless given.
+Given = tuple[str | None, str | None, int | None, int | None, str | None]
 
 
 def row_to_schedule(row: ScheduleRow, decode: Callable[[str | None], Any]) -> JobSchedule:
@@ -153,12 +178,40 @@ class ScheduleStore:
             *guard, run_id, at_ms, now_ms, last_scheduled_ms, 0 if last else 1
         )
 
-    def change(self, guard: tuple[str, int, str | None], row: ScheduleRow) -> D1PreparedStatement:
-        return self.db.prepare(_CHANGE).bind(
-            *guard, row["name"], row["payload"], row["max_attempts"], row["type"], row["expr"],
-            row["timezone"], int(row["enabled"]), row["revision"], row["anchor_at"],
-            row["next_run_at"], row["next_run_id"], row["updated_at"], row["priority"],
-            row["concurrency_key"], row["occurrence_limit"], row["start_at"], row["end_at"],
+    @staticmethod
+    def guarded(
+        schedule_id: str, guard: Mapping[str, Any], *, alias: str = ""
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (and its values) selecting schedule `schedule_id` while each
+        column of `guard` still holds its value; `alias`: the table's name in the statement."""
+        unknown = set(guard) - GUARDABLE
+        if unknown:  # never user input: the columns are the caller's constants
+            raise ValueError(f"not a guardable column: {sorted(unknown)}")
+        prefix = f"{alias}." if alias else ""
+        clauses = [f"{prefix}id = ?", *(f"{prefix}{column} IS ?" for column in guard)]
+        return " AND ".join(clauses), [schedule_id, *guard.values()]
+
+    def change(
+        self, schedule_id: str, guard: Mapping[str, Any], given: Given, now_ms: int
+    ) -> D1PreparedStatement:
+        """Set the fields `given` (None: unchanged), keeping timing, bounds and the pending
+        occurrence; returns the row as changed."""
+        where, values = self.guarded(schedule_id, guard)
+        return self.db.prepare(f"{_CHANGE_FIELDS}{where} RETURNING {COLUMNS}").bind(
+            *given, now_ms, *values
+        )
+
+    def restart(
+        self, schedule_id: str, guard: Mapping[str, Any], given: Given, row: ScheduleRow,
+        anchor_ms: int | None, now_ms: int,
+    ) -> D1PreparedStatement:  # fmt: skip
+        """Set the fields `given`, and `row`'s timing, `enabled`, bounds and next occurrence
+        (`anchor_ms` None: the anchor kept) at a new revision; returns the row as changed."""
+        where, values = self.guarded(schedule_id, guard)
+        return self.db.prepare(f"{_RESTART}{where} RETURNING {COLUMNS}").bind(
+            *given, now_ms, row["type"], row["expr"], row["timezone"], int(row["enabled"]),
+            row["occurrence_limit"], row["start_at"], row["end_at"], anchor_ms,
+            row["next_run_at"], row["next_run_id"], *values,
         )  # fmt: skip
 
     async def get(self, by: By, value: str) -> ScheduleRow | None:
@@ -181,7 +234,8 @@ class ScheduleStore:
         rows, next_cursor = await keyset_page(self.db, TABLE, COLUMNS, filters, limit, cursor)
         return Page(items=cast(list[ScheduleRow], rows), next_cursor=next_cursor)
 
-    async def missing_next(self, limit: int) -> list[MissingNext]:
-        """Enabled schedules whose pending occurrence is gone or no longer waiting."""
-        rows = (await self.db.prepare(_MISSING_NEXT).bind(limit).all()).results
+    async def missing_next(self, before_ms: int, limit: int) -> list[MissingNext]:
+        """Enabled schedules whose pending occurrence is gone, or no longer waiting since
+        before `before_ms`."""
+        rows = (await self.db.prepare(_MISSING_NEXT).bind(before_ms, limit).all()).results
         return cast(list[MissingNext], rows)

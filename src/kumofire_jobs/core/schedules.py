@@ -11,7 +11,7 @@ tick is replayed. Changing the timing, disabling or deleting cancels the pending
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -25,17 +25,24 @@ from .errors import ConflictError, ValidationError
 from .ids import IdFactory
 from .log import get_logger
 from .models import JobSchedule, Page, SchedulePatch
+from .reconcile import DEFAULT_GRACE_SECONDS
 from .run_rows import JobDefaults
 from .schedule_rows import new_row, restart
-from .schedule_store import By, ScheduleRow, ScheduleStore, row_to_schedule
+from .schedule_store import By, Given, ScheduleRow, ScheduleStore, row_to_schedule
 from .schedule_timing import Timing, catch_up, parse_timing
 from .store import RunStore
 
 log = get_logger()
 
 PATCH_FIELDS = frozenset(SchedulePatch.__optional_keys__)
-_RACE_RETRIES = 5
+# A change fails its guard only when another change of what it read committed since its read,
+# so every retry follows another caller's success: this bounds a loop that always ends.
+_RACE_RETRIES = 100
 _BOUNDS = ("occurrence_limit", "start_at", "end_at")
+# The fields a change sets without restarting the schedule, in `ScheduleStore.change`'s order.
+_CONTENT = ("name", "payload", "max_attempts", "priority", "concurrency_key")
+# What the pending occurrence was computed from: a change of any restarts the schedule.
+_RESTARTING = ("type", "expr", "timezone", "enabled", *_BOUNDS)
 
 
 def _decode(text: str | None) -> Any:
@@ -46,11 +53,27 @@ def _timing_of(row: ScheduleRow) -> Timing:
     return Timing(type=row["type"], expr=row["expr"], timezone=row["timezone"])
 
 
+def _read(current: ScheduleRow, given: Mapping[str, Any], row: ScheduleRow) -> dict[str, Any]:
+    """What a restart computed from `current` rather than from the fields `given`: its guard."""
+    read: list[str] = []
+    if "cron" not in given and "every" not in given:
+        read += ["type", "expr"] if "timezone" in given else ["type", "expr", "timezone"]
+    read += [f for f in ("enabled", "start_at", "end_at") if f not in given]
+    if "limit" not in given:
+        read.append("occurrence_limit")
+    if row["occurrence_limit"] is not None:
+        read.append("occurrence_count")  # a limited schedule may be done
+    if "name" not in given:
+        read.append("name")  # the job's attempts and timeout for the new occurrence
+    return {f: current[f] for f in read}  # type: ignore[literal-required]
+
+
 class ScheduleService:
     """Schedules and the materialization of their occurrences. Its collaborators: the
     database (a schedule's change and its occurrence's are one batch), the schedules' SQL and
     the runs' (`store`), the runs' coordinators, the clock, ids, the handlers (the job names
-    known) and the attempts an occurrence gets when its schedule sets none."""
+    known), the attempts an occurrence gets when its schedule sets none, and reconciliation's
+    grace."""
 
     def __init__(
         self,
@@ -63,6 +86,7 @@ class ScheduleService:
         ids: IdFactory,
         handlers: Mapping[str, Handler],
         job_defaults: Callable[[str], JobDefaults],
+        reconcile_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self._db = db
         self._store = store
@@ -72,6 +96,7 @@ class ScheduleService:
         self._ids = ids
         self._handlers = handlers
         self._job = job_defaults  # a job's attempts (if the schedule sets none) and timeout
+        self._grace_seconds = reconcile_grace_seconds  # before `restore` counts it missing
 
     def _to_model(self, row: ScheduleRow) -> JobSchedule:
         return row_to_schedule(row, _decode)
@@ -202,7 +227,8 @@ class ScheduleService:
         raise ConflictError("the schedule kept changing; try again")
 
     async def _apply(self, current: ScheduleRow, given: Mapping[str, Any]) -> ScheduleRow | None:
-        """One compare-and-set attempt; None when another change won the race."""
+        """One guarded write of `given` over `current`; None when a change of what it read
+        (rather than was given) committed first."""
         row = current.copy()
         if "name" in given:
             row["name"] = validation.job_name(given["name"], self._handlers)
@@ -240,68 +266,66 @@ class ScheduleService:
             or row["enabled"] != current["enabled"]
             or any(row[f] != current[f] for f in _BOUNDS)  # type: ignore[literal-required]
         )
-        unchanged = (
-            row["name"] == current["name"]
-            and row["payload"] == current["payload"]
-            and row["max_attempts"] == current["max_attempts"]
-            and row["priority"] == current["priority"]
-            and row["concurrency_key"] == current["concurrency_key"]
-        )
+        unchanged = all(row[f] == current[f] for f in _CONTENT)  # type: ignore[literal-required]
         if not replace and unchanged:
             return current  # nothing changes: no write (upsert is idempotent)
         now = now_ms(self._clock)
-        row["updated_at"] = now
-        guard = (current["id"], current["revision"], current["next_run_id"])
-        old_run = current["next_run_id"]
+        given_values: Given = tuple(  # type: ignore[assignment]
+            row[f] if f in given else None  # type: ignore[literal-required]
+            for f in _CONTENT
+        )
         if not replace:
-            statements = [self._store.change(guard, row)]
-            if old_run is not None:
-                statements.append(
-                    self._runs.refresh_pending(
-                        old_run,
-                        row["name"],
-                        row["payload"],
-                        row["max_attempts"],
-                        now,
-                        row["priority"],
-                        row["concurrency_key"],
-                    )
-                )
-            results = await self._db.batch(statements)
-            return row if results[0].results else None
+            # Guarded by "the timing, enabled and bounds are still these": the pending
+            # occurrence stays; the fields given are set, and the occurrence copies them.
+            guard = {f: row[f] for f in _RESTARTING}  # type: ignore[literal-required]
+            where, values = self._store.guarded(row["id"], guard, alias="s")
+            results = await self._db.batch(
+                [
+                    self._store.change(row["id"], guard, given_values, now),
+                    self._runs.refresh_pending(where, values, now),
+                ]
+            )
+            rows = results[0].results
+            return cast(ScheduleRow, rows[0]) if rows else None
 
-        row["revision"] = current["revision"] + 1
         row["next_run_at"] = row["next_run_id"] = None
-        next_run_id = next_run_at = None
+        anchor: int | None = None
         if row["enabled"]:
             restart(row, timing, now, self._ids)
-            next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
-        statements = [self._store.change(guard, row)]
-        if old_run is not None:
-            # Only an occurrence still waiting: one already delivered runs to its end.
-            statements.append(self._runs.cancel_statement(old_run, now, started=False))
+            if row["next_run_id"] is not None:
+                anchor = row["anchor_at"]
+        next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
+        # Guarded by what was read instead of given (`_read`), not by the revision: a
+        # concurrent change that read nothing this one changes lands before or after it, and
+        # each cancels the pending occurrence it finds (the subquery reads it in the batch).
+        guard = _read(current, given, row)
+        where, values = self._store.guarded(row["id"], guard, alias="s")
+        statements = [
+            self._runs.cancel_pending(where, values, now),
+            self._store.restart(row["id"], guard, given_values, row, anchor, now),
+        ]
         if next_run_id is not None and next_run_at is not None:
-            new_guard = (row["id"], row["revision"], next_run_id)
             statements.append(
-                self._runs.insert_occurrence(
-                    new_guard, next_run_id, self._job(row["name"]), next_run_at, now
+                self._runs.insert_restarted(
+                    row["id"], next_run_id, self._job(row["name"]), next_run_at, now
                 )
             )
         results = await self._db.batch(statements)
-        if not results[0].results:
+        if not results[1].results:
             return None
+        changed = cast(ScheduleRow, results[1].results[0])
         log.info(
             "schedule.changed",
-            schedule_id=row["id"],
-            job=row["name"],
-            enabled=bool(row["enabled"]),
-            revision=row["revision"],
+            schedule_id=changed["id"],
+            job=changed["name"],
+            enabled=bool(changed["enabled"]),
+            revision=changed["revision"],
         )
-        if old_run is not None and len(results) > 1 and results[1].results:
-            await self._coordinators.cancel_canceled(old_run)
+        for canceled in results[0].results:
+            await self._coordinators.cancel_canceled(str(canceled["id"]))
         if next_run_id is not None and next_run_at is not None:
             await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
-        return row
+        return changed
 
     async def delete(self, by: By, value: str) -> bool:
         current = await self._store.get(by, value)
@@ -375,11 +399,15 @@ class ScheduleService:
         """The delivery hook's call (`delivery.OccurrenceDelivered`): advance past it."""
         await self.advance(schedule_id, run_id, delivered=True, nominal_ms=nominal_ms)
 
-    async def restore(self, limit: int) -> int:
-        """Reconciliation: schedules whose pending occurrence is gone or was delivered without
-        its successor being materialized get their next occurrence."""
+    async def restore(self, limit: int, *, grace: bool = True) -> int:
+        """Reconciliation: schedules whose pending occurrence is gone, or was delivered (or
+        canceled) more than the grace ago without its successor being materialized, get their
+        next occurrence. Within the grace the delivery hook (or the cancel) is still expected
+        to materialize it: a tick catching that moment repairs nothing. `grace=False` only
+        where nothing is in flight (the embedded runtime's start)."""
         restored = 0
-        for row in await self._store.missing_next(limit):
+        before = now_ms(self._clock) - (int(self._grace_seconds * 1000) if grace else 0)
+        for row in await self._store.missing_next(before, limit):
             # Delivered (its successor never materialized) or canceled: move past it. Gone
             # altogether (pruned, deleted): materialize the next occurrence after now.
             status = row["run_status"]

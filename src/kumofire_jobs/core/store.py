@@ -60,7 +60,7 @@ _INSERT = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
     "created_at, updated_at, dedupe_key, schedule_id, occurrence_key, priority, "
     "concurrency_key, dedupe_expires_at, timeout) "
-    "VALUES (?, ?, 'scheduled', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
 _SELECT_BY_ID = f"SELECT {COLUMNS} FROM {TABLE} WHERE id = ?"
@@ -160,15 +160,33 @@ _INSERT_OCCURRENCE = (
 _INSERT_OCCURRENCE_UNPAUSED = _INSERT_OCCURRENCE.replace(
     "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=SCHEDULES)}"
 )
+# A changed schedule's new occurrence: its run id (fresh, so unique) guards it alone, whatever
+# the revision the change's batch gave the schedule.
+_INSERT_RESTARTED = (
+    f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
+    "created_at, updated_at, schedule_id, occurrence_key, priority, concurrency_key, timeout) "
+    "SELECT ?2, name, 'scheduled', payload, 0, COALESCE(max_attempts, ?3), ?4, ?5, ?5, id, "
+    f"revision || ':' || ?4, priority, concurrency_key, ?6 FROM {SCHEDULES} "
+    "WHERE id = ?1 AND next_run_id = ?2 AND enabled = 1 "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
 _RESUMABLE = (
     f"SELECT id FROM {TABLE} WHERE finished_at IS NULL AND status IN ({_ACTIVE}) "
     "AND name = ?1 AND scheduled_for <= ?2 ORDER BY priority DESC, scheduled_for LIMIT ?3"
 )
-# A schedule's change of name, payload or attempts carries over to its waiting occurrence.
+# A schedule's change of name, payload, attempts, priority or concurrency key carries over to
+# its waiting occurrence: copied from the schedule's row as the same batch left it.
 _REFRESH_PENDING = (
-    f"UPDATE {TABLE} SET name = ?2, payload = ?3, max_attempts = COALESCE(?4, max_attempts), "
-    "updated_at = ?5, priority = ?6, concurrency_key = ?7 "
-    "WHERE id = ?1 AND status = 'scheduled' AND attempt = 0"
+    f"UPDATE {TABLE} SET name = s.name, payload = s.payload, "
+    f"max_attempts = COALESCE(s.max_attempts, {TABLE}.max_attempts), updated_at = ?, "
+    f"priority = s.priority, concurrency_key = s.concurrency_key FROM {SCHEDULES} AS s "
+    f"WHERE {TABLE}.id = s.next_run_id AND {TABLE}.status = 'scheduled' "
+    f"AND {TABLE}.attempt = 0 AND "
+)
+# A schedule's pending occurrence, canceled while it waits (one delivered runs to its end).
+_CANCEL_PENDING = (
+    f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?, finished_at = ? "
+    f"WHERE status = 'scheduled' AND id = (SELECT next_run_id FROM {SCHEDULES} AS s WHERE "
 )
 _RETRY = (
     f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
@@ -192,9 +210,9 @@ class RunStore:
 
     def _insert(self, run: NewRun) -> D1PreparedStatement:
         return self.db.prepare(_INSERT).bind(
-            run.id, run.name, run.payload, run.max_attempts, run.scheduled_for, run.created_at,
-            run.created_at, run.dedupe_key, run.schedule_id, run.occurrence_key, run.priority,
-            run.concurrency_key, run.dedupe_expires_at, run.timeout,
+            run.id, run.name, run.status, run.payload, run.max_attempts, run.scheduled_for,
+            run.created_at, run.created_at, run.dedupe_key, run.schedule_id, run.occurrence_key,
+            run.priority, run.concurrency_key, run.dedupe_expires_at, run.timeout,
         )  # fmt: skip
 
     async def insert_many(self, runs: Sequence[NewRun]) -> list[bool]:
@@ -217,15 +235,28 @@ class RunStore:
         sql = _INSERT_OCCURRENCE_UNPAUSED if unless_paused else _INSERT_OCCURRENCE
         return self.db.prepare(sql).bind(*guard, run_id, attempts, at_ms, now_ms, timeout)
 
-    def refresh_pending(
-        self, run_id: str, name: str, payload: str | None, max_attempts: int | None, now_ms: int,
-        priority: int, concurrency_key: str | None,
-    ) -> D1PreparedStatement:  # fmt: skip
-        """A schedule's waiting occurrence takes on its changed name, payload, attempts,
-        priority and concurrency key."""
-        return self.db.prepare(_REFRESH_PENDING).bind(
-            run_id, name, payload, max_attempts, now_ms, priority, concurrency_key
+    def insert_restarted(
+        self, schedule_id: str, run_id: str, job: JobDefaults, at_ms: int, now_ms: int
+    ) -> D1PreparedStatement:
+        """A changed schedule's new occurrence `run_id`, if the change (earlier in the same
+        batch) made it the schedule's pending one."""
+        attempts, timeout = job
+        return self.db.prepare(_INSERT_RESTARTED).bind(
+            schedule_id, run_id, attempts, at_ms, now_ms, timeout
         )
+
+    def refresh_pending(
+        self, where: str, values: Sequence[Any], now_ms: int
+    ) -> D1PreparedStatement:
+        """The waiting occurrence of the schedule `s` that `where` (over `s.` columns) selects
+        takes on the schedule's name, payload, attempts, priority and concurrency key."""
+        return self.db.prepare(_REFRESH_PENDING + where).bind(now_ms, *values)
+
+    def cancel_pending(self, where: str, values: Sequence[Any], now_ms: int) -> D1PreparedStatement:
+        """-> canceled: the pending occurrence of the schedule `s` that `where` selects, while
+        it waits; returns its id."""
+        sql = f"{_CANCEL_PENDING}{where}) RETURNING id"
+        return self.db.prepare(sql).bind(now_ms, now_ms, *values)
 
     async def id_by_dedupe_key(self, key: str, now: int) -> str | None:
         """The run holding `key`; None if none does, or its hold ended (`dedupe_ttl`), in

@@ -92,17 +92,18 @@ _HTTP_ONLY: dict[str, Any] = {
 }
 
 # The query fields of `operations` (the same name means the same field in every operation).
+# None may be given empty (422 naming it; `web/query.py`); unknown ones are ignored.
 _QUERY: dict[str, tuple[dict[str, Any], str]] = {
     "status": ({"type": "string", "enum": [s.value for s in RunStatus]}, ""),
-    "name": ({"type": "string"}, "job name"),
-    "schedule_id": ({"type": "string"}, "runs of one schedule"),
-    "parent_id": ({"type": "string"}, "the children of one flow's parent"),
+    "name": ({"type": "string", "minLength": 1}, "job name"),
+    "schedule_id": ({"type": "string", "minLength": 1}, "runs of one schedule"),
+    "parent_id": ({"type": "string", "minLength": 1}, "the children of one flow's parent"),
     "enabled": ({"type": "boolean"}, ""),
     "limit": (
         {"type": "integer", "minimum": 1, "maximum": validation.MAX_LIST_LIMIT},
         "page size",
     ),
-    "cursor": ({"type": "string"}, "next_cursor of the previous page"),
+    "cursor": ({"type": "string", "minLength": 1}, "next_cursor of the previous page"),
 }
 
 

@@ -1,5 +1,9 @@
 """The HTTP API's query parameters: read as the jobs API expects them, refused with its
-validation error otherwise."""
+validation error otherwise. A parameter given with no value (`?status=`) is refused too,
+naming it: no status, name or id is empty, so it can only be a client's mistake, and reading
+it as absent would answer every run for a filter that meant some. A parameter the route
+does not know is ignored (as most HTTP APIs do; bodies, which the OpenAPI document lists
+field by field, refuse unknown fields)."""
 
 from __future__ import annotations
 
@@ -11,10 +15,18 @@ from ..core.errors import ValidationError
 __all__ = ["query_bool", "query_limit", "query_str"]
 
 
+def _given(request: Request, name: str) -> str | None:
+    """The parameter's value; None when absent; a 422 naming it when present but empty."""
+    value = request.query_params.get(name)
+    if value == "":
+        raise ValidationError(f"query parameter {name} is empty: give a value or leave it out")
+    return value
+
+
 def query_limit(request: Request) -> int:
     """`limit`, validated by the jobs API (1 to 200); 50 when absent."""
-    value = request.query_params.get("limit")
-    if value is None or value == "":
+    value = _given(request, "limit")
+    if value is None:
         return validation.DEFAULT_LIST_LIMIT
     # ASCII digits only: int() also reads "+5", " 5", "1_0" and other scripts' digits.
     digits = value[1:] if value.startswith("-") else value
@@ -24,12 +36,12 @@ def query_limit(request: Request) -> int:
 
 
 def query_str(request: Request, name: str) -> str | None:
-    return request.query_params.get(name) or None
+    return _given(request, name)
 
 
 def query_bool(request: Request, name: str) -> bool | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
+    value = _given(request, name)
+    if value is None:
         return None
     if value not in ("true", "false"):
         raise ValidationError(f"{name} must be true or false")

@@ -36,7 +36,7 @@ from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import output_gate
 
-from .errors import log, more
+from .errors import events, failure_fields, log
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -277,13 +277,14 @@ class Alarms:
         except Exception as exc:
             suppressed = self._errors.check(("alarm", type(exc), str(exc)))
             if suppressed is not None:
-                log.warning(
-                    "alarm() of %s %s raised (retry %d)%s",
-                    self.class_name,
-                    actor.name or actor.hex,
-                    retry,
-                    more(suppressed),
-                    exc_info=True,
+                events.warning(
+                    "durable_object.alarm_failed",
+                    object_class=self.class_name,
+                    key=actor.name or actor.hex,  # a coordinator's name is its run's id
+                    retry=retry,
+                    gives_up=retry >= ALARM_MAX_RETRIES,
+                    suppressed=suppressed,  # the same failures not logged since the last
+                    **failure_fields(exc),
                 )
         actor.alarm_running = False
         queued, actor.alarm_queued = actor.alarm_queued, None

@@ -21,7 +21,7 @@ from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit
 
 from .alarms import ALARM_MAX_RETRIES
-from .errors import DurableObjectError, log, more
+from .errors import DurableObjectError, events, failure_fields
 
 if TYPE_CHECKING:
     from kumofire_jobs.local.one_file import OneFile
@@ -171,7 +171,9 @@ class Commit:
         """Log a failed commit that has no caller to raise to (at a bounded rate)."""
         suppressed = self._errors.check(("commit", str(error)))
         if suppressed is not None:
-            log.error("Durable Object storage commit failed: %s%s", error, more(suppressed))
+            events.error(
+                "durable_object.commit_failed", suppressed=suppressed, **failure_fields(error)
+            )
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once every write pending now is committed."""

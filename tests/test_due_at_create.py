@@ -1,0 +1,225 @@
+"""A run due at its create is inserted `queued`, and its coordinator's `arm` delivers it
+inline, telling the delivery hook so: its first delivery writes and reads nothing in D1. What
+must still hold around that shortcut: a lost arm, a cancel before the delivery, a lost
+message, a failed send, a retry, a delayed run, a limited job's run, a flow's children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, Resources, RetryPolicy
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local.environment import LocalEnvironment
+from tests.support.envs import EnvFactory, noop
+from tests.support.faults import DroppingQueue, FailingNamespace, rewire
+from tests.test_delivery_races import OutageQueue
+
+_QUEUED_WRITE = "SET status = 'queued'"
+_READ_BY_ID = "WHERE id = ?"
+
+
+class RecordingDb:
+    """The environment's D1, recording the SQL of every statement prepared."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.sql: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def prepare(self, sql: str) -> Any:
+        self.sql.append(sql)
+        return self.inner.prepare(sql)
+
+    def count(self, fragment: str) -> int:
+        return sum(fragment in sql for sql in self.sql)
+
+
+def recording(env: LocalEnvironment) -> RecordingDb:
+    """Put a recording D1 in front of the real one, before any coordinator is built."""
+    db = RecordingDb(env.JOBS_DB)
+    env.resources = Resources(
+        db=db,
+        queue=env.resources.queue,
+        coordinator=env.resources.coordinator,
+        wait_for_arms=env.resources.wait_for_arms,
+    )
+    env.jobs = env.runtime.bind(env.resources)
+    return db
+
+
+async def test_a_run_due_at_create_is_queued_at_once_and_delivered_without_a_d1_write(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": noop})
+    db = recording(env)
+    created = await env.jobs.create("job")
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "queued"
+    await clock.advance(0)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+    assert db.count(_QUEUED_WRITE) == 0
+    # The two reads are this test's own `get`s: the delivery read nothing.
+    assert db.count(f"FROM kumofire_job_runs {_READ_BY_ID}") == 2
+    # And no alarm ran for it: the arm delivered, the lease and release closed it.
+    assert env.JOB_COORDINATOR.alarm_of(run.id) is None
+
+
+async def test_a_delayed_run_is_scheduled_and_marked_queued_by_its_alarm(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": noop})
+    db = recording(env)
+    created = await env.jobs.create("job", delay=5)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "scheduled"
+    await clock.advance(5)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+    assert db.count(_QUEUED_WRITE) == 1
+
+
+async def test_a_queued_run_whose_arm_was_lost_is_armed_by_reconciliation(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The crash point between the `queued` insert and the arm: D1 says `queued`, but no
+    coordinator ever heard of the run. Reconciliation asks the coordinator (closed), arms
+    it, and this arm (no note) reads the row and sends it."""
+    calls: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(clock.now())
+
+    env = await make_env({"job": job})
+    start = clock.now()  # on a minute boundary: the cron trigger fires each minute
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "arm", times=1))
+    created = await env.jobs.create("job")
+    run_id = created.kumofire_job_run_id
+    await clock.advance(59)
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "queued" and calls == []
+    assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+    await clock.advance(1)  # the tick at +60 s: overdue by the grace, its actor closed
+    assert calls == [start + 60]
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded"
+
+
+async def test_a_run_canceled_before_its_delivery_never_starts(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    env = await make_env({"job": job})
+    # Its arm is lost, so nothing is delivered before the cancel; then its message arrives
+    # anyway (reconciliation, or a duplicate): the consumer finds it canceled.
+    rewire(env, coordinator=FailingNamespace(env.JOB_COORDINATOR, "arm", times=1))
+    lost = (await env.jobs.create("job")).kumofire_job_run_id
+    canceled = await env.jobs.cancel(lost)
+    assert canceled is not None and canceled.status == "canceled"
+    # A cancel right after a create whose arm went out (in order, after the arm).
+    rewire(env)
+    sent = (await env.jobs.create("job")).kumofire_job_run_id
+    await env.jobs.cancel(sent)
+    await clock.advance(120)  # two cron ticks
+    assert calls == []
+    for run_id in (lost, sent):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "canceled" and run.attempt == 0
+        assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+        assert env.JOB_COORDINATOR.alarm_of(run_id) is None
+
+
+async def test_a_lost_first_message_is_redelivered_from_d1(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": noop})
+    dropping = DroppingQueue(env.JOBS_QUEUE, drops=1)
+    rewire(env, queue=dropping)
+    db = recording(env)
+    created = await env.jobs.create("job")
+    await clock.advance(10)  # the redelivery reads the row (queued) and sends again
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded" and dropping.sent == 2
+    assert db.count(_QUEUED_WRITE) == 1  # the redelivery's guarded write matched nothing
+
+
+async def test_a_failed_inline_send_is_retried_by_the_alarm_within_seconds(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    calls: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(clock.now())
+
+    env = await make_env({"job": job})
+    start = clock.now()
+    rewire(env, queue=OutageQueue(env.JOBS_QUEUE, clock, heals_at=start + 1))
+    created = await env.jobs.create("job")
+    await clock.advance(2)  # the alarm tries again 2 s after the failed send
+    assert calls == [start + 2]
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
+
+
+async def test_a_retried_run_goes_back_to_scheduled_and_its_retry_is_marked_queued(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    attempts: list[int] = []
+
+    async def flaky(ctx: JobContext) -> None:
+        attempts.append(ctx.job.attempt)
+        if ctx.job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    env = await make_env({"job": flaky}, retry=RetryPolicy(max_attempts=2, base_delay=5))
+    db = recording(env)
+    created = await env.jobs.create("job")
+    await clock.advance(0)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "scheduled" and attempts == [1]
+    await clock.advance(5)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded" and attempts == [1, 2]
+    assert db.count(_QUEUED_WRITE) == 1  # the retry's delivery, not the first
+
+
+async def test_a_limited_jobs_due_run_keeps_the_scheduled_insert(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env(
+        {"limited": noop, "free": noop}, job_options={"limited": JobOptions(concurrency=1)}
+    )
+    limited = (await env.jobs.create("limited")).kumofire_job_run_id
+    free = (await env.jobs.create("free")).kumofire_job_run_id
+    statuses = [await env.jobs.get(limited), await env.jobs.get(free)]
+    assert [run.status for run in statuses if run is not None] == ["scheduled", "queued"]
+    await clock.advance(0)
+    for run_id in (limited, free):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
+
+
+async def test_a_dedupe_key_and_a_flows_children_due_at_create(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    env = await make_env({"job": noop})
+    first = await env.jobs.create("job", dedupe_key="k")
+    again = await env.jobs.create("job", dedupe_key="k")
+    assert again.deduplicated and again.kumofire_job_run_id == first.kumofire_job_run_id
+    flow = await env.jobs.create_flow(
+        CreateRequest(name="job"), [CreateRequest(name="job"), CreateRequest(name="job", delay=5)]
+    )
+    children = [await env.jobs.get(child) for child in flow.children]
+    assert [c.status for c in children if c is not None] == ["queued", "scheduled"]
+    parent = await env.jobs.get(flow.parent_id)
+    assert parent is not None and parent.status == "waiting"
+    await clock.advance(5)
+    for run_id in (first.kumofire_job_run_id, flow.parent_id, *flow.children):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
