@@ -312,10 +312,13 @@ async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_messa
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
+@pytest.mark.parametrize("budget", ["MAX_HANDOFFS", "MAX_BATCH_HANDOFFS"])
 async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
-    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, budget: str
 ) -> None:
-    monkeypatch.setattr(handoff, "MAX_HANDOFFS", 2)
+    """A chain ends after MAX_HANDOFFS runs, or when its queue batch's chains together took
+    MAX_BATCH_HANDOFFS (an invocation's D1 queries are bounded)."""
+    monkeypatch.setattr(handoff, budget, 2)
     env = await make_env({"report": noop}, job_options={"report": JobOptions(concurrency=1)})
     queue = DroppingQueue(env.JOBS_QUEUE, drops=0)
     rewire(env, queue=queue)
@@ -328,7 +331,7 @@ async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
-async def test_a_consumer_that_fails_after_taking_a_handed_over_run_loses_nothing(
+async def test_a_consumer_that_loses_the_run_handed_over_to_it_loses_nothing(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
     gauge = Gauge()
@@ -339,17 +342,42 @@ async def test_a_consumer_that_fails_after_taking_a_handed_over_run_loses_nothin
     rewire(env, coordinator=partition)
     first, second = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
     await settle(clock, 0.5)
-    # The claim of the handed-over run fails: it was leased, and its slot reserved.
-    partition.methods.add("limit_acquire")
+    # The release hands `second` over: the limiter leases its coordinator and holds its slot
+    # under that lease, but the answer never reaches the consumer (it died, or the call
+    # failed on the way back).
+    partition.lost.add("limit_release")
     gauge.gate.set()
     await settle(clock, 0.5)
     assert gauge.done == [first]
-    partition.methods.clear()
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [second], "offered": [], "waiting": 0}
+    partition.lost.clear()
     await clock.advance(30.0)  # its lease expires: its coordinator delivers it again
     await settle(clock, 0.5)
     assert gauge.done == [first, second] and gauge.peak == 1
     run = await env.jobs.get(second)
     assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_handed_over_run_whose_lease_cannot_be_taken_is_woken_instead(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    partition = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=partition)
+    first, second = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
+    await settle(clock, 0.5)
+    partition.methods.add("lease")  # the limiter cannot lease `second`'s coordinator
+    partition.times = 1
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    # Its slot was kept for it as an offer and it was woken: delivered, it claims the offer
+    # at once, not after the offer or a lease expired.
+    assert gauge.done == [first, second] and gauge.peak == 1
+    assert partition.calls["arm"] == 3  # two creates, and the wake
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
 
 
 async def test_a_handed_over_run_canceled_meanwhile_passes_its_slot_on_at_once(
@@ -489,6 +517,103 @@ async def test_a_resume_that_missed_the_limiter_is_told_again_by_reconciliation(
     spy.methods.clear()
     await settle(clock, 2.0)
     assert done == []  # the limiter still holds its line paused
+    await env.jobs.dispatch(limit=10)
+    await settle(clock, 0.5)
+    assert sorted(done) == sorted(ids)
+
+
+async def test_resume_re_arms_every_run_not_in_line_page_by_page(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause did not reach the limiter, so the job's runs were refused at their start and
+    their coordinators closed: no line holds them. Resume re-arms them all, a page of
+    RESUME_LIMIT per call, each page continued by the alarm of a `resume:` coordinator (the
+    first of which fails once and is retried), in priority order, with no reconciliation."""
+    monkeypatch.setattr(job_control, "RESUME_LIMIT", 2)
+    order: list[object] = []
+
+    async def job(ctx: JobContext) -> None:
+        order.append(ctx.job.payload)
+
+    env = await make_env(
+        {"report": job, "plain": job}, job_options={"report": JobOptions(concurrency=1)}
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR, "limit_pause")
+    rewire(env, coordinator=spy)
+    for name in ("report", "plain"):
+        await env.jobs.pause_job(name)
+        for i in range(7):
+            await env.jobs.create(name, f"{name}{i}", priority=i)
+    await settle(clock, 1.0)
+    assert order == []
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}  # nothing in line
+    spy.methods.clear()
+    for name in ("plain", "report"):
+        spy.calls.clear()
+        await env.jobs.resume_job(name)
+        spy.methods.add("arm")
+        spy.times = 1  # an arm of a later page fails: its alarm is retried
+        await settle(clock, 15.0)
+        spy.methods.clear()
+        assert order == [f"{name}{i}" for i in range(6, -1, -1)]
+        assert spy.times == 0 and spy.calls["arm"] >= 7 + 3  # three pages continued
+        order.clear()
+
+
+async def test_a_paused_job_s_waiting_runs_stay_parked_and_cost_nothing_until_resumed(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    done: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        done.append(ctx.job.id)
+
+    env = await make_env({"report": job}, job_options={"report": JobOptions(concurrency=1)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.5)
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 3}
+    spy.calls.clear()
+    for _ in range(23):  # a long pause: no run is woken to be told again that it waits
+        await clock.advance(3600.0)
+    assert spy.calls["limit_acquire"] == 0 and done == []
+    await env.jobs.resume_job("report")
+    await settle(clock, 0.5)
+    assert done == ids
+
+
+async def test_reconciliation_wakes_a_parked_run_that_no_line_holds(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The limiter lost its line (its storage) while the job was paused, and the resume's
+    re-arms failed: its runs are parked until the day's fallback, in no line. The next
+    reconciliation tick finds them parked and armed for now."""
+    done: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        done.append(ctx.job.id)
+
+    env = await make_env(
+        {"report": job}, reconcile_grace_seconds=1.0,
+        job_options={"report": JobOptions(concurrency=1)},
+    )  # fmt: skip
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    await env.jobs.pause_job("report")
+    ids = [(await env.jobs.create("report")).kumofire_job_run_id for _ in range(2)]
+    await settle(clock, 0.5)
+    await env.JOB_COORDINATOR.getByName("limiter:report").close()  # its storage is lost
+    env.JOB_COORDINATOR.evict("limiter:report")
+    spy.methods.add("arm")
+    with pytest.raises(RuntimeError, match="injected failure of arm"):
+        await env.jobs.resume_job("report")
+    spy.methods.clear()
+    await settle(clock, 2.0)
+    assert done == []  # parked in no line: nothing wakes them
     await env.jobs.dispatch(limit=10)
     await settle(clock, 0.5)
     assert sorted(done) == sorted(ids)

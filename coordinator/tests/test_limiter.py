@@ -16,6 +16,7 @@ from kumofire_coordinator import (
     CoordinatorEndpoint,
     Delivery,
     DeliveryAction,
+    LeaseReply,
     LimiterActor,
     LimiterConfig,
     LimitsMessage,
@@ -44,14 +45,33 @@ def limits(
 
 @dataclass
 class Waker:
+    """Records wakes; leases a run's coordinator as told by `refuse` (run id -> reason),
+    with growing tokens."""
+
     clock: ManualClock
     woken: list[tuple[str, float]] = field(default_factory=list)
     fail: bool = False
+    leased: list[tuple[str, int]] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # after granting a lease, never answer (the caller dies meanwhile)
+    token: int = 100
 
     async def wake(self, run_id: str) -> None:
         if self.fail:
             raise ConnectionError("the coordinator could not be reached")
         self.woken.append((run_id, self.clock.now()))
+
+    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
+        reason = self.refuse.get(run_id)
+        if reason == "error":
+            raise ConnectionError("the coordinator could not be reached")
+        if reason in ("closed", "canceled", "held"):
+            return {"granted": False, "reason": reason}  # type: ignore[typeddict-item]
+        self.token += 1
+        self.leased.append((run_id, self.token))
+        if self.hang:
+            await asyncio.Event().wait()
+        return {"granted": True, "token": self.token, "expires_ms": now_ms(self.clock) + lease_ms}
 
     def ids(self) -> list[str]:
         return [r for r, _ in self.woken]
@@ -309,38 +329,113 @@ async def test_an_unclaimed_offer_expires_is_made_again_then_dropped(
     assert (await c.acquire("r3"))["granted"]
 
 
-async def test_a_release_with_handoff_passes_the_next_waiter_to_the_caller_not_the_waker(
+async def test_a_release_with_a_lease_hands_the_next_waiter_over_leased_and_holding_its_slot(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:
     c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
     await c.acquire("r1")
     await c.acquire("r2", key="", priority=3, due=7)
     await c.acquire("r3", due=1)
-    reply = await c.stub.limit_release("r1", c.tokens["r1"], True)
-    assert reply == {"ok": True, "next": {"run_id": "r2", "key": "", "priority": 3, "due_ms": 7}}
+    reply = await c.stub.limit_release("r1", c.tokens["r1"], LEASE_MS)
+    # r2 comes first (priority): its coordinator was leased for the caller, and the slot is
+    # held under that lease's token, with no call of the caller's own.
+    assert waker.leased == [("r2", 101)]
+    assert reply == {
+        "ok": True,
+        "next": {"run_id": "r2", "key": "", "priority": 3, "due_ms": 7, "token": 101},
+    }
     assert waker.ids() == []  # handed over, not woken
-    assert (await c.stub.limit_status())["offered"] == ["r2"]
-    assert (await c.acquire("late", due=10))["reason"] == "wait"  # the slot is taken
-    assert (await c.acquire("r2", priority=3, due=7))["granted"]  # the caller claims it
     assert await c.held() == ["r2"]
+    assert (await c.acquire("late", due=10))["reason"] == "wait"  # the slot is taken
+    renewed = await c.stub.limit_renew("r2", 101, "", LEASE_MS)
+    assert renewed["ok"]
     # The last release, with nobody waiting but r3 and `late`: r3 goes, by due time.
-    assert (await c.stub.limit_release("r2", c.tokens["r2"], True))["next"]["run_id"] == "r3"
-    assert (await c.stub.limit_release("r3", 0, True)) == {"ok": False, "reason": "lost"}
+    assert (await c.stub.limit_release("r2", 101, LEASE_MS))["next"]["run_id"] == "r3"
+    assert (await c.stub.limit_release("r3", 0, LEASE_MS)) == {"ok": False, "reason": "lost"}
+    assert (await c.stub.limit_release("r3", 102, LEASE_MS))["next"]["run_id"] == "late"
 
 
-async def test_a_handed_over_run_never_claimed_is_offered_again_through_the_waker(
+async def test_a_handed_over_run_whose_coordinator_is_closed_leaves_the_line_for_the_next(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    for i, run_id in enumerate(["canceled", "closed", "r4"]):
+        await c.acquire(run_id, due=i)
+    waker.refuse.update(canceled="canceled", closed="closed")
+    reply = await c.stub.limit_release("r1", c.tokens["r1"], LEASE_MS)
+    assert reply["next"]["run_id"] == "r4"
+    assert await c.stub.limit_status() == {"held": ["r4"], "offered": [], "waiting": 0}
+    assert await c.stub.limit_waiting(["canceled", "closed"]) == {"waiting": [], "paused": False}
+
+
+@pytest.mark.parametrize("reason", ["held", "error"])
+async def test_a_handed_over_run_whose_lease_is_held_keeps_an_offer_and_is_woken(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker, reason: str
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2")
+    await c.acquire("r3", due=1)
+    waker.refuse["r2"] = reason  # a delivery of r2 holds its lease, or it could not be asked
+    reply = await c.stub.limit_release("r1", c.tokens["r1"], LEASE_MS)
+    assert reply == {"ok": True, "next": None}
+    assert waker.ids() == ["r2"]  # woken instead, as without a hand-over
+    assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+    namespace.evict(NAME)  # the offer is stored: it outlives a restart
+    assert (await c.acquire("r2"))["granted"]  # the delivery under way claims it
+    assert (await c.acquire("r3", due=1))["reason"] == "wait"
+
+
+async def test_a_limiter_that_dies_after_leasing_a_handed_over_run_admits_no_more(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> None:
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    c = Consumer(ns.getByName(NAME), clock, limits(concurrency=1))
+    await c.acquire("r1")
+    await c.acquire("r2")
+    waker.hang = True  # r2's coordinator is leased, and the limiter dies before it writes
+    release = asyncio.ensure_future(c.stub.limit_release("r1", c.tokens["r1"], LEASE_MS))
+    await clock.advance(0)
+    assert waker.leased == [("r2", 101)]
+    await ns.abort()
+    with pytest.raises(asyncio.CancelledError):
+        await release
+    waker.hang = False
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        c.stub = ns.getByName(NAME)
+        # The released slot is still stored: it expires with r1's lease, and only then does
+        # r2 (still in line) get it. Never two at once, and r2 is not lost.
+        assert await c.stub.limit_status() == {"held": ["r1"], "offered": [], "waiting": 1}
+        assert (await c.acquire("r3", due=5))["reason"] == "wait"
+        await clock.advance(LEASE_MS / 1000)
+        assert waker.ids() == ["r2"]
+        assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+    finally:
+        await ns.close()
+
+
+async def test_a_handed_over_run_never_started_frees_its_slot_when_the_lease_expires(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:
     c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=1))
     await c.acquire("r1")
     await c.acquire("r2")
-    assert (await c.stub.limit_release("r1", c.tokens["r1"], True))["next"]["run_id"] == "r2"
-    # The consumer that took r2 died before claiming it: the offer expires and is made
-    # again, through the waker this time, and r2 is not dropped for it.
-    await clock.advance(OFFER_MS / 1000)
-    assert waker.ids() == ["r2"]
-    assert (await c.acquire("r2"))["granted"]
-    assert (await c.stub.limit_release("r2", c.tokens["r2"], True)) == {"ok": True, "next": None}
+    assert (await c.stub.limit_release("r1", c.tokens["r1"], LEASE_MS))["next"]["token"] == 101
+    # The consumer it went to died before starting it: slot and lease expire together, and
+    # the run's coordinator (leased early, so due) delivers it again: its newer lease takes
+    # the slot.
+    await clock.advance(LEASE_MS / 1000)
+    assert await c.held() == []
+    c.tokens["r2"] = 200
+    assert (await c.stub.limit_acquire("r2", 201, "", 0, 0, LEASE_MS, c.limits))["granted"]
 
 
 async def test_waiting_tells_which_runs_are_in_line(

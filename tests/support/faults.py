@@ -50,11 +50,13 @@ class DroppingQueue:
 
 
 class FailingNamespace:
-    """A coordinator namespace whose stubs fail the named methods while `failing` holds."""
+    """A coordinator namespace whose stubs fail the named methods while `failing` holds, and
+    lose the answers of the methods in `lost` (the call runs; its caller gets an error)."""
 
     def __init__(self, inner: DurableObjectNamespace, *methods: str, times: int = 10**9) -> None:
         self.inner = inner
         self.methods = set(methods)
+        self.lost: set[str] = set()
         self.times = times
         self.calls: Counter[str] = Counter()  # every call made through it, by method
 
@@ -84,6 +86,8 @@ class _FailingStub:
             if method in namespace.methods and namespace.times > 0:
                 namespace.times -= 1
                 return _fail(method)
+            if method in namespace.lost:
+                return _lose(method, target(*args))
             return target(*args)
 
         return call
@@ -91,6 +95,11 @@ class _FailingStub:
 
 async def _fail(method: str) -> Any:
     raise RuntimeError(f"injected failure of {method}")
+
+
+async def _lose(method: str, answer: Any) -> Any:
+    await answer
+    raise RuntimeError(f"injected loss of the answer of {method}")
 
 
 class FaultyD1:

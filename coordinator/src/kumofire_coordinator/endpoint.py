@@ -96,10 +96,8 @@ class CoordinatorEndpoint:
     async def limit_renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
         return await self._limiter().renew(run_id, int(token), key, int(lease_ms))
 
-    async def limit_release(
-        self, run_id: str, token: int, handoff: bool = False
-    ) -> SlotReleaseReply:
-        return await self._limiter().release(run_id, int(token), bool(handoff))
+    async def limit_release(self, run_id: str, token: int, lease_ms: int = 0) -> SlotReleaseReply:
+        return await self._limiter().release(run_id, int(token), int(lease_ms))
 
     async def limit_forget(self, run_id: str) -> ForgetReply:
         return await self._limiter().forget(run_id)

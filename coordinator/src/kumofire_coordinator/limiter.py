@@ -8,8 +8,10 @@ and due times are opaque, and a waiting run is woken through a `Waker` the host 
 Consumers `acquire` a slot after their run's lease and before the `running` write. A run is
 granted a slot only when it is what the wait order picks next; otherwise it waits in the list
 and is woken when capacity frees: the limiter reserves a slot for it (an offer, token 0),
-writes that, and only then wakes it. Slots are leased like runs: renewed with the run's lease,
-freed when it expires (the alarm), so a dead consumer's slot comes back.
+writes that, and only then wakes it, or, for a consumer releasing a slot with `lease_ms`,
+leases the run's coordinator and hands the run with its slot to that consumer. Slots are
+leased like runs: renewed with the run's lease, freed when it expires (the alarm), so a dead
+consumer's slot comes back.
 
 The object keeps its records in memory after its first call (it alone writes them) and writes
 each change through. Every method changes memory without awaiting anything but storage, so the
@@ -39,15 +41,19 @@ from .messages import (
     AcquireReply,
     ForgetReply,
     Handoff,
+    LeaseReply,
     LimiterStatus,
     LimitsMessage,
     PauseReply,
-    SlotReleased,
     SlotReleaseReply,
     SlotRenewReply,
     WaitingReply,
 )
 from .storage import ActorStorage
+
+# A release hands over at most this many waiters in turn whose coordinators turn out closed
+# (canceled runs); past that the freed capacity is offered through the waker.
+HANDOFF_TRIES = 3
 
 
 class LimiterStorage(ActorStorage, Protocol):
@@ -55,8 +61,15 @@ class LimiterStorage(ActorStorage, Protocol):
 
 
 class Waker(Protocol):
+    """The limiter's reach into the runs' coordinators, plugged in by the host."""
+
     async def wake(self, run_id: str) -> None:
         """Have `run_id` delivered again now (its coordinator armed for now)."""
+        ...
+
+    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
+        """Lease `run_id`'s coordinator early (it is parked in line) for a consumer the
+        limiter hands it to (`release` with `lease_ms`)."""
         ...
 
 
@@ -160,30 +173,95 @@ class LimiterActor:
         await self._commit(now)
         return {"ok": True, "expires_ms": slot.expires}
 
-    async def release(self, run_id: str, token: int, handoff: bool = False) -> SlotReleaseReply:
+    async def release(self, run_id: str, token: int, lease_ms: int = 0) -> SlotReleaseReply:
         """The run is done with its slot (finished, retried later, or never started). With
-        `handoff`, the first waiter the freed capacity goes to is not woken but passed to the
-        caller (`next`), its slot reserved as an offer: the caller runs it itself, with no
-        delivery through the queue. If the caller fails to, the offer expires and is made
-        again, as for any unclaimed offer."""
+        `lease_ms`, the first waiter the freed capacity goes to is handed to the caller
+        instead of woken: the limiter leases its parked coordinator early (`Waker.lease`) and
+        gives it the slot under that lease's token, and `next` names it; the caller starts
+        it at once, with no delivery through the queue and no call of its own to the
+        coordinator or to `acquire`. A waiter whose coordinator is closed or canceled leaves
+        the line and the next is tried; one whose lease is held (a delivery of it under way)
+        keeps its slot as an offer and is woken, as without `lease_ms`."""
         now = await self._begin()
         slot = self._slots.get(run_id)
         if slot is None or slot.offer or slot.token != token:
             return {"ok": False, "reason": "lost"}
-        await self._free(run_id)
-        woken = await self._fill(now, handoff=handoff)
+        if lease_ms <= 0:
+            await self._free(run_id)
+            woken = await self._fill(now)
+            await self._commit(now)
+            await self._wake(woken)
+            return {"ok": True}
+        # Decided in memory, and the waiter's coordinator leased before anything is written:
+        # a call out waits for this object's pending writes (the output gate), and these go
+        # with the hand-over's. Until then the released slot stays stored: should this object
+        # restart first, it expires with its old lease (the limit never admits more).
+        del self._slots[run_id]
+        woken = await self._fill(now, handoff=True)
+        wake: list[str] = []
+        passed: Handoff | None = None
+        for _ in range(HANDOFF_TRIES):
+            if not woken:
+                break
+            wake += woken[1:]
+            passed, woken = await self._hand_over(woken[0], lease_ms, wake)
+            if passed is not None:
+                break
+        wake += woken
+        now = await self._begin()
+        if run_id not in self._slots:  # (not taken again meanwhile by a renew)
+            await self._storage.delete(SLOT_PREFIX + run_id)
         await self._commit(now)
-        reply: SlotReleased = {"ok": True}
-        if handoff:
-            passed = woken.pop(0) if woken else None
-            reply["next"] = None if passed is None else self._handoff(passed)
-        await self._wake(woken)
-        return reply
+        await self._wake(wake)
+        return {"ok": True, "next": passed}
 
-    def _handoff(self, run_id: str) -> Handoff:
-        waiter = self._waiters[run_id]
-        return {"run_id": run_id, "key": waiter.key, "priority": waiter.priority,
-                "due_ms": waiter.due}  # fmt: skip
+    async def _hand_over(
+        self, run_id: str, lease_ms: int, wake: list[str]
+    ) -> tuple[Handoff | None, list[str]]:
+        """Lease the coordinator of `run_id` (offered in memory by `_fill(handoff=True)`) and
+        give it the offered slot under the lease's token. Other calls may run while the lease
+        is awaited: they see the offer, so nobody else takes its capacity. Returns the run
+        handed over (or None) and, if its coordinator was closed or canceled (the run leaves
+        the line), the runs its capacity went to: the caller hands the first over in turn.
+        A run to wake instead is added to `wake`."""
+        try:
+            grant: LeaseReply | None = await self._waker.lease(run_id, lease_ms)
+        except Exception:
+            grant = None
+        now = await self._begin()
+        slot = self._slots.get(run_id)
+        waiter = self._waiters.get(run_id)
+        if grant is not None and grant["granted"]:
+            token = int(grant["token"])
+            if slot is None or waiter is None or (not slot.offer and slot.token >= token):
+                # The offer went meanwhile (forgotten, or claimed by a delivery of the run):
+                # the early lease made the run due, so when it expires unused the run is
+                # delivered again and decided afresh.
+                return None, []
+            slot.token = token
+            slot.expires = now + lease_ms
+            await self._put_slot(run_id, slot)
+            await self._drop_waiter(run_id)
+            handed: Handoff = {"run_id": run_id, "key": waiter.key, "priority": waiter.priority,
+                               "due_ms": waiter.due, "token": token}  # fmt: skip
+            return handed, []
+        if slot is None or not slot.offer:
+            return None, []
+        if grant is not None and grant["reason"] in ("closed", "canceled"):
+            # The run was canceled (or its coordinator lost: reconciliation re-arms it, and
+            # its delivery joins the line again): it leaves the line, the slot passes on.
+            await self._free(run_id, unstart=True)
+            await self._drop_waiter(run_id)
+            return None, await self._fill(now, handoff=True)
+        # Its lease is held (a delivery under way) or could not be asked: store the offer and
+        # wake the run as any offered waiter, so that a holder told to wait and park gives
+        # way to a delivery that claims it.
+        if waiter is not None:
+            waiter.offers += 1
+            await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
+        await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
+        wake.append(run_id)
+        return None, []
 
     async def forget(self, run_id: str) -> ForgetReply:
         """The run was canceled: drop its place in the wait list, or its offer."""

@@ -162,18 +162,20 @@ class SlotLost(TypedDict):
 
 
 class Handoff(TypedDict):
-    """A waiter given the freed slot in `limit_release(..., handoff=True)`: the caller runs it
-    itself (leases its coordinator, then `acquire` claims the slot reserved for it)."""
+    """A waiter given the freed slot in `limit_release(run_id, token, lease_ms)`: the limiter
+    leased its coordinator (early, for `lease_ms`) and holds the slot for it under that
+    lease's `token`, so the caller starts it at once, as the lease's holder."""
 
     run_id: str
     key: str
     priority: int
     due_ms: int
+    token: int
 
 
 class SlotReleased(TypedDict):
     ok: Literal[True]
-    next: NotRequired[Handoff | None]  # with `handoff` only: the waiter passed to the caller
+    next: NotRequired[Handoff | None]  # with `lease_ms` only: the waiter passed to the caller
 
 
 SlotRenewReply = Renewed | SlotLost

@@ -20,12 +20,12 @@ from .context import Handler, JobContext
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, NonRetryableError
 from .flows import FlowService
-from .handoff import CHAIN, Chain
+from .handoff import BATCH, CHAIN, Chain
 from .history import describe_error, encode_result, error_detail
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
 from .lease_keeper import LeaseKeeper
-from .limits import PARK_MS, Limits, Passed
+from .limits import Limits, Passed
 from .log import get_logger
 from .message import parse_message
 from .models import ConsumeResult
@@ -69,7 +69,7 @@ class Consumer:
             return await self._consume(run_id)
         # A limited run that frees a slot may be handed the next waiter (see `_release`):
         # this call runs it, and so on, within the chain's budget.
-        chain = Chain(self._clock.now())
+        chain = Chain(self._clock.now(), budget=BATCH.get())
         reset = CHAIN.set(chain)
         try:
             return await self._consume(run_id)
@@ -78,24 +78,11 @@ class Consumer:
             await chain.drain()
 
     async def _take_over(self, passed: Passed) -> None:
-        """Run a waiter the limiter handed over: its coordinator is parked, so lease it
-        early; claim the slot reserved for it; start it with the ordinary guarded start."""
-        assert self._limits is not None
-        run_id = passed.run["run_id"]
-        try:
-            grant = await self._coordinators.lease(run_id, self._lease_ms, early=True)
-        except Exception:
-            await self._limits.hand_back(passed, "held")  # wake it, as the limiter would
-            raise
-        if not grant["granted"]:
-            await self._limits.hand_back(passed, grant["reason"])
-            return
-        token = int(grant["token"])
+        """Run a waiter the limiter handed over: it leased the run's coordinator for this
+        consumer and holds the slot under the same token, so start it with the ordinary
+        guarded start."""
+        run_id, token = passed.run["run_id"], int(passed.run["token"])
         log.debug("run.handed_over", run_id=run_id, job=passed.job)
-        if not await self._limits.take_over(passed, token):
-            # The offer expired meanwhile and went on: wait in line again, as on a delivery.
-            await self._release(run_id, token, rearm_ms=now_ms(self._clock))
-            return
         started = await self._store.start(run_id, token, now_ms(self._clock))
         if started is None:
             await self._not_started(run_id, token)
@@ -128,8 +115,9 @@ class Consumer:
         due time only matters if the limiter lost the run). None: not started after all."""
         assert self._limits is not None
         run_id = row["id"]
-        if not await self._limits.enter(row, token):
-            await self._release(run_id, token, rearm_ms=now_ms(self._clock) + PARK_MS)
+        park = await self._limits.enter(row, token)
+        if park is not None:
+            await self._release(run_id, token, rearm_ms=now_ms(self._clock) + park)
             return ConsumeOutcome.IGNORED
         started = await self._store.start(run_id, token, now_ms(self._clock))
         return None if started is None else await self._execute(started, token)
@@ -376,19 +364,43 @@ class Consumer:
         )
 
     def _leave_early(self, run_id: str, token: int) -> asyncio.Future[None] | None:
+        """Release the run's slot in a task of its own, beside the outcome's write; the
+        future returned is done once the limiter answered. The run the slot is handed to
+        (`_leave`) then runs in that same task, which the chain awaits."""
         if self._limits is None or not self._limits.holds(run_id, token):
             return None
-        return asyncio.ensure_future(self._leave(run_id, token))
+        chain = CHAIN.get()
+        if chain is None:
+            return asyncio.ensure_future(self._leave(run_id, token))
+        released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._leave(run_id, token, released))
+        # (Also if the task is cancelled before it ran: the outcome's writer waits for this.)
+        task.add_done_callback(lambda _: _resolve(released))
+        chain.hold(task)
+        return released
 
-    async def _leave(self, run_id: str, token: int) -> None:
-        """Release the run's slot; within the chain's budget, take the run it goes to."""
+    async def _leave(
+        self, run_id: str, token: int, released: asyncio.Future[None] | None = None
+    ) -> None:
+        """Release the run's slot; within the chain's budget, take the run it goes to: in
+        this task once `released` is told (no task to start: a loop turn sooner), else in a
+        task of its own."""
         assert self._limits is not None
         chain = CHAIN.get()
         handoff = chain is not None and chain.open(self._clock.now())
-        passed = await self._limits.leave(run_id, token, handoff=handoff)
-        if passed is not None:
-            assert chain is not None
+        try:
+            passed = await self._limits.leave(run_id, token, handoff=handoff)
+        finally:
+            if released is not None:
+                _resolve(released)
+        if passed is None:
+            return
+        assert chain is not None
+        if released is None:
             chain.add(asyncio.ensure_future(self._take_over(passed)))
+            return
+        chain.add(None)
+        await self._take_over(passed)
 
     async def _release_lease(self, run_id: str, token: int, rearm_ms: int | None) -> None:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
@@ -397,3 +409,8 @@ class Consumer:
             await self._coordinators.release(run_id, token, rearm_ms)
         except Exception as exc:
             log.warning("lease.release_failed", run_id=run_id, error=describe_error(exc))
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

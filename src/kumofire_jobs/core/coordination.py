@@ -39,6 +39,9 @@ def arm_note(run: NewRun) -> str | None:
 # The name of a job's limiter actor, in the coordinators' namespace: `limiter:<job>` (run ids
 # never contain a colon).
 LIMITER_PREFIX = "limiter:"
+# A coordinator named `resume:<mark>` is not a run's: its alarm re-arms the next page of a
+# resumed job's runs (`JobService.resume_page`).
+RESUME_PREFIX = "resume:"
 
 
 class Coordinators:

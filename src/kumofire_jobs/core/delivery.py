@@ -18,6 +18,7 @@ from kumofire_coordinator import Delivery, DeliveryAction
 
 from .bindings import Queue
 from .clock import Clock, now_ms
+from .coordination import RESUME_PREFIX
 from .limits import Limits
 from .log import get_logger
 from .run_rows import QueuedRow
@@ -41,6 +42,8 @@ def run_message(run_id: str) -> dict[str, object]:
 OccurrenceDelivered = Callable[[str, str, int | None], Awaitable[object]]
 # Called for a finished flow child whose coordinator delivers it again: (parent_id).
 ChildFinished = Callable[[str], Awaitable[object]]
+# Called for a `resume:` coordinator (not a run's): re-arm the next page of a resumed job.
+ResumePage = Callable[[str], Awaitable[object]]
 
 
 class QueueDeliveryHook:
@@ -53,6 +56,7 @@ class QueueDeliveryHook:
         on_child_finished: ChildFinished | None = None,
         *,
         limits: Limits | None = None,
+        on_resume_page: ResumePage | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -60,8 +64,12 @@ class QueueDeliveryHook:
         self._on_occurrence = on_occurrence
         self._on_child_finished = on_child_finished
         self._limits = limits if limits is not None and limits.names is not None else None
+        self._on_resume_page = on_resume_page
 
     async def deliver(self, key: str, delivery: int, note: str | None = None) -> Delivery:
+        if key.startswith(RESUME_PREFIX) and self._on_resume_page is not None:
+            await self._on_resume_page(key)  # raises on failure: the alarm is retried
+            return Delivery(DeliveryAction.CLOSE)
         if note is not None:
             # Inserted `queued` by `create` (`arm_note`: `note` is its job), due, and not of a
             # limited job: nothing to write or read. Should it have been canceled meanwhile,

@@ -5,31 +5,34 @@ Pausing is a row in the `kumofire_jobs` table (a job never paused has none). A p
 starts no run: the consumer's guarded `running` update refuses it (`store._START`), the run
 waits `queued` with no attempt used and its coordinator closed; reconciliation leaves it
 alone; a schedule of the job keeps its one pending occurrence. Resuming clears the flag and
-re-arms the job's due, unfinished runs in priority order. A limited job's limiter is told
-too: while paused it grants nothing, so the runs in its line stay there, parked, and on resume
-it serves them in order (only the runs not in its line are re-armed). docs/architecture.md
-has the crash points.
+re-arms the job's due, unfinished runs in priority order, a page at a time. A limited job's
+limiter is told too: while paused it grants nothing, so the runs in its line stay there,
+parked, and on resume it serves them in order (only the runs not in its line are re-armed).
+docs/architecture.md has the crash points.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from .bindings import D1Database
 from .clock import Clock, now_ms
-from .coordination import Coordinators
+from .coordination import RESUME_PREFIX, Coordinators
 from .limits import Limits
 from .log import get_logger
 from .metrics import MetricsSnapshot, read_metrics
 from .models import JobInfo
 from .options import JobPolicies
 from .states import ALL_STATUSES
-from .store import JOBS, TABLE, RunStore
+from .store import JOBS, TABLE, ResumeMark, RunStore
 
 log = get_logger()
 
-# Runs resume re-arms in one call; more wait for reconciliation (overdue, actor closed).
+# Runs resume re-arms in one call. A full page goes on in the next one, made by the alarm
+# of a coordinator named for the last run re-armed (`resume:` + [job, priority, due, id]):
+# bounded work per call, and a crash anywhere leaves that alarm to be retried.
 RESUME_LIMIT = 1000
 
 _SET_PAUSED = (
@@ -105,20 +108,42 @@ class JobService:
         return await self.get(name)
 
     async def resume(self, name: str) -> JobInfo | None:
-        """Clear the pause, then re-arm the job's due runs, highest priority first. A crash
-        between the two: reconciliation re-arms them (overdue, their actors closed)."""
+        """Clear the pause, then re-arm the job's due runs, highest priority first, a page
+        at a time (`resume_page`). A crash between the two: reconciliation re-arms them
+        (overdue, their actors closed)."""
         if name not in self._handlers:
             return None
         now = now_ms(self._clock)
         await self._db.prepare(_SET_PAUSED).bind(name, 0, now).run()
-        waiting = await self._store.resumable(name, now, RESUME_LIMIT)
         if self._limits is not None and self._limits.limits(name) is not None:
             # A limited job's limiter gives its slots to the runs in its line, in order; the
             # others (closed at a start the pause refused) are armed, and join the line.
             await self._limits.pause(name, False)
-            in_line = await self._limits.parked(waiting) if waiting else set()
-            waiting = [run_id for run_id in waiting if run_id not in in_line]
-        for run_id in waiting:  # in order: the earlier armed, the earlier its alarm fires
-            await self._coordinators.arm(run_id, now)
-        log.info("job.resumed", job=name, rearmed=len(waiting))
+        rearmed = await self._resume_page(name, None)
+        log.info("job.resumed", job=name, rearmed=rearmed)
         return await self.get(name)
+
+    async def resume_page(self, key: str) -> None:
+        """The alarm of a `resume:` coordinator: re-arm the page of runs after its mark.
+        Raises if that fails, so the alarm is retried."""
+        name, priority, due, run_id = json.loads(key.removeprefix(RESUME_PREFIX))
+        rearmed = await self._resume_page(str(name), (int(priority), int(due), str(run_id)))
+        log.info("job.resume_page", job=name, rearmed=rearmed)
+
+    async def _resume_page(self, name: str, after: ResumeMark | None) -> int:
+        """Re-arm one page of the job's due runs after `after` (the runs in its limiter's
+        line excepted: the limiter serves those), in order; if the page was full, arm the
+        coordinator that re-arms the next one. Nothing once the job is paused again."""
+        now = now_ms(self._clock)
+        page = await self._store.resumable(name, now, RESUME_LIMIT, after)
+        ids = [run_id for _, _, run_id in page]
+        if ids and self._limits is not None and self._limits.limits(name) is not None:
+            in_line = await self._limits.parked(ids)
+            ids = [run_id for run_id in ids if run_id not in in_line]
+        for run_id in ids:  # in order: the earlier armed, the earlier its alarm fires
+            await self._coordinators.arm(run_id, now)
+        if len(page) == RESUME_LIMIT:
+            # After this page's arms, so their alarms come first.
+            mark = json.dumps([name, *page[-1]], separators=(",", ":"))
+            await self._coordinators.arm(RESUME_PREFIX + mark, now)
+        return len(ids)

@@ -16,6 +16,7 @@ from typing import Any, cast
 from kumofire_coordinator.messages import (
     AcquireReply,
     Handoff,
+    LeaseReply,
     LimitsMessage,
     SlotReleaseReply,
     SlotRenewReply,
@@ -34,10 +35,18 @@ log = get_logger()
 # A run told to wait parks its coordinator this long: the limiter wakes it sooner; this only
 # brings it back if the limiter lost it (its storage, or after unclaimed offers).
 PARK_MS = 300_000
-# The same while the job is paused: the resume wakes it, so the fallback can wait longer.
-PAUSED_PARK_MS = 3_600_000
+# The same while the job is paused: nothing wakes it but the resume (its limiter serves its
+# line, the resume re-arms every run not in it, reconciliation any parked run no line holds),
+# so the fallback comes only a day later (it used to be hourly: a delivery, two D1 statements
+# and a limiter request per waiting run and hour of the pause).
+PAUSED_PARK_MS = 86_400_000
 # How long a slot reserved at a run's delivery waits for its consumer to claim it.
 OFFER_MS = 60_000
+
+
+def park_ms(reason: str) -> int:
+    """How long a run told to wait (`reason`) parks its coordinator: the fallback."""
+    return PAUSED_PARK_MS if reason == "paused" else PARK_MS
 
 
 def limiter_name(job: str) -> str:
@@ -62,7 +71,8 @@ def limits_message(options: JobOptions | None) -> LimitsMessage | None:
 
 
 class CoordinatorWaker:
-    """Wakes a waiting run: its own coordinator is armed for now, and redelivers it."""
+    """The limiter's reach into a waiting run's own coordinator: wake it (armed for now, it
+    redelivers the run), or lease it early for the consumer the run is handed to."""
 
     def __init__(self, coordinators: Coordinators, clock: Clock) -> None:
         self._coordinators = coordinators
@@ -70,6 +80,9 @@ class CoordinatorWaker:
 
     async def wake(self, run_id: str) -> None:
         await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
+
+    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
+        return await self._coordinators.lease(run_id, lease_ms, early=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +94,8 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Passed:
-    """A waiting run its limiter handed to this consumer with a freed slot."""
+    """A waiting run its limiter handed to this consumer with a freed slot: its coordinator
+    leased for this consumer under `run["token"]`, its slot held under the same token."""
 
     job: str
     run: Handoff
@@ -102,7 +116,6 @@ class Limits:
         self._options = options
         self._clock = clock
         self._lease_ms = lease_ms
-        self._coordinators = Coordinators(namespace)
         self._held: dict[str, Slot] = {}  # run id -> the slot this consumer holds for it
         self._names = json.dumps(sorted(options)) if options else None
 
@@ -143,7 +156,7 @@ class Limits:
         if reply["granted"] or reply["reason"] == "lost":
             return None
         log.info("run.waiting", run_id=run_id, job=row["name"], reason=reply["reason"])
-        return now + (PAUSED_PARK_MS if reply["reason"] == "paused" else PARK_MS)
+        return now + park_ms(reply["reason"])
 
     async def pause(self, job: str, paused: bool) -> None:
         """Tell a limited job's limiter it was paused or resumed (see `JobService`). If the
@@ -173,16 +186,16 @@ class Limits:
                 await self.pause(job, False)
         return found
 
-    async def enter(self, row: Mapping[str, Any] | None, token: int) -> bool:
+    async def enter(self, row: Mapping[str, Any] | None, token: int) -> int | None:
         """Ask the run's limiter for a slot, if its job is limited and it may start now.
-        False: the run waits (recorded in the limiter's list, woken through its
-        coordinator); the caller parks the coordinator."""
+        None: go on. Else the run waits (recorded in the limiter's list, woken through its
+        coordinator): the caller parks the coordinator for the fallback time returned (ms)."""
         if row is None or RunStatus(row["status"]) in TERMINAL:
-            return True
+            return None
         limits = self._options.get(row["name"])
         now = int(self._clock.now() * 1000)
         if limits is None or row["scheduled_for"] > now:
-            return True  # not limited, or not due: the guarded start decides, as always
+            return None  # not limited, or not due: the guarded start decides, as always
         key = row.get("concurrency_key") or ""
         reply = cast(
             AcquireReply,
@@ -193,9 +206,9 @@ class Limits:
         )  # fmt: skip
         if reply["granted"]:
             self._held[row["id"]] = Slot(row["name"], key, token)
-            return True
+            return None
         log.info("run.waiting", run_id=row["id"], job=row["name"], reason=reply["reason"])
-        return False
+        return park_ms(reply["reason"])
 
     async def renew(self, run_id: str, token: int) -> bool:
         """Renew the run's slot with its lease; False if the slot is lost."""
@@ -215,9 +228,11 @@ class Limits:
 
     async def leave(self, run_id: str, token: int, *, handoff: bool = False) -> Passed | None:
         """Release the run's slot (the attempt ended, or never started). With `handoff`, the
-        waiter the slot goes to is returned, for the caller to run (`take_over`), instead of
-        being woken through its coordinator. If the call fails, the slot expires with its
-        lease."""
+        waiter the slot goes to is returned, leased for this consumer by the limiter and
+        holding the slot under that lease's token, for the caller to start at once, instead
+        of being woken through its coordinator. If the call fails, the slot expires with its
+        lease (and a run the limiter leased for us, with its own lease: it is delivered
+        again)."""
         slot = self._held.get(run_id)
         if slot is None or slot.token != token:
             return None
@@ -227,7 +242,7 @@ class Limits:
             reply = cast(
                 SlotReleaseReply,
                 await (
-                    stub.limit_release(run_id, token, True)
+                    stub.limit_release(run_id, token, self._lease_ms)
                     if handoff
                     else stub.limit_release(run_id, token)
                 ),
@@ -236,35 +251,7 @@ class Limits:
             log.warning("limit.release_failed", run_id=run_id, error=str(exc))
             return None
         passed = reply.get("next") if reply["ok"] else None
-        return None if passed is None else Passed(slot.job, passed)
-
-    async def take_over(self, passed: Passed, token: int) -> bool:
-        """Claim the slot the limiter reserved for a run handed over, under the run's lease
-        `token`. False: not granted (a newer lease holds it, or the offer expired and the
-        run waits in line again)."""
-        run = passed.run
-        reply = cast(
-            AcquireReply,
-            await self._stub(passed.job).limit_acquire(
-                run["run_id"], token, run["key"], run["priority"], run["due_ms"],
-                self._lease_ms, self._options[passed.job],
-            ),
-        )  # fmt: skip
-        if not reply["granted"]:
-            return False
-        self._held[run["run_id"]] = Slot(passed.job, run["key"], token)
-        return True
-
-    async def hand_back(self, passed: Passed, reason: str) -> None:
-        """A run handed over whose lease could not be taken: a closed or canceled run leaves
-        the line (its offer freed); one whose lease is held (a delivery of it under way) is
-        armed for now, as the limiter's wake would, so that the holder's park does not
-        outlast the offer. Best effort: an offer left behind expires and is made again."""
-        run_id = passed.run["run_id"]
-        try:
-            if reason in ("closed", "canceled"):
-                await self._stub(passed.job).limit_forget(run_id)
-            else:
-                await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
-        except Exception as exc:
-            log.warning("limit.hand_back_failed", run_id=run_id, error=str(exc))
+        if passed is None:
+            return None
+        self._held[passed["run_id"]] = Slot(slot.job, passed["key"], int(passed["token"]))
+        return Passed(slot.job, passed)

@@ -61,7 +61,9 @@ async def reconcile(
         queued = [str(r["id"]) for r in rows if r["status"] == "queued"]
         skip = await parked(queued) if parked is not None and queued else set()
         ask = [row for row in rows if row["id"] not in skip][: limit - asked]
-        await asyncio.gather(*(_rearm_if_lost(row, coordinators, gate, result) for row in ask))
+        await asyncio.gather(
+            *(_rearm_if_lost(row, coordinators, gate, result, now=now) for row in ask)
+        )
         asked += len(ask)
         if not skip or len(rows) < limit or asked >= limit:
             break
@@ -126,9 +128,13 @@ async def _rearm_if_lost(
     gate: asyncio.Semaphore,
     result: DispatchResult,
     expire_leases_before: int | None = None,
+    *,
+    now: int | None = None,
 ) -> None:
     """Ask the run's actor what it holds; arm it again if it no longer owns the run, or end
-    its lease if that was granted before `expire_leases_before` (a holder known gone)."""
+    its lease if that was granted before `expire_leases_before` (a holder known gone). With
+    `now` (the tick's runs in a limiter's line were left out): a `queued` run whose actor is
+    parked (armed for later) waits in no line, so no limiter will wake it: armed for now."""
     run_id = str(row["id"])
     async with gate:
         status = await coordinators.status(run_id)
@@ -139,9 +145,14 @@ async def _rearm_if_lost(
                 result.recovered += 1
                 log.warning("run.lease_expired_at_start", run_id=run_id, status=row["status"])
             return
+        due = int(str(row["scheduled_for"]))
         if status["phase"] not in _LOST_PHASES:
-            return
-        await coordinators.arm(run_id, int(str(row["scheduled_for"])))
+            if now is None or row["status"] != "queued" or status["phase"] != "armed":
+                return
+            if int(status.get("due_ms") or 0) <= now:
+                return  # armed and due: delivering it
+            due = now
+        await coordinators.arm(run_id, due)
     if row["status"] == "running":
         result.recovered += 1
     else:

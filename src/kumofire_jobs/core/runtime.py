@@ -21,6 +21,7 @@ from kumofire_coordinator import CoordinatorActor, CoordinatorConfig, LimiterAct
 from kumofire_coordinator.messages import LimitsMessage
 from kumofire_coordinator.storage import ActorStorage
 
+from . import handoff
 from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
 from .clock import Clock, SystemClock
 from .consume import Consumer, describe_error
@@ -258,7 +259,8 @@ class Runtime:
             message.ack()
             return result
 
-        return list(await asyncio.gather(*(one(message) for message in messages)))
+        with handoff.invocation():  # its limited runs' hand-overs share one budget
+            return list(await asyncio.gather(*(one(message) for message in messages)))
 
     def _delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
         """The hook the coordinators bound to `resources` deliver through: one for them all
@@ -268,7 +270,7 @@ class Runtime:
             bound.delivery_hook = QueueDeliveryHook(
                 bound.store, resources.queue, self.clock, bound.schedules.occurrence_delivered,
                 functools.partial(bound.jobs.runs.flows.settle, recovering=True),
-                limits=bound.limits,
+                limits=bound.limits, on_resume_page=bound.jobs.job_service.resume_page,
             )  # fmt: skip
         return bound.delivery_hook
 

@@ -41,6 +41,8 @@ SCHEDULES = "kumofire_job_schedules"
 # revision and its pending occurrence is still the one the caller saw (?1, ?2, ?3).
 SCHEDULE_GUARD = "id = ?1 AND revision = ?2 AND next_run_id IS ?3"
 JOBS = "kumofire_jobs"
+# A run's place in the order resume re-arms runs in: (priority, scheduled_for, id).
+ResumeMark = tuple[int, int, str]
 # True while the job `name` (a column of the statement's table) is paused: a primary-key
 # lookup in the jobs table, which has a row only for a job ever paused.
 PAUSED = f"EXISTS (SELECT 1 FROM {JOBS} WHERE {JOBS}.name = {{table}}.name AND paused = 1)"
@@ -170,9 +172,14 @@ _INSERT_RESTARTED = (
     "WHERE id = ?1 AND next_run_id = ?2 AND enabled = 1 "
     "ON CONFLICT DO NOTHING RETURNING id"
 )
+# A page of them, after the last of the page before (keyset on the order: ?4 priority, ?5 due
+# time, ?6 id; ?4 NULL for the first page). Nothing while the job is paused again.
 _RESUMABLE = (
-    f"SELECT id FROM {TABLE} WHERE finished_at IS NULL AND status IN ({_ACTIVE}) "
-    "AND name = ?1 AND scheduled_for <= ?2 ORDER BY priority DESC, scheduled_for LIMIT ?3"
+    f"SELECT id, priority, scheduled_for FROM {TABLE} WHERE finished_at IS NULL "
+    f"AND status IN ({_ACTIVE}) AND name = ?1 AND scheduled_for <= ?2 "
+    f"AND NOT {PAUSED.format(table=TABLE)} AND (?4 IS NULL OR priority < ?4 "
+    "OR (priority = ?4 AND (scheduled_for > ?5 OR (scheduled_for = ?5 AND id > ?6)))) "
+    "ORDER BY priority DESC, scheduled_for, id LIMIT ?3"
 )
 # A schedule's change of name, payload, attempts, priority or concurrency key carries over to
 # its waiting occurrence: copied from the schedule's row as the same batch left it.
@@ -371,11 +378,15 @@ class RunStore:
         row = await self.db.prepare(_RETRY).bind(now, run_id).first()
         return None if row is None else row_to_run(row)
 
-    async def resumable(self, name: str, now: int, limit: int) -> list[str]:
-        """The due, unfinished runs of job `name`, highest priority first, then the earliest
-        due: what resuming the job re-arms."""
-        rows = (await self.db.prepare(_RESUMABLE).bind(name, now, limit).all()).results
-        return [str(row["id"]) for row in rows]
+    async def resumable(
+        self, name: str, now: int, limit: int, after: ResumeMark | None = None
+    ) -> list[ResumeMark]:
+        """A page of the due, unfinished runs of job `name` (none while it is paused),
+        highest priority first, then the earliest due, then by id, after the run `after`:
+        what resuming the job re-arms."""
+        mark = after or (None, None, None)
+        rows = (await self.db.prepare(_RESUMABLE).bind(name, now, limit, *mark).all()).results
+        return [(int(r["priority"]), int(r["scheduled_for"]), str(r["id"])) for r in rows]
 
     async def promote(self, run_id: str, now: int) -> JobRun | None:
         """A `scheduled` run -> due now."""
