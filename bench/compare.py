@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.stats import distribution_ms, early_count, summarize
 from kumofire_jobs.core.log import configure_logging
+from kumofire_jobs.local.layout import ONE_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -72,15 +73,20 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="kumofire-bench-") as tmp:
         data = Path(tmp) / "data"
         log = Path(tmp) / "log.jsonl" if log_to_file else None
-        if system == HUEY:
+        # "ours@FULL", "huey@NORMAL", "ours@FULL/per-binding" (ours in the per-binding layout)
+        name, _, rest = system.partition("@")
+        sync, _, layout = rest.partition("/")
+        if name == "huey":
             from bench import huey_side as h
 
             runners: dict[str, Callable[[], dict[str, Any]]] = {
-                "e2e": lambda: h.e2e(spec["runs"], data, log),
-                "e2e_concurrent": lambda: h.e2e(spec["runs"], data, log, spec["callers"]),
-                "create": lambda: h.create(spec["runs"], False, data, log),
-                "create_many": lambda: h.create(spec["runs"], True, data, log),
-                "latency": lambda: h.latency(spec["rate"], spec["runs"], data, log),
+                "e2e": lambda: h.e2e(spec["runs"], data, log, synchronous=sync),
+                "e2e_concurrent": lambda: h.e2e(
+                    spec["runs"], data, log, spec["callers"], synchronous=sync
+                ),
+                "create": lambda: h.create(spec["runs"], False, data, log, sync),
+                "create_many": lambda: h.create(spec["runs"], True, data, log, sync),
+                "latency": lambda: h.latency(spec["rate"], spec["runs"], data, log, sync),
                 "lateness": lambda: h.lateness(
                     spec["runs"], spec["window"], spec["lead"], data, log
                 ),
@@ -88,7 +94,7 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
             return runners[workload]()
         from bench import ours as o
 
-        sync = system.split("@")[1]
+        o.LAYOUT = layout or ONE_FILE  # set for every measurement (the tests run in-process)
         coroutines: dict[str, Callable[[], Any]] = {
             "e2e": lambda: o.e2e(spec["runs"], 1, sync, data, log),
             "e2e_many": lambda: o.e2e(spec["runs"], o.BATCH, sync, data, log),

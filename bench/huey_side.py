@@ -19,6 +19,7 @@ from typing import Any
 
 from huey import SqliteHuey
 from huey.signals import SIGNAL_COMPLETE
+from huey.storage import SqliteStorage
 
 # The consumer settings of every Huey workload (stated in bench/README.md).
 HUEY_CONSUMER: dict[str, Any] = {
@@ -38,12 +39,25 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class NormalSqliteStorage(SqliteStorage):  # type: ignore[misc]
+    """SqliteHuey's storage at `synchronous=NORMAL` (its `fsync` option has only FULL and
+    OFF): Huey at the durability of our default."""
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+
 class HueyBench:
     """A SqliteHuey instance with the benchmark's tasks and a completion counter."""
 
-    def __init__(self, data_dir: Path, log_path: Path | None, expected: int) -> None:
+    def __init__(
+        self, data_dir: Path, log_path: Path | None, expected: int, synchronous: str = "FULL"
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.huey = SqliteHuey(name="bench", filename=str(data_dir / "huey.db"))
+        storage = {"storage_class": NormalSqliteStorage} if synchronous == "NORMAL" else {}
+        self.huey = SqliteHuey(name="bench", filename=str(data_dir / "huey.db"), **storage)
         self.expected = expected
         self.completed = 0
         self.samples: list[float] = []  # start minus reference time, seconds
@@ -112,10 +126,12 @@ def _settings(bench: HueyBench) -> dict[str, Any]:
     return {"synchronous": names[bench.synchronous()], "consumer": HUEY_CONSUMER}
 
 
-def e2e(runs: int, data_dir: Path, log_path: Path | None, callers: int = 1) -> dict[str, Any]:
+def e2e(
+    runs: int, data_dir: Path, log_path: Path | None, callers: int = 1, synchronous: str = "FULL"
+) -> dict[str, Any]:
     """`runs` no-op tasks enqueued and completed, by `callers` producer threads each
     enqueueing one at a time (1: the calling thread alone)."""
-    bench = HueyBench(data_dir, log_path, runs)
+    bench = HueyBench(data_dir, log_path, runs, synchronous)
     bench.start()
     cpu0, t0 = _cpu(), time.perf_counter()
     if callers == 1:
@@ -151,10 +167,12 @@ def e2e(runs: int, data_dir: Path, log_path: Path | None, callers: int = 1) -> d
     }
 
 
-def create(runs: int, many: bool, data_dir: Path, log_path: Path | None) -> dict[str, Any]:
+def create(
+    runs: int, many: bool, data_dir: Path, log_path: Path | None, synchronous: str = "FULL"
+) -> dict[str, Any]:
     """Enqueue `runs` tasks with no consumer running; `many`: `task.map()` of 100 (Huey has
     no batch enqueue: map enqueues one by one, each in its own transaction)."""
-    bench = HueyBench(data_dir, log_path, runs)
+    bench = HueyBench(data_dir, log_path, runs, synchronous)
     t0 = time.perf_counter()
     if many:
         for offset in range(0, runs, 100):
@@ -175,9 +193,11 @@ def create(runs: int, many: bool, data_dir: Path, log_path: Path | None) -> dict
     }
 
 
-def latency(rate: float, runs: int, data_dir: Path, log_path: Path | None) -> dict[str, Any]:
+def latency(
+    rate: float, runs: int, data_dir: Path, log_path: Path | None, synchronous: str = "FULL"
+) -> dict[str, Any]:
     """Open loop: run i arrives at t0 + i / rate; start minus arrival."""
-    bench = HueyBench(data_dir, log_path, runs)
+    bench = HueyBench(data_dir, log_path, runs, synchronous)
     bench.start()
     t0 = time.time() + 0.2
     for i in range(runs):

@@ -18,11 +18,13 @@ from kumofire_jobs import CreateRequest, JobContext, create_runtime
 from kumofire_jobs.core.bindings import MessageBatch
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.core.states import ConsumeOutcome
+from kumofire_jobs.local import layout
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.gc_tuning import freeze_startup_heap
 
 BATCH = 100  # create_many size
 CALLERS = 32  # concurrent callers of create in the e2e_concurrent workload
+LAYOUT = layout.ONE_FILE  # the data directory's layout (local/layout.py)
 
 
 def _cpu() -> float:
@@ -68,7 +70,7 @@ def _environment(
     runtime = create_runtime(
         {"noop": recorder.noop, "probe": recorder.probe, "timer": recorder.timer}
     )
-    env = BenchEnvironment(runtime, data_dir, synchronous=synchronous)
+    env = BenchEnvironment(runtime, data_dir, synchronous=synchronous, layout=LAYOUT)
     env.expected = expected
     env.all_done = asyncio.Event()
     return env, recorder

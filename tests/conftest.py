@@ -12,6 +12,7 @@ import structlog
 from kumofire_jobs import create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.context import Handler
+from kumofire_jobs.local import environment, layout
 from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory
 
@@ -32,6 +33,27 @@ def _uncached_loggers(monkeypatch: pytest.MonkeyPatch) -> None:
         configure(**{**settings, "cache_logger_on_first_use": False})
 
     monkeypatch.setattr(structlog, "configure", uncached)
+
+
+# Crash-point tests run in both layouts of the data directory: one file (the default, a
+# turn's writes all or nothing) and one file per binding, where a crash can fall between any
+# two bindings' commits, as on the platform (../shared/DESIGN.md).
+CRASH_POINT_MODULES = frozenset(
+    {"test_recovery", "test_delivery_races", "test_full_disk", "test_flows", "test_lifecycle"}
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rpartition(".")[2] in CRASH_POINT_MODULES:
+        metafunc.parametrize("local_layout", layout.LAYOUTS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def local_layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The layout of every LocalEnvironment the test opens without naming one."""
+    chosen: str = getattr(request, "param", environment.DEFAULT_LAYOUT)
+    monkeypatch.setattr(environment, "DEFAULT_LAYOUT", chosen)
+    return chosen
 
 
 @pytest.fixture

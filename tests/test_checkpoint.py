@@ -29,6 +29,8 @@ def test_configure_leaves_routine_checkpoints_to_the_checkpointer(tmp_path: Path
     conn = _writer(tmp_path / "db.sqlite")
     (pages,) = conn.execute("PRAGMA wal_autocheckpoint").fetchone()
     assert pages == checkpoint.SAFETY_NET_PAGES
+    (limit,) = conn.execute("PRAGMA journal_size_limit").fetchone()
+    assert limit == checkpoint.JOURNAL_SIZE_LIMIT  # a restarted WAL is cut back to it
     conn.close()
 
 

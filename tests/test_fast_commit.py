@@ -16,14 +16,16 @@ import pytest
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local import layout as layouts
 from kumofire_jobs.local import wal_sync
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.group_commit import GroupCommit
 
 
+@pytest.mark.parametrize("layout", layouts.LAYOUTS)
 @pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 async def test_a_run_acknowledged_before_its_arm_committed_survives_a_crash(
-    clock: ManualClock, tmp_path: Path, synchronous: str
+    clock: ManualClock, tmp_path: Path, synchronous: str, layout: str
 ) -> None:
     calls: list[tuple[str, float]] = []
 
@@ -31,7 +33,7 @@ async def test_a_run_acknowledged_before_its_arm_committed_survives_a_crash(
         calls.append((ctx.job.id, clock.now()))
 
     runtime = create_runtime({"job": job}, clock=clock)
-    env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous)
+    env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous, layout=layout)
     await env.start()
     later = (await env.jobs.create("job", delay=600)).kumofire_job_run_id
     due = (await env.jobs.create("job")).kumofire_job_run_id
@@ -44,7 +46,7 @@ async def test_a_run_acknowledged_before_its_arm_committed_survives_a_crash(
 
     await clock.advance(5)
     restarted = clock.now()
-    env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous)
+    env = LocalEnvironment(runtime, tmp_path, synchronous=synchronous, layout=layout)
     await env.start()
     await clock.advance(0)
     assert calls == [(due, restarted)]

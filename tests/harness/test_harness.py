@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench import compare, cost, plots, report
+from bench import compare, cost, ours, pairs, plots, report
 from bench.instrument import Counts, D1Statement
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,3 +172,22 @@ def test_calibration_replays_a_trace_on_miniflares_d1() -> None:
     assert metas[-2]["rows_written"] >= 1 and metas[-2]["changes"] == 1
     assert metas[-1]["rows_read"] >= 1 and metas[-1]["rows_written"] == 0
     json.dumps(metas)
+
+
+def test_pairs_alternate_the_systems_and_every_run_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pairs, "measure", lambda spec: compare.run_one(spec, log_to_file=False))
+    out = tmp_path / "pairs.json"
+    systems = ["ours@NORMAL/per-binding", "ours@FULL", "huey@NORMAL"]
+    pairs.main(
+        ["--systems", ",".join(systems), "--workloads", "e2e,latency", "--reps", "2",
+         "--runs", "20", "--rate", "1000", "--latency-runs", "10", "--json", str(out)]
+    )  # fmt: skip
+    results = json.loads(out.read_text())
+    order = [(r["workload"], r["rep"], r["system"]) for r in results]
+    assert order == [(w, rep, s) for w in ("e2e", "latency") for rep in (1, 2) for s in systems]
+    assert all(r["all_completed"] and r["figure"] > 0 for r in results)
+    assert ours.LAYOUT == "one-file"  # the last measurement of ours named no layout
+    printed = capsys.readouterr().out
+    assert printed.count("ours@FULL/huey@NORMAL") == 4  # a ratio per workload and repetition

@@ -49,6 +49,7 @@ from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
 
 if TYPE_CHECKING:
     from kumofire_jobs.core.bindings import D1Database
+    from kumofire_jobs.local.one_file import OneFile
 
 _T = TypeVar("_T")
 
@@ -314,6 +315,15 @@ class LocalD1Database:
         self._batching = False  # inside batch()/exec(): statements join its transaction
         self._closed = False
 
+    def _join_one_file(self, one_file: OneFile) -> None:
+        """The one-file layout: the queue and the Durable Objects share this connection and
+        its group commit (`one_file`), which replaces the database's own."""
+        self._commits = one_file.commits
+
+    def _rolled_back(self) -> None:
+        """The shared transaction was undone (one-file layout)."""
+        self._forget_schema()
+
     def close(self) -> None:
         """Close the database; writes of the open transaction are committed first."""
         if self._closed:
@@ -354,7 +364,7 @@ class LocalD1Database:
                 return [self._result(statement) for statement in own]
         finally:
             if self._commits.pending:
-                await self._commits.wait()
+                await self._commits.wait(_as_d1_error)
 
     async def exec(self, query: str) -> LocalD1ExecResult:
         """Run SQL without binds, line by line, as D1's exec() does.
@@ -390,7 +400,7 @@ class LocalD1Database:
                             ) from error
         finally:
             if self._commits.pending:
-                await self._commits.wait()
+                await self._commits.wait(_as_d1_error)
         return LocalD1ExecResult(count, (time.perf_counter() - started) * 1000)
 
     # --- group commit ---------------------------------------------------------------------
@@ -414,7 +424,7 @@ class LocalD1Database:
             return run(statement)
         finally:
             if self._commits.pending:
-                await self._commits.wait()
+                await self._commits.wait(_as_d1_error)
 
     def _mode(self, info: _Sql) -> int:
         mode = info.mode
@@ -788,6 +798,13 @@ def _js_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
         else v
         for v in row
     )
+
+
+def _as_d1_error(error: BaseException) -> BaseException:
+    """A failed commit as D1's callers see it (a shared commit fails with SQLite's error)."""
+    if isinstance(error, (sqlite3.Error, sqlite3.Warning)):
+        return _d1_error(error)
+    return error
 
 
 def _d1_error(error: sqlite3.Error | sqlite3.Warning) -> D1Error:

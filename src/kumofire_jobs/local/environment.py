@@ -29,10 +29,12 @@ from ..core.errors import RemoteHandlersError
 from ..core.log import get_logger
 from ..core.migrations import apply_migrations
 from ..core.runtime import Resources, Runtime
+from . import layout as layouts
 from .cron import LocalCron, ScheduledController
 from .d1 import LocalD1Database
 from .data_dir_lock import DataDirectoryLock
 from .durable_objects import LocalDurableObjectNamespace, LocalDurableObjectState
+from .one_file import OneFile
 from .queue import ConsumerSettings, LocalQueueBroker
 
 log = get_logger()
@@ -42,6 +44,9 @@ DEFAULT_QUEUE = "kumofire-jobs"
 DEFAULT_DEAD_LETTER_QUEUE = "kumofire-jobs-dlq"
 DEFAULT_CRONS = ("* * * * *",)
 COORDINATOR_CLASS = "JobCoordinator"
+# The data directory's layout when none is given (local/layout.py); the test suite runs its
+# crash-point tests in both (tests/conftest.py).
+DEFAULT_LAYOUT = layouts.ONE_FILE
 # Prompt delivery: the platform's default batch timeout (5 s) would delay every run.
 PROMPT_CONSUMER = ConsumerSettings(
     max_batch_size=100, max_batch_timeout=0, dead_letter_queue=DEFAULT_DEAD_LETTER_QUEUE
@@ -119,7 +124,12 @@ class LocalEnvironment:
         settings: WranglerSettings | None = None,
         synchronous: str = "NORMAL",
         services: Mapping[str, Any] | None = None,
+        layout: str | None = None,
     ) -> None:
+        layout = layout or DEFAULT_LAYOUT
+        if layout not in layouts.LAYOUTS:
+            raise ValueError(f"layout must be one of {layouts.LAYOUTS}, not {layout!r}")
+        self.layout = layout
         self.runtime = runtime
         self.clock = runtime.clock
         self.settings = settings or WranglerSettings()
@@ -142,12 +152,25 @@ class LocalEnvironment:
 
     def _open(self, synchronous: str) -> None:
         (self.data_dir / "d1").mkdir(exist_ok=True)
-        self.JOBS_DB = LocalD1Database(
-            self.data_dir / "d1" / "jobs.sqlite", synchronous=synchronous
-        )
-        self.broker = LocalQueueBroker(
-            self.data_dir / "queues.sqlite", self.clock, synchronous=synchronous
-        )
+        one_file: OneFile | None = None
+        if self.layout == layouts.ONE_FILE:
+            if layouts.to_one_file(self.data_dir, COORDINATOR_CLASS):
+                log.info("data_dir.moved_to_one_file", data_dir=str(self.data_dir))
+        else:
+            layouts.check_per_binding(self.data_dir)
+        self.JOBS_DB = LocalD1Database(layouts.d1_path(self.data_dir), synchronous=synchronous)
+        try:
+            if self.layout == layouts.ONE_FILE:
+                one_file = OneFile(self.JOBS_DB)
+            self.broker = LocalQueueBroker(
+                None if one_file else layouts.queue_path(self.data_dir),
+                self.clock,
+                synchronous=synchronous,
+                one_file=one_file,
+            )
+        except BaseException:
+            self.JOBS_DB.close()
+            raise
         self.JOBS_QUEUE = self.broker.producer(self.settings.queue)
         self.JOB_COORDINATOR = LocalDurableObjectNamespace(
             LocalJobCoordinator,
@@ -156,6 +179,7 @@ class LocalEnvironment:
             env=self,
             class_name=COORDINATOR_CLASS,
             synchronous=synchronous,
+            one_file=one_file,
         )
         self.resources = Resources(
             db=self.JOBS_DB,

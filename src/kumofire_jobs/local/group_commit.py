@@ -18,15 +18,18 @@ in per-object buffers written out at commit), but the commit around them is the 
   (the binding's own `write` does the work and returns its error), `lost()` when SQLite
   rolled the pending writes back under the binding.
 
-Each binding has its own file, connection and `GroupCommit`, so each commits on its own: a
-crash can fall between the commits of any two bindings, as between D1, the Queue and a
-Durable Object on the platform. When nothing else is ready to run (`output_gate.alone()`) a
-binding commits at once instead of joining the turn's commit: nobody could share it.
+In the per-binding layout each binding has its own file, connection and `GroupCommit`, so
+each commits on its own: a crash can fall between the commits of any two bindings, as between
+D1, the Queue and a Durable Object on the platform. In the one-file layout (`one_file`) the
+three share one connection and one `GroupCommit`: one commit, and at `FULL` one sync, per turn.
+When nothing else is ready to run (`output_gate.alone()`) a binding commits at once instead of
+joining the turn's commit: nobody could share it.
 
-At `synchronous=FULL` a binding's group transaction commits without SQLite's WAL sync and the
-`GroupCommit` syncs the WAL itself (`wal_sync`) before answering anyone; when two or more
-bindings commit in one turn, their syncs run in parallel threads and everyone is answered once
-all are done.
+In the per-binding layout, at `synchronous=FULL` a binding's group transaction commits
+without SQLite's WAL sync and the `GroupCommit` syncs the WAL itself (`wal_sync`) before
+answering anyone; when two or more bindings commit in one turn, their syncs run in parallel
+threads and everyone is answered once all are done. In the one-file layout the one commit is
+SQLite's own at `FULL`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,13 @@ from typing import Any
 
 from kumofire_jobs.local.wal_sync import WalSync
 
-__all__ = ["GroupCommit", "at_commit"]
+__all__ = ["GroupCommit", "Wrap", "at_commit"]
+
+# A binding's view of a commit's error (a shared commit fails each binding's callers with
+# the error type that binding raises).
+Wrap = Callable[[BaseException], BaseException]
+_Waiter = tuple["asyncio.Future[None]", "Wrap | None"]
+_Held = tuple["asyncio.Future[Any]", Any, bool, "Wrap | None"]
 
 
 _syncers: ThreadPoolExecutor | None = None  # the WAL syncs of one turn, in parallel
@@ -131,6 +140,7 @@ class GroupCommit:
     __slots__ = (
         "_closed",
         "_held",
+        "_on_lost",
         "_report",
         "_requested",
         "_waiters",
@@ -145,17 +155,21 @@ class GroupCommit:
         *,
         report: Callable[[BaseException], None] | None = None,
         wal: WalSync | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._write = write
         self._report = report
+        # Told when the pending writes were rolled back under a binding (`lost()`): in the
+        # one-file layout every binding sharing the transaction must forget them.
+        self._on_lost = on_lost
         # At FULL: the group transaction commits relaxed and the WAL sync is ours (wal_sync).
         self._wal = wal
         self.pending = False  # writes wait for the commit
         self._requested = False  # the end-of-turn commit is requested
         self._closed = False
-        self._waiters: list[asyncio.Future[None]] = []
-        # Answers released after the commit: (future, value, value is an exception).
-        self._held: list[tuple[asyncio.Future[Any], Any, bool]] = []
+        self._waiters: list[_Waiter] = []
+        # Answers released after the commit: (future, value, value is an exception, wrap).
+        self._held: list[_Held] = []
 
     def join(self) -> None:
         """A write is pending: commit at the end of this turn (requested once per turn)."""
@@ -177,21 +191,24 @@ class GroupCommit:
         binding commits or abandons what is pending itself)."""
         self._closed = True
 
-    def wait(self) -> asyncio.Future[None]:
+    def wait(self, wrap: Wrap | None = None) -> asyncio.Future[None]:
         """A future resolved once the writes pending now have committed (at once if none
-        are), failed if the commit fails. Each call returns a new future, so one waiter's
-        cancellation is its own."""
+        are), failed if the commit fails (with `wrap(error)` if given: each binding reports a
+        shared commit's failure in its own terms). Each call returns a new future, so one
+        waiter's cancellation is its own."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.pending:
-            self._waiters.append(waiter)
+            self._waiters.append((waiter, wrap))
         else:
             waiter.set_result(None)
         return waiter
 
-    def hold(self, answer: asyncio.Future[Any], value: Any, failed: bool) -> None:
+    def hold(
+        self, answer: asyncio.Future[Any], value: Any, failed: bool, wrap: Wrap | None = None
+    ) -> None:
         """Release `value` to `answer` (as its exception if `failed`) after the commit; if the
-        commit fails, `answer` gets the commit's error instead."""
-        self._held.append((answer, value, failed))
+        commit fails, `answer` gets the commit's error instead (through `wrap`, if given)."""
+        self._held.append((answer, value, failed, wrap))
 
     def commit(self) -> BaseException | None:
         """Commit the pending writes now (if any) and answer everyone who waited for them;
@@ -233,6 +250,8 @@ class GroupCommit:
         self.pending = False
         waiters, self._waiters = self._waiters, []
         held, self._held = self._held, []
+        if self._on_lost is not None:
+            self._on_lost(error)
         _answer(waiters, held, error)
 
     def abandon(self) -> None:
@@ -243,9 +262,9 @@ class GroupCommit:
         self.pending = False
         waiters, self._waiters = self._waiters, []
         held, self._held = self._held, []
-        for answer, _, _ in held:
+        for answer, _, _, _ in held:
             answer.cancel()
-        for waiter in waiters:
+        for waiter, _ in waiters:
             waiter.cancel()
 
 
@@ -257,8 +276,8 @@ class _Outcome:
 
     def __init__(
         self,
-        waiters: list[asyncio.Future[None]],
-        held: list[tuple[asyncio.Future[Any], Any, bool]],
+        waiters: list[_Waiter],
+        held: list[_Held],
         error: BaseException | None,
         owes_sync: bool,
     ) -> None:
@@ -268,21 +287,17 @@ class _Outcome:
         self.owes_sync = owes_sync
 
 
-def _answer(
-    waiters: list[asyncio.Future[None]],
-    held: list[tuple[asyncio.Future[Any], Any, bool]],
-    error: BaseException | None,
-) -> None:
-    for waiter in waiters:
+def _answer(waiters: list[_Waiter], held: list[_Held], error: BaseException | None) -> None:
+    for waiter, wrap in waiters:
         if not waiter.done():
             if error is None:
                 waiter.set_result(None)
             else:
-                waiter.set_exception(error)
-    for answer, value, failed in held:
+                waiter.set_exception(error if wrap is None else wrap(error))
+    for answer, value, failed, wrap in held:
         if not answer.done():
             if error is not None:
-                answer.set_exception(error)
+                answer.set_exception(error if wrap is None else wrap(error))
             elif failed:
                 answer.set_exception(value)
             else:

@@ -42,13 +42,15 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kumofire_jobs.core.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.core.clock import Clock, now_ms, sleep_until_or_woken
 from kumofire_jobs.core.log import RepeatedLog, get_logger
 from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
+
+if TYPE_CHECKING:
+    from kumofire_jobs.local.one_file import OneFile
 
 # --- The platform's limits and defaults --------------------------------------------------
 # The platform measures 1 KB as 1000 bytes and counts ~100 bytes of metadata per message;
@@ -378,7 +380,7 @@ class LocalMessageBatch:
 
 # --- The broker ----------------------------------------------------------------------------
 
-_SCHEMA: Final = """
+SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- send order
     queue TEXT NOT NULL,
@@ -417,9 +419,20 @@ def _report_crash(task: asyncio.Task[None]) -> None:
         _log.error("queue broker task failed", task=task.get_name(), exc_info=exc)
 
 
-@lru_cache(maxsize=MAX_MAX_BATCH_SIZE + 1)
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
+# A list of message seqs as one bound parameter: the one-file layout's connection keeps D1's
+# limit of 100 bound parameters, and a batch holds up to 100 messages.
+_SEQS: Final = "(SELECT value FROM json_each(?))"
+
+
+def _json_list(seqs: Sequence[int]) -> str:
+    return "[" + ",".join(map(str, seqs)) + "]"
+
+
+def _as_sqlite_error(error: BaseException) -> BaseException:
+    """A failed commit as the queue's callers see it (a shared commit may fail with D1's)."""
+    if isinstance(error, sqlite3.Error):
+        return error
+    return sqlite3.OperationalError(str(error))
 
 
 class _Consumer:
@@ -452,18 +465,31 @@ class LocalQueueBroker:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], clock: Clock, *, synchronous: str = "NORMAL"
+        self,
+        path: str | os.PathLike[str] | None,
+        clock: Clock,
+        *,
+        synchronous: str = "NORMAL",
+        one_file: OneFile | None = None,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
         self._clock = clock
-        # Autocommit, except for the group transaction (_write) that writes join.
-        self._db = sqlite3.connect(os.fspath(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        checkpoint.configure(self._db)
-        self._checkpointer = checkpoint.Checkpointer(path)
-        self._db.executescript(_SCHEMA)
+        # The one-file layout: the messages live in D1's file and commit with its turn.
+        self._one_file = one_file
+        if one_file is not None:
+            self._db = one_file.conn
+            self._checkpointer = one_file.checkpointer
+        else:
+            if path is None:
+                raise ValueError("a queue broker needs a path or a shared file")
+            # Autocommit, except for the group transaction (_write) that writes join.
+            self._db = sqlite3.connect(os.fspath(path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            checkpoint.configure(self._db)
+            self._checkpointer = checkpoint.Checkpointer(path)
+        self._db.executescript(SCHEMA)
         # Batches in flight when the last process died: visible again, attempt counted.
         self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
         self._consumers: dict[str, _Consumer] = {}
@@ -472,15 +498,19 @@ class LocalQueueBroker:
         self._closed = False
         # Group commit: our open transaction (`pending` while open) and who waits for its
         # commit.
-        self._commits = group_commit.GroupCommit(
-            self._commit_transaction,
-            wal=wal_sync.for_connection(
-                self._db,
-                path,
-                synchronous,
-                lambda exc: sqlite3.OperationalError(f"disk I/O error: {exc}"),
-            ),
-        )
+        if one_file is not None:
+            self._commits = one_file.commits
+        else:
+            assert path is not None
+            self._commits = group_commit.GroupCommit(
+                self._commit_transaction,
+                wal=wal_sync.for_connection(
+                    self._db,
+                    path,
+                    synchronous,
+                    lambda exc: sqlite3.OperationalError(f"disk I/O error: {exc}"),
+                ),
+            )
         # Failed commits: how many in a row, until when delivery pauses, the settlements in
         # the open group transaction, and those lost with a failed commit (written again when
         # the pause ends).
@@ -489,6 +519,8 @@ class LocalQueueBroker:
         self._settling: list[_Settlement] = []
         self._lost: list[_Settlement] = []
         self._errors = RepeatedLog(clock)
+        if one_file is not None:
+            one_file.join(self)
 
     # -- public API
 
@@ -552,7 +584,8 @@ class LocalQueueBroker:
         if self._closed:
             return
         self._closed = True
-        self._commits.close()
+        if self._one_file is None:
+            self._commits.close()
         self._started = False
         for consumer in self._consumers.values():
             for task in (consumer.task, *consumer.in_flight):
@@ -562,14 +595,17 @@ class LocalQueueBroker:
         try:
             self._commits.commit()  # what was written is kept (as if the crash came after)
         finally:
-            self._checkpointer.close()
-            self._db.close()
+            if self._one_file is not None:
+                self._one_file.leave(self)  # D1 owns the file and closes it
+            else:
+                self._checkpointer.close()
+                self._db.close()
 
     async def depth(self, queue_name: str) -> int:
         """Messages not yet acked: visible, delayed and in flight."""
         self._check_open()
         if self._commits.pending:
-            await self._commits.wait()
+            await self._commits.wait(_as_sqlite_error)
         row = self._db.execute(
             "SELECT count(*) FROM messages WHERE queue = ?", (queue_name,)
         ).fetchone()
@@ -584,7 +620,7 @@ class LocalQueueBroker:
         if gate is not None:
             await gate.durable()  # the sending object's writes first
         self._enqueue(queue, rows)
-        await self._commits.wait()
+        await self._commits.wait(_as_sqlite_error)
 
     def _enqueue(self, queue: str, rows: Sequence[tuple[str, bytes, int]]) -> None:
         self._check_open()
@@ -689,16 +725,15 @@ class LocalQueueBroker:
         seqs = [row[0] for row in rows]
         self._write()
         self._db.execute(
-            f"UPDATE messages SET lease = ?, attempts = attempts + 1"
-            f" WHERE seq IN ({_placeholders(len(seqs))})",
-            (lease, *seqs),
+            f"UPDATE messages SET lease = ?, attempts = attempts + 1 WHERE seq IN {_SEQS}",
+            (lease, _json_list(seqs)),
         )
         if self._failures and not self._commits.pending:
             self._storage_works()
         batch = LocalMessageBatch(consumer.queue, lease, rows)
         # The delivery's own commit, taken now: once the group has committed (or failed),
         # `pending` no longer tells whether this delivery was recorded.
-        recorded = self._commits.wait() if self._commits.pending else None
+        recorded = self._commits.wait(_as_sqlite_error) if self._commits.pending else None
         task = asyncio.get_running_loop().create_task(self._run_handler(consumer, batch, recorded))
         if not task.done():  # (an eager task factory may have run it to the end already)
             consumer.in_flight.add(task)  # _run_handler removes it
@@ -792,15 +827,12 @@ class LocalQueueBroker:
         try:
             if acked and not retried and not settlement.exhausted:
                 self._write()  # one statement: atomic by itself
-                self._db.execute(
-                    f"DELETE FROM messages WHERE seq IN ({_placeholders(len(acked))})", acked
-                )
+                self._db.execute(f"DELETE FROM messages WHERE seq IN {_SEQS}", (_json_list(acked),))
             else:
                 with self._tx():
                     if acked:
                         self._db.execute(
-                            f"DELETE FROM messages WHERE seq IN ({_placeholders(len(acked))})",
-                            acked,
+                            f"DELETE FROM messages WHERE seq IN {_SEQS}", (_json_list(acked),)
                         )
                     if retried:
                         self._db.executemany(_RETRY_ROW, retried)
@@ -829,13 +861,13 @@ class LocalQueueBroker:
     def _dead_letter(self, consumer: _Consumer, seqs: list[int]) -> None:
         """Move messages out of attempts to the dead-letter queue, or delete them."""
         dlq = consumer.settings.dead_letter_queue
-        marks = _placeholders(len(seqs))
+        listed = _json_list(seqs)
         ids = [
             row[0]
-            for row in self._db.execute(f"SELECT id FROM messages WHERE seq IN ({marks})", seqs)
+            for row in self._db.execute(f"SELECT id FROM messages WHERE seq IN {_SEQS}", (listed,))
         ]
         if dlq is None:
-            self._db.execute(f"DELETE FROM messages WHERE seq IN ({marks})", seqs)
+            self._db.execute(f"DELETE FROM messages WHERE seq IN {_SEQS}", (listed,))
             _log.warning(
                 "queue messages dropped after their last retry",
                 queue=consumer.queue,
@@ -845,8 +877,8 @@ class LocalQueueBroker:
             return
         self._db.execute(
             f"UPDATE messages SET queue = ?, lease = NULL, attempts = 0, visible_at = ?"
-            f" WHERE seq IN ({marks})",
-            (dlq, self._clock.now(), *seqs),
+            f" WHERE seq IN {_SEQS}",
+            (dlq, self._clock.now(), listed),
         )
         _log.warning(
             "queue messages moved to the dead-letter queue",
@@ -902,12 +934,23 @@ class LocalQueueBroker:
                 self._db.execute("ROLLBACK")
             self._group_lost(exc)
             return exc
+        self.committed()
+        return None
+
+    # -- the one-file layout's commit (`one_file.Participant`)
+
+    def stage(self) -> None:
+        """Nothing is buffered: the queue writes into the open transaction as it goes."""
+
+    def committed(self) -> None:
         self._settling.clear()
         if self._failures:
             self._storage_works()
-        return None
 
-    def _group_lost(self, error: sqlite3.Error) -> None:
+    def rolled_back(self, error: BaseException) -> None:
+        self._group_lost(error)
+
+    def _group_lost(self, error: BaseException) -> None:
         """The group transaction was rolled back: its sends fail (their callers are told),
         its deliveries did not happen, and its settlements are written again later."""
         self._lost.extend(self._settling)
@@ -937,7 +980,7 @@ class LocalQueueBroker:
                 consumer.wake.set()
         _log.info("queue commits succeed again; delivery resumes")
 
-    def _pause(self, error: sqlite3.Error) -> None:
+    def _pause(self, error: BaseException) -> None:
         """A commit failed: deliver nothing until the backoff has passed (2 s, doubling to
         60 s while commits keep failing); log the repeated error at a bounded rate."""
         now = self._clock.now()

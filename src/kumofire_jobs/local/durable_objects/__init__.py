@@ -46,9 +46,11 @@ semantics follow the platform's documentation, not convenience; each module hold
 * `namespace`: the binding itself, which ties these together.
 
 Storage layout: one SQLite file per namespace (`<path>/objects.sqlite3`) holds every object's
-KV pairs and alarm, so thousands of objects cost rows, not files; an object that uses
-`ctx.storage.sql` gets its own file under `<path>/sql/` on first use (its statements commit
-one by one, so they are durable when `exec()` returns). `abort()` closes as a crash would.
+KV pairs and alarm, so thousands of objects cost rows, not files; or, given `one_file`, D1's
+file holds those tables and they commit with D1's and the queue's (`local/one_file.py`). An
+object that uses `ctx.storage.sql` gets its own file under `<path>/sql/` on first use (its
+statements commit one by one, so they are durable when `exec()` returns). `abort()` closes as
+a crash would.
 """
 
 from __future__ import annotations

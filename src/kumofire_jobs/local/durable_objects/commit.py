@@ -12,6 +12,7 @@ on eviction), as the platform's storage cache does.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,8 @@ from .alarms import ALARM_MAX_RETRIES
 from .errors import DurableObjectError, events, failure_fields
 
 if TYPE_CHECKING:
+    from kumofire_jobs.local.one_file import OneFile
+
     from .actor import Actor
 
 _MISSING: Any = object()
@@ -51,6 +54,13 @@ CREATE TABLE IF NOT EXISTS names (
 """
 
 
+def storage_error(error: BaseException) -> BaseException:
+    """A failed commit as an object's callers see it (a shared commit fails with SQLite's)."""
+    if isinstance(error, DurableObjectError):
+        return error
+    return DurableObjectError(f"Durable Object storage write failed: {error}")
+
+
 class Commit:
     """The namespace's pending writes and their group commit.
 
@@ -64,7 +74,9 @@ class Commit:
     _db: sqlite3.Connection
     _checkpointer: checkpoint.Checkpointer
     _commits: group_commit.GroupCommit
+    _one_file: OneFile | None
     _dirty: list[Actor]
+    _staged: list[Actor]
     _errors: RepeatedLog
     _pending_alarms: int
     if TYPE_CHECKING:
@@ -115,11 +127,12 @@ class Commit:
                 found[key] = value
         if missing:
             missing = list(dict.fromkeys(missing))
-            marks = ",".join("?" * len(missing))
+            # One JSON parameter: the one-file layout keeps D1's limit of 100 parameters.
             rows = dict(
                 self._db.execute(
-                    f"SELECT key, value FROM kv WHERE object_id = ? AND key IN ({marks})",
-                    (actor.hex, *missing),
+                    "SELECT key, value FROM kv WHERE object_id = ?"
+                    " AND key IN (SELECT value FROM json_each(?))",
+                    (actor.hex, json.dumps(missing)),
                 ).fetchall()
             )
             if len(cache) + len(missing) > CACHE_MAX_KEYS:
@@ -140,9 +153,14 @@ class Commit:
     def _touch(self, actor: Actor) -> None:
         """The object has pending writes: commit them at the end of the loop's turn."""
         if not actor.dirty:
+            if self._one_file is not None:
+                # The shared transaction is open whenever a commit is pending, so the other
+                # bindings' writes join it rather than committing on their own.
+                self._one_file.begin()
+            else:
+                self._commits.join()
             actor.dirty = True
             self._dirty.append(actor)
-            self._commits.join()
 
     def _commit_and_report(self) -> None:
         error = self._commits.commit()
@@ -159,13 +177,13 @@ class Commit:
 
     def _durable(self) -> asyncio.Future[None]:
         """A future resolved once every write pending now is committed."""
-        return self._commits.wait()
+        return self._commits.wait(storage_error)
 
     def _flush(self) -> None:
         """Commit every pending write now; raise if that fails."""
         error = self._commits.commit()
         if error is not None:
-            raise error
+            raise storage_error(error)
 
     def _write_pending(self) -> DurableObjectError | None:
         """The group commit's work: one transaction for every object's pending writes. If it
@@ -186,7 +204,39 @@ class Commit:
                     self._committed(actor)
         return error
 
+    # The one-file layout's commit (`one_file.Participant`): the objects' writes are written
+    # into the shared transaction just before its COMMIT.
+
+    def stage(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._staged.extend(dirty)
+        if dirty:
+            self._checkpointer.wrote()
+            self._write_rows(dirty)
+
+    def committed(self) -> None:
+        staged, self._staged = self._staged, []
+        for actor in staged:
+            self._committed(actor)
+
+    def rolled_back(self, error: BaseException) -> None:
+        lost = self._staged + self._dirty
+        self._staged, self._dirty = [], []
+        for actor in lost:
+            self._reset_after_failed_commit(actor)
+        if lost:
+            self._report(error)
+
     def _write_out(self, dirty: list[Actor]) -> None:
+        db = self._db
+        self._checkpointer.wrote()
+        if self._commits._wal is not None:
+            self._commits._wal.relax()  # the group commit syncs the WAL itself (wal_sync)
+        db.execute("BEGIN IMMEDIATE")
+        self._write_rows(dirty)
+        db.execute("COMMIT")
+
+    def _write_rows(self, dirty: list[Actor]) -> None:
         clears: list[tuple[str]] = []
         deletes: list[tuple[str, str]] = []
         puts: list[tuple[str, str, bytes]] = []
@@ -216,10 +266,8 @@ class Commit:
                 else:
                     name_deletes.append((hex_id,))
         db = self._db
-        self._checkpointer.wrote()
-        if self._commits._wal is not None:
-            self._commits._wal.relax()  # the group commit syncs the WAL itself (wal_sync)
-        db.execute("BEGIN IMMEDIATE")
+        if not db.in_transaction:
+            db.execute("BEGIN IMMEDIATE")
         if clears:
             db.executemany("DELETE FROM kv WHERE object_id = ?", clears)
         if deletes:
@@ -239,7 +287,6 @@ class Commit:
             db.executemany("INSERT OR IGNORE INTO names (object_id, name) VALUES (?, ?)", name_sets)
         if name_deletes:
             db.executemany("DELETE FROM names WHERE object_id = ?", name_deletes)
-        db.execute("COMMIT")
 
     def _committed(self, actor: Actor) -> None:
         cache = actor.cache

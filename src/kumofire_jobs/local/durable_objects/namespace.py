@@ -24,7 +24,7 @@ from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
 from .actor import Actor
 from .alarms import Alarms
 from .clone import structured_clone
-from .commit import SCHEMA, Commit
+from .commit import SCHEMA, Commit, storage_error
 from .errors import DurableObjectError, log
 from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, Eviction, IdleEvictor
 from .gate import InputGate, LocalDurableObjectState
@@ -34,6 +34,7 @@ from .stubs import LocalDurableObjectId, LocalDurableObjectStub
 if TYPE_CHECKING:
     from kumofire_coordinator.storage import ActorStorage
     from kumofire_jobs.core.bindings import DurableObjectNamespace
+    from kumofire_jobs.local.one_file import OneFile
 
 _SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
@@ -75,6 +76,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         delete_all_deletes_alarm: bool = DELETE_ALL_DELETES_ALARM,
         idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
         max_idle_objects: int = MAX_IDLE_OBJECTS,
+        one_file: OneFile | None = None,
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
@@ -86,9 +88,15 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._synchronous = synchronous.upper()
         self._dir = Path(path)
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._db = self._connect(self._dir / "objects.sqlite3")
-        checkpoint.configure(self._db)
-        self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
+        # The one-file layout: storage lives in D1's file and commits with its turn.
+        self._one_file = one_file
+        if one_file is not None:
+            self._db = one_file.conn
+            self._checkpointer = one_file.checkpointer
+        else:
+            self._db = self._connect(self._dir / "objects.sqlite3")
+            checkpoint.configure(self._db)
+            self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
         self._db.executescript(SCHEMA)
         self._actors: dict[str, Actor] = {}
         self._idle_seconds = idle_eviction_seconds
@@ -112,17 +120,23 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         # Group commit: objects with writes not yet committed, and the commit that writes
         # them out (with the waiters and the RPC answers the output gate holds until then).
         self._dirty: list[Actor] = []
-        self._commits = group_commit.GroupCommit(
-            self._write_pending,
-            report=self._report,
-            wal=wal_sync.for_connection(
-                self._db,
-                self._dir / "objects.sqlite3",
-                self._synchronous,
-                lambda exc: DurableObjectError(f"Durable Object storage write failed: {exc}"),
-            ),
-        )
+        self._staged: list[Actor] = []  # written into the shared transaction (one file)
+        if one_file is not None:
+            self._commits = one_file.commits
+        else:
+            self._commits = group_commit.GroupCommit(
+                self._write_pending,
+                report=self._report,
+                wal=wal_sync.for_connection(
+                    self._db,
+                    self._dir / "objects.sqlite3",
+                    self._synchronous,
+                    lambda exc: DurableObjectError(f"Durable Object storage write failed: {exc}"),
+                ),
+            )
         self._errors = RepeatedLog(clock)  # a failure repeated by many objects: logged sparsely
+        if one_file is not None:
+            one_file.join(self)
         self._open_alarms()  # the first window of stored alarms, not all of them
 
     # The binding -----------------------------------------------------------------------------
@@ -209,6 +223,8 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         answer is released after its object's writes are committed."""
         # Before anything yields, so no commit can slip in.
         dirty, self._dirty = self._dirty, []
+        if self._one_file is not None and self._db.in_transaction:
+            self._db.execute("ROLLBACK")  # the whole file's open turn dies with the process
         self._close_files()
         self._commits.abandon()  # held answers and waiters are cancelled
         for actor in dirty:
@@ -221,6 +237,9 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
                 actor.sql._close()
         if not self._closed:
             self._closed = True
+            if self._one_file is not None:
+                self._one_file.leave(self)  # D1 owns the file and closes it
+                return
             self._commits.close()
             self._checkpointer.close()
             self._db.close()
@@ -340,7 +359,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
     def _answer(self, actor: Actor, answer: asyncio.Future[Any], value: Any, error: bool) -> None:
         """Release a call's outcome to its caller, once the object's writes are durable."""
         if actor.dirty:
-            self._commits.hold(answer, value, error)
+            self._commits.hold(answer, value, error, storage_error)
             if output_gate.alone():
                 self._commit_and_report()  # nobody else could join this turn's commit
         elif not answer.done():

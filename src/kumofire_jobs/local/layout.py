@@ -1,0 +1,140 @@
+"""Where a data directory keeps the bindings' tables: its layout, and the move of a data
+directory written in the per-binding layout into the one-file layout.
+
+* `ONE_FILE` (the default): `d1/jobs.sqlite` holds D1's tables and, beside them, the queue's
+  (`messages`) and the coordinators' storage (`kv`, `alarms`, `names`): one commit and one
+  WAL sync per event-loop turn for all three (`one_file`).
+* `PER_BINDING`: each binding its own file (`queues.sqlite`,
+  `durable_objects/JobCoordinator/objects.sqlite3`), as before; each commits on its own, so
+  a crash can fall between any two, as between D1, the Queue and a Durable Object on the
+  platform. The fault-injection tests that need that use it.
+
+`to_one_file()` copies the tables of the per-binding files into the D1 file in one
+transaction, synced, and only then deletes the old files: a crash before the commit leaves
+the old files in charge; a crash after it, before they are all gone, copies again at the next
+start, and the copy is idempotent (`INSERT OR IGNORE` on the same primary keys; nothing ran
+in between).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from kumofire_jobs.local.durable_objects.commit import SCHEMA as OBJECTS_SCHEMA
+from kumofire_jobs.local.queue import SCHEMA as QUEUE_SCHEMA
+
+__all__ = ["LAYOUTS", "ONE_FILE", "PER_BINDING", "OneFileInUseError", "to_one_file"]
+
+ONE_FILE: Final = "one-file"
+PER_BINDING: Final = "per-binding"
+LAYOUTS: Final = (ONE_FILE, PER_BINDING)
+
+# (the old file's table, its columns): copied as they are.
+_QUEUE_TABLES: Final = (
+    ("messages", "seq, queue, id, timestamp_ms, content_type, body, visible_at, attempts, lease"),
+)
+_OBJECT_TABLES: Final = (
+    ("kv", "object_id, key, value"),
+    ("alarms", "object_id, time_ms, retry"),
+    ("names", "object_id, name"),
+)
+
+
+class OneFileInUseError(RuntimeError):
+    """A data directory in the one-file layout opened in the per-binding layout."""
+
+
+def d1_path(data_dir: Path) -> Path:
+    return data_dir / "d1" / "jobs.sqlite"
+
+
+def queue_path(data_dir: Path) -> Path:
+    return data_dir / "queues.sqlite"
+
+
+def objects_path(data_dir: Path, class_name: str) -> Path:
+    return data_dir / "durable_objects" / class_name / "objects.sqlite3"
+
+
+def to_one_file(data_dir: Path, class_name: str) -> bool:
+    """Move the per-binding files' tables into the D1 file; True if there were any."""
+    d1 = d1_path(data_dir)
+    sources = [
+        (path, alias, tables)
+        for path, alias, tables in (
+            (queue_path(data_dir), "old_queue", _QUEUE_TABLES),
+            (objects_path(data_dir, class_name), "old_objects", _OBJECT_TABLES),
+        )
+        if path.exists()
+    ]
+    if not sources:
+        return False
+    d1.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(d1, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # the copy is on disk before the old files go
+        conn.executescript(QUEUE_SCHEMA + OBJECTS_SCHEMA)
+        for path, alias, _ in sources:
+            conn.execute("ATTACH DATABASE ? AS " + alias, (os.fspath(path),))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for _, alias, tables in sources:
+                present = {
+                    row[0] for row in conn.execute(f"SELECT name FROM {alias}.sqlite_master")
+                }
+                for table, columns in tables:
+                    if table in present:
+                        conn.execute(
+                            f"INSERT OR IGNORE INTO main.{table} ({columns})"
+                            f" SELECT {columns} FROM {alias}.{table}"
+                        )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        for _, alias, _ in sources:
+            conn.execute("DETACH DATABASE " + alias)
+    finally:
+        conn.close()
+    for path, _, _ in sources:
+        for suffix in ("-wal", "-shm", ""):  # the database file last: its presence means "copy"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}{suffix}")
+        _sync_directory(path.parent)
+    return True
+
+
+def check_per_binding(data_dir: Path) -> None:
+    """Refuse to open a data directory written in the one-file layout file by file (its
+    queue and coordinators would look empty)."""
+    d1 = d1_path(data_dir)
+    if not d1.exists():
+        return
+    conn = sqlite3.connect(d1, isolation_level=None)
+    try:
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name IN ('messages', 'kv')"
+        ).fetchone()
+    finally:
+        conn.close()
+    if row is not None:
+        raise OneFileInUseError(
+            f"{data_dir} holds its queue and coordinators in {d1} (the one-file layout): "
+            "open it in that layout"
+        )
+
+
+def _sync_directory(path: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

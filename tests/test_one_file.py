@@ -1,0 +1,247 @@
+"""The one-file layout (`local/one_file.py`, `local/layout.py`): D1, the queue and the Durable
+Objects in one SQLite file share one commit per turn; at `FULL` that commit is SQLite's own,
+synced before anyone waiting for it is answered; a failed shared commit fails every binding's
+callers in its own terms and undoes every binding's writes; a data directory written in the
+per-binding layout is moved into the one file at its next start, and the move survives a
+crash between its copy and the removal of the old files."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local import layout
+from kumofire_jobs.local.d1 import D1Error, LocalD1Database
+from kumofire_jobs.local.durable_objects import (
+    DurableObjectError,
+    LocalDurableObjectNamespace,
+    LocalDurableObjectState,
+)
+from kumofire_jobs.local.environment import COORDINATOR_CLASS, LocalEnvironment
+from kumofire_jobs.local.one_file import OneFile
+from kumofire_jobs.local.queue import LocalQueueBroker
+from tests.support.full_disk import FullDisk
+
+
+class Counter:
+    def __init__(self, ctx: LocalDurableObjectState, env: Any) -> None:
+        self.ctx = ctx
+
+    async def bump(self) -> int:
+        n = int(await self.ctx.storage.get("n") or 0) + 1
+        await self.ctx.storage.put("n", n)
+        return n
+
+    async def read(self) -> int:
+        return int(await self.ctx.storage.get("n") or 0)
+
+
+@dataclass
+class Bindings:
+    d1: LocalD1Database
+    broker: LocalQueueBroker
+    objects: LocalDurableObjectNamespace
+    statements: list[str]
+
+
+@pytest.fixture
+async def one_file(clock: ManualClock, tmp_path: Path) -> AsyncIterator[Bindings]:
+    d1 = LocalD1Database(tmp_path / "one.sqlite", synchronous="FULL")
+    shared = OneFile(d1)
+    broker = LocalQueueBroker(None, clock, synchronous="FULL", one_file=shared)
+    objects = LocalDurableObjectNamespace(
+        Counter, path=tmp_path / "objects", clock=clock, synchronous="FULL", one_file=shared
+    )
+    await d1.exec("CREATE TABLE t (x INTEGER)")
+    statements: list[str] = []
+    d1._conn.set_trace_callback(statements.append)
+    yield Bindings(d1, broker, objects, statements)
+    await objects.close()
+    broker.close()
+    d1.close()
+
+
+async def test_the_three_bindings_writing_in_one_turn_share_one_commit(
+    one_file: Bindings,
+) -> None:
+    b = one_file
+    assert b.d1._commits is b.broker._commits is b.objects._commits
+    results = await asyncio.gather(
+        b.d1.prepare("INSERT INTO t VALUES (1)").run(),
+        b.broker.producer("q").send({"n": 1}),
+        b.objects.getByName("c").bump(),
+    )
+    assert results[2] == 1
+    assert b.statements.count("BEGIN IMMEDIATE") == 1
+    assert b.statements.count("COMMIT") == 1
+    # At FULL the shared commit is SQLite's own: the connection is never relaxed, so the
+    # COMMIT syncs the WAL before it returns, and the callers are answered after it.
+    assert not any(s.upper().startswith("PRAGMA SYNCHRONOUS") for s in b.statements)
+    assert b.d1._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert await b.broker.depth("q") == 1
+    assert await b.objects.getByName("c").read() == 1
+
+
+async def test_a_failed_shared_commit_fails_and_undoes_every_bindings_writes(
+    one_file: Bindings,
+) -> None:
+    b = one_file
+    disk = FullDisk()
+    b.d1._conn = disk.wrap(b.d1._conn)  # the shared commit goes through D1's connection
+    disk.full = True
+    results = await asyncio.gather(
+        b.d1.prepare("INSERT INTO t VALUES (1)").run(),
+        b.broker.producer("q").send({"n": 1}),
+        b.objects.getByName("c").bump(),
+        return_exceptions=True,
+    )
+    assert disk.refused == 1
+    assert isinstance(results[0], D1Error)
+    assert isinstance(results[1], sqlite3.Error)
+    assert isinstance(results[2], DurableObjectError)
+    disk.full = False
+    assert await b.d1.prepare("SELECT count(*) AS n FROM t").first("n") == 0
+    assert await b.broker.depth("q") == 0
+    assert await b.objects.getByName("c").read() == 0  # the object starts from what is stored
+    assert await b.objects.getByName("c").bump() == 1
+
+
+async def test_a_create_at_full_is_answered_after_the_commit_that_holds_its_run(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    async def job(ctx: JobContext) -> None:
+        return None
+
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), tmp_path, synchronous="FULL")
+    await env.start()
+    try:
+        events: list[str] = []
+        env.JOBS_DB._conn.set_trace_callback(
+            lambda sql: events.append(sql.split(None, 2)[0].upper())
+        )
+        await env.jobs.create("job", delay=60)
+        events.append("ANSWERED")
+        insert = events.index("INSERT")
+        assert "COMMIT" in events[insert : events.index("ANSWERED")]
+        assert "PRAGMA" not in events  # never relaxed: SQLite syncs at FULL in the COMMIT
+        assert env.JOBS_DB._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    finally:
+        await env.stop()
+    # Everything is in the D1 file: no file of the per-binding layout was made.
+    assert not layout.queue_path(tmp_path).exists()
+    assert not layout.objects_path(tmp_path, COORDINATOR_CLASS).exists()
+
+
+async def _per_binding_directory(clock: ManualClock, path: Path, calls: list[str]) -> list[str]:
+    """A data directory written by the per-binding layout, left as a stop leaves it: a run
+    whose queue message is stored and not delivered, and two runs waiting for their
+    coordinators' alarms."""
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    env = LocalEnvironment(
+        create_runtime({"job": job}, clock=clock), path, layout=layout.PER_BINDING
+    )
+    await env.migrate()
+    await env.JOB_COORDINATOR.start()  # alarms fire, the queue delivers nothing
+    queued = (await env.jobs.create("job")).kumofire_job_run_id
+    await clock.advance(0)
+    waiting = [(await env.jobs.create("job", delay=60 + i)).kumofire_job_run_id for i in range(2)]
+    await env.close()
+    with closing(sqlite3.connect(layout.queue_path(path))) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+    objects = layout.objects_path(path, COORDINATOR_CLASS)
+    with closing(sqlite3.connect(objects)) as conn:
+        assert conn.execute("SELECT count(*) FROM alarms").fetchone()[0] == 2
+    assert calls == []
+    return [queued, *waiting]
+
+
+async def test_a_per_binding_data_directory_moves_into_one_file_and_runs_on(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    runs = await _per_binding_directory(clock, tmp_path, calls)
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), tmp_path)
+    assert not layout.queue_path(tmp_path).exists()
+    assert not layout.objects_path(tmp_path, COORDINATOR_CLASS).exists()
+    await env.start()
+    try:
+        await clock.advance(0)
+        assert calls == runs[:1]  # the stored message, delivered
+        await clock.advance(61)
+        assert calls == runs  # the stored alarms, fired on time
+        counts = await env.jobs.counts()
+        assert counts["succeeded"] == 3 and sum(counts.values()) == 3
+    finally:
+        await env.stop()
+
+
+async def test_a_move_cut_off_before_the_old_files_were_removed_is_done_again_safely(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    runs = await _per_binding_directory(clock, tmp_path / "data", calls)
+    saved = tmp_path / "saved"
+    shutil.copytree(tmp_path / "data", saved)
+    assert layout.to_one_file(tmp_path / "data", COORDINATOR_CLASS)
+    # The crash: the copy committed, the old files still there (put back from the copy).
+    shutil.copy(layout.queue_path(saved), layout.queue_path(tmp_path / "data"))
+    objects = layout.objects_path(tmp_path / "data", COORDINATOR_CLASS)
+    shutil.copy(layout.objects_path(saved, COORDINATOR_CLASS), objects)
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), tmp_path / "data")
+    assert not objects.exists()
+    await env.start()
+    try:
+        await clock.advance(61)
+        assert sorted(calls) == sorted(runs)  # each once: the second copy added nothing
+        assert await env.broker.depth("kumofire-jobs") == 0
+    finally:
+        await env.stop()
+
+
+async def test_a_one_file_directory_is_not_opened_file_by_file(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    async def job(ctx: JobContext) -> None:
+        return None
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    await env.jobs.create("job", delay=60)
+    await env.stop()
+    with pytest.raises(layout.OneFileInUseError, match="one-file layout"):
+        LocalEnvironment(runtime, tmp_path, layout=layout.PER_BINDING)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        LocalEnvironment(runtime, tmp_path, layout="two-files")
+
+
+async def test_the_file_holds_one_namespace(one_file: Bindings, clock: ManualClock) -> None:
+    # Its tables are not keyed by class: a second namespace would fire the first's alarms.
+    with pytest.raises(ValueError, match="already holds a LocalDurableObjectNamespace"):
+        LocalDurableObjectNamespace(
+            Counter,
+            path=Path(one_file.d1.path).parent / "other",
+            clock=clock,
+            one_file=one_file.objects._one_file,
+        )
