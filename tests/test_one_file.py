@@ -20,7 +20,7 @@ import pytest
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.local import layout
+from kumofire_jobs.local import layout, table_names
 from kumofire_jobs.local.d1 import D1Error, LocalD1Database
 from kumofire_jobs.local.durable_objects import (
     DurableObjectError,
@@ -160,19 +160,50 @@ async def _per_binding_directory(clock: ManualClock, path: Path, calls: list[str
     waiting = [(await env.jobs.create("job", delay=60 + i)).kumofire_job_run_id for i in range(2)]
     await env.close()
     with closing(sqlite3.connect(layout.queue_path(path))) as conn:
-        assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM kumofire_local_queue_messages").fetchone()[0] == 1
     objects = layout.objects_path(path, COORDINATOR_CLASS)
     with closing(sqlite3.connect(objects)) as conn:
-        assert conn.execute("SELECT count(*) FROM alarms").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM kumofire_local_do_alarms").fetchone()[0] == 2
     assert calls == []
     return [queued, *waiting]
 
 
+# The tables' indexes as they were before the prefix.
+_OLD_INDEXES = (
+    "CREATE INDEX messages_ready ON messages (queue, lease, visible_at)",
+    "CREATE INDEX alarms_by_time ON alarms (time_ms)",
+)
+
+
+def _unprefix(path: Path) -> None:
+    """Give a per-binding data directory's queue and coordinator files the table and index
+    names they had before the `kumofire_local_` prefix (a directory written before it)."""
+    for file, tables in (
+        (layout.queue_path(path), table_names.QUEUE_TABLES),
+        (layout.objects_path(path, COORDINATOR_CLASS), table_names.OBJECT_TABLES),
+    ):
+        with closing(sqlite3.connect(file)) as conn:
+            for (index,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            ).fetchall():
+                conn.execute(f"DROP INDEX {index}")
+            for name, old, _ in tables:
+                conn.execute(f"ALTER TABLE {name} RENAME TO {old}")
+            present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            for sql in _OLD_INDEXES:
+                if sql.split(" ON ")[1].split()[0] in present:
+                    conn.execute(sql)
+            conn.commit()
+
+
+@pytest.mark.parametrize("written_before_the_prefix", [False, True])
 async def test_a_per_binding_data_directory_moves_into_one_file_and_runs_on(
-    clock: ManualClock, tmp_path: Path
+    clock: ManualClock, tmp_path: Path, written_before_the_prefix: bool
 ) -> None:
     calls: list[str] = []
     runs = await _per_binding_directory(clock, tmp_path, calls)
+    if written_before_the_prefix:
+        _unprefix(tmp_path)
 
     async def job(ctx: JobContext) -> None:
         calls.append(ctx.job.id)
@@ -245,3 +276,61 @@ async def test_the_file_holds_one_namespace(one_file: Bindings, clock: ManualClo
             clock=clock,
             one_file=one_file.objects._one_file,
         )
+
+
+async def test_a_per_binding_directory_written_before_the_prefix_is_renamed_and_runs_on(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    runs = await _per_binding_directory(clock, tmp_path, calls)
+    _unprefix(tmp_path)
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path, layout=layout.PER_BINDING)
+    await env.start()
+    try:
+        await clock.advance(61)
+        assert sorted(calls) == sorted(runs)  # the stored message and alarms, under new names
+    finally:
+        await env.stop()
+    with closing(sqlite3.connect(layout.queue_path(tmp_path))) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "messages" not in tables and "kumofire_local_queue_messages" in tables
+
+
+async def test_a_users_own_tables_named_like_the_bindings_old_ones_are_left_alone(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """In the one file, D1's database is the user's too: tables of theirs called `messages`,
+    `kv`, `alarms` or `names` are neither used by the queue and coordinators nor touched."""
+    calls: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    for restart in range(2):
+        env = LocalEnvironment(runtime, tmp_path)
+        await env.start()
+        try:
+            if restart == 0:
+                for table in ("messages", "kv", "alarms", "names"):
+                    await env.JOBS_DB.exec(
+                        f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, note TEXT NOT NULL)"
+                    )
+                    await (
+                        env.JOBS_DB.prepare(f"INSERT INTO {table} (note) VALUES (?)")
+                        .bind(f"the user's {table}")
+                        .run()
+                    )
+            created = [(await env.jobs.create("job", delay=d)).kumofire_job_run_id for d in (0, 5)]
+            await clock.advance(6)
+            assert calls[-2:] == created
+            for table in ("messages", "kv", "alarms", "names"):
+                rows = (await env.JOBS_DB.prepare(f"SELECT note FROM {table}").all()).results
+                assert [row["note"] for row in rows] == [f"the user's {table}"]
+        finally:
+            await env.stop()

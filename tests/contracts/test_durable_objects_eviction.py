@@ -381,11 +381,11 @@ async def test_alarm_calls_on_an_evicted_object(env: Env, clock: ManualClock) ->
 async def test_the_window_query_uses_the_time_index(env: Env, clock: ManualClock) -> None:
     ns = await env.open()
     plan: list[Any] = ns._db.execute(
-        "EXPLAIN QUERY PLAN SELECT object_id, time_ms, retry FROM alarms"
+        "EXPLAIN QUERY PLAN SELECT object_id, time_ms, retry FROM kumofire_local_do_alarms"
         " WHERE time_ms >= ? AND time_ms < ?",
         (0, 1),
     ).fetchall()
-    assert any("alarms_by_time" in row[-1] for row in plan), plan
+    assert any("kumofire_local_do_alarms_by_time" in row[-1] for row in plan), plan
 
 
 async def test_a_nearer_alarm_left_in_storage_re_aims_the_window_timer(

@@ -337,7 +337,8 @@ def _committed_value(path: Path, object_id: str, key: str) -> Any:
     conn = sqlite3.connect(path / "objects.sqlite3")
     try:
         row = conn.execute(
-            "SELECT value FROM kv WHERE object_id = ? AND key = ?", (object_id, key)
+            "SELECT value FROM kumofire_local_do_kv WHERE object_id = ? AND key = ?",
+            (object_id, key),
         ).fetchone()
     finally:
         conn.close()

@@ -249,7 +249,8 @@ def _committed_bodies(path: Path) -> list[bytes]:
 
     conn = sqlite3.connect(path)
     try:
-        return [row[0] for row in conn.execute("SELECT body FROM messages ORDER BY seq")]
+        rows = conn.execute("SELECT body FROM kumofire_local_queue_messages ORDER BY seq")
+        return [row[0] for row in rows]
     finally:
         conn.close()
 
@@ -276,7 +277,8 @@ async def test_a_delivery_is_recorded_before_its_handler_runs(queue_env: LocalQu
     async def handler(batch: MessageBatch, call: int) -> None:
         conn = sqlite3.connect(env.path)
         try:
-            attempts_seen.extend(row[0] for row in conn.execute("SELECT attempts FROM messages"))
+            rows = conn.execute("SELECT attempts FROM kumofire_local_queue_messages")
+            attempts_seen.extend(row[0] for row in rows)
         finally:
             conn.close()
 

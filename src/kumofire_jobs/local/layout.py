@@ -2,7 +2,7 @@
 directory written in the per-binding layout into the one-file layout.
 
 * `ONE_FILE` (the default): `d1/jobs.sqlite` holds D1's tables and, beside them, the queue's
-  (`messages`) and the coordinators' storage (`kv`, `alarms`, `names`): one commit and one
+  and the coordinators' storage's (`kumofire_local_...`: `table_names`): one commit and one
   WAL sync per event-loop turn for all three (`one_file`).
 * `PER_BINDING`: each binding its own file (`queues.sqlite`,
   `durable_objects/JobCoordinator/objects.sqlite3`), as before; each commits on its own, so
@@ -24,6 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
+from kumofire_jobs.local import table_names
 from kumofire_jobs.local.durable_objects.commit import SCHEMA as OBJECTS_SCHEMA
 from kumofire_jobs.local.queue import SCHEMA as QUEUE_SCHEMA
 
@@ -33,15 +34,15 @@ ONE_FILE: Final = "one-file"
 PER_BINDING: Final = "per-binding"
 LAYOUTS: Final = (ONE_FILE, PER_BINDING)
 
-# (the old file's table, its columns): copied as they are.
-_QUEUE_TABLES: Final = (
-    ("messages", "seq, queue, id, timestamp_ms, content_type, body, visible_at, attempts, lease"),
-)
-_OBJECT_TABLES: Final = (
-    ("kv", "object_id, key, value"),
-    ("alarms", "object_id, time_ms, retry"),
-    ("names", "object_id, name"),
-)
+# The columns of each table, copied as they are.
+_COLUMNS: Final = {
+    "kumofire_local_queue_messages": (
+        "seq, queue, id, timestamp_ms, content_type, body, visible_at, attempts, lease"
+    ),
+    "kumofire_local_do_kv": "object_id, key, value",
+    "kumofire_local_do_alarms": "object_id, time_ms, retry",
+    "kumofire_local_do_names": "object_id, name",
+}
 
 
 class OneFileInUseError(RuntimeError):
@@ -66,8 +67,8 @@ def to_one_file(data_dir: Path, class_name: str) -> bool:
     sources = [
         (path, alias, tables)
         for path, alias, tables in (
-            (queue_path(data_dir), "old_queue", _QUEUE_TABLES),
-            (objects_path(data_dir, class_name), "old_objects", _OBJECT_TABLES),
+            (queue_path(data_dir), "old_queue", table_names.QUEUE_TABLES),
+            (objects_path(data_dir, class_name), "old_objects", table_names.OBJECT_TABLES),
         )
         if path.exists()
     ]
@@ -84,15 +85,13 @@ def to_one_file(data_dir: Path, class_name: str) -> bool:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for _, alias, tables in sources:
-                present = {
-                    row[0] for row in conn.execute(f"SELECT name FROM {alias}.sqlite_master")
-                }
-                for table, columns in tables:
-                    if table in present:
-                        conn.execute(
-                            f"INSERT OR IGNORE INTO main.{table} ({columns})"
-                            f" SELECT {columns} FROM {alias}.{table}"
-                        )
+                # A file written before the tables' prefix has them under their old names.
+                for table, there in table_names.legacy(conn, alias, tables).items():
+                    columns = _COLUMNS[table]
+                    conn.execute(
+                        f"INSERT OR IGNORE INTO main.{table} ({columns})"
+                        f" SELECT {columns} FROM {alias}.{there}"
+                    )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -119,7 +118,8 @@ def check_per_binding(data_dir: Path) -> None:
     conn = sqlite3.connect(d1, isolation_level=None)
     try:
         row = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name IN ('messages', 'kv')"
+            "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+            " AND name IN ('kumofire_local_queue_messages', 'kumofire_local_do_kv')"
         ).fetchone()
     finally:
         conn.close()

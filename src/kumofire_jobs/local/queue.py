@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 from kumofire_jobs.core.bindings import MessageBatch, QueueMessage
 from kumofire_jobs.core.clock import Clock, now_ms, sleep_until_or_woken
 from kumofire_jobs.core.log import RepeatedLog, get_logger
-from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
+from kumofire_jobs.local import checkpoint, group_commit, output_gate, table_names, wal_sync
 
 if TYPE_CHECKING:
     from kumofire_jobs.local.one_file import OneFile
@@ -381,7 +381,7 @@ class LocalMessageBatch:
 # --- The broker ----------------------------------------------------------------------------
 
 SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS messages (
+CREATE TABLE IF NOT EXISTS kumofire_local_queue_messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- send order
     queue TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -392,22 +392,28 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL DEFAULT 0,    -- deliveries so far
     lease INTEGER                           -- the batch holding it; NULL when not in flight
 );
-CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, lease, visible_at);
+CREATE INDEX IF NOT EXISTS kumofire_local_queue_messages_ready
+    ON kumofire_local_queue_messages (queue, lease, visible_at);
 """
 
 _SELECT_READY: Final = (
-    "SELECT seq, id, timestamp_ms, content_type, body, visible_at, attempts FROM messages"
+    "SELECT seq, id, timestamp_ms, content_type, body, visible_at, attempts"
+    " FROM kumofire_local_queue_messages"
     " WHERE queue = ? AND lease IS NULL AND visible_at <= ? ORDER BY visible_at, seq LIMIT ?"
 )
 _SELECT_NEXT_VISIBLE: Final = (
-    "SELECT min(visible_at) FROM messages WHERE queue = ? AND lease IS NULL AND visible_at > ?"
+    "SELECT min(visible_at) FROM kumofire_local_queue_messages"
+    " WHERE queue = ? AND lease IS NULL AND visible_at > ?"
 )
 _INSERT: Final = (
-    "INSERT INTO messages (queue, id, timestamp_ms, content_type, body, visible_at)"
+    "INSERT INTO kumofire_local_queue_messages"
+    " (queue, id, timestamp_ms, content_type, body, visible_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
-_RETRY_ROW: Final = "UPDATE messages SET lease = NULL, visible_at = ? WHERE seq = ?"
-_RELEASE_LEASE: Final = "UPDATE messages SET lease = NULL WHERE lease = ?"
+_RETRY_ROW: Final = (
+    "UPDATE kumofire_local_queue_messages SET lease = NULL, visible_at = ? WHERE seq = ?"
+)
+_RELEASE_LEASE: Final = "UPDATE kumofire_local_queue_messages SET lease = NULL WHERE lease = ?"
 
 
 _UNKNOWN: Final[Any] = float("-inf")
@@ -489,9 +495,12 @@ class LocalQueueBroker:
             self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             checkpoint.configure(self._db)
             self._checkpointer = checkpoint.Checkpointer(path)
+            table_names.rename_legacy(self._db, table_names.QUEUE_TABLES)  # its own file only
         self._db.executescript(SCHEMA)
         # Batches in flight when the last process died: visible again, attempt counted.
-        self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
+        self._db.execute(
+            "UPDATE kumofire_local_queue_messages SET lease = NULL WHERE lease IS NOT NULL"
+        )
         self._consumers: dict[str, _Consumer] = {}
         self._leases = itertools.count(1)
         self._started = False
@@ -573,7 +582,9 @@ class LocalQueueBroker:
             self._commits.commit()
             # Nothing is in flight now; a handler cancelled before it began left its lease.
             try:
-                self._db.execute("UPDATE messages SET lease = NULL WHERE lease IS NOT NULL")
+                self._db.execute(
+                    "UPDATE kumofire_local_queue_messages SET lease = NULL WHERE lease IS NOT NULL"
+                )
             except sqlite3.Error as exc:
                 self._write_failed(exc)  # they come back on the next open
             for consumer in self._consumers.values():
@@ -607,7 +618,7 @@ class LocalQueueBroker:
         if self._commits.pending:
             await self._commits.wait(_as_sqlite_error)
         row = self._db.execute(
-            "SELECT count(*) FROM messages WHERE queue = ?", (queue_name,)
+            "SELECT count(*) FROM kumofire_local_queue_messages WHERE queue = ?", (queue_name,)
         ).fetchone()
         return int(row[0])
 
@@ -725,7 +736,8 @@ class LocalQueueBroker:
         seqs = [row[0] for row in rows]
         self._write()
         self._db.execute(
-            f"UPDATE messages SET lease = ?, attempts = attempts + 1 WHERE seq IN {_SEQS}",
+            "UPDATE kumofire_local_queue_messages SET lease = ?, attempts = attempts + 1"
+            f" WHERE seq IN {_SEQS}",
             (lease, _json_list(seqs)),
         )
         if self._failures and not self._commits.pending:
@@ -827,12 +839,16 @@ class LocalQueueBroker:
         try:
             if acked and not retried and not settlement.exhausted:
                 self._write()  # one statement: atomic by itself
-                self._db.execute(f"DELETE FROM messages WHERE seq IN {_SEQS}", (_json_list(acked),))
+                self._db.execute(
+                    f"DELETE FROM kumofire_local_queue_messages WHERE seq IN {_SEQS}",
+                    (_json_list(acked),),
+                )
             else:
                 with self._tx():
                     if acked:
                         self._db.execute(
-                            f"DELETE FROM messages WHERE seq IN {_SEQS}", (_json_list(acked),)
+                            f"DELETE FROM kumofire_local_queue_messages WHERE seq IN {_SEQS}",
+                            (_json_list(acked),),
                         )
                     if retried:
                         self._db.executemany(_RETRY_ROW, retried)
@@ -864,10 +880,14 @@ class LocalQueueBroker:
         listed = _json_list(seqs)
         ids = [
             row[0]
-            for row in self._db.execute(f"SELECT id FROM messages WHERE seq IN {_SEQS}", (listed,))
+            for row in self._db.execute(
+                f"SELECT id FROM kumofire_local_queue_messages WHERE seq IN {_SEQS}", (listed,)
+            )
         ]
         if dlq is None:
-            self._db.execute(f"DELETE FROM messages WHERE seq IN {_SEQS}", (listed,))
+            self._db.execute(
+                f"DELETE FROM kumofire_local_queue_messages WHERE seq IN {_SEQS}", (listed,)
+            )
             _log.warning(
                 "queue messages dropped after their last retry",
                 queue=consumer.queue,
@@ -876,7 +896,8 @@ class LocalQueueBroker:
             )
             return
         self._db.execute(
-            f"UPDATE messages SET queue = ?, lease = NULL, attempts = 0, visible_at = ?"
+            "UPDATE kumofire_local_queue_messages"
+            " SET queue = ?, lease = NULL, attempts = 0, visible_at = ?"
             f" WHERE seq IN {_SEQS}",
             (dlq, self._clock.now(), listed),
         )

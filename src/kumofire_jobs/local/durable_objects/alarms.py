@@ -16,8 +16,8 @@ alarms of the objects in memory, and every stored alarm due before the horizon (
 window last loaded, `ALARM_WINDOW_SECONDS` ahead); an idle object whose alarm is beyond both
 the idle period and the window is forgotten entirely (`eviction`). The same timer also wakes
 a window before the earliest stored alarm beyond the horizon and loads the next window with
-one indexed query (`alarms_by_time`): no polling, and a pending alarm a week ahead costs a row
-on disk, nothing in memory.
+one indexed query (`kumofire_local_do_alarms_by_time`): no polling, and a pending alarm a
+week ahead costs a row on disk, nothing in memory.
 """
 
 from __future__ import annotations
@@ -222,14 +222,16 @@ class Alarms:
         if self._next_stored_ms is not None:
             end = max(end, self._next_stored_ms + 1)  # never short of it (float rounding)
         rows = self._db.execute(
-            "SELECT object_id FROM alarms WHERE time_ms >= ? AND time_ms < ?",
+            "SELECT object_id FROM kumofire_local_do_alarms WHERE time_ms >= ? AND time_ms < ?",
             (self._horizon_ms, end),
         ).fetchall()
         self._horizon_ms = end
         for (hex_id,) in rows:
             if hex_id not in self._actors:
                 self._actor(hex_id, None)  # reads and arms its stored alarm
-        row = self._db.execute("SELECT MIN(time_ms) FROM alarms WHERE time_ms >= ?", (end,))
+        row = self._db.execute(
+            "SELECT MIN(time_ms) FROM kumofire_local_do_alarms WHERE time_ms >= ?", (end,)
+        )
         self._next_stored_ms = row.fetchone()[0]
 
     def _stored_alarm(self, time_ms: int) -> None:

@@ -34,20 +34,20 @@ CACHE_MAX_KEYS = 1024
 
 # One SQLite file per namespace holds every object's KV pairs, alarm and name.
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (
+CREATE TABLE IF NOT EXISTS kumofire_local_do_kv (
     object_id TEXT NOT NULL,
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (object_id, key)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS alarms (
+CREATE TABLE IF NOT EXISTS kumofire_local_do_alarms (
     object_id TEXT PRIMARY KEY,
     time_ms INTEGER NOT NULL,
     retry INTEGER NOT NULL
 ) WITHOUT ROWID;
 -- The window's load: the alarms due in a time range, and the earliest after it.
-CREATE INDEX IF NOT EXISTS alarms_by_time ON alarms (time_ms);
-CREATE TABLE IF NOT EXISTS names (
+CREATE INDEX IF NOT EXISTS kumofire_local_do_alarms_by_time ON kumofire_local_do_alarms (time_ms);
+CREATE TABLE IF NOT EXISTS kumofire_local_do_names (
     object_id TEXT PRIMARY KEY,
     name TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -102,7 +102,8 @@ class Commit:
         if actor.cache_complete:
             return None
         row = self._db.execute(
-            "SELECT value FROM kv WHERE object_id = ? AND key = ?", (actor.hex, key)
+            "SELECT value FROM kumofire_local_do_kv WHERE object_id = ? AND key = ?",
+            (actor.hex, key),
         ).fetchone()
         data: bytes | None = None if row is None else row[0]
         if len(cache) >= CACHE_MAX_KEYS:
@@ -130,7 +131,7 @@ class Commit:
             # One JSON parameter: the one-file layout keeps D1's limit of 100 parameters.
             rows = dict(
                 self._db.execute(
-                    "SELECT key, value FROM kv WHERE object_id = ?"
+                    "SELECT key, value FROM kumofire_local_do_kv WHERE object_id = ?"
                     " AND key IN (SELECT value FROM json_each(?))",
                     (actor.hex, json.dumps(missing)),
                 ).fetchall()
@@ -269,24 +270,34 @@ class Commit:
         if not db.in_transaction:
             db.execute("BEGIN IMMEDIATE")
         if clears:
-            db.executemany("DELETE FROM kv WHERE object_id = ?", clears)
+            db.executemany("DELETE FROM kumofire_local_do_kv WHERE object_id = ?", clears)
         if deletes:
-            db.executemany("DELETE FROM kv WHERE object_id = ? AND key = ?", deletes)
+            db.executemany(
+                "DELETE FROM kumofire_local_do_kv WHERE object_id = ? AND key = ?", deletes
+            )
         if puts:
             db.executemany(
-                "INSERT OR REPLACE INTO kv (object_id, key, value) VALUES (?, ?, ?)", puts
+                "INSERT OR REPLACE INTO kumofire_local_do_kv (object_id, key, value)"
+                " VALUES (?, ?, ?)",
+                puts,
             )
         if alarm_sets:
             db.executemany(
-                "INSERT OR REPLACE INTO alarms (object_id, time_ms, retry) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO kumofire_local_do_alarms (object_id, time_ms, retry)"
+                " VALUES (?, ?, ?)",
                 alarm_sets,
             )
         if alarm_deletes:
-            db.executemany("DELETE FROM alarms WHERE object_id = ?", alarm_deletes)
+            db.executemany(
+                "DELETE FROM kumofire_local_do_alarms WHERE object_id = ?", alarm_deletes
+            )
         if name_sets:
-            db.executemany("INSERT OR IGNORE INTO names (object_id, name) VALUES (?, ?)", name_sets)
+            db.executemany(
+                "INSERT OR IGNORE INTO kumofire_local_do_names (object_id, name) VALUES (?, ?)",
+                name_sets,
+            )
         if name_deletes:
-            db.executemany("DELETE FROM names WHERE object_id = ?", name_deletes)
+            db.executemany("DELETE FROM kumofire_local_do_names WHERE object_id = ?", name_deletes)
 
     def _committed(self, actor: Actor) -> None:
         cache = actor.cache

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
-from kumofire_jobs.local import checkpoint, group_commit, output_gate, wal_sync
+from kumofire_jobs.local import checkpoint, group_commit, output_gate, table_names, wal_sync
 
 from .actor import Actor
 from .alarms import Alarms
@@ -41,9 +41,9 @@ _HEX_ID = re.compile(r"[0-9a-f]{64}")
 
 # What storage holds of an object not in memory: its alarm, and whether it has KV pairs.
 _STORED = """
-SELECT (SELECT time_ms FROM alarms WHERE object_id = ?1),
-       (SELECT retry FROM alarms WHERE object_id = ?1),
-       EXISTS (SELECT 1 FROM kv WHERE object_id = ?1)
+SELECT (SELECT time_ms FROM kumofire_local_do_alarms WHERE object_id = ?1),
+       (SELECT retry FROM kumofire_local_do_alarms WHERE object_id = ?1),
+       EXISTS (SELECT 1 FROM kumofire_local_do_kv WHERE object_id = ?1)
 """
 
 Factory = Callable[[LocalDurableObjectState, Any], Any]
@@ -97,6 +97,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
             self._db = self._connect(self._dir / "objects.sqlite3")
             checkpoint.configure(self._db)
             self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
+            table_names.rename_legacy(self._db, table_names.OBJECT_TABLES)  # its own file only
         self._db.executescript(SCHEMA)
         self._actors: dict[str, Actor] = {}
         self._idle_seconds = idle_eviction_seconds
@@ -271,7 +272,9 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         actor = self._actors.get(hex_id)
         if actor is not None:
             return self._alarm_time(actor)
-        row = self._db.execute("SELECT time_ms FROM alarms WHERE object_id = ?", (hex_id,))
+        row = self._db.execute(
+            "SELECT time_ms FROM kumofire_local_do_alarms WHERE object_id = ?", (hex_id,)
+        )
         stored = row.fetchone()  # an object not in memory: its committed alarm, if any
         return None if stored is None else float(stored[0])
 
@@ -372,7 +375,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         assert actor.storage is not None
         if actor.name is None:
             row = self._db.execute(
-                "SELECT name FROM names WHERE object_id = ?", (actor.hex,)
+                "SELECT name FROM kumofire_local_do_names WHERE object_id = ?", (actor.hex,)
             ).fetchone()
             if row is not None:
                 actor.name, actor.name_recorded = row[0], True

@@ -202,7 +202,10 @@ class LocalDurableObjectStorage:
             where.append("key >= ? AND substr(key, 1, ?) = ?")
             params += [_check_key(prefix), len(prefix), prefix]
         order = "DESC" if opts.get("reverse") else "ASC"
-        sql = f"SELECT key, value FROM kv WHERE {' AND '.join(where)} ORDER BY key {order}"
+        sql = (
+            f"SELECT key, value FROM kumofire_local_do_kv WHERE {' AND '.join(where)}"
+            f" ORDER BY key {order}"
+        )
         if "limit" in opts:
             limit = opts["limit"]
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
