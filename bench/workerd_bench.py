@@ -89,6 +89,7 @@ def summary(values: list[float]) -> dict[str, float]:
         "n": len(values),
         "p50": round(statistics.median(values), 1),
         "p90": round(percentile(values, 90), 1),
+        "p99": round(percentile(values, 99), 1),
         "max": round(max(values), 1),
         "min": round(min(values), 1),
     }
@@ -123,7 +124,9 @@ def creates(url: str, count: int) -> tuple[list[float], list[float]]:
     return took, to_start
 
 
-def burst(url: str, size: int, lead: float | None) -> tuple[list[float], list[str], datetime]:
+def burst(
+    url: str, size: int, lead: float | None
+) -> tuple[list[float], list[dict[str, Any]], datetime]:
     # Creating 100 takes about 1 s (more on a loaded machine: `--lead`).
     due = datetime.now(UTC) + timedelta(seconds=3 + 0.01 * size if lead is None else lead)
     ids: list[str] = []
@@ -134,7 +137,25 @@ def burst(url: str, size: int, lead: float | None) -> tuple[list[float], list[st
         ids.extend(item["kumofire_job_run_id"] for item in answer["items"])
     if datetime.now(UTC) >= due:
         raise RuntimeError("creating the burst took longer than its lead")
-    return [lateness_ms(run) for run in wait_all(url, ids, 300)], ids, due
+    runs = wait_all(url, ids, 300)
+    return [lateness_ms(run) for run in runs], runs, due
+
+
+def d1_phases(runs: list[dict[str, Any]], due: datetime) -> dict[str, Any]:
+    """`started` and `succeeded` as D1 records them (`started_at`, `finished_at`), first and
+    last in ms after the due time, and the runs per second from the due time to the last
+    outcome: what a burst shows when wrangler's log level hides the Worker's own lines."""
+
+    def span(field: str) -> list[float]:
+        at = [(parse(run[field]) - due) / timedelta(milliseconds=1) for run in runs]
+        return [round(min(at)), round(max(at))]
+
+    started, finished = span("started_at"), span("finished_at")
+    return {
+        "started": started,
+        "succeeded": finished,
+        "runs_per_s": round(len(runs) / max(finished[1] / 1000, 0.001), 1),
+    }
 
 
 def phases(log: str, ids: list[str], due: datetime) -> dict[str, list[float]]:
@@ -174,6 +195,11 @@ def main() -> None:
     parser.add_argument("--creates", type=int, default=0, help="due runs created one at a time")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
+        "--wrangler-log-level",
+        default="log",
+        help="wrangler's --log-level; below `log` hides the Worker's lines (a 500 burst's)",
+    )
+    parser.add_argument(
         "--lead", type=float, default=None, help="seconds from creating a burst to its due time"
     )
     args = parser.parse_args()
@@ -181,7 +207,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="kumofire-workerd-bench-"))
     print(f"state and logs under {root}", flush=True)
     if True:
-        stack = Stack(root)
+        stack = Stack(root, args.wrangler_log_level)
         try:
             stack.migrate()
             stack.start(SERVICE)
@@ -198,13 +224,15 @@ def main() -> None:
             for size in (int(s) for s in args.bursts.split(",") if s):
                 for rep in range(args.reps):
                     log_before = len(queue_batches(stack.workers[SERVICE].log.read_text()))
-                    values, ids, due = burst(url, size, args.lead)
+                    values, runs, due = burst(url, size, args.lead)
+                    ids = [run["id"] for run in runs]
                     log = stack.workers[SERVICE].log.read_text()
                     batches = queue_batches(log)[log_before:]
                     key = f"burst {size} #{rep + 1}"
                     results[key] = {
                         **summary(values),
                         "phases_ms": phases(log, ids, due),
+                        "d1_ms": d1_phases(runs, due),
                         "queue_batches": len(batches),
                         "messages_per_batch": [b[0] for b in batches][:20],
                         "batch_ms": [b[1] for b in batches][:20],

@@ -214,8 +214,11 @@ class Worker:
 class Stack:
     """The three `wrangler dev` processes, sharing a dev registry and a state directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, log_level: str = "log") -> None:
         self.root = root
+        # wrangler's `--log-level`: "log" shows the Worker's console lines (the suite reads
+        # them); a burst's benchmark lowers it (bench/README.md, "A burst of 500").
+        self.log_level = log_level
         self.bundle_dir = build_bundle()
         self.configs = build(root / "build")
         self.wrapper = workerd_wrapper(root, self.bundle_dir)
@@ -247,7 +250,7 @@ class Stack:
         worker.process = subprocess.Popen(
             [str(WRANGLER), "dev", "--config", str(worker.config), "--ip", "127.0.0.1",
              "--port", str(worker.port), "--inspector-port", str(free_port()),
-             "--persist-to", str(self.root / "state"), "--log-level", "log",
+             "--persist-to", str(self.root / "state"), "--log-level", self.log_level,
              "--show-interactive-dev-session=false", *worker.extra],
             cwd=worker.config.parent, env=self.env(), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
