@@ -171,7 +171,7 @@ async def test_full_callers_are_answered_after_their_wal_is_synced(
 
     monkeypatch.setattr(wal_sync, "_fdatasync", fdatasync)
     directories: list[str] = []
-    monkeypatch.setattr(wal_sync, "_sync_directory", directories.append)
+    monkeypatch.setattr(wal_sync, "sync_directory", directories.append)
     for i, binding in enumerate(bindings):
         binding.write(i)
         waiters.append(binding.group.wait())

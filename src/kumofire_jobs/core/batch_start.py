@@ -19,7 +19,7 @@ from .clock import Clock, now_ms
 from .run_rows import StartedRow
 from .store import RunStore
 
-__all__ = ["BatchStart"]
+__all__ = ["BatchStart", "start_and_answer"]
 
 
 class BatchStart:
@@ -53,21 +53,31 @@ class BatchStart:
     async def _start(
         self, joined: list[tuple[str, int, asyncio.Future[StartedRow | None]]]
     ) -> None:
-        # One run, one token: two leases of one run cannot both be live, but should a run come
-        # twice, the newer token goes in the statement and the older is answered None.
-        tokens: dict[str, int] = {}
-        for run_id, token, _ in joined:
-            tokens[run_id] = max(token, tokens.get(run_id, token))
-        try:
-            rows = await start_many(
-                self._store, list(tokens.items()), now_ms(self._clock), unless=self._unless
-            )
-        except Exception as exc:
-            for _, _, answer in joined:
-                if not answer.done():
-                    answer.set_exception(exc)
-            return
-        for run_id, token, answer in joined:
-            row = rows.get(run_id)
+        await start_and_answer(self._store, self._clock, joined, self._unless)
+
+
+Joined = list[tuple[str, int, "asyncio.Future[StartedRow | None]"]]
+
+
+async def start_and_answer(
+    store: RunStore, clock: Clock, joined: Joined, unless: str | None
+) -> None:
+    """Start every (run id, token) of `joined` in one statement and answer each its started
+    row, or None (not started by it); a failed statement fails every answer. Shared by the
+    consumer batch's starts and the limiter hand-overs' (`handoff_writes`)."""
+    # One run, one token: two leases of one run cannot both be live, but should a run come
+    # twice, the newer token goes in the statement and the older is answered None.
+    tokens: dict[str, int] = {}
+    for run_id, token, _ in joined:
+        tokens[run_id] = max(token, tokens.get(run_id, token))
+    try:
+        rows = await start_many(store, list(tokens.items()), now_ms(clock), unless=unless)
+    except Exception as exc:
+        for _, _, answer in joined:
             if not answer.done():
-                answer.set_result(row if row is not None and tokens[run_id] == token else None)
+                answer.set_exception(exc)
+        return
+    for run_id, token, answer in joined:
+        row = rows.get(run_id)
+        if not answer.done():
+            answer.set_result(row if row is not None and tokens[run_id] == token else None)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .batch_store import start_many
-from .clock import Clock, now_ms
+from .batch_start import start_and_answer
+from .clock import Clock
 from .outcomes import OutcomeWriter
 from .run_rows import StartedRow
 from .store import RunStore
@@ -46,21 +46,4 @@ class HandoffWrites:
 
     async def _flush(self) -> None:
         taken, self._pending = self._pending, []
-        # One run, one token: two leases of one run cannot both be live, but should a run come
-        # twice, the newer token goes in the statement and the older is answered None.
-        tokens: dict[str, int] = {}
-        for run_id, token, _ in taken:
-            tokens[run_id] = max(token, tokens.get(run_id, token))
-        try:
-            rows = await start_many(
-                self._store, list(tokens.items()), now_ms(self._clock), unless=None
-            )
-        except Exception as exc:
-            for _, _, answer in taken:
-                if not answer.done():
-                    answer.set_exception(exc)
-            return
-        for run_id, token, answer in taken:
-            row = rows.get(run_id)
-            if not answer.done():
-                answer.set_result(row if row is not None and tokens[run_id] == token else None)
+        await start_and_answer(self._store, self._clock, taken, None)

@@ -27,6 +27,7 @@ from typing import Final
 from kumofire_jobs.local import table_names
 from kumofire_jobs.local.durable_objects.commit import SCHEMA as OBJECTS_SCHEMA
 from kumofire_jobs.local.queue import SCHEMA as QUEUE_SCHEMA
+from kumofire_jobs.local.wal_sync import sync_directory
 
 __all__ = ["LAYOUTS", "ONE_FILE", "PER_BINDING", "OneFileInUseError", "to_one_file"]
 
@@ -105,7 +106,7 @@ def to_one_file(data_dir: Path, class_name: str) -> bool:
         for suffix in ("-wal", "-shm", ""):  # the database file last: its presence means "copy"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{path}{suffix}")
-        _sync_directory(path.parent)
+        sync_directory(path.parent)
     return True
 
 
@@ -128,13 +129,3 @@ def check_per_binding(data_dir: Path) -> None:
             f"{data_dir} holds its queue and coordinators in {d1} (the one-file layout): "
             "open it in that layout"
         )
-
-
-def _sync_directory(path: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,7 +26,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-__all__ = ["WalSync", "for_connection"]
+__all__ = ["WalSync", "for_connection", "sync_directory"]
 
 _fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
@@ -80,7 +80,7 @@ class WalSync:
         try:
             _fdatasync(fd)
             if not self._dir_synced:
-                _sync_directory(os.path.dirname(self._wal) or ".")
+                sync_directory(os.path.dirname(self._wal) or ".")
                 self._dir_synced = True
         except OSError as exc:
             return self._wrap(exc)
@@ -89,7 +89,7 @@ class WalSync:
         return None
 
 
-def _sync_directory(path: str) -> None:
+def sync_directory(path: str | os.PathLike[str]) -> None:
     """Make a file's directory entry durable (not possible on Windows: nothing to do)."""
     if os.name == "nt":
         return
