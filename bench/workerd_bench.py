@@ -3,6 +3,7 @@ suite's harness, tests/workerd/), offline, with wrangler's local D1, Queues and 
 Objects. Lateness is the run's `started_at - scheduled_for` as D1 records it (milliseconds).
 
     uv run python -m bench.workerd_bench [--singles 20] [--bursts 50,500] [--reps 3] [--lead S]
+        [--wrangler-log-level info]
 
 - singles: delayed runs (2 s) created one at a time, 0.25 s apart;
 - bursts: N runs created at once (`POST /v1/runs:batch`, 100 a request) all due at the same
@@ -12,8 +13,10 @@ Objects. Lateness is the run's `started_at - scheduled_for` as D1 records it (mi
   round trip as the client sees it, and the run's `started_at - created_at` (D1's times).
 
 It also reads wrangler's log for the queue batches (messages per batch, how long each took),
-which is where a burst's time goes. Needs what `bash scripts/test` installs (Node.js 24 on
-PATH: `source scripts/uv.sh; source scripts/node.sh`).
+which is where a burst's time goes, and the `started`/`succeeded` phases from D1 (all there
+is with `--wrangler-log-level` below `log`, which drops the Worker's own lines). Needs what
+`bash scripts/test` installs (Node.js 24 on PATH: `source scripts/uv.sh; source
+scripts/node.sh`).
 """
 
 from __future__ import annotations
