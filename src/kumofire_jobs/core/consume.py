@@ -108,7 +108,9 @@ class Consumer:
         if budget is None:
             return None
         if budget.writes is None:
-            budget.writes = HandoffWrites(self._store, self._clock)
+            seat = SEAT.get()
+            outcomes = None if seat is None else seat.batch.outcomes
+            budget.writes = HandoffWrites(self._store, self._clock, outcomes)
         return budget.writes
 
     async def _consume(self, run_id: str) -> ConsumeResult:

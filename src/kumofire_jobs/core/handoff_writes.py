@@ -25,10 +25,12 @@ __all__ = ["HandoffWrites"]
 
 
 class HandoffWrites:
-    def __init__(self, store: RunStore, clock: Clock) -> None:
+    def __init__(self, store: RunStore, clock: Clock, outcomes: OutcomeWriter | None) -> None:
         self._store = store
         self._clock = clock
-        self.outcomes = OutcomeWriter(store)
+        # The consumer batch's writer when there is one: the handed-over runs' outcomes and
+        # the batch's own ones of a turn go in one statement.
+        self.outcomes = outcomes if outcomes is not None else OutcomeWriter(store)
         self._pending: list[tuple[str, int, asyncio.Future[StartedRow | None]]] = []
         self._flights: set[asyncio.Future[None]] = set()  # held: a task must be referenced
 
