@@ -140,6 +140,7 @@ class GroupCommit:
     __slots__ = (
         "_closed",
         "_held",
+        "_on_begin",
         "_on_lost",
         "_report",
         "_requested",
@@ -156,12 +157,15 @@ class GroupCommit:
         report: Callable[[BaseException], None] | None = None,
         wal: WalSync | None = None,
         on_lost: Callable[[BaseException], None] | None = None,
+        on_begin: Callable[[], None] | None = None,
     ) -> None:
         self._write = write
         self._report = report
         # Told when the pending writes were rolled back under a binding (`lost()`): in the
         # one-file layout every binding sharing the transaction must forget them.
         self._on_lost = on_lost
+        # Told when a write opens the group transaction (`join()` with nothing pending).
+        self._on_begin = on_begin
         # At FULL: the group transaction commits relaxed and the WAL sync is ours (wal_sync).
         self._wal = wal
         self.pending = False  # writes wait for the commit
@@ -173,6 +177,8 @@ class GroupCommit:
 
     def join(self) -> None:
         """A write is pending: commit at the end of this turn (requested once per turn)."""
+        if not self.pending and self._on_begin is not None:
+            self._on_begin()
         self.pending = True
         if not self._requested:
             self._requested = True

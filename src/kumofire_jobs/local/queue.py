@@ -434,6 +434,10 @@ def _json_list(seqs: Sequence[int]) -> str:
     return "[" + ",".join(map(str, seqs)) + "]"
 
 
+def _disk_error(error: OSError) -> sqlite3.Error:
+    return sqlite3.OperationalError(f"disk I/O error: {error}")
+
+
 def _as_sqlite_error(error: BaseException) -> BaseException:
     """A failed commit as the queue's callers see it (a shared commit may fail with D1's)."""
     if isinstance(error, sqlite3.Error):
@@ -632,6 +636,8 @@ class LocalQueueBroker:
             await gate.durable()  # the sending object's writes first
         self._enqueue(queue, rows)
         await self._commits.wait(_as_sqlite_error)
+        if self._one_file is not None:
+            self._one_file.answer_outside(_disk_error)  # at FULL, to a sender outside the runtime
 
     def _enqueue(self, queue: str, rows: Sequence[tuple[str, bytes, int]]) -> None:
         self._check_open()

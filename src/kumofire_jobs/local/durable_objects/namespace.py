@@ -17,6 +17,7 @@ from pathlib import Path
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
+from kumofire_jobs.core import answers
 from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit, output_gate, table_names, wal_sync
@@ -337,6 +338,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
     ) -> None:
         output_gate.enter(actor)
+        answers.mark_runtime_work()  # an object answers its caller, never the outside world
         try:
             instance = actor.instance
             if instance is None or actor.blockers:
