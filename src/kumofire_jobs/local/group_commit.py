@@ -28,8 +28,9 @@ joining the turn's commit: nobody could share it.
 In the per-binding layout, at `synchronous=FULL` a binding's group transaction commits
 without SQLite's WAL sync and the `GroupCommit` syncs the WAL itself (`wal_sync`) before
 answering anyone; when two or more bindings commit in one turn, their syncs run in parallel
-threads and everyone is answered once all are done. In the one-file layout the one commit is
-SQLite's own at `FULL`.
+threads and everyone is answered once all are done. In the one-file layout the commit is
+never synced by itself: the WAL is synced before an answer leaves for a caller outside the
+runtime (`one_file`).
 """
 
 from __future__ import annotations
