@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-__all__ = ["BeforeAnswer", "answers_outside", "inside", "runtime_work"]
+__all__ = ["BeforeAnswer", "answers_outside", "inside", "mark_runtime_work", "runtime_work"]
 
 _T = TypeVar("_T")
 
