@@ -22,6 +22,7 @@ from .runs import RunService
 from .states import RETRYABLE_BY_HAND, TERMINAL, UNFINISHED, RunStatus
 from .store import RunStore
 from .times import datetime_to_ms
+from .validation import integer
 
 MAX_BULK_LIMIT = 1000
 _CONCURRENCY = 16
@@ -36,12 +37,12 @@ APPLIES_TO: dict[str, frozenset[RunStatus]] = {
 
 def _check_filter(
     status: Any, name: Any, schedule_id: Any, created_before: Any, limit: Any
-) -> tuple[RunStatus | None, str | None]:
-    """The filter's status and the id bound of `created_before`; ValidationError if bad."""
+) -> tuple[RunStatus | None, str | None, int]:
+    """The filter's status, the id bound of `created_before` and the limit; ValidationError
+    if bad."""
     if status is None and name is None and schedule_id is None and created_before is None:
         raise ValidationError("give at least one of status, name, schedule_id, created_before")
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValidationError("limit must be an integer")
+    limit = integer("limit", limit)
     if not 1 <= limit <= MAX_BULK_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_BULK_LIMIT}")
     for field, value in (("name", name), ("schedule_id", schedule_id)):
@@ -62,7 +63,7 @@ def _check_filter(
             bound = run_ids_before(datetime_to_ms(created_before))
         except ValueError as exc:
             raise ValidationError(f"created_before: {exc}") from None
-    return parsed, bound
+    return parsed, bound, limit
 
 
 async def bulk(
@@ -76,7 +77,7 @@ async def bulk(
     created_before: Any,
     limit: Any,
 ) -> BulkResult:
-    parsed, bound = _check_filter(status, name, schedule_id, created_before, limit)
+    parsed, bound, limit = _check_filter(status, name, schedule_id, created_before, limit)
     statuses = APPLIES_TO[action] if parsed is None else APPLIES_TO[action] & {parsed}
     ids = await store.ids_matching(
         sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1

@@ -10,13 +10,13 @@ from .errors import ValidationError
 from .schedule_store import ScheduleRow
 from .schedule_timing import NEVER_MS, Timing, interval_ms, next_occurrence
 from .times import datetime_to_ms
+from .validation import integer
 
 MAX_LIMIT = 1_000_000_000
 
 
 def limit(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("limit must be an integer")
+    value = integer("limit", value)
     if not 1 <= value <= MAX_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}")
     return value
