@@ -4,7 +4,7 @@ with a 422 naming the field: in every body, through the one check in core/valida
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import httpx
 import pytest
@@ -54,7 +54,7 @@ async def test_a_run_s_integer_fields_take_integral_floats(
 async def test_a_fraction_or_an_integral_float_out_of_range_is_refused_naming_the_field(
     client: httpx.AsyncClient, env: LocalEnvironment
 ) -> None:
-    def post(**fields: object) -> object:
+    def post(**fields: object) -> Awaitable[httpx.Response]:
         return client.post("/v1/runs", json={"name": "email", **fields})
 
     refused(await post(priority=668.5), "priority must be an integer, not 668.5")

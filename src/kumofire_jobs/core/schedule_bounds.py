@@ -16,10 +16,10 @@ MAX_LIMIT = 1_000_000_000
 
 
 def limit(value: Any) -> int:
-    value = integer("limit", value)
-    if not 1 <= value <= MAX_LIMIT:
+    number = integer("limit", value)
+    if not 1 <= number <= MAX_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}")
-    return value
+    return number
 
 
 def time_ms(field: str, value: Any) -> int:

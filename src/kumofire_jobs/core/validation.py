@@ -65,10 +65,10 @@ def _shown(value: Any) -> str:
 def max_attempts(value: Any, default: int) -> int:
     if value is None:
         return default
-    value = integer("max_attempts", value)
-    if not 1 <= value <= MAX_ATTEMPTS:
+    number = integer("max_attempts", value)
+    if not 1 <= number <= MAX_ATTEMPTS:
         raise ValidationError(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
-    return value
+    return number
 
 
 def due_ms(run_at: Any, delay: Any, now: int) -> int:
@@ -156,19 +156,19 @@ def _is_plain(value: Any) -> bool:
 def limit(value: Any, default: int = DEFAULT_LIST_LIMIT) -> int:
     if value is None:
         return default
-    value = integer("limit", value)
-    if not 1 <= value <= MAX_LIST_LIMIT:
+    number = integer("limit", value)
+    if not 1 <= number <= MAX_LIST_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-    return value
+    return number
 
 
 def priority(value: Any) -> int:
     if value is None:
         return 0
-    value = integer("priority", value)
-    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+    number = integer("priority", value)
+    if not MIN_PRIORITY <= number <= MAX_PRIORITY:
         raise ValidationError(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
-    return value
+    return number
 
 
 def concurrency_key(value: Any) -> str | None:
