@@ -71,7 +71,7 @@ class Jobs:
         return await schema_version(self._schema.db)
 
     async def metrics(self) -> MetricsSnapshot:
-        """What `GET /v1/metrics` reports: one D1 batch of three aggregate reads."""
+        """What `GET /v1/metrics` reports: one D1 batch of four reads (`core/metrics.py`)."""
         await self._ready()
         return await self.job_service.metrics()
 
