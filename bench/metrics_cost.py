@@ -7,7 +7,7 @@ D1 (workerd's SQLite, `bench/d1_counts.mjs`) and prints the rows read by each st
 the scrape's batch, and what scraping every 15 s costs a month at D1's price. It measures a
 process's second scrape (its first sweeps every run at once; core/metrics.py).
 
-    uv run python -m bench.metrics_cost --runs 1000 --runs 25000 --schedules 50 --unfinished 300
+    uv run python -m bench.metrics_cost --runs 1000 --runs 15000 --schedules 50 --unfinished 300
 
 Needs node and miniflare (`source scripts/node.sh`; wrangler's, installed by `npm ci`).
 """
