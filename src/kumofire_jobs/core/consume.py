@@ -72,8 +72,9 @@ class Consumer:
     async def expire_slots(self, granted_before_ms: int) -> None:
         """The embedded runtime's start: free the limiter slots that runs canceled while they
         ran hold under leases of a process known gone (`Limits.expire_before`). A slot lives
-        at most a lease past its holder's last renewal, which came at most a third of a
-        lease after the cancel (it would have stopped the handler): older cancels hold none."""
+        at most a lease past its last renewal, which came before the cancel (a renewal after
+        it finds the run canceled and renews no slot): a cancel older than a lease holds
+        none (twice that is read, a margin)."""
         if self._limits is None or self._limits.names is None:
             return
         since = granted_before_ms - 2 * self._lease_ms
