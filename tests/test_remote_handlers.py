@@ -393,6 +393,7 @@ BAD_ROUTES: list[tuple[str, Any, str]] = [
     ("fetch", {"notify": {"binding": "H", "method": "fetch"}}, "'fetch' is not an RPC method"),
     ("empty name", {"": {"binding": "H"}}, "job names must be non-empty strings"),
     ("long name", {"n" * 257: {"binding": "H"}}, "longer than 256 characters"),
+    ("slash in name", {"team/notify": {"binding": "H"}}, "must not contain '/'"),
 ]
 
 

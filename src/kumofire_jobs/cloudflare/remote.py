@@ -117,6 +117,10 @@ def _route(job: Any, spec: Any) -> RemoteRoute:
         raise RemoteHandlersError(
             f"{where}: the job name is longer than {MAX_NAME_CHARS} characters"
         )
+    if "/" in job:
+        raise RemoteHandlersError(
+            f"{where}: a job name must not contain '/' (it is a path segment in the HTTP API)"
+        )
     if not isinstance(spec, Mapping):
         raise RemoteHandlersError(
             f'{where} must be an object {{"binding": "<SERVICE BINDING>", "method": '

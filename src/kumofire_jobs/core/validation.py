@@ -126,10 +126,10 @@ def payload(value: Any) -> str | None:
     return encoded.decode()
 
 
-def within_depth(value: Any, limit: int) -> bool:
-    """Whether lists and objects nest at most `limit` deep (ValidationError for a float JSON
-    cannot hold). Iterative, so it cannot overflow the stack itself, and it ends on a container
-    that holds itself."""
+def within_depth(value: Any, limit: int, what: str = "payload") -> bool:
+    """Whether lists and objects nest at most `limit` deep (ValidationError, naming `what`,
+    for a float JSON cannot hold). Iterative, so it cannot overflow the stack itself, and it
+    ends on a container that holds itself."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -139,7 +139,7 @@ def within_depth(value: Any, limit: int) -> bool:
             children = item
         elif isinstance(item, float) and not math.isfinite(item):
             # JSON has no NaN or infinity: the encoder would store null in its place.
-            raise ValidationError(f"payload holds {item!r}, which JSON cannot represent")
+            raise ValidationError(f"{what} holds {item!r}, which JSON cannot represent")
         else:
             continue
         if depth >= limit:
