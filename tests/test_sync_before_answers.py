@@ -74,12 +74,6 @@ def syncs(monkeypatch: pytest.MonkeyPatch) -> Syncs:
     return recorded
 
 
-def _one_file(env: LocalEnvironment) -> OneFile:
-    one_file = env.JOB_COORDINATOR._one_file
-    assert one_file is not None and one_file.defers_sync
-    return one_file
-
-
 def _wal_length(env: LocalEnvironment | LocalD1Database) -> int:
     db = env.JOBS_DB if isinstance(env, LocalEnvironment) else env
     return os.path.getsize(f"{db.path}-wal")
