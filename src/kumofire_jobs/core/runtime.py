@@ -240,7 +240,7 @@ class Runtime:
 
         async def one(message: Any) -> ConsumeResult:
             seat = None if folded is None else folded.seat()
-            SEAT.set(seat)  # this message's task (and the tasks it starts) alone
+            seated = SEAT.set(seat)  # this message (and the tasks it starts) alone
             try:
                 result = await jobs.consume(message.body)
             except MalformedMessageError as exc:
@@ -256,10 +256,13 @@ class Runtime:
             finally:
                 if seat is not None:
                     seat.leave()  # if it started nothing: the others' start need not wait
+                SEAT.reset(seated)
             message.ack()
             return result
 
         with handoff.invocation():  # its limited runs' hand-overs share one budget
+            if len(messages) == 1:  # the commonest batch: no task of its own to start
+                return [await one(messages[0])]
             return list(await asyncio.gather(*(one(message) for message in messages)))
 
     def _delivery_hook(self, resources: Resources) -> QueueDeliveryHook:
