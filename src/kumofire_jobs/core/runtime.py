@@ -246,7 +246,7 @@ class Runtime:
 
         async def one(message: Any) -> ConsumeResult:
             seat = None if folded is None else folded.seat()
-            SEAT.set(seat)  # this message's task (and the tasks it starts) alone
+            seated = SEAT.set(seat)  # this message (and the tasks it starts) alone
             try:
                 result = await jobs.consume(message.body)
             except MalformedMessageError as exc:
@@ -262,12 +262,15 @@ class Runtime:
             finally:
                 if seat is not None:
                     seat.leave()  # if it started nothing: the others' start need not wait
+                SEAT.reset(seated)
             message.ack()
             return result
 
         # The runtime's own work, its handlers included (a handler's `Jobs` call still answers
         # as one from outside: answers.py); its limited runs' hand-overs share one budget.
         with runtime_work(), handoff.invocation():
+            if len(messages) == 1:  # the commonest batch: no task of its own to start
+                return [await one(messages[0])]
             return list(await asyncio.gather(*(one(message) for message in messages)))
 
     def _delivery_hook(self, resources: Resources) -> QueueDeliveryHook:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from kumofire_coordinator import CoordinatorEndpoint
+from kumofire_coordinator import CoordinatorEndpoint, LimiterActor
 
 from ..cloudflare.remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
 from ..core.bindings import MessageBatch
@@ -64,8 +64,17 @@ class LocalJobCoordinator(CoordinatorEndpoint):
 
     def __init__(self, ctx: LocalDurableObjectState, env: LocalEnvironment) -> None:
         self.ctx = ctx
+        self._env = env
         self.actor = env.runtime.coordinator_actor(ctx.storage, env.resources)
-        self.limiter = env.runtime.limiter_actor(ctx.storage, env.resources)
+        self._limiter_actor: LimiterActor | None = None
+
+    @property
+    def limiter(self) -> LimiterActor:  # type: ignore[override]
+        """Built when first used: every run's object is built, few serve as a limiter."""
+        if self._limiter_actor is None:
+            env = self._env
+            self._limiter_actor = env.runtime.limiter_actor(self.ctx.storage, env.resources)
+        return self._limiter_actor
 
 
 class WranglerSettings:

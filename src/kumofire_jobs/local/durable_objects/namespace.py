@@ -318,23 +318,16 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._hold(actor)  # from now: a call queued at the gate counts as in flight
         task = loop.create_task(self._rpc(actor, method, args, answer))
         if not task.done():  # (an eager task factory may have run it to the end already)
-            self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
+            self._calls[task] = answer  # stop() cancels both; `_rpc_done` forgets them
         # A done callback, not `finally`: it runs too for a call cancelled before it started.
-        task.add_done_callback(lambda _: self._release(actor))
+        task.add_done_callback(lambda done: self._rpc_done(done, actor))
         return answer
 
-    async def _rpc(
-        self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
-    ) -> None:
-        try:
-            await self._call(actor, method, args, answer)
-        except asyncio.CancelledError:
-            answer.cancel()  # stop(): the caller sees the call cut off
-            raise
-        finally:
-            self._calls.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+    def _rpc_done(self, task: asyncio.Task[None], actor: Actor) -> None:
+        self._calls.pop(task, None)
+        self._release(actor)
 
-    async def _call(
+    async def _rpc(
         self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
     ) -> None:
         output_gate.enter(actor)
@@ -356,6 +349,9 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
                 log.debug("Durable Object method %s raised", method, exc_info=True)
                 raise DurableObjectError(str(exc)) from None
             value = structured_clone(result)
+        except asyncio.CancelledError:
+            answer.cancel()  # stop(): the caller sees the call cut off
+            raise
         except Exception as error:
             self._answer(actor, answer, error, True)
         else:
