@@ -19,6 +19,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import httpx
 import pytest
 
 from kumofire_jobs import JobContext, create_runtime
@@ -30,6 +31,7 @@ from kumofire_jobs.local import checkpoint, layout, wal_sync
 from kumofire_jobs.local.d1 import D1Error, LocalD1Database
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.local.one_file import SYNC_EVERY_COMMIT, OneFile
+from kumofire_jobs.web.app import create_app
 
 
 class Syncs:
@@ -317,3 +319,66 @@ def test_every_operation_answers_outside_and_the_consumers_calls_do_not() -> Non
         assert getattr(method, "__kumofire_answers_outside__", False), operation.name
     for name in ("consume", "dispatch", "dispatch_at_start"):
         assert not hasattr(getattr(Jobs, name), "__kumofire_answers_outside__"), name
+
+
+async def test_an_applications_schema_change_is_synced_before_its_answer(
+    clock: ManualClock, tmp_path: Path, syncs: Syncs
+) -> None:
+    """A statement SQLite does not count in `total_changes` (`CREATE TABLE`, `PRAGMA
+    user_version = ...`) still commits a write: its answer outside waits for the sync."""
+    data_dir, cut = tmp_path / "data", tmp_path / "cut"
+
+    async def job(ctx: JobContext) -> None:
+        return None
+
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), data_dir, synchronous="FULL")
+    await env.start()
+    try:
+        await env.jobs.counts()  # everything committed so far is synced
+        await env.JOBS_DB.exec("CREATE TABLE notes (n INTEGER)")
+        await env.JOBS_DB.prepare("PRAGMA user_version = 7").run()
+        syncs.power_cut(data_dir, cut)
+    finally:
+        await env.stop()
+    with closing(sqlite3.connect(layout.d1_path(cut))) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "notes" in tables
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+
+
+async def test_an_upsert_over_http_is_answered_as_one_jobs_call(
+    clock: ManualClock, tmp_path: Path, syncs: Syncs
+) -> None:
+    """`PUT /v1/schedules/by-key/{key}` calls the `Jobs` method that also says whether it
+    created the schedule: it answers outside like the others (one sync at the end, not one
+    per statement), and its answer is durable."""
+    data_dir, cut = tmp_path / "data", tmp_path / "cut"
+
+    async def job(ctx: JobContext) -> None:
+        return None
+
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), data_dir, synchronous="FULL")
+    await env.start()
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://jobs") as http:
+            await env.jobs.counts()
+            before = len(syncs)
+            created = await http.put(
+                "/v1/schedules/by-key/nightly", json={"name": "job", "every": 3600}
+            )
+            assert created.status_code == 201, created.text
+            assert len(syncs) == before + 1
+            changed = await http.put("/v1/schedules/by-key/nightly", json={"every": 60})
+            assert changed.status_code == 200, changed.text
+            assert len(syncs) == before + 2
+            syncs.power_cut(data_dir, cut)
+    finally:
+        await env.stop()
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), cut, synchronous="FULL")
+    await env.start()
+    try:
+        schedule = await env.jobs.get_schedule_by_key("nightly")
+        assert schedule is not None and schedule.expr == "60"
+    finally:
+        await env.stop()

@@ -15,10 +15,11 @@ its mark on to an answer:
   included), the cron trigger, and the coordinators' calls and alarms (marked by the embedded
   Durable Objects). A binding answers it from what is committed.
 * **A `Jobs` call** (`answers_outside`, on the `Jobs` class): every public method but the
-  consumer's and the cron's. Its work is the runtime's own, and before it returns or raises it
-  calls the bound resources' `before_answer` (the embedded runtime: sync what is committed).
-  This holds wherever the call is made: from an HTTP request, over RPC, or from a handler
-  (`await jobs.create(...)` inside a job), whose context is the consumer's.
+  consumer's and the cron's, and a private one the HTTP layer calls (`answering`). Its work
+  is the runtime's own, and before it returns or raises it calls the bound resources'
+  `before_answer` (the embedded runtime: sync what is committed). This holds wherever the
+  call is made: from an HTTP request, over RPC, or from a handler (`await jobs.create(...)`
+  inside a job), whose context is the consumer's.
 * **Anything else** (the default: an application's own statements through the D1 binding, a
   script): each answer of a binding waits for the sync, as `FULL` promises.
 
@@ -35,7 +36,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-__all__ = ["BeforeAnswer", "answers_outside", "inside", "mark_runtime_work", "runtime_work"]
+__all__ = [
+    "BeforeAnswer",
+    "answering",
+    "answers_outside",
+    "inside",
+    "mark_runtime_work",
+    "runtime_work",
+]
 
 _T = TypeVar("_T")
 
@@ -76,15 +84,18 @@ def answers_outside(*internal: str) -> Callable[[type[_T]], type[_T]]:
         for name, method in list(vars(cls).items()):
             if name.startswith("_") or name in internal or not inspect.iscoroutinefunction(method):
                 continue
-            setattr(cls, name, _answering(method))
+            setattr(cls, name, answering(method))
         return cls
 
     return decorate
 
 
-def _answering(
+def answering(
     method: Callable[..., Coroutine[Any, Any, _T]],
 ) -> Callable[..., Coroutine[Any, Any, _T]]:
+    """What `answers_outside` makes of one method: for a private one a caller outside uses
+    too (the HTTP layer's `_upsert_schedule_created`)."""
+
     @functools.wraps(method)
     async def call(self: Any, *args: Any, **kwargs: Any) -> _T:
         token = _INSIDE.set(True)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import validation
-from .answers import BeforeAnswer, answers_outside
+from .answers import BeforeAnswer, answering, answers_outside
 from .bulk import bulk
 from .consume import Consumer
 from .errors import ValidationError
@@ -332,6 +332,7 @@ class Jobs:
         )  # fmt: skip
         return schedule
 
+    @answering  # the HTTP layer's upsert (its answer leaves for a caller outside, too)
     async def _upsert_schedule_created(
         self, key: str, name: str, payload: Any = None, **fields: Any
     ) -> tuple[JobSchedule, bool]:

@@ -95,6 +95,8 @@ _UNAUTHORIZED_VERBS = frozenset({"ATTACH", "DETACH"})
 _SCHEMA_VERBS = frozenset({"CREATE", "DROP", "ALTER"})
 _READ_VERBS = frozenset({"SELECT", "VALUES", "EXPLAIN"})
 _ALONE_VERBS = frozenset({"PRAGMA", "VACUUM"})  # not meant for inside a transaction
+# The statements whose writes SQLite counts in `total_changes` (DDL and PRAGMAs are not).
+_COUNTED_VERBS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "WITH"})
 _CLASSIFY_CACHE_LIMIT = 4096
 _BATCH_SAVEPOINT = "kumofire_batch"
 
@@ -313,6 +315,10 @@ class LocalD1Database:
         self._one_file: OneFile | None = None
         self._batching = False  # inside batch()/exec(): statements join its transaction
         self._closed = False
+        # Writing statements `total_changes` does not count (`CREATE`, `PRAGMA x = ...`): the
+        # one-file layout adds them to it to tell whether anything was committed since its
+        # last sync.
+        self.uncounted_writes = 0
 
     def _join_one_file(self, one_file: OneFile) -> None:
         """The one-file layout: the queue and the Durable Objects share this connection and
@@ -568,8 +574,11 @@ class LocalD1Database:
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[sqlite3.Cursor, _Sql]:
         info = self._check(sql, params)
-        if info.mode != _READ and self._checkpointer is not None:
-            self._checkpointer.wrote()
+        if info.mode != _READ:
+            if self._checkpointer is not None:
+                self._checkpointer.wrote()
+            if info.verb not in _COUNTED_VERBS:
+                self.uncounted_writes += 1
         if info.mode != _READ and not self._batching:
             if self._mode(info) == _GROUPED:
                 if not self._commits.pending and not output_gate.alone():

@@ -31,7 +31,8 @@ the queue's delivery and ack, the consumer's `running` and outcome) waits for th
 sync; a power cut before it loses only a suffix of those commits, that is a state the runtime
 was in earlier, and it repeats the steps after it (the run runs again: at-least-once).
 Nothing is synced twice: a sync is skipped when nothing was committed since the last one
-(counted by the connection's `total_changes`; while a group transaction is open, the count
+(counted by the connection's `total_changes`, plus the statements it does not count, DDL and
+`PRAGMA`s; while a group transaction is open, the count
 when it began). `KUMOFIRE_JOBS_SYNC_EVERY_COMMIT=1` keeps the connection at `FULL` (every
 commit synced by SQLite, as before), for comparison.
 
@@ -121,7 +122,7 @@ class OneFile:
         if wal is None:
             return None
         conn = self.conn
-        changes = conn.total_changes
+        changes = self._changes()
         if changes == self._synced:
             return None
         committed: int | None = changes
@@ -141,7 +142,11 @@ class OneFile:
         return None
 
     def _begun(self) -> None:
-        self._begun_at = self.conn.total_changes
+        self._begun_at = self._changes()
+
+    def _changes(self) -> int:
+        """The writes made so far: SQLite's count, plus those it does not count (DDL)."""
+        return self.conn.total_changes + self._d1.uncounted_writes
 
     @property
     def conn(self) -> sqlite3.Connection:
