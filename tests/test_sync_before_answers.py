@@ -13,6 +13,7 @@ a sync is exactly what that sync made durable.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -380,5 +381,69 @@ async def test_an_upsert_over_http_is_answered_as_one_jobs_call(
     try:
         schedule = await env.jobs.get_schedule_by_key("nightly")
         assert schedule is not None and schedule.expr == "60"
+    finally:
+        await env.stop()
+
+
+async def test_a_create_answered_before_its_arm_commits_still_runs_after_a_power_cut(
+    clock: ManualClock, tmp_path: Path, syncs: Syncs
+) -> None:
+    """The embedded runtime does not wait for a create's arm (`wait_for_arms=False`): the
+    answer's sync covers the run's row, not the arm committed after it. A power cut then
+    loses the arm; the start re-arms every unfinished run (`dispatch_at_start`)."""
+    data_dir, cut = tmp_path / "data", tmp_path / "cut"
+    ran: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, data_dir, synchronous="FULL")
+    await env.start()
+    run_id = (await env.jobs.create("job", delay=60)).kumofire_job_run_id
+    syncs.power_cut(data_dir, cut)
+    await clock.advance(0)  # the arm commits now, after the answer's sync
+    assert _wal_length(env) > syncs.lengths[-1]
+    await env.JOB_COORDINATOR.abort()
+    await env.close()
+    with closing(sqlite3.connect(layout.d1_path(cut))) as conn:
+        assert conn.execute("SELECT count(*) FROM kumofire_local_do_alarms").fetchone()[0] == 0
+    assert run_id in _stored_runs(cut)
+
+    env = LocalEnvironment(runtime, cut, synchronous="FULL")
+    await env.start()
+    try:
+        await clock.advance(60)
+        assert ran == [run_id]
+    finally:
+        await env.stop()
+
+
+async def test_a_cancelled_call_stays_cancelled_when_the_sync_would_fail(
+    clock: ManualClock, tmp_path: Path, syncs: Syncs
+) -> None:
+    """A cancelled `Jobs` call answers nobody, so it syncs nothing: a failing disk does not
+    turn its cancellation into a `D1Error` (which `asyncio.timeout` would not recognise)."""
+
+    async def job(ctx: JobContext) -> None:
+        return None
+
+    env = LocalEnvironment(create_runtime({"job": job}, clock=clock), tmp_path, synchronous="FULL")
+    await env.start()
+    try:
+        await env.jobs.counts()
+        with answers.runtime_work():  # a commit of the runtime's own, not synced
+            await env.JOBS_DB.exec("CREATE TABLE notes (n INTEGER)")
+        syncs.fail = True
+        call = asyncio.ensure_future(env.jobs.create("job"))
+        await asyncio.sleep(0)  # the create waits for its commit
+        assert not call.done()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        syncs.fail = False
+        before = len(syncs)
+        await env.jobs.counts()  # the next answer syncs what the cancelled call left
+        assert len(syncs) == before + 1
     finally:
         await env.stop()

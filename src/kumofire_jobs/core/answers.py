@@ -17,9 +17,10 @@ its mark on to an answer:
 * **A `Jobs` call** (`answers_outside`, on the `Jobs` class): every public method but the
   consumer's and the cron's, and a private one the HTTP layer calls (`answering`). Its work
   is the runtime's own, and before it returns or raises it calls the bound resources'
-  `before_answer` (the embedded runtime: sync what is committed). This holds wherever the
-  call is made: from an HTTP request, over RPC, or from a handler (`await jobs.create(...)`
-  inside a job), whose context is the consumer's.
+  `before_answer` (the embedded runtime: sync what is committed; a cancelled call answers
+  nobody and syncs nothing). This holds wherever the call is made: from an HTTP request,
+  over RPC, or from a handler (`await jobs.create(...)` inside a job), whose context is the
+  consumer's.
 * **Anything else** (the default: an application's own statements through the D1 binding, a
   script): each answer of a binding waits for the sync, as `FULL` promises.
 
@@ -29,6 +30,7 @@ every commit durable before answering.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Iterator
@@ -78,7 +80,7 @@ def mark_runtime_work() -> None:
 def answers_outside(*internal: str) -> Callable[[type[_T]], type[_T]]:
     """Class decorator: each public coroutine method, except those named in `internal`, runs
     as the runtime's own work and calls `self._before_answer` (a `BeforeAnswer` or None)
-    before it returns or raises."""
+    before it returns or raises (not when cancelled: then it answers nobody)."""
 
     def decorate(cls: type[_T]) -> type[_T]:
         for name, method in list(vars(cls).items()):
@@ -99,12 +101,17 @@ def answering(
     @functools.wraps(method)
     async def call(self: Any, *args: Any, **kwargs: Any) -> _T:
         token = _INSIDE.set(True)
+        cancelled = False
         try:
             return await method(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            # No answer leaves: nothing to sync, and a failed sync must not hide the cancel.
+            cancelled = True
+            raise
         finally:
             _INSIDE.reset(token)
             before_answer: BeforeAnswer | None = self._before_answer
-            if before_answer is not None:
+            if before_answer is not None and not cancelled:
                 before_answer()
 
     call.__kumofire_answers_outside__ = True  # type: ignore[attr-defined]
