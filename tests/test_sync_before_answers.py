@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kumofire_jobs import JobContext, create_runtime
+from kumofire_jobs import JobContext, Resources, create_runtime
 from kumofire_jobs.api.operations import OPERATIONS
 from kumofire_jobs.core import answers
 from kumofire_jobs.core.clock import ManualClock
@@ -447,3 +447,28 @@ async def test_a_cancelled_call_stays_cancelled_when_the_sync_would_fail(
         assert len(syncs) == before + 1
     finally:
         await env.stop()
+
+
+async def test_jobs_bound_by_hand_to_the_embedded_bindings_sync_before_answering(
+    clock: ManualClock, tmp_path: Path, syncs: Syncs
+) -> None:
+    """`runtime.bind(Resources(db=env.JOBS_DB, ...))`, as the README binds a Worker's `env`,
+    on the embedded bindings: its calls are marked as the runtime's work, so the bindings
+    leave the sync to the call's `before_answer`, which the D1 binding supplies."""
+    data_dir, cut = tmp_path / "data", tmp_path / "cut"
+
+    async def job(ctx: JobContext) -> None:
+        return None
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, data_dir, synchronous="FULL")
+    await env.start()
+    try:
+        jobs = runtime.bind(
+            Resources(db=env.JOBS_DB, queue=env.JOBS_QUEUE, coordinator=env.JOB_COORDINATOR)
+        )
+        run_id = (await jobs.create("job", delay=60)).kumofire_job_run_id
+        syncs.power_cut(data_dir, cut)
+    finally:
+        await env.stop()
+    assert run_id in _stored_runs(cut)

@@ -201,7 +201,7 @@ class Runtime:
             consumer=consumer,
             schema=SchemaGate(resources.db),
             job_service=job_service,
-            before_answer=resources.before_answer,
+            before_answer=_before_answer(resources),
         )
         return BoundResources(resources, store, schedules, consumer, jobs, limits)
 
@@ -305,6 +305,16 @@ class Runtime:
         return CoordinatorActor(
             storage, self.clock, self._delivery_hook(resources), self.coordinator_config
         )
+
+
+def _before_answer(resources: Resources) -> BeforeAnswer | None:
+    """`resources.before_answer`, else the one the embedded D1 binding offers: a `Resources`
+    made by hand from the embedded bindings (as from a Worker's `env`) still syncs before a
+    `Jobs` call answers; its calls are marked, so the bindings would not (`answers.py`)."""
+    if resources.before_answer is not None:
+        return resources.before_answer
+    offered = getattr(resources.db, "kumofire_before_answer", None)
+    return offered if callable(offered) else None
 
 
 def consume_retry_delay(attempts: int) -> int:

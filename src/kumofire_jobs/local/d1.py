@@ -327,6 +327,13 @@ class LocalD1Database:
         if one_file.defers_sync:
             self._one_file = one_file
 
+    @property
+    def kumofire_before_answer(self) -> Callable[[], None] | None:
+        """What a `Jobs` call bound to this database calls before it answers (the one file
+        at `FULL`: sync what is committed; `core/runtime.py`); None when commits sync
+        themselves."""
+        return None if self._one_file is None else self._one_file.before_answer
+
     def _rolled_back(self) -> None:
         """The shared transaction was undone (one-file layout)."""
         self._forget_schema()
