@@ -472,3 +472,26 @@ async def test_jobs_bound_by_hand_to_the_embedded_bindings_sync_before_answering
     finally:
         await env.stop()
     assert run_id in _stored_runs(cut)
+
+
+async def test_a_schema_change_that_opens_the_turns_transaction_is_synced_after_its_commit(
+    tmp_path: Path, syncs: Syncs
+) -> None:
+    """The statement SQLite does not count is counted once it ran, after the `BEGIN` it
+    opened: a sync while that transaction is open does not take it for synced."""
+    d1 = LocalD1Database(tmp_path / "one.sqlite", synchronous="FULL")
+    shared = OneFile(d1)
+    try:
+        await d1.exec("CREATE TABLE t (x INTEGER)")
+        before = len(syncs)
+        asyncio.get_running_loop().call_soon(lambda: None)  # not alone: a group transaction
+        with answers.runtime_work():
+            d1._execute("CREATE TABLE u (y INTEGER)", ())[0].close()
+        assert shared.commits.pending
+        shared.before_answer()  # the open transaction is not committed: nothing to sync
+        assert len(syncs) == before
+        assert shared.commits.commit() is None
+        shared.before_answer()
+        assert len(syncs) == before + 1 and syncs.lengths[-1] == _wal_length(d1)
+    finally:
+        d1.close()

@@ -581,11 +581,8 @@ class LocalD1Database:
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> tuple[sqlite3.Cursor, _Sql]:
         info = self._check(sql, params)
-        if info.mode != _READ:
-            if self._checkpointer is not None:
-                self._checkpointer.wrote()
-            if info.verb not in _COUNTED_VERBS:
-                self.uncounted_writes += 1
+        if info.mode != _READ and self._checkpointer is not None:
+            self._checkpointer.wrote()
         if info.mode != _READ and not self._batching:
             if self._mode(info) == _GROUPED:
                 if not self._commits.pending and not output_gate.alone():
@@ -596,6 +593,9 @@ class LocalD1Database:
             cursor = self._conn.execute(sql, params)
         except (sqlite3.Error, sqlite3.Warning) as error:
             raise self._failed(error) from error
+        if info.mode != _READ and info.verb not in _COUNTED_VERBS:
+            # After the statement's BEGIN (if any): the open transaction's count began before.
+            self.uncounted_writes += 1
         if info.changes_schema:
             self._forget_schema()
         return cursor, info
