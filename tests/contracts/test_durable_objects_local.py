@@ -432,18 +432,73 @@ async def test_writes_are_durable_before_an_rpc_leaves_the_object(
     clock: ManualClock, data_dir: Path
 ) -> None:
     ns, _ = await _coalescing(clock, data_dir)
-    on_disk_when_sent: list[Any] = []
-    send = ns._send
+    on_disk_when_delivered: list[Any] = []
+    call = ns._call
 
-    def recording(id: Any, method: str, args: list[Any]) -> Any:
+    async def recording(actor: Any, method: str, args: list[Any], answer: Any) -> None:
         if method == "read_committed":
-            on_disk_when_sent.append(_committed_value(data_dir, args[0], args[1]))
-        return send(id, method, args)
+            on_disk_when_delivered.append(_committed_value(data_dir, args[0], args[1]))
+        await call(actor, method, args, answer)
 
-    ns._send = recording  # type: ignore[method-assign]
+    ns._call = recording  # type: ignore[method-assign]
     try:
         assert await ns.getByName("a").write_then_tell("k", "b") == "written"
-        assert on_disk_when_sent == ["written"]
+        assert on_disk_when_delivered == ["written"]
+    finally:
+        await ns.close()
+
+
+async def test_an_rpc_out_shares_the_turns_commit_with_other_writers(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    # An object's call out waits for its writes to be durable: with other work ready in the
+    # same turn it waits for the turn's group commit (one for all of them), not a commit of
+    # its own made when the call is sent.
+    ns, _ = await _coalescing(clock, data_dir)
+    commits = 0
+    original = ns._write_out
+
+    def counting(dirty: Any) -> None:
+        nonlocal commits
+        commits += 1
+        original(dirty)
+
+    ns._write_out = counting  # type: ignore[method-assign]
+    try:
+        told = await asyncio.gather(
+            *(ns.getByName(f"a{i}").write_then_tell("k", f"b{i}") for i in range(20))
+        )
+        assert told == ["written"] * 20  # each callee saw its caller's write on disk
+        assert commits == 1
+    finally:
+        await ns.close()
+
+
+async def test_a_call_out_whose_callers_writes_were_lost_is_not_delivered(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    import sqlite3
+
+    ns, _ = await _coalescing(clock, data_dir)
+    delivered: list[str] = []
+    call = ns._call
+
+    async def recording(actor: Any, method: str, args: list[Any], answer: Any) -> None:
+        delivered.append(method)
+        await call(actor, method, args, answer)
+
+    def failing(dirty: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    ns._call = recording  # type: ignore[method-assign]
+    ns._write_out = failing  # type: ignore[method-assign]
+    try:
+        calls = [ns.getByName(f"a{i}").write_then_tell("k", f"b{i}") for i in range(2)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        for outcome in outcomes:
+            assert isinstance(outcome, DurableObjectError)
+            assert "disk I/O error" in str(outcome)
+        assert "read_committed" not in delivered
     finally:
         await ns.close()
 
