@@ -584,6 +584,30 @@ async def test_reads_of_a_new_object_need_no_query(do_env: LocalDurableObjectEnv
     ns._db.set_trace_callback(None)
 
 
+async def test_the_cache_keeps_thousands_of_small_records_and_no_run_of_large_ones(
+    do_env: LocalDurableObjectEnv,
+) -> None:
+    # The read cache is bounded in bytes (a few MB, as on the platform), not in keys: an
+    # object with thousands of small records (a limiter's line) reads and deletes them with
+    # no query, while large values make it start over.
+    ns = do_env.namespace()
+    queries: list[str] = []
+    small = ns.getByName("small")
+    for batch in range(40):  # 5,000 records of a few dozen bytes
+        await small.storage("put", {f"wait:{batch}-{i}": {"due": i} for i in range(125)})
+    ns._db.set_trace_callback(queries.append)
+    assert await small.storage("get", "wait:0-0") == {"due": 0}
+    assert await small.storage("delete", "wait:39-124") is True
+    assert not [q for q in queries if q.startswith("SELECT")]
+    large = ns.getByName("large")
+    for i in range(40):  # 40 values of 120 KiB: past the bound, the cache starts over
+        await large.storage("put", f"k{i}", "x" * 120_000)
+    queries.clear()
+    assert await large.storage("get", "k0") == "x" * 120_000
+    assert [q for q in queries if q.startswith("SELECT")]
+    ns._db.set_trace_callback(None)
+
+
 class Outgoing(ContractObject):
     """Writes, then performs I/O through the other local bindings."""
 

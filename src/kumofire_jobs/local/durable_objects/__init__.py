@@ -62,7 +62,7 @@ from .alarms import (
     AlarmInvocationInfo,
 )
 from .clone import structured_clone
-from .commit import CACHE_MAX_KEYS
+from .commit import CACHE_MAX_BYTES
 from .errors import DataCloneError, DurableObjectError
 from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, IdleEvictor
 from .gate import LocalDurableObjectState
@@ -82,7 +82,7 @@ __all__ = [
     "ALARM_MAX_RETRIES",
     "ALARM_RETRY_START_SECONDS",
     "ALARM_WINDOW_SECONDS",
-    "CACHE_MAX_KEYS",
+    "CACHE_MAX_BYTES",
     "DELETE_ALL_DELETES_ALARM",
     "IDLE_EVICTION_SECONDS",
     "MAX_IDLE_OBJECTS",
