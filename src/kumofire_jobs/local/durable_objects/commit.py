@@ -322,7 +322,10 @@ class Commit:
             actor.cache_complete = True
             actor.writes_clear = False
         # (A key written again counts again: the bound errs towards starting over early.)
-        size = sum(_entry_size(key, value) for key, value in actor.writes.items())
+        writes = actor.writes
+        size = _ENTRY_BYTES * len(writes)
+        for key, value in writes.items():  # (inline: once per write of every commit)
+            size += len(key) if value is None else len(key) + len(value)
         if actor.cache_bytes + size > CACHE_MAX_BYTES:
             cache.clear()
             actor.cache_bytes = 0
