@@ -455,11 +455,17 @@ def _finish(totals: dict[str, int], runs: int) -> dict[str, float]:
     return per
 
 
-def dollars(per_run: dict[str, float], *, batched: bool = False) -> dict[str, float]:
+def dollars(
+    per_run: dict[str, float], *, batched: bool = False, via_binding: bool = False
+) -> dict[str, float]:
     """USD per million runs, by component (`batched`: queue invocations and their
-    per-invocation D1 work shared by a consumer batch of 100)."""
+    per-invocation D1 work shared by a consumer batch of 100; `via_binding`: the API
+    requests come from the caller's own Worker, through a service binding or the library,
+    which Cloudflare does not bill as requests of their own: "Service bindings don't
+    increase costs", and only inbound requests are billed, not a Worker's subrequests)."""
     queue_share = 1 / BATCH if batched else 1.0
-    invocations = per_run["worker_request"] + per_run["worker_cron"]
+    requests = 0.0 if via_binding else per_run["worker_request"]
+    invocations = requests + per_run["worker_cron"]
     invocations += per_run["worker_queue"] * queue_share
     d1_written = per_run["d1_rows_written"] - per_run["overhead_d1_rows_written"] * (
         1 - queue_share
@@ -807,6 +813,7 @@ def together(ours: dict[str, Any], name: str, metas: Any) -> dict[str, Any]:
         "name": name,
         "per_run": o,
         "usd_per_million": dollars(o),
+        "usd_per_million_via_binding": dollars(o, via_binding=True),
         "queue_batches": entry["counts"].invocations["queue"],
         "do_rpc": {m: n / entry["runs"] for m, n in sorted(entry["counts"].rpc.items())},
         "d1_by_statement": breakdown(entry["counts"].d1, metas, entry["d1_offset"],
@@ -834,6 +841,10 @@ def _together_markdown(cost: dict[str, Any]) -> list[str]:
         ),
         f"| USD per million runs | **{one['usd_per_million']['total']:.2f}** | "
         + " | ".join(f"**{t['usd_per_million']['total']:.2f}**" for t in sets)
+        + " |",
+        "| USD per million, created through a service binding (the create's request is the "
+        f"caller's) | **{dollars(one['per_run'], via_binding=True)['total']:.2f}** | "
+        + " | ".join(f"**{t['usd_per_million_via_binding']['total']:.2f}**" for t in sets)
         + " |",
     ]
     for t in sets:

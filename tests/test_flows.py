@@ -5,12 +5,14 @@ and every crash point between a child's finish and the parent's release, recover
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from kumofire_jobs import (
+    BulkResult,
     CreateRequest,
     JobContext,
     JobRun,
@@ -22,6 +24,7 @@ from kumofire_jobs.core.bindings import DurableObjectNamespace
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.flow_store import FlowStore
 from kumofire_jobs.local.environment import LocalEnvironment
+from kumofire_jobs.web import create_app
 from tests.support.envs import EnvFactory
 from tests.support.faults import rewire
 
@@ -460,13 +463,35 @@ async def test_bulk_cancel_of_waiting_parents_cascades(
     ]
     other = await env.jobs.create("child", "outside", delay=60)
     result = await env.jobs.cancel_many(status="waiting")
-    assert (result.count, result.has_more) == (3, False)
+    # Every run the call canceled: the 3 parents matched, and their 6 children with them.
+    assert (result.count, result.has_more) == (9, False)
     for flow in flows:
         assert await status(env, flow.parent_id) == "canceled"
         assert [await status(env, i) for i in flow.children] == ["canceled", "canceled"]
     assert await status(env, other.kumofire_job_run_id) == "scheduled"
     await clock.advance(60)
     assert parent.calls == []
+
+
+async def test_bulk_cancel_past_its_limit_says_no_more_match_once_a_parent_took_them(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """`limit` bounds the runs matched: the parent (oldest) is the one; its children, also
+    matched past the limit, go with it, so they are counted and nothing more matches."""
+    env, _, _ = await flow_env(make_env)
+    flow = await env.jobs.create_flow(CreateRequest(name="parent"), kids("a", "b", delay=60))
+    later = datetime.fromtimestamp(clock.now() + 3600, UTC)
+    result = await env.jobs.cancel_many(created_before=later, limit=1)
+    assert (result.count, result.has_more) == (3, False)
+    assert [await status(env, i) for i in (flow.parent_id, *flow.children)] == ["canceled"] * 3
+    assert await env.jobs.cancel_many(created_before=later) == BulkResult(count=0, has_more=False)
+    # Over HTTP the answer is the same shape: a second flow, canceled by name.
+    second = await env.jobs.create_flow(CreateRequest(name="parent"), kids("c", delay=60))
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.post("/v1/runs:cancel", json={"name": "parent", "limit": 1})
+    assert response.status_code == 200 and response.json() == {"count": 2, "has_more": False}
+    assert await status(env, second.children[0]) == "canceled"
 
 
 # --- with the run's history ---------------------------------------------------------------------

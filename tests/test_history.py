@@ -433,13 +433,20 @@ async def test_a_result_that_is_not_json_fails_the_attempt(
     async def largest(ctx: JobContext) -> str:
         return "x" * (history.MAX_RESULT_BYTES - 2)
 
-    env = await make_env({"odd": odd, "largest": largest})
+    async def nan(ctx: JobContext) -> object:
+        return {"ratio": float("nan")}
+
+    env = await make_env({"odd": odd, "largest": largest, "nan": nan})
     odd_id = (await env.jobs.create("odd")).kumofire_job_run_id
     largest_id = (await env.jobs.create("largest")).kumofire_job_run_id
+    nan_id = (await env.jobs.create("nan")).kumofire_job_run_id
     await clock.advance(0)
     run = await env.jobs.get(odd_id)
     assert run is not None and run.status == "failed" and run.last_error is not None
     assert "the handler's return value is not JSON-encodable" in run.last_error
+    run = await env.jobs.get(nan_id)  # named as the return value, not as a payload
+    assert run is not None and run.status == "failed" and run.last_error is not None
+    assert "the handler's return value holds nan, which JSON cannot" in run.last_error
     run = await env.jobs.get(largest_id)
     assert run is not None and run.status == "succeeded" and len(run.result) == 65534
 

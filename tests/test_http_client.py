@@ -59,6 +59,20 @@ async def client(env: LocalEnvironment) -> AsyncIterator[HttpJobsClient]:
 # --- every operation reaches its route -----------------------------------------------------------
 
 
+async def test_a_job_whose_name_has_url_specials_is_paused_over_http(
+    make_env: EnvFactory,
+) -> None:
+    """A job name is a path segment: quoted by the client, decoded by the route ('/' is the
+    one character a name may not have, refused by `create_runtime`)."""
+    name = "team.email v2?#%"
+    env = await make_env({name: noop})
+    async with HttpJobsClient("http://test", transport=transport(env)) as jobs:
+        paused = await jobs.pause_job(name)
+        assert paused is not None and (paused.name, paused.paused) == (name, True)
+        found = await jobs.get_job(name)
+        assert found is not None and found.paused
+
+
 def rpc_sample(op: Operation) -> tuple[Any, ...]:
     samples = {"id": "run_x:1", "key": "k 1", "query": {"limit": 5, "enabled": False}}
     return tuple(samples.get(name, [] if name == "bodies" else {}) for name in op.rpc)

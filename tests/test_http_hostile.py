@@ -368,3 +368,32 @@ async def test_a_trailing_slash_is_not_redirected_to_the_host_header(env: LocalE
             response = await http.get(path, headers={"host": "evil.example"})
             assert error_of(response) == (404, "not_found"), path
             assert "location" not in response.headers
+
+
+async def test_a_lone_surrogate_escape_is_named_not_reported_as_a_truncated_body(
+    client: httpx.AsyncClient,
+) -> None:
+    def message(response: httpx.Response) -> str:
+        assert error_of(response) == (400, "invalid_json")
+        return str(response.json()["error"]["message"])
+
+    for body in (
+        run_body(dedupe_key=b'"\\ud800"'),
+        run_body(payload=b'{"k": "ab\\uDBFF"}'),
+    ):
+        said = message(await client.post("/v1/runs", content=body))
+        assert "lone UTF-16 surrogate escape" in said and "truncated" not in said, said
+    said = message(await client.post("/v1/runs", content=run_body(payload=b'"\\ud800"')))
+    assert said.startswith("the body is not valid JSON: a string holds a lone UTF-16 ")
+    assert "(\\ud800 at byte 27," in said  # after {"name":"email","payload":"
+    # A low surrogate alone, or a high one before another escape: msgspec names it already.
+    for payload in (b'"\\udc00"', b'"\\ud800\\u0041"'):
+        said = message(await client.post("/v1/runs", content=run_body(payload=payload)))
+        assert "invalid utf-16 surrogate pair" in said, said
+    # A body cut short is still called so.
+    said = message(await client.post("/v1/runs", content=b'{"name":"email","payload":"\\ud8'))
+    assert "truncated" in said
+    # A pair, and an escaped backslash before `ud800`, are fine.
+    for payload in (b'"\\ud83d\\ude00"', b'"\\\\ud800"'):
+        response = await client.post("/v1/runs", content=run_body(payload=payload))
+        assert response.status_code == 202, response.text

@@ -194,6 +194,73 @@ async def test_canceling_a_waiting_run_takes_it_out_of_the_line(
     assert run is not None and run.status == "canceled"
 
 
+async def test_a_running_run_canceled_keeps_its_slot_until_its_handler_stopped(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """Why the cancel does not free the slot: the handler is still executing then, and sees
+    the cancel only at its next background renewal (a third of the lease); the slot passes
+    on when the attempt has ended, so the job never runs two at once."""
+    starts: list[tuple[str, float]] = []
+    stopped: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        starts.append((ctx.job.payload, clock.now()))
+        if ctx.job.payload == "first":
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.append(clock.now())
+
+    env = await make_env(
+        {"job": job}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    first = (await env.jobs.create("job", "first")).kumofire_job_run_id
+    await clock.advance(0)
+    started = clock.now()
+    await env.jobs.create("job", "second")
+    await clock.advance(1)
+    canceled = await env.jobs.cancel(first)
+    assert canceled is not None and canceled.status == "canceled"
+    await clock.advance(0)
+    assert [payload for payload, _ in starts] == ["first"] and stopped == []
+    await clock.advance(9.5)  # the renewal 10 s after the start sees the cancel
+    assert stopped == [started + 10]
+    assert starts[1:] == [("second", started + 10)]  # not before the handler stopped
+
+
+async def test_a_canceled_run_cut_off_holding_its_slot_frees_it_when_its_lease_expires(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The bound where nothing proves the consumer gone (Cloudflare; `kumofire-jobs dev`
+    while its process lives): a consumer cut off cannot be told from a slow one before its
+    lease expires, and freeing the slot sooner could run a second handler beside one still
+    executing. The slot is freed with the lease, at most `lease_seconds` after its last
+    renewal, and the waiting run starts then."""
+    starts: list[tuple[str, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        starts.append((ctx.job.payload, clock.now()))
+        if ctx.job.payload == "first":
+            await asyncio.Event().wait()  # its consumer is cut off: it never ends
+
+    env = await make_env(
+        {"job": job}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    partition = FailingNamespace(env.JOB_COORDINATOR, "renew", "limit_renew")
+    rewire(env, coordinator=partition)
+    first = (await env.jobs.create("job", "first")).kumofire_job_run_id
+    await clock.advance(0)
+    started = clock.now()
+    await env.jobs.create("job", "second")
+    await clock.advance(1)
+    await env.jobs.cancel(first)
+    await clock.advance(28.9)
+    assert [payload for payload, _ in starts] == ["first"]
+    partition.methods.clear()
+    await clock.advance(0.1)  # 30 s after the grant: the slot's lease runs out
+    assert starts[1:] == [("second", started + 30)]
+
+
 async def test_waiting_runs_start_by_priority_then_due_time(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:

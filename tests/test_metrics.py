@@ -9,7 +9,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kumofire_jobs import JobContext
+from kumofire_jobs import CreateRequest, JobContext
+from kumofire_jobs.core import metrics
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.states import ALL_STATUSES
 from kumofire_jobs.local.environment import LocalEnvironment
@@ -136,3 +137,44 @@ async def test_metrics_need_the_token(env: LocalEnvironment) -> None:
         response = await http.get("/v1/metrics")
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_scrape_reads_the_unfinished_runs_by_index_and_one_page_of_the_rest(
+    env: LocalEnvironment,
+) -> None:
+    """Its cost does not grow with the finished runs kept: the unfinished runs come through
+    their partial index, the others through one page of a sweep in primary-key order."""
+
+    async def plan(sql: str, *params: object) -> str:
+        rows = await env.JOBS_DB.prepare(f"EXPLAIN QUERY PLAN {sql}").bind(*params).all()
+        return " | ".join(str(row["detail"]) for row in rows.results)
+
+    unfinished = await plan(metrics._UNFINISHED, 0)
+    # The partial index holds only the unfinished runs: scanning it reads no finished one.
+    assert unfinished.startswith("SCAN kumofire_job_runs USING INDEX kumofire_job_runs_unfinished")
+    page = await plan(metrics._SWEEP, "", metrics.SWEEP_ROWS)
+    assert "SEARCH kumofire_job_runs USING PRIMARY KEY (id>?)" in page, page
+    assert "USE TEMP B-TREE FOR ORDER BY" not in page, page
+
+
+async def test_finished_counts_are_the_last_complete_sweep_s_a_page_a_scrape(
+    env: LocalEnvironment, client: httpx.AsyncClient, clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(metrics, "SWEEP_ROWS", 10)
+    await env.jobs.create_many([CreateRequest(name="email") for _ in range(25)])
+    await clock.advance(1)
+    # The first scrape of the process sweeps the whole table: exact.
+    assert runs(await scrape(client), "email", "succeeded") == 25
+    await env.jobs.create_many([CreateRequest(name="email") for _ in range(10)])
+    await env.jobs.create_many([CreateRequest(name="email", delay=600) for _ in range(2)])
+    await clock.advance(1)
+    # 37 runs, a page of 10 a scrape: the new finished runs show once the sweep has passed
+    # them all (the fourth scrape from here); the unfinished ones at once.
+    for _ in range(3):
+        samples = await scrape(client)
+        assert runs(samples, "email", "succeeded") == 25
+        assert runs(samples, "email", "scheduled") == 2
+    samples = await scrape(client)
+    assert runs(samples, "email", "succeeded") == 35
+    assert runs(samples, "email", "scheduled") == 2

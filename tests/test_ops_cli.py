@@ -312,6 +312,23 @@ def test_a_missing_run_exits_1_from_the_process(server: DevServer) -> None:
     assert done.stderr == "kumofire-jobs: not_found: run run_nope not found\n"
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(server: DevServer) -> None:
+    """`runs list --json | head`: the pipe closed before (or while) the command writes ends
+    it with 141, as a shell reports SIGPIPE, and nothing on stderr (no BrokenPipeError)."""
+    for argv in (["runs", "list", "--json", "--limit", "200"], ["jobs", "list"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "kumofire_jobs.cli", *argv, "--url", server.url,
+                 "--token", TOKEN],
+                cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+            )  # fmt: skip
+        finally:
+            os.close(write)
+        assert (done.returncode, done.stderr) == (141, ""), argv
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["runs"], ["runs", "list", "--limit", "x"], ["runs", "get"], ["jobs", "stop"]):
         with pytest.raises(SystemExit) as exited:

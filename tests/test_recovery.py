@@ -467,3 +467,43 @@ async def test_a_limited_job_s_cut_off_run_takes_its_slot_back_at_the_next_start
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded"
     await env.stop()
+
+
+async def test_a_canceled_run_s_slot_held_by_a_dead_process_is_freed_at_the_next_start(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """`concurrency=1`: the run holding the slot is canceled, then the process dies before
+    its handler saw the cancel. A canceled run is finished, so no new attempt takes its slot
+    over at the restart; the lock proves its holder gone, so the limiter frees the slot at
+    once and the run waiting behind it starts, instead of a lease (30 s) later."""
+    calls: list[tuple[str, float]] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append((ctx.job.payload, clock.now()))
+        if ctx.job.payload == "first":
+            await asyncio.Event().wait()  # still running when the process dies
+
+    runtime = create_runtime(
+        {"job": job}, clock=clock, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    first = (await env.jobs.create("job", "first")).kumofire_job_run_id
+    await clock.advance(0)
+    second = (await env.jobs.create("job", "second")).kumofire_job_run_id
+    await clock.advance(0)
+    canceled = await env.jobs.cancel(first)
+    assert canceled is not None and canceled.status == "canceled"
+    assert [payload for payload, _ in calls] == ["first"]  # the second waits for the slot
+    await env.close()  # as a crash, before the handler's next renewal saw the cancel
+    await clock.advance(1)
+    restarted = clock.now()
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    await clock.advance(0)
+    assert calls[1:] == [("second", restarted)]
+    run = await env.jobs.get(second)
+    assert run is not None and run.status == "succeeded"
+    run = await env.jobs.get(first)
+    assert run is not None and run.status == "canceled"
+    await env.stop()

@@ -25,6 +25,7 @@ from kumofire_jobs.cloudflare.remote import (
     RemoteRoute,
     is_non_retryable,
     parse_routes,
+    remote_children,
     remote_run,
 )
 from kumofire_jobs.core.clock import ManualClock
@@ -59,6 +60,7 @@ class Remote:
         self.instances: list[Any] = []
         self.block: asyncio.Event | None = None
         self.cancelled = False
+        self.answer: Callable[[Any], Any] = lambda run: {"ok": True, "run": run["id"]}
 
     def entrypoint(self) -> type:
         remote = self
@@ -81,7 +83,7 @@ class Remote:
                         raise
                 if run["attempt"] <= remote.fail_attempts:
                     raise remote.error(run["attempt"])
-                return {"ok": True, "run": run["id"]}
+                return remote.answer(run)
 
         return Handlers
 
@@ -138,7 +140,8 @@ async def test_a_remote_route_runs_the_run_in_the_target_worker(
     [received] = remote.runs
     # The run as the HTTP API answers it, as it is while the attempt runs, arrived as the SDK
     # presents an RPC argument: a dict with attribute access.
-    assert isinstance(received, JsDict) and set(received) == WIRE_KEYS
+    assert isinstance(received, JsDict) and set(received) == WIRE_KEYS | {"children"}
+    assert received["children"] == []  # not a flow's parent
     assert received.payload == {"to": "a@example.com"}
     assert (received["id"], received["name"], received["status"]) == (run.id, "notify", "running")
     assert (received["attempt"], received["max_attempts"]) == (1, 3)
@@ -147,11 +150,57 @@ async def test_a_remote_route_runs_the_run_in_the_target_worker(
     assert received["dedupe_key"] == "n1"
     typed = remote_run(received)
     assert typed.id == run.id and typed.started_at == run.started_at
+    # What the target returned is the run's result, as a local handler's return value is.
+    assert run.result == {"ok": True, "run": run.id}
     # Built as workerd builds an entrypoint: (ctx, env), its env not the service's.
     [target] = remote.instances
     assert callable(target.ctx.waitUntil)
     with pytest.raises(AttributeError, match="no bindings or vars of its own"):
         _ = target.env.JOBS_DB
+
+
+async def test_a_remote_flow_parent_gets_its_children_and_returns_its_result(
+    make_env: RemoteEnvFactory, clock: ManualClock
+) -> None:
+    """As a local parent's handler sees `ctx.children` and returns its result (API.md Part 2,
+    "Flows"), a remote one gets the children with the run and its answer is the result."""
+
+    async def part(ctx: JobContext) -> dict[str, Any]:
+        return {"region": ctx.job.payload}
+
+    remote = Remote()
+    remote.answer = lambda run: {"parts": [child["result"] for child in run["children"]]}
+    env = await make_env(remote, handlers={"part": part})
+    flow = await env.jobs.create_flow(
+        CreateRequest(name="notify"),
+        [CreateRequest(name="part", payload=region) for region in ("eu", "us")],
+    )
+    await clock.advance(0)
+    await clock.advance(0)
+    parent = await env.jobs.get(flow.parent_id)
+    assert parent is not None and parent.status == "succeeded"
+    assert parent.result == {"parts": [{"region": "eu"}, {"region": "us"}]}
+    [received] = remote.runs
+    children = remote_children(received)
+    assert [child.id for child in children] == flow.children
+    assert [(c.status.value, c.result) for c in children] == [
+        ("succeeded", {"region": "eu"}),
+        ("succeeded", {"region": "us"}),
+    ]
+
+
+async def test_a_remote_answer_that_cannot_be_a_result_fails_the_run_without_a_retry(
+    make_env: RemoteEnvFactory, clock: ManualClock
+) -> None:
+    remote = Remote()
+    remote.answer = lambda run: "x" * 70_000  # over the 64 KiB a result may hold
+    env = await make_env(remote)
+    created = await env.jobs.create("notify")
+    await clock.advance(0)
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None and (run.status, run.attempt, run.result) == ("failed", 1, None)
+    assert run.last_error is not None and "the handler's return value" in run.last_error
+    assert len(remote.runs) == 1
 
 
 async def test_a_remote_exception_is_retried_then_succeeds(
@@ -344,6 +393,7 @@ BAD_ROUTES: list[tuple[str, Any, str]] = [
     ("fetch", {"notify": {"binding": "H", "method": "fetch"}}, "'fetch' is not an RPC method"),
     ("empty name", {"": {"binding": "H"}}, "job names must be non-empty strings"),
     ("long name", {"n" * 257: {"binding": "H"}}, "longer than 256 characters"),
+    ("slash in name", {"team/notify": {"binding": "H"}}, "must not contain '/'"),
 ]
 
 

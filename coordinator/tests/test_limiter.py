@@ -483,6 +483,22 @@ async def test_forget_drops_a_waiter_and_passes_its_offer_on(
     assert waker.ids() == ["canceled1", "r4"]
 
 
+async def test_expire_slots_frees_only_the_named_slots_of_leases_granted_before(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=2))
+    await c.acquire("old")  # token 1: a lease of a process known gone
+    since = now_ms(clock)
+    assert (await c.stub.limit_acquire("new", since, "", 0, 0, LEASE_MS, c.limits))["granted"]
+    await c.acquire("waiter", due=1)
+    assert waker.ids() == []
+    reply = await c.stub.limit_expire_slots(since, ["old", "new", "waiter", "unknown"])
+    assert reply == {"expired": ["old"]}  # `new` was granted since; `waiter` holds none
+    assert waker.ids() == ["waiter"]  # the freed capacity goes on at once
+    assert await c.stub.limit_expire_slots(since, ["old"]) == {"expired": []}
+    assert (await c.stub.limit_status())["held"] == ["new"]
+
+
 async def test_the_limiter_survives_eviction(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker, tmp_path: Path
 ) -> None:

@@ -1,8 +1,8 @@
 """Testing your jobs: the complete example of docs/testing.md.
 
-It needs only `pip install kumofire-jobs pytest pytest-asyncio`; run it with
-`pytest test_example.py`. The project's own suite runs this very file, alone in a temporary
-directory, against the installed package.
+It needs only kumofire-jobs (installed as its README says) and `pip install pytest
+pytest-asyncio`; run it with `pytest test_example.py`. The project's own suite runs this
+very file, alone in a temporary directory, against the installed package.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,7 +113,26 @@ def _storage_failure(error: Exception, data_dir: Path) -> int:
     return 1
 
 
+# A shell's status for a process ended by SIGPIPE (128 + 13), as `git log | head` gives.
+STDOUT_CLOSED = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command's exit status. A reader that closes the output early (`runs list --json |
+    head`) ends it quietly with `STDOUT_CLOSED`, not a `BrokenPipeError` traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe is reported on stderr
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush has nowhere to fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return STDOUT_CLOSED
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dev":
         from .local.server import configured_app, run_dev_server

@@ -79,7 +79,11 @@ async def test_a_remote_run_crosses_the_service_binding_as_json(
         "status": "running",
         "updated_at": run["started_at"],
         "finished_at": None,
+        "result": None,
+        "children": [],
     }
+    # The JavaScript value it answered, converted back, is the run's result.
+    assert run["result"] == {"done": run["id"]}
     binding = stack.env.HANDLERS
     assert [method for method, _ in binding.calls] == ["run_job"]
     assert stack.recorder.payloads == []  # the Worker's own handler was not involved

@@ -194,6 +194,71 @@ def test_struct_behaviour(lib_kinds: dict[str, Any]) -> None:
     assert repr(Migration(1, "a")) == "Migration(number=1, name='a')"
 
 
+TO_BUILTINS: list[Any] = [
+    None, True, 3, 2.5, "x", [1, (2, 3)], {"a": {1: "int key"}}, {"s": {4}}, Color.RED,
+    {Color.RED: 1}, datetime(2026, 8, 1, 12, 0, 0, 123000, tzinfo=UTC), b"bytes",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", TO_BUILTINS, ids=repr)
+def test_to_builtins_matches(value: Any) -> None:
+    assert fake.to_builtins(value) == real.to_builtins(value)
+
+
+def test_to_builtins_of_structs_matches() -> None:
+    """A job's `options` (`JobOptions.to_json`): nested Structs, None where unset."""
+    made = [
+        lib_kinds["Page"](items=[lib_kinds["Policy"](max_attempts=2), None], next_cursor=None)
+        for lib_kinds in (REAL, FAKE)
+    ]
+    assert fake.to_builtins(made[1]) == real.to_builtins(made[0])
+    assert math.isnan(fake.to_builtins([math.nan])[0])  # floats stay floats, as in msgspec
+
+
+def test_to_builtins_refuses_what_msgspec_refuses() -> None:
+    with pytest.raises(TypeError):
+        real.to_builtins(object())
+    with pytest.raises(TypeError):
+        fake.to_builtins(object())
+
+
+def test_the_double_has_every_msgspec_name_the_worker_path_uses() -> None:
+    """Each `msgspec.<name>` in the source of a module the Worker imports exists in the double:
+    a name it lacks fails only on workerd (`AttributeError`, a 500), as `to_builtins` did for
+    every `/v1/jobs` route."""
+    code = """
+import re, sys
+import msgspec
+import kumofire_jobs.cloudflare.worker, kumofire_jobs.cloudflare.entrypoint
+import kumofire_jobs.client, kumofire_coordinator
+missing = set()
+for name, module in list(sys.modules.items()):
+    path = getattr(module, "__file__", None) or ""
+    if not name.startswith("kumofire_") or not path.endswith(".py"):
+        continue
+    for dotted in re.findall(r"\\bmsgspec((?:\\.[A-Za-z_]+)+)", open(path).read()):
+        found = msgspec
+        for part in dotted.strip(".").split("."):
+            found = getattr(found, part, None)
+        if found is None:
+            missing.add(f"msgspec{dotted} ({name})")
+print(sorted(missing))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={
+            "PYTHONPATH": f"{DOUBLE_DIR}:{REPO / 'src'}:{REPO / 'coordinator' / 'src'}",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_asdict_matches() -> None:
     assert fake.structs.asdict(FAKE["Migration"](1, "a")) == real.structs.asdict(
         REAL["Migration"](1, "a")
@@ -209,13 +274,16 @@ from kumofire_jobs.core.message import parse_message
 from kumofire_jobs.core.validation import payload as encode_payload
 from kumofire_jobs.api.wire import created_to_wire
 from kumofire_jobs.core.models import CreatedRun
-from kumofire_jobs import RetryPolicy
+from kumofire_jobs import JobOptions, RateLimit, RetryPolicy
 import kumofire_jobs.cloudflare.worker
 assert parse_message({"version": 1, "kumofireJobRunId": "run_x"}) == "run_x"
 assert encode_payload({"a": [1, "é"]}) == '{"a":[1,"é"]}'
 assert created_to_wire(CreatedRun(kumofire_job_run_id="r", deduplicated=False)) == {
     "kumofire_job_run_id": "r", "deduplicated": False}
 assert RetryPolicy(max_attempts=2).delay(2) == 2.0
+options = JobOptions(retry=RetryPolicy(max_attempts=2), rate_limit=RateLimit(limit=1, per=2.0))
+assert options.to_json()["rate_limit"] == {"limit": 1, "per": 2.0}
+assert options.to_json()["retry"]["max_attempts"] == 2 and options.to_json()["timeout"] is None
 print("ok")
 """
     done = subprocess.run(

@@ -487,6 +487,42 @@ def test_a_limited_job_runs_one_at_a_time(api: Api) -> None:
         assert parse(after["started_at"]) >= parse(before["finished_at"])
 
 
+def test_a_paused_job_holds_its_runs_until_resumed(api: Api) -> None:
+    """The job routes on the Worker (their `options` are `JobOptions.to_json`, msgspec's
+    `to_builtins`): paused, runs wait `queued` with no attempt; resumed, they start one at a
+    time, highest priority first."""
+    status, jobs = request(f"{api.url}/v1/jobs")
+    assert status == 200, jobs
+    limited = next(job for job in jobs["items"] if job["name"] == "limited")
+    assert limited["options"]["concurrency"] == 1 and limited["options"]["rate_limit"] is None
+    status, job = request(f"{api.url}/v1/jobs/limited/pause", "POST")
+    assert (status, job["paused"]) == (200, True), job
+    try:
+        ids = [
+            api.create({"name": "limited", "payload": {"seconds": 0.3}, "priority": priority})
+            for priority in (0, 9, 3)
+        ]
+        time.sleep(3)
+        assert [(api.get(i)["status"], api.get(i)["attempt"]) for i in ids] == [("queued", 0)] * 3
+        paused = api.rpc("get_job", "limited")
+        assert paused["ok"] and paused["result"]["paused"] is True, paused
+    finally:
+        status, job = request(f"{api.url}/v1/jobs/limited/resume", "POST")
+    assert (status, job["paused"]) == (200, False), job
+    runs = sorted((api.wait(i, timeout=90) for i in ids), key=lambda r: r["started_at"])
+    assert [(r["priority"], r["status"], r["attempt"]) for r in runs] == [
+        (9, "succeeded", 1),
+        (3, "succeeded", 1),
+        (0, "succeeded", 1),
+    ]
+    for before, after in itertools.pairwise(runs):
+        assert parse(after["started_at"]) >= parse(before["finished_at"])
+    assert request(f"{api.url}/v1/jobs/nope") == (
+        404,
+        {"error": {"code": "not_found", "message": "job not found"}},
+    )
+
+
 def test_runs_delivered_in_one_batch_start_in_one_statement(api: Api) -> None:
     """Runs due at one instant: each queue batch that carries several starts them in one
     statement (one `started_at` per batch) and records their outcomes (and history)."""

@@ -18,6 +18,7 @@ from .messages import (
     CancelReply,
     CloseReply,
     ExpireReply,
+    ExpireSlotsReply,
     ForgetReply,
     LeaseReply,
     LimiterStatus,
@@ -101,6 +102,11 @@ class CoordinatorEndpoint:
 
     async def limit_forget(self, run_id: str) -> ForgetReply:
         return await self._limiter().forget(run_id)
+
+    async def limit_expire_slots(
+        self, granted_before_ms: int, run_ids: list[str]
+    ) -> ExpireSlotsReply:
+        return await self._limiter().expire_slots(int(granted_before_ms), [str(r) for r in run_ids])
 
     async def limit_waiting(self, run_ids: list[str]) -> WaitingReply:
         return await self._limiter().waiting([str(r) for r in run_ids])

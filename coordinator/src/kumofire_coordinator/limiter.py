@@ -39,6 +39,7 @@ from .limiter_state import (
 )
 from .messages import (
     AcquireReply,
+    ExpireSlotsReply,
     ForgetReply,
     Handoff,
     LeaseReply,
@@ -276,6 +277,26 @@ class LimiterActor:
         await self._commit(now)
         await self._wake(woken)
         return {"forgotten": forgotten}
+
+    async def expire_slots(self, granted_before_ms: int, run_ids: list[str]) -> ExpireSlotsReply:
+        """Free now the slots of `run_ids` held under leases granted before
+        `granted_before_ms`, whose holders are known to be gone, and give the capacity on.
+        Only a host that knows every earlier holder dead may call it (the embedded runtime
+        at its start, as `CoordinatorActor.expire_lease`): a slot's token is its run's lease
+        token, which starts from the time of the grant, so a slot taken since is left alone.
+        The host names the runs that will not take their slot over with a new attempt (a
+        run canceled while it ran), which would otherwise keep it until its lease ran out."""
+        now = await self._begin()
+        expired = []
+        for run_id in sorted(set(run_ids)):
+            slot = self._slots.get(run_id)
+            if slot is not None and not slot.offer and slot.token < granted_before_ms:
+                await self._free(run_id)
+                expired.append(run_id)
+        woken = await self._fill(now) if expired else []
+        await self._commit(now)
+        await self._wake(woken)
+        return {"expired": expired}
 
     async def waiting(self, run_ids: list[str]) -> WaitingReply:
         """Which of `run_ids` wait in line (no slot, no offer): their coordinators are parked

@@ -186,6 +186,10 @@ class ForgetReply(TypedDict):
     forgotten: bool
 
 
+class ExpireSlotsReply(TypedDict):
+    expired: list[str]  # run ids whose slot, held under a lease granted before, was freed
+
+
 class WaitingReply(TypedDict):
     waiting: list[str]  # of the run ids asked, those waiting in the limiter's line
     paused: bool

@@ -3,7 +3,8 @@
 
 `run_job(run)` receives the run as the service's HTTP API answers it (`GET /v1/runs/{id}`):
 `id`, `name`, `payload`, `attempt` (1 on the first execution), `max_attempts`, `last_error` of
-the previous attempt, and the rest. Returning is success. Raising fails the attempt, and the
+the previous attempt, and the rest (`children`, for a flow's parent). Returning is success,
+and the value returned is the run's `result`. Raising fails the attempt, and the
 service retries it with its retry policy; an error whose message starts with
 `non_retryable:` fails the run at once.
 

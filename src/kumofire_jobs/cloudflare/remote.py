@@ -19,7 +19,11 @@ The same object as JSON text works too (a `.dev.vars` line, a secret, `wrangler 
 A run of `notify` calls `env.HANDLERS.run_job(run)`: one positional argument, the run as the
 HTTP API answers it (`GET /v1/runs/{id}`), as it is while this attempt runs (`status`
 `"running"`, `attempt` 1 on the first execution, `max_attempts`, `last_error` of the previous
-attempt). Returning, whatever the value, is success. Raising is a failed attempt, retried by the
+attempt), with `children`: a flow parent's children as a local handler's `ctx.children` has
+them (each as the HTTP API answers a run, `result` included), `[]` for any other run.
+Returning is success, and the value returned is the run's `result`, as a local handler's is
+(JSON, at most 64 KiB; one that cannot be kept fails the run without a retry). Raising is a
+failed attempt, retried by the
 runtime's `RetryPolicy`; an error whose message starts with `non_retryable:`, or a Python
 `NonRetryableError` (recognized by name: Workers RPC carries an error's message and the Python
 traceback, not its type), fails the run at once. The lease is renewed in the background while
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -51,6 +55,7 @@ __all__ = [
     "RemoteRoute",
     "is_non_retryable",
     "parse_routes",
+    "remote_children",
     "remote_handlers",
     "remote_run",
     "run_to_remote",
@@ -112,6 +117,10 @@ def _route(job: Any, spec: Any) -> RemoteRoute:
         raise RemoteHandlersError(
             f"{where}: the job name is longer than {MAX_NAME_CHARS} characters"
         )
+    if "/" in job:
+        raise RemoteHandlersError(
+            f"{where}: a job name must not contain '/' (it is a path segment in the HTTP API)"
+        )
     if not isinstance(spec, Mapping):
         raise RemoteHandlersError(
             f'{where} must be an object {{"binding": "<SERVICE BINDING>", "method": '
@@ -168,11 +177,12 @@ def remote_handlers(
     env: Any,
     *,
     outgoing: Callable[[Any], Any] | None = None,
+    incoming: Callable[[Any], Any] | None = None,
     hint: str = "declare it in wrangler.toml as a [[services]] binding",
 ) -> dict[str, Handler]:
     """A handler per route, over the service bindings of `env` (`env.<binding>`). `outgoing`
-    converts the run before the call (the Cloudflare adapter passes `to_js`); `hint` ends the
-    error for a binding `env` does not have."""
+    converts the run before the call (the Cloudflare adapter passes `to_js`), `incoming` the
+    value returned (`to_py`); `hint` ends the error for a binding `env` does not have."""
     handlers: dict[str, Handler] = {}
     for job, route in routes.items():
         binding = getattr(env, route.binding, None)
@@ -186,22 +196,29 @@ def remote_handlers(
                 f"{REMOTE_HANDLERS_VAR} routes job {job!r} to {route.binding!r}, which is a "
                 "variable, not a service binding"
             )
-        handlers[job] = RemoteHandler(route, binding, outgoing=outgoing)
+        handlers[job] = RemoteHandler(route, binding, outgoing=outgoing, incoming=incoming)
     return handlers
 
 
 # --- The call ---------------------------------------------------------------------------------
 
 
-def run_to_remote(run: JobRun) -> dict[str, Any]:
-    """What the target's method receives: the run as the HTTP API answers it."""
-    return run_to_wire(run)
+def run_to_remote(run: JobRun, children: Sequence[JobRun] = ()) -> dict[str, Any]:
+    """What the target's method receives: the run as the HTTP API answers it, with
+    `children` (a flow parent's, as `ctx.children` has them; else empty)."""
+    return {**run_to_wire(run), "children": [run_to_wire(child) for child in children]}
 
 
 def remote_run(data: Mapping[str, Any]) -> JobRun:
     """In a Python target Worker: the run its method received, as a `JobRun` (times as aware
     datetimes). Plain dict access works as well; this is for typed code."""
     return run_from_wire(data)
+
+
+def remote_children(data: Mapping[str, Any]) -> list[JobRun]:
+    """In a Python target Worker: the `children` of the run its method received (a flow
+    parent's, oldest first, each with its `result`), as `JobRun`s; empty for another run."""
+    return [run_from_wire(child) for child in data.get("children") or ()]
 
 
 def _error_text(exc: BaseException) -> str:
@@ -262,23 +279,30 @@ def _summary(exc: BaseException) -> str:
 
 
 class RemoteHandler:
-    """The handler of one remote route: `await env.<binding>.<method>(run)`."""
+    """The handler of one remote route: `await env.<binding>.<method>(run)`, whose answer is
+    the handler's return value (the run's `result`)."""
 
-    __slots__ = ("_outgoing", "binding", "route")
+    __slots__ = ("_incoming", "_outgoing", "binding", "route")
 
     def __init__(
-        self, route: RemoteRoute, binding: Any, *, outgoing: Callable[[Any], Any] | None = None
+        self,
+        route: RemoteRoute,
+        binding: Any,
+        *,
+        outgoing: Callable[[Any], Any] | None = None,
+        incoming: Callable[[Any], Any] | None = None,
     ) -> None:
         self.route = route
         self.binding = binding
         self._outgoing = outgoing
+        self._incoming = incoming
 
-    async def __call__(self, ctx: JobContext) -> None:
-        argument = run_to_remote(ctx.job)
+    async def __call__(self, ctx: JobContext) -> Any:
+        argument = run_to_remote(ctx.job, ctx.children)
         if self._outgoing is not None:
             argument = self._outgoing(argument)
         try:
-            await getattr(self.binding, self.route.method)(argument)
+            answer = await getattr(self.binding, self.route.method)(argument)
         except Exception as exc:
             # The whole error (a remote traceback, say) goes to the log; the run's last_error
             # gets its last line, which names the error.
@@ -287,6 +311,7 @@ class RemoteHandler:
             if is_non_retryable(exc):
                 raise NonRetryableError(summary) from exc
             raise RemoteHandlerError(summary) from exc
+        return answer if self._incoming is None else self._incoming(answer)
 
     def __repr__(self) -> str:
         return f"<remote handler {self.route.job!r} -> {self.route}>"

@@ -59,6 +59,7 @@ def remote_handlers_from_env(env: Any) -> dict[str, Handler]:
         routes,
         env,
         outgoing=to_js,
+        incoming=to_py,
         hint="add it to wrangler.toml: [[services]] binding = ..., service = <the Worker>, "
         "entrypoint = <its WorkerEntrypoint class>",
     )

@@ -3,9 +3,11 @@
 
 One call reads at most `limit` + 1 candidate ids (oldest first, only runs in the statuses the
 operation applies to) and changes each by the same guarded call as the single operation
-(`RunService.cancel_unfinished`, `retry`, `delete`), so a crash mid-bulk leaves every run
+(`RunService.cancel_with_children`, `retry`, `delete`), so a crash mid-bulk leaves every run
 either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
-counted). Calling again goes on with what still matches.
+counted). Calling again goes on with what still matches. `count` is every run the call
+changed: a canceled flow parent's unfinished children, canceled with it, count too (so it
+may exceed `limit`, which bounds the runs matched).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .runs import RunService
 from .states import RETRYABLE_BY_HAND, TERMINAL, UNFINISHED, RunStatus
 from .store import RunStore
 from .times import datetime_to_ms
+from .validation import integer
 
 MAX_BULK_LIMIT = 1000
 _CONCURRENCY = 16
@@ -36,12 +39,12 @@ APPLIES_TO: dict[str, frozenset[RunStatus]] = {
 
 def _check_filter(
     status: Any, name: Any, schedule_id: Any, created_before: Any, limit: Any
-) -> tuple[RunStatus | None, str | None]:
-    """The filter's status and the id bound of `created_before`; ValidationError if bad."""
+) -> tuple[RunStatus | None, str | None, int]:
+    """The filter's status, the id bound of `created_before` and the limit; ValidationError
+    if bad."""
     if status is None and name is None and schedule_id is None and created_before is None:
         raise ValidationError("give at least one of status, name, schedule_id, created_before")
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise ValidationError("limit must be an integer")
+    limit = integer("limit", limit)
     if not 1 <= limit <= MAX_BULK_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_BULK_LIMIT}")
     for field, value in (("name", name), ("schedule_id", schedule_id)):
@@ -62,7 +65,7 @@ def _check_filter(
             bound = run_ids_before(datetime_to_ms(created_before))
         except ValueError as exc:
             raise ValidationError(f"created_before: {exc}") from None
-    return parsed, bound
+    return parsed, bound, limit
 
 
 async def bulk(
@@ -76,7 +79,7 @@ async def bulk(
     created_before: Any,
     limit: Any,
 ) -> BulkResult:
-    parsed, bound = _check_filter(status, name, schedule_id, created_before, limit)
+    parsed, bound, limit = _check_filter(status, name, schedule_id, created_before, limit)
     statuses = APPLIES_TO[action] if parsed is None else APPLIES_TO[action] & {parsed}
     ids = await store.ids_matching(
         sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
@@ -84,33 +87,42 @@ async def bulk(
     one = _ONE[action]
     gate = asyncio.Semaphore(_CONCURRENCY)
 
-    async def change(run_id: str) -> bool:
+    async def change(run_id: str) -> int:
         async with gate:
             return await one(runs, run_id)
 
     changed = await asyncio.gather(*(change(run_id) for run_id in ids[:limit]))
-    return BulkResult(count=sum(changed), has_more=len(ids) > limit)
+    has_more = len(ids) > limit
+    if has_more and action == "cancel":
+        # The runs past `limit` may have gone with a canceled flow parent: ask again.
+        has_more = bool(
+            await store.ids_matching(
+                sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=1
+            )
+        )
+    return BulkResult(count=sum(changed), has_more=has_more)
 
 
-async def _cancel(runs: RunService, run_id: str) -> bool:
-    return await runs.cancel_unfinished(run_id) is not None
+async def _cancel(runs: RunService, run_id: str) -> int:
+    # Every run the cancel changed: a flow parent's unfinished children count too.
+    return len(await runs.cancel_with_children(run_id))
 
 
-async def _retry(runs: RunService, run_id: str) -> bool:
+async def _retry(runs: RunService, run_id: str) -> int:
     try:
-        return await runs.retry(run_id) is not None
+        return int(await runs.retry(run_id) is not None)
     except ConflictError:  # it changed since it was read
-        return False
+        return 0
 
 
-async def _delete(runs: RunService, run_id: str) -> bool:
+async def _delete(runs: RunService, run_id: str) -> int:
     try:
-        return await runs.delete(run_id)
+        return int(await runs.delete(run_id))
     except ConflictError:  # retried since it was read
-        return False
+        return 0
 
 
-_ONE: dict[str, Callable[[RunService, str], Awaitable[bool]]] = {
+_ONE: dict[str, Callable[[RunService, str], Awaitable[int]]] = {
     "cancel": _cancel,
     "retry": _retry,
     "delete": _delete,

@@ -32,6 +32,7 @@ from .log import get_logger
 from .message import parse_message
 from .models import ConsumeResult
 from .options import JobPolicies
+from .reconcile_reads import canceled_running_since
 from .run_rows import RunRow, StartedRow, row_to_run
 from .states import TERMINAL, AttemptOutcome, ConsumeOutcome, RunStatus
 from .store import RunStore
@@ -67,6 +68,19 @@ class Consumer:
         self._clock = clock
         self._limits = limits
         self.running = 0  # handlers running now (the dev server says how many it waits for)
+
+    async def expire_slots(self, granted_before_ms: int) -> None:
+        """The embedded runtime's start: free the limiter slots that runs canceled while they
+        ran hold under leases of a process known gone (`Limits.expire_before`). A slot lives
+        at most a lease past its last renewal, which came before the cancel (a renewal after
+        it finds the run canceled and renews no slot): a cancel older than a lease holds
+        none (twice that is read, a margin)."""
+        if self._limits is None or self._limits.names is None:
+            return
+        since = granted_before_ms - 2 * self._lease_ms
+        runs = await canceled_running_since(self._store.db, since, self._limits.names)
+        if runs:
+            await self._limits.expire_before(granted_before_ms, runs)
 
     async def consume(self, message: Any) -> ConsumeResult:
         run_id = parse_message(message)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .models import JobRun
+from .validation import MAX_NAME_CHARS
 
 
 async def _no_progress(value: Any) -> None:
@@ -66,10 +67,26 @@ def is_async_handler(handler: object) -> bool:
     return callable(handler) and is_async_handler(type(handler).__call__)
 
 
+def check_job_name(name: object) -> None:
+    """Refuse a job name that some surface cannot carry: `create` takes 1 to `MAX_NAME_CHARS`
+    characters, and the name is a path segment of the HTTP API (`/v1/jobs/{name}/pause`),
+    where a '/' would split it (`%2F` arrives decoded), so such a job could not be paused over
+    HTTP, the CLI or the dashboard."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
+        raise ValueError(f"job name {name!r} must be a string of 1 to {MAX_NAME_CHARS} characters")
+    if "/" in name:
+        raise ValueError(
+            f"job name {name!r} must not contain '/' (it is a path segment in the HTTP API: "
+            "/v1/jobs/{name})"
+        )
+
+
 def check_handlers(handlers: Mapping[str, object]) -> None:
-    """Refuse a handler that is not async: a plain function would run its side effect, then
-    fail on `await` and be retried, repeating the side effect."""
+    """Refuse a job name the API cannot carry, and a handler that is not async: a plain
+    function would run its side effect, then fail on `await` and be retried, repeating the
+    side effect."""
     for name, handler in handlers.items():
+        check_job_name(name)
         if not callable(handler):
             raise TypeError(f"the handler of job {name!r} is not callable: {handler!r}")
         if not is_async_handler(handler):

@@ -124,7 +124,7 @@ def encode_value(value: Any, limit: int, what: str) -> str | None:
     or PayloadTooLargeError (over `limit` bytes) saying so."""
     if value is None:
         return None
-    if not within_depth(value, MAX_PAYLOAD_DEPTH):
+    if not within_depth(value, MAX_PAYLOAD_DEPTH, what):
         raise ValidationError(f"{what} is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         encoded = _encoder.encode(value)

@@ -22,7 +22,7 @@ from .clock import Clock, now_ms
 from .coordination import RESUME_PREFIX, Coordinators
 from .limits import Limits
 from .log import get_logger
-from .metrics import MetricsSnapshot, read_metrics
+from .metrics import FinishedSweep, MetricsSnapshot, read_metrics
 from .models import JobInfo
 from .options import JobPolicies
 from .states import ALL_STATUSES
@@ -62,6 +62,7 @@ class JobService:
         self._handlers = handlers
         self._policies = policies
         self._limits = limits  # a limited job's limiter is told of its pauses
+        self._sweep = FinishedSweep()  # the metrics' count of finished runs
 
     async def _paused(self) -> set[str]:
         rows = (await self._db.prepare(_PAUSED).all()).results
@@ -96,7 +97,7 @@ class JobService:
 
     async def metrics(self) -> MetricsSnapshot:
         """Runs by job and status, pauses and schedules, for `GET /v1/metrics`."""
-        return await read_metrics(self._db, self._clock, self._handlers)
+        return await read_metrics(self._db, self._clock, self._handlers, self._sweep)
 
     async def pause(self, name: str) -> JobInfo | None:
         if name not in self._handlers:

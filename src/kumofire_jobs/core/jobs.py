@@ -71,7 +71,7 @@ class Jobs:
         return await schema_version(self._schema.db)
 
     async def metrics(self) -> MetricsSnapshot:
-        """What `GET /v1/metrics` reports: one D1 batch of three aggregate reads."""
+        """What `GET /v1/metrics` reports: one D1 batch of four reads (`core/metrics.py`)."""
         await self._ready()
         return await self.job_service.metrics()
 
@@ -264,9 +264,12 @@ class Jobs:
         nothing is in flight; then schedules whose next occurrence is missing. With
         `expire_leases_before` (this process's start, epoch ms; only where a lock proves
         every earlier process gone), the leases granted before it end at once, so the runs a
-        crash cut off go again now instead of when their leases would have run out."""
+        crash cut off go again now instead of when their leases would have run out, and the
+        limiter slots those leases held for runs canceled meanwhile are freed."""
         await self._ready()
         result = await self.runs.reconcile_unfinished(expire_leases_before=expire_leases_before)
+        if expire_leases_before is not None:
+            await self._consumer.expire_slots(expire_leases_before)
         result.schedules_restored = await self.schedules.restore(limit, grace=False)
         result.flows_released = await self.runs.flows.release_waiting(limit)
         return result

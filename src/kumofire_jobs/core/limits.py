@@ -15,6 +15,7 @@ from typing import Any, cast
 
 from kumofire_coordinator.messages import (
     AcquireReply,
+    ExpireSlotsReply,
     Handoff,
     LeaseReply,
     LimitsMessage,
@@ -185,6 +186,29 @@ class Limits:
                 # reach this limiter. Tell it now (its line would wait forever otherwise).
                 await self.pause(job, False)
         return found
+
+    async def expire_before(self, granted_before_ms: int, runs: list[tuple[str, str]]) -> None:
+        """At the start of a process that alone owns its bindings (the embedded runtime,
+        its data directory locked): free the slots that `runs` ((job, run id): runs D1 holds
+        as canceled once started) hold under leases granted before it, by holders known gone
+        (`LimiterActor.expire_slots`). Being finished, no new attempt of theirs takes the
+        slot over (a cut-off unfinished run's does, keeping its turn). If a call fails, those
+        slots expire with their leases, as on Cloudflare."""
+        by_job: dict[str, list[str]] = {}
+        for job, run_id in runs:
+            if job in self._options:
+                by_job.setdefault(job, []).append(run_id)
+        for job, run_ids in by_job.items():
+            try:
+                reply = cast(
+                    ExpireSlotsReply,
+                    await self._stub(job).limit_expire_slots(granted_before_ms, run_ids),
+                )
+            except Exception as exc:
+                log.warning("limit.expire_failed", job=job, error=str(exc))
+                continue
+            if reply["expired"]:
+                log.warning("limit.slots_expired_at_start", job=job, run_ids=reply["expired"])
 
     async def enter(self, row: Mapping[str, Any] | None, token: int) -> int | None:
         """Ask the run's limiter for a slot, if its job is limited and it may start now.

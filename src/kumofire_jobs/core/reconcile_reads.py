@@ -10,7 +10,7 @@ from .run_rows import UnfinishedRow
 from .states import ACTIVE, sql_list
 from .store import PAUSED, TABLE
 
-__all__ = ["active_due_after", "active_due_before", "unfinished_after"]
+__all__ = ["active_due_after", "active_due_before", "canceled_running_since", "unfinished_after"]
 
 _ACTIVE = sql_list(ACTIVE)
 
@@ -54,3 +54,19 @@ async def unfinished_after(
     time: a page of a walk over all of them."""
     stmt = db.prepare(_UNFINISHED_AFTER).bind(scheduled_for, run_id, limit)
     return cast(list[UnfinishedRow], (await stmt.all()).results)
+
+
+# Runs canceled since a time after they had started, of the jobs named (a JSON array): read
+# once, at the embedded runtime's start, by a scan of the runs table (no index is worth a
+# write per run for it).
+_CANCELED_RUNNING_SINCE = (
+    f"SELECT id, name FROM {TABLE} WHERE status = 'canceled' AND started_at IS NOT NULL "
+    "AND finished_at > ?1 AND name IN (SELECT value FROM json_each(?2))"
+)
+
+
+async def canceled_running_since(db: D1Database, since: int, names: str) -> list[tuple[str, str]]:
+    """(job, run id) of the runs of the jobs `names` (a JSON array) canceled after `since`
+    (epoch ms) once started: those that may still hold a limiter slot."""
+    rows = (await db.prepare(_CANCELED_RUNNING_SINCE).bind(since, names).all()).results
+    return [(str(row["name"]), str(row["id"])) for row in rows]

@@ -186,15 +186,20 @@ class RunService:
         return await self._store.get(run_id) if run is None else run
 
     async def cancel_unfinished(self, run_id: str) -> JobRun | None:
-        """Cancel the run if it is unfinished: the run canceled, or None if it was not. A
-        flow's parent takes its unfinished children with it (in the same statement); a
-        flow's child may release its parent."""
+        """Cancel the run if it is unfinished: the run canceled, or None if it was not."""
+        canceled = await self.cancel_with_children(run_id)
+        return next((run for run in canceled if run.id == run_id), None)
+
+    async def cancel_with_children(self, run_id: str) -> Sequence[JobRun]:
+        """Cancel the run if it is unfinished: every run this call canceled (none if it was
+        not). A flow's parent takes its unfinished children with it (in the same
+        statement); a flow's child may release its parent."""
         canceled = await self._store.cancel(run_id, now_ms(self._clock))
         await asyncio.gather(*(self._canceled(run) for run in canceled))
         run = next((run for run in canceled if run.id == run_id), None)
         if run is not None and run.parent_id is not None:
             await self.flows.settle_logged(run.parent_id)
-        return run
+        return canceled
 
     async def _canceled(self, run: JobRun) -> None:
         """Tell the actors of a run D1 now holds as canceled."""

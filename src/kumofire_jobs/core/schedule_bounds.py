@@ -8,18 +8,18 @@ from typing import Any
 
 from .errors import ValidationError
 from .schedule_store import ScheduleRow
-from .schedule_timing import Timing, interval_ms, next_occurrence
+from .schedule_timing import NEVER_MS, Timing, interval_ms, next_occurrence
 from .times import datetime_to_ms
+from .validation import integer
 
 MAX_LIMIT = 1_000_000_000
 
 
 def limit(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("limit must be an integer")
-    if not 1 <= value <= MAX_LIMIT:
+    number = integer("limit", value)
+    if not 1 <= number <= MAX_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIMIT}")
-    return value
+    return number
 
 
 def time_ms(field: str, value: Any) -> int:
@@ -53,5 +53,7 @@ def done(row: ScheduleRow, at: int | None, count: int) -> bool:
     """Whether a schedule that has had `count` occurrences may not have one at `at`."""
     limit = row["occurrence_limit"]
     if limit is not None and count >= limit:
+        return True
+    if at is not None and at >= NEVER_MS:  # no occurrence before the year 10000
         return True
     return at is not None and row["end_at"] is not None and at > row["end_at"]

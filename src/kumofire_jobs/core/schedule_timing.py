@@ -45,6 +45,7 @@ import msgspec
 from croniter import CroniterBadDateError, croniter
 
 from .errors import ValidationError
+from .times import MAX_TIME_MS
 
 DEFAULT_TIMEZONE = "UTC"
 MIN_EVERY_SECONDS = 1
@@ -57,6 +58,9 @@ MAX_CRON_CHARS = 512
 MAX_TIMEZONE_CHARS = 64
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What `next_occurrence` answers when there is none before the year 10000 (the end of what a
+# datetime, and so a stored time, holds): past any `end_at`, so the schedule is done.
+NEVER_MS = MAX_TIME_MS + 1
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _ONE_MS = timedelta(milliseconds=1)
 # Cron fields are separated by ASCII whitespace only, as croniter splits them.
@@ -205,9 +209,14 @@ def next_occurrence(timing: Timing, after_ms: int, *, anchor_ms: int | None = No
         interval = interval_ms(timing)
         anchor = after_ms if anchor_ms is None else anchor_ms
         if after_ms < anchor:
-            return anchor + interval
-        return anchor + ((after_ms - anchor) // interval + 1) * interval
-    return _cron_next(timing.expr, timing.timezone or DEFAULT_TIMEZONE, after_ms)
+            return min(anchor + interval, NEVER_MS)
+        return min(anchor + ((after_ms - anchor) // interval + 1) * interval, NEVER_MS)
+    if after_ms >= MAX_TIME_MS:
+        return NEVER_MS
+    try:
+        return min(_cron_next(timing.expr, timing.timezone or DEFAULT_TIMEZONE, after_ms), NEVER_MS)
+    except OverflowError:  # the next match is after the year 9999
+        return NEVER_MS
 
 
 def occurrences_between(

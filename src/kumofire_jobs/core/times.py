@@ -20,7 +20,10 @@ _RFC3339 = re.compile(
 
 
 def ms_to_datetime(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
+    """A stored time as a datetime. A value outside the years 1 to 9999 (stored before the
+    writes checked the range: a year-0 `start_at`, say) reads as the nearest end of that range,
+    so one old row cannot fail every read that lists it."""
+    return _EPOCH + timedelta(milliseconds=min(max(ms, MIN_TIME_MS), MAX_TIME_MS))
 
 
 def datetime_to_ms(value: datetime) -> int:

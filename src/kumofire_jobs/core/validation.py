@@ -42,14 +42,33 @@ def job_name(name: Any, handlers: Mapping[str, Any]) -> str:
     return name
 
 
+def integer(field: str, value: Any) -> int:
+    """An integer field's value: an int, or a float with no fraction (JSON has one number
+    type, and `5.0` is what many encoders write for 5), as an int; anything else, `5.5`, a
+    bool or a string among them, raises ValidationError naming the field."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{field} must be an integer, not {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A short JSON rendering of a refused value (as the caller sent it), else its type."""
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, ValueError, msgspec.EncodeError, RecursionError):
+        text = ""
+    return text if 0 < len(text) <= 40 else f"a {type(value).__name__}"
+
+
 def max_attempts(value: Any, default: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("max_attempts must be an integer")
-    if not 1 <= value <= MAX_ATTEMPTS:
+    number = integer("max_attempts", value)
+    if not 1 <= number <= MAX_ATTEMPTS:
         raise ValidationError(f"max_attempts must be between 1 and {MAX_ATTEMPTS}")
-    return value
+    return number
 
 
 def due_ms(run_at: Any, delay: Any, now: int) -> int:
@@ -107,10 +126,10 @@ def payload(value: Any) -> str | None:
     return encoded.decode()
 
 
-def within_depth(value: Any, limit: int) -> bool:
-    """Whether lists and objects nest at most `limit` deep (ValidationError for a float JSON
-    cannot hold). Iterative, so it cannot overflow the stack itself, and it ends on a container
-    that holds itself."""
+def within_depth(value: Any, limit: int, what: str = "payload") -> bool:
+    """Whether lists and objects nest at most `limit` deep (ValidationError, naming `what`,
+    for a float JSON cannot hold). Iterative, so it cannot overflow the stack itself, and it
+    ends on a container that holds itself."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -120,7 +139,7 @@ def within_depth(value: Any, limit: int) -> bool:
             children = item
         elif isinstance(item, float) and not math.isfinite(item):
             # JSON has no NaN or infinity: the encoder would store null in its place.
-            raise ValidationError(f"payload holds {item!r}, which JSON cannot represent")
+            raise ValidationError(f"{what} holds {item!r}, which JSON cannot represent")
         else:
             continue
         if depth >= limit:
@@ -137,21 +156,19 @@ def _is_plain(value: Any) -> bool:
 def limit(value: Any, default: int = DEFAULT_LIST_LIMIT) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("limit must be an integer")
-    if not 1 <= value <= MAX_LIST_LIMIT:
+    number = integer("limit", value)
+    if not 1 <= number <= MAX_LIST_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIST_LIMIT}")
-    return value
+    return number
 
 
 def priority(value: Any) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError("priority must be an integer")
-    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+    number = integer("priority", value)
+    if not MIN_PRIORITY <= number <= MAX_PRIORITY:
         raise ValidationError(f"priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}")
-    return value
+    return number
 
 
 def concurrency_key(value: Any) -> str | None:

@@ -13,7 +13,6 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -23,10 +22,10 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from ..api import operations, wire
-from ..core import validation
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.models import JobRun
+from .body import decode_json
 from .control import OperationEndpoint, register_control
 from .dashboard import dashboard_routes
 from .history import register_history
@@ -83,15 +82,7 @@ def create_app(
             if size > max_body_bytes:
                 raise too_large()
             chunks.append(chunk)
-        try:
-            return msgspec.json.decode(b"".join(chunks))
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise ValidationError(
-                "the body nests too deeply to read "
-                f"(a payload may nest at most {validation.MAX_PAYLOAD_DEPTH} levels)"
-            ) from None
+        return decode_json(b"".join(chunks))
 
     def route(
         path: str, methods: list[str], *, public: bool = False

@@ -284,7 +284,11 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["count", "has_more"],
         "properties": {
-            "count": {"type": "integer", "description": "the runs this call changed"},
+            "count": {
+                "type": "integer",
+                "description": "the runs this call changed (a canceled flow parent's children "
+                "included)",
+            },
             "has_more": {"type": "boolean", "description": "whether more runs match"},
         },
     },

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import inspect
 import typing
 from typing import Any
@@ -17,6 +19,7 @@ __all__ = [
     "convert",
     "json",
     "structs",
+    "to_builtins",
 ]
 
 __version__ = "0.19.0+kumofire-test-double"
@@ -139,6 +142,43 @@ def _default(value: Any) -> Any:
     if isinstance(value, list | dict | set) and not value:
         return type(value)()
     return value
+
+
+# --- to_builtins ---------------------------------------------------------------------------
+
+
+def to_builtins(obj: Any, *, builtin_types: Any = None, str_keys: bool = False) -> Any:
+    """Structs as dicts of their fields, enums by value, datetimes as RFC 3339, bytes as
+    base64, sets as lists, recursively; tuples stay tuples and floats (NaN too) stay floats,
+    as in msgspec. Anything else is a TypeError."""
+    kept = tuple(builtin_types or ())
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if kept and isinstance(obj, kept):
+        return obj
+    if isinstance(obj, Struct):
+        return {name: to_builtins(getattr(obj, name), builtin_types=kept, str_keys=str_keys)
+                for name in obj.__struct_fields__}  # fmt: skip
+    if isinstance(obj, dict):
+        return {_key(key, str_keys): to_builtins(value, builtin_types=kept, str_keys=str_keys)
+                for key, value in obj.items()}  # fmt: skip
+    if isinstance(obj, list | set | frozenset):
+        return [to_builtins(item, builtin_types=kept, str_keys=str_keys) for item in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_builtins(item, builtin_types=kept, str_keys=str_keys) for item in obj)
+    if isinstance(obj, enum.Enum):
+        return to_builtins(obj.value, builtin_types=kept, str_keys=str_keys)
+    if isinstance(obj, datetime.datetime | datetime.date):
+        return json._builtins(obj)
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return json._builtins(obj)
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+def _key(key: Any, str_keys: bool) -> Any:
+    if isinstance(key, enum.Enum):
+        key = key.value
+    return str(key) if str_keys and not isinstance(key, str) else key
 
 
 # --- convert -------------------------------------------------------------------------------
