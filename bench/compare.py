@@ -30,6 +30,7 @@ from typing import Any
 from bench.stats import distribution_ms, early_count, summarize
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.layout import ONE_FILE
+from kumofire_jobs.local.one_file import SYNC_EVERY_COMMIT
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -38,6 +39,7 @@ OURS_FULL = "ours@FULL"
 OURS_NORMAL = "ours@NORMAL"
 SYSTEMS = (HUEY, OURS_FULL, OURS_NORMAL)
 OURS = (OURS_FULL, OURS_NORMAL)
+EVERY_COMMIT = "every-commit"  # ours@FULL/every-commit: KUMOFIRE_JOBS_SYNC_EVERY_COMMIT=1
 CALLERS = 32  # concurrent callers of create (ours: asyncio tasks; Huey: producer threads)
 
 
@@ -73,7 +75,8 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
     with tempfile.TemporaryDirectory(prefix="kumofire-bench-") as tmp:
         data = Path(tmp) / "data"
         log = Path(tmp) / "log.jsonl" if log_to_file else None
-        # "ours@FULL", "huey@NORMAL", "ours@FULL/per-binding" (ours in the per-binding layout)
+        # "ours@FULL", "huey@NORMAL", "ours@FULL/per-binding" (ours in the per-binding layout),
+        # "ours@FULL/every-commit" (below)
         name, _, rest = system.partition("@")
         sync, _, layout = rest.partition("/")
         if name == "huey":
@@ -94,6 +97,13 @@ def run_one(spec: dict[str, Any], *, log_to_file: bool = True) -> dict[str, Any]
             return runners[workload]()
         from bench import ours as o
 
+        # "ours@FULL/every-commit": the one file with every commit synced by SQLite, as before
+        # the commits answering only the runtime were left to the next answer's sync.
+        if layout == EVERY_COMMIT:
+            os.environ[SYNC_EVERY_COMMIT] = "1"
+            layout = ""
+        else:
+            os.environ.pop(SYNC_EVERY_COMMIT, None)
         o.LAYOUT = layout or ONE_FILE  # set for every measurement (the tests run in-process)
         coroutines: dict[str, Callable[[], Any]] = {
             "e2e": lambda: o.e2e(spec["runs"], 1, sync, data, log),

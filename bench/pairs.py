@@ -8,7 +8,9 @@ of each system to the last one named (the reference) per repetition.
         --workloads e2e,e2e_concurrent,latency --runs 3000 --reps 3 [--json out.json]
 
 Systems: `ours@FULL`, `ours@NORMAL` (the one-file layout), `ours@FULL/per-binding` (each
-binding its own file, as before issue 16), `huey@FULL` (SqliteHuey's default), `huey@NORMAL`.
+binding its own file, as before issue 16), `ours@FULL/every-commit` (the one file with every
+commit synced, as before the commits answering only the runtime were left unsynced),
+`huey@FULL` (SqliteHuey's default), `huey@NORMAL`.
 Workloads: `e2e` (one caller, `--runs` runs), `e2e_concurrent` (32 callers, `--runs` runs),
 `latency` (start minus arrival at `--rate` runs/s, `--latency-runs` runs; figure: p50 ms).
 """

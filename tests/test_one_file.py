@@ -1,9 +1,9 @@
 """The one-file layout (`local/one_file.py`, `local/layout.py`): D1, the queue and the Durable
-Objects in one SQLite file share one commit per turn; at `FULL` that commit is SQLite's own,
-synced before anyone waiting for it is answered; a failed shared commit fails every binding's
-callers in its own terms and undoes every binding's writes; a data directory written in the
-per-binding layout is moved into the one file at its next start, and the move survives a
-crash between its copy and the removal of the old files."""
+Objects in one SQLite file share one commit per turn; at `FULL` the WAL is synced after that
+commit and before a caller outside the runtime is answered; a failed shared commit fails every
+binding's callers in its own terms and undoes every binding's writes; a data directory written
+in the per-binding layout is moved into the one file at its next start, and the move survives
+a crash between its copy and the removal of the old files."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from kumofire_jobs import JobContext, create_runtime
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.local import layout, table_names
+from kumofire_jobs.local import layout, table_names, wal_sync
 from kumofire_jobs.local.d1 import D1Error, LocalD1Database
 from kumofire_jobs.local.durable_objects import (
     DurableObjectError,
@@ -76,6 +76,9 @@ async def test_the_three_bindings_writing_in_one_turn_share_one_commit(
 ) -> None:
     b = one_file
     assert b.d1._commits is b.broker._commits is b.objects._commits
+    shared = b.objects._one_file
+    assert shared is not None
+    syncs = shared.syncs
     results = await asyncio.gather(
         b.d1.prepare("INSERT INTO t VALUES (1)").run(),
         b.broker.producer("q").send({"n": 1}),
@@ -84,10 +87,10 @@ async def test_the_three_bindings_writing_in_one_turn_share_one_commit(
     assert results[2] == 1
     assert b.statements.count("BEGIN IMMEDIATE") == 1
     assert b.statements.count("COMMIT") == 1
-    # At FULL the shared commit is SQLite's own: the connection is never relaxed, so the
-    # COMMIT syncs the WAL before it returns, and the callers are answered after it.
-    assert not any(s.upper().startswith("PRAGMA SYNCHRONOUS") for s in b.statements)
-    assert b.d1._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    # At FULL the shared commit runs at NORMAL and the WAL is synced once, before the first
+    # answer to these callers (code outside the runtime): `test_sync_before_answers.py`.
+    assert b.d1._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    assert shared.syncs == syncs + 1
     assert await b.broker.depth("q") == 1
     assert await b.objects.getByName("c").read() == 1
 
@@ -117,7 +120,7 @@ async def test_a_failed_shared_commit_fails_and_undoes_every_bindings_writes(
 
 
 async def test_a_create_at_full_is_answered_after_the_commit_that_holds_its_run(
-    clock: ManualClock, tmp_path: Path
+    clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def job(ctx: JobContext) -> None:
         return None
@@ -129,12 +132,20 @@ async def test_a_create_at_full_is_answered_after_the_commit_that_holds_its_run(
         env.JOBS_DB._conn.set_trace_callback(
             lambda sql: events.append(sql.split(None, 2)[0].upper())
         )
+        real = wal_sync._fdatasync
+
+        def fdatasync(fd: int) -> None:
+            real(fd)
+            events.append("SYNC")
+
+        monkeypatch.setattr(wal_sync, "_fdatasync", fdatasync)
         await env.jobs.create("job", delay=60)
         events.append("ANSWERED")
         insert = events.index("INSERT")
-        assert "COMMIT" in events[insert : events.index("ANSWERED")]
-        assert "PRAGMA" not in events  # never relaxed: SQLite syncs at FULL in the COMMIT
-        assert env.JOBS_DB._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        commit = events.index("COMMIT", insert)
+        # The commit (at NORMAL: SQLite does not sync it), then the WAL's sync, then the answer.
+        assert events[commit:].count("SYNC") == 1 and events[-2:] == ["SYNC", "ANSWERED"]
+        assert env.JOBS_DB._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     finally:
         await env.stop()
     # Everything is in the D1 file: no file of the per-binding layout was made.

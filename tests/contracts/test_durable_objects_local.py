@@ -376,7 +376,9 @@ class Coalescing(ContractObject):
         )
 
     async def read_committed(self, object_id: str, key: str) -> Any:
-        return _committed_value(self.probe.path, object_id, key)
+        value = _committed_value(self.probe.path, object_id, key)
+        self.probe.events.append(("read_committed", value))
+        return value
 
     async def write_then_hang(self, key: str) -> None:
         await self.ctx.storage.put(key, "unacknowledged")
@@ -431,19 +433,11 @@ async def test_an_answer_is_released_only_after_its_writes_are_durable(
 async def test_writes_are_durable_before_an_rpc_leaves_the_object(
     clock: ManualClock, data_dir: Path
 ) -> None:
-    ns, _ = await _coalescing(clock, data_dir)
-    on_disk_when_delivered: list[Any] = []
-    call = ns._call
-
-    async def recording(actor: Any, method: str, args: list[Any], answer: Any) -> None:
-        if method == "read_committed":
-            on_disk_when_delivered.append(_committed_value(data_dir, args[0], args[1]))
-        await call(actor, method, args, answer)
-
-    ns._call = recording  # type: ignore[method-assign]
+    ns, probe = await _coalescing(clock, data_dir)
     try:
+        # `read_committed` reads the caller's write on disk when the call reaches it.
         assert await ns.getByName("a").write_then_tell("k", "b") == "written"
-        assert on_disk_when_delivered == ["written"]
+        assert probe.events == [("read_committed", "written")]
     finally:
         await ns.close()
 
@@ -479,18 +473,11 @@ async def test_a_call_out_whose_callers_writes_were_lost_is_not_delivered(
 ) -> None:
     import sqlite3
 
-    ns, _ = await _coalescing(clock, data_dir)
-    delivered: list[str] = []
-    call = ns._call
-
-    async def recording(actor: Any, method: str, args: list[Any], answer: Any) -> None:
-        delivered.append(method)
-        await call(actor, method, args, answer)
+    ns, probe = await _coalescing(clock, data_dir)
 
     def failing(dirty: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    ns._call = recording  # type: ignore[method-assign]
     ns._write_out = failing  # type: ignore[method-assign]
     try:
         calls = [ns.getByName(f"a{i}").write_then_tell("k", f"b{i}") for i in range(2)]
@@ -498,7 +485,7 @@ async def test_a_call_out_whose_callers_writes_were_lost_is_not_delivered(
         for outcome in outcomes:
             assert isinstance(outcome, DurableObjectError)
             assert "disk I/O error" in str(outcome)
-        assert "read_committed" not in delivered
+        assert probe.events == []  # neither call out reached its object
     finally:
         await ns.close()
 

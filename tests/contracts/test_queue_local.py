@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from kumofire_jobs.local.queue import (
     LOCAL_DEFAULT_MAX_CONCURRENCY,
     ConsumerSettings,
     LocalQueueBroker,
+    _decode,
     wrangler_consumers,
 )
 from tests.support.contract_envs import LocalQueueEnv
@@ -310,3 +312,19 @@ async def test_an_idle_consumer_does_not_query_for_delayed_messages(
     assert len(got.calls) == 5
     await env.advance(1)
     assert got.bodies[-1] == ["later"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b'{"version":1,"kumofireJobRunId":"run_1","n":[1,-0.0,2.5e-320,123456789012345678901234567890]}',
+        b"1e400",  # a number beyond a float: msgspec refuses it, json reads infinity
+        b'"\\ud800"',  # an escaped lone surrogate: likewise
+        b'{"a":1,"a":2}',
+    ],
+)
+def test_stored_json_bodies_decode_as_json_loads_reads_them(stored: bytes) -> None:
+    decoded = _decode(stored, "json")
+    expected = json.loads(stored)
+    assert decoded == expected
+    assert json.dumps(decoded) == json.dumps(expected)  # same types (1.0 is not 1), same order

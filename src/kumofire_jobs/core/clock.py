@@ -12,7 +12,8 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from . import precise_sleep
 
@@ -35,6 +36,29 @@ def now_ms(clock: Clock) -> int:
     return int(clock.now() * 1000)
 
 
+class Timer(Protocol):
+    """A callback waiting for its time (`call_at`): `cancel()` it before then."""
+
+    def cancel(self) -> Any: ...
+
+
+def call_at(clock: Clock, deadline: float, callback: Callable[[], None]) -> Timer:
+    """Call `callback` on the event loop once `clock.now() >= deadline` (about then: for
+    timers that need no precision, such as a lease's renewal). Cheaper than a task that
+    sleeps when it is mostly cancelled before it fires: most handlers end long before their
+    lease needs renewing. A clock without `call_at` of its own gets such a task."""
+    own = getattr(clock, "call_at", None)
+    if own is not None:
+        timer: Timer = own(deadline, callback)
+        return timer
+
+    async def wait() -> None:
+        await clock.sleep_until(deadline)
+        callback()
+
+    return asyncio.ensure_future(wait())
+
+
 class SystemClock:
     """Wall-clock time; waits with the event loop's timers (no polling), to well under a
     millisecond (`precise_sleep`): an alarm's lateness is mostly this wait."""
@@ -44,6 +68,10 @@ class SystemClock:
 
     async def sleep_until(self, deadline: float) -> None:
         await precise_sleep.sleep_until(deadline)
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
+        """See `call_at`: the event loop's own timer (within a millisecond or so)."""
+        return asyncio.get_running_loop().call_later(max(0.0, deadline - time.time()), callback)
 
 
 class ManualClock:
@@ -70,6 +98,16 @@ class ManualClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (deadline, next(self._seq), future))
         await future
+
+    def call_at(self, deadline: float, callback: Callable[[], None]) -> Timer:
+        """See `call_at`: fired by `advance()` at `deadline`, in order with the sleepers."""
+        loop = asyncio.get_running_loop()
+        if deadline <= self._now:
+            return loop.call_soon(callback)
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), future))
+        future.add_done_callback(lambda done: None if done.cancelled() else callback())
+        return future
 
     def next_deadline(self) -> float | None:
         """The earliest deadline anything is waiting for, or None."""

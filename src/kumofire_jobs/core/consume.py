@@ -240,14 +240,10 @@ class Consumer:
         runner = asyncio.current_task()
         assert runner is not None
         # The handler runs in this task (no task of its own: most handlers are short), and
-        # the keeper cancels this task if the run is canceled or the lease lost meanwhile.
-        keeping = asyncio.ensure_future(keeper.keep(runner))
-        timeout = run.timeout  # the job's, when the run was created
-        timing = (
-            None
-            if timeout is None
-            else asyncio.ensure_future(keeper.time_out(runner, attempt.started + timeout))
-        )
+        # the keeper cancels this task if the run is canceled or the lease lost meanwhile,
+        # or at the job's timeout (the job's when the run was created).
+        timeout = run.timeout
+        keeper.start(runner, None if timeout is None else attempt.started + timeout)
         self.running += 1
         try:
             result = handler(ctx)
@@ -281,10 +277,7 @@ class Consumer:
             )
         finally:
             self.running -= 1
-            keeper.finished = True
-            keeping.cancel()  # not awaited: once `finished`, it touches nothing
-            if timing is not None:
-                timing.cancel()
+            keeper.stop()  # not awaited: once `finished`, a renewal under way touches nothing
             await journal.close()  # what is left goes with the outcome
         return await self._record(attempt, RunStatus.SUCCEEDED, result=result_json)
 

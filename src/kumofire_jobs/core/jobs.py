@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import validation
+from .answers import BeforeAnswer, answers_outside
 from .bulk import bulk
 from .consume import Consumer
 from .errors import ValidationError
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from .models import SchedulePatch
 
 
+# Every public call answers a caller outside the runtime, wherever it is made (a handler's
+# `create` too): it calls `before_answer` before it returns (`answers.py`). The consumer's
+# and the cron's calls are the runtime's own work.
+@answers_outside("consume", "dispatch", "dispatch_at_start")
 class Jobs:
     def __init__(
         self,
@@ -54,7 +59,9 @@ class Jobs:
         consumer: Consumer,
         schema: SchemaGate,
         job_service: JobService,
+        before_answer: BeforeAnswer | None = None,
     ) -> None:
+        self._before_answer = before_answer
         self.job_service = job_service
         self.runs = runs
         self.schedules = schedules

@@ -127,8 +127,9 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        async with self._lock:
-            pass
+        if self._lock.locked():  # a write holds it (one not yet begun sees `_closed`)
+            async with self._lock:
+                pass
 
     async def save_closed(self) -> None:
         """After `close`, write what is left if no outcome will (the run was canceled while

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock
+from .clock import Clock, Timer, call_at
 from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError
 from .history import describe_error
@@ -41,6 +41,32 @@ class LeaseKeeper:
         self.ended: str | None = None  # "canceled", "lost", "slot_lost" or "timed_out"
         self.finished = False  # the handler returned or raised
         self.stopped_runner = False  # keep() cancelled the handler's task
+        # Until the first renewal is due, a timer (most handlers end before it); then a task.
+        self._timers: list[Timer] = []
+        self._keeping: asyncio.Future[None] | None = None
+
+    def start(self, runner: asyncio.Task[Any], timeout_at: float | None) -> None:
+        """While the handler runs in `runner`: renew the lease every third of it, and stop
+        the handler at clock time `timeout_at` (its job's timeout), if any."""
+        interval = self._lease_ms / 3000
+        self._timers.append(
+            call_at(self._clock, self._clock.now() + interval, lambda: self._renew_soon(runner))
+        )
+        if timeout_at is not None:
+            self._timers.append(call_at(self._clock, timeout_at, lambda: self._time_out(runner)))
+
+    def stop(self) -> None:
+        """The handler ended: renew no more (a renewal under way is left to finish, touching
+        nothing: `finished` is set)."""
+        self.finished = True
+        for timer in self._timers:
+            timer.cancel()
+        if self._keeping is not None:
+            self._keeping.cancel()
+
+    def _renew_soon(self, runner: asyncio.Task[Any]) -> None:
+        if not self.finished:
+            self._keeping = asyncio.ensure_future(self.keep(runner, first=True))
 
     async def renew(self) -> None:
         result = await self._coordinators.renew(self._run_id, self._token, self._lease_ms)
@@ -56,12 +82,14 @@ class LeaseKeeper:
         if self.ended in ("lost", "slot_lost"):
             raise LeaseLostError(f"the lease on run {self._run_id} was lost")
 
-    async def keep(self, runner: asyncio.Task[Any]) -> None:
-        """Renew until `finished` is set; stop `runner` (the task running the handler) if
-        the run was canceled or the lease lost."""
+    async def keep(self, runner: asyncio.Task[Any], *, first: bool = False) -> None:
+        """Renew until `finished` is set (`first`: renew at once, then every interval); stop
+        `runner` (the task running the handler) if the run was canceled or the lease lost."""
         interval = self._lease_ms / 3000
         while not self.finished:
-            await self._clock.sleep_until(self._clock.now() + interval)
+            if not first:
+                await self._clock.sleep_until(self._clock.now() + interval)
+            first = False
             if self.finished:
                 return
             try:
@@ -74,9 +102,8 @@ class LeaseKeeper:
             except Exception as exc:  # a failed renewal is retried at the next interval
                 log.warning("lease.renew_failed", run_id=self._run_id, error=describe_error(exc))
 
-    async def time_out(self, runner: asyncio.Task[Any], at: float) -> None:
-        """Stop the handler (`runner`) at clock time `at`, its job's timeout, unless it ended."""
-        await self._clock.sleep_until(at)
+    def _time_out(self, runner: asyncio.Task[Any]) -> None:
+        """The job's timeout: stop the handler (`runner`), unless it ended."""
         if not self.finished and self.ended is None:
             self.ended = "timed_out"
             self.stopped_runner = True

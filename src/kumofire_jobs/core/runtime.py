@@ -22,6 +22,7 @@ from kumofire_coordinator.messages import LimitsMessage
 from kumofire_coordinator.storage import ActorStorage
 
 from . import handoff
+from .answers import BeforeAnswer, runtime_work
 from .bindings import D1Database, DurableObjectNamespace, MessageBatch, Queue
 from .clock import Clock, SystemClock
 from .consume import Consumer, describe_error
@@ -80,6 +81,9 @@ class Resources:
     # the process, and it re-arms unfinished runs at every start). A Worker waits: work left
     # behind its response may never run.
     wait_for_arms: bool = True
+    # Called before every `Jobs` call answers (`answers.py`): the embedded runtime's one file
+    # at `FULL` syncs what is committed then. None: every commit is durable by itself.
+    before_answer: BeforeAnswer | None = None
 
     @classmethod
     def from_env(cls, env: Any) -> Resources:
@@ -197,6 +201,7 @@ class Runtime:
             consumer=consumer,
             schema=SchemaGate(resources.db),
             job_service=job_service,
+            before_answer=resources.before_answer,
         )
         return BoundResources(resources, store, schedules, consumer, jobs, limits)
 
@@ -224,7 +229,8 @@ class Runtime:
 
     async def dispatch_scheduled(self, resources: Resources, limit: int = 100) -> DispatchResult:
         """The cron trigger's work: reconciliation and retention."""
-        return await self.bind(resources).dispatch(limit)
+        with runtime_work():
+            return await self.bind(resources).dispatch(limit)
 
     async def consume_batch(self, batch: MessageBatch, resources: Resources) -> list[ConsumeResult]:
         """Consume every message of a queue batch, concurrently; with more than one, their
@@ -240,7 +246,7 @@ class Runtime:
 
         async def one(message: Any) -> ConsumeResult:
             seat = None if folded is None else folded.seat()
-            SEAT.set(seat)  # this message's task (and the tasks it starts) alone
+            seated = SEAT.set(seat)  # this message (and the tasks it starts) alone
             try:
                 result = await jobs.consume(message.body)
             except MalformedMessageError as exc:
@@ -256,10 +262,15 @@ class Runtime:
             finally:
                 if seat is not None:
                     seat.leave()  # if it started nothing: the others' start need not wait
+                SEAT.reset(seated)
             message.ack()
             return result
 
-        with handoff.invocation():  # its limited runs' hand-overs share one budget
+        # The runtime's own work, its handlers included (a handler's `Jobs` call still answers
+        # as one from outside: answers.py); its limited runs' hand-overs share one budget.
+        with runtime_work(), handoff.invocation():
+            if len(messages) == 1:  # the commonest batch: no task of its own to start
+                return [await one(messages[0])]
             return list(await asyncio.gather(*(one(message) for message in messages)))
 
     def _delivery_hook(self, resources: Resources) -> QueueDeliveryHook:

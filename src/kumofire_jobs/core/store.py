@@ -227,8 +227,8 @@ class RunStore:
         if not runs:
             return []
         statements = [self._insert(run) for run in runs]
-        if len(statements) == 1:
-            return [bool((await statements[0].all()).results)]
+        if len(statements) == 1:  # (first(): the returned id if inserted, without the meta)
+            return [await statements[0].first() is not None]
         return [bool(result.results) for result in await self.db.batch(statements)]
 
     def insert_occurrence(

@@ -271,6 +271,7 @@ class LocalD1Database:
         if mode not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, not {mode!r}")
         self.path = os.fspath(path)
+        self.synchronous = mode
         in_memory = self.path in ("", ":memory:")
         if not in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -305,13 +306,11 @@ class LocalD1Database:
         # known).
         self._commits = group_commit.GroupCommit(
             self._commit_transaction,
-            wal=None
-            if in_memory
-            else wal_sync.for_connection(
-                conn, self.path, mode, lambda exc: D1Error(f"D1_ERROR: disk I/O error: {exc}")
-            ),
+            wal=None if in_memory else wal_sync.for_connection(conn, self.path, mode, _disk_error),
         )
         self._rollback_risk: bool | None = None
+        # The one-file layout at FULL: commits are synced before answers outside (one_file).
+        self._one_file: OneFile | None = None
         self._batching = False  # inside batch()/exec(): statements join its transaction
         self._closed = False
 
@@ -319,6 +318,8 @@ class LocalD1Database:
         """The one-file layout: the queue and the Durable Objects share this connection and
         its group commit (`one_file`), which replaces the database's own."""
         self._commits = one_file.commits
+        if one_file.defers_sync:
+            self._one_file = one_file
 
     def _rolled_back(self) -> None:
         """The shared transaction was undone (one-file layout)."""
@@ -365,6 +366,8 @@ class LocalD1Database:
         finally:
             if self._commits.pending:
                 await self._commits.wait(_as_d1_error)
+            if self._one_file is not None:
+                self._one_file.answer_outside(_disk_error)
 
     async def exec(self, query: str) -> LocalD1ExecResult:
         """Run SQL without binds, line by line, as D1's exec() does.
@@ -401,6 +404,8 @@ class LocalD1Database:
         finally:
             if self._commits.pending:
                 await self._commits.wait(_as_d1_error)
+            if self._one_file is not None:
+                self._one_file.answer_outside(_disk_error)
         return LocalD1ExecResult(count, (time.perf_counter() - started) * 1000)
 
     # --- group commit ---------------------------------------------------------------------
@@ -425,6 +430,8 @@ class LocalD1Database:
         finally:
             if self._commits.pending:
                 await self._commits.wait(_as_d1_error)
+            if self._one_file is not None:
+                self._one_file.answer_outside(_disk_error)
 
     def _mode(self, info: _Sql) -> int:
         mode = info.mode
@@ -798,6 +805,10 @@ def _js_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
         else v
         for v in row
     )
+
+
+def _disk_error(error: OSError) -> D1Error:
+    return D1Error(f"D1_ERROR: disk I/O error: {error}")
 
 
 def _as_d1_error(error: BaseException) -> BaseException:

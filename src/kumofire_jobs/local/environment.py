@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from kumofire_coordinator import CoordinatorEndpoint
+from kumofire_coordinator import CoordinatorEndpoint, LimiterActor
 
 from ..cloudflare.remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
 from ..core.bindings import MessageBatch
@@ -64,8 +64,17 @@ class LocalJobCoordinator(CoordinatorEndpoint):
 
     def __init__(self, ctx: LocalDurableObjectState, env: LocalEnvironment) -> None:
         self.ctx = ctx
+        self._env = env
         self.actor = env.runtime.coordinator_actor(ctx.storage, env.resources)
-        self.limiter = env.runtime.limiter_actor(ctx.storage, env.resources)
+        self._limiter_actor: LimiterActor | None = None
+
+    @property
+    def limiter(self) -> LimiterActor:  # type: ignore[override]
+        """Built when first used: every run's object is built, few serve as a limiter."""
+        if self._limiter_actor is None:
+            env = self._env
+            self._limiter_actor = env.runtime.limiter_actor(self.ctx.storage, env.resources)
+        return self._limiter_actor
 
 
 class WranglerSettings:
@@ -187,6 +196,8 @@ class LocalEnvironment:
             coordinator=self.JOB_COORDINATOR,
             remote_handlers=self._remote,
             wait_for_arms=False,  # start() re-arms unfinished runs (reconcile_unfinished)
+            # The one file at FULL: a `Jobs` call's answer waits for the WAL's sync.
+            before_answer=one_file.before_answer if one_file and one_file.defers_sync else None,
         )
         self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
         self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)

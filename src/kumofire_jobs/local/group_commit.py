@@ -28,8 +28,9 @@ joining the turn's commit: nobody could share it.
 In the per-binding layout, at `synchronous=FULL` a binding's group transaction commits
 without SQLite's WAL sync and the `GroupCommit` syncs the WAL itself (`wal_sync`) before
 answering anyone; when two or more bindings commit in one turn, their syncs run in parallel
-threads and everyone is answered once all are done. In the one-file layout the one commit is
-SQLite's own at `FULL`.
+threads and everyone is answered once all are done. In the one-file layout the commit is
+never synced by itself: the WAL is synced before an answer leaves for a caller outside the
+runtime (`one_file`).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class GroupCommit:
     __slots__ = (
         "_closed",
         "_held",
+        "_on_begin",
         "_on_lost",
         "_report",
         "_requested",
@@ -156,12 +158,15 @@ class GroupCommit:
         report: Callable[[BaseException], None] | None = None,
         wal: WalSync | None = None,
         on_lost: Callable[[BaseException], None] | None = None,
+        on_begin: Callable[[], None] | None = None,
     ) -> None:
         self._write = write
         self._report = report
         # Told when the pending writes were rolled back under a binding (`lost()`): in the
         # one-file layout every binding sharing the transaction must forget them.
         self._on_lost = on_lost
+        # Told when a write opens the group transaction (`join()` with nothing pending).
+        self._on_begin = on_begin
         # At FULL: the group transaction commits relaxed and the WAL sync is ours (wal_sync).
         self._wal = wal
         self.pending = False  # writes wait for the commit
@@ -173,6 +178,8 @@ class GroupCommit:
 
     def join(self) -> None:
         """A write is pending: commit at the end of this turn (requested once per turn)."""
+        if not self.pending and self._on_begin is not None:
+            self._on_begin()
         self.pending = True
         if not self._requested:
             self._requested = True

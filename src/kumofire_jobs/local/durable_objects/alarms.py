@@ -32,6 +32,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kumofire_jobs.core import answers
 from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import output_gate
@@ -258,6 +259,7 @@ class Alarms:
         if actor.alarm_gen != gen or actor.alarm_running:
             return  # replaced or deleted between its dispatch and now
         output_gate.enter(actor)
+        answers.mark_runtime_work()  # nobody outside waits for an alarm
         actor.alarm_running = True
         actor.alarm_queued = None
         retry = actor.alarm_retry

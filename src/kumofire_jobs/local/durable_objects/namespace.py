@@ -17,6 +17,7 @@ from pathlib import Path
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
+from kumofire_jobs.core import answers
 from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit, output_gate, table_names, wal_sync
@@ -326,10 +327,14 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._hold(actor)  # from now: a call queued at the gate counts as in flight
         task = loop.create_task(self._rpc(actor, method, args, answer, durable))
         if not task.done():  # (an eager task factory may have run it to the end already)
-            self._calls[task] = answer  # stop() cancels both; _rpc removes it when done
+            self._calls[task] = answer  # stop() cancels both; `_rpc_done` forgets them
         # A done callback, not `finally`: it runs too for a call cancelled before it started.
-        task.add_done_callback(lambda _: self._release(actor))
+        task.add_done_callback(lambda done: self._rpc_done(done, actor))
         return answer
+
+    def _rpc_done(self, task: asyncio.Task[None], actor: Actor) -> None:
+        self._calls.pop(task, None)
+        self._release(actor)
 
     async def _rpc(
         self,
@@ -339,27 +344,18 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         answer: asyncio.Future[Any],
         durable: asyncio.Future[None] | None,
     ) -> None:
-        try:
-            if durable is not None:
-                try:
-                    await durable
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:  # the caller's writes were lost: nothing is sent
-                    if not answer.done():
-                        answer.set_exception(error)
-                    return
-            await self._call(actor, method, args, answer)
-        except asyncio.CancelledError:
-            answer.cancel()  # stop(): the caller sees the call cut off
-            raise
-        finally:
-            self._calls.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-
-    async def _call(
-        self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
-    ) -> None:
+        if durable is not None:
+            try:
+                await durable
+            except asyncio.CancelledError:
+                answer.cancel()  # stop(): the caller sees the call cut off
+                raise
+            except Exception as error:  # the caller's writes were lost: nothing is sent
+                if not answer.done():
+                    answer.set_exception(error)
+                return
         output_gate.enter(actor)
+        answers.mark_runtime_work()  # an object answers its caller, never the outside world
         try:
             instance = actor.instance
             if instance is None or actor.blockers:
@@ -377,6 +373,9 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
                 log.debug("Durable Object method %s raised", method, exc_info=True)
                 raise DurableObjectError(str(exc)) from None
             value = structured_clone(result)
+        except asyncio.CancelledError:
+            answer.cancel()  # stop(): the caller sees the call cut off
+            raise
         except Exception as error:
             self._answer(actor, answer, error, True)
         else:
