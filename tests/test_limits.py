@@ -13,6 +13,7 @@ from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.run_rows import StartedRow
 from kumofire_jobs.core.store import RunStore
+from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory, noop
 from tests.support.faults import DroppingQueue, FailingNamespace, FaultyD1, rewire
 
@@ -776,3 +777,99 @@ async def _fail_next(db: FaultyD1, text: str) -> None:
 
 async def _arm(db: FaultyD1, text: str) -> None:
     db.fail(text)
+
+
+class Gates:
+    """A handler whose runs each wait for their own gate (`open(run_id)`)."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+        self.done: list[str] = []
+        self.running = 0
+        self.peak = 0
+
+    def gate(self, run_id: str) -> asyncio.Event:
+        return self.gates.setdefault(run_id, asyncio.Event())
+
+    async def __call__(self, ctx: JobContext) -> None:
+        self.started.append(ctx.job.id)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.gate(ctx.job.id).wait()
+        finally:
+            self.running -= 1
+        self.done.append(ctx.job.id)
+
+
+async def _two_slots_four_runs(
+    make_env: EnvFactory, clock: ManualClock
+) -> tuple[Gates, FaultyD1, FailingNamespace, list[str], LocalEnvironment]:
+    gates = Gates()
+    env = await make_env({"report": gates}, job_options={"report": JobOptions(concurrency=2)})
+    db = FaultyD1(env.JOBS_DB)
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, db=db, coordinator=spy)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert sorted(gates.started) == sorted(ids[:2])  # (in one consumer batch)
+    db.ran.clear()
+    return gates, db, spy, ids, env
+
+
+async def test_chains_that_end_a_turn_apart_start_their_next_runs_in_one_statement(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The hand-overs' starts wait while a release of the batch is in flight: a chain whose
+    handler ended a loop turn after another's (or whose step took a turn more) starts its
+    next run in the same statement, and the chains go on in step."""
+    gates, db, _, ids, env = await _two_slots_four_runs(make_env, clock)
+    first, second = gates.started
+    gates.gate(first).set()
+    await asyncio.sleep(0)  # the first chain's release is on its way
+    await asyncio.sleep(0)
+    gates.gate(second).set()
+    await settle(clock, 0.5)
+    assert sorted(gates.started[2:]) == sorted(ids[2:])
+    assert sum(1 for sql in db.ran if START_MANY in sql) == 1  # both hand-overs' starts
+    for run_id in ids[2:]:
+        gates.gate(run_id).set()
+    await settle(clock, 0.5)
+    assert sorted(gates.done) == sorted(ids) and gates.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_failed_release_does_not_hold_back_the_other_chains_start(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """A release whose limiter call fails ends its chain (its slot expires with its lease),
+    and the start the other chain was handed waits no longer: the limit holds throughout."""
+    gates, _, spy, ids, env = await _two_slots_four_runs(make_env, clock)
+    first, second = gates.started
+    spy.methods.add("limit_release")
+    spy.times = 1  # the first release fails
+    gates.gate(first).set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    gates.gate(second).set()
+    await settle(clock, 0.5)
+    assert len(gates.started) == 3  # the second chain's hand-over ran; one slot is stuck
+    handed = gates.started[2]
+    assert handed in ids[2:]
+    gates.gate(handed).set()
+    await settle(clock, 0.5)
+    # The failed release's slot frees when its lease expires; the last run then starts.
+    await clock.advance(30.0)
+    await settle(clock, 1.0)
+    assert sorted(gates.started) == sorted(ids)
+    for run_id in ids:
+        gates.gate(run_id).set()
+    await settle(clock, 0.5)
+    assert gates.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"

@@ -376,7 +376,9 @@ class Coalescing(ContractObject):
         )
 
     async def read_committed(self, object_id: str, key: str) -> Any:
-        return _committed_value(self.probe.path, object_id, key)
+        value = _committed_value(self.probe.path, object_id, key)
+        self.probe.events.append(("read_committed", value))
+        return value
 
     async def write_then_hang(self, key: str) -> None:
         await self.ctx.storage.put(key, "unacknowledged")
@@ -431,19 +433,59 @@ async def test_an_answer_is_released_only_after_its_writes_are_durable(
 async def test_writes_are_durable_before_an_rpc_leaves_the_object(
     clock: ManualClock, data_dir: Path
 ) -> None:
-    ns, _ = await _coalescing(clock, data_dir)
-    on_disk_when_sent: list[Any] = []
-    send = ns._send
-
-    def recording(id: Any, method: str, args: list[Any]) -> Any:
-        if method == "read_committed":
-            on_disk_when_sent.append(_committed_value(data_dir, args[0], args[1]))
-        return send(id, method, args)
-
-    ns._send = recording  # type: ignore[method-assign]
+    ns, probe = await _coalescing(clock, data_dir)
     try:
+        # `read_committed` reads the caller's write on disk when the call reaches it.
         assert await ns.getByName("a").write_then_tell("k", "b") == "written"
-        assert on_disk_when_sent == ["written"]
+        assert probe.events == [("read_committed", "written")]
+    finally:
+        await ns.close()
+
+
+async def test_an_rpc_out_shares_the_turns_commit_with_other_writers(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    # An object's call out waits for its writes to be durable: with other work ready in the
+    # same turn it waits for the turn's group commit (one for all of them), not a commit of
+    # its own made when the call is sent.
+    ns, _ = await _coalescing(clock, data_dir)
+    commits = 0
+    original = ns._write_out
+
+    def counting(dirty: Any) -> None:
+        nonlocal commits
+        commits += 1
+        original(dirty)
+
+    ns._write_out = counting  # type: ignore[method-assign]
+    try:
+        told = await asyncio.gather(
+            *(ns.getByName(f"a{i}").write_then_tell("k", f"b{i}") for i in range(20))
+        )
+        assert told == ["written"] * 20  # each callee saw its caller's write on disk
+        assert commits == 1
+    finally:
+        await ns.close()
+
+
+async def test_a_call_out_whose_callers_writes_were_lost_is_not_delivered(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    import sqlite3
+
+    ns, probe = await _coalescing(clock, data_dir)
+
+    def failing(dirty: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    ns._write_out = failing  # type: ignore[method-assign]
+    try:
+        calls = [ns.getByName(f"a{i}").write_then_tell("k", f"b{i}") for i in range(2)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        for outcome in outcomes:
+            assert isinstance(outcome, DurableObjectError)
+            assert "disk I/O error" in str(outcome)
+        assert probe.events == []  # neither call out reached its object
     finally:
         await ns.close()
 
@@ -526,6 +568,30 @@ async def test_reads_of_a_new_object_need_no_query(do_env: LocalDurableObjectEnv
     assert await stub.storage("get", "k") is None
     assert await stub.storage("get", ["a", "b"]) == {}
     assert not [q for q in queries if q.startswith("SELECT")]
+    ns._db.set_trace_callback(None)
+
+
+async def test_the_cache_keeps_thousands_of_small_records_and_no_run_of_large_ones(
+    do_env: LocalDurableObjectEnv,
+) -> None:
+    # The read cache is bounded in bytes (a few MB, as on the platform), not in keys: an
+    # object with thousands of small records (a limiter's line) reads and deletes them with
+    # no query, while large values make it start over.
+    ns = do_env.namespace()
+    queries: list[str] = []
+    small = ns.getByName("small")
+    for batch in range(40):  # 5,000 records of a few dozen bytes
+        await small.storage("put", {f"wait:{batch}-{i}": {"due": i} for i in range(125)})
+    ns._db.set_trace_callback(queries.append)
+    assert await small.storage("get", "wait:0-0") == {"due": 0}
+    assert await small.storage("delete", "wait:39-124") is True
+    assert not [q for q in queries if q.startswith("SELECT")]
+    large = ns.getByName("large")
+    for i in range(40):  # 40 values of 120 KiB: past the bound, the cache starts over
+        await large.storage("put", f"k{i}", "x" * 120_000)
+    queries.clear()
+    assert await large.storage("get", "k0") == "x" * 120_000
+    assert [q for q in queries if q.startswith("SELECT")]
     ns._db.set_trace_callback(None)
 
 

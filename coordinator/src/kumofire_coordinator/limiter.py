@@ -102,8 +102,7 @@ class LimiterActor:
         self._waiters: dict[str, Waiter] = {}
         self._queue = WaitQueue()
         self._alarm: int | None = None
-        self._limits_of: LimitsMessage | None = None
-        self._parsed = Limits()
+        self._limits = Limits()  # `_meta.limits` parsed (set with it)
 
     # --- calls from consumers ---------------------------------------------------------------
 
@@ -123,6 +122,7 @@ class LimiterActor:
         if self._meta.limits != limits:
             self._meta.limits = limits
             self._meta_dirty = True
+            self._limits = _parse(limits)
         woken: list[str] = []
         slot = self._slots.get(run_id)
         if slot is not None:
@@ -342,14 +342,6 @@ class LimiterActor:
 
     # --- the order ---------------------------------------------------------------------------
 
-    @property
-    def _limits(self) -> Limits:
-        message = self._meta.limits
-        if message is not self._limits_of:  # parsed once per message the limiter is given
-            self._limits_of = message
-            self._parsed = Limits() if message is None else Limits.from_message(message)
-        return self._parsed
-
     async def _fill(
         self,
         now: int,
@@ -407,6 +399,7 @@ class LimiterActor:
     async def _load(self) -> None:
         meta = await self._storage.get(META_KEY)
         self._meta = Meta() if meta is None else Meta.from_storage(meta)
+        self._limits = _parse(self._meta.limits)
         slots = await self._storage.list({"prefix": SLOT_PREFIX})
         for k, v in dict(slots).items():
             self._slots[k.removeprefix(SLOT_PREFIX)] = Slot.from_storage(v)
@@ -465,3 +458,7 @@ class LimiterActor:
             # A failed wake costs nothing lasting: the offer expires and is made again.
             with contextlib.suppress(Exception):
                 await self._waker.wake(run_id)
+
+
+def _parse(message: LimitsMessage | None) -> Limits:
+    return Limits() if message is None else Limits.from_message(message)

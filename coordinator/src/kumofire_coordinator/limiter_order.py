@@ -30,12 +30,14 @@ def pick(
         return None
     if limits.rate is not None and not limits.rate.allows(meta.starts, now):
         return None
-    held = Counter(s.key for s in slots.values())
+    if not limits.keyed and (sole := queue.sole_head()) is not None:
+        return sole[2]  # one group, nothing held back per key: its head
+    kc, kr = limits.key_concurrency, limits.key_rate
+    held = Counter(s.key for s in slots.values()) if kc is not None else Counter[str]()
     eligible = []
     for key, head in queue.heads():
-        if limits.key_concurrency is not None and held[key] >= limits.key_concurrency:
+        if kc is not None and held[key] >= kc:
             continue
-        kr = limits.key_rate
         if kr is not None and not kr.allows(meta.key_starts.get(key, []), now):
             continue
         eligible.append((key, head))
@@ -65,6 +67,8 @@ def record_start(limits: Limits, meta: Meta, key: str, now: int) -> bool:
 
 def prune_windows(limits: Limits, meta: Meta, now: int) -> bool:
     """Drop the start times that left the rate windows; returns whether `meta` changed."""
+    if limits.rate is None and limits.key_rate is None and not meta.starts and not meta.key_starts:
+        return False
     starts = [] if limits.rate is None else limits.rate.prune(meta.starts, now)
     key_starts = {}
     if limits.key_rate is not None:
@@ -83,7 +87,7 @@ def next_check(
     """When the alarm should next look: the earliest expiry, or the opening of a rate window
     that holds a waiter back."""
     times = [s.expires for s in slots.values()]
-    if len(queue):
+    if queue:
         if limits.rate is not None and (t := limits.rate.opens(meta.starts, now)):
             times.append(t)
         if limits.key_rate is not None:

@@ -139,12 +139,14 @@ class WaitQueue:
 
     def __init__(self) -> None:
         self._groups: dict[str, list[Order]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(g) for g in self._groups.values())
+        return self._count
 
     def add(self, run_id: str, waiter: Waiter) -> None:
         insort(self._groups.setdefault(waiter.key, []), waiter.order(run_id))
+        self._count += 1
 
     def remove(self, run_id: str, waiter: Waiter) -> None:
         group = self._groups.get(waiter.key)
@@ -154,8 +156,17 @@ class WaitQueue:
         i = bisect_left(group, order)
         if i < len(group) and group[i] == order:
             del group[i]
+            self._count -= 1
         if not group:
             del self._groups[waiter.key]
+
+    def sole_head(self) -> Order | None:
+        """The first waiter when every waiter is of one key (one group), else None."""
+        if len(self._groups) != 1:
+            return None
+        for group in self._groups.values():
+            return group[0]
+        return None  # (unreachable)
 
     def heads(self) -> Iterator[tuple[str, Order]]:
         for key, group in self._groups.items():

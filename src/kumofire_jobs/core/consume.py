@@ -422,8 +422,13 @@ class Consumer:
         assert self._limits is not None
         chain = CHAIN.get()
         handoff = chain is not None and chain.open(self._clock.now())
+        writes = self._handoff_writes() if handoff else None
         try:
-            passed = await self._limits.leave(run_id, token, handoff=handoff)
+            if writes is None:
+                passed = await self._limits.leave(run_id, token, handoff=handoff)
+            else:  # the batch's hand-over starts wait for it (`HandoffWrites.releasing`)
+                with writes.releasing():
+                    passed = await self._limits.leave(run_id, token, handoff=True)
         finally:
             if released is not None:
                 _resolve(released)

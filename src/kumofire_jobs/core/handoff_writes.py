@@ -4,6 +4,12 @@ turn go in one statement (`batch_store.start_many`), and the outcomes through on
 writer (`outcomes.OutcomeWriter`). Held by the batch's `handoff.Budget`, so every write stays
 within the invocation that asked it (a Worker cannot await another request's I/O).
 
+The starts wait, too, while a release of the batch that may hand a run over is in flight
+(`releasing`): the run it hands over starts in the same statement. So chains that drifted
+apart (one restarted through the queue, a step that took a turn more) fall back in step, and
+stay there: their handlers end in one turn and their releases go in one turn. A release is one
+round trip to a limiter, with no handler in it; the starts wait for nothing else.
+
 Each start is fenced by its own token, as `RunStore.start` is, and a run the statement did not
 start is answered None: `Consumer._not_started` learns why from the row, as for a per-run
 start. A failed statement fails every start of it: each hand-over task raises (the chain logs
@@ -14,6 +20,8 @@ as after a failed per-run start. A start asked alone in its turn is the per-run 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .batch_start import start_and_answer
 from .clock import Clock
@@ -33,19 +41,39 @@ class HandoffWrites:
         self.outcomes = outcomes if outcomes is not None else OutcomeWriter(store)
         self._pending: list[tuple[str, int, asyncio.Future[StartedRow | None]]] = []
         self._flights: set[asyncio.Future[None]] = set()  # held: a task must be referenced
+        self._releasing = 0  # releases in flight that may hand a run over
+        self._scheduled = False  # a flush is on its way
 
     async def start(self, run_id: str, token: int) -> StartedRow | None:
-        """`RunStore.start(run_id, token, now)`, with the other starts asked in this turn."""
+        """`RunStore.start(run_id, token, now)`, with the other starts asked in this turn and
+        those of the runs the releases in flight hand over."""
         answer: asyncio.Future[StartedRow | None] = asyncio.get_running_loop().create_future()
-        if not self._pending:
+        self._pending.append((run_id, token, answer))
+        self._schedule()
+        return await answer
+
+    @contextmanager
+    def releasing(self) -> Iterator[None]:
+        """Around a release that may hand a run over: the starts wait for its answer."""
+        self._releasing += 1
+        try:
+            yield
+        finally:
+            self._releasing -= 1
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._pending and not self._releasing and not self._scheduled:
             # Its first step runs after what is ready in this turn: the other chains' starts
-            # asked in it join the statement. One statement a turn, none waits for another's.
+            # asked in it join the statement.
+            self._scheduled = True
             flight = asyncio.ensure_future(self._flush())
             self._flights.add(flight)
             flight.add_done_callback(self._flights.discard)
-        self._pending.append((run_id, token, answer))
-        return await answer
 
     async def _flush(self) -> None:
+        self._scheduled = False
+        if self._releasing:  # a release began meanwhile: its end schedules the statement
+            return
         taken, self._pending = self._pending, []
         await start_and_answer(self._store, self._clock, taken, None)

@@ -20,12 +20,13 @@ semantics follow the platform's documentation, not convenience; each module hold
   local bindings' `group_commit`). What the object sends waits for its writes to be durable:
   an RPC result (or error) is released to the caller only after the commit, and before the
   object performs I/O through another local binding (a D1 statement, a queue send, an RPC to
-  another object) its pending writes are committed first (see `output_gate`). So a crash
+  another object) its pending writes are committed first, by the turn's shared commit (see
+  `output_gate`; at once only when nothing else is ready to run). So a crash
   loses only writes whose call had not yet returned; with `synchronous="NORMAL"` durable
   against a crash of this process, `"FULL"` for power loss too. Reads are served from a
-  per-object cache of what was read or written (dropped on eviction), as the platform's
-  storage cache does. A failed commit resets the objects whose writes it held, and their
-  callers get the error.
+  per-object cache of what was read or written (dropped on eviction; `CACHE_MAX_BYTES`, 4 MiB,
+  before it starts over), as the platform's storage cache does. A failed commit resets the
+  objects whose writes it held, and their callers get the error.
 * `alarms`: one per object, millisecond granularity, retried with backoff when `alarm()`
   throws (2 s, 4 s, 8 s, ... up to 6 retries) or its commit fails (the same backoff, then
   every 64 s until a commit succeeds). At least once: a handler cut short by `stop()` runs
@@ -62,7 +63,7 @@ from .alarms import (
     AlarmInvocationInfo,
 )
 from .clone import structured_clone
-from .commit import CACHE_MAX_KEYS
+from .commit import CACHE_MAX_BYTES
 from .errors import DataCloneError, DurableObjectError
 from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, IdleEvictor
 from .gate import LocalDurableObjectState
@@ -82,7 +83,7 @@ __all__ = [
     "ALARM_MAX_RETRIES",
     "ALARM_RETRY_START_SECONDS",
     "ALARM_WINDOW_SECONDS",
-    "CACHE_MAX_KEYS",
+    "CACHE_MAX_BYTES",
     "DELETE_ALL_DELETES_ALARM",
     "IDLE_EVICTION_SECONDS",
     "MAX_IDLE_OBJECTS",

@@ -27,6 +27,7 @@ class Actor:
         "blockers",
         "busy",
         "cache",
+        "cache_bytes",
         "cache_complete",
         "cleared",
         "dirty",
@@ -65,6 +66,7 @@ class Actor:
         self.alarm_committed: tuple[int, int] | None = None
         # Committed values read or written (None: absent); complete when it holds every key.
         self.cache: dict[str, bytes | None] = {}
+        self.cache_bytes = 0  # its size as `commit.CACHE_MAX_BYTES` counts it
         self.cache_complete = False
         self.instance: Any = None
         self.serial = 0  # how many instances have been built (tests watch rebuilds)

@@ -29,8 +29,17 @@ if TYPE_CHECKING:
     from .actor import Actor
 
 _MISSING: Any = object()
-# Keys an object's read cache holds before it starts over (the platform caches a few MB).
-CACHE_MAX_KEYS = 1024
+# Bytes an object's read cache holds before it starts over (keys, values and a per-entry
+# overhead): the platform caches a few MB an object. Counted in bytes, not keys, so an object
+# with many small records (a limiter's line of thousands of waiting runs) keeps them all, and
+# one with large values (up to 128 KiB each) stays small.
+CACHE_MAX_BYTES = 4 * 1024 * 1024
+_ENTRY_BYTES = 64  # a dict entry and the objects around it
+
+
+def _entry_size(key: str, value: bytes | None) -> int:
+    return len(key) + (0 if value is None else len(value)) + _ENTRY_BYTES
+
 
 # One SQLite file per namespace holds every object's KV pairs, alarm and name.
 SCHEMA = """
@@ -106,9 +115,12 @@ class Commit:
             (actor.hex, key),
         ).fetchone()
         data: bytes | None = None if row is None else row[0]
-        if len(cache) >= CACHE_MAX_KEYS:
+        size = _entry_size(key, data)
+        if actor.cache_bytes + size > CACHE_MAX_BYTES:
             cache.clear()
+            actor.cache_bytes = 0
         cache[key] = data
+        actor.cache_bytes += size
         return data
 
     def _read_many(self, actor: Actor, keys: list[str]) -> dict[str, bytes]:
@@ -136,13 +148,16 @@ class Commit:
                     (actor.hex, json.dumps(missing)),
                 ).fetchall()
             )
-            if len(cache) + len(missing) > CACHE_MAX_KEYS:
+            size = sum(_entry_size(key, rows.get(key)) for key in missing)
+            if actor.cache_bytes + size > CACHE_MAX_BYTES:
                 cache.clear()
+                actor.cache_bytes = 0
             for key in missing:
                 data = rows.get(key)
                 cache[key] = data
                 if data is not None:
                     found[key] = data
+            actor.cache_bytes += size
         return found
 
     def _record_name(self, actor: Actor) -> None:
@@ -303,12 +318,20 @@ class Commit:
         cache = actor.cache
         if actor.writes_clear:
             cache.clear()
+            actor.cache_bytes = 0
             actor.cache_complete = True
             actor.writes_clear = False
-        if len(cache) + len(actor.writes) > CACHE_MAX_KEYS:
+        # (A key written again counts again: the bound errs towards starting over early.)
+        writes = actor.writes
+        size = _ENTRY_BYTES * len(writes)
+        for key, value in writes.items():  # (inline: once per write of every commit)
+            size += len(key) if value is None else len(key) + len(value)
+        if actor.cache_bytes + size > CACHE_MAX_BYTES:
             cache.clear()
+            actor.cache_bytes = 0
             actor.cache_complete = False
         cache.update(actor.writes)
+        actor.cache_bytes += size
         actor.writes = {}
         actor.alarm_committed = actor.alarm_row
         actor.name_committed = actor.name_recorded
@@ -326,7 +349,7 @@ class Commit:
         if actor.instance is not None:
             self._drop_instance(actor)
         else:
-            actor.cache, actor.cache_complete = {}, False
+            actor.cache, actor.cache_complete, actor.cache_bytes = {}, False, 0
         committed = actor.alarm_committed
         actor.alarm_row = committed
         ran, actor.alarm_ran = actor.alarm_ran, None

@@ -198,10 +198,12 @@ class Eviction:
         actor.instance = None
         actor.storage = None
         actor.cache = {}
+        actor.cache_bytes = 0
 
     def _drop_instance(self, actor: Actor) -> None:
         actor.instance = None
         actor.cache = {}  # the storage cache lives with the instance; pending writes stay
+        actor.cache_bytes = 0
         actor.cache_complete = False
         if actor.sql is not None:
             actor.sql._close()  # frees the file handle; reopened on next use

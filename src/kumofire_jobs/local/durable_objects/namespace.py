@@ -311,12 +311,21 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
             actor.name = name
         return actor
 
-    def _send(self, id: LocalDurableObjectId, method: str, args: list[Any]) -> asyncio.Future[Any]:
+    def _send(
+        self,
+        id: LocalDurableObjectId,
+        method: str,
+        args: list[Any],
+        durable: asyncio.Future[None] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Call `method` on the object, once `durable` (the calling object's writes pending
+        when it called, made durable by the turn's commit) is resolved, if given; not at all
+        if it failed (the call fails with the commit's error)."""
         actor = self._actor(id._hex, id.name)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         self._hold(actor)  # from now: a call queued at the gate counts as in flight
-        task = loop.create_task(self._rpc(actor, method, args, answer))
+        task = loop.create_task(self._rpc(actor, method, args, answer, durable))
         if not task.done():  # (an eager task factory may have run it to the end already)
             self._calls[task] = answer  # stop() cancels both; `_rpc_done` forgets them
         # A done callback, not `finally`: it runs too for a call cancelled before it started.
@@ -328,8 +337,23 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         self._release(actor)
 
     async def _rpc(
-        self, actor: Actor, method: str, args: list[Any], answer: asyncio.Future[Any]
+        self,
+        actor: Actor,
+        method: str,
+        args: list[Any],
+        answer: asyncio.Future[Any],
+        durable: asyncio.Future[None] | None,
     ) -> None:
+        if durable is not None:
+            try:
+                await durable
+            except asyncio.CancelledError:
+                answer.cancel()  # stop(): the caller sees the call cut off
+                raise
+            except Exception as error:  # the caller's writes were lost: nothing is sent
+                if not answer.done():
+                    answer.set_exception(error)
+                return
         output_gate.enter(actor)
         answers.mark_runtime_work()  # an object answers its caller, never the outside world
         try:

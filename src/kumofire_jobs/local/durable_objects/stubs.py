@@ -83,9 +83,13 @@ class _RpcMethod:
                 f"(got keyword arguments {sorted(kwargs)})"
             )
         args_clone = structured_clone(args)  # a list, as tuples arrive
-        # Output from the calling object (if any) waits for its writes to be durable.
-        output_gate.flush()
+        # Output from the calling object (if any) waits for its writes to be durable: for the
+        # turn's group commit, shared with every other writer of the turn (committed now if
+        # nothing else is ready to run), not a commit of its own.
+        gate = output_gate.pending_gate()
+        durable = None if gate is None else gate.durable()  # (asked now: before the commit)
         # Like the platform the call is sent now, not when awaited, so calls made in order are
-        # delivered in order; awaiting the result only waits for the answer. The answer is its
-        # own future: a caller that stops waiting does not cancel the call inside the object.
-        return self._namespace._send(self._id, self._method, args_clone)
+        # delivered in order (a call held at the gate runs before any made after the commit);
+        # awaiting the result only waits for the answer. The answer is its own future: a
+        # caller that stops waiting does not cancel the call inside the object.
+        return self._namespace._send(self._id, self._method, args_clone, durable)
