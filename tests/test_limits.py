@@ -4,10 +4,11 @@ embedded bindings and the manual clock, the limiter actor deciding in its Durabl
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from kumofire_jobs import CreateRequest, JobContext, JobOptions, RateLimit
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, RateLimit, create_runtime
 from kumofire_jobs.core import handoff, job_control
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
@@ -873,3 +874,41 @@ async def test_a_failed_release_does_not_hold_back_the_other_chains_start(
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded"
+
+
+async def test_a_clean_stop_runs_no_more_handed_over_runs_and_the_next_start_runs_them(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """A stop waits for the running runs only: a slot freed while it waits wakes the next
+    run through the queue, for the next start, instead of this process running it (it used
+    to keep handing over until the chain's budget ran out)."""
+    gauge = Gauge()
+
+    def environment() -> LocalEnvironment:
+        runtime = create_runtime(
+            {"report": gauge}, clock=clock, job_options={"report": JobOptions(concurrency=1)}
+        )
+        return LocalEnvironment(runtime, tmp_path / "data")
+
+    first = environment()
+    await first.start()
+    ids = [(await first.jobs.create("report")).kumofire_job_run_id for _ in range(3)]
+    await settle(clock, 0.5)
+    assert gauge.running == 1
+    stopping = asyncio.ensure_future(first.stop())
+    await settle(clock, 0.1)
+    assert not stopping.done()  # waiting for the running run
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    await stopping
+    assert gauge.done == ids[:1] and gauge.peak == 1
+    second = environment()
+    await second.start()
+    try:
+        await settle(clock, 1.0)
+        assert gauge.done == ids and gauge.peak == 1
+        for run_id in ids:
+            run = await second.jobs.get(run_id)
+            assert run is not None and run.status == "succeeded" and run.attempt == 1
+    finally:
+        await second.stop(drain_seconds=0)

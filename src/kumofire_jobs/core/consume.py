@@ -68,6 +68,9 @@ class Consumer:
         self._clock = clock
         self._limits = limits
         self.running = 0  # handlers running now (the dev server says how many it waits for)
+        # False once the process is stopping: a freed slot then wakes its next run through
+        # the queue (delivered at the next start) instead of being run by this process.
+        self.handing_over = True
 
     async def expire_slots(self, granted_before_ms: int) -> None:
         """The embedded runtime's start: free the limiter slots that runs canceled while they
@@ -421,7 +424,7 @@ class Consumer:
         task of its own."""
         assert self._limits is not None
         chain = CHAIN.get()
-        handoff = chain is not None and chain.open(self._clock.now())
+        handoff = chain is not None and self.handing_over and chain.open(self._clock.now())
         writes = self._handoff_writes() if handoff else None
         try:
             if writes is None:

@@ -224,6 +224,11 @@ class Runtime:
         """How many handlers this runtime is running on `resources` now."""
         return self._bind(resources).consumer.running
 
+    def stop_handing_over(self, resources: Resources) -> None:
+        """A stopping process runs no more runs handed over (`handoff.py`): its chains end
+        with the runs they hold, and each slot freed after wakes its next run instead."""
+        self._bind(resources).consumer.handing_over = False
+
     def bind(self, resources: Resources) -> Jobs:
         return self._bind(resources).jobs
 

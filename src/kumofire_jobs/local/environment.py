@@ -266,6 +266,7 @@ class LocalEnvironment:
         cut_off = 0
         if self._started:
             await self.cron.stop()
+            self.runtime.stop_handing_over(self.resources)  # wait for running runs only
             draining = asyncio.ensure_future(self.broker.stop())
             waits: set[asyncio.Future[Any]] = {draining}
             if interrupt is not None:
