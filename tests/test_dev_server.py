@@ -146,6 +146,22 @@ def test_ctrl_c_says_what_it_waits_for_and_twice_stops_at_once_losing_nothing(
     assert second.stop(None) == 0
 
 
+def test_one_ctrl_c_in_a_terminal_running_scripts_dev_waits_for_the_running_runs(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    """The README's `bash scripts/dev` and one Ctrl-C (SIGINT to the terminal's whole process
+    group): the server is told once, so it waits for its running runs. Under `uv run` it was
+    told twice (the terminal's and uv's forwarded copy) and cut them off."""
+    server = DevServer(tmp_path / "data", "--app", "tests.support.dev_app:runtime", script=True)
+    servers.append(server)
+    server.http.post("/v1/runs", json={"name": "slow_first", "payload": 3})
+    server.wait_for(lambda: server.counts()["running"] == 1)
+    server.ctrl_c()
+    server.wait_for_line("Stopping: waiting up to 10 s for 1 running run to finish")
+    assert server.stop(None) == 0
+    assert "Stopped." in server.output and "Stopping now." not in server.output
+
+
 def test_a_run_a_crash_left_unarmed_starts_at_once_and_a_second_server_is_refused(
     tmp_path: Path, servers: list[DevServer]
 ) -> None:

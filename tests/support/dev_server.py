@@ -22,17 +22,22 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 class DevServer:
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, script: bool = False) -> None:
+        """`script`: started as the README starts it, `bash scripts/dev`, in a session of its
+        own (a terminal's process group: `ctrl_c()` signals the whole group)."""
+        command = (
+            ["bash", "scripts/dev"]
+            if script
+            else [sys.executable, "-m", "kumofire_jobs.cli", "dev"]
+        )
         self.process = subprocess.Popen(
-            [
-                sys.executable, "-m", "kumofire_jobs.cli", "dev", "--port", "0",
-                "--data-dir", str(data_dir), *extra,
-            ],
+            [*command, "--port", "0", "--data-dir", str(data_dir), *extra],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=script,
         )  # fmt: skip
         self.url = self._wait_for_url()
         self.output = ""
@@ -87,6 +92,10 @@ class DevServer:
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = self.http.get("/v1/runs:counts").json()
         return counts
+
+    def ctrl_c(self) -> None:
+        """A terminal's Ctrl-C: SIGINT to every process of the server's group."""
+        os.killpg(self.process.pid, signal.SIGINT)
 
     def stop(self, sig: int | None = signal.SIGTERM) -> int:
         """Stop it (None: wait for it to exit); what it printed after it started listening is
