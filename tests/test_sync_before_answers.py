@@ -279,7 +279,7 @@ async def test_nothing_changes_at_normal_or_when_every_commit_is_synced(
     try:
         await env.jobs.create("job")
         await clock.advance(0)
-        assert env.resources.before_answer is None
+        assert env.JOBS_DB.kumofire_before_answer is None
         level = env.JOBS_DB._conn.execute("PRAGMA synchronous").fetchone()[0]
         assert level == (2 if synchronous == "FULL" else 1)
         assert len(syncs) == 0  # SQLite's own COMMIT syncs at FULL

@@ -81,9 +81,6 @@ class Resources:
     # the process, and it re-arms unfinished runs at every start). A Worker waits: work left
     # behind its response may never run.
     wait_for_arms: bool = True
-    # Called before every `Jobs` call answers (`answers.py`): the embedded runtime's one file
-    # at `FULL` syncs what is committed then. None: every commit is durable by itself.
-    before_answer: BeforeAnswer | None = None
 
     @classmethod
     def from_env(cls, env: Any) -> Resources:
@@ -313,11 +310,9 @@ class Runtime:
 
 
 def _before_answer(resources: Resources) -> BeforeAnswer | None:
-    """`resources.before_answer`, else the one the embedded D1 binding offers: a `Resources`
-    made by hand from the embedded bindings (as from a Worker's `env`) still syncs before a
-    `Jobs` call answers; its calls are marked, so the bindings would not (`answers.py`)."""
-    if resources.before_answer is not None:
-        return resources.before_answer
+    """What a `Jobs` call calls before it answers (`answers.py`): the sync the embedded D1
+    binding offers (its one file at `FULL`), whoever made the `Resources` (the environment,
+    or a Worker's `env` bound by hand); None where every commit is durable by itself (D1)."""
     offered = getattr(resources.db, "kumofire_before_answer", None)
     return offered if callable(offered) else None
 

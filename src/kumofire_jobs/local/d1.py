@@ -308,7 +308,7 @@ class LocalD1Database:
         # known).
         self._commits = group_commit.GroupCommit(
             self._commit_transaction,
-            wal=None if in_memory else wal_sync.for_connection(conn, self.path, mode, _disk_error),
+            wal=None if in_memory else wal_sync.for_connection(conn, self.path, mode, disk_error),
         )
         self._rollback_risk: bool | None = None
         # The one-file layout at FULL: commits are synced before answers outside (one_file).
@@ -380,7 +380,7 @@ class LocalD1Database:
             if self._commits.pending:
                 await self._commits.wait(_as_d1_error)
             if self._one_file is not None:
-                self._one_file.answer_outside(_disk_error)
+                self._one_file.answer_outside(disk_error)
 
     async def exec(self, query: str) -> LocalD1ExecResult:
         """Run SQL without binds, line by line, as D1's exec() does.
@@ -418,7 +418,7 @@ class LocalD1Database:
             if self._commits.pending:
                 await self._commits.wait(_as_d1_error)
             if self._one_file is not None:
-                self._one_file.answer_outside(_disk_error)
+                self._one_file.answer_outside(disk_error)
         return LocalD1ExecResult(count, (time.perf_counter() - started) * 1000)
 
     # --- group commit ---------------------------------------------------------------------
@@ -444,7 +444,7 @@ class LocalD1Database:
             if self._commits.pending:
                 await self._commits.wait(_as_d1_error)
             if self._one_file is not None:
-                self._one_file.answer_outside(_disk_error)
+                self._one_file.answer_outside(disk_error)
 
     def _mode(self, info: _Sql) -> int:
         mode = info.mode
@@ -823,7 +823,8 @@ def _js_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-def _disk_error(error: OSError) -> D1Error:
+def disk_error(error: OSError) -> D1Error:
+    """A failed sync as D1's callers see it."""
     return D1Error(f"D1_ERROR: disk I/O error: {error}")
 
 

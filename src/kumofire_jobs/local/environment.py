@@ -196,8 +196,6 @@ class LocalEnvironment:
             coordinator=self.JOB_COORDINATOR,
             remote_handlers=self._remote,
             wait_for_arms=False,  # start() re-arms unfinished runs (reconcile_unfinished)
-            # The one file at FULL: a `Jobs` call's answer waits for the WAL's sync.
-            before_answer=one_file.before_answer if one_file and one_file.defers_sync else None,
         )
         self.broker.add_consumer(self.settings.queue, self.queue, self.settings.consumer)
         self.cron = LocalCron(list(self.settings.crons), self.scheduled, self.clock)

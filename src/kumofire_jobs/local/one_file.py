@@ -20,9 +20,10 @@ and its coordinator's arm, say, which are made in different turns).
 
 At `FULL` a commit does not sync the WAL by itself: the connection runs at `NORMAL`, and the
 WAL is synced (`fdatasync`, `wal_sync.WalSync`) before an answer leaves for a caller outside
-the runtime (`core/answers.py`): when a `Jobs` call returns or raises (`before_answer`, which
-the environment puts in the runtime's `Resources`), and when a binding answers code that is
-not the runtime's own work (`answer_outside`: an application's own D1 statements, say). The
+the runtime (`core/answers.py`): when a `Jobs` call returns or raises (`before_answer`,
+which the D1 binding offers the runtime as `kumofire_before_answer`), and when a binding
+answers code that is not the runtime's own work (`answer_outside`: an application's own D1
+statements, say). The
 WAL is one log, SQLite's recovery keeps a prefix of it, and in WAL mode a sync of it is all
 `FULL` adds to `NORMAL` (SQLite's documentation of `PRAGMA synchronous`), so that one sync
 makes the answer's commit and every commit before it as durable as `FULL` would have made
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from kumofire_jobs.core import answers
 from kumofire_jobs.local import group_commit
-from kumofire_jobs.local.d1 import D1Error
+from kumofire_jobs.local.d1 import disk_error
 from kumofire_jobs.local.wal_sync import WalSync
 
 if TYPE_CHECKING:
@@ -104,42 +105,38 @@ class OneFile:
     def before_answer(self) -> None:
         """Before a `Jobs` call answers: everything committed so far is made durable (a
         `D1Error` if the sync fails: the caller is not told it is)."""
-        error = self._sync_committed()
-        if error is not None:
-            raise D1Error(f"D1_ERROR: disk I/O error: {error}") from error
+        self._sync_committed(disk_error)
 
     def answer_outside(self, wrap: Callable[[OSError], BaseException]) -> None:
         """A binding is about to answer: if the code it answers is not the runtime's own,
         everything committed so far is made durable first (`wrap(error)` if that fails)."""
         if self._wal is not None and not answers.inside():
-            error = self._sync_committed()
-            if error is not None:
-                raise wrap(error) from error
+            self._sync_committed(wrap)
 
-    def _sync_committed(self) -> OSError | None:
-        """Sync the WAL unless nothing was committed since the last sync."""
+    def _sync_committed(self, wrap: Callable[[OSError], BaseException]) -> None:
+        """Sync the WAL unless nothing was committed since the last sync (`wrap(error)` if
+        the sync fails)."""
         wal = self._wal
         if wal is None:
-            return None
+            return
         conn = self.conn
         changes = self._changes()
         if changes == self._synced:
-            return None
+            return
         committed: int | None = changes
         if conn.in_transaction:
             # The open group transaction's changes are not committed: what is, is what was
             # when it began. (Any other transaction is opened and closed without a pause.)
             committed = self._begun_at if self.commits.pending else None
             if committed == self._synced:
-                return None
+                return
         error = wal.sync()
         if error is not None:
             assert isinstance(error, OSError)
-            return error
+            raise wrap(error) from error
         self.syncs += 1
         if committed is not None:
             self._synced = committed
-        return None
 
     def _begun(self) -> None:
         self._begun_at = self._changes()
