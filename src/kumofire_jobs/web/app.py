@@ -25,12 +25,13 @@ from ..api import operations, wire
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.models import JobRun
-from .body import decode_json
+from .body import check_media_type, decode_json
 from .control import OperationEndpoint, register_control
 from .dashboard import dashboard_routes
 from .history import register_history
 from .metrics import metrics_endpoint
 from .openapi import openapi_document
+from .origin import cross_origin
 from .query import query_limit, query_str
 from .responses import HTTP_CODES, ApiError, InternalErrors, JSONResponse, error_response
 from .schedules import register_schedules
@@ -69,6 +70,7 @@ def create_app(
         return ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
 
     async def read_json(request: Request) -> Any:
+        check_media_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length", "")
         # Compare lengths first: int() refuses more than 4,300 digits.
         if declared.isascii() and declared.isdigit():
@@ -90,6 +92,13 @@ def create_app(
         def wrap(endpoint: Endpoint) -> Route:
             async def handle(request: Request) -> Response:
                 try:
+                    if cross_origin(request):
+                        raise ApiError(
+                            403,
+                            "cross_origin",
+                            "a browser sent this from another origin: the API takes writes "
+                            "from its own origin (the dashboard) or from programs",
+                        )
                     if not public:
                         authorize(request)
                     return await endpoint(request)
