@@ -21,6 +21,7 @@ from kumofire_jobs.cloudflare import JobsRpcError, service
 from kumofire_jobs.core.validation import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
+from kumofire_jobs.web.origin import is_loopback
 from tests.support.envs import EnvFactory
 
 
@@ -473,3 +474,34 @@ async def test_a_body_declared_as_something_but_json_is_refused(
         assert response.status_code == 202, content_type
     # No content-type at all: a program's raw body, read as JSON.
     assert (await client.post("/v1/runs", content=body)).status_code == 202
+
+
+async def test_a_server_on_loopback_answers_to_loopback_names_only(env: LocalEnvironment) -> None:
+    # A page whose DNS name is rebound to 127.0.0.1 calls `kumofire-jobs dev` as its own
+    # origin (Sec-Fetch-Site: same-origin) and reads the answers: only the Host header shows it.
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs, loopback=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        for host in ("rebind.example:8787", "rebind.example", "127.0.0.1.nip.io:8787", "x:y:z"):
+            same_origin = {"host": host, "sec-fetch-site": "same-origin"}
+            for method, path in (("GET", "/v1/runs"), ("POST", "/v1/jobs/email/pause")):
+                refused = await client.request(method, path, headers=same_origin)
+                assert error_of(refused) == (403, "cross_origin"), (host, method)
+        for host in ("127.0.0.1:8787", "localhost:8787", "LOCALHOST", "[::1]:8787",
+                     "app.localhost:8787", "localhost.", "127.0.0.2"):  # fmt: skip
+            answered = await client.get("/v1/runs", headers={"host": host})
+            assert answered.status_code == 200, host
+        assert (await client.get("/ui/", headers={"host": "rebind.example"})).status_code == 200
+    job = await env.jobs.get_job("email")
+    assert job is not None and job.paused is False
+    # Without `loopback` (a Worker; dev on --host 0.0.0.0), any name is answered.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(lambda request: env.jobs)),
+        base_url="http://jobs.example.com",
+    ) as client:
+        assert (await client.get("/v1/runs")).status_code == 200
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.5")] == [
+        True, True, True, True, True,
+    ]  # fmt: skip
+    assert [is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.com")] == [
+        False, False, False, False,
+    ]  # fmt: skip

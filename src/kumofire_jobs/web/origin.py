@@ -14,6 +14,7 @@ a request with neither comes from a program (curl, httpx, another Worker) and pa
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -35,3 +36,32 @@ def cross_origin(request: Request) -> bool:
     # An older browser: its Origin must name the host it sent the request to. "null" (an
     # opaque origin: a sandboxed frame, a file) names none.
     return urlsplit(origin.strip()).netloc.lower() != request.headers.get("host", "").lower()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on `host` (`--host`) is reachable from this machine only."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def named_elsewhere(request: Request) -> bool:
+    """Whether a request to a server on a loopback address names a host that is not loopback.
+
+    A page can rebind its own DNS name to 127.0.0.1 (DNS rebinding): the browser then calls
+    `kumofire-jobs dev` as the page's own origin (`Sec-Fetch-Site: same-origin`), reading
+    answers too, with that name in `Host`. Loopback is reached as an address (127.0.0.1, [::1])
+    or as `localhost` (`*.localhost`), which browsers resolve themselves, never through DNS."""
+    host = request.headers.get("host", "").strip().lower()
+    name = host[1 : host.find("]")] if host.startswith("[") else host.rpartition(":")[0] or host
+    name = name.rstrip(".")
+    if not name or name == "localhost" or name.endswith(".localhost"):
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return True
+    return False
