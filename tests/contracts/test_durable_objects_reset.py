@@ -1,0 +1,84 @@
+"""A failed storage commit resets the object, as on the platform: its instance goes, and the
+calls of that instance still in flight fail at their next storage operation instead of writing
+on from the memory of an object that no longer exists (the limiter keeps its line in memory:
+a stale instance writing on beside a fresh one would admit more than the limit)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.local.durable_objects import DurableObjectError, LocalDurableObjectNamespace
+
+from .durable_object_contract import ContractObject, Probe
+
+
+class Remembering(ContractObject):
+    """Keeps a count in memory, as the limiter keeps its line, and writes it through."""
+
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.count: int | None = None
+
+    async def bump_after(self, tag: str) -> int:
+        """Read the count, wait for `tag` (not storage: other calls run), write count + 1."""
+        if self.count is None:
+            self.count = int(await self.ctx.storage.get("count") or 0)
+        await self.probe.gate(tag)
+        self.count += 1
+        await self.ctx.storage.put("count", self.count)
+        return self.count
+
+
+@pytest.fixture
+def probe(clock: ManualClock) -> Probe:
+    return Probe(now=clock.now)
+
+
+@pytest.fixture
+async def namespace(
+    clock: ManualClock, data_dir: Path, probe: Probe
+) -> AsyncIterator[LocalDurableObjectNamespace]:
+    ns = LocalDurableObjectNamespace(
+        Remembering, path=data_dir / "do", clock=clock, env=SimpleNamespace(PROBE=probe)
+    )
+    await ns.start()
+    yield ns
+    await ns.close()
+
+
+async def test_a_call_in_flight_when_its_object_was_reset_fails_and_writes_nothing(
+    namespace: LocalDurableObjectNamespace, probe: Probe, clock: ManualClock
+) -> None:
+    stub = namespace.getByName("reset")
+    await stub.storage("put", "count", 5)
+    in_flight = asyncio.ensure_future(stub.bump_after("first"))
+    await clock.advance(0)
+    original = namespace._write_out
+
+    def failing(dirty: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    namespace._write_out = failing  # type: ignore[method-assign]
+    with pytest.raises(DurableObjectError, match="disk I/O error"):
+        await stub.storage("put", "other", 1)  # its commit fails: the object is reset
+    namespace._write_out = original  # type: ignore[method-assign]
+    # A fresh instance, built from storage, serves the next call.
+    second = asyncio.ensure_future(stub.bump_after("second"))
+    await clock.advance(0)
+    probe.open("second")
+    assert await second == 6
+    # The call of the old instance goes on from its memory (5): it must not write 6 again.
+    probe.open("first")
+    with pytest.raises(DurableObjectError, match="reset"):
+        await in_flight
+    assert await stub.storage("get", "count") == 6
+    probe.open("third")
+    assert await stub.bump_after("third") == 7
