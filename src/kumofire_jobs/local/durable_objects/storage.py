@@ -34,7 +34,7 @@ _SET_ALARM_OPTIONS = frozenset({"allowConcurrency", "allowUnconfirmed"})
 _NO_VALUE: Any = object()
 # What a storage operation of an instance that a failed commit reset raises (the platform's
 # wording): the object was reset under it, and its memory is no longer the object's.
-RESET_MESSAGE = "Internal error in Durable Object storage caused object to be reset."
+RESET_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
 
 
 def check_options(options: Mapping[str, Any] | None, allowed: frozenset[str], op: str) -> None:
