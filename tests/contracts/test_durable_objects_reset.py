@@ -1,11 +1,14 @@
 """A failed storage commit resets the object, as on the platform: its instance goes, and the
-calls of that instance still in flight fail at their next storage operation instead of writing
-on from the memory of an object that no longer exists (the limiter keeps its line in memory:
-a stale instance writing on beside a fresh one would admit more than the limit)."""
+calls of that instance still in flight fail (at their next storage operation, and in their
+answer) instead of writing on from the memory of an object that no longer exists, or telling
+their callers of writes that were lost (the limiter keeps its line in memory and commits its
+writes before it wakes a run: a grant whose write was lost, answered as granted, would let one
+more run start than the limit)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +28,7 @@ class Remembering(ContractObject):
 
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
+        self.env = env
         self.count: int | None = None
 
     async def bump_after(self, tag: str) -> int:
@@ -36,6 +40,14 @@ class Remembering(ContractObject):
         await self.ctx.storage.put("count", self.count)
         return self.count
 
+    async def write_then_call(self, other: str) -> str:
+        """Write, then call another object (which commits the write first), ignoring that
+        call's failure: as the limiter's wakes do."""
+        await self.ctx.storage.put("written", True)
+        with contextlib.suppress(DurableObjectError):
+            await self.env.NS.getByName(other).note("called")
+        return "answered"
+
 
 @pytest.fixture
 def probe(clock: ManualClock) -> Probe:
@@ -46,9 +58,9 @@ def probe(clock: ManualClock) -> Probe:
 async def namespace(
     clock: ManualClock, data_dir: Path, probe: Probe
 ) -> AsyncIterator[LocalDurableObjectNamespace]:
-    ns = LocalDurableObjectNamespace(
-        Remembering, path=data_dir / "do", clock=clock, env=SimpleNamespace(PROBE=probe)
-    )
+    env = SimpleNamespace(PROBE=probe)
+    ns = LocalDurableObjectNamespace(Remembering, path=data_dir / "do", clock=clock, env=env)
+    env.NS = ns
     await ns.start()
     yield ns
     await ns.close()
@@ -82,3 +94,25 @@ async def test_a_call_in_flight_when_its_object_was_reset_fails_and_writes_nothi
     assert await stub.storage("get", "count") == 6
     probe.open("third")
     assert await stub.bump_after("third") == 7
+
+
+async def test_a_call_whose_writes_failed_to_commit_before_it_called_out_fails(
+    namespace: LocalDurableObjectNamespace,
+) -> None:
+    """Its writes are committed before its call out, and that commit fails: the object is
+    reset and the call's caller gets the error, as when the commit comes after the call (the
+    caller must never be told of a write that was lost)."""
+    stub = namespace.getByName("writer")
+    await stub.storage("put", "count", 1)
+    original = namespace._write_out
+
+    def failing(dirty: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    namespace._write_out = failing  # type: ignore[method-assign]
+    try:
+        with pytest.raises(DurableObjectError, match="reset"):
+            await stub.write_then_call("other")
+    finally:
+        namespace._write_out = original  # type: ignore[method-assign]
+    assert await stub.storage("get", "written") is None
