@@ -18,9 +18,13 @@ from typing import Any
 import pytest
 
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.local.durable_objects import DurableObjectError, LocalDurableObjectNamespace
+from kumofire_jobs.local.durable_objects import (
+    ALARM_RETRY_START_SECONDS,
+    DurableObjectError,
+    LocalDurableObjectNamespace,
+)
 
-from .durable_object_contract import ContractObject, Probe
+from .durable_object_contract import ContractObject, Probe, now_ms
 
 
 class Remembering(ContractObject):
@@ -47,6 +51,11 @@ class Remembering(ContractObject):
         with contextlib.suppress(DurableObjectError):
             await self.env.NS.getByName(other).note("called")
         return "answered"
+
+    async def alarm(self, alarmInfo: Any = None) -> None:
+        """`write_then_call` as an alarm."""
+        self.probe.events.append(("alarm", self.ctx.id.name))
+        await self.write_then_call("other")
 
 
 @pytest.fixture
@@ -116,3 +125,29 @@ async def test_a_call_whose_writes_failed_to_commit_before_it_called_out_fails(
     finally:
         namespace._write_out = original  # type: ignore[method-assign]
     assert await stub.storage("get", "written") is None
+
+
+async def test_an_alarm_whose_writes_failed_to_commit_before_it_called_out_is_retried(
+    namespace: LocalDurableObjectNamespace, probe: Probe, clock: ManualClock
+) -> None:
+    """The alarm's run failed (its writes were lost and the object reset): its stored alarm
+    is retried after the backoff, not deleted as if it had succeeded."""
+    stub = namespace.getByName("alarmed")
+    await stub.storage("setAlarm", now_ms(clock.now()) + 1_000)
+    original = namespace._write_out
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def failing_once(dirty: Any) -> None:
+        if failures:
+            raise failures.pop()
+        original(dirty)
+
+    namespace._write_out = failing_once  # type: ignore[method-assign]
+    await clock.advance(1)
+    assert probe.events == [("alarm", "alarmed")] and not failures
+    assert await stub.storage("get", "written") is None
+    assert await stub.storage("getAlarm") is not None  # kept, for its retry
+    await clock.advance(ALARM_RETRY_START_SECONDS)
+    assert [event for event in probe.events if event[0] == "alarm"] == [("alarm", "alarmed")] * 2
+    assert await stub.storage("get", "written") is True
+    assert await stub.storage("getAlarm") is None
