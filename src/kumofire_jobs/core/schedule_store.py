@@ -220,12 +220,9 @@ class ScheduleStore:
         row = await self.db.prepare(sql).bind(value).first()
         return None if row is None else cast(ScheduleRow, row)
 
-    async def delete(self, schedule_id: str) -> tuple[bool, str | None]:
-        """(deleted, the pending occurrence's run id)."""
-        result = (await self.db.prepare(_DELETE).bind(schedule_id).all()).results
-        if not result:
-            return False, None
-        return True, result[0]["next_run_id"]
+    def delete(self, schedule_id: str) -> D1PreparedStatement:
+        """Delete the schedule; returns its pending occurrence's run id (no row: not found)."""
+        return self.db.prepare(_DELETE).bind(schedule_id)
 
     async def page(
         self, *, enabled: bool | None, name: str | None, limit: int, cursor: str | None

@@ -331,13 +331,17 @@ class ScheduleService:
         current = await self._store.get(by, value)
         if current is None:
             return False
-        deleted, pending = await self._store.delete(current["id"])
-        if not deleted:
+        # One batch: the pending occurrence is canceled (whatever it is doing) with the
+        # schedule's delete, so no crash between them leaves it to run without its schedule.
+        now = now_ms(self._clock)
+        canceled, deleted = await self._db.batch(
+            [self._runs.cancel_of_schedule(current["id"], now), self._store.delete(current["id"])]
+        )
+        if not deleted.results:
             return False
         log.info("schedule.deleted", schedule_id=current["id"], job=current["name"])
-        if pending is not None:
-            await self._runs.cancel(pending, now_ms(self._clock))  # whatever it is doing
-            await self._coordinators.cancel_canceled(pending)
+        for run in canceled.results:
+            await self._coordinators.cancel_canceled(str(run["id"]))
         return True
 
     # --- materialization --------------------------------------------------------------------

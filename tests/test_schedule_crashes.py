@@ -1,0 +1,40 @@
+"""Crash points of schedule changes, on the embedded bindings with the manual clock: a D1
+failure between two writes of one change leaves nothing a user would see as a broken promise
+(a deleted schedule runs no occurrence)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kumofire_jobs.core.clock import ManualClock
+from kumofire_jobs.core.context import JobContext
+from tests.support.envs import EnvFactory
+from tests.support.faults import FaultyD1, rewire
+
+CANCEL = "SET status = 'canceled'"
+
+
+async def test_a_delete_cut_off_before_its_occurrence_is_canceled_runs_no_occurrence(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    ran: list[str] = []
+
+    async def tick(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+
+    env = await make_env({"tick": tick})
+    db = FaultyD1(env.JOBS_DB)
+    rewire(env, db=db)
+    schedule = await env.jobs.create_schedule("tick", every=10)
+    db.fail(CANCEL)  # the cancel of the pending occurrence fails (or the process dies there)
+    with pytest.raises(RuntimeError, match="injected"):
+        await env.jobs.delete_schedule(schedule.id)
+    # The caller saw an error and deletes again: the schedule is gone either way.
+    await env.jobs.delete_schedule(schedule.id)
+    assert await env.jobs.get_schedule(schedule.id) is None
+    await clock.advance(10)
+    await env.jobs.dispatch()
+    await clock.advance(120)
+    assert ran == []  # no occurrence of the deleted schedule ran
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in runs] == ["canceled"]
