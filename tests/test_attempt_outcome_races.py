@@ -1,0 +1,45 @@
+"""An attempt's one outcome against what its lease keeper does meanwhile, on the embedded
+bindings with the manual clock: once the handler has ended, neither the job's timeout nor a
+lease renewal may stop the consumer while it writes the outcome the handler gave."""
+
+from __future__ import annotations
+
+import asyncio
+
+from kumofire_jobs import JobContext, JobOptions, RetryPolicy
+from kumofire_jobs.core.clock import ManualClock
+from tests.support.envs import EnvFactory
+from tests.support.faults import FaultyD1, rewire
+
+# The fenced outcome writes (`_FINISH`, `_RESCHEDULE` in core/store.py).
+OUTCOME = "status = 'running' AND lease_token = ?5"
+
+
+async def test_a_timeout_falling_while_a_failed_attempt_is_written_leaves_that_outcome(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    async def failing(ctx: JobContext) -> None:
+        raise ValueError("bad input")
+
+    env = await make_env(
+        {"job": failing},
+        job_options={"job": JobOptions(timeout=5, retry=RetryPolicy(max_attempts=2))},
+    )
+    db = FaultyD1(env.JOBS_DB)
+    rewire(env, db=db)
+    slow = asyncio.Event()  # D1 answers the outcome's write late (overloaded, retried)
+    db.before(OUTCOME, slow.wait)
+    created = await env.jobs.create("job")
+    await clock.advance(0)
+    await clock.advance(5)  # the job's timeout passes while the write waits
+    slow.set()
+    await clock.advance(1)  # the retry's backoff
+    run = await env.jobs.get(created.kumofire_job_run_id)
+    assert run is not None
+    assert run.status == "failed" and run.attempt == 2, (run.status, run.last_error)
+    attempts = await env.jobs.attempts(run.id)
+    assert attempts is not None
+    # Attempt 1's outcome is the handler's error, not an interruption found after its lease
+    # expired (the timeout had cancelled the consumer in the middle of the write).
+    assert [(a.attempt, str(a.outcome)) for a in attempts] == [(1, "retried"), (2, "failed")]
+    assert attempts[0].error is not None and "ValueError: bad input" in attempts[0].error
