@@ -38,3 +38,33 @@ async def test_a_delete_cut_off_before_its_occurrence_is_canceled_runs_no_occurr
     assert ran == []  # no occurrence of the deleted schedule ran
     runs = (await env.jobs.list(schedule_id=schedule.id)).items
     assert [run.status for run in runs] == ["canceled"]
+
+
+async def test_a_promoted_occurrence_is_followed_by_the_next_regular_one(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    ran: list[float] = []
+
+    async def tick(ctx: JobContext) -> None:
+        ran.append(clock.now())
+
+    env = await make_env({"tick": tick})
+    start = clock.now()
+    schedule = await env.jobs.create_schedule("tick", every=3600)
+    pending = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in pending] == ["scheduled"]
+    await clock.advance(10)
+    await env.jobs.promote(pending[0].id)  # the hour's occurrence, now
+    await clock.advance(1)
+    assert ran == [start + 10]
+    # The promoted run was the occurrence at +1 h: the next is the one at +2 h, pending now.
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in runs] == ["scheduled", "succeeded"]
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.next_run_at == runs[0].scheduled_for
+    assert runs[0].scheduled_for.timestamp() == start + 2 * 3600
+    # Cron ticks find nothing to repair, and it runs at +2 h, once.
+    result = await env.jobs.dispatch()
+    assert result.schedules_restored == 0
+    await clock.advance(2 * 3600 - 11)
+    assert ran == [start + 10, start + 2 * 3600]
