@@ -28,7 +28,11 @@ async def test_a_timeout_falling_while_a_failed_attempt_is_written_leaves_that_o
     db = FaultyD1(env.JOBS_DB)
     rewire(env, db=db)
     slow = asyncio.Event()  # D1 answers the outcome's write late (overloaded, retried)
-    db.before(OUTCOME, slow.wait)
+
+    async def answer_late() -> None:
+        await slow.wait()
+
+    db.before(OUTCOME, answer_late)
     created = await env.jobs.create("job")
     await clock.advance(0)
     await clock.advance(5)  # the job's timeout passes while the write waits

@@ -4,6 +4,7 @@ comes to at its edges, through the public API on the embedded bindings and the m
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from tests.support.envs import EnvFactory
     ],
 )
 def test_a_delay_that_is_no_number_of_seconds_a_run_can_wait_is_refused(
-    delays: dict[str, float],
+    delays: dict[str, Any],
 ) -> None:
     with pytest.raises(ValueError, match="retry delays"):
         RetryPolicy(**delays)

@@ -68,3 +68,28 @@ async def test_a_promoted_occurrence_is_followed_by_the_next_regular_one(
     assert result.schedules_restored == 0
     await clock.advance(2 * 3600 - 11)
     assert ran == [start + 10, start + 2 * 3600]
+
+
+async def test_a_change_landing_while_a_delivered_occurrence_materializes_keeps_the_limit(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    ran: list[float] = []
+
+    async def tick(ctx: JobContext) -> None:
+        ran.append(clock.now())
+
+    env = await make_env({"tick": tick})
+    db = FaultyD1(env.JOBS_DB)
+    rewire(env, db=db)
+    schedule = await env.jobs.create_schedule("tick", every=10, limit=2)
+
+    async def change() -> None:  # lands between the delivery and its materialization
+        await env.jobs.update_schedule(schedule.id, every=20)
+
+    db.before("revision || ':' || ?6", change)  # the materialization's insert
+    await clock.advance(10)
+    assert len(ran) == 1
+    await clock.advance(600)
+    assert len(ran) == 2, ran  # `limit` occurrences in all, whatever changed meanwhile
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.count == 2 and not current.enabled

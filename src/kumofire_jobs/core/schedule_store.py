@@ -97,7 +97,15 @@ _CHANGE_FIELDS = f"UPDATE {TABLE} SET {_GIVEN} WHERE "
 _RESTART = (
     f"UPDATE {TABLE} SET {_GIVEN}, type = ?, expr = ?, timezone = ?, enabled = ?, "
     "occurrence_limit = ?, start_at = ?, end_at = ?, anchor_at = COALESCE(?, anchor_at), "
-    "next_run_at = ?, next_run_id = ?, revision = revision + 1 WHERE "
+    "next_run_at = ?, next_run_id = ?, revision = revision + 1, "
+    "occurrence_count = occurrence_count + ? WHERE "
+)
+# Whether the pending occurrence of the schedule (columns prefixed `{p}`) was delivered and so
+# counts (its successor not materialized yet): NULL when it has none. A restart guards on it
+# (read before, after its batch's cancel of a waiting one), so one delivered in between fails it.
+PENDING_DELIVERED = (
+    f"(SELECT r.status NOT IN ('scheduled', 'canceled') OR r.attempt > 0 FROM {RUNS} AS r "
+    "WHERE r.id = {p}next_run_id)"
 )
 # The columns a change may guard: what it read of the row to decide and compute its write.
 GUARDABLE = frozenset(
@@ -203,15 +211,19 @@ class ScheduleStore:
 
     def restart(
         self, schedule_id: str, guard: Mapping[str, Any], given: Given, row: ScheduleRow,
-        anchor_ms: int | None, now_ms: int,
+        anchor_ms: int | None, now_ms: int, delivered: int | None,
     ) -> D1PreparedStatement:  # fmt: skip
         """Set the fields `given`, and `row`'s timing, `enabled`, bounds and next occurrence
-        (`anchor_ms` None: the anchor kept) at a new revision; returns the row as changed."""
+        (`anchor_ms` None: the anchor kept) at a new revision; the pending occurrence counts
+        if it was `delivered` (1), as read (guarded: `PENDING_DELIVERED`). Returns the row as
+        changed."""
         where, values = self.guarded(schedule_id, guard)
-        return self.db.prepare(f"{_RESTART}{where} RETURNING {COLUMNS}").bind(
+        return self.db.prepare(
+            f"{_RESTART}{where} AND {PENDING_DELIVERED.format(p='')} IS ? RETURNING {COLUMNS}"
+        ).bind(
             *given, now_ms, row["type"], row["expr"], row["timezone"], int(row["enabled"]),
             row["occurrence_limit"], row["start_at"], row["end_at"], anchor_ms,
-            row["next_run_at"], row["next_run_id"], *values,
+            row["next_run_at"], row["next_run_id"], delivered or 0, *values, delivered,
         )  # fmt: skip
 
     async def get(self, by: By, value: str) -> ScheduleRow | None:

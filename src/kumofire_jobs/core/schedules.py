@@ -28,7 +28,14 @@ from .models import JobSchedule, Page, SchedulePatch
 from .reconcile import DEFAULT_GRACE_SECONDS
 from .run_rows import JobDefaults
 from .schedule_rows import new_row, restart
-from .schedule_store import By, Given, ScheduleRow, ScheduleStore, row_to_schedule
+from .schedule_store import (
+    PENDING_DELIVERED,
+    By,
+    Given,
+    ScheduleRow,
+    ScheduleStore,
+    row_to_schedule,
+)
 from .schedule_timing import Timing, catch_up, parse_timing
 from .store import RunStore
 
@@ -288,6 +295,10 @@ class ScheduleService:
             rows = results[0].results
             return cast(ScheduleRow, rows[0]) if rows else None
 
+        # A pending occurrence already delivered, its successor not materialized yet (that
+        # materialization will now match nothing), counts here: else `limit` is passed.
+        delivered = await self._pending_delivered(current)
+        row["occurrence_count"] = current["occurrence_count"] + (delivered or 0)
         row["next_run_at"] = row["next_run_id"] = None
         anchor: int | None = None
         if row["enabled"]:
@@ -300,9 +311,10 @@ class ScheduleService:
         # each cancels the pending occurrence it finds (the subquery reads it in the batch).
         guard = _read(current, given, row)
         where, values = self._store.guarded(row["id"], guard, alias="s")
+        where += f" AND {PENDING_DELIVERED.format(p='s.')} IS ?"
         statements = [
-            self._runs.cancel_pending(where, values, now),
-            self._store.restart(row["id"], guard, given_values, row, anchor, now),
+            self._runs.cancel_pending(where, [*values, delivered], now),
+            self._store.restart(row["id"], guard, given_values, row, anchor, now, delivered),
         ]
         if next_run_id is not None and next_run_at is not None:
             statements.append(
@@ -326,6 +338,16 @@ class ScheduleService:
         if next_run_id is not None and next_run_at is not None:
             await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
         return changed
+
+    async def _pending_delivered(self, current: ScheduleRow) -> int | None:
+        """`PENDING_DELIVERED` of `current`, read: 1 if its pending occurrence was delivered
+        (or ran), 0 if it waits (or was canceled), None if it has none."""
+        if current["next_run_id"] is None:
+            return None
+        run = await self._runs.get_row(current["next_run_id"])
+        if run is None:
+            return None
+        return int(run["status"] not in ("scheduled", "canceled") or run["attempt"] > 0)
 
     async def delete(self, by: By, value: str) -> bool:
         current = await self._store.get(by, value)
