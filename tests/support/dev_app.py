@@ -17,8 +17,14 @@ async def slow_first(ctx: JobContext) -> None:
         await asyncio.sleep(float(ctx.job.payload or 0))
 
 
+async def marked(ctx: JobContext) -> None:
+    """Sleeps `payload` seconds, then logs `marked.done` as its last act."""
+    await asyncio.sleep(float(ctx.job.payload or 0))
+    ctx.log.info("marked.done")
+
+
 runtime = create_runtime(
-    {"sleep": sleep, "slow_first": slow_first},
+    {"sleep": sleep, "slow_first": slow_first, "marked": marked},
     retry=RetryPolicy(max_attempts=3, base_delay=0.1),
     lease_seconds=1.0,
 )
