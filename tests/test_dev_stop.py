@@ -31,15 +31,15 @@ def servers() -> Iterator[list[DevServer]]:
 def test_after_the_last_handler_ends_the_process_exits_without_waiting(
     tmp_path: Path, servers: list[DevServer], sig: signal.Signals
 ) -> None:
-    server = DevServer(tmp_path / "data", "--app", "tests.support.dev_app:runtime", command=PROBE)
+    server = DevServer(tmp_path / "data", "--app", "tests.support.dev_app:quiet", command=PROBE)
     servers.append(server)
     server.http.post("/v1/runs", json={"name": "marked", "payload": 1.0})
     server.http.post("/v1/runs", json={"name": "marked", "payload": 1.5})
     server.wait_for(lambda: server.counts()["running"] == 2)
     server.process.send_signal(sig)
     server.wait_for_line("Stopping: waiting up to 10 s for 2 running runs to finish")
-    # Stop listening: no sleep of the dev server's own (uvicorn's grace for open connections
-    # to finish their answer is one sleep, before the handlers end).
+    # What sleeps before this was armed before it (uvicorn's grace for open connections to
+    # finish their answer, the runs' timers); the lease is long enough that none renews.
     assert server.stop(None) == 0
     lines = server.output.splitlines()
     last_done = max(i for i, line in enumerate(lines) if '"event":"marked.done"' in line)

@@ -24,7 +24,10 @@ async def marked(ctx: JobContext) -> None:
 
 
 runtime = create_runtime(
-    {"sleep": sleep, "slow_first": slow_first, "marked": marked},
+    {"sleep": sleep, "slow_first": slow_first},
     retry=RetryPolicy(max_attempts=3, base_delay=0.1),
     lease_seconds=1.0,
 )
+
+# A lease far longer than its runs: no renewal timer wakes while they run (tests/test_dev_stop).
+quiet = create_runtime({"marked": marked}, lease_seconds=60.0)
