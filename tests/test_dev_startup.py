@@ -5,6 +5,7 @@ traceback when their module raised), and `--synchronous FULL`."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,11 +76,13 @@ def test_an_app_whose_configuration_is_refused_is_said_in_one_line(
         (["--config", "w.toml"], {"w.toml": "[triggers\n"}, "--config w.toml: not valid TOML"),
         (["--config", "absent.toml"], {}, "--config absent.toml: No such file or directory"),
         (["--service", "nonsense"], {}, "--service must look like BINDING=MODULE:CLASS"),
+        (["--host", "192.0.2.1"], {},  # TEST-NET-1: never this machine's
+         "cannot listen on 192.0.2.1:0: "),  # then the system's reason
         (["--config", "w.toml"], {"w.toml": '[vars]\nKUMOFIRE_REMOTE_HANDLERS = "{"\n'},
          "KUMOFIRE_REMOTE_HANDLERS is not valid JSON"),
     ],
     ids=["no file", "no module", "no attribute part", "no attribute", "pyproject", "cron",
-         "toml", "no config", "service", "routes"],
+         "toml", "no config", "service", "host", "routes"],
 )  # fmt: skip
 def test_a_bad_argument_or_config_is_said_in_one_line(
     tmp_path: Path, args: list[str], files: dict[str, str], message: str
@@ -114,6 +117,20 @@ def test_an_app_that_raises_on_import_shows_its_own_traceback_then_one_line(
     assert "importlib" not in "\n".join(traceback)
     assert any(last in t for t in traceback)
     assert line.startswith("kumofire-jobs dev: error: --app app.py:runtime: importing 'app' ")
+
+
+def test_a_port_in_use_is_said_in_one_line_before_anything_is_opened(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = dev(tmp_path, "--port", str(port))
+    assert (done.returncode, done.stdout) == (1, "")  # not a usage error: the port is busy
+    assert done.stderr == (
+        f"kumofire-jobs dev: error: cannot listen on 127.0.0.1:{port}: the address is in use "
+        "(give another --port, or --port 0 for any free one)\n"
+    )
+    assert not (tmp_path / "data").exists()
 
 
 def test_help_lists_synchronous() -> None:

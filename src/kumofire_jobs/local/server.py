@@ -27,7 +27,7 @@ from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
-from .startup import StartupError, configured_app, load_runtime, load_settings
+from .startup import StartupError, configured_app, listen, load_runtime, load_settings
 
 __all__ = ["StartupError", "configured_app", "dev_environment", "load_runtime", "run_dev_server"]
 
@@ -95,9 +95,15 @@ async def run_dev_server(
     configure_logging()
     runtime = load_runtime(app)
     settings = load_settings(config)
-    env = dev_environment(
-        runtime, data_dir, settings=settings, services=services, synchronous=synchronous
-    )
+    sockets = listen(host, port)
+    try:
+        env = dev_environment(
+            runtime, data_dir, settings=settings, services=services, synchronous=synchronous
+        )
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     # Before the consumer starts: it would fail those runs at once.
     handled = set(runtime.handlers) | set(env.resources.remote_handlers)
     unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
@@ -155,7 +161,7 @@ async def run_dev_server(
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.signal, sig, server)
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         try:
             cut_off = await env.stop(drain_seconds=DRAIN_SECONDS, interrupt=stopping.now)
