@@ -86,7 +86,7 @@ async def run_dev_server(
     synchronous: str = "NORMAL",
 ) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (here only to say so when it is missing)
     except ImportError:
         print(
             "kumofire-jobs dev needs uvicorn: pip install 'kumofire-jobs[local]'", file=sys.stderr
@@ -100,10 +100,18 @@ async def run_dev_server(
         env = dev_environment(
             runtime, data_dir, settings=settings, services=services, synchronous=synchronous
         )
-    except BaseException:
-        for sock in sockets:
+        return await _serve(env, sockets, app=app, data_dir=data_dir)
+    finally:
+        for sock in sockets:  # uvicorn closed those it served on; these if it never did
             sock.close()
-        raise
+
+
+async def _serve(
+    env: LocalEnvironment, sockets: list[Any], *, app: str | None, data_dir: Path
+) -> int:
+    import uvicorn  # there: run_dev_server said so when it is missing
+
+    runtime = env.runtime
     # Before the consumer starts: it would fail those runs at once.
     handled = set(runtime.handlers) | set(env.resources.remote_handlers)
     unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
@@ -156,7 +164,8 @@ async def run_dev_server(
             if unhandled is not None:
                 print(unhandled, flush=True)
 
-    server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
+    # Its sockets are bound already (`listen`): the config names no host or port.
+    server = Server(uvicorn.Config(http, log_level="warning", lifespan="off"))
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.signal, sig, server)
