@@ -103,7 +103,7 @@ _ENABLE = (
     "Enable (materializes the next occurrence); 409 when it would have none: its limit used up "
     "or no occurrence before its end_at"
 )
-_BODY_ERRORS = (400, 413, 422)
+_BODY_ERRORS = (400, 413, 415, 422)
 _JOB = {200: "the job"}
 _BULK = {200: "how many runs changed, and whether more match"}
 
@@ -142,7 +142,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "List runs, newest first", query=RUN_QUERY,
     ),
     Operation(
-        "counts", ("query",), "GET", "/v1/runs:counts", {200: "the counts"}, (), "Counts",
+        "counts", ("query",), "GET", "/v1/runs:counts", {200: "the counts"}, (422,), "Counts",
         "Run counts by status (every status, zeros included)", query=COUNTS_QUERY,
     ),
     Operation(

@@ -23,6 +23,7 @@ from ..core.migrations import apply_migrations, pending_migrations
 from ..core.runtime import Runtime
 from ..core.unhandled import unhandled_jobs, unhandled_warning
 from ..web import create_app
+from ..web.origin import is_loopback
 from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
@@ -100,14 +101,14 @@ async def run_dev_server(
         env = dev_environment(
             runtime, data_dir, settings=settings, services=services, synchronous=synchronous
         )
-        return await _serve(env, sockets, app=app, data_dir=data_dir)
+        return await _serve(env, sockets, app=app, host=host, data_dir=data_dir)
     finally:
         for sock in sockets:  # uvicorn closed those it served on; these if it never did
             sock.close()
 
 
 async def _serve(
-    env: LocalEnvironment, sockets: list[Any], *, app: str | None, data_dir: Path
+    env: LocalEnvironment, sockets: list[Any], *, app: str | None, host: str, data_dir: Path
 ) -> int:
     import uvicorn  # there: run_dev_server said so when it is missing
 
@@ -116,7 +117,11 @@ async def _serve(
     handled = set(runtime.handlers) | set(env.resources.remote_handlers)
     unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
     await env.start()
-    http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
+    http = create_app(
+        lambda request: env.jobs,
+        api_token=os.environ.get(TOKEN_ENV) or None,
+        loopback=is_loopback(host),
+    )
     freeze_startup_heap()  # short collector pauses from here on
 
     stopping = _Stopping(env)
