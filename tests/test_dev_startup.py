@@ -184,3 +184,20 @@ def test_dev_at_normal_never_syncs_the_wal(tmp_path: Path, servers: list[DevServ
     assert "run.succeeded" in server.output
     assert "fdatasync: " not in server.output
     assert server.listening.rstrip().endswith("synchronous=NORMAL)")
+
+
+@pytest.mark.parametrize("command", ["dev", "migrate"])
+def test_a_data_dir_that_is_a_file_is_said_in_one_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "taken").write_text("not a directory\n")
+    for data_dir, named in (("taken", "taken"), ("taken/inside", "taken")):
+        done = subprocess.run(
+            [sys.executable, "-m", "kumofire_jobs.cli", command, "--data-dir", data_dir],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            f"kumofire-jobs {command}: error: argument --data-dir: "
+            f"{named} is a file, not a directory"
+        )
+    assert (tmp_path / "taken").read_text() == "not a directory\n"

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--host", default=DEFAULT_HOST)
     dev.add_argument("--port", type=_port, default=DEFAULT_PORT)
-    dev.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    dev.add_argument("--data-dir", type=_data_dir, default=Path(DEFAULT_DATA_DIR))
     dev.add_argument(
         "--synchronous",
         type=str.upper,
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     migrate = commands.add_parser("migrate", help="apply pending migrations to the local database")
-    migrate.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    migrate.add_argument("--data-dir", type=_data_dir, default=Path(DEFAULT_DATA_DIR))
     migrate.add_argument("--dry-run", action="store_true", help="list pending migrations only")
 
     init = commands.add_parser(
@@ -98,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ops_parsers(commands)
     return parser
+
+
+def _data_dir(value: str) -> Path:
+    """--data-dir: a directory, or a path where one can be made; a file in the way is the
+    command's mistake, said in one line (not a traceback from deep inside the start)."""
+    path = Path(value)
+    for where in (path, *path.parents):
+        if where.exists() and not where.is_dir():
+            raise argparse.ArgumentTypeError(f"{where} is a file, not a directory")
+    return path
 
 
 def _full_before_start(data_dir: Path) -> str | None:
