@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs import JobContext, RetryPolicy
+from kumofire_jobs import ConfigurationError, JobContext, RetryPolicy
 from kumofire_jobs.core.clock import ManualClock
 from tests.support.envs import EnvFactory
 
@@ -26,7 +26,7 @@ from tests.support.envs import EnvFactory
 def test_a_delay_that_is_no_number_of_seconds_a_run_can_wait_is_refused(
     delays: dict[str, Any],
 ) -> None:
-    with pytest.raises(ValueError, match="retry delays"):
+    with pytest.raises(ConfigurationError, match="retry delays"):
         RetryPolicy(**delays)
 
 
