@@ -4,10 +4,13 @@ failure between two writes of one change leaves nothing a user would see as a br
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.context import JobContext
+from kumofire_jobs.core.schedules import ScheduleService
 from tests.support.envs import EnvFactory
 from tests.support.faults import FaultyD1, rewire
 
@@ -91,5 +94,35 @@ async def test_a_change_landing_while_a_delivered_occurrence_materializes_keeps_
     assert len(ran) == 1
     await clock.advance(600)
     assert len(ran) == 2, ran  # `limit` occurrences in all, whatever changed meanwhile
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.count == 2 and not current.enabled
+
+
+async def test_an_occurrence_canceled_after_it_started_counts_toward_the_limit(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[float] = []
+
+    async def tick(ctx: JobContext) -> None:
+        started.append(clock.now())
+        await clock.sleep_until(clock.now() + 5)
+
+    delivered = ScheduleService.occurrence_delivered
+    lost = [True]
+
+    async def first_lost(self: ScheduleService, *args: Any) -> None:
+        if lost.pop() if lost else False:
+            raise RuntimeError("D1 unavailable")  # the materialization after a delivery
+        await delivered(self, *args)
+
+    monkeypatch.setattr(ScheduleService, "occurrence_delivered", first_lost)
+    env = await make_env({"tick": tick})
+    schedule = await env.jobs.create_schedule("tick", every=10, limit=2)
+    await clock.advance(10)
+    assert len(started) == 1
+    (first,) = (await env.jobs.list(schedule_id=schedule.id, status="running")).items
+    await env.jobs.cancel(first.id)  # it started: it was one of the `limit` occurrences
+    await clock.advance(600)
+    assert len(started) == 2, started
     current = await env.jobs.get_schedule(schedule.id)
     assert current is not None and current.count == 2 and not current.enabled

@@ -210,8 +210,11 @@ class RunService:
         if limits_message(self._policies.of(run.name)) is not None:
             await self._coordinators.forget_waiting(run.name, run.id)
         if run.schedule_id is not None:
-            # Canceling a schedule's pending occurrence moves the schedule on to the next.
-            await self._schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
+            # Canceling a schedule's pending occurrence moves the schedule on to the next; one
+            # that had started (its materialization lost) was delivered, and counts.
+            await self._schedules.advance(
+                run.schedule_id, run.id, delivered=run.attempt > 0, nominal_ms=None
+            )
 
     async def retry(self, run_id: str) -> JobRun | None:
         """Schedule a failed or canceled run again now, with one more attempt allowed (a

@@ -68,6 +68,7 @@ class MissingNext(TypedDict):
     next_run_id: str | None
     next_run_at: int | None
     run_status: str | None  # the pending occurrence's status; None: no such run
+    run_attempt: int | None  # its attempts started (above 0: it was delivered)
 
 
 _INSERT = (
@@ -114,7 +115,8 @@ GUARDABLE = frozenset(
 )  # fmt: skip
 _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
-    f"SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status "
+    "SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status, "
+    "r.attempt AS run_attempt "
     f"FROM {TABLE} s LEFT JOIN {RUNS} r ON r.id = s.next_run_id "
     # Gone, or no longer waiting since before ?1: an occurrence delivered moments ago has its
     # successor on the way (the delivery hook materializes it right after the send). The

@@ -448,7 +448,8 @@ class ScheduleService:
             new_run = await self.advance(
                 row["id"],
                 row["next_run_id"],
-                delivered=status not in (None, "canceled"),
+                # A canceled one counts if it had started (delivered before its cancel).
+                delivered=status not in (None, "canceled") or (row["run_attempt"] or 0) > 0,
                 nominal_ms=row["next_run_at"],
                 skip=status is not None,
             )
