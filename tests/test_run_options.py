@@ -85,6 +85,17 @@ async def test_a_dedupe_key_is_held_only_for_its_ttl(
     assert held.deduplicated and held.kumofire_job_run_id == fresh.kumofire_job_run_id
 
 
+async def test_a_sub_millisecond_dedupe_ttl_holds_the_key_for_a_millisecond(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    # Above 0 is accepted (API.md): it must hold the key, not round to a hold already over.
+    first = await env.jobs.create("email", delay=600, dedupe_key="d", dedupe_ttl=0.0004)
+    again = await env.jobs.create("email", dedupe_key="d")
+    assert again.deduplicated and again.kumofire_job_run_id == first.kumofire_job_run_id
+    await clock.advance(0.001)
+    assert not (await env.jobs.create("email", dedupe_key="d")).deduplicated
+
+
 async def test_a_dedupe_key_without_a_ttl_is_held_while_the_run_exists(
     env: LocalEnvironment, clock: ManualClock
 ) -> None:

@@ -193,7 +193,8 @@ def dedupe_expires_ms(ttl: Any, dedupe_key: str | None, now: int) -> int | None:
         raise ValidationError(f"dedupe_ttl must be above 0 and at most {MAX_DELAY_SECONDS} s")
     if dedupe_key is None:
         raise ValidationError("dedupe_ttl needs a dedupe_key")
-    return now + seconds_to_ms(ttl)
+    # At least 1 ms: a ttl under half a millisecond would round to a hold already over.
+    return now + max(1, seconds_to_ms(ttl))
 
 
 def schedule_key(value: Any) -> str:
