@@ -111,6 +111,30 @@ async def test_a_paused_job_s_schedule_keeps_one_pending_occurrence(
     assert sorted(run.status for run in runs) == ["scheduled", "succeeded"]
 
 
+async def test_restarting_a_paused_job_s_schedule_keeps_one_pending_occurrence(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    # Its delivered occurrence waits for the resume; each change of timing meanwhile must not
+    # add another occurrence beside it (they would all run at the resume).
+    await env.jobs.pause_job("b")
+    schedule = await env.jobs.create_schedule("b", every=10)
+    await clock.advance(30)
+    for every in (20, 30, 40):
+        await env.jobs.update_schedule(schedule.id, every=every)
+        await clock.advance(300)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in runs if run.status != "canceled"] == ["queued"]
+    await env.jobs.resume_job("b")
+    await clock.advance(0)
+    await clock.advance(0.01)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert sorted(run.status for run in runs if run.status != "canceled") == [
+        "scheduled", "succeeded"
+    ]
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.count == 1 and current.next_run_at is not None
+
+
 async def test_pausing_survives_a_restart(clock: ManualClock, tmp_path: Path) -> None:
     def environment() -> LocalEnvironment:
         runtime = create_runtime({"a": noop}, clock=clock)

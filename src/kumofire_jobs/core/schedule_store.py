@@ -20,7 +20,7 @@ from typing import Any, Literal, TypedDict, cast
 from .bindings import D1Database, D1PreparedStatement
 from .models import JobSchedule, Page
 from .pages import keyset_page
-from .store import PAUSED
+from .store import JOBS, PAUSED
 from .store import SCHEDULE_GUARD as _GUARD
 from .store import SCHEDULES as TABLE
 from .store import TABLE as RUNS
@@ -127,6 +127,7 @@ _MISSING_NEXT = (
     # A paused job's schedule keeps its one pending occurrence until the job is resumed.
     f"AND NOT {PAUSED.format(table='s')} LIMIT ?2"
 )
+_JOB_PAUSED = f"SELECT 1 FROM {JOBS} WHERE name = ? AND paused = 1"
 _ADVANCE_UNPAUSED = _ADVANCE.replace(
     "AND enabled = 1", f"AND enabled = 1 AND NOT {PAUSED.format(table=TABLE)}"
 )
@@ -227,6 +228,26 @@ class ScheduleStore:
             row["occurrence_limit"], row["start_at"], row["end_at"], anchor_ms,
             row["next_run_at"], row["next_run_id"], delivered or 0, *values, delivered,
         )  # fmt: skip
+
+    def restart_held(
+        self, schedule_id: str, guard: Mapping[str, Any], given: Given, row: ScheduleRow,
+        anchor_ms: int, now_ms: int,
+    ) -> D1PreparedStatement:  # fmt: skip
+        """`restart` keeping the pending occurrence `row["next_run_id"]` (uncounted), while it
+        is still the pending one, delivered, and its job paused."""
+        where, values = self.guarded(schedule_id, guard)
+        return self.db.prepare(
+            f"{_RESTART}{where} AND next_run_id IS ? AND {PENDING_DELIVERED.format(p='')} IS 1 "
+            f"AND {PAUSED.format(table=TABLE)} RETURNING {COLUMNS}"
+        ).bind(
+            *given, now_ms, row["type"], row["expr"], row["timezone"], int(row["enabled"]),
+            row["occurrence_limit"], row["start_at"], row["end_at"], anchor_ms,
+            row["next_run_at"], row["next_run_id"], 0, *values, row["next_run_id"],
+        )  # fmt: skip
+
+    async def paused(self, name: str) -> bool:
+        """Whether the job `name` is paused."""
+        return await self.db.prepare(_JOB_PAUSED).bind(name).first() is not None
 
     async def get(self, by: By, value: str) -> ScheduleRow | None:
         """The schedule whose id (`by="id"`) or key (`by="key"`) is `value`."""

@@ -307,6 +307,8 @@ class ScheduleService:
             restart(row, timing, now, self._ids)
             if row["next_run_id"] is not None:
                 anchor = row["anchor_at"]
+                if delivered and row["name"] == current["name"] and await self._held(current):
+                    return await self._restart_held(current, given, row, given_values, now)
             elif given.get("enabled") is True:
                 # Asked to enable, it would stay disabled (past its limit or end_at): say so
                 # rather than answer a disabled schedule, and write nothing.
@@ -345,6 +347,42 @@ class ScheduleService:
             await self._coordinators.cancel_canceled(str(canceled["id"]))
         if next_run_id is not None and next_run_at is not None:
             await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
+        return changed
+
+    async def _held(self, current: ScheduleRow) -> bool:
+        """Whether the pending occurrence of `current` was delivered and waits (`queued`) for
+        its paused job's resume."""
+        run = await self._runs.get_row(current["next_run_id"] or "")
+        return run is not None and run["status"] == "queued" and await self._store.paused(
+            current["name"]
+        )
+
+    async def _restart_held(
+        self, current: ScheduleRow, given: Mapping[str, Any], row: ScheduleRow,
+        given_values: Given, now: int,
+    ) -> ScheduleRow | None:  # fmt: skip
+        """A restart of a paused job's schedule whose delivered occurrence waits for the
+        resume: that occurrence stays the pending one, uncounted (one pending occurrence while
+        paused, API.md); its delivery at the resume counts it and materializes the next one by
+        the new timing. Materializing one here would add a run to wait beside it at each
+        change. None when the write's guard fails (a change, the resume's delivery)."""
+        anchor = row["anchor_at"]
+        row["occurrence_count"] = current["occurrence_count"]
+        row["next_run_id"], row["next_run_at"] = current["next_run_id"], current["next_run_at"]
+        guard = _read(current, given, row)
+        [result] = await self._db.batch(
+            [self._store.restart_held(row["id"], guard, given_values, row, anchor, now)]
+        )
+        if not result.results:
+            return None
+        changed = cast(ScheduleRow, result.results[0])
+        log.info(
+            "schedule.changed",
+            schedule_id=changed["id"],
+            job=changed["name"],
+            enabled=bool(changed["enabled"]),
+            revision=changed["revision"],
+        )
         return changed
 
     async def _pending_delivered(self, current: ScheduleRow) -> int | None:
