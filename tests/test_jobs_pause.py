@@ -129,7 +129,8 @@ async def test_restarting_a_paused_job_s_schedule_keeps_one_pending_occurrence(
     await clock.advance(0.01)
     runs = (await env.jobs.list(schedule_id=schedule.id)).items
     assert sorted(run.status for run in runs if run.status != "canceled") == [
-        "scheduled", "succeeded"
+        "scheduled",
+        "succeeded",
     ]
     current = await env.jobs.get_schedule(schedule.id)
     assert current is not None and current.count == 1 and current.next_run_at is not None

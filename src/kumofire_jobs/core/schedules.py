@@ -353,8 +353,10 @@ class ScheduleService:
         """Whether the pending occurrence of `current` was delivered and waits (`queued`) for
         its paused job's resume."""
         run = await self._runs.get_row(current["next_run_id"] or "")
-        return run is not None and run["status"] == "queued" and await self._store.paused(
-            current["name"]
+        return (
+            run is not None
+            and run["status"] == "queued"
+            and await self._store.paused(current["name"])
         )
 
     async def _restart_held(
