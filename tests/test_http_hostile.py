@@ -491,6 +491,15 @@ async def test_a_server_on_loopback_answers_to_loopback_names_only(env: LocalEnv
             answered = await client.get("/v1/runs", headers={"host": host})
             assert answered.status_code == 200, host
         assert (await client.get("/ui/", headers={"host": "rebind.example"})).status_code == 200
+    # With a token, a rebinding page gets nothing without it: any name is answered (dev behind
+    # a reverse proxy or a tunnel that sends its own public name in Host).
+    app = create_app(lambda request: env.jobs, loopback=True, api_token="t")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://jobs.example.com"
+    ) as client:
+        assert (await client.get("/v1/runs")).status_code == 401
+        bearer = {"authorization": "Bearer t"}
+        assert (await client.get("/v1/runs", headers=bearer)).status_code == 200
     job = await env.jobs.get_job("email")
     assert job is not None and job.paused is False
     # Without `loopback` (a Worker; dev on --host 0.0.0.0), any name is answered.

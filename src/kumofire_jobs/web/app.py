@@ -54,7 +54,8 @@ def create_app(
     route but health needs `Authorization: Bearer <token>`; with `require_token` (a production
     Worker) and no token configured, the API answers 403 `api_disabled`. The dashboard's files
     (`/ui/`, `dashboard.py`) hold no data and need no token. With `loopback` (a server on a
-    loopback address), a `Host` naming anything but loopback is refused (DNS rebinding)."""
+    loopback address) and no `api_token`, a `Host` naming anything but loopback is refused
+    (DNS rebinding)."""
 
     def authorize(request: Request) -> None:
         if api_token is None:
@@ -94,14 +95,17 @@ def create_app(
         def wrap(endpoint: Endpoint) -> Route:
             async def handle(request: Request) -> Response:
                 try:
-                    if loopback and named_elsewhere(request):
+                    # With a token a rebinding page, lacking it, gets nothing: any name is
+                    # answered then (dev behind a reverse proxy or a tunnel).
+                    if loopback and api_token is None and named_elsewhere(request):
                         raise ApiError(
                             403,
                             "cross_origin",
                             f"this server listens on loopback and answers to localhost, "
                             f"127.0.0.1 and [::1], not to the name in Host "
                             f"({request.headers.get('host', '')[:100]!r}): a page that rebinds "
-                            "its own name to 127.0.0.1 would reach it so",
+                            "its own name to 127.0.0.1 would reach it so (set "
+                            "KUMOFIRE_API_TOKEN to answer any name)",
                         )
                     if cross_origin(request):
                         raise ApiError(
