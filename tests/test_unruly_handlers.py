@@ -110,3 +110,35 @@ async def test_sys_exit_in_a_handler_fails_its_attempt_not_the_runtime(
     other = (await env.jobs.create("ok")).kumofire_job_run_id
     await clock.advance(0)
     assert await outcomes_of(env, other) == [(1, "succeeded")]
+
+
+async def test_a_handler_whose_cleanup_raises_after_its_timeout_still_times_out(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    async def cleanup_fails(ctx: JobContext) -> None:
+        try:
+            await clock.sleep_until(clock.now() + 100)
+        finally:
+            raise RuntimeError("cleanup failed")  # replaces the timeout's CancelledError
+
+    async def cancels(ctx: JobContext) -> None:
+        task = asyncio.ensure_future(asyncio.sleep(3600))
+        task.cancel()
+        await task
+
+    options = JobOptions(timeout=10, retry=RetryPolicy(max_attempts=1))
+    env = await make_env(
+        {"cleanup_fails": cleanup_fails, "cancels": cancels},
+        job_options={"cleanup_fails": options},
+        retry=RetryPolicy(max_attempts=1),
+        lease_seconds=30,
+    )
+    run_id = (await env.jobs.create("cleanup_fails")).kumofire_job_run_id
+    await clock.advance(11)
+    # The stop counts, as when the CancelledError is let through or swallowed.
+    assert await outcomes_of(env, run_id) == [(1, "timed_out")]
+    # And the consumer's task is not left cancelling: a CancelledError the next handler
+    # raises itself is still an ordinary error, not taken for a stop of the consumer.
+    other = (await env.jobs.create("cancels")).kumofire_job_run_id
+    await clock.advance(0)
+    assert await outcomes_of(env, other) == [(1, "failed")]

@@ -275,15 +275,22 @@ class Consumer:
             # Nobody cancelled this task: the handler raised it (a task of its own cancelled,
             # say). An error like any other, not a stop that waits for the lease to expire.
             return await self._failed(attempt, exc)
-        except JobCanceledError:
-            return await self._ended(attempt, "canceled")
-        except LeaseLostError:
-            return await self._ended(attempt, keeper.ended or "lost")
-        except NonRetryableError as exc:
-            return await self._record(
-                attempt, RunStatus.FAILED, describe_error(exc), detail=error_detail(exc)
-            )
         except (Exception, SystemExit) as exc:  # sys.exit() in a handler ends its attempt only
+            if keeper.stopped_runner:
+                # The handler raised another error in place of the CancelledError that stopped
+                # it (a `finally` whose cleanup failed, say): the stop counts, as when it
+                # returns; and this task is not left cancelling.
+                if runner.uncancel() > 0:
+                    raise asyncio.CancelledError from exc  # this consumer is being stopped too
+                return await self._stopped(attempt, keeper.ended, timeout)
+            if isinstance(exc, JobCanceledError):
+                return await self._ended(attempt, "canceled")
+            if isinstance(exc, LeaseLostError):
+                return await self._ended(attempt, keeper.ended or "lost")
+            if isinstance(exc, NonRetryableError):
+                return await self._record(
+                    attempt, RunStatus.FAILED, describe_error(exc), detail=error_detail(exc)
+                )
             return await self._failed(attempt, exc)
         if keeper.stopped_runner:
             # The handler caught the CancelledError that stopped it and returned: its result
