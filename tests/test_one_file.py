@@ -79,16 +79,10 @@ async def test_the_three_bindings_writing_in_one_turn_share_one_commit(
     shared = b.objects._one_file
     assert shared is not None
     syncs = shared.syncs
-
-    async def bump() -> Any:
-        # (A call starts at once, in its caller's step: made from a task of its own, it
-        # writes in the same turn as the other two, as each of them does.)
-        return await b.objects.getByName("c").bump()
-
     results = await asyncio.gather(
         b.d1.prepare("INSERT INTO t VALUES (1)").run(),
         b.broker.producer("q").send({"n": 1}),
-        bump(),
+        b.objects.getByName("c").bump(),
     )
     assert results[2] == 1
     assert b.statements.count("BEGIN IMMEDIATE") == 1
@@ -108,14 +102,10 @@ async def test_a_failed_shared_commit_fails_and_undoes_every_bindings_writes(
     disk = FullDisk()
     b.d1._conn = disk.wrap(b.d1._conn)  # the shared commit goes through D1's connection
     disk.full = True
-
-    async def bump() -> Any:  # in the turn of the other two (see the test above)
-        return await b.objects.getByName("c").bump()
-
     results = await asyncio.gather(
         b.d1.prepare("INSERT INTO t VALUES (1)").run(),
         b.broker.producer("q").send({"n": 1}),
-        bump(),
+        b.objects.getByName("c").bump(),
         return_exceptions=True,
     )
     assert disk.refused == 1
@@ -184,8 +174,7 @@ async def _per_binding_directory(clock: ManualClock, path: Path, calls: list[str
         assert conn.execute("SELECT count(*) FROM kumofire_local_queue_messages").fetchone()[0] == 1
     objects = layout.objects_path(path, COORDINATOR_CLASS)
     with closing(sqlite3.connect(objects)) as conn:
-        # The queued run's redelivery alarm, and the two delayed runs' alarms.
-        assert conn.execute("SELECT count(*) FROM kumofire_local_do_alarms").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM kumofire_local_do_alarms").fetchone()[0] == 2
     assert calls == []
     return [queued, *waiting]
 

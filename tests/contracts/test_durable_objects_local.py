@@ -394,11 +394,15 @@ class Coalescing(ContractObject):
 
 
 async def _coalescing(
-    clock: ManualClock, path: Path
+    clock: ManualClock, path: Path, start_in_caller: frozenset[str] = frozenset()
 ) -> tuple[LocalDurableObjectNamespace, LocalProbe]:
     probe = LocalProbe(now=clock.now, path=path)
     ns = LocalDurableObjectNamespace(
-        Coalescing, path=path, clock=clock, env=SimpleNamespace(PROBE=probe)
+        Coalescing,
+        path=path,
+        clock=clock,
+        env=SimpleNamespace(PROBE=probe),
+        start_in_caller=start_in_caller,
     )
     probe.namespace = ns
     await ns.start()
@@ -524,9 +528,10 @@ async def test_writes_of_concurrent_calls_share_one_commit(
 async def test_a_call_an_object_makes_to_itself_waits_for_the_input_gate(
     clock: ManualClock, data_dir: Path
 ) -> None:
-    # A call from code outside any object starts at once, in its caller's step; one made
-    # inside an object's call must not: that call holds the gate until it awaits.
-    ns, _ = await _coalescing(clock, data_dir)
+    # A call of a `start_in_caller` method from code outside any object starts at once, in
+    # its caller's step; one made inside an object's call must not: that call holds the gate
+    # until it awaits.
+    ns, _ = await _coalescing(clock, data_dir, frozenset({"storage", "call_itself_then_read"}))
     try:
         await ns.getByName("a").storage("put", "n", 1)
         assert await ns.getByName("a").call_itself_then_read("a") == [1, 2]
@@ -537,7 +542,7 @@ async def test_a_call_an_object_makes_to_itself_waits_for_the_input_gate(
 async def test_a_crash_loses_only_writes_whose_call_had_not_returned(
     clock: ManualClock, data_dir: Path
 ) -> None:
-    ns, _ = await _coalescing(clock, data_dir)
+    ns, _ = await _coalescing(clock, data_dir, frozenset({"write_then_hang"}))
     await ns.getByName("a").storage("put", "acknowledged", 1)
     hanging = asyncio.ensure_future(ns.getByName("a").write_then_hang("pending"))
     # The call has started and written (a call runs at once until it first waits); its

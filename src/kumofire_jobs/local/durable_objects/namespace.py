@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Collection, Coroutine, Generator, Mapping
 from pathlib import Path
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -78,11 +78,14 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
         max_idle_objects: int = MAX_IDLE_OBJECTS,
         one_file: OneFile | None = None,
+        start_in_caller: Collection[str] = (),
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
         self.class_name: str = class_name or str(getattr(factory, "__name__", "DurableObject"))
         self.delete_all_deletes_alarm = delete_all_deletes_alarm
+        # Methods whose calls from outside any object start in the caller's step (`_send`).
+        self._start_in_caller = frozenset(start_in_caller)
         self._factory = factory
         self._env = env
         self._clock = clock
@@ -326,20 +329,21 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         answer: asyncio.Future[Any] = loop.create_future()
         self._hold(actor)  # from now: a call queued at the gate counts as in flight
         call = self._rpc(actor, method, args, answer, durable)
-        if output_gate.current() is not None:
-            # From inside an object's call or alarm: a task, which starts once the caller
-            # awaits (the caller holds its own input gate until then, and may be the target).
+        if method not in self._start_in_caller or output_gate.current() is not None:
+            # A task, which starts once the caller awaits. Always from inside an object's
+            # call or alarm: that caller holds its own input gate until then, and may be the
+            # target.
             task = loop.create_task(call)
             self._calls[task] = answer  # stop() cancels both; `_rpc_done` forgets them
             # A done callback, not `finally`: it runs too for a call cancelled unstarted.
             task.add_done_callback(lambda done: self._rpc_done(done, actor))
             return answer
-        # From outside any object (the runtime: a create's arm, a consumer's lease and
-        # release): the call starts at once, in a context of its own as a task's would be,
-        # and runs until it first waits. Most calls (a lease, a release) never wait, and
-        # finish here without a task, its scheduling and its done callback; one that waits
-        # (at the gate, for I/O) goes on in a task, in the same context. Its answer is
-        # released as before, after the object's writes are durable.
+        # One of `start_in_caller`, from outside any object (the runtime's consumer: a
+        # coordinator's lease and release): the call starts at once, in a context of its
+        # own as a task's would be, and runs until it first waits. Such calls seldom wait,
+        # and then finish here without a task, its scheduling and its done callback; one
+        # that waits (at the gate, for I/O) goes on in a task, in the same context. Its
+        # answer is released as before, after the object's writes are durable.
         context = contextvars.copy_context()
         try:
             waiting = context.run(call.send, None)
