@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from .errors import ConfigurationError
+
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """Delay before attempt n+1 is `min(base_delay * 2 ** (n - 1), max_delay)` seconds.
@@ -16,9 +18,9 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_attempts <= 100:
-            raise ValueError("max_attempts must be between 1 and 100")
+            raise ConfigurationError("max_attempts must be between 1 and 100")
         if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must not be negative")
+            raise ConfigurationError("retry delays must not be negative")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after attempt `attempt` (1-based) failed."""

@@ -30,7 +30,7 @@ from .consumer_batch import SEAT, ConsumerBatch
 from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
-from .errors import MalformedMessageError, RemoteHandlersError
+from .errors import ConfigurationError, MalformedMessageError, RemoteHandlersError
 from .flow_store import FlowStore
 from .flows import FlowService
 from .ids import IdFactory
@@ -120,7 +120,7 @@ class Runtime:
         job_options: Mapping[str, JobOptions] | None = None,
     ) -> None:
         if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
+            raise ConfigurationError("lease_seconds must be positive")
         check_handlers(handlers)
         self.handlers = dict(handlers)
         self.retry = retry

@@ -212,7 +212,9 @@ class ScheduleService:
 
     async def update(self, by: By, value: str, patch: Mapping[str, Any]) -> JobSchedule | None:
         """Change the given fields (a None value leaves a field as it is). Changing the timing
-        or `enabled` replaces the pending occurrence; other changes carry over to it."""
+        or `enabled` replaces the pending occurrence; other changes carry over to it.
+        `enabled=True` on a schedule that would have no occurrence left (its `limit` used up,
+        or none before its `end_at`) raises `ConflictError` and changes nothing."""
         unknown = sorted(set(patch) - PATCH_FIELDS)
         if unknown:
             raise ValidationError(f"unknown schedule field(s): {', '.join(unknown)}")
@@ -294,6 +296,12 @@ class ScheduleService:
             restart(row, timing, now, self._ids)
             if row["next_run_id"] is not None:
                 anchor = row["anchor_at"]
+            elif given.get("enabled") is True:
+                # Asked to enable, it would stay disabled (past its limit or end_at): say so
+                # rather than answer a disabled schedule, and write nothing.
+                raise ConflictError(
+                    f"schedule {row['id']} cannot be enabled: {bounds.why_done(row, timing, now)}"
+                )
         next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
         # Guarded by what was read instead of given (`_read`), not by the revision: a
         # concurrent change that read nothing this one changes lands before or after it, and
