@@ -136,6 +136,32 @@ async def test_restarting_a_paused_job_s_schedule_keeps_one_pending_occurrence(
     assert current is not None and current.count == 1 and current.next_run_at is not None
 
 
+async def test_disabling_a_paused_job_s_schedule_cancels_its_waiting_occurrence(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    # Disabling cancels the pending occurrence (API.md), the one delivered and waiting for the
+    # resume too: else each disable and enable while paused left one more to run at the resume.
+    await env.jobs.pause_job("b")
+    schedule = await env.jobs.create_schedule("b", every=10)
+    await clock.advance(30)
+    for _ in range(3):
+        await env.jobs.update_schedule(schedule.id, enabled=False)
+        await env.jobs.update_schedule(schedule.id, enabled=True)
+        await clock.advance(300)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in runs if run.status != "canceled"] == ["queued"]
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.count == 0  # none of the canceled ones ran
+    await env.jobs.resume_job("b")
+    await clock.advance(0)
+    await clock.advance(0.01)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert sorted(run.status for run in runs if run.status != "canceled") == [
+        "scheduled",
+        "succeeded",
+    ]
+
+
 async def test_pausing_survives_a_restart(clock: ManualClock, tmp_path: Path) -> None:
     def environment() -> LocalEnvironment:
         runtime = create_runtime({"a": noop}, clock=clock)

@@ -300,6 +300,11 @@ class ScheduleService:
         # A pending occurrence already delivered, its successor not materialized yet (that
         # materialization will now match nothing), counts here: else `limit` is passed.
         delivered = await self._pending_delivered(current)
+        # A disable cancels a paused job's delivered occurrence waiting for the resume (never
+        # started), as it does a waiting one: else each disable and enable while paused left
+        # one more to run at the resume. Read delivered (its cancel's guard), then not.
+        held = bool(delivered) and not row["enabled"] and await self._held(current)
+        read_delivered, delivered = delivered, 0 if held else delivered
         row["occurrence_count"] = current["occurrence_count"] + (delivered or 0)
         row["next_run_at"] = row["next_run_id"] = None
         anchor: int | None = None
@@ -323,7 +328,7 @@ class ScheduleService:
         where, values = self._store.guarded(row["id"], guard, alias="s")
         where += f" AND {PENDING_DELIVERED.format(p='s.')} IS ?"
         statements = [
-            self._runs.cancel_pending(where, [*values, delivered], now),
+            self._runs.cancel_pending(where, [*values, read_delivered], now, held=held),
             self._store.restart(row["id"], guard, given_values, row, anchor, now, delivered),
         ]
         if next_run_id is not None and next_run_at is not None:

@@ -199,6 +199,9 @@ _CANCEL_PENDING = (
     f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?, finished_at = ? "
     f"WHERE status = 'scheduled' AND id = (SELECT next_run_id FROM {SCHEDULES} AS s WHERE "
 )
+_CANCEL_HELD = _CANCEL_PENDING.replace(
+    "WHERE status = 'scheduled'", "WHERE status IN ('scheduled', 'queued') AND attempt = 0"
+)
 # A flow's parent with a child unfinished (retried before it) waits for it again: the last
 # child's finish releases it, as at its creation (a run outside a flow: `child_count` NULL).
 _RETRY = (
@@ -267,10 +270,13 @@ class RunStore:
         takes on the schedule's name, payload, attempts, priority and concurrency key."""
         return self.db.prepare(_REFRESH_PENDING + where).bind(now_ms, *values)
 
-    def cancel_pending(self, where: str, values: Sequence[Any], now_ms: int) -> D1PreparedStatement:
+    def cancel_pending(
+        self, where: str, values: Sequence[Any], now_ms: int, *, held: bool = False
+    ) -> D1PreparedStatement:
         """-> canceled: the pending occurrence of the schedule `s` that `where` selects, while
-        it waits; returns its id."""
-        sql = f"{_CANCEL_PENDING}{where}) RETURNING id"
+        it waits (`held`: or waits `queued`, never started, for its paused job's resume);
+        returns its id."""
+        sql = f"{_CANCEL_HELD if held else _CANCEL_PENDING}{where}) RETURNING id"
         return self.db.prepare(sql).bind(now_ms, now_ms, *values)
 
     async def id_by_dedupe_key(self, key: str, now: int) -> str | None:
