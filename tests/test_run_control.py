@@ -61,30 +61,6 @@ async def test_promote_makes_a_scheduled_run_due_now(
     assert await env.jobs.promote("run_missing") is None
 
 
-async def test_promoting_a_schedule_occurrence_materializes_its_successor_at_once(
-    env: LocalEnvironment, clock: ManualClock
-) -> None:
-    # Found on workerd: the promoted occurrence's new scheduled_for was taken as its nominal
-    # time, so its successor was the very slot it had held (taken: nothing inserted) and the
-    # schedule stayed without a pending run until reconciliation, a minute or more later.
-    schedule = await env.jobs.create_schedule("a", every=3600)
-    pending = await env.jobs.list(schedule_id=schedule.id)
-    (occurrence,) = pending.items
-    assert occurrence.status == "scheduled"
-    await env.jobs.promote(occurrence.id)
-    await clock.advance(1)  # the promoted occurrence runs; no reconciliation tick yet
-    runs = {run.id: run for run in (await env.jobs.list(schedule_id=schedule.id)).items}
-    assert runs[occurrence.id].status == "succeeded"
-    (successor,) = [run for run in runs.values() if run.id != occurrence.id]
-    assert successor.status == "scheduled"
-    # The promoted run was the first hour's occurrence: the next one is the second hour's.
-    assert schedule.next_run_at is not None
-    assert successor.scheduled_for == schedule.next_run_at + timedelta(hours=1)
-    after = await env.jobs.get_schedule(schedule.id)
-    assert after is not None and after.next_run_at == successor.scheduled_for
-    assert after.count == 1
-
-
 async def test_delete_removes_only_a_finished_run(
     env: LocalEnvironment, clock: ManualClock
 ) -> None:

@@ -394,10 +394,6 @@ class ScheduleService:
             return None
         now = now_ms(self._clock)
         nominal = current["next_run_at"] if nominal_ms is None else nominal_ms
-        if nominal is not None and current["next_run_at"] is not None:
-            # A promoted occurrence ran early (its scheduled_for is the promote's time): it
-            # still held the slot the schedule records, and its successor comes after that.
-            nominal = max(nominal, current["next_run_at"])
         missed = nominal if skip and nominal is not None else now
         at = catch_up(_timing_of(current), missed, now, anchor_ms=current["anchor_at"])
         guard = (schedule_id, current["revision"], run_id)
