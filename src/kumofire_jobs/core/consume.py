@@ -429,9 +429,12 @@ class Consumer:
         try:
             if writes is None:
                 passed = await self._limits.leave(run_id, token, handoff=handoff)
-            else:  # the batch's hand-over starts wait for it (`HandoffWrites.releasing`)
+            else:  # the batch's hand-over starts wait for it (`HandoffWrites.releasing`), and
+                # its chains' releases of this turn go in one request (`handoff_releases.py`)
                 with writes.releasing():
-                    passed = await self._limits.leave(run_id, token, handoff=True)
+                    passed = await self._limits.leave(
+                        run_id, token, handoff=True, batch=BATCH.get()
+                    )
         finally:
             if released is not None:
                 _resolve(released)

@@ -39,6 +39,10 @@ class HandoffWrites:
         # The consumer batch's writer when there is one: the handed-over runs' outcomes and
         # the batch's own ones of a turn go in one statement.
         self.outcomes = outcomes if outcomes is not None else OutcomeWriter(store)
+        # The outcomes wait for the releases in flight too: the handlers whose slots they
+        # free ended in the turn the releases left, so their outcomes and the starts of the
+        # runs handed over go in one turn (one commit, not two).
+        self.outcomes.held = lambda: self._releasing > 0
         self._pending: list[tuple[str, int, asyncio.Future[StartedRow | None]]] = []
         self._flights: set[asyncio.Future[None]] = set()  # held: a task must be referenced
         self._releasing = 0  # releases in flight that may hand a run over
@@ -63,6 +67,8 @@ class HandoffWrites:
             self._schedule()
 
     def _schedule(self) -> None:
+        if not self._releasing:
+            self.outcomes.resume()
         if self._pending and not self._releasing and not self._scheduled:
             # Its first step runs after what is ready in this turn: the other chains' starts
             # asked in it join the statement.
