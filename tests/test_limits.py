@@ -494,6 +494,7 @@ async def test_a_failed_request_of_releases_is_recovered_when_leases_expire(
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+        assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
     status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
     assert status == {"held": [], "offered": [], "waiting": 0}
 
@@ -833,6 +834,38 @@ async def test_the_outcomes_of_the_freed_slots_go_in_the_turn_of_the_runs_handed
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_finished_runs_coordinator_is_released_with_the_next_flush_of_its_batch(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """A run whose outcome is written while its batch's releases are in flight releases its
+    coordinator once they answered, in the turn of the batch's next starts and outcomes
+    (core/handoff_writes.py, `after_releases`), not in a turn of its own; every coordinator
+    ends closed."""
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 2
+    spy.order.clear()
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 2
+    calls = [(name, method) for name, method in spy.order if method != "lease"]
+    releases = [i for i, (_, method) in enumerate(calls) if method == "limit_release_many"]
+    assert len(releases) == 2  # the first two runs' slots (handing the others over), then theirs
+    for run_id in gauge.done[:2]:
+        # The first two ended; their outcomes went with the others' starts, then the others
+        # ended and released their slots; only then did the first two release their leases.
+        assert calls.index((run_id, "release")) > releases[1]
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+        assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
 
 
 @pytest.mark.parametrize("statement", ["start", "outcome"])

@@ -20,8 +20,8 @@ as after a failed per-run start. A start asked alone in its turn is the per-run 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from .batch_start import start_and_answer
 from .clock import Clock
@@ -29,7 +29,9 @@ from .outcomes import OutcomeWriter
 from .run_rows import StartedRow
 from .store import RunStore
 
-__all__ = ["HandoffWrites"]
+__all__ = ["HandoffWrites", "Releasing"]
+
+T = TypeVar("T")
 
 
 class HandoffWrites:
@@ -44,6 +46,8 @@ class HandoffWrites:
         # runs handed over go in one turn (one commit, not two).
         self.outcomes.held = lambda: self._releasing > 0
         self._pending: list[tuple[str, int, asyncio.Future[StartedRow | None]]] = []
+        # Coordinator calls held while releases are in flight (`after_releases`).
+        self._deferred: list[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._flights: set[asyncio.Future[None]] = set()  # held: a task must be referenced
         self._releasing = 0  # releases in flight that may hand a run over
         self._scheduled = False  # a flush is on its way
@@ -56,26 +60,48 @@ class HandoffWrites:
         self._schedule()
         return await answer
 
-    @contextmanager
-    def releasing(self) -> Iterator[None]:
-        """Around a release that may hand a run over: the starts wait for its answer."""
+    def releasing(self) -> Releasing:
+        """A release that may hand a run over begins (counted from the moment its handler
+        ended, before its task runs): the starts, the outcomes and the coordinator calls of
+        `after_releases` wait for its answer, `Releasing.end()`."""
         self._releasing += 1
-        try:
-            yield
-        finally:
-            self._releasing -= 1
-            self._schedule()
+        return Releasing(self)
+
+    def after_releases(self, send: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """`send()` (a call to a run's coordinator, sent when called) now, or, while releases
+        are in flight, in the turn their answers let the starts and outcomes go: the runs
+        whose outcomes the last flush wrote release their coordinators in the turn of the
+        next flush (one commit for both), not in one of their own. Only delays the call by
+        a limiter round trip: nothing the releases wait for waits for it."""
+        if not self._releasing:
+            return send()
+        answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._deferred.append((send, answer))
+        return answer
+
+    def _end(self) -> None:
+        self._releasing -= 1
+        self._schedule()
 
     def _schedule(self) -> None:
-        if not self._releasing:
-            self.outcomes.resume()
-        if self._pending and not self._releasing and not self._scheduled:
+        if self._releasing:
+            return
+        if self._pending and not self._scheduled:
             # Its first step runs after what is ready in this turn: the other chains' starts
-            # asked in it join the statement.
+            # asked in it join the statement. (Before the outcomes: the runs started are
+            # answered first, and their releases begin before the coordinator calls of the
+            # runs whose outcomes are written, which then wait for them: `after_releases`.)
             self._scheduled = True
             flight = asyncio.ensure_future(self._flush())
             self._flights.add(flight)
             flight.add_done_callback(self._flights.discard)
+        self.outcomes.resume()
+        deferred, self._deferred = self._deferred, []
+        for send, answer in deferred:
+            try:
+                _chain(asyncio.ensure_future(send()), answer)
+            except Exception as exc:
+                answer.set_exception(exc)
 
     async def _flush(self) -> None:
         self._scheduled = False
@@ -83,3 +109,32 @@ class HandoffWrites:
             return
         taken, self._pending = self._pending, []
         await start_and_answer(self._store, self._clock, taken, None)
+
+
+class Releasing:
+    """One release in flight (`HandoffWrites.releasing`); `end()` once it answered (or
+    failed, or its task was cancelled before it ran): a second `end()` does nothing."""
+
+    __slots__ = ("_writes",)
+
+    def __init__(self, writes: HandoffWrites) -> None:
+        self._writes: HandoffWrites | None = writes
+
+    def end(self) -> None:
+        writes, self._writes = self._writes, None
+        if writes is not None:
+            writes._end()
+
+
+def _chain(call: asyncio.Future[T], answer: asyncio.Future[T]) -> None:
+    def done(call: asyncio.Future[T]) -> None:
+        if answer.done():
+            return
+        if call.cancelled():
+            answer.cancel()
+        elif (exc := call.exception()) is not None:
+            answer.set_exception(exc)
+        else:
+            answer.set_result(call.result())
+
+    call.add_done_callback(done)
