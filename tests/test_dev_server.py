@@ -51,6 +51,10 @@ def test_quick_start_demo_runs_a_job_and_stops_on_sigterm(
         lambda: (r := server.http.get(f"/v1/runs/{run_id}").json())["status"] == "succeeded" and r
     )
     assert run["attempt"] == 1
+    # On loopback it answers to loopback names only (DNS rebinding; tests/test_http_hostile.py).
+    rebound = server.http.get("/v1/runs", headers={"host": "rebind.example:8787"})
+    assert (rebound.status_code, rebound.json()["error"]["code"]) == (403, "cross_origin")
+    assert server.http.get("/v1/runs", headers={"host": "localhost"}).status_code == 200
     assert server.stop(signal.SIGTERM) == 0
 
 

@@ -21,6 +21,7 @@ from kumofire_jobs.cloudflare import JobsRpcError, service
 from kumofire_jobs.core.validation import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
+from kumofire_jobs.web.origin import is_loopback
 from tests.support.envs import EnvFactory
 
 
@@ -172,6 +173,11 @@ async def test_errors_say_what_is_wrong(client: httpx.AsyncClient) -> None:
     assert "nests too deeply" in message(deeper)
     delay = await client.post("/v1/runs", content=run_body(delay=HUGE))
     assert "delay must be between 0 and 365 days" in message(delay)
+    # An offset past 23:59 is named as such, not in Python's terms (found by outside testing).
+    for offset in (b"+25:00", b"-24:00", b"+00:60"):
+        said = message(await client.post("/v1/runs", content=run_body(
+            run_at=b'"2030-01-01T00:00:00' + offset + b'"')))  # fmt: skip
+        assert said == f"run_at: offset {offset.decode()} is not an offset of -23:59 to +23:59"
 
 
 async def test_the_limits_are_the_same_in_python_and_rpc(env: LocalEnvironment) -> None:
@@ -397,3 +403,105 @@ async def test_a_lone_surrogate_escape_is_named_not_reported_as_a_truncated_body
     for payload in (b'"\\ud83d\\ude00"', b'"\\\\ud800"'):
         response = await client.post("/v1/runs", content=run_body(payload=payload))
         assert response.status_code == 202, response.text
+
+
+async def test_a_browser_on_another_origin_cannot_write(
+    client: httpx.AsyncClient, env: LocalEnvironment
+) -> None:
+    # What a page on another site makes a browser send without a CORS preflight (found by
+    # outside testing: such a page created runs, paused a job and deleted the finished runs of
+    # a `kumofire-jobs dev` without a token).
+    done = await env.jobs.create("email")
+    cross_site = {"sec-fetch-site": "cross-site", "content-type": "text/plain"}
+    attempts: list[tuple[str, str, dict[str, str], bytes | None]] = [
+        ("POST", "/v1/runs", cross_site, b'{"name":"email"}'),
+        ("POST", "/v1/runs", {"sec-fetch-site": "same-site"}, b'{"name":"email"}'),
+        ("POST", "/v1/runs:delete", {"sec-fetch-site": "cross-site"}, b'{"status":"queued"}'),
+        ("POST", "/v1/jobs/email/pause", {"sec-fetch-site": "cross-site"}, None),
+        ("POST", f"/v1/runs/{done.kumofire_job_run_id}/cancel", {"origin": "http://evil"}, None),
+        ("DELETE", "/v1/schedules/by-key/k", {"origin": "null"}, None),
+    ]
+    before = await env.jobs.counts()
+    for method, path, headers, body in attempts:
+        response = await client.request(method, path, headers=headers, content=body)
+        assert error_of(response) == (403, "cross_origin"), (method, path, headers)
+    assert await env.jobs.counts() == before
+    job = await env.jobs.get_job("email")
+    assert job is not None and job.paused is False
+    run = await env.jobs.get(done.kumofire_job_run_id)
+    assert run is not None and run.status != "canceled"
+
+    # The dashboard (its own origin), a typed-in request and programs (no such header) write.
+    json_type = {"content-type": "application/json"}
+    for headers in (
+        {"sec-fetch-site": "same-origin", **json_type},
+        {"sec-fetch-site": "none", **json_type},
+        {"origin": "http://test", **json_type},
+        json_type,
+    ):
+        response = await client.post("/v1/runs", headers=headers, content=b'{"name":"email"}')
+        assert response.status_code == 202, (headers, response.text)
+    # Reading is not refused: without CORS headers the browser shows the answer to no one.
+    listed = await client.get("/v1/runs", headers={"sec-fetch-site": "cross-site"})
+    assert listed.status_code == 200
+
+
+async def test_a_body_declared_as_something_but_json_is_refused(
+    client: httpx.AsyncClient, env: LocalEnvironment
+) -> None:
+    body = b'{"name":"email"}'
+    for content_type in (
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",  # curl -d without -H
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "",
+    ):
+        declared = {"content-type": content_type}
+        response = await client.post("/v1/runs", headers=declared, content=body)
+        assert error_of(response) == (415, "unsupported_media_type"), content_type
+        assert "content-type: application/json" in response.json()["error"]["message"]
+        for path, bulk in (("/v1/runs:batch", b'{"runs":[' + body + b"]}"),
+                           ("/v1/runs:cancel", b'{"name":"email"}')):  # fmt: skip
+            refused = await client.post(path, headers={"content-type": content_type}, content=bulk)
+            assert error_of(refused) == (415, "unsupported_media_type"), (path, content_type)
+    assert (await env.jobs.counts())["queued"] + (await env.jobs.counts())["scheduled"] == 0
+    for content_type in ("application/json", "Application/JSON; charset=utf-8",
+                         "application/merge-patch+json"):  # fmt: skip
+        declared = {"content-type": content_type}
+        response = await client.post("/v1/runs", headers=declared, content=body)
+        assert response.status_code == 202, content_type
+    # No content-type at all: a program's raw body, read as JSON.
+    assert (await client.post("/v1/runs", content=body)).status_code == 202
+
+
+async def test_a_server_on_loopback_answers_to_loopback_names_only(env: LocalEnvironment) -> None:
+    # A page whose DNS name is rebound to 127.0.0.1 calls `kumofire-jobs dev` as its own
+    # origin (Sec-Fetch-Site: same-origin) and reads the answers: only the Host header shows it.
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs, loopback=True))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        for host in ("rebind.example:8787", "rebind.example", "127.0.0.1.nip.io:8787", "x:y:z"):
+            same_origin = {"host": host, "sec-fetch-site": "same-origin"}
+            for method, path in (("GET", "/v1/runs"), ("POST", "/v1/jobs/email/pause")):
+                refused = await client.request(method, path, headers=same_origin)
+                assert error_of(refused) == (403, "cross_origin"), (host, method)
+        for host in ("127.0.0.1:8787", "localhost:8787", "LOCALHOST", "[::1]:8787",
+                     "app.localhost:8787", "localhost.", "127.0.0.2"):  # fmt: skip
+            answered = await client.get("/v1/runs", headers={"host": host})
+            assert answered.status_code == 200, host
+        assert (await client.get("/ui/", headers={"host": "rebind.example"})).status_code == 200
+    job = await env.jobs.get_job("email")
+    assert job is not None and job.paused is False
+    # Without `loopback` (a Worker; dev on --host 0.0.0.0), any name is answered.
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(lambda request: env.jobs)),
+        base_url="http://jobs.example.com",
+    ) as client:
+        assert (await client.get("/v1/runs")).status_code == 200
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.5")] == [
+        True, True, True, True, True,
+    ]  # fmt: skip
+    assert [is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.com")] == [
+        False, False, False, False,
+    ]  # fmt: skip

@@ -231,3 +231,32 @@ async def test_the_bulk_filter_documents_that_it_needs_one_of_its_four_fields(
     for body in accepted:
         assert errors(schema, body) == [], body
         assert (await client.post("/v1/runs:cancel", json=body)).status_code == 200, body
+
+
+async def test_refused_queries_media_types_and_origins_answer_documented_statuses(
+    client: httpx.AsyncClient,
+) -> None:
+    # Found by schemathesis against `kumofire-jobs dev`: `runs:counts?name=` answered a 422 its
+    # operation did not document.
+    for path in ("/v1/runs", "/v1/runs:counts", "/v1/schedules"):
+        response = await client.get(path, params={"name": ""})
+        assert response.status_code == 422, path
+        check_response("GET", path, response)
+    with_bodies = [
+        (m.upper(), p)
+        for p, ops in DOCUMENT["paths"].items()
+        for m, op in ops.items()
+        if "requestBody" in op
+    ]
+    for method, path in with_bodies:
+        concrete = path.replace("{key}", "k").replace("{schedule_id}", "sch_x")
+        text = await client.request(
+            method, concrete, content=b"{}", headers={"content-type": "text/plain"}
+        )
+        assert text.status_code == 415, (method, path)
+        check_response(method, path, text)
+        forged = await client.request(
+            method, concrete, json={}, headers={"sec-fetch-site": "cross-site"}
+        )
+        assert forged.status_code == 403, (method, path)
+        check_response(method, path, forged)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import quote
 
 import pytest
 
@@ -193,6 +194,34 @@ def test_runs_attempts_and_logs(cli: Cli) -> None:
     for action in ("attempts", "logs"):
         code, out, err = cli("runs", action, "run_nope")
         assert (code, out, err) == (1, "", "kumofire-jobs: not_found: run run_nope not found\n")
+
+
+def test_control_characters_a_caller_chose_reach_the_terminal_escaped(cli: Cli) -> None:
+    # Found by outside testing: a dedupe key with an escape sequence, printed raw by
+    # `runs get`, set the operator's terminal title; a line break in a key faked a table row.
+    title = "\x1b]0;pwned\x07"
+    sneaky = cli.create(
+        "hello", delay=3600, dedupe_key=f"k{title}", concurrency_key="a\nrun_fake  hello  x",
+        payload={"c1": "\x9b2J", "del": "\x7f"},
+    )  # fmt: skip
+    key = "\x1b[2Jkey"
+    cli.api("PUT", f"/v1/schedules/by-key/{quote(key)}", json={"name": "hello", "every": 600})
+    outputs = [
+        cli.ok("runs", "get", sneaky),
+        cli.ok("runs", "list"),
+        cli.ok("schedules", "list"),
+        cli.ok("runs", "get", sneaky, "--json"),
+    ]
+    for out in outputs:
+        assert not any(ch in out for ch in "\x1b\x07\x9b\x7f"), out
+    assert "k\\u001b]0;pwned\\u0007" in outputs[0]
+    assert "\\u001b[2Jkey" in outputs[2]
+    assert not any(row[0] == "run_fake" for row in rows(outputs[1]))
+    # The JSON is still the API's, the characters escaped as JSON escapes them.
+    assert json.loads(outputs[3]) == cli.api("GET", f"/v1/runs/{sneaky}")
+    cli.api("DELETE", f"/v1/schedules/by-key/{quote(key)}")
+    code, out, err = cli("schedules", "get", key, "--key")  # the message names the key
+    assert (code, out) == (1, "") and "\x1b" not in err and "\\u001b[2Jkey" in err
 
 
 # --- schedules --------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class Operation:
 
 _RUN = {200: "the run"}
 _SCHEDULE = {200: "the schedule"}
-_BODY_ERRORS = (400, 413, 422)
+_BODY_ERRORS = (400, 413, 415, 422)
 _JOB = {200: "the job"}
 _BULK = {200: "how many runs changed, and whether more match"}
 
@@ -138,7 +138,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "List runs, newest first", query=RUN_QUERY,
     ),
     Operation(
-        "counts", ("query",), "GET", "/v1/runs:counts", {200: "the counts"}, (), "Counts",
+        "counts", ("query",), "GET", "/v1/runs:counts", {200: "the counts"}, (422,), "Counts",
         "Run counts by status (every status, zeros included)", query=COUNTS_QUERY,
     ),
     Operation(

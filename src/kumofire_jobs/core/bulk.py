@@ -5,9 +5,10 @@ One call reads at most `limit` + 1 candidate ids (oldest first, only runs in the
 operation applies to) and changes each by the same guarded call as the single operation
 (`RunService.cancel_with_children`, `retry`, `delete`), so a crash mid-bulk leaves every run
 either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
-counted). Calling again goes on with what still matches. `count` is every run the call
-changed: a canceled flow parent's unfinished children, canceled with it, count too (so it
-may exceed `limit`, which bounds the runs matched).
+counted). Calling again goes on with what still matches. A retry changes a flow's children
+before their parent, which then waits for them (`RunStore.retry`). `count` is every run the
+call changed: a canceled flow parent's unfinished children, canceled with it, count too (so
+it may exceed `limit`, which bounds the runs matched).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def bulk(
 ) -> BulkResult:
     parsed, bound, limit = _check_filter(status, name, schedule_id, created_before, limit)
     statuses = APPLIES_TO[action] if parsed is None else APPLIES_TO[action] & {parsed}
-    ids = await store.ids_matching(
+    found = await store.ids_matching(
         sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
     )
     one = _ONE[action]
@@ -91,8 +92,15 @@ async def bulk(
         async with gate:
             return await one(runs, run_id)
 
-    changed = await asyncio.gather(*(change(run_id) for run_id in ids[:limit]))
-    has_more = len(ids) > limit
+    taken = found[:limit]
+    if action == "retry":
+        # A flow's children before their parent: retried after them, the parent waits for
+        # them (`RunStore.retry`) instead of running ahead of the children retried with it.
+        changed = await asyncio.gather(*(change(r) for r, parent in taken if not parent))
+        changed += await asyncio.gather(*(change(r) for r, parent in taken if parent))
+    else:
+        changed = await asyncio.gather(*(change(run_id) for run_id, _ in taken))
+    has_more = len(found) > limit
     if has_more and action == "cancel":
         # The runs past `limit` may have gone with a canceled flow parent: ask again.
         has_more = bool(

@@ -258,12 +258,16 @@ class Consumer:
                     "handler must be async def"
                 )
             result_json = encode_result(await result)  # NonRetryableError if it cannot be kept
-        except asyncio.CancelledError:
-            if not keeper.stopped_runner or runner.uncancel() > 0:
+        except asyncio.CancelledError as exc:
+            if keeper.stopped_runner:
+                if runner.uncancel() > 0:
+                    raise  # this consumer itself is being stopped as well
+                return await self._stopped(attempt, keeper.ended, timeout)
+            if runner.cancelling() > 0:
                 raise  # this consumer itself is being stopped
-            if keeper.ended == "timed_out":
-                return await self._timed_out(attempt, timeout)
-            return await self._ended(attempt, keeper.ended or "lost")
+            # Nobody cancelled this task: the handler raised it (a task of its own cancelled,
+            # say). An error like any other, not a stop that waits for the lease to expire.
+            return await self._failed(attempt, exc)
         except JobCanceledError:
             return await self._ended(attempt, "canceled")
         except LeaseLostError:
@@ -272,17 +276,34 @@ class Consumer:
             return await self._record(
                 attempt, RunStatus.FAILED, describe_error(exc), detail=error_detail(exc)
             )
-        except Exception as exc:
-            retry = run.attempt < run.max_attempts
-            status = RunStatus.SCHEDULED if retry else RunStatus.FAILED
-            return await self._record(
-                attempt, status, describe_error(exc), detail=error_detail(exc)
-            )
+        except (Exception, SystemExit) as exc:  # sys.exit() in a handler ends its attempt only
+            return await self._failed(attempt, exc)
         finally:
             self.running -= 1
             keeper.stop()  # not awaited: once `finished`, a renewal under way touches nothing
             await journal.close()  # what is left goes with the outcome
+        if keeper.stopped_runner:
+            # The handler caught the CancelledError that stopped it and returned: its result
+            # does not count, the stop does (a timeout is a timed-out attempt).
+            if runner.uncancel() > 0:
+                raise asyncio.CancelledError  # this consumer itself is being stopped as well
+            return await self._stopped(attempt, keeper.ended, timeout)
         return await self._record(attempt, RunStatus.SUCCEEDED, result=result_json)
+
+    async def _stopped(
+        self, attempt: Attempt, ended: str | None, limit: float | None
+    ) -> ConsumeOutcome:
+        """The lease keeper stopped the handler: its job's timeout (`limit` seconds), a cancel,
+        or the lease lost."""
+        if ended == "timed_out":
+            return await self._timed_out(attempt, limit)
+        return await self._ended(attempt, ended or "lost")
+
+    async def _failed(self, attempt: Attempt, exc: BaseException) -> ConsumeOutcome:
+        """The handler raised `exc`: retried while attempts remain."""
+        retry = attempt.run.attempt < attempt.run.max_attempts
+        status = RunStatus.SCHEDULED if retry else RunStatus.FAILED
+        return await self._record(attempt, status, describe_error(exc), detail=error_detail(exc))
 
     # --- outcomes ---------------------------------------------------------------------------
 

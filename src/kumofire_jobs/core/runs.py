@@ -212,7 +212,10 @@ class RunService:
             await self._schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
 
     async def retry(self, run_id: str) -> JobRun | None:
-        """Schedule a failed or canceled run again now, with one more attempt allowed."""
+        """Schedule a failed or canceled run again now, with one more attempt allowed (a
+        flow's parent with a child unfinished waits for its children again: not armed, the
+        last child's finish releases it). A crash between the write and the arm: the run is
+        overdue with its coordinator closed, and reconciliation arms it."""
         now = now_ms(self._clock)
         run = await self._store.retry(run_id, now)
         if run is None:
@@ -224,7 +227,8 @@ class RunService:
                 "retried"
             )
         log.info("run.retry_requested", run_id=run.id, job=run.name, attempt=run.attempt)
-        await self._coordinators.arm(run.id, now)
+        if run.status is RunStatus.SCHEDULED:  # (a flow's parent may wait for its children)
+            await self._coordinators.arm(run.id, now)
         return run
 
     async def promote(self, run_id: str) -> JobRun | None:

@@ -195,8 +195,12 @@ _CANCEL_PENDING = (
     f"UPDATE {TABLE} SET status = 'canceled', updated_at = ?, finished_at = ? "
     f"WHERE status = 'scheduled' AND id = (SELECT next_run_id FROM {SCHEDULES} AS s WHERE "
 )
+# A flow's parent with a child unfinished (retried before it) waits for it again: the last
+# child's finish releases it, as at its creation (a run outside a flow: `child_count` NULL).
 _RETRY = (
-    f"UPDATE {TABLE} SET status = 'scheduled', updated_at = ?1, scheduled_for = ?1, "
+    f"UPDATE {TABLE} SET status = CASE WHEN child_count IS NOT NULL AND EXISTS (SELECT 1 FROM "
+    f"{TABLE} AS child WHERE child.parent_id = ?2 AND child.finished_at IS NULL) "
+    "THEN 'waiting' ELSE 'scheduled' END, updated_at = ?1, scheduled_for = ?1, "
     "finished_at = NULL, max_attempts = max_attempts + 1, lease_token = NULL "
     f"WHERE id = ?2 AND status IN ({_RETRYABLE}) RETURNING {COLUMNS}"
 )
@@ -405,12 +409,16 @@ class RunStore:
         schedule_id: str | None,
         id_below: str | None,
         limit: int,
-    ) -> list[str]:
-        """Ids of runs in `statuses` that match the filter, oldest first (a bulk operation's
-        candidates). The primary key's order is creation order, `id_below` a range of it."""
+    ) -> list[tuple[str, bool]]:
+        """Runs in `statuses` that match the filter, oldest first (a bulk operation's
+        candidates): each id, and whether it is a flow's parent. The primary key's order is
+        creation order, `id_below` a range of it."""
         if not statuses:
             return []
-        sql = f"SELECT id FROM {TABLE} WHERE status IN ({sql_list(frozenset(statuses))})"
+        sql = (
+            f"SELECT id, child_count IS NOT NULL AS parent FROM {TABLE} "
+            f"WHERE status IN ({sql_list(frozenset(statuses))})"
+        )
         args: list[Any] = []
         for column, value in (("name", name), ("schedule_id", schedule_id)):
             if value is not None:
@@ -420,4 +428,4 @@ class RunStore:
             sql += " AND id < ?"
             args.append(id_below)
         rows = await self.db.prepare(sql + " ORDER BY id LIMIT ?").bind(*args, limit).all()
-        return [str(row["id"]) for row in rows.results]
+        return [(str(row["id"]), bool(row["parent"])) for row in rows.results]

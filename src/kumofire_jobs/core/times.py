@@ -64,6 +64,10 @@ def parse_rfc3339(text: str) -> datetime:
             f"{text!r} is not an RFC 3339 date-time with seconds and an offset "
             "(for example 2026-11-22T13:00:00Z)"
         )
+    offset = text[-6:]
+    if offset[0] in "+-" and (int(offset[1:3]) > 23 or int(offset[4:6]) > 59):
+        # RFC 3339's offset is at most 23:59; fromisoformat's own message names timedelta.
+        raise ValueError(f"offset {offset} is not an offset of -23:59 to +23:59")
     normalized = text.replace("z", "Z").replace("t", "T").replace(" ", "T")
     if normalized.endswith("Z"):
         normalized = normalized[:-1] + "+00:00"

@@ -25,6 +25,7 @@ from ..core.migrations import apply_migrations, pending_migrations
 from ..core.runtime import Runtime
 from ..core.unhandled import unhandled_jobs, unhandled_warning
 from ..web import create_app
+from ..web.origin import is_loopback
 from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
@@ -145,7 +146,11 @@ async def run_dev_server(
     handled = set(runtime.handlers) | set(env.resources.remote_handlers)
     unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
     await env.start()
-    http = create_app(lambda request: env.jobs, api_token=os.environ.get(TOKEN_ENV) or None)
+    http = create_app(
+        lambda request: env.jobs,
+        api_token=os.environ.get(TOKEN_ENV) or None,
+        loopback=is_loopback(host),
+    )
     freeze_startup_heap()  # short collector pauses from here on
 
     stopping = _Stopping(env)

@@ -140,7 +140,7 @@ def run_ops(args: argparse.Namespace) -> int:
         return _fail(f"--url {args.url!r} is not an http(s) URL: {exc}", USAGE)
     except httpx.TransportError as exc:
         return _fail(f"cannot reach the service at {args.url}: {_reason(exc)}", UNREACHABLE)
-    print(render.dumps(output) if args.json else output)
+    print(render.safe(render.dumps(output) if args.json else output))
     return OK
 
 
@@ -157,7 +157,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"kumofire-jobs: {message}", file=sys.stderr)
+    print(render.safe(f"kumofire-jobs: {message}"), file=sys.stderr)
     return code
 
 

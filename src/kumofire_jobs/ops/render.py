@@ -2,11 +2,16 @@
 
 Tables never shorten an id, a key or a name (they are copied into the next command); only
 free text (an error, a payload) is cut to one line. Times are UTC, to the second, with `Z`.
+
+Whoever can create a run chooses its keys, payload and error text: control characters in
+them are printed escaped (`\u001b`), never raw, so none reaches the terminal as an escape
+sequence (clearing the screen, setting its title) or as a line break faking a table row.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,8 +20,17 @@ import msgspec
 
 from ..core.times import format_rfc3339
 
+# C0 but the line break, DEL and C1: what a terminal may act on. JSON escapes these the same
+# way, so `--json` output stays the same JSON.
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
 TEXT_WIDTH = 60
 """Free text in a table cell (an error, a payload) is cut to this many characters."""
+
+
+def safe(text: str) -> str:
+    """`text` with every control character but the line break as a `\\uXXXX` escape."""
+    return _CONTROL.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def plain(value: Any) -> Any:
@@ -58,7 +72,9 @@ def line(value: Any, width: int = TEXT_WIDTH) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Columns aligned by the widest cell, two spaces apart; the last column is not padded."""
-    cells = [list(headers), *([str(cell) for cell in row] for row in rows)]
+    # One line a row: a line break in a cell is shown as `\n`, like the other controls.
+    cells = [list(headers)]
+    cells += ([safe(str(cell).replace("\n", "\\n")) for cell in row] for row in rows)
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

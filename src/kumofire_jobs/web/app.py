@@ -25,12 +25,13 @@ from ..api import operations, wire
 from ..core.errors import KumofireJobsError, ValidationError
 from ..core.jobs import Jobs
 from ..core.models import JobRun
-from .body import decode_json
+from .body import check_media_type, decode_json
 from .control import OperationEndpoint, register_control
 from .dashboard import dashboard_routes
 from .history import register_history
 from .metrics import metrics_endpoint
 from .openapi import openapi_document
+from .origin import cross_origin, named_elsewhere
 from .query import query_limit, query_str
 from .responses import HTTP_CODES, ApiError, InternalErrors, JSONResponse, error_response
 from .schedules import register_schedules
@@ -47,11 +48,13 @@ def create_app(
     api_token: str | None = None,
     require_token: bool = False,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    loopback: bool = False,
 ) -> Starlette:
     """`jobs(request)` gives the bound jobs API for a request. With `api_token`, every `/v1`
     route but health needs `Authorization: Bearer <token>`; with `require_token` (a production
     Worker) and no token configured, the API answers 403 `api_disabled`. The dashboard's files
-    (`/ui/`, `dashboard.py`) hold no data and need no token."""
+    (`/ui/`, `dashboard.py`) hold no data and need no token. With `loopback` (a server on a
+    loopback address), a `Host` naming anything but loopback is refused (DNS rebinding)."""
 
     def authorize(request: Request) -> None:
         if api_token is None:
@@ -69,6 +72,7 @@ def create_app(
         return ApiError(413, "payload_too_large", f"the body is over {max_body_bytes} bytes")
 
     async def read_json(request: Request) -> Any:
+        check_media_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length", "")
         # Compare lengths first: int() refuses more than 4,300 digits.
         if declared.isascii() and declared.isdigit():
@@ -90,6 +94,22 @@ def create_app(
         def wrap(endpoint: Endpoint) -> Route:
             async def handle(request: Request) -> Response:
                 try:
+                    if loopback and named_elsewhere(request):
+                        raise ApiError(
+                            403,
+                            "cross_origin",
+                            f"this server listens on loopback and answers to localhost, "
+                            f"127.0.0.1 and [::1], not to the name in Host "
+                            f"({request.headers.get('host', '')[:100]!r}): a page that rebinds "
+                            "its own name to 127.0.0.1 would reach it so",
+                        )
+                    if cross_origin(request):
+                        raise ApiError(
+                            403,
+                            "cross_origin",
+                            "a browser sent this from another origin: the API takes writes "
+                            "from its own origin (the dashboard) or from programs",
+                        )
                     if not public:
                         authorize(request)
                     return await endpoint(request)

@@ -1,4 +1,5 @@
-"""A request body's JSON, decoded, or the 400 `invalid_json` saying what is wrong with it."""
+"""A request body's JSON, decoded, or the 400 `invalid_json` saying what is wrong with it; a
+body declared as something else than JSON, the 415 `unsupported_media_type`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,25 @@ from .responses import ApiError
 _LONE_HIGH_SURROGATE = re.compile(
     rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
 )
+
+
+def check_media_type(content_type: str | None) -> None:
+    """A body must be declared JSON (`application/json`, or a `+json` type) or not declared at
+    all (a program's raw body). A form or text body is refused, not read as JSON: curl's `-d`
+    without `-H 'content-type: application/json'` gets told what to send."""
+    if content_type is None:
+        return
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    shown = media_type[:100] or "(empty)"
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"the body must be JSON, sent with content-type: application/json (not {shown})",
+    )
 
 
 def decode_json(data: bytes) -> Any:

@@ -26,10 +26,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
     described = {
         400: "the body is not JSON (`invalid_json`)",
         401: "token missing or wrong (`unauthorized`)",
-        403: "production Worker with no token configured (`api_disabled`)",
+        403: "production Worker with no token configured (`api_disabled`), or a browser's "
+        "write from another origin (`cross_origin`)",
         404: "unknown id, key or route (`not_found`)",
         409: "the call contradicts the current state (`conflict`)",
         413: "body over the limit (`payload_too_large`)",
+        415: "a body declared as something but JSON (`unsupported_media_type`)",
         422: "a field is invalid (`validation_error`) or the job has no handler (`unknown_job`)",
         503: "the storage is full (`storage_full`): retry once space is freed (`Retry-After`)",
     }

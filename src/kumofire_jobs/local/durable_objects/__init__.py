@@ -26,7 +26,8 @@ semantics follow the platform's documentation, not convenience; each module hold
   against a crash of this process, `"FULL"` for power loss too. Reads are served from a
   per-object cache of what was read or written (dropped on eviction; `CACHE_MAX_BYTES`, 4 MiB,
   before it starts over), as the platform's storage cache does. A failed commit resets the
-  objects whose writes it held, and their callers get the error.
+  objects whose writes it held, and their callers get the error; a call of a reset instance
+  still in flight fails at its next storage operation.
 * `alarms`: one per object, millisecond granularity, retried with backoff when `alarm()`
   throws (2 s, 4 s, 8 s, ... up to 6 retries) or its commit fails (the same backoff, then
   every 64 s until a commit succeeds). At least once: a handler cut short by `stop()` runs

@@ -37,7 +37,8 @@ from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import output_gate
 
-from .errors import events, failure_fields, log
+from .errors import DurableObjectError, events, failure_fields, log
+from .storage import RESET_MESSAGE
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -267,6 +268,7 @@ class Alarms:
         succeeded = False
         try:
             instance = await self._enter(actor)
+            storage = actor.storage  # the instance's: marked if a failed commit resets it
             handler = getattr(instance, "alarm", None)
             if not callable(handler):
                 log.error("%s has no alarm() handler; dropping its alarm", self.class_name)
@@ -275,6 +277,10 @@ class Alarms:
                 result = handler(info)
                 if inspect.isawaitable(result):
                     await result
+                if storage is not None and storage.reset:
+                    # Its writes were lost (a commit before a call out failed) and the object
+                    # reset: the run failed, and is retried, as on the platform.
+                    raise DurableObjectError(RESET_MESSAGE)
                 succeeded = True
         except asyncio.CancelledError:
             raise  # stop(): the stored alarm stands and stop() re-arms it

@@ -22,6 +22,7 @@ from kumofire_jobs.local import checkpoint, group_commit
 
 from .alarms import ALARM_MAX_RETRIES
 from .errors import DurableObjectError, events, failure_fields
+from .storage import LocalDurableObjectStorage
 
 if TYPE_CHECKING:
     from kumofire_jobs.local.one_file import OneFile
@@ -347,6 +348,11 @@ class Commit:
         actor.writes_clear = False
         actor.name_recorded = bool(actor.name_committed)
         if actor.instance is not None:
+            # The instance is reset, as on the platform: its calls still in flight fail at
+            # their next storage operation; the next call builds a fresh one from storage.
+            if actor.storage is not None:
+                actor.storage.reset = True
+                actor.storage = LocalDurableObjectStorage(self, actor)  # type: ignore[arg-type]
             self._drop_instance(actor)
         else:
             actor.cache, actor.cache_complete, actor.cache_bytes = {}, False, 0

@@ -29,7 +29,12 @@ from .commit import SCHEMA, Commit, storage_error
 from .errors import DurableObjectError, log
 from .eviction import IDLE_EVICTION_SECONDS, MAX_IDLE_OBJECTS, Eviction, IdleEvictor
 from .gate import InputGate, LocalDurableObjectState
-from .storage import DELETE_ALL_DELETES_ALARM, LocalDurableObjectStorage, check_options
+from .storage import (
+    DELETE_ALL_DELETES_ALARM,
+    RESET_MESSAGE,
+    LocalDurableObjectStorage,
+    check_options,
+)
 from .stubs import LocalDurableObjectId, LocalDurableObjectStub
 
 if TYPE_CHECKING:
@@ -360,6 +365,7 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
             instance = actor.instance
             if instance is None or actor.blockers:
                 instance = await self._enter(actor)
+            storage = actor.storage  # the instance's: marked if a failed commit resets it
             function = getattr(instance, method, None)
             if not callable(function):
                 raise DurableObjectError(
@@ -373,6 +379,10 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
                 log.debug("Durable Object method %s raised", method, exc_info=True)
                 raise DurableObjectError(str(exc)) from None
             value = structured_clone(result)
+            if storage is not None and storage.reset:
+                # A commit of its writes failed during the call (before a call out, say): the
+                # object was reset, and its caller hears that, never of a write that was lost.
+                raise DurableObjectError(RESET_MESSAGE)
         except asyncio.CancelledError:
             answer.cancel()  # stop(): the caller sees the call cut off
             raise

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
 
 from .clone import decode, encode
+from .errors import DurableObjectError
 from .sql import LocalSqlStorage
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ _LIST_OPTIONS = _GET_OPTIONS | {"start", "startAfter", "end", "prefix", "reverse
 _GET_ALARM_OPTIONS = frozenset({"allowConcurrency"})
 _SET_ALARM_OPTIONS = frozenset({"allowConcurrency", "allowUnconfirmed"})
 _NO_VALUE: Any = object()
+# What a storage operation of an instance that a failed commit reset raises (the platform's
+# wording): the object was reset under it, and its memory is no longer the object's.
+RESET_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
 
 
 def check_options(options: Mapping[str, Any] | None, allowed: frozenset[str], op: str) -> None:
@@ -92,6 +96,14 @@ class LocalDurableObjectStorage:
     def __init__(self, namespace: LocalDurableObjectNamespace, actor: Actor) -> None:
         self._namespace = namespace
         self._actor = actor
+        # Set when a failed commit reset the object: this storage belonged to the instance
+        # reset, whose calls still in flight fail at their next operation (`_live`), as on
+        # the platform, instead of writing on beside the fresh instance built from storage.
+        self.reset = False
+
+    def _live(self) -> None:
+        if self.reset:
+            raise DurableObjectError(RESET_MESSAGE)
 
     # KV ------------------------------------------------------------------------------------
 
@@ -105,6 +117,7 @@ class LocalDurableObjectStorage:
 
     async def get(self, key: Any, options: Mapping[str, Any] | None = None) -> Any:
         """A key's value (None when absent), or for a list of keys a dict of those present."""
+        self._live()
         if options is not None:
             check_options(options, _GET_OPTIONS, "get")
         if isinstance(key, str):
@@ -123,6 +136,7 @@ class LocalDurableObjectStorage:
         options: Mapping[str, Any] | None = None,
     ) -> None:
         """`put(key, value)` or `put({key: value, ...})` (then the second argument is options)."""
+        self._live()
         actor = self._actor
         if isinstance(key, str):
             if value is _NO_VALUE:
@@ -157,6 +171,7 @@ class LocalDurableObjectStorage:
 
     async def delete(self, key: Any, options: Mapping[str, Any] | None = None) -> bool | int:
         """Delete a key (True if it existed) or a list of keys (how many existed)."""
+        self._live()
         check_options(options, _PUT_OPTIONS, "delete")
         keys = [_check_key(key)] if isinstance(key, str) else _check_keys(key, "delete")
         if not keys:
@@ -171,6 +186,7 @@ class LocalDurableObjectStorage:
 
     async def deleteAll(self, options: Mapping[str, Any] | None = None) -> None:
         """Delete every key, the SQL database and (see DELETE_ALL_DELETES_ALARM) the alarm."""
+        self._live()
         check_options(options, _PUT_OPTIONS, "deleteAll")
         namespace, actor = self._namespace, self._actor
         actor.writes.clear()
@@ -186,6 +202,7 @@ class LocalDurableObjectStorage:
     async def list(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Entries ordered by key: `prefix`, `start` (inclusive) or `startAfter`, `end`
         (exclusive), `reverse`, `limit`."""
+        self._live()
         check_options(options, _LIST_OPTIONS, "list")
         # None stands for JavaScript's undefined: the option is absent.
         opts = {k: v for k, v in (options or {}).items() if v is not None}
@@ -219,6 +236,7 @@ class LocalDurableObjectStorage:
 
     async def sync(self) -> None:
         """Resolve once the writes made so far are durable."""
+        self._live()
         if self._actor.dirty:
             await self._namespace._durable()
 
@@ -226,6 +244,7 @@ class LocalDurableObjectStorage:
 
     async def getAlarm(self, options: Mapping[str, Any] | None = None) -> float | None:
         """The alarm's time in epoch ms, or None. Inside `alarm()`: only one it set itself."""
+        self._live()
         if options is not None:
             check_options(options, _GET_ALARM_OPTIONS, "getAlarm")
         return self._namespace._alarm_time(self._actor)
@@ -234,6 +253,7 @@ class LocalDurableObjectStorage:
         self, scheduled_time: float | datetime, options: Mapping[str, Any] | None = None
     ) -> None:
         """Set the object's one alarm (epoch ms or datetime), replacing any other."""
+        self._live()
         if options is not None:
             check_options(options, _SET_ALARM_OPTIONS, "setAlarm")
         time_ms = _alarm_ms(scheduled_time)
@@ -243,6 +263,7 @@ class LocalDurableObjectStorage:
         self._namespace._set_alarm(self._actor, time_ms)
 
     async def deleteAlarm(self, options: Mapping[str, Any] | None = None) -> None:
+        self._live()
         if options is not None:
             check_options(options, _SET_ALARM_OPTIONS, "deleteAlarm")
         namespace, actor = self._namespace, self._actor
@@ -253,6 +274,7 @@ class LocalDurableObjectStorage:
 
     @property
     def sql(self) -> LocalSqlStorage:
+        self._live()
         actor = self._actor
         actor.cleared = False
         if actor.sql is None:
