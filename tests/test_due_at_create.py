@@ -5,6 +5,7 @@ message, a failed send, a retry, a delayed run, a limited job's run, a flow's ch
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kumofire_jobs import CreateRequest, JobContext, JobOptions, Resources, RetryPolicy
@@ -232,7 +233,12 @@ async def test_a_job_named_like_a_placement_is_delivered_by_reading_its_row(
 async def test_a_dedupe_key_and_a_flows_children_due_at_create(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
-    env = await make_env({"job": noop})
+    released = asyncio.Event()
+
+    async def held(ctx: JobContext) -> None:
+        await released.wait()  # no run finishes before the reads below
+
+    env = await make_env({"job": held})
     first = await env.jobs.create("job", dedupe_key="k")
     again = await env.jobs.create("job", dedupe_key="k")
     assert again.deduplicated and again.kumofire_job_run_id == first.kumofire_job_run_id
@@ -246,6 +252,7 @@ async def test_a_dedupe_key_and_a_flows_children_due_at_create(
     assert due in ("queued", "running") and delayed == "scheduled"
     parent = await env.jobs.get(flow.parent_id)
     assert parent is not None and parent.status == "waiting"
+    released.set()
     await clock.advance(5)
     for run_id in (first.kumofire_job_run_id, flow.parent_id, *flow.children):
         run = await env.jobs.get(run_id)

@@ -62,3 +62,28 @@ def test_a_long_field_keeps_both_ends_so_a_traceback_keeps_its_exception_line() 
     assert cut.startswith("Traceback (most recent call last):")
     assert cut.endswith("OSError: [Errno 28] No space left on device")
     assert f"[{len(traceback)} chars]" in cut and len(cut) < MAX_FIELD_CHARS + 50
+
+
+def test_a_json_line_has_the_level_the_time_the_exception_and_bounded_fields(
+    log_stream: io.StringIO,
+) -> None:
+    # The JSON configuration renders in one processor what four did in a chain: the same
+    # fields, the exception formatted, long fields cut, structured ones sized.
+    log = structlog.get_logger("kumofire_jobs")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.error(
+            "x.failed", note="n" * (MAX_FIELD_CHARS + 1), blob=list(range(1000)), exc_info=True
+        )
+    log.info("x.done", count=3)
+    failed, done = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    assert failed["event"] == "x.failed" and failed["level"] == "error"
+    assert "exc_info" not in failed
+    assert failed["exception"].startswith("Traceback") and "ValueError: boom" in failed["exception"]
+    assert f"[{MAX_FIELD_CHARS + 1} chars]" in failed["note"]
+    assert failed["blob"].startswith("<list of ")
+    assert done == {"event": "x.done", "count": 3, "level": "info", "timestamp": done["timestamp"]}
+    assert done["timestamp"].endswith("Z") and len(done["timestamp"]) == len(
+        "2026-01-01T00:00:00.000000Z"
+    )

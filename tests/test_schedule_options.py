@@ -8,9 +8,9 @@ from datetime import datetime
 import httpx
 import pytest
 
-from kumofire_jobs import ValidationError
+from kumofire_jobs import ConflictError, ValidationError
 from kumofire_jobs.core.clock import ManualClock
-from kumofire_jobs.core.times import ms_to_datetime
+from kumofire_jobs.core.times import format_rfc3339, ms_to_datetime
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
 from tests.support.envs import EnvFactory, noop
@@ -126,6 +126,97 @@ async def test_no_occurrence_before_start_at_nor_after_end_at(
     assert cron.next_run_at is not None and cron.next_run_at >= at(clock, 7200)
     past = await env.jobs.create_schedule("tick", every=10, end_at=at(clock, -1))
     assert (past.enabled, past.next_run_at) == (False, None)
+
+
+async def test_enabling_a_schedule_past_its_limit_is_a_conflict_that_changes_nothing(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    schedule = await env.jobs.create_schedule("tick", every=10, limit=2, key="twice")
+    for _ in range(10):
+        await clock.advance(5)
+    done = await env.jobs.get_schedule(schedule.id)
+    assert done is not None and (done.enabled, done.count) == (False, 2)
+    message = (
+        f"schedule {schedule.id} cannot be enabled: it has had all 2 occurrences its limit "
+        "allows (limit 2): raise its limit to enable it"
+    )
+    for call in (
+        env.jobs.enable_schedule(schedule.id),
+        env.jobs.enable_schedule_by_key("twice"),
+        env.jobs.update_schedule(schedule.id, enabled=True),
+        env.jobs.update_schedule_by_key("twice", enabled=True, payload={"x": 1}),
+        env.jobs.upsert_schedule("twice", "tick", enabled=True),
+    ):
+        with pytest.raises(ConflictError) as raised:
+            await call
+        assert str(raised.value) == message
+    assert await env.jobs.get_schedule(schedule.id) == done  # nothing written
+    assert len(await occurrences(env, schedule.id)) == 2
+    # Not asking to enable is no conflict: it stays disabled, as its limit says.
+    upserted = await env.jobs.upsert_schedule("twice", "tick", payload={"y": 2})
+    assert (upserted.enabled, upserted.payload) == (False, {"y": 2})
+    # Raising the limit with the same call enables it.
+    raised_limit = await env.jobs.update_schedule(schedule.id, limit=3, enabled=True)
+    assert raised_limit is not None and raised_limit.enabled and raised_limit.next_run_at
+
+
+async def test_enabling_a_schedule_past_its_end_at_is_a_conflict_that_changes_nothing(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    end = at(clock, 25)
+    schedule = await env.jobs.create_schedule("tick", every=10, end_at=end)
+    for _ in range(10):
+        await clock.advance(5)
+    done = await env.jobs.get_schedule(schedule.id)
+    assert done is not None and (done.enabled, done.count) == (False, 2)
+    with pytest.raises(ConflictError) as raised:
+        await env.jobs.enable_schedule(schedule.id)
+    assert str(raised.value) == (
+        f"schedule {schedule.id} cannot be enabled: its next occurrence "
+        f"({format_rfc3339(at(clock, 10))}) would come after its end_at "
+        f"({format_rfc3339(end)}): move end_at later to enable it"
+    )
+    assert await env.jobs.get_schedule(schedule.id) == done
+    later = await env.jobs.update_schedule(schedule.id, end_at=at(clock, 3600), enabled=True)
+    assert later is not None and later.enabled and later.next_run_at == at(clock, 10)
+    # An enabled schedule asked to stay enabled past a new end_at: refused, left as it was.
+    with pytest.raises(ConflictError, match="would come after its end_at"):
+        await env.jobs.update_schedule(schedule.id, end_at=at(clock, 1), enabled=True)
+    assert await env.jobs.get_schedule(schedule.id) == later
+    assert [s for s, _, _ in await occurrences(env, schedule.id)].count("scheduled") == 1
+    # Without enabled, the same change disables it (the schedule has nothing left to run).
+    ended = await env.jobs.update_schedule(schedule.id, end_at=at(clock, 1))
+    assert ended is not None and (ended.enabled, ended.next_run_at) == (False, None)
+
+
+async def test_http_enable_past_the_bounds_is_409_conflict(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    schedule = await env.jobs.create_schedule("tick", every=10, limit=1, key="once")
+    for _ in range(5):
+        await clock.advance(5)
+    transport = httpx.ASGITransport(app=create_app(lambda request: env.jobs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for method, path, body in (
+            ("POST", f"/v1/schedules/{schedule.id}/enable", None),
+            ("POST", "/v1/schedules/by-key/once/enable", None),
+            ("PATCH", f"/v1/schedules/{schedule.id}", {"enabled": True}),
+            ("PATCH", "/v1/schedules/by-key/once", {"enabled": True}),
+            ("PUT", "/v1/schedules/by-key/once", {"name": "tick", "enabled": True}),
+        ):
+            response = await http.request(method, path, json=body)
+            assert response.status_code == 409, (path, response.text)
+            assert response.json() == {
+                "error": {
+                    "code": "conflict",
+                    "message": f"schedule {schedule.id} cannot be enabled: it has had all 1 "
+                    "occurrences its limit allows (limit 1): raise its limit to enable it",
+                }
+            }
+        response = await http.patch(
+            f"/v1/schedules/{schedule.id}", json={"limit": 2, "enabled": True}
+        )
+        assert response.status_code == 200 and response.json()["enabled"] is True
 
 
 async def test_bad_bounds_are_refused(env: LocalEnvironment, clock: ManualClock) -> None:

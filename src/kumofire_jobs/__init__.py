@@ -7,6 +7,8 @@ each run is owned by a coordinator Durable Object holding its lease and its timi
 from .core.clock import Clock, ManualClock, SystemClock
 from .core.context import JobContext
 from .core.errors import (
+    ConfigurationError,
+    ConfigurationTypeError,
     ConflictError,
     JobCanceledError,
     KumofireJobsError,
@@ -44,6 +46,8 @@ __all__ = [
     "AttemptOutcome",
     "BulkResult",
     "Clock",
+    "ConfigurationError",
+    "ConfigurationTypeError",
     "ConflictError",
     "ConsumeOutcome",
     "ConsumeResult",

@@ -391,6 +391,28 @@ async def test_schedules_round_trip(
     assert runs.items and all(r.schedule_id == schedule.id for r in runs.items)
 
 
+async def test_enabling_a_schedule_past_its_limit_is_a_conflict_over_rpc(
+    client: JobsClient, local: Jobs, binding: FakeServiceBinding, clock: ManualClock
+) -> None:
+    schedule = await client.create_schedule("job", every=5, key="once", limit=1)
+    for _ in range(4):
+        await clock.advance(5)
+    done = await client.get_schedule(schedule.id)
+    assert done is not None and (done.enabled, done.count) == (False, 1)
+    with pytest.raises(ConflictError) as caught:
+        await client.enable_schedule(schedule.id)
+    with pytest.raises(ConflictError) as expected:
+        await local.enable_schedule(schedule.id)
+    assert str(caught.value) == str(expected.value)
+    assert "cannot be enabled: it has had all 1 occurrences its limit allows" in str(caught.value)
+    with pytest.raises(ConflictError):
+        await client.enable_schedule_by_key("once")
+    answered = await binding.enable_schedule(schedule.id)  # RPC: an Error "conflict: ..."
+    assert isinstance(answered, BaseException)
+    assert f"conflict: schedule {schedule.id} cannot be enabled" in str(answered)
+    assert await client.get_schedule(schedule.id) == done
+
+
 async def test_missing_schedules_are_none_and_errors_typed(client: JobsClient, local: Jobs) -> None:
     for missing in (
         client.get_schedule("sch_missing"),

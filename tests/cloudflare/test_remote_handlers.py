@@ -18,6 +18,7 @@ import pytest
 from kumofire_jobs import NonRetryableError, RemoteHandlersError
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.services import JsDict
+from kumofire_jobs.remote import RemoteContext
 from tests.support.fake_sdk import JsProxy, answered_error
 from tests.support.service_binding import FakeServiceBinding
 from tests.support.worker_entry import Stack, WorkerEntry
@@ -134,6 +135,36 @@ async def test_a_remote_non_retryable_error_fails_the_run(
         "NonRetryableError: HANDLERS.run_job: kumofire_jobs.core.errors.NonRetryableError: "
         "attempt 1 failed"
     )
+
+
+class CarryingHandlers(Handlers):
+    """A target that answers with `RemoteContext`: its lines and progress come back."""
+
+    async def run_job(self, run: Any) -> Any:
+        self.runs.append(run)
+        ctx = RemoteContext(run)
+        ctx.log.info("sending", to=ctx.job.payload["to"])
+        await ctx.progress({"sent": 1})
+        return ctx.answer({"done": ctx.job.id})
+
+
+@pytest.mark.parametrize("target", [CarryingHandlers()], ids=["carrying"])
+async def test_an_answer_carrying_lines_and_progress_crosses_back(
+    stack: Stack, target: Handlers, clock: ManualClock
+) -> None:
+    jobs = stack.service()
+    run_id = (await jobs.create({"name": "notify", "payload": {"to": "a@x"}}))[
+        "kumofire_job_run_id"
+    ]
+    await clock.advance(0)
+    run = await jobs.get(run_id)
+    assert (run["status"], run["result"], run["progress"]) == (
+        "succeeded",
+        {"done": run_id},
+        {"sent": 1},
+    )
+    [line] = (await jobs.logs(run_id))["items"]
+    assert (line["event"], line["fields"]["to"]) == ("sending", "a@x")
 
 
 async def test_remote_names_are_known_to_create_and_others_are_not(stack: Stack) -> None:

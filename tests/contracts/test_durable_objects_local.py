@@ -384,13 +384,25 @@ class Coalescing(ContractObject):
         await self.ctx.storage.put(key, "unacknowledged")
         await self.probe.gate("never")
 
+    async def call_itself_then_read(self, name: str) -> list[Any]:
+        # With no writes pending, nothing holds the call back but the input gate, which this
+        # call holds until it awaits something other than storage.
+        call = self.probe.namespace.getByName(name).storage("put", "n", 2)
+        seen = await self.ctx.storage.get("n")
+        await call
+        return [seen, await self.ctx.storage.get("n")]
+
 
 async def _coalescing(
-    clock: ManualClock, path: Path
+    clock: ManualClock, path: Path, start_in_caller: frozenset[str] = frozenset()
 ) -> tuple[LocalDurableObjectNamespace, LocalProbe]:
     probe = LocalProbe(now=clock.now, path=path)
     ns = LocalDurableObjectNamespace(
-        Coalescing, path=path, clock=clock, env=SimpleNamespace(PROBE=probe)
+        Coalescing,
+        path=path,
+        clock=clock,
+        env=SimpleNamespace(PROBE=probe),
+        start_in_caller=start_in_caller,
     )
     probe.namespace = ns
     await ns.start()
@@ -513,13 +525,28 @@ async def test_writes_of_concurrent_calls_share_one_commit(
         await ns.close()
 
 
+async def test_a_call_an_object_makes_to_itself_waits_for_the_input_gate(
+    clock: ManualClock, data_dir: Path
+) -> None:
+    # A call of a `start_in_caller` method from code outside any object starts at once, in
+    # its caller's step; one made inside an object's call must not: that call holds the gate
+    # until it awaits.
+    ns, _ = await _coalescing(clock, data_dir, frozenset({"storage", "call_itself_then_read"}))
+    try:
+        await ns.getByName("a").storage("put", "n", 1)
+        assert await ns.getByName("a").call_itself_then_read("a") == [1, 2]
+    finally:
+        await ns.close()
+
+
 async def test_a_crash_loses_only_writes_whose_call_had_not_returned(
     clock: ManualClock, data_dir: Path
 ) -> None:
-    ns, _ = await _coalescing(clock, data_dir)
+    ns, _ = await _coalescing(clock, data_dir, frozenset({"write_then_hang"}))
     await ns.getByName("a").storage("put", "acknowledged", 1)
     hanging = asyncio.ensure_future(ns.getByName("a").write_then_hang("pending"))
-    await asyncio.sleep(0)  # the call starts and writes; its turn has not ended
+    # The call has started and written (a call runs at once until it first waits); its
+    # turn has not ended.
     storage = ns._actors[ns.idFromName("a").toString()].storage
     assert storage is not None
     await storage.put("direct", 2)  # returned, but its turn has not ended either

@@ -22,14 +22,22 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 class DevServer:
-    def __init__(self, data_dir: Path, *extra: str, script: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *extra: str,
+        script: bool = False,
+        command: list[str] | None = None,
+    ) -> None:
         """`script`: started as the README starts it, `bash scripts/dev`, in a session of its
-        own (a terminal's process group: `ctrl_c()` signals the whole group)."""
-        command = (
-            ["bash", "scripts/dev"]
-            if script
-            else [sys.executable, "-m", "kumofire_jobs.cli", "dev"]
-        )
+        own (a terminal's process group: `ctrl_c()` signals the whole group). `command`: the
+        command that runs `dev` in its place (`--port`, `--data-dir` and `extra` follow)."""
+        if command is None:
+            command = (
+                ["bash", "scripts/dev"]
+                if script
+                else [sys.executable, "-m", "kumofire_jobs.cli", "dev"]
+            )
         self.process = subprocess.Popen(
             [*command, "--port", "0", "--data-dir", str(data_dir), *extra],
             cwd=ROOT,
@@ -76,6 +84,7 @@ class DevServer:
         for line in self.process.stdout:
             match = LISTENING.search(line)
             if match:
+                self.listening = line
                 return match.group(1)
         raise AssertionError(f"the dev server exited ({self.process.wait()}) before listening")
 

@@ -361,6 +361,14 @@ def test_remote_handlers(api: Api, job: str) -> None:
     fatal = api.wait(api.create({"name": job, "payload": {"non_retryable": "bad address"}}))
     assert (fatal["status"], fatal["attempt"]) == ("failed", 1), fatal
     assert "non_retryable: bad address" in fatal["last_error"]
+    carried = api.wait(api.create({"name": job, "payload": {"carry": 7}}))
+    assert (carried["status"], carried["progress"]) == ("succeeded", {"step": 7}), carried
+    assert carried["result"]["handled_by"] == job[:2]
+    status, logs = request(f"{api.url}/v1/runs/{carried['id']}/logs")
+    assert status == 200, logs
+    [line] = logs["items"]
+    assert (line["event"], line["fields"]["by"]) == ("carried", job[:2]), line
+    assert line["fields"]["remote_at"].endswith("Z"), line
     record(f"remote handler ({job})", lateness_ms(ok))
 
 

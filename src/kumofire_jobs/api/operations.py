@@ -99,6 +99,10 @@ class Operation:
 
 _RUN = {200: "the run"}
 _SCHEDULE = {200: "the schedule"}
+_ENABLE = (
+    "Enable (materializes the next occurrence); 409 when it would have none: its limit used up "
+    "or no occurrence before its end_at"
+)
 _BODY_ERRORS = (400, 413, 415, 422)
 _JOB = {200: "the job"}
 _BULK = {200: "how many runs changed, and whether more match"}
@@ -193,7 +197,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     Operation(
         "upsert_schedule", ("key", "body"), "PUT", "/v1/schedules/by-key/{key}",
-        {201: "created", 200: "updated"}, _BODY_ERRORS, "JobSchedule",
+        {201: "created", 200: "updated"}, (*_BODY_ERRORS, 409), "JobSchedule",
         "Create or change the schedule with this key (only the fields given)",
         body=SCHEDULE_FIELDS,
     ),
@@ -207,13 +211,13 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     Operation(
         "update_schedule", ("id", "patch"), "PATCH", "/v1/schedules/{schedule_id}", _SCHEDULE,
-        (404, *_BODY_ERRORS), "JobSchedule",
+        (404, *_BODY_ERRORS, 409), "JobSchedule",
         "Change the fields given (timing changes replace the pending occurrence)",
         body=SCHEDULE_FIELDS,
     ),
     Operation(
         "update_schedule_by_key", ("key", "patch"), "PATCH", "/v1/schedules/by-key/{key}",
-        _SCHEDULE, (404, *_BODY_ERRORS), "JobSchedule",
+        _SCHEDULE, (404, *_BODY_ERRORS, 409), "JobSchedule",
         "Change the fields given (timing changes replace the pending occurrence)",
         body=SCHEDULE_FIELDS,
     ),
@@ -227,11 +231,11 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     ),
     Operation(
         "enable_schedule", ("id",), "POST", "/v1/schedules/{schedule_id}/enable", _SCHEDULE,
-        (404,), "JobSchedule", "Enable (materializes the next occurrence)",
+        (404, 409), "JobSchedule", _ENABLE,
     ),
     Operation(
         "enable_schedule_by_key", ("key",), "POST", "/v1/schedules/by-key/{key}/enable",
-        _SCHEDULE, (404,), "JobSchedule", "Enable (materializes the next occurrence)",
+        _SCHEDULE, (404, 409), "JobSchedule", _ENABLE,
     ),
     Operation(
         "delete_schedule", ("id",), "DELETE", "/v1/schedules/{schedule_id}", {204: "deleted"},

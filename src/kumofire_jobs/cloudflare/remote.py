@@ -22,12 +22,13 @@ HTTP API answers it (`GET /v1/runs/{id}`), as it is while this attempt runs (`st
 attempt), with `children`: a flow parent's children as a local handler's `ctx.children` has
 them (each as the HTTP API answers a run, `result` included), `[]` for any other run.
 Returning is success, and the value returned is the run's `result`, as a local handler's is
-(JSON, at most 64 KiB; one that cannot be kept fails the run without a retry). Raising is a
-failed attempt, retried by the
-runtime's `RetryPolicy`; an error whose message starts with `non_retryable:`, or a Python
-`NonRetryableError` (recognized by name: Workers RPC carries an error's message and the Python
-traceback, not its type), fails the run at once. The lease is renewed in the background while
-the call runs, as for a local handler.
+(JSON, at most 64 KiB; one that cannot be kept fails the run without a retry), unless it is an
+object marked `"kumofireJobsAnswer": 1`, which carries the target's log lines and progress
+back with the result or an error (`remote_answer.py`; `RemoteContext` writes it in a Python
+target). Raising is a failed attempt, retried by the runtime's `RetryPolicy`; an error whose
+message starts with `non_retryable:`, or a Python `NonRetryableError` (recognized by name:
+Workers RPC carries an error's message and the Python traceback, not its type), fails the run
+at once. The lease is renewed in the background while the call runs, as for a local handler.
 
 A name may be routed here or registered in the runtime, not both (`RemoteHandlersError`).
 """
@@ -45,11 +46,22 @@ from ..core.context import Handler, JobContext
 from ..core.errors import NonRetryableError, RemoteHandlersError
 from ..core.models import JobRun
 from ..core.validation import MAX_NAME_CHARS
+from .remote_answer import (
+    ANSWER_KEY,
+    RemoteAnswerError,
+    RemoteContext,
+    RemoteHandlerError,
+    carry_back,
+    is_carrying_answer,
+)
 
 __all__ = [
+    "ANSWER_KEY",
     "DEFAULT_METHOD",
     "NON_RETRYABLE_PREFIX",
     "REMOTE_HANDLERS_VAR",
+    "RemoteAnswerError",
+    "RemoteContext",
     "RemoteHandler",
     "RemoteHandlerError",
     "RemoteRoute",
@@ -73,11 +85,6 @@ _NOT_RPC: Final = frozenset({"fetch", "connect", "then", "constructor"})
 _NON_RETRYABLE_TYPE: Final = "NonRetryableError"
 # How Pyodide folds a Python exception's traceback into a JavaScript error's message.
 _PYTHON_ERROR_PREFIX: Final = "PythonError: "
-
-
-class RemoteHandlerError(Exception):
-    """A remote handler's call failed (a retry, if attempts are left): `str()` is
-    `"<BINDING>.<method>: <the last line of the error it raised>"`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +318,11 @@ class RemoteHandler:
             if is_non_retryable(exc):
                 raise NonRetryableError(summary) from exc
             raise RemoteHandlerError(summary) from exc
-        return answer if self._incoming is None else self._incoming(answer)
+        if self._incoming is not None:
+            answer = self._incoming(answer)
+        if is_carrying_answer(answer):  # log lines and progress, with the result or an error
+            return await carry_back(answer, ctx, str(self.route))
+        return answer
 
     def __repr__(self) -> str:
         return f"<remote handler {self.route.job!r} -> {self.route}>"

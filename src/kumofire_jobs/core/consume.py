@@ -249,15 +249,22 @@ class Consumer:
         keeper.start(runner, None if timeout is None else attempt.started + timeout)
         self.running += 1
         try:
-            result = handler(ctx)
-            if not inspect.isawaitable(result):
-                # Its side effect has run: a retry would repeat it (the runtime refuses a
-                # handler that is not async, so only an odd callable gets here).
-                raise NonRetryableError(
-                    f"the handler returned {type(result).__name__}, not an awaitable: a "
-                    "handler must be async def"
-                )
-            result_json = encode_result(await result)  # NonRetryableError if it cannot be kept
+            try:
+                result = handler(ctx)
+                if not inspect.isawaitable(result):
+                    # Its side effect has run: a retry would repeat it (the runtime refuses a
+                    # handler that is not async, so only an odd callable gets here).
+                    raise NonRetryableError(
+                        f"the handler returned {type(result).__name__}, not an awaitable: a "
+                        "handler must be async def"
+                    )
+                result_json = encode_result(await result)  # NonRetryableError: not kept
+            finally:
+                # The handler has ended: before any outcome is written, so neither the
+                # timeout nor a renewal's answer can stop this task while it writes one.
+                self.running -= 1
+                keeper.stop()  # not awaited: once `finished`, a renewal under way touches nothing
+                await journal.close()  # what is left goes with the outcome
         except asyncio.CancelledError as exc:
             if keeper.stopped_runner:
                 if runner.uncancel() > 0:
@@ -278,10 +285,6 @@ class Consumer:
             )
         except (Exception, SystemExit) as exc:  # sys.exit() in a handler ends its attempt only
             return await self._failed(attempt, exc)
-        finally:
-            self.running -= 1
-            keeper.stop()  # not awaited: once `finished`, a renewal under way touches nothing
-            await journal.close()  # what is left goes with the outcome
         if keeper.stopped_runner:
             # The handler caught the CancelledError that stopped it and returned: its result
             # does not count, the stop does (a timeout is a timed-out attempt).

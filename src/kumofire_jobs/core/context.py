@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from .errors import ConfigurationError, ConfigurationTypeError
 from .models import JobRun
 from .validation import MAX_NAME_CHARS
 
@@ -73,9 +74,11 @@ def check_job_name(name: object) -> None:
     where a '/' would split it (`%2F` arrives decoded), so such a job could not be paused over
     HTTP, the CLI or the dashboard."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
-        raise ValueError(f"job name {name!r} must be a string of 1 to {MAX_NAME_CHARS} characters")
+        raise ConfigurationError(
+            f"job name {name!r} must be a string of 1 to {MAX_NAME_CHARS} characters"
+        )
     if "/" in name:
-        raise ValueError(
+        raise ConfigurationError(
             f"job name {name!r} must not contain '/' (it is a path segment in the HTTP API: "
             "/v1/jobs/{name})"
         )
@@ -88,9 +91,11 @@ def check_handlers(handlers: Mapping[str, object]) -> None:
     for name, handler in handlers.items():
         check_job_name(name)
         if not callable(handler):
-            raise TypeError(f"the handler of job {name!r} is not callable: {handler!r}")
+            raise ConfigurationTypeError(
+                f"the handler of job {name!r} is not callable: {handler!r}"
+            )
         if not is_async_handler(handler):
-            raise TypeError(
+            raise ConfigurationTypeError(
                 f"the handler of job {name!r} is not async ({handler!r}): a handler must be "
                 "an async def function (or an object whose __call__ is async def)"
             )

@@ -154,10 +154,10 @@ class QueueDeliveryHook:
         # later, and its D1 batch and arm would otherwise compete with this one's lease and
         # `running` write (on one event loop here, at the one D1 database on Cloudflare).
         await self._clock.sleep_until(self._clock.now() + MATERIALIZE_AFTER)
-        # A run that already ran may have been rescheduled: then the schedule's own record
-        # of the pending occurrence's nominal time is the one to go by (None).
-        nominal = row["scheduled_for"] if row["attempt"] == 0 else None
+        # The schedule's own record of the pending occurrence's nominal time (None), never
+        # the run's `scheduled_for`: a retry rescheduled it, a promote moved it to now (the
+        # next occurrence would then be the promoted one's own nominal time again).
         try:
-            await self._on_occurrence(row["schedule_id"], key, nominal)
+            await self._on_occurrence(row["schedule_id"], key, None)
         except Exception as exc:
             log.error("schedule.advance_failed", run_id=key, error=str(exc))

@@ -53,7 +53,18 @@ class LeaseLostError(Exception):
     """Raised by `JobContext.heartbeat()` when another consumer has taken over the run."""
 
 
-class RemoteHandlersError(ValueError):
+class ConfigurationError(ValueError):
+    """A runtime's configuration, refused when it is built (`create_runtime`, `JobOptions`,
+    `RetryPolicy`, `RateLimit`): a job name the API cannot carry, an option out of range.
+    `kumofire-jobs dev` prints its message as one line instead of a traceback."""
+
+
+class ConfigurationTypeError(ConfigurationError, TypeError):
+    """A `ConfigurationError` for a value of the wrong type (a handler that is not async, an
+    option that is not a number): a `TypeError` too."""
+
+
+class RemoteHandlersError(ConfigurationError):
     """The remote handler routing (`KUMOFIRE_REMOTE_HANDLERS`, see `kumofire_jobs.remote`) is
     invalid, names a binding the Worker does not have, or routes a job that also has a handler
     registered in the runtime."""

@@ -4,22 +4,24 @@ ids sorts runs by creation."""
 
 from __future__ import annotations
 
-import base64
 import os
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _BITS = 130  # 26 digits of 5 bits
-# base64's base32 alphabet to Crockford's, digit for digit.
-_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET)
+_MASK = (1 << _BITS) - 1
+# Every pair of digits, by the 10 bits they spell: an id is 13 lookups and a join.
+_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+_SHIFTS = tuple(range(_BITS - 10, -1, -10))
 
 
 def _encode(value: int) -> str:
-    """The low 130 bits of `value` as 26 Crockford base32 digits, most significant first:
-    base64's base32 of the bits shifted up to a byte boundary (17 bytes, of which the first
-    26 digits are ours), then translated (in C: a create makes one id)."""
-    shifted = (value & ((1 << _BITS) - 1)) << (17 * 8 - _BITS)
-    return base64.b32encode(shifted.to_bytes(17, "big"))[:26].decode().translate(_CROCKFORD)
+    """The low 130 bits of `value` as 26 Crockford base32 digits, most significant first,
+    two digits at a time (a create makes one id: this is about 3x cheaper than base64's
+    base32 and a translation)."""
+    value &= _MASK
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def run_ids_before(ms: int) -> str:

@@ -32,10 +32,6 @@ if TYPE_CHECKING:
 _encoder = msgspec.json.Encoder()
 
 
-def _json_serializer(event: dict[str, Any], **_: Any) -> str:
-    return _encoder.encode(event).decode()
-
-
 def _cut(text: str) -> str:
     # Both ends: a traceback's last line (the exception and its message) matters most.
     half = MAX_FIELD_CHARS // 2
@@ -103,6 +99,17 @@ def add_level_and_timestamp(
     return event
 
 
+def _json_line(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
+    """The JSON configuration's processors after the context's, in one step (a run logs
+    several lines, and each processor is a call and a dict pass): `add_level_and_timestamp`,
+    structlog's `format_exc_info` (only when the event carries `exc_info`), `limit_fields`,
+    then the JSON rendering, with the same output as the four in a chain."""
+    event = add_level_and_timestamp(logger, method, event)
+    if "exc_info" in event:
+        event = structlog.processors.format_exc_info(logger, method, event)
+    return _encoder.encode(limit_fields(logger, method, event)).decode()
+
+
 class LineStream(Protocol):
     """Where log lines go: a text stream (`sys.stderr`, a file, `io.StringIO`)."""
 
@@ -149,19 +156,18 @@ def configure_logging(
         stream = sys.stderr
     if json is None:
         json = not stream.isatty()
-    renderer: Any = (
-        structlog.processors.JSONRenderer(serializer=_json_serializer)
-        if json
-        else structlog.dev.ConsoleRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    if json:
+        processors.append(_json_line)
+    else:
+        processors += [
             add_level_and_timestamp,
             structlog.processors.format_exc_info,
             limit_fields,
-            renderer,
-        ],
+            structlog.dev.ConsoleRenderer(),
+        ]
+    structlog.configure(
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: TurnFlushedLogger(stream),
         cache_logger_on_first_use=True,

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from .errors import ConfigurationError, ConfigurationTypeError
 from .retry import RetryPolicy
 
 
@@ -20,18 +21,20 @@ def _positive_seconds(field: str, value: Any) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{field} must be a number of seconds, not {type(value).__name__}")
+        raise ConfigurationTypeError(
+            f"{field} must be a number of seconds, not {type(value).__name__}"
+        )
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{field} must be a positive, finite number of seconds")
+        raise ConfigurationError(f"{field} must be a positive, finite number of seconds")
 
 
 def _positive_count(field: str, value: Any) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field} must be an integer, not {type(value).__name__}")
+        raise ConfigurationTypeError(f"{field} must be an integer, not {type(value).__name__}")
     if value < 1:
-        raise ValueError(f"{field} must be at least 1")
+        raise ConfigurationError(f"{field} must be at least 1")
 
 
 class RateLimit(msgspec.Struct, frozen=True):
@@ -66,14 +69,14 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if self.retry is not None and not isinstance(self.retry, RetryPolicy):
-            raise TypeError("JobOptions.retry must be a RetryPolicy")
+            raise ConfigurationTypeError("JobOptions.retry must be a RetryPolicy")
         _positive_seconds("JobOptions.timeout", self.timeout)
         _positive_count("JobOptions.concurrency", self.concurrency)
         _positive_count("JobOptions.key_concurrency", self.key_concurrency)
         for field in ("rate_limit", "key_rate_limit"):
             value = getattr(self, field)
             if value is not None and not isinstance(value, RateLimit):
-                raise TypeError(f"JobOptions.{field} must be a RateLimit")
+                raise ConfigurationTypeError(f"JobOptions.{field} must be a RateLimit")
         _positive_seconds("JobOptions.keep_succeeded", self.keep_succeeded)
         _positive_seconds("JobOptions.keep_failed", self.keep_failed)
 
@@ -90,17 +93,18 @@ NO_OPTIONS = JobOptions()
 def check_job_options(
     job_options: Mapping[str, JobOptions], handlers: Mapping[str, Any]
 ) -> dict[str, JobOptions]:
-    """The options by job name, refused (`ValueError`, `TypeError`) when a name has no handler
-    or a value is not a `JobOptions`."""
+    """The options by job name, refused (`ConfigurationError`, a `ValueError`) when a name has
+    no handler or a value is not a `JobOptions` (`ConfigurationTypeError`, also a
+    `TypeError`)."""
     checked: dict[str, JobOptions] = {}
     for name, options in job_options.items():
         if not isinstance(options, JobOptions):
-            raise TypeError(
+            raise ConfigurationTypeError(
                 f"the options of job {name!r} must be a JobOptions, not {type(options).__name__}"
             )
         if name not in handlers:
             known = ", ".join(repr(known) for known in sorted(handlers)) or "none"
-            raise ValueError(
+            raise ConfigurationError(
                 f"job_options names job {name!r}, which has no handler (jobs: {known})"
             )
         checked[name] = options

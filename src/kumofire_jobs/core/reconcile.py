@@ -37,6 +37,18 @@ _MAX_PAGES = 10
 ParkedProbe = Callable[[list[str]], Awaitable[set[str]]]
 
 
+class TickCursor:
+    """Where the last tick's pass stopped, (scheduled_for, id) of the last run it looked at,
+    when it stopped at its bound (`limit` coordinators asked) before the last overdue run;
+    None: the next tick starts from the oldest. Without it the oldest overdue runs, healthy
+    ones included (long handlers still running), fill every tick's page and hide a lost run
+    behind them for as long as they run. Kept in memory by the runtime: a process (or
+    isolate) that starts afresh starts from the oldest, as a cycle's end does."""
+
+    def __init__(self) -> None:
+        self.after: tuple[int, str] | None = None
+
+
 async def reconcile(
     *,
     store: RunStore,
@@ -47,29 +59,46 @@ async def reconcile(
     retention_seconds: float | None,
     retention_overrides: Mapping[str, tuple[float | None, float | None]] | None = None,
     parked: ParkedProbe | None = None,
+    cursor: TickCursor | None = None,
 ) -> DispatchResult:
     now = now_ms(clock)
     result = DispatchResult()
     cutoff = now - int(grace_seconds * 1000)
-    rows = await active_due_before(store.db, cutoff, limit)
+    start = None if cursor is None else cursor.after
+    rows = [] if start is None else await active_due_after(store.db, cutoff, *start, limit)
+    if not rows:  # from the oldest (a cycle over the overdue runs ended, or none began)
+        rows = await active_due_before(store.db, cutoff, limit)
     gate = asyncio.Semaphore(_CONCURRENCY)
     asked = 0
+    stopped_at: UnfinishedRow | None = None  # the last run looked at, if the bound stopped it
     for _ in range(_MAX_PAGES):
         # A limited job's waiting runs are `queued` and overdue, their coordinators parked:
         # their limiter answers for them all in one request, and the tick looks further
         # instead of asking the same parked coordinators again every minute.
         queued = [str(r["id"]) for r in rows if r["status"] == "queued"]
         skip = await parked(queued) if parked is not None and queued else set()
-        ask = [row for row in rows if row["id"] not in skip][: limit - asked]
+        unparked = [row for row in rows if row["id"] not in skip]
+        ask = unparked[: limit - asked]
         await asyncio.gather(
             *(_rearm_if_lost(row, coordinators, gate, result, now=now) for row in ask)
         )
         asked += len(ask)
+        stopped_at = None
+        if len(ask) < len(unparked):
+            stopped_at = ask[-1]
+        elif len(rows) == limit:  # a full page: more may follow
+            stopped_at = rows[-1]
         if not skip or len(rows) < limit or asked >= limit:
             break
         last = rows[-1]
         rows = await active_due_after(
             store.db, cutoff, int(last["scheduled_for"]), str(last["id"]), limit
+        )
+    if cursor is not None:
+        cursor.after = (
+            None
+            if stopped_at is None
+            else (int(stopped_at["scheduled_for"]), str(stopped_at["id"]))
         )
     result.pruned = await prune_pass(
         store.db,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import msgspec
+
+from .errors import ConfigurationError
+from .validation import MAX_DELAY_SECONDS
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -16,9 +21,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_attempts <= 100:
-            raise ValueError("max_attempts must be between 1 and 100")
+            raise ConfigurationError("max_attempts must be between 1 and 100")
         if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must not be negative")
+            raise ConfigurationError("retry delays must not be negative")
+        # NaN or infinity would fail the retry's write (no number of milliseconds) and leave
+        # the attempt to end as cut off; a run waits at most what a create may delay it.
+        if not math.isfinite(self.base_delay) or not 0 <= self.max_delay <= MAX_DELAY_SECONDS:
+            raise ConfigurationError(
+                f"retry delays must be finite, and max_delay at most {MAX_DELAY_SECONDS} s"
+            )
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after attempt `attempt` (1-based) failed."""

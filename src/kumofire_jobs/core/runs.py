@@ -22,7 +22,7 @@ from .limits import limits_message
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
-from .reconcile import ParkedProbe, reconcile, reconcile_unfinished
+from .reconcile import ParkedProbe, TickCursor, reconcile, reconcile_unfinished
 from .run_rows import NewRun
 from .schedules import ScheduleService
 from .states import RunStatus
@@ -50,7 +50,9 @@ class RunService:
         reconcile_grace_seconds: float,
         retention_seconds: float | None,
         parked: ParkedProbe | None = None,
+        cursor: TickCursor | None = None,
     ) -> None:
+        self._cursor = cursor  # where the last cron tick's reconciliation stopped
         self._store = store
         self.store = store  # the bulk operations read their candidates through it
         self._coordinators = coordinators
@@ -208,8 +210,11 @@ class RunService:
         if limits_message(self._policies.of(run.name)) is not None:
             await self._coordinators.forget_waiting(run.name, run.id)
         if run.schedule_id is not None:
-            # Canceling a schedule's pending occurrence moves the schedule on to the next.
-            await self._schedules.advance(run.schedule_id, run.id, delivered=False, nominal_ms=None)
+            # Canceling a schedule's pending occurrence moves the schedule on to the next; one
+            # that had started (its materialization lost) was delivered, and counts.
+            await self._schedules.advance(
+                run.schedule_id, run.id, delivered=run.attempt > 0, nominal_ms=None
+            )
 
     async def retry(self, run_id: str) -> JobRun | None:
         """Schedule a failed or canceled run again now, with one more attempt allowed (a
@@ -275,6 +280,7 @@ class RunService:
             retention_seconds=self._retention_seconds,
             retention_overrides=self._policies.retention_overrides(),
             parked=self._parked,
+            cursor=self._cursor,
         )
 
     async def reconcile_unfinished(

@@ -30,7 +30,7 @@ from .consumer_batch import SEAT, ConsumerBatch
 from .context import Handler, check_handlers
 from .coordination import Coordinators
 from .delivery import QueueDeliveryHook
-from .errors import MalformedMessageError, RemoteHandlersError
+from .errors import ConfigurationError, MalformedMessageError, RemoteHandlersError
 from .flow_store import FlowStore
 from .flows import FlowService
 from .ids import IdFactory
@@ -40,7 +40,7 @@ from .limits import CoordinatorWaker, Limits, limits_message
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
 from .options import JobOptions, JobPolicies, check_job_options
-from .reconcile import DEFAULT_GRACE_SECONDS
+from .reconcile import DEFAULT_GRACE_SECONDS, TickCursor
 from .retry import RetryPolicy
 from .runs import RunService
 from .schedule_store import ScheduleStore
@@ -120,7 +120,7 @@ class Runtime:
         job_options: Mapping[str, JobOptions] | None = None,
     ) -> None:
         if lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
+            raise ConfigurationError("lease_seconds must be positive")
         check_handlers(handlers)
         self.handlers = dict(handlers)
         self.retry = retry
@@ -132,6 +132,8 @@ class Runtime:
         self.coordinator_config = coordinator_config
         self.ids = IdFactory()
         self._bound: dict[tuple[int, int, int], BoundResources] = {}
+        # Where the cron tick's reconciliation stopped, across the bindings made per request.
+        self._tick_cursor = TickCursor()
 
     def _bind(self, resources: Resources) -> BoundResources:
         key = (id(resources.db), id(resources.queue), id(resources.coordinator))
@@ -177,6 +179,7 @@ class Runtime:
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
             parked=None if limits.names is None else limits.parked,
+            cursor=self._tick_cursor,
         )
         consumer = Consumer(
             store=store,

@@ -9,7 +9,7 @@ from typing import Any
 from .errors import ValidationError
 from .schedule_store import ScheduleRow
 from .schedule_timing import NEVER_MS, Timing, interval_ms, next_occurrence
-from .times import datetime_to_ms
+from .times import datetime_to_ms, format_ms
 from .validation import integer
 
 MAX_LIMIT = 1_000_000_000
@@ -57,3 +57,21 @@ def done(row: ScheduleRow, at: int | None, count: int) -> bool:
     if at is not None and at >= NEVER_MS:  # no occurrence before the year 10000
         return True
     return at is not None and row["end_at"] is not None and at > row["end_at"]
+
+
+def why_done(row: ScheduleRow, timing: Timing, now: int) -> str:
+    """Why a schedule (re)started at `now` has no occurrence left (`done`), and what to change
+    for it to have one: what refusing to enable it says."""
+    limit = row["occurrence_limit"]
+    if limit is not None and row["occurrence_count"] >= limit:
+        return (
+            f"it has had all {row['occurrence_count']} occurrences its limit allows (limit "
+            f"{limit}): raise its limit to enable it"
+        )
+    _, at = first(timing, now, row["start_at"])
+    if at >= NEVER_MS:
+        return "its timing has no occurrence before the year 10000"
+    return (
+        f"its next occurrence ({format_ms(at)}) would come after its end_at "
+        f"({format_ms(row['end_at'])}): move end_at later to enable it"
+    )

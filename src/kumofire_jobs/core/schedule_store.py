@@ -68,6 +68,7 @@ class MissingNext(TypedDict):
     next_run_id: str | None
     next_run_at: int | None
     run_status: str | None  # the pending occurrence's status; None: no such run
+    run_attempt: int | None  # its attempts started (above 0: it was delivered)
 
 
 _INSERT = (
@@ -97,7 +98,15 @@ _CHANGE_FIELDS = f"UPDATE {TABLE} SET {_GIVEN} WHERE "
 _RESTART = (
     f"UPDATE {TABLE} SET {_GIVEN}, type = ?, expr = ?, timezone = ?, enabled = ?, "
     "occurrence_limit = ?, start_at = ?, end_at = ?, anchor_at = COALESCE(?, anchor_at), "
-    "next_run_at = ?, next_run_id = ?, revision = revision + 1 WHERE "
+    "next_run_at = ?, next_run_id = ?, revision = revision + 1, "
+    "occurrence_count = occurrence_count + ? WHERE "
+)
+# Whether the pending occurrence of the schedule (columns prefixed `{p}`) was delivered and so
+# counts (its successor not materialized yet): NULL when it has none. A restart guards on it
+# (read before, after its batch's cancel of a waiting one), so one delivered in between fails it.
+PENDING_DELIVERED = (
+    f"(SELECT r.status NOT IN ('scheduled', 'canceled') OR r.attempt > 0 FROM {RUNS} AS r "
+    "WHERE r.id = {p}next_run_id)"
 )
 # The columns a change may guard: what it read of the row to decide and compute its write.
 GUARDABLE = frozenset(
@@ -106,7 +115,8 @@ GUARDABLE = frozenset(
 )  # fmt: skip
 _DELETE = f"DELETE FROM {TABLE} WHERE id = ? RETURNING next_run_id"
 _MISSING_NEXT = (
-    f"SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status "
+    "SELECT s.id, s.revision, s.next_run_id, s.next_run_at, r.status AS run_status, "
+    "r.attempt AS run_attempt "
     f"FROM {TABLE} s LEFT JOIN {RUNS} r ON r.id = s.next_run_id "
     # Gone, or no longer waiting since before ?1: an occurrence delivered moments ago has its
     # successor on the way (the delivery hook materializes it right after the send). The
@@ -203,15 +213,19 @@ class ScheduleStore:
 
     def restart(
         self, schedule_id: str, guard: Mapping[str, Any], given: Given, row: ScheduleRow,
-        anchor_ms: int | None, now_ms: int,
+        anchor_ms: int | None, now_ms: int, delivered: int | None,
     ) -> D1PreparedStatement:  # fmt: skip
         """Set the fields `given`, and `row`'s timing, `enabled`, bounds and next occurrence
-        (`anchor_ms` None: the anchor kept) at a new revision; returns the row as changed."""
+        (`anchor_ms` None: the anchor kept) at a new revision; the pending occurrence counts
+        if it was `delivered` (1), as read (guarded: `PENDING_DELIVERED`). Returns the row as
+        changed."""
         where, values = self.guarded(schedule_id, guard)
-        return self.db.prepare(f"{_RESTART}{where} RETURNING {COLUMNS}").bind(
+        return self.db.prepare(
+            f"{_RESTART}{where} AND {PENDING_DELIVERED.format(p='')} IS ? RETURNING {COLUMNS}"
+        ).bind(
             *given, now_ms, row["type"], row["expr"], row["timezone"], int(row["enabled"]),
             row["occurrence_limit"], row["start_at"], row["end_at"], anchor_ms,
-            row["next_run_at"], row["next_run_id"], *values,
+            row["next_run_at"], row["next_run_id"], delivered or 0, *values, delivered,
         )  # fmt: skip
 
     async def get(self, by: By, value: str) -> ScheduleRow | None:
@@ -220,12 +234,9 @@ class ScheduleStore:
         row = await self.db.prepare(sql).bind(value).first()
         return None if row is None else cast(ScheduleRow, row)
 
-    async def delete(self, schedule_id: str) -> tuple[bool, str | None]:
-        """(deleted, the pending occurrence's run id)."""
-        result = (await self.db.prepare(_DELETE).bind(schedule_id).all()).results
-        if not result:
-            return False, None
-        return True, result[0]["next_run_id"]
+    def delete(self, schedule_id: str) -> D1PreparedStatement:
+        """Delete the schedule; returns its pending occurrence's run id (no row: not found)."""
+        return self.db.prepare(_DELETE).bind(schedule_id)
 
     async def page(
         self, *, enabled: bool | None, name: str | None, limit: int, cursor: str | None

@@ -28,7 +28,14 @@ from .models import JobSchedule, Page, SchedulePatch
 from .reconcile import DEFAULT_GRACE_SECONDS
 from .run_rows import JobDefaults
 from .schedule_rows import new_row, restart
-from .schedule_store import By, Given, ScheduleRow, ScheduleStore, row_to_schedule
+from .schedule_store import (
+    PENDING_DELIVERED,
+    By,
+    Given,
+    ScheduleRow,
+    ScheduleStore,
+    row_to_schedule,
+)
 from .schedule_timing import Timing, catch_up, parse_timing
 from .store import RunStore
 
@@ -212,7 +219,9 @@ class ScheduleService:
 
     async def update(self, by: By, value: str, patch: Mapping[str, Any]) -> JobSchedule | None:
         """Change the given fields (a None value leaves a field as it is). Changing the timing
-        or `enabled` replaces the pending occurrence; other changes carry over to it."""
+        or `enabled` replaces the pending occurrence; other changes carry over to it.
+        `enabled=True` on a schedule that would have no occurrence left (its `limit` used up,
+        or none before its `end_at`) raises `ConflictError` and changes nothing."""
         unknown = sorted(set(patch) - PATCH_FIELDS)
         if unknown:
             raise ValidationError(f"unknown schedule field(s): {', '.join(unknown)}")
@@ -288,21 +297,32 @@ class ScheduleService:
             rows = results[0].results
             return cast(ScheduleRow, rows[0]) if rows else None
 
+        # A pending occurrence already delivered, its successor not materialized yet (that
+        # materialization will now match nothing), counts here: else `limit` is passed.
+        delivered = await self._pending_delivered(current)
+        row["occurrence_count"] = current["occurrence_count"] + (delivered or 0)
         row["next_run_at"] = row["next_run_id"] = None
         anchor: int | None = None
         if row["enabled"]:
             restart(row, timing, now, self._ids)
             if row["next_run_id"] is not None:
                 anchor = row["anchor_at"]
+            elif given.get("enabled") is True:
+                # Asked to enable, it would stay disabled (past its limit or end_at): say so
+                # rather than answer a disabled schedule, and write nothing.
+                raise ConflictError(
+                    f"schedule {row['id']} cannot be enabled: {bounds.why_done(row, timing, now)}"
+                )
         next_run_id, next_run_at = row["next_run_id"], row["next_run_at"]
         # Guarded by what was read instead of given (`_read`), not by the revision: a
         # concurrent change that read nothing this one changes lands before or after it, and
         # each cancels the pending occurrence it finds (the subquery reads it in the batch).
         guard = _read(current, given, row)
         where, values = self._store.guarded(row["id"], guard, alias="s")
+        where += f" AND {PENDING_DELIVERED.format(p='s.')} IS ?"
         statements = [
-            self._runs.cancel_pending(where, values, now),
-            self._store.restart(row["id"], guard, given_values, row, anchor, now),
+            self._runs.cancel_pending(where, [*values, delivered], now),
+            self._store.restart(row["id"], guard, given_values, row, anchor, now, delivered),
         ]
         if next_run_id is not None and next_run_at is not None:
             statements.append(
@@ -327,17 +347,31 @@ class ScheduleService:
             await self._coordinators.arm_created(next_run_id, next_run_at, schedule_id=row["id"])
         return changed
 
+    async def _pending_delivered(self, current: ScheduleRow) -> int | None:
+        """`PENDING_DELIVERED` of `current`, read: 1 if its pending occurrence was delivered
+        (or ran), 0 if it waits (or was canceled), None if it has none."""
+        if current["next_run_id"] is None:
+            return None
+        run = await self._runs.get_row(current["next_run_id"])
+        if run is None:
+            return None
+        return int(run["status"] not in ("scheduled", "canceled") or run["attempt"] > 0)
+
     async def delete(self, by: By, value: str) -> bool:
         current = await self._store.get(by, value)
         if current is None:
             return False
-        deleted, pending = await self._store.delete(current["id"])
-        if not deleted:
+        # One batch: the pending occurrence is canceled (whatever it is doing) with the
+        # schedule's delete, so no crash between them leaves it to run without its schedule.
+        now = now_ms(self._clock)
+        canceled, deleted = await self._db.batch(
+            [self._runs.cancel_of_schedule(current["id"], now), self._store.delete(current["id"])]
+        )
+        if not deleted.results:
             return False
         log.info("schedule.deleted", schedule_id=current["id"], job=current["name"])
-        if pending is not None:
-            await self._runs.cancel(pending, now_ms(self._clock))  # whatever it is doing
-            await self._coordinators.cancel_canceled(pending)
+        for run in canceled.results:
+            await self._coordinators.cancel_canceled(str(run["id"]))
         return True
 
     # --- materialization --------------------------------------------------------------------
@@ -414,7 +448,8 @@ class ScheduleService:
             new_run = await self.advance(
                 row["id"],
                 row["next_run_id"],
-                delivered=status not in (None, "canceled"),
+                # A canceled one counts if it had started (delivered before its cancel).
+                delivered=status not in (None, "canceled") or (row["run_attempt"] or 0) > 0,
                 nominal_ms=row["next_run_at"],
                 skip=status is not None,
             )

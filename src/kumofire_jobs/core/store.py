@@ -150,6 +150,10 @@ _CANCEL = (
     f"{TABLE} AS parent WHERE parent.id = ?2 AND parent.finished_at IS NULL)) "
     f"RETURNING {COLUMNS}"
 )
+# A deleted schedule's pending occurrence, whatever it is doing: the cancel above for the run
+# the schedule ?2 points at, in the delete's batch (a crash between the two would leave the
+# occurrence of a deleted schedule to run).
+_CANCEL_OF_SCHEDULE = _CANCEL.replace("?2", f"(SELECT next_run_id FROM {SCHEDULES} WHERE id = ?2)")
 # A schedule's next occurrence, inserted only while the schedule guard holds and it is enabled.
 _INSERT_OCCURRENCE = (
     f"INSERT INTO {TABLE} (id, name, status, payload, attempt, max_attempts, scheduled_for, "
@@ -371,6 +375,11 @@ class RunStore:
         """-> canceled: an unfinished run, or with `started=False` only one still waiting
         (`scheduled`); returns the row it canceled."""
         return self.db.prepare(_CANCEL).bind(now, run_id, int(started))
+
+    def cancel_of_schedule(self, schedule_id: str, now: int) -> D1PreparedStatement:
+        """-> canceled: the pending occurrence of schedule `schedule_id`, whatever it is doing
+        (for the schedule's delete, in one batch before it); returns the row it canceled."""
+        return self.db.prepare(_CANCEL_OF_SCHEDULE).bind(now, schedule_id, 1)
 
     async def cancel(self, run_id: str, now: int) -> list[JobRun]:
         """An unfinished run -> canceled, whatever it is doing, and a flow parent's unfinished

@@ -44,6 +44,9 @@ DEFAULT_QUEUE = "kumofire-jobs"
 DEFAULT_DEAD_LETTER_QUEUE = "kumofire-jobs-dlq"
 DEFAULT_CRONS = ("* * * * *",)
 COORDINATOR_CLASS = "JobCoordinator"
+# The coordinator's methods whose calls from the runtime start in the caller's step
+# (`LocalDurableObjectNamespace(start_in_caller=...)`).
+COORDINATOR_CALLS_STARTED_IN_CALLER = frozenset({"lease", "release"})
 # The data directory's layout when none is given (local/layout.py); the test suite runs its
 # crash-point tests in both (tests/conftest.py).
 DEFAULT_LAYOUT = layouts.ONE_FILE
@@ -189,6 +192,9 @@ class LocalEnvironment:
             class_name=COORDINATOR_CLASS,
             synchronous=synchronous,
             one_file=one_file,
+            # The consumer's two calls a run, which never wait: no task each (the binding's
+            # `start_in_caller`). An `arm` stays a task: a due run's arm waits for its send.
+            start_in_caller=COORDINATOR_CALLS_STARTED_IN_CALLER,
         )
         self.resources = Resources(
             db=self.JOBS_DB,

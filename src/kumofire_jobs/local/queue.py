@@ -426,6 +426,8 @@ _RETRY_ROW: Final = (
     "UPDATE kumofire_local_queue_messages SET lease = NULL, visible_at = ? WHERE seq = ?"
 )
 _RELEASE_LEASE: Final = "UPDATE kumofire_local_queue_messages SET lease = NULL WHERE lease = ?"
+_LEASE: Final = "UPDATE kumofire_local_queue_messages SET lease = ?, attempts = attempts + 1 WHERE "
+_DELETE: Final = "DELETE FROM kumofire_local_queue_messages WHERE "
 
 
 _UNKNOWN: Final[Any] = float("-inf")
@@ -444,6 +446,16 @@ _SEQS: Final = "(SELECT value FROM json_each(?))"
 
 def _json_list(seqs: Sequence[int]) -> str:
     return "[" + ",".join(map(str, seqs)) + "]"
+
+
+def _where_seqs(seqs: Sequence[int]) -> tuple[str, int | str]:
+    """The condition selecting `seqs` and its one parameter: `seq = ?` for a single message
+    (the commonest batch when runs are created one at a time), which SQLite looks up directly;
+    the JSON list otherwise, which it reads into a temporary table first (three times the
+    instructions for one message)."""
+    if len(seqs) == 1:
+        return "seq = ?", seqs[0]
+    return f"seq IN {_SEQS}", _json_list(seqs)
 
 
 def _disk_error(error: OSError) -> sqlite3.Error:
@@ -753,11 +765,8 @@ class LocalQueueBroker:
         lease = next(self._leases)
         seqs = [row[0] for row in rows]
         self._write()
-        self._db.execute(
-            "UPDATE kumofire_local_queue_messages SET lease = ?, attempts = attempts + 1"
-            f" WHERE seq IN {_SEQS}",
-            (lease, _json_list(seqs)),
-        )
+        where, listed = _where_seqs(seqs)
+        self._db.execute(_LEASE + where, (lease, listed))
         if self._failures and not self._commits.pending:
             self._storage_works()
         batch = LocalMessageBatch(consumer.queue, lease, rows)
@@ -857,10 +866,8 @@ class LocalQueueBroker:
         try:
             if acked and not retried and not settlement.exhausted:
                 self._write()  # one statement: atomic by itself
-                self._db.execute(
-                    f"DELETE FROM kumofire_local_queue_messages WHERE seq IN {_SEQS}",
-                    (_json_list(acked),),
-                )
+                where, listed = _where_seqs(acked)
+                self._db.execute(_DELETE + where, (listed,))
             else:
                 with self._tx():
                     if acked:

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 import sys
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import RemoteHandlersError
+from ..core.errors import ConfigurationError
 from ..core.log import configure_logging, get_logger
 from ..core.migrations import apply_migrations, pending_migrations
 from ..core.runtime import Runtime
@@ -30,64 +28,14 @@ from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
+from .startup import StartupError, configured_app, listen, load_runtime, load_settings
+
+__all__ = ["StartupError", "configured_app", "dev_environment", "load_runtime", "run_dev_server"]
 
 log = get_logger()
 
 TOKEN_ENV = "KUMOFIRE_API_TOKEN"
 DRAIN_SECONDS = 10.0  # how long Ctrl-C waits for running handlers
-
-
-APP_TABLE = "kumofire-jobs"
-"""`[tool.kumofire-jobs]` in pyproject.toml: `app = "MODULE:RUNTIME"`, the runtime `kumofire-jobs
-dev` serves there without `--app` (what `kumofire-jobs init` writes)."""
-
-
-def configured_app(pyproject: Path) -> str | None:
-    """The `app` of `[tool.kumofire-jobs]` in `pyproject`, if the file sets one."""
-    if not pyproject.is_file():
-        return None
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SystemExit(f"{pyproject}: not valid TOML: {exc}") from None
-    table = data.get("tool", {}).get(APP_TABLE, {})
-    app = table.get("app") if isinstance(table, dict) else None
-    if app is not None and not isinstance(app, str):
-        raise SystemExit(f"{pyproject}: [tool.{APP_TABLE}] app must be a string MODULE:RUNTIME")
-    return app
-
-
-def load_runtime(spec: str | None) -> Runtime:
-    """`MODULE:ATTRIBUTE`, imported from the current directory the way uvicorn loads an app, or
-    `path/to/module.py:ATTRIBUTE`, imported by its name with its directory as the import root
-    (as the directory of `main` is on Workers); None gives the built-in demo."""
-    if spec is None:
-        spec = "kumofire_jobs.demo:runtime"
-    # rpartition: a Windows path has a colon of its own.
-    module_name, sep, attribute = spec.rpartition(":")
-    if not sep or not module_name or not attribute:
-        raise SystemExit(f"--app must look like MODULE:RUNTIME, got {spec!r}")
-    root = os.getcwd()
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        path = Path(module_name).resolve()
-        if not path.is_file() or path.suffix != ".py":
-            raise SystemExit(f"--app {spec}: no such Python file {path}")
-        root, module_name = str(path.parent), path.stem
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"could not import {module_name!r}: {exc}") from None
-    value: Any = module
-    for part in attribute.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise SystemExit(f"{module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(value, Runtime):
-        raise SystemExit(f"{spec} is a {type(value).__name__}, not a runtime (create_runtime)")
-    return value
 
 
 def dev_environment(
@@ -96,11 +44,13 @@ def dev_environment(
     *,
     settings: WranglerSettings | None = None,
     services: Sequence[str] = (),
+    synchronous: str = "NORMAL",
 ) -> LocalEnvironment:
     """The environment `kumofire-jobs dev` runs (not started): `services` are `--service
     BINDING=MODULE:CLASS` arguments, each Worker loaded in-process behind its binding, which
     the routes of `KUMOFIRE_REMOTE_HANDLERS` in `settings.vars` reach. A bad argument or
-    route raises SystemExit with the reason."""
+    route raises `StartupError` with the reason (a usage error), as does a data directory
+    that another process holds (exit status 1: nothing is wrong with the command)."""
     settings = settings or WranglerSettings()
     try:
         specs = [parse_service_spec(text) for text in services]
@@ -110,9 +60,13 @@ def dev_environment(
             if isinstance(table.get("entrypoint"), str)
         }
         bindings = service_bindings(specs, entrypoints)
-        return LocalEnvironment(runtime, data_dir, settings=settings, services=bindings)
-    except (ServiceSpecError, RemoteHandlersError, DataDirectoryInUseError) as exc:
-        raise SystemExit(str(exc)) from None
+        return LocalEnvironment(
+            runtime, data_dir, settings=settings, services=bindings, synchronous=synchronous
+        )
+    except (ServiceSpecError, ConfigurationError) as exc:
+        raise StartupError(str(exc)) from None
+    except DataDirectoryInUseError as exc:
+        raise StartupError(str(exc), exit_code=1) from None
 
 
 def _describe_services(env: LocalEnvironment) -> Iterator[str]:
@@ -130,9 +84,10 @@ async def run_dev_server(
     data_dir: Path,
     config: Path | None,
     services: Sequence[str] = (),
+    synchronous: str = "NORMAL",
 ) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (here only to say so when it is missing)
     except ImportError:
         print(
             "kumofire-jobs dev needs uvicorn: pip install 'kumofire-jobs[local]'", file=sys.stderr
@@ -140,8 +95,24 @@ async def run_dev_server(
         return 1
     configure_logging()
     runtime = load_runtime(app)
-    settings = WranglerSettings.load(config) if config is not None else WranglerSettings()
-    env = dev_environment(runtime, data_dir, settings=settings, services=services)
+    settings = load_settings(config)
+    sockets = listen(host, port)
+    try:
+        env = dev_environment(
+            runtime, data_dir, settings=settings, services=services, synchronous=synchronous
+        )
+        return await _serve(env, sockets, app=app, host=host, data_dir=data_dir)
+    finally:
+        for sock in sockets:  # uvicorn closed those it served on; these if it never did
+            sock.close()
+
+
+async def _serve(
+    env: LocalEnvironment, sockets: list[Any], *, app: str | None, host: str, data_dir: Path
+) -> int:
+    import uvicorn  # there: run_dev_server said so when it is missing
+
+    runtime = env.runtime
     # Before the consumer starts: it would fail those runs at once.
     handled = set(runtime.handlers) | set(env.resources.remote_handlers)
     unhandled = unhandled_warning(await unhandled_jobs(env.JOBS_DB, handled), f"{data_dir}/")
@@ -156,6 +127,23 @@ async def run_dev_server(
     stopping = _Stopping(env)
 
     class Server(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            self.exiting = asyncio.Event()
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self.exiting.set()
+
+        async def main_loop(self) -> None:
+            # uvicorn's looks for an exit every 0.1 s; this one wakes on the signal itself,
+            # and otherwise once a second, for the Date header (what on_tick keeps).
+            counter = 0
+            while not await self.on_tick(counter):
+                counter = (counter + 10) % 864000
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.exiting.wait(), 1.0)
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             # Ours are installed for the whole run, the drain after serving included (uvicorn
@@ -169,7 +157,7 @@ async def run_dev_server(
                     bound_host, bound_port = sock.getsockname()[:2]
                     print(
                         f"Kumofire Jobs dev server listening on http://{bound_host}:{bound_port}"
-                        f" (data in {data_dir}/)",
+                        f" (data in {data_dir}/, synchronous={env.JOBS_DB.synchronous})",
                         flush=True,
                     )
             print(
@@ -181,12 +169,13 @@ async def run_dev_server(
             if unhandled is not None:
                 print(unhandled, flush=True)
 
-    server = Server(uvicorn.Config(http, host=host, port=port, log_level="warning", lifespan="off"))
+    # Its sockets are bound already (`listen`): the config names no host or port.
+    server = Server(uvicorn.Config(http, log_level="warning", lifespan="off"))
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.signal, sig, server)
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         try:
             cut_off = await env.stop(drain_seconds=DRAIN_SECONDS, interrupt=stopping.now)

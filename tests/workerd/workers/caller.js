@@ -12,6 +12,15 @@ export class Handlers extends WorkerEntrypoint {
     if (run.attempt <= (payload.fail_attempts || 0)) {
       throw new Error(`js relay failed (attempt ${run.attempt})`);
     }
+    if (payload.carry) {
+      // An answer carrying log lines and progress back (cloudflare/remote_answer.py).
+      return {
+        kumofireJobsAnswer: 1,
+        logs: [{ level: "info", event: "carried", fields: { by: "js" }, at: new Date().toISOString() }],
+        progress: { step: payload.carry },
+        result: { handled_by: "js", id: run.id },
+      };
+    }
     return { handled_by: "js", id: run.id };
   }
 }

@@ -11,6 +11,7 @@ from workers import Request, Response, WorkerEntrypoint
 
 from kumofire_jobs import ConflictError, UnknownJobError, ValidationError
 from kumofire_jobs.client import JobsClient, JobsServiceError
+from kumofire_jobs.remote import RemoteContext
 
 
 class PyHandlers(WorkerEntrypoint):
@@ -20,6 +21,11 @@ class PyHandlers(WorkerEntrypoint):
             raise ValueError(f"non_retryable: {payload['non_retryable']}")
         if run["attempt"] <= payload.get("fail_attempts", 0):
             raise RuntimeError(f"py relay failed (attempt {run['attempt']})")
+        if payload.get("carry"):  # log lines and progress carried back with the result
+            ctx = RemoteContext(run)
+            ctx.log.info("carried", by="py")
+            await ctx.progress({"step": payload["carry"]})
+            return ctx.answer({"handled_by": "py", "id": run["id"]})
         return {"handled_by": "py", "id": run["id"]}
 
 

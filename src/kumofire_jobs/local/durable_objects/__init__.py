@@ -7,7 +7,12 @@ semantics follow the platform's documentation, not convenience; each module hold
 
 * `stubs`: ids and stubs. RPC takes positional arguments only; values are structured-cloned
   both ways (`clone`); exceptions arrive as `DurableObjectError` (`errors`) carrying the
-  message but not the type.
+  message but not the type. A call is sent when it is made, and runs in a task that starts
+  once its caller awaits; a call of one of the namespace's `start_in_caller` methods, made
+  from code outside any object, starts at once instead, in its caller's step (in a context of
+  its own), and goes on in a task only if it has to wait (no task for a call that never
+  waits). From inside an object's call or alarm every call is a task: that caller holds its
+  input gate until it awaits.
 * `gate`: the input gate. Calls to one object start one at a time, in order. Storage methods
   complete inside the event loop without yielding, so while a call awaits storage no other
   call can start, and a read-modify-write over storage is atomic. When a call awaits

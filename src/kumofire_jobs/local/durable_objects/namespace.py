@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Coroutine, Generator, Mapping
 from pathlib import Path
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
@@ -83,11 +83,14 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         idle_eviction_seconds: float = IDLE_EVICTION_SECONDS,
         max_idle_objects: int = MAX_IDLE_OBJECTS,
         one_file: OneFile | None = None,
+        start_in_caller: Collection[str] = (),
     ) -> None:
         if synchronous.upper() not in _SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS_MODES)}")
         self.class_name: str = class_name or str(getattr(factory, "__name__", "DurableObject"))
         self.delete_all_deletes_alarm = delete_all_deletes_alarm
+        # Methods whose calls from outside any object start in the caller's step (`_send`).
+        self._start_in_caller = frozenset(start_in_caller)
         self._factory = factory
         self._env = env
         self._clock = clock
@@ -330,10 +333,33 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         self._hold(actor)  # from now: a call queued at the gate counts as in flight
-        task = loop.create_task(self._rpc(actor, method, args, answer, durable))
-        if not task.done():  # (an eager task factory may have run it to the end already)
+        call = self._rpc(actor, method, args, answer, durable)
+        if method not in self._start_in_caller or output_gate.current() is not None:
+            # A task, which starts once the caller awaits. Always from inside an object's
+            # call or alarm: that caller holds its own input gate until then, and may be the
+            # target.
+            task = loop.create_task(call)
             self._calls[task] = answer  # stop() cancels both; `_rpc_done` forgets them
-        # A done callback, not `finally`: it runs too for a call cancelled before it started.
+            # A done callback, not `finally`: it runs too for a call cancelled unstarted.
+            task.add_done_callback(lambda done: self._rpc_done(done, actor))
+            return answer
+        # One of `start_in_caller`, from outside any object (the runtime's consumer: a
+        # coordinator's lease and release): the call starts at once, in a context of its
+        # own as a task's would be, and runs until it first waits. Such calls seldom wait,
+        # and then finish here without a task, its scheduling and its done callback; one
+        # that waits (at the gate, for I/O) goes on in a task, in the same context. Its
+        # answer is released as before, after the object's writes are durable.
+        context = contextvars.copy_context()
+        try:
+            waiting = context.run(call.send, None)
+        except StopIteration:
+            self._release(actor)
+            return answer
+        except BaseException:
+            self._release(actor)
+            raise
+        task = loop.create_task(_Resumed(call, waiting), context=context)
+        self._calls[task] = answer
         task.add_done_callback(lambda done: self._rpc_done(done, actor))
         return answer
 
@@ -443,6 +469,39 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
 
     def _sql_path(self, hex_id: str) -> Path:
         return self._dir / "sql" / f"{hex_id}.sqlite3"
+
+
+class _Resumed(Coroutine[Any, Any, None]):
+    """A call's coroutine that was started by hand and waits for `waiting` (what its first
+    `send` yielded: a future, or None for a bare yield), for a task to drive on: the task's
+    first step hands it `waiting`, as if it had just yielded it; every later step and
+    exception goes to the call."""
+
+    __slots__ = ("_call", "_waiting")
+
+    def __init__(self, call: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._call = call
+        self._waiting: Any = waiting
+
+    def send(self, value: Any) -> Any:
+        waiting = self._waiting
+        if waiting is not _RESUMED:
+            self._waiting = _RESUMED
+            return waiting
+        return self._call.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._waiting = _RESUMED
+        return self._call.throw(*exc)
+
+    def close(self) -> None:
+        self._call.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        raise TypeError("a resumed call is driven by its task, not awaited")
+
+
+_RESUMED: Any = object()
 
 
 if TYPE_CHECKING:
