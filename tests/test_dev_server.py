@@ -243,6 +243,30 @@ def test_a_route_in_wrangler_toml_reaches_a_worker_run_in_process_with_service(
     assert f'"event": "notify.sent", "run_id": "{flaky}"' in server.output  # the target printed
 
 
+def test_the_token_in_dev_vars_beside_wrangler_toml_guards_the_api(
+    tmp_path: Path, servers: list[DevServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where the docs put a Worker's token for `wrangler dev`: `.dev.vars` over `[vars]`.
+    monkeypatch.delenv("KUMOFIRE_API_TOKEN", raising=False)
+    config = tmp_path / "wrangler.toml"
+    config.write_text('[vars]\nKUMOFIRE_API_TOKEN = "from-vars"\n')
+    (tmp_path / ".dev.vars").write_text("KUMOFIRE_API_TOKEN=from-dev-vars\n")
+    server = DevServer(tmp_path / "data", "--config", str(config))
+    servers.append(server)
+
+    def status(token: str | None) -> int:
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        return server.http.get("/v1/runs", headers=headers).status_code
+
+    assert (status(None), status("from-vars"), status("from-dev-vars")) == (401, 401, 200)
+    (tmp_path / ".dev.vars").unlink()
+    assert server.stop(signal.SIGTERM) == 0
+    server = DevServer(tmp_path / "data", "--config", str(config))  # [vars] alone
+    servers.append(server)
+    assert (status(None), status("from-vars")) == (401, 200)
+    assert server.stop(signal.SIGTERM) == 0
+
+
 def test_migrate_command(tmp_path: Path) -> None:
     def migrate(*extra: str) -> str:
         return subprocess.run(

@@ -62,9 +62,10 @@ def test_the_quick_start_installs_the_runtime_the_local_server_and_the_ops_clien
     assert groups["local"] == ["kumofire-jobs[local]"]
     project = data["project"]
     assert isinstance(project, dict)
-    # httpx: the ops commands (docs/cli.md) work wherever the README's install paths put dev
+    # httpx: the ops commands (docs/cli.md) work wherever the README's install paths put dev;
+    # python-dotenv: dev reads `.dev.vars` as wrangler does
     extras = project["optional-dependencies"]
-    assert [r.split(">")[0] for r in extras["local"]] == ["uvicorn", "httpx"]
+    assert [r.split(">")[0] for r in extras["local"]] == ["uvicorn", "httpx", "python-dotenv"]
     assert [r.split(">")[0] for r in extras["http"]] == ["httpx"]
 
 

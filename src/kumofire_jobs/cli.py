@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help="wrangler.toml to read queue consumer settings, crons and vars from "
-        "(default: ./wrangler.toml when present)",
+        help="wrangler.toml to read queue consumer settings, crons and vars from, with the "
+        ".dev.vars beside it over its [vars] (default: ./wrangler.toml when present)",
     )
     dev.add_argument(
         "--service",

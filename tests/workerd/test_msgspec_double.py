@@ -133,6 +133,28 @@ def test_malformed_json_is_a_decode_error(text: bytes | str) -> None:
         fake.json.decode(text)
 
 
+LONE_SURROGATES = [
+    b'"\\ud800"', b'"\\ud800x"', b'{"a": "\\uDBFF"}', b'"\\udc00"', b'["\\ud800\\u0041"]',
+    b'{"\\ud800": 1}',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", LONE_SURROGATES, ids=repr)
+def test_a_lone_surrogate_escape_is_a_decode_error_with_msgspec_s_words(text: bytes) -> None:
+    # The Worker's 400 invalid_json for it (web/body.py) reads msgspec's message: the double
+    # decoded it instead, and the Worker answered 422 where `kumofire-jobs dev` answered 400.
+    with pytest.raises(real.DecodeError) as real_error:
+        real.json.decode(text)
+    with pytest.raises(fake.DecodeError) as fake_error:
+        fake.json.decode(text)
+    assert str(fake_error.value).split(" (byte")[0] == str(real_error.value).split(" (byte")[0]
+
+
+def test_a_surrogate_pair_escape_decodes_as_in_msgspec() -> None:
+    text = b'["\\ud800\\udc00", "\\\\ud800"]'
+    assert fake.json.decode(text) == real.json.decode(text) == ["\U00010000", "\\ud800"]
+
+
 MESSAGES: list[Any] = [
     {"version": 1, "kumofireJobRunId": "run_1"},
     {"version": 1, "kumofireJobRunId": "run_1", "extra": [1]},

@@ -352,6 +352,33 @@ def test_rpc_from_python_through_jobs_client(api: Api) -> None:
     assert api.wait(out["created"])["status"] == "succeeded"
 
 
+def test_operating_calls_from_python_through_jobs_client(api: Api) -> None:
+    # API.md Part 2 through a real service binding: datetimes out as RFC 3339, JobInfo,
+    # BulkResult, RunAttempt and LogLine back, None and False for what is missing.
+    finished = api.create({"name": "flaky", "payload": {"fail_attempts": 1}})
+    assert api.wait(finished)["status"] == "succeeded"
+    url = f"{api.stack.workers[PY_WORKER].url}/client-ops?run={finished}"
+    status, out = request(url, token=None, timeout=120)
+    assert status == 200, out
+    assert out["attempts"] == [[1, "retried", True], [2, "succeeded", False]]
+    assert out["logs"] == [[1, "flaky.attempt", {"seen": 1}], [2, "flaky.attempt", {"seen": 2}]]
+    assert out["attempts_missing"] is True
+    assert out["deleted"] == [True, True] and out["deleted_again"] is False
+    assert out["promoted"] == "scheduled" and out["promote_missing"] is True
+    assert out["conflict"]["raised"] == "ConflictError"
+    assert out["job"] == ["limited", 1] and out["job_missing"] is True
+    assert {"echo", "flaky", "limited", "js_notify", "py_notify"} <= set(out["jobs"])
+    assert out["pause"] == [True, False]
+    assert out["cancel_many"] == [1, False]
+    assert out["bulk_refused"]["raised"] == "ValidationError"
+    # the canceled occurrence, and the successor the cancel materialized (if it was in time)
+    # that deleting the schedule canceled
+    assert out["delete_many"] in ([1, False], [2, False])
+    parent_id, children = out["flow"]
+    assert api.wait(parent_id)["status"] == "succeeded"
+    assert [api.get(child)["status"] for child in children] == ["succeeded"]
+
+
 @pytest.mark.parametrize("job", ["js_notify", "py_notify"])
 def test_remote_handlers(api: Api, job: str) -> None:
     ok = api.wait(api.create({"name": job, "payload": {}}))

@@ -48,7 +48,7 @@ PYWRANGLER_VENDORED: tuple[str, ...] = ("msgspec", "workers-runtime-sdk")
 """Vendored by `pywrangler sync` from Pyodide's package index at deploy (msgspec has native
 code; the Workers SDK is added by pywrangler itself)."""
 
-LOCAL_ONLY: tuple[str, ...] = ("uvicorn", "httpx")
+LOCAL_ONLY: tuple[str, ...] = ("uvicorn", "httpx", "python-dotenv")
 """The `local` extra (the local server; httpx for the ops commands, which also make up the
 `http` extra): never in the Worker, with what only they need."""
 

@@ -38,6 +38,13 @@ TOKEN_ENV = "KUMOFIRE_API_TOKEN"
 DRAIN_SECONDS = 10.0  # how long Ctrl-C waits for running handlers
 
 
+def api_token(settings: WranglerSettings) -> str | None:
+    """The token the API asks for: `$KUMOFIRE_API_TOKEN`, else the variable of that name in
+    `.dev.vars` or `[vars]` (where a Worker's token is for `wrangler dev`), else none."""
+    token = os.environ.get(TOKEN_ENV) or settings.vars.get(TOKEN_ENV)
+    return token if isinstance(token, str) and token else None
+
+
 def dev_environment(
     runtime: Runtime,
     data_dir: Path,
@@ -119,7 +126,7 @@ async def _serve(
     await env.start()
     http = create_app(
         lambda request: env.jobs,
-        api_token=os.environ.get(TOKEN_ENV) or None,
+        api_token=api_token(env.settings),
         loopback=is_loopback(host),
     )
     freeze_startup_heap()  # short collector pauses from here on

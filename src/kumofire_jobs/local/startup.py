@@ -135,15 +135,30 @@ def _users_frames(exc: BaseException) -> TracebackType | None:
     return None
 
 
+DEV_VARS = ".dev.vars"  # wrangler's local secrets, beside wrangler.toml
+
+
+def dev_vars(path: Path) -> dict[str, str]:
+    """The variables of a `.dev.vars` file (dotenv lines), as `wrangler dev` reads it for
+    local development: none when there is no such file."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # the `local` extra, as uvicorn
+
+    return {name: value for name, value in dotenv_values(path).items() if value is not None}
+
+
 def load_settings(config: Path | None) -> WranglerSettings:
-    """The settings of `config` (a wrangler.toml), its cron triggers checked now (not in the
-    middle of opening the data directory)."""
+    """The settings of `config` (a wrangler.toml), with the `.dev.vars` beside it over its
+    `[vars]` (as `wrangler dev` does), its cron triggers checked now (not in the middle of
+    opening the data directory)."""
     if config is None:
         return WranglerSettings()
     try:
         settings = WranglerSettings.load(config)
         for cron in settings.crons:
             to_croniter(cron)
+        settings.vars.update(dev_vars(config.parent / DEV_VARS))
     except OSError as exc:
         raise StartupError(f"--config {config}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:

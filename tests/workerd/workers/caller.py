@@ -5,11 +5,12 @@ target of remote handlers (the PyHandlers entrypoint)."""
 import json
 import sys
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from workers import Request, Response, WorkerEntrypoint
 
-from kumofire_jobs import ConflictError, UnknownJobError, ValidationError
+from kumofire_jobs import ConflictError, CreateRequest, UnknownJobError, ValidationError
 from kumofire_jobs.client import JobsClient, JobsServiceError
 from kumofire_jobs.remote import RemoteContext
 
@@ -42,6 +43,8 @@ class Default(WorkerEntrypoint):
         if str(request.url).endswith("/health"):
             return Response("ok")
         jobs = JobsClient(self.env.JOBS)
+        if "/client-ops?run=" in str(request.url):
+            return await _operations(jobs, str(request.url).rpartition("=")[2])
         out: dict[str, object] = {"python": sys.version.split()[0]}
         created = await jobs.create("echo", {"via": "JobsClient"}, dedupe_key="py-client-1")
         out["created"] = created.kumofire_job_run_id
@@ -67,3 +70,44 @@ class Default(WorkerEntrypoint):
         out["conflict"] = await _outcome(jobs.create_schedule("echo", every=60, key="py-every"))
         await jobs.delete_schedule_by_key("py-every")
         return Response(json.dumps(out), headers={"content-type": "application/json"})
+
+
+async def _operations(jobs: JobsClient, finished: str) -> Response:
+    """The operating calls (API.md Part 2) through `JobsClient`: `finished` is a succeeded run
+    of the `flaky` job that failed its first attempt."""
+    out: dict[str, object] = {}
+    attempts = await jobs.attempts(finished)
+    out["attempts"] = [(a.attempt, a.outcome, a.error is not None) for a in attempts or []]
+    logs = await jobs.logs(finished)
+    out["logs"] = [(line.attempt, line.event, line.fields) for line in logs or []]
+    out["attempts_missing"] = await jobs.attempts("run_doesnotexist") is None
+    out["deleted"] = [await jobs.delete(finished), await jobs.get(finished) is None]
+    out["deleted_again"] = await jobs.delete(finished)
+    later = await jobs.create("echo", delay=3600)
+    promoted = await jobs.promote(later.kumofire_job_run_id)
+    out["promoted"] = None if promoted is None else promoted.status.value
+    out["promote_missing"] = await jobs.promote("run_doesnotexist") is None
+    waiting = await jobs.create("echo", delay=3600)
+    out["conflict"] = await _outcome(jobs.delete(waiting.kumofire_job_run_id))
+    await jobs.cancel(waiting.kumofire_job_run_id)
+    limited = await jobs.get_job("limited")
+    out["job"] = None if limited is None else [limited.name, limited.options["concurrency"]]
+    out["job_missing"] = await jobs.get_job("no_such_job") is None
+    out["jobs"] = sorted(job.name for job in await jobs.list_jobs())
+    paused = await jobs.pause_job("big")
+    resumed = await jobs.resume_job("big")
+    out["pause"] = [paused is not None and paused.paused, resumed is not None and resumed.paused]
+    schedule = await jobs.create_schedule("echo", every=3600)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    canceled = await jobs.cancel_many(schedule_id=schedule.id, created_before=now)
+    out["cancel_many"] = [canceled.count, canceled.has_more]
+    out["bulk_refused"] = await _outcome(jobs.retry_many())
+    await jobs.delete_schedule(schedule.id)
+    removed = await jobs.delete_many(schedule_id=schedule.id)
+    out["delete_many"] = [removed.count, removed.has_more]
+    flow = await jobs.create_flow(
+        CreateRequest(name="parent", payload={"expect": ["succeeded"]}),
+        [CreateRequest(name="echo", payload={"child": 1})],
+    )
+    out["flow"] = [flow.parent_id, flow.children]
+    return Response(json.dumps(out), headers={"content-type": "application/json"})

@@ -7,6 +7,7 @@ import datetime
 import enum
 import json as _json
 import math
+import re
 from typing import Any
 
 __all__ = ["Decoder", "Encoder", "decode", "encode"]
@@ -86,7 +87,36 @@ def decode(buf: bytes | bytearray | memoryview | str, *, type: Any = None) -> An
         value = _json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise DecodeError(f"JSON is malformed: {exc}") from None
+    if "\\u" in text and (problem := _lone_surrogate(text)) is not None:
+        raise DecodeError(problem)
     return value if type is None else convert(value, type)
+
+
+# An escaped backslash, or a \uXXXX escape: scanning left to right, a backslash that is itself
+# escaped never starts an escape.
+_ESCAPE = re.compile(r"\\\\|\\u([0-9a-fA-F]{4})")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """msgspec's words for a \\uXXXX surrogate escape without its other half (the json
+    module decodes one into a lone surrogate): a high one followed by anything but an escape
+    is "Input data was truncated"; followed by another escape, or a lone low one, is an
+    invalid pair."""
+    paired_low = -1
+    for match in _ESCAPE.finditer(text):
+        if match.group(1) is None or match.start() == paired_low:
+            continue
+        code = int(match.group(1), 16)
+        if 0xD800 <= code <= 0xDBFF:
+            after = _ESCAPE.match(text, match.end())
+            if after is None or after.group(1) is None:
+                return "Input data was truncated"
+            if not 0xDC00 <= int(after.group(1), 16) <= 0xDFFF:
+                return f"JSON is malformed: invalid utf-16 surrogate pair (byte {after.end()})"
+            paired_low = after.start()
+        elif 0xDC00 <= code <= 0xDFFF:
+            return f"JSON is malformed: invalid utf-16 surrogate pair (byte {match.end()})"
+    return None
 
 
 def _reject_constant(name: str) -> Any:
