@@ -210,6 +210,36 @@ async def test_a_sliding_window_never_allows_more_than_the_limit_nor_starts_earl
     assert offered[:3] == [t0 + 1.0] * 3  # offered the moment the window opened
 
 
+@pytest.mark.parametrize("claim_after", [1.2, 4.5], ids=["within the window", "after it"])
+async def test_a_rate_limit_counts_an_offered_run_when_it_claims_its_slot(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker, claim_after: float
+) -> None:
+    # A woken run starts when its delivery reaches a consumer, later than its offer: the
+    # window counts that start (an offer is a start until claimed), so slow deliveries never
+    # let a second round start beside the first.
+    c = Consumer(namespace.getByName(NAME), clock, limits(rate=(2, 3_000)))
+    t0 = clock.now()
+    granted = [(await c.acquire(run_id))["granted"] for run_id in "abcdef"]
+    assert granted == [True, True, False, False, False, False]
+    starts = [0.0, 0.0]
+    await clock.advance(3.0)
+    assert waker.woken == [("c", t0 + 3.0), ("d", t0 + 3.0)]  # as the window opened
+    await clock.advance(claim_after)  # their deliveries take this long
+    for run_id in "cd":
+        assert (await c.acquire(run_id))["granted"]
+        starts.append(clock.now() - t0)
+    while len(waker.woken) < 4 and clock.now() - t0 < 20:
+        await clock.advance(0.1)
+    for run_id in "ef":
+        assert (await c.acquire(run_id))["granted"]
+        starts.append(clock.now() - t0)
+    assert [r for r, _ in waker.woken] == ["c", "d", "e", "f"]
+    # The next two are offered 3 s after the claims, not 3 s after the offers.
+    assert waker.woken[2][1] - t0 == pytest.approx(3.0 + claim_after + 3.0, abs=0.11)
+    for s in starts:  # at most 2 starts in any 3 s
+        assert sum(1 for t in starts if s <= t < s + 3.0 - 1e-6) <= 2, starts
+
+
 async def test_priority_then_due_time_order_the_wait_list(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actor import Clock
-from .limiter_order import has_room, next_check, pick, prune_windows, record_start
+from .limiter_order import claim_start, has_room, next_check, pick, prune_windows, record_start
 from .limiter_state import (
     META_KEY,
     SLOT_PREFIX,
@@ -131,6 +131,8 @@ class LimiterActor:
         if slot is not None:
             if not slot.offer and slot.token > token:
                 return {"granted": False, "reason": "lost"}
+            if slot.offer and token and claim_start(self._limits, self._meta, slot, now):
+                self._meta_dirty = True
             slot.token = token
             slot.expires = now + lease_ms
             await self._put_slot(run_id, slot)
