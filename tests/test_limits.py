@@ -4,6 +4,7 @@ embedded bindings and the manual clock, the limiter actor deciding in its Durabl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -432,6 +433,72 @@ async def test_a_consumer_that_loses_the_run_handed_over_to_it_loses_nothing(
     assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
+async def test_the_releases_of_one_turn_go_to_the_limiter_in_one_request(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The chains of one queue batch end their handlers in one turn: their slots' releases go
+    in one `limit_release_many` (core/handoff_releases.py), each freed slot handed over."""
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=3)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(9)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 3
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 3
+    # Three rounds of three releases: the last hands nothing over.
+    assert spy.calls["limit_release_many"] == 3 and spy.calls["limit_release"] == 0
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
+
+
+@pytest.mark.parametrize("fault", ["failed", "answer_lost"])
+async def test_a_failed_request_of_releases_is_recovered_when_leases_expire(
+    make_env: EnvFactory, clock: ManualClock, fault: str
+) -> None:
+    """`limit_release_many` fails before reaching the limiter (the slots stay held) or after
+    it handed the waiters over (their coordinators leased, the answer lost): every chain of
+    it ends, the slots expire with their leases, the coordinators deliver again, and every
+    run runs once, never more than the limit at a time."""
+    gauge = Gauge()
+    env = await make_env(
+        {"report": gauge}, lease_seconds=30, job_options={"report": JobOptions(concurrency=2)}
+    )
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 2
+    if fault == "failed":
+        spy.methods.add("limit_release_many")
+    else:
+        spy.lost.add("limit_release_many")
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert sorted(gauge.done) == sorted(ids[:2])  # the chains ended
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    held = ids[:2] if fault == "failed" else ids[2:]
+    assert status == {"held": sorted(held), "offered": [], "waiting": 2 if fault == "failed" else 0}
+    spy.methods.clear()
+    spy.lost.clear()
+    await clock.advance(30.0)  # the leases expire
+    await settle(clock, 1.0)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+        assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+    status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
+    assert status == {"held": [], "offered": [], "waiting": 0}
+
+
 async def test_a_handed_over_run_whose_lease_cannot_be_taken_is_woken_instead(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
@@ -725,6 +792,80 @@ async def test_runs_handed_over_in_one_turn_start_in_one_statement_one_canceled_
     status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
     assert status == {"held": [], "offered": [], "waiting": 0}
     assert (await env.JOB_COORDINATOR.getByName(handed).status())["phase"] == "closed"
+
+
+async def test_the_outcomes_of_the_freed_slots_go_in_the_turn_of_the_runs_handed_over(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The outcomes of the handlers whose slots a queue batch's releases free wait for those
+    releases, as the starts of the runs they hand over do: both are written in one loop turn
+    (one commit), not the outcomes first and the starts a limiter round trip later."""
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    db = FaultyD1(env.JOBS_DB)
+    rewire(env, db=db)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 2
+    loop = asyncio.get_running_loop()
+    turns = [0]
+
+    def tick() -> None:  # counts the loop's turns (a bounded number: the clock must settle)
+        turns[0] += 1
+        if turns[0] < 1_000:
+            loop.call_soon(tick)
+
+    loop.call_soon(tick)
+    seen: dict[str, int] = {}
+
+    def mark(name: str) -> Callable[[], Awaitable[None]]:
+        async def hook() -> None:
+            seen[name] = turns[0]
+
+        return hook
+
+    db.before(OUTCOMES, mark("outcomes"))
+    db.before(START_MANY, mark("starts"))
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert seen["outcomes"] == seen["starts"] < 1_000
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 2
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_finished_runs_coordinator_is_released_with_the_next_flush_of_its_batch(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """A run whose outcome is written while its batch's releases are in flight releases its
+    coordinator once they answered, in the turn of the batch's next starts and outcomes
+    (core/handoff_writes.py, `after_releases`), not in a turn of its own; every coordinator
+    ends closed."""
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    spy = FailingNamespace(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(4)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    assert gauge.running == 2
+    spy.order.clear()
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 2
+    calls = [(name, method) for name, method in spy.order if method != "lease"]
+    releases = [i for i, (_, method) in enumerate(calls) if method == "limit_release_many"]
+    assert len(releases) == 2  # the first two runs' slots (handing the others over), then theirs
+    for run_id in gauge.done[:2]:
+        # The first two ended; their outcomes went with the others' starts, then the others
+        # ended and released their slots; only then did the first two release their leases.
+        assert calls.index((run_id, "release")) > releases[1]
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
+        assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
 
 
 @pytest.mark.parametrize("statement", ["start", "outcome"])

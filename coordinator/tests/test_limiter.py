@@ -210,6 +210,36 @@ async def test_a_sliding_window_never_allows_more_than_the_limit_nor_starts_earl
     assert offered[:3] == [t0 + 1.0] * 3  # offered the moment the window opened
 
 
+@pytest.mark.parametrize("claim_after", [1.2, 4.5], ids=["within the window", "after it"])
+async def test_a_rate_limit_counts_an_offered_run_when_it_claims_its_slot(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker, claim_after: float
+) -> None:
+    # A woken run starts when its delivery reaches a consumer, later than its offer: the
+    # window counts that start (an offer is a start until claimed), so slow deliveries never
+    # let a second round start beside the first.
+    c = Consumer(namespace.getByName(NAME), clock, limits(rate=(2, 3_000)))
+    t0 = clock.now()
+    granted = [(await c.acquire(run_id))["granted"] for run_id in "abcdef"]
+    assert granted == [True, True, False, False, False, False]
+    starts = [0.0, 0.0]
+    await clock.advance(3.0)
+    assert waker.woken == [("c", t0 + 3.0), ("d", t0 + 3.0)]  # as the window opened
+    await clock.advance(claim_after)  # their deliveries take this long
+    for run_id in "cd":
+        assert (await c.acquire(run_id))["granted"]
+        starts.append(clock.now() - t0)
+    while len(waker.woken) < 4 and clock.now() - t0 < 20:
+        await clock.advance(0.1)
+    for run_id in "ef":
+        assert (await c.acquire(run_id))["granted"]
+        starts.append(clock.now() - t0)
+    assert [r for r, _ in waker.woken] == ["c", "d", "e", "f"]
+    # The next two are offered 3 s after the claims, not 3 s after the offers.
+    assert waker.woken[2][1] - t0 == pytest.approx(3.0 + claim_after + 3.0, abs=0.11)
+    for s in starts:  # at most 2 starts in any 3 s
+        assert sum(1 for t in starts if s <= t < s + 3.0 - 1e-6) <= 2, starts
+
+
 async def test_priority_then_due_time_order_the_wait_list(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:
@@ -418,6 +448,81 @@ async def test_a_limiter_that_dies_after_leasing_a_handed_over_run_admits_no_mor
         await clock.advance(LEASE_MS / 1000)
         assert waker.ids() == ["r2"]
         assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+    finally:
+        await ns.close()
+
+
+async def test_releases_in_one_request_hand_each_freed_slot_over_in_the_wait_order(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    """`limit_release_many` is `limit_release` with `lease_ms` for each pair, in one request:
+    each freed slot goes to the next waiter in order (the i-th to the i-th freed), leased
+    for the caller; a stale token is answered `lost`; a waiter whose coordinator is closed
+    passes its slot to the next; every write in one commit."""
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=3))
+    for run_id in ("r1", "r2", "r3"):
+        await c.acquire(run_id)
+    for i, run_id in enumerate(["w1", "gone", "w2", "w3"]):
+        await c.acquire(run_id, due=i)
+    waker.refuse["gone"] = "canceled"
+    reply = await c.stub.limit_release_many(
+        ["r1", "r2", "r3", "r3"], [c.tokens["r1"], c.tokens["r2"] + 5, c.tokens["r3"], 1],
+        LEASE_MS,
+    )  # fmt: skip
+    assert [r["ok"] for r in reply["released"]] == [True, False, True, False]
+    assert reply["released"][1] == {"ok": False, "reason": "lost"}  # a stale token frees nothing
+    handed = [reply["released"][i]["next"] for i in (0, 2)]
+    # r1's slot went to w1; r3's to `gone` (canceled: it left the line) and then to w2.
+    assert [h["run_id"] for h in handed] == ["w1", "w2"]
+    assert [r for r, _ in waker.leased] == ["w1", "w2"] and waker.ids() == []
+    assert [h["token"] for h in handed] == [101, 102]
+    assert await c.stub.limit_status() == {"held": ["r2", "w1", "w2"], "offered": [], "waiting": 1}
+    namespace.evict(NAME)  # all of it was written
+    assert await c.stub.limit_status() == {"held": ["r2", "w1", "w2"], "offered": [], "waiting": 1}
+    assert await c.stub.limit_waiting(["gone", "w3"]) == {"waiting": ["w3"], "paused": False}
+    # With fewer waiters than freed slots, the rest of the capacity stays free.
+    reply = await c.stub.limit_release_many(["w1", "w2"], [101, 102], LEASE_MS)
+    assert [r["next"] for r in reply["released"]][1] is None
+    assert reply["released"][0]["next"]["run_id"] == "w3"
+    assert (await c.acquire("late"))["granted"]
+
+
+async def test_a_limiter_that_dies_after_leasing_runs_handed_over_together_admits_no_more(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> None:
+    """The crash point of `limit_release_many` between the waiters' early leases and the
+    limiter's one commit: nothing of the releases was written, so the released slots expire
+    with their old leases and only then do the waiters (still in line) get them."""
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    c = Consumer(ns.getByName(NAME), clock, limits(concurrency=2))
+    await c.acquire("r1")
+    await c.acquire("r2")
+    await c.acquire("w1", due=1)
+    await c.acquire("w2", due=2)
+    waker.hang = True  # the waiters' coordinators are leased; the limiter dies before writing
+    release = asyncio.ensure_future(
+        c.stub.limit_release_many(["r1", "r2"], [c.tokens["r1"], c.tokens["r2"]], LEASE_MS)
+    )
+    await clock.advance(0)
+    assert sorted(waker.leased) == [("w1", 101), ("w2", 102)]
+    await ns.abort()
+    with pytest.raises(asyncio.CancelledError):
+        await release
+    waker.hang = False
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        c.stub = ns.getByName(NAME)
+        assert await c.stub.limit_status() == {"held": ["r1", "r2"], "offered": [], "waiting": 2}
+        assert (await c.acquire("w3", due=5))["reason"] == "wait"
+        await clock.advance(LEASE_MS / 1000)
+        assert waker.ids() == ["w1", "w2"]  # offered in order once the old leases ran out
+        assert await c.stub.limit_status() == {"held": [], "offered": ["w1", "w2"], "waiting": 1}
     finally:
         await ns.close()
 

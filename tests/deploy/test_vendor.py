@@ -56,7 +56,11 @@ def test_the_installed_metadata_gives_the_same_packages() -> None:
     with_local = plan_from_metadata("kumofire-jobs", extras=["local"])
     # httpx is in the extra for the ops commands; neither it nor its dependencies (anyio,
     # httpcore, ...) may reach the Worker bundle, as uvicorn's may not
-    assert [line.split("==")[0] for line in with_local.local_only] == ["httpx", "python-dotenv", "uvicorn"]
+    assert [line.split("==")[0] for line in with_local.local_only] == [
+        "httpx",
+        "python-dotenv",
+        "uvicorn",
+    ]
     assert names(with_local) == names(plan)
     with_http = plan_from_metadata("kumofire-jobs", extras=["http"])
     assert [line.split("==")[0] for line in with_http.local_only] == ["httpx"]

@@ -59,6 +59,7 @@ class FailingNamespace:
         self.lost: set[str] = set()
         self.times = times
         self.calls: Counter[str] = Counter()  # every call made through it, by method
+        self.order: list[tuple[str, str]] = []  # every call, in order: (object name, method)
 
     def idFromName(self, name: str) -> Any:
         return self.inner.idFromName(name)
@@ -75,6 +76,7 @@ class _FailingStub:
         self._namespace = namespace
         self._inner = inner
         self.id = inner.id
+        self._name = str(getattr(inner, "name", None) or getattr(inner.id, "name", "") or "")
 
     def __getattr__(self, method: str) -> Any:
         target = getattr(self._inner, method)
@@ -83,6 +85,7 @@ class _FailingStub:
         def call(*args: Any) -> Any:
             # Decided and sent when called, not when awaited, as the platform's stubs do.
             namespace.calls[method] += 1
+            namespace.order.append((self._name, method))
             if method in namespace.methods and namespace.times > 0:
                 namespace.times -= 1
                 return _fail(method)

@@ -522,6 +522,28 @@ def test_a_limited_job_runs_one_at_a_time(api: Api) -> None:
         assert parse(after["started_at"]) >= parse(before["finished_at"])
 
 
+def test_a_limited_jobs_slots_are_handed_over_two_at_a_time(api: Api) -> None:
+    """`concurrency=2`, runs due at one instant: the two runs delivered together end in one
+    turn, and their slots are released (and handed over) in one `limit_release_many`
+    request, round after round. Every run runs once, never more than two at a time, and
+    none waits for a lease to expire (a failed release would leave its slot until then)."""
+    due = (datetime.now(UTC) + timedelta(seconds=3)).isoformat(timespec="milliseconds")
+    due = due.replace("+00:00", "Z")
+    runs = [{"name": "paired", "run_at": due} for _ in range(8)]
+    status, created = request(f"{api.url}/v1/runs:batch", "POST", {"runs": runs})
+    assert status == 202, created
+    finished = [api.wait(item["kumofire_job_run_id"], timeout=60) for item in created["items"]]
+    assert [(r["status"], r["attempt"]) for r in finished] == [("succeeded", 1)] * 8
+    for run in finished:
+        at = parse(run["started_at"])
+        overlapping = [
+            r for r in finished if parse(r["started_at"]) <= at < parse(r["finished_at"])
+        ]
+        assert len(overlapping) <= 2, finished
+    last = max(parse(r["finished_at"]) for r in finished)
+    assert (last - parse(due)).total_seconds() < LEASE_SECONDS, finished
+
+
 def test_a_paused_job_holds_its_runs_until_resumed(api: Api) -> None:
     """The job routes on the Worker (their `options` are `JobOptions.to_json`, msgspec's
     `to_builtins`): paused, runs wait `queued` with no attempt; resumed, they start one at a

@@ -27,6 +27,7 @@ from .messages import (
     ReleaseReply,
     RenewReply,
     SlotReleaseReply,
+    SlotReleasesReply,
     SlotRenewReply,
     StatusReply,
     WaitingReply,
@@ -99,6 +100,13 @@ class CoordinatorEndpoint:
 
     async def limit_release(self, run_id: str, token: int, lease_ms: int = 0) -> SlotReleaseReply:
         return await self._limiter().release(run_id, int(token), int(lease_ms))
+
+    async def limit_release_many(
+        self, run_ids: list[str], tokens: list[int], lease_ms: int
+    ) -> SlotReleasesReply:
+        return await self._limiter().release_many(
+            [str(r) for r in run_ids], [int(t) for t in tokens], int(lease_ms)
+        )
 
     async def limit_forget(self, run_id: str) -> ForgetReply:
         return await self._limiter().forget(run_id)

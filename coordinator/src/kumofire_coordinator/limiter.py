@@ -20,13 +20,14 @@ input gate makes it atomic; the wakes (calls to other objects) come last, after 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actor import Clock
-from .limiter_order import has_room, next_check, pick, prune_windows, record_start
+from .limiter_order import claim_start, has_room, next_check, pick, prune_windows, record_start
 from .limiter_state import (
     META_KEY,
     SLOT_PREFIX,
@@ -47,6 +48,7 @@ from .messages import (
     LimitsMessage,
     PauseReply,
     SlotReleaseReply,
+    SlotReleasesReply,
     SlotRenewReply,
     WaitingReply,
 )
@@ -68,9 +70,10 @@ class Waker(Protocol):
         """Have `run_id` delivered again now (its coordinator armed for now)."""
         ...
 
-    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
+    def lease(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
         """Lease `run_id`'s coordinator early (it is parked in line) for a consumer the
-        limiter hands it to (`release` with `lease_ms`)."""
+        limiter hands it to (`release` with `lease_ms`). Sent when called, as a Durable
+        Object stub's call is (the limiter asks several at once)."""
         ...
 
 
@@ -128,6 +131,8 @@ class LimiterActor:
         if slot is not None:
             if not slot.offer and slot.token > token:
                 return {"granted": False, "reason": "lost"}
+            if slot.offer and token and claim_start(self._limits, self._meta, slot, now):
+                self._meta_dirty = True
             slot.token = token
             slot.expires = now + lease_ms
             await self._put_slot(run_id, slot)
@@ -183,53 +188,100 @@ class LimiterActor:
         coordinator or to `acquire`. A waiter whose coordinator is closed or canceled leaves
         the line and the next is tried; one whose lease is held (a delivery of it under way)
         keeps its slot as an offer and is woken, as without `lease_ms`."""
+        if lease_ms > 0:
+            return (await self.release_many([run_id], [token], lease_ms))["released"][0]
         now = await self._begin()
         slot = self._slots.get(run_id)
         if slot is None or slot.offer or slot.token != token:
             return {"ok": False, "reason": "lost"}
-        if lease_ms <= 0:
-            await self._free(run_id)
-            woken = await self._fill(now)
-            await self._commit(now)
-            await self._wake(woken)
-            return {"ok": True}
-        # Decided in memory, and the waiter's coordinator leased before anything is written:
-        # a call out waits for this object's pending writes (the output gate), and these go
-        # with the hand-over's. Until then the released slot stays stored: should this object
-        # restart first, it expires with its old lease (the limit never admits more).
-        del self._slots[run_id]
-        woken = await self._fill(now, handoff=True)
-        wake: list[str] = []
-        passed: Handoff | None = None
-        for _ in range(HANDOFF_TRIES):
-            if not woken:
-                break
-            wake += woken[1:]
-            passed, woken = await self._hand_over(woken[0], lease_ms, wake)
-            if passed is not None:
-                break
-        wake += woken
+        await self._free(run_id)
+        woken = await self._fill(now)
+        await self._commit(now)
+        await self._wake(woken)
+        return {"ok": True}
+
+    async def release_many(
+        self, run_ids: list[str], tokens: list[int], lease_ms: int
+    ) -> SlotReleasesReply:
+        """`release(run_id, token, lease_ms)` for each pair, in one request (a consumer's
+        releases of one loop turn): each freed slot goes to the next waiter in order, handed
+        to the caller; their coordinators are leased at once, and everything is written in
+        one commit after the leases. `released` answers each pair in order."""
         now = await self._begin()
-        if run_id not in self._slots:  # (not taken again meanwhile by a renew)
-            await self._storage.delete(SLOT_PREFIX + run_id)
+        replies: list[SlotReleaseReply] = []
+        freed: list[int] = []  # indexes of the pairs whose slot was freed
+        for run_id, token in zip(run_ids, tokens, strict=True):
+            slot = self._slots.get(run_id)
+            if slot is None or slot.offer or slot.token != token:
+                replies.append({"ok": False, "reason": "lost"})
+                continue
+            # Decided in memory, and the waiters' coordinators leased before anything is
+            # written: a call out waits for this object's pending writes (the output gate),
+            # and these go with the hand-overs'. Until then the released slot stays stored:
+            # should this object restart first, it expires with its old lease (the limit
+            # never admits more).
+            del self._slots[run_id]
+            freed.append(len(replies))
+            replies.append({"ok": True, "next": None})
+        if not freed:
+            return {"released": replies}
+        woken = await self._fill(now, handoffs=len(freed))
+        wake: list[str] = woken[len(freed) :]
+        # Each freed slot's waiter (the i-th goes to the i-th freed slot): their coordinators
+        # leased at once; a waiter whose coordinator turns out closed passes the slot to the
+        # next in line, at most HANDOFF_TRIES in all per slot.
+        tries = list(zip(freed, woken[: len(freed)], strict=False))
+        for _ in range(HANDOFF_TRIES):
+            if not tries:
+                break
+            grants = await self._lease_all([run_id for _, run_id in tries], lease_ms)
+            now = await self._begin()
+            retry: list[tuple[int, str]] = []
+            # No call out below: the leases' outcomes and the writes after the loop go in one
+            # commit.
+            for (index, run_id), grant in zip(tries, grants, strict=True):
+                passed, more = await self._hand_over(run_id, grant, lease_ms, wake, now)
+                if passed is not None:
+                    replies[index] = {"ok": True, "next": passed}
+                elif more:
+                    wake += more[1:]
+                    retry.append((index, more[0]))
+            tries = retry
+        wake += [run_id for _, run_id in tries]
+        for index in freed:
+            run_id = run_ids[index]
+            if run_id not in self._slots:  # (not taken again meanwhile by a renew)
+                await self._storage.delete(SLOT_PREFIX + run_id)
         await self._commit(now)
         await self._wake(wake)
-        return {"ok": True, "next": passed}
+        return {"released": replies}
+
+    async def _lease_all(self, run_ids: list[str], lease_ms: int) -> list[LeaseReply | None]:
+        """Lease the coordinators of `run_ids` early, all at once (None: the call failed).
+        Other calls may run meanwhile: they see the offers, so nobody else takes their
+        capacity."""
+        calls: list[asyncio.Future[LeaseReply] | None] = []
+        for run_id in run_ids:
+            try:  # (a Future, as a stub's call is, is awaited as it is: no task to start)
+                calls.append(asyncio.ensure_future(self._waker.lease(run_id, lease_ms)))
+            except Exception:
+                calls.append(None)
+        grants: list[LeaseReply | None] = []
+        for call in calls:
+            try:
+                grants.append(None if call is None else await call)
+            except Exception:
+                grants.append(None)
+        return grants
 
     async def _hand_over(
-        self, run_id: str, lease_ms: int, wake: list[str]
+        self, run_id: str, grant: LeaseReply | None, lease_ms: int, wake: list[str], now: int
     ) -> tuple[Handoff | None, list[str]]:
-        """Lease the coordinator of `run_id` (offered in memory by `_fill(handoff=True)`) and
-        give it the offered slot under the lease's token. Other calls may run while the lease
-        is awaited: they see the offer, so nobody else takes its capacity. Returns the run
-        handed over (or None) and, if its coordinator was closed or canceled (the run leaves
-        the line), the runs its capacity went to: the caller hands the first over in turn.
-        A run to wake instead is added to `wake`."""
-        try:
-            grant: LeaseReply | None = await self._waker.lease(run_id, lease_ms)
-        except Exception:
-            grant = None
-        now = await self._begin()
+        """Give `run_id` (offered in memory by `_fill(handoffs=...)`) the offered slot under
+        the token of the early lease of its coordinator, `grant` (None: the lease call
+        failed). Returns the run handed over (or None) and, if its coordinator was closed or
+        canceled (the run leaves the line), the runs its capacity went to: the caller hands
+        the first over in turn. A run to wake instead is added to `wake`."""
         slot = self._slots.get(run_id)
         waiter = self._waiters.get(run_id)
         if grant is not None and grant["granted"]:
@@ -253,7 +305,7 @@ class LimiterActor:
             # its delivery joins the line again): it leaves the line, the slot passes on.
             await self._free(run_id, unstart=True)
             await self._drop_waiter(run_id)
-            return None, await self._fill(now, handoff=True)
+            return None, await self._fill(now, handoffs=1)
         # Its lease is held (a delivery under way) or could not be asked: store the offer and
         # wake the run as any offered waiter, so that a holder told to wait and park gives
         # way to a delivery that claims it.
@@ -347,13 +399,13 @@ class LimiterActor:
         now: int,
         claimant: tuple[str, int, int, bool] | None = None,
         *,
-        handoff: bool = False,
+        handoffs: int = 0,
     ) -> list[str]:
         """Give capacity to waiters in order: the claimant (the caller of `acquire`) a slot,
-        the others an offer. Returns the run ids to wake. With `handoff`, the first offer
-        goes to the caller of `release`, who claims it within moments: it is kept in memory
-        only and not counted against `max_offers` (if this object restarts first, the run
-        is still in the stored line, and its claim waits or is granted as a newcomer's)."""
+        the others an offer. Returns the run ids to wake. The first `handoffs` offers go to
+        the caller of `release`, who claims them within moments: they are kept in memory
+        only and not counted against `max_offers` (if this object restarts first, the runs
+        are still in the stored line, and their claims wait or are granted as newcomers')."""
         woken: list[str] = []
         while (run_id := pick(self._limits, self._meta, self._slots, self._queue, now)) is not None:
             waiter = self._waiters[run_id]
@@ -365,7 +417,7 @@ class LimiterActor:
                 await self._put_slot(run_id, slot)  # (an offer at a delivery: memory only)
             else:
                 slot = Slot(waiter.key, 0, now + self._config.offer_ms, start=now)
-                if not (handoff and not woken):  # a woken waiter's offer is stored
+                if len(woken) >= handoffs:  # a woken waiter's offer is stored
                     waiter.offers += 1
                     await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
                     await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())

@@ -8,9 +8,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from .limiter_state import Limits, Meta, Slot, WaitQueue, next_in_turn
+from .limiter_state import Limits, Meta, Slot, WaitQueue, Window, next_in_turn
 
-__all__ = ["has_room", "next_check", "pick", "prune_windows", "record_start"]
+__all__ = [
+    "claim_start",
+    "has_room",
+    "next_check",
+    "pick",
+    "prune_windows",
+    "record_start",
+    "stale_offers",
+]
 
 
 def has_room(limits: Limits, slots: Mapping[str, Slot], key: str) -> bool:
@@ -28,7 +36,9 @@ def pick(
         return None
     if limits.concurrency is not None and len(slots) >= limits.concurrency:
         return None
-    if limits.rate is not None and not limits.rate.allows(meta.starts, now):
+    if limits.rate is not None and not limits.rate.allows(
+        meta.starts, now, stale_offers(slots, limits.rate, now)
+    ):
         return None
     if not limits.keyed and (sole := queue.sole_head()) is not None:
         return sole[2]  # one group, nothing held back per key: its head
@@ -38,7 +48,9 @@ def pick(
     for key, head in queue.heads():
         if kc is not None and held[key] >= kc:
             continue
-        if kr is not None and not kr.allows(meta.key_starts.get(key, []), now):
+        if kr is not None and not kr.allows(
+            meta.key_starts.get(key, []), now, stale_offers(slots, kr, now, key)
+        ):
             continue
         eligible.append((key, head))
     if not eligible:
@@ -65,6 +77,37 @@ def record_start(limits: Limits, meta: Meta, key: str, now: int) -> bool:
     return changed
 
 
+def stale_offers(
+    slots: Mapping[str, Slot], window: Window, now: int, key: str | None = None
+) -> int:
+    """Offers not yet claimed whose recorded start has left `window` (of `key`, if given):
+    the run starts at its claim, later than the offer, so until then it counts as starting
+    now (a delivery slower than the window must not let a second round start beside it)."""
+    edge = now - window.per_ms
+    return sum(
+        1
+        for s in slots.values()
+        if s.offer and s.start is not None and s.start <= edge and (key is None or s.key == key)
+    )
+
+
+def claim_start(limits: Limits, meta: Meta, slot: Slot, now: int) -> bool:
+    """An offer claimed by its run: its start is now, not when it was offered (the run was
+    delivered in between), so the rate windows count the handler's start. Returns whether
+    that changed `meta`."""
+    if slot.start is None or (limits.rate is None and limits.key_rate is None):
+        return False
+    for starts in (meta.starts, meta.key_starts.get(slot.key)):
+        if starts is not None and slot.start in starts:
+            starts.remove(slot.start)
+    slot.start = now
+    if limits.rate is not None:
+        meta.starts.append(now)
+    if limits.key_rate is not None:
+        meta.key_starts.setdefault(slot.key, []).append(now)
+    return True
+
+
 def prune_windows(limits: Limits, meta: Meta, now: int) -> bool:
     """Drop the start times that left the rate windows; returns whether `meta` changed."""
     if limits.rate is None and limits.key_rate is None and not meta.starts and not meta.key_starts:
@@ -88,10 +131,13 @@ def next_check(
     that holds a waiter back."""
     times = [s.expires for s in slots.values()]
     if queue:
-        if limits.rate is not None and (t := limits.rate.opens(meta.starts, now)):
+        if (rate := limits.rate) is not None and (
+            t := rate.opens(meta.starts, now, stale_offers(slots, rate, now))
+        ):
             times.append(t)
-        if limits.key_rate is not None:
+        if (kr := limits.key_rate) is not None:
             for key in queue.keys():  # noqa: SIM118  a method, not a dict
-                if t := limits.key_rate.opens(meta.key_starts.get(key, []), now):
+                ks = meta.key_starts.get(key, [])
+                if t := kr.opens(ks, now, stale_offers(slots, kr, now, key)):
                     times.append(t)
     return min(times, default=None)

@@ -35,13 +35,19 @@ class Window:
     limit: int
     per_ms: int
 
-    def allows(self, starts: list[int], now: int) -> bool:
-        return sum(1 for s in starts if s > now - self.per_ms) < self.limit
+    def allows(self, starts: list[int], now: int, pending: int = 0) -> bool:
+        """`pending`: offers not yet claimed whose recorded start left the window; each will
+        start at its claim, so it counts as a start now."""
+        return sum(1 for s in starts if s > now - self.per_ms) + pending < self.limit
 
-    def opens(self, starts: list[int], now: int) -> int | None:
-        """When the next start is allowed, if not now."""
+    def opens(self, starts: list[int], now: int, pending: int = 0) -> int | None:
+        """When the next start is allowed, if not now (None also while the `pending` offers
+        alone fill the window: their claims or expiries look again)."""
+        room = self.limit - pending
+        if room <= 0:
+            return None
         recent = [s for s in starts if s > now - self.per_ms]
-        return None if len(recent) < self.limit else recent[-self.limit] + self.per_ms
+        return None if len(recent) < room else recent[-room] + self.per_ms
 
     def prune(self, starts: list[int], now: int) -> list[int]:
         return [s for s in starts if s > now - self.per_ms]

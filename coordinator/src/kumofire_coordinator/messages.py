@@ -182,6 +182,12 @@ SlotRenewReply = Renewed | SlotLost
 SlotReleaseReply = SlotReleased | SlotLost
 
 
+class SlotReleasesReply(TypedDict):
+    """`limit_release_many`: each release's reply, in the order asked."""
+
+    released: list[SlotReleaseReply]
+
+
 class ForgetReply(TypedDict):
     forgotten: bool
 
@@ -233,6 +239,7 @@ __all__ = [
     "SlotRefused",
     "SlotReleaseReply",
     "SlotReleased",
+    "SlotReleasesReply",
     "SlotRenewReply",
     "StatusClosed",
     "StatusOpen",

@@ -22,7 +22,7 @@ from .coordination import Coordinators
 from .errors import JobCanceledError, LeaseLostError, NonRetryableError
 from .flows import FlowService
 from .handoff import BATCH, CHAIN, Chain
-from .handoff_writes import HandoffWrites
+from .handoff_writes import HandoffWrites, Releasing
 from .history import describe_error, encode_result, error_detail
 from .history_store import HistoryStore
 from .journal import Journal, RunLogger
@@ -441,29 +441,44 @@ class Consumer:
         if chain is None:
             return asyncio.ensure_future(self._leave(run_id, token))
         released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(self._leave(run_id, token, released))
-        # (Also if the task is cancelled before it ran: the outcome's writer waits for this.)
-        task.add_done_callback(lambda _: _resolve(released))
+        # Counted as in flight from now, in the turn the handler ended, not once its task
+        # runs: what waits for the batch's releases (`HandoffWrites`) sees it at once.
+        handoff = self.handing_over and chain.open(self._clock.now())
+        writes = self._handoff_writes() if handoff else None
+        releasing = None if writes is None else writes.releasing()
+        task = asyncio.ensure_future(self._leave(run_id, token, released, handoff, releasing))
+
+        def ended(_: object) -> None:  # (also if the task is cancelled before it ran)
+            if releasing is not None:
+                releasing.end()
+            _resolve(released)  # the outcome's writer waits for this
+
+        task.add_done_callback(ended)
         chain.hold(task)
         return released
 
     async def _leave(
-        self, run_id: str, token: int, released: asyncio.Future[None] | None = None
-    ) -> None:
-        """Release the run's slot; within the chain's budget, take the run it goes to: in
-        this task once `released` is told (no task to start: a loop turn sooner), else in a
-        task of its own."""
+        self, run_id: str, token: int, released: asyncio.Future[None] | None = None,
+        handoff: bool | None = None, releasing: Releasing | None = None,
+    ) -> None:  # fmt: skip
+        """Release the run's slot; within the chain's budget (`handoff`, decided by the
+        caller or here), take the run it goes to: in this task once `released` is told (no
+        task to start: a loop turn sooner), else in a task of its own."""
         assert self._limits is not None
         chain = CHAIN.get()
-        handoff = chain is not None and self.handing_over and chain.open(self._clock.now())
-        writes = self._handoff_writes() if handoff else None
+        if handoff is None:
+            handoff = chain is not None and self.handing_over and chain.open(self._clock.now())
+            writes = self._handoff_writes() if handoff else None
+            releasing = None if writes is None else writes.releasing()
         try:
-            if writes is None:
+            if releasing is None:
                 passed = await self._limits.leave(run_id, token, handoff=handoff)
-            else:  # the batch's hand-over starts wait for it (`HandoffWrites.releasing`)
-                with writes.releasing():
-                    passed = await self._limits.leave(run_id, token, handoff=True)
+            else:  # the batch's hand-over starts wait for it (`HandoffWrites.releasing`), and
+                # its chains' releases of this turn go in one request (`handoff_releases.py`)
+                passed = await self._limits.leave(run_id, token, handoff=True, batch=BATCH.get())
         finally:
+            if releasing is not None:
+                releasing.end()
             if released is not None:
                 _resolve(released)
         if passed is None:
@@ -479,9 +494,23 @@ class Consumer:
         # D1 already holds the outcome; if the actor cannot be told now, its lease expires and
         # its alarm delivers again, and the next consumer reads the outcome and closes it.
         try:
-            await self._coordinators.release(run_id, token, rearm_ms)
+            writes = self._batch_writes()
+            if writes is None:
+                await self._coordinators.release(run_id, token, rearm_ms)
+            else:  # in the turn of the batch's next flush, while its releases are in flight
+                await writes.after_releases(
+                    lambda: self._coordinators.release_now(run_id, token, rearm_ms)
+                )
         except Exception as exc:
             log.warning("lease.release_failed", run_id=run_id, error=describe_error(exc))
+
+    def _batch_writes(self) -> HandoffWrites | None:
+        """The queue batch's folded writes of handed-over runs, if it has any by now (only in
+        a runtime with limited jobs)."""
+        if self._limits is None or self._limits.names is None:
+            return None
+        budget = BATCH.get()
+        return None if budget is None else budget.writes
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -104,8 +104,20 @@ class Coordinators:
         )
         return cast(LeaseReply, reply)
 
+    def lease_early(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
+        """`lease(run_id, lease_ms, early=True)`, sent now: the stub's own awaitable (a
+        limiter hands several waiters over at once, with no task each)."""
+        return cast(Awaitable[LeaseReply], self._stub(run_id).lease(run_id, lease_ms, True))
+
     async def renew(self, run_id: str, token: int, lease_ms: int) -> RenewReply:
         return cast(RenewReply, await self._stub(run_id).renew(token, lease_ms))
+
+    def release_now(
+        self, run_id: str, token: int, rearm_ms: int | None = None
+    ) -> Awaitable[ReleaseReply]:
+        """`release`, sent now: the stub's own awaitable (sent in a given loop turn, see
+        `HandoffWrites.after_releases`)."""
+        return cast(Awaitable[ReleaseReply], self._stub(run_id).release(token, rearm_ms))
 
     async def release(self, run_id: str, token: int, rearm_ms: int | None = None) -> ReleaseReply:
         return cast(ReleaseReply, await self._stub(run_id).release(token, rearm_ms))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from .log import get_logger
 
 if TYPE_CHECKING:
+    from .handoff_releases import Releases
     from .handoff_writes import HandoffWrites
 
 log = get_logger()
@@ -41,11 +42,13 @@ MAX_BATCH_HANDOFFS = 400
 
 @dataclass(slots=True)
 class Budget:
-    """The hand-overs left to the consume calls of one queue batch, and their D1 writes,
-    folded across the batch's chains (`handoff_writes.py`; made by the first hand-over)."""
+    """The hand-overs left to the consume calls of one queue batch, their D1 writes and
+    their slot releases, folded across the batch's chains (`handoff_writes.py`,
+    `handoff_releases.py`; made by the first hand-over)."""
 
     left: int
     writes: HandoffWrites | None = None
+    releases: Releases | None = None
 
 
 BATCH: ContextVar[Budget | None] = ContextVar("kumofire_handoff_batch", default=None)

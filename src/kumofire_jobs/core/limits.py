@@ -9,7 +9,7 @@ docs/architecture.md, "The limiter actor".
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,6 +27,8 @@ from kumofire_coordinator.messages import (
 from .bindings import DurableObjectNamespace
 from .clock import Clock
 from .coordination import LIMITER_PREFIX, Coordinators
+from .handoff import Budget
+from .handoff_releases import Releases
 from .log import get_logger
 from .options import JobOptions, RateLimit
 from .states import TERMINAL, RunStatus
@@ -82,8 +84,8 @@ class CoordinatorWaker:
     async def wake(self, run_id: str) -> None:
         await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
 
-    async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
-        return await self._coordinators.lease(run_id, lease_ms, early=True)
+    def lease(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
+        return self._coordinators.lease_early(run_id, lease_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,27 +252,32 @@ class Limits:
         slot = self._held.get(run_id)
         return slot is not None and slot.token == token
 
-    async def leave(self, run_id: str, token: int, *, handoff: bool = False) -> Passed | None:
+    async def leave(
+        self, run_id: str, token: int, *, handoff: bool = False, batch: Budget | None = None
+    ) -> Passed | None:
         """Release the run's slot (the attempt ended, or never started). With `handoff`, the
         waiter the slot goes to is returned, leased for this consumer by the limiter and
         holding the slot under that lease's token, for the caller to start at once, instead
-        of being woken through its coordinator. If the call fails, the slot expires with its
-        lease (and a run the limiter leased for us, with its own lease: it is delivered
-        again)."""
+        of being woken through its coordinator; with the queue `batch` too, in one request
+        with its other chains' releases of this turn (`handoff_releases.py`). If the call
+        fails, the slot expires with its lease (and a run the limiter leased for us, with
+        its own lease: it is delivered again)."""
         slot = self._held.get(run_id)
         if slot is None or slot.token != token:
             return None
         del self._held[run_id]
         stub = self._stub(slot.job)
         try:
-            reply = cast(
-                SlotReleaseReply,
-                await (
-                    stub.limit_release(run_id, token, self._lease_ms)
-                    if handoff
-                    else stub.limit_release(run_id, token)
-                ),
-            )
+            if handoff and batch is not None:
+                if batch.releases is None:
+                    batch.releases = Releases(self._stub, self._lease_ms)
+                reply = await batch.releases.release(slot.job, run_id, token)
+            elif handoff:
+                reply = cast(
+                    SlotReleaseReply, await stub.limit_release(run_id, token, self._lease_ms)
+                )
+            else:
+                reply = cast(SlotReleaseReply, await stub.limit_release(run_id, token))
         except Exception as exc:
             log.warning("limit.release_failed", run_id=run_id, error=str(exc))
             return None

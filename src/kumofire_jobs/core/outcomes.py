@@ -15,6 +15,7 @@ update and the handler's end").
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from .batch_store import OutcomeRow, write_outcomes
@@ -44,6 +45,10 @@ class OutcomeWriter:
         self._store = store
         self._pending: list[tuple[OutcomeRow, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Future[None] | None = None  # the write in flight, if any
+        # While this says so, outcomes wait (`HandoffWrites`: a release that may hand a run
+        # over is in flight; its start and these go in one turn, one commit); `resume()`
+        # writes them once it no longer does.
+        self.held: Callable[[], bool] = _never
 
     async def finish(
         self, run_id: str, token: int, status: RunStatus, now: int, error: str | None,
@@ -63,15 +68,19 @@ class OutcomeWriter:
     async def _write(self, row: OutcomeRow) -> bool:
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((row, answer))
-        if self._flusher is None:
+        self.resume()
+        return await answer
+
+    def resume(self) -> None:
+        """Write what is pending, unless held or a write is in flight (it takes them next)."""
+        if self._pending and self._flusher is None and not self.held():
             # Its first step runs after what is ready in this turn: the other handlers that
             # ended in it record theirs first.
             self._flusher = asyncio.ensure_future(self._flush())
-        return await answer
 
     async def _flush(self) -> None:
         try:
-            while self._pending:
+            while self._pending and not self.held():
                 taken, self._pending = self._pending, []
                 try:
                     written = await write_outcomes(self._store, [row for row, _ in taken])
@@ -85,3 +94,7 @@ class OutcomeWriter:
                         answer.set_result((row.run_id, row.token) in written)
         finally:
             self._flusher = None
+
+
+def _never() -> bool:
+    return False

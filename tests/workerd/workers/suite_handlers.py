@@ -39,6 +39,11 @@ async def limited(ctx: JobContext) -> None:
     await asyncio.sleep(float(ctx.job.payload["seconds"]))
 
 
+async def paired(ctx: JobContext) -> None:
+    """Does nothing; its job runs two at a time (`concurrency=2`): the runs of one queue
+    batch end in one turn, and their slots' releases go to the limiter in one request."""
+
+
 async def parent(ctx: JobContext) -> list[object]:
     """A flow's parent: fails unless it sees its children as the payload expects them;
     returns what they returned (their `result`s)."""
@@ -50,11 +55,11 @@ async def parent(ctx: JobContext) -> list[object]:
 
 TEST_HANDLERS = {
     "flaky": flaky, "fatal": fatal, "slow": slow, "big": big, "limited": limited,
-    "parent": parent,
+    "paired": paired, "parent": parent,
 }  # fmt: skip
 LEASE_SECONDS = 6.0
 TEST_RUNTIME_OPTIONS = {
     "retry": RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=2.0),
     "lease_seconds": LEASE_SECONDS,
-    "job_options": {"limited": JobOptions(concurrency=1)},
+    "job_options": {"limited": JobOptions(concurrency=1), "paired": JobOptions(concurrency=2)},
 }
