@@ -341,13 +341,7 @@ class ScheduleService:
         if not results[1].results:
             return None
         changed = cast(ScheduleRow, results[1].results[0])
-        log.info(
-            "schedule.changed",
-            schedule_id=changed["id"],
-            job=changed["name"],
-            enabled=bool(changed["enabled"]),
-            revision=changed["revision"],
-        )
+        _log_changed(changed)
         for canceled in results[0].results:
             await self._coordinators.cancel_canceled(str(canceled["id"]))
         if next_run_id is not None and next_run_at is not None:
@@ -383,13 +377,7 @@ class ScheduleService:
         if not result.results:
             return None
         changed = cast(ScheduleRow, result.results[0])
-        log.info(
-            "schedule.changed",
-            schedule_id=changed["id"],
-            job=changed["name"],
-            enabled=bool(changed["enabled"]),
-            revision=changed["revision"],
-        )
+        _log_changed(changed)
         return changed
 
     async def _pending_delivered(self, current: ScheduleRow) -> int | None:
@@ -502,3 +490,13 @@ class ScheduleService:
                 restored += 1
                 log.warning("schedule.restored", schedule_id=row["id"], run_id=new_run)
         return restored
+
+
+def _log_changed(changed: ScheduleRow) -> None:
+    log.info(
+        "schedule.changed",
+        schedule_id=changed["id"],
+        job=changed["name"],
+        enabled=bool(changed["enabled"]),
+        revision=changed["revision"],
+    )
