@@ -112,6 +112,28 @@ async def test_sys_exit_in_a_handler_fails_its_attempt_not_the_runtime(
     assert await outcomes_of(env, other) == [(1, "succeeded")]
 
 
+async def test_a_base_exception_from_a_handler_fails_its_attempt_not_the_runtime(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    class Odd(BaseException):
+        pass
+
+    async def odd(ctx: JobContext) -> None:
+        raise (GeneratorExit() if ctx.job.attempt == 1 else Odd("not an Exception"))
+
+    env = await make_env({"odd": odd, "ok": ok}, retry=RetryPolicy(max_attempts=2, base_delay=1))
+    run_id = (await env.jobs.create("odd")).kumofire_job_run_id
+    await clock.advance(0)  # before, it went up through the consumer: the run waited for its lease
+    await clock.advance(1)
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "failed"
+    assert run.last_error == "Odd: not an Exception"
+    assert await outcomes_of(env, run_id) == [(1, "retried"), (2, "failed")]
+    other = (await env.jobs.create("ok")).kumofire_job_run_id
+    await clock.advance(0)
+    assert await outcomes_of(env, other) == [(1, "succeeded")]
+
+
 async def test_a_handler_whose_cleanup_raises_after_its_timeout_still_times_out(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:

@@ -275,7 +275,9 @@ class Consumer:
             # Nobody cancelled this task: the handler raised it (a task of its own cancelled,
             # say). An error like any other, not a stop that waits for the lease to expire.
             return await self._failed(attempt, exc)
-        except (Exception, SystemExit) as exc:  # sys.exit() in a handler ends its attempt only
+        except BaseException as exc:  # sys.exit(), GeneratorExit...: its attempt's end only
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # the operator's, not the handler's
             if keeper.stopped_runner:
                 # The handler raised another error in place of the CancelledError that stopped
                 # it (a `finally` whose cleanup failed, say): the stop counts, as when it
