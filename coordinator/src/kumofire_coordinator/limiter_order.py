@@ -37,20 +37,19 @@ def pick(
     if limits.concurrency is not None and len(slots) >= limits.concurrency:
         return None
     if limits.rate is not None and not limits.rate.allows(
-        meta.starts, now, stale_offers(slots, limits.rate, now)
+        meta.starts, now, stale_offers(slots, limits.rate, now).total()
     ):
         return None
     if not limits.keyed and (sole := queue.sole_head()) is not None:
         return sole[2]  # one group, nothing held back per key: its head
     kc, kr = limits.key_concurrency, limits.key_rate
     held = Counter(s.key for s in slots.values()) if kc is not None else Counter[str]()
+    stale = stale_offers(slots, kr, now) if kr is not None else Counter[str]()
     eligible = []
     for key, head in queue.heads():
         if kc is not None and held[key] >= kc:
             continue
-        if kr is not None and not kr.allows(
-            meta.key_starts.get(key, []), now, stale_offers(slots, kr, now, key)
-        ):
+        if kr is not None and not kr.allows(meta.key_starts.get(key, []), now, stale[key]):
             continue
         eligible.append((key, head))
     if not eligible:
@@ -77,17 +76,14 @@ def record_start(limits: Limits, meta: Meta, key: str, now: int) -> bool:
     return changed
 
 
-def stale_offers(
-    slots: Mapping[str, Slot], window: Window, now: int, key: str | None = None
-) -> int:
-    """Offers not yet claimed whose recorded start has left `window` (of `key`, if given):
-    the run starts at its claim, later than the offer, so until then it counts as starting
-    now (a delivery slower than the window must not let a second round start beside it)."""
+def stale_offers(slots: Mapping[str, Slot], window: Window, now: int) -> Counter[str]:
+    """Offers not yet claimed whose recorded start has left `window`, by key (`total()` for
+    the job): the run starts at its claim, later than the offer, so until then it counts as
+    starting now (a delivery slower than the window must not let a second round start beside
+    it)."""
     edge = now - window.per_ms
-    return sum(
-        1
-        for s in slots.values()
-        if s.offer and s.start is not None and s.start <= edge and (key is None or s.key == key)
+    return Counter(
+        s.key for s in slots.values() if s.offer and s.start is not None and s.start <= edge
     )
 
 
@@ -132,12 +128,13 @@ def next_check(
     times = [s.expires for s in slots.values()]
     if queue:
         if (rate := limits.rate) is not None and (
-            t := rate.opens(meta.starts, now, stale_offers(slots, rate, now))
+            t := rate.opens(meta.starts, now, stale_offers(slots, rate, now).total())
         ):
             times.append(t)
         if (kr := limits.key_rate) is not None:
+            stale = stale_offers(slots, kr, now)
             for key in queue.keys():  # noqa: SIM118  a method, not a dict
                 ks = meta.key_starts.get(key, [])
-                if t := kr.opens(ks, now, stale_offers(slots, kr, now, key)):
+                if t := kr.opens(ks, now, stale[key]):
                     times.append(t)
     return min(times, default=None)
