@@ -487,6 +487,36 @@ async def test_releases_in_one_request_hand_each_freed_slot_over_in_the_wait_ord
     assert (await c.acquire("late"))["granted"]
 
 
+async def test_placements_in_one_request_are_acquires_with_token_zero_in_order(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    """`limit_place_many` places each run as `limit_acquire` with token 0 would, in the order
+    asked, in one request: the first runs the capacity allows get offers (kept in memory,
+    claimed by their consumers), the rest wait in line, stored, in the wait order; placing a
+    run again updates it in place. Nothing is woken: the caller delivers the runs with a
+    slot."""
+    c = Consumer(namespace.getByName(NAME), clock, limits(concurrency=2, key_concurrency=1))
+    reply = await c.stub.limit_place_many(
+        ["a1", "a2", "b1", "b2"], ["a", "a", "b", "b"], [0, 0, 0, 9], [1, 2, 3, 4], OFFER_MS,
+        c.limits,
+    )  # fmt: skip
+    assert [r["granted"] for r in reply["placed"]] == [True, False, True, False]
+    assert reply["placed"][1] == {"granted": False, "reason": "wait"}
+    assert await c.stub.limit_status() == {"held": [], "offered": ["a1", "b1"], "waiting": 2}
+    assert waker.ids() == []
+    again = await c.stub.limit_place_many(["a2"], ["a"], [0], [2], OFFER_MS, c.limits)
+    assert again["placed"] == [{"granted": False, "reason": "wait"}]
+    namespace.evict(NAME)  # the offers were in memory only; the line was stored
+    assert await c.stub.limit_status() == {"held": [], "offered": [], "waiting": 2}
+    assert await c.stub.limit_waiting(["a1", "a2", "b2"]) == {
+        "waiting": ["a2", "b2"], "paused": False,
+    }  # fmt: skip
+    # The claims are decided afresh after the restart, in the wait order.
+    assert (await c.acquire("a1", key="a", due=1))["granted"]
+    assert (await c.acquire("b2", key="b", priority=9, due=4))["granted"]
+    assert (await c.acquire("b1", key="b", due=3)) == {"granted": False, "reason": "wait"}
+
+
 async def test_a_limiter_that_dies_after_leasing_runs_handed_over_together_admits_no_more(
     clock: ManualClock, tmp_path: Path, waker: Waker
 ) -> None:

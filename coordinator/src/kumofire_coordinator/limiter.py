@@ -47,6 +47,7 @@ from .messages import (
     LimiterStatus,
     LimitsMessage,
     PauseReply,
+    PlacementsReply,
     SlotReleaseReply,
     SlotReleasesReply,
     SlotRenewReply,
@@ -122,11 +123,54 @@ class LimiterActor:
         """A slot for `run_id` under lease `token`, or a place in the wait list. Idempotent
         by run id and token; a newer token of the same run takes its slot over."""
         now = await self._begin()
+        self._set_limits(limits)
+        woken: list[str] = []
+        reply = await self._acquire(run_id, token, key, priority, due_ms, lease_ms, now, woken)
+        await self._commit(now)
+        await self._wake(woken)
+        return reply
+
+    async def place_many(
+        self,
+        run_ids: list[str],
+        keys: list[str],
+        priorities: list[int],
+        due_ms: list[int],
+        offer_ms: int,
+        limits: LimitsMessage,
+    ) -> PlacementsReply:
+        """`acquire(run_id, 0, key, priority, due, offer_ms, limits)` (a placement) for each
+        run, in order, in one request: the runs of one `create_many`, their coordinators
+        armed (parked) already. One commit, then the wakes of every run given capacity."""
+        now = await self._begin()
+        self._set_limits(limits)
+        woken: list[str] = []
+        replies: list[AcquireReply] = []
+        for run_id, key, priority, due in zip(run_ids, keys, priorities, due_ms, strict=True):
+            replies.append(await self._acquire(run_id, 0, key, priority, due, offer_ms, now, woken))
+        await self._commit(now)
+        await self._wake(woken)
+        return {"placed": replies}
+
+    def _set_limits(self, limits: LimitsMessage) -> None:
         if self._meta.limits != limits:
             self._meta.limits = limits
             self._meta_dirty = True
             self._limits = _parse(limits)
-        woken: list[str] = []
+
+    async def _acquire(
+        self,
+        run_id: str,
+        token: int,
+        key: str,
+        priority: int,
+        due_ms: int,
+        lease_ms: int,
+        now: int,
+        woken: list[str],
+    ) -> AcquireReply:
+        """`acquire`'s decision, in memory and pending writes; the runs to wake are added to
+        `woken` (the caller commits, then wakes them)."""
         slot = self._slots.get(run_id)
         if slot is not None:
             if not slot.offer and slot.token > token:
@@ -145,19 +189,14 @@ class LimiterActor:
             fresh = Waiter(key, priority, due_ms, waiter.offers if waiter else 0)
             self._waiters[run_id] = fresh
             self._queue.add(run_id, fresh)
-            woken = await self._fill(now, claimant=(run_id, token, lease_ms, waiter is not None))
+            woken += await self._fill(now, claimant=(run_id, token, lease_ms, waiter is not None))
             if run_id not in self._slots and fresh != waiter:
                 await self._storage.put(WAIT_PREFIX + run_id, fresh.to_storage())
-        await self._commit(now)
         # The reply is decided before the wakes: other calls may run while they are awaited.
         granted = self._slots.get(run_id)
-        reply: AcquireReply = (
-            {"granted": True, "expires_ms": granted.expires}
-            if granted is not None and granted.token == token
-            else {"granted": False, "reason": "paused" if self._meta.paused else "wait"}
-        )
-        await self._wake(woken)
-        return reply
+        if granted is not None and granted.token == token:
+            return {"granted": True, "expires_ms": granted.expires}
+        return {"granted": False, "reason": "paused" if self._meta.paused else "wait"}
 
     async def renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
         """Extend the slot with the run's lease. A slot the limiter does not know (it expired,

@@ -184,6 +184,38 @@ class Coordinators:
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
 
+    def send_arms(
+        self, arms: Sequence[tuple[str, int, str | None]], *, inline: bool = False
+    ) -> list[tuple[str, Awaitable[Any] | None]]:
+        """Send arms of runs already inserted ((run id, due time, note)) at once, in order;
+        `answers` awaits them. A call that could not be sent is logged (None)."""
+        sent: list[tuple[str, Awaitable[Any] | None]] = []
+        for run_id, due_ms, note in arms:
+            try:
+                sent.append((run_id, _arm_call(self._stub(run_id), run_id, due_ms, note, inline)))
+            except Exception as exc:
+                log.error("run.arm_failed", run_id=run_id, error=str(exc))
+                sent.append((run_id, None))
+        return sent
+
+    async def answers(
+        self, sent: Sequence[tuple[str, Awaitable[Any] | None]]
+    ) -> list[ArmReply | None]:
+        """The replies of `send_arms`' calls, None for each that failed (logged:
+        reconciliation arms the run later)."""
+        replies: list[ArmReply | None] = []
+        for run_id, answer in sent:
+            try:
+                replies.append(None if answer is None else _delivery_logged(run_id, await answer))
+            except Exception as exc:
+                log.error("run.arm_failed", run_id=run_id, error=str(exc))
+                replies.append(None)
+        return replies
+
+    @property
+    def waits_for_arms(self) -> bool:
+        return self._wait_for_arms
+
     async def forget_waiting(self, job: str, run_id: str) -> None:
         """Tell a limited job's limiter (`limiter:<job>`, same namespace) that a run D1 holds
         as canceled no longer waits. If the call fails, its offer is made and expires (see
