@@ -71,10 +71,11 @@ class Waker(Protocol):
         """Have `run_id` delivered again now (its coordinator armed for now)."""
         ...
 
-    def lease(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
+    def lease(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
         """Lease `run_id`'s coordinator early (it is parked in line) for a consumer the
-        limiter hands it to (`release` with `lease_ms`). Sent when called, as a Durable
-        Object stub's call is (the limiter asks several at once)."""
+        limiter hands it to (`release` with `lease_ms`), under `token` if the coordinator
+        has granted none as high. Sent when called, as a Durable Object stub's call is (the
+        limiter asks several at once)."""
         ...
 
 
@@ -107,6 +108,7 @@ class LimiterActor:
         self._queue = WaitQueue()
         self._alarm: int | None = None
         self._limits = Limits()  # `_meta.limits` parsed (set with it)
+        self._token = 0  # the last lease token named by `release_many`
 
     # --- calls from consumers ---------------------------------------------------------------
 
@@ -244,8 +246,9 @@ class LimiterActor:
     ) -> SlotReleasesReply:
         """`release(run_id, token, lease_ms)` for each pair, in one request (a consumer's
         releases of one loop turn): each freed slot goes to the next waiter in order, handed
-        to the caller; their coordinators are leased at once, and everything is written in
-        one commit after the leases. `released` answers each pair in order."""
+        to the caller; their coordinators are leased at once, under tokens this limiter
+        names, and the writes that assume the leases granted go beside them (see
+        `_stage`). `released` answers each pair in order."""
         now = await self._begin()
         replies: list[SlotReleaseReply] = []
         freed: list[int] = []  # indexes of the pairs whose slot was freed
@@ -254,11 +257,9 @@ class LimiterActor:
             if slot is None or slot.offer or slot.token != token:
                 replies.append({"ok": False, "reason": "lost"})
                 continue
-            # Decided in memory, and the waiters' coordinators leased before anything is
-            # written: a call out waits for this object's pending writes (the output gate),
-            # and these go with the hand-overs'. Until then the released slot stays stored:
-            # should this object restart first, it expires with its old lease (the limit
-            # never admits more).
+            # Decided in memory; the released slot's record is deleted with the hand-overs'
+            # writes, in their commit (should this object restart before it, the slot
+            # expires with its old lease: the limit never admits more).
             del self._slots[run_id]
             freed.append(len(replies))
             replies.append({"ok": True, "next": None})
@@ -266,6 +267,7 @@ class LimiterActor:
             return {"released": replies}
         woken = await self._fill(now, handoffs=len(freed))
         wake: list[str] = woken[len(freed) :]
+        released = [run_ids[index] for index in freed]
         # Each freed slot's waiter (the i-th goes to the i-th freed slot): their coordinators
         # leased at once; a waiter whose coordinator turns out closed passes the slot to the
         # next in line, at most HANDOFF_TRIES in all per slot.
@@ -273,13 +275,19 @@ class LimiterActor:
         for _ in range(HANDOFF_TRIES):
             if not tries:
                 break
-            grants = await self._lease_all([run_id for _, run_id in tries], lease_ms)
+            token, expires = self._next_token(now), now + lease_ms
+            calls = self._lease_all([run_id for _, run_id in tries], lease_ms, token)
+            for _, run_id in tries:
+                await self._stage(run_id, token, expires)
+            await self._delete_released(released)
+            released = []
+            grants = await _answers(calls)
             now = await self._begin()
             retry: list[tuple[int, str]] = []
             # No call out below: the leases' outcomes and the writes after the loop go in one
-            # commit.
+            # commit (with the staged ones, if they have not committed yet).
             for (index, run_id), grant in zip(tries, grants, strict=True):
-                passed, more = await self._hand_over(run_id, grant, lease_ms, wake, now)
+                passed, more = await self._hand_over(run_id, grant, (token, expires), wake, now)
                 if passed is not None:
                     replies[index] = {"ok": True, "next": passed}
                 elif more:
@@ -287,53 +295,90 @@ class LimiterActor:
                     retry.append((index, more[0]))
             tries = retry
         wake += [run_id for _, run_id in tries]
-        for index in freed:
-            run_id = run_ids[index]
-            if run_id not in self._slots:  # (not taken again meanwhile by a renew)
-                await self._storage.delete(SLOT_PREFIX + run_id)
+        await self._delete_released(released)  # (no waiter to hand over: nothing staged)
         await self._commit(now)
         await self._wake(wake)
         return {"released": replies}
 
-    async def _lease_all(self, run_ids: list[str], lease_ms: int) -> list[LeaseReply | None]:
-        """Lease the coordinators of `run_ids` early, all at once (None: the call failed).
-        Other calls may run meanwhile: they see the offers, so nobody else takes their
-        capacity."""
+    def _next_token(self, now: int) -> int:
+        """A lease token for the coordinators of the waiters handed over now: a time, as the
+        coordinators' own tokens are, growing across this object's requests."""
+        self._token = max(now, self._token + 1)
+        return self._token
+
+    def _lease_all(
+        self, run_ids: list[str], lease_ms: int, token: int
+    ) -> list[asyncio.Future[LeaseReply] | None]:
+        """Send the early leases of the coordinators of `run_ids` (None: the call could not
+        be sent). Sent before this request writes anything: a call out waits for the
+        caller's pending writes (the output gate). Other calls may run while they are
+        awaited: they see the offers, so nobody else takes their capacity."""
         calls: list[asyncio.Future[LeaseReply] | None] = []
         for run_id in run_ids:
             try:  # (a Future, as a stub's call is, is awaited as it is: no task to start)
-                calls.append(asyncio.ensure_future(self._waker.lease(run_id, lease_ms)))
+                calls.append(asyncio.ensure_future(self._waker.lease(run_id, lease_ms, token)))
             except Exception:
                 calls.append(None)
-        grants: list[LeaseReply | None] = []
-        for call in calls:
-            try:
-                grants.append(None if call is None else await call)
-            except Exception:
-                grants.append(None)
-        return grants
+        return calls
+
+    async def _stage(self, run_id: str, token: int, expires: int) -> None:
+        """Write what a granted early lease under `token` means (the waiter's slot under it,
+        its wait entry gone) before the lease is answered, so that these writes commit
+        beside the coordinators' instead of after them, and the answer waits for one commit,
+        not two. Memory still holds the offer until the grant comes (`_hand_over`), which
+        puts right a lease refused or granted under another token, and a call that took the
+        offer meanwhile writes over these. Should this object restart before that, the slot
+        expires with the lease it assumed: the limit never admits more (a refused waiter
+        out of the line meanwhile is the crash point in docs/architecture.md)."""
+        slot = self._slots.get(run_id)
+        if slot is None:
+            return
+        await self._storage.put(
+            SLOT_PREFIX + run_id, Slot(slot.key, token, expires, slot.start).to_storage()
+        )
+        await self._storage.delete(WAIT_PREFIX + run_id)
+
+    async def _delete_released(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            if run_id not in self._slots:  # (not taken again meanwhile by a renew)
+                await self._storage.delete(SLOT_PREFIX + run_id)
 
     async def _hand_over(
-        self, run_id: str, grant: LeaseReply | None, lease_ms: int, wake: list[str], now: int
+        self,
+        run_id: str,
+        grant: LeaseReply | None,
+        staged: tuple[int, int],
+        wake: list[str],
+        now: int,
     ) -> tuple[Handoff | None, list[str]]:
-        """Give `run_id` (offered in memory by `_fill(handoffs=...)`) the offered slot under
-        the token of the early lease of its coordinator, `grant` (None: the lease call
-        failed). Returns the run handed over (or None) and, if its coordinator was closed or
-        canceled (the run leaves the line), the runs its capacity went to: the caller hands
-        the first over in turn. A run to wake instead is added to `wake`."""
+        """Give `run_id` (offered in memory by `_fill(handoffs=...)`, its hand-over written
+        under the token and expiry `staged` by `_stage`) the offered slot under the token of
+        the early lease of its coordinator, `grant` (None: the lease call failed). Returns
+        the run handed over (or None) and, if its coordinator was closed or canceled (the
+        run leaves the line), the runs its capacity went to: the caller hands the first over
+        in turn. A run to wake instead is added to `wake`."""
         slot = self._slots.get(run_id)
         waiter = self._waiters.get(run_id)
+        if slot is None and waiter is not None:
+            # Its offer expired while the lease was asked (it is back in the queue): the
+            # staged delete of its wait entry is undone. (Its early lease made it due: if
+            # granted and unused, it is delivered again when that lease expires.)
+            await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
+            return None, []
         if grant is not None and grant["granted"]:
             token = int(grant["token"])
             if slot is None or waiter is None or (not slot.offer and slot.token >= token):
-                # The offer went meanwhile (forgotten, or claimed by a delivery of the run):
-                # the early lease made the run due, so when it expires unused the run is
-                # delivered again and decided afresh.
+                # The offer went meanwhile (forgotten, or claimed by a delivery of the run),
+                # and its writes over the staged ones: the early lease made the run due, so
+                # when it expires unused the run is delivered again and decided afresh.
                 return None, []
             slot.token = token
-            slot.expires = now + lease_ms
-            await self._put_slot(run_id, slot)
-            await self._drop_waiter(run_id)
+            # The staged expiry, or the lease's if later (granted after the staging: the
+            # stored record may end a few ms before the lease; it serves only after a restart).
+            slot.expires = max(staged[1], int(grant["expires_ms"]))
+            if token != staged[0]:  # granted under another token than the one written
+                await self._put_slot(run_id, slot)
+            await self._drop_waiter(run_id, stored=False)
             handed: Handoff = {"run_id": run_id, "key": waiter.key, "priority": waiter.priority,
                                "due_ms": waiter.due, "token": token}  # fmt: skip
             return handed, []
@@ -343,11 +388,11 @@ class LimiterActor:
             # The run was canceled (or its coordinator lost: reconciliation re-arms it, and
             # its delivery joins the line again): it leaves the line, the slot passes on.
             await self._free(run_id, unstart=True)
-            await self._drop_waiter(run_id)
+            await self._drop_waiter(run_id, stored=False)
             return None, await self._fill(now, handoffs=1)
         # Its lease is held (a delivery under way) or could not be asked: store the offer and
         # wake the run as any offered waiter, so that a holder told to wait and park gives
-        # way to a delivery that claims it.
+        # way to a delivery that claims it. (Both records are written over the staged ones.)
         if waiter is not None:
             waiter.offers += 1
             await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
@@ -549,6 +594,17 @@ class LimiterActor:
             # A failed wake costs nothing lasting: the offer expires and is made again.
             with contextlib.suppress(Exception):
                 await self._waker.wake(run_id)
+
+
+async def _answers(calls: list[asyncio.Future[LeaseReply] | None]) -> list[LeaseReply | None]:
+    """The leases' replies, None for each call that failed."""
+    grants: list[LeaseReply | None] = []
+    for call in calls:
+        try:
+            grants.append(None if call is None else await call)
+        except Exception:
+            grants.append(None)
+    return grants
 
 
 def _parse(message: LimitsMessage | None) -> Limits:

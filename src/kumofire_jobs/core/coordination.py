@@ -104,10 +104,10 @@ class Coordinators:
         )
         return cast(LeaseReply, reply)
 
-    def lease_early(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
-        """`lease(run_id, lease_ms, early=True)`, sent now: the stub's own awaitable (a
+    def lease_early(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
+        """`lease(run_id, lease_ms, early=True, token)`, sent now: the stub's own awaitable (a
         limiter hands several waiters over at once, with no task each)."""
-        return cast(Awaitable[LeaseReply], self._stub(run_id).lease(run_id, lease_ms, True))
+        return cast(Awaitable[LeaseReply], self._stub(run_id).lease(run_id, lease_ms, True, token))
 
     async def renew(self, run_id: str, token: int, lease_ms: int) -> RenewReply:
         return cast(RenewReply, await self._stub(run_id).renew(token, lease_ms))

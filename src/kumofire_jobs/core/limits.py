@@ -86,8 +86,8 @@ class CoordinatorWaker:
     async def wake(self, run_id: str) -> None:
         await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
 
-    def lease(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
-        return self._coordinators.lease_early(run_id, lease_ms)
+    def lease(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
+        return self._coordinators.lease_early(run_id, lease_ms, token)
 
 
 @dataclass(frozen=True, slots=True)
