@@ -293,3 +293,31 @@ async def test_a_dedupe_key_and_a_flows_children_due_at_create(
     for run_id in (first.kumofire_job_run_id, flow.parent_id, *flow.children):
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_message_naming_a_limiters_object_is_not_granted_a_vacant_lease(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """A lease on an actor holding nothing is granted only for a run id: a message naming a
+    limiter's object (which holds no coordinator state) is refused `closed` as before, so no
+    coordinator state is written into the limiter's object, and no close clears its slots."""
+    release = asyncio.Event()
+
+    async def slow(ctx: JobContext) -> None:
+        await release.wait()
+
+    env = await make_env({"limited": slow}, job_options={"limited": JobOptions(concurrency=1)})
+    held = await env.jobs.create("limited")
+    await clock.advance(0)  # it runs, holding the one slot
+    limiter = env.JOB_COORDINATOR.getByName("limiter:limited")
+    before = await limiter.limit_status()
+    assert len(before["held"]) == 1
+    await env.JOBS_QUEUE.send({"version": 1, "kumofireJobRunId": "limiter:limited"})
+    await clock.advance(1)
+    assert (await limiter.status())["phase"] == "closed"  # no coordinator state written
+    env.JOB_COORDINATOR.evict("limiter:limited")  # what it holds is what its storage holds
+    assert await limiter.limit_status() == before
+    release.set()
+    await clock.advance(0)
+    run = await env.jobs.get(held.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"
