@@ -18,8 +18,9 @@ from tests.test_limits import Gauge, settle
 
 
 class InlineArmsFail(FailingNamespace):
-    """Fails every `arm` asked to deliver inline (its fourth argument), and what `methods`
-    names: with `limit_place_many` there, a create_many stops after its parked arms."""
+    """Fails every `arm` asked to deliver inline (its fourth argument) once a placement was
+    asked, and what `methods` names: with `limit_place_many` there, a create_many stops
+    after its parked arms (those armed alone before are delivered)."""
 
     def getByName(self, name: str) -> Any:
         stub = super().getByName(name)
@@ -29,9 +30,34 @@ class InlineArmsFail(FailingNamespace):
             raise RuntimeError("injected failure of an inline arm")
 
         def arm(*args: Any) -> Any:
-            return failed() if len(args) > 3 and args[3] else inner_arm(*args)
+            inline = len(args) > 3 and args[3]
+            return failed() if inline and self.calls["limit_place_many"] else inner_arm(*args)
 
         stub.arm = arm
+        return stub
+
+
+class EarlyLeases(FailingNamespace):
+    """Records every early lease (a hand-over's): the token the limiter named and the one
+    the coordinator granted."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.early: list[tuple[int, int | None]] = []
+
+    def getByName(self, name: str) -> Any:
+        stub = super().getByName(name)
+        inner_lease = stub.lease
+
+        async def recorded(args: tuple[Any, ...]) -> Any:
+            reply = await inner_lease(*args)
+            self.early.append((args[4], reply.get("token")))
+            return reply
+
+        def lease(*args: Any) -> Any:
+            return recorded(args) if len(args) > 4 and args[2] else inner_lease(*args)
+
+        stub.lease = lease
         return stub
 
 
@@ -55,10 +81,11 @@ async def test_a_create_many_places_its_limited_runs_in_one_limiter_request(
     ids = [item.kumofire_job_run_id for item in created]
     await settle(clock, 0.5)
     assert gauge.running == 2
-    # One placement for the six; a parked arm each, and a second (inline, delivering) for
-    # the two given a slot, which their consumers claim (`limit_acquire`).
+    # The first two (all the limit could start) armed alone, their deliveries placing them
+    # (`limit_acquire` with token 0) and their consumers claiming the slots; one placement
+    # for the other four, each armed once (parked), none armed again.
     assert spy.calls["limit_place_many"] == 1
-    assert spy.calls["arm"] == 8 and spy.calls["limit_acquire"] == 2
+    assert spy.calls["arm"] == 6 and spy.calls["limit_acquire"] == 4
     waiting = await env.JOB_COORDINATOR.getByName("limiter:report").limit_waiting(ids)
     assert sorted(waiting["waiting"]) == sorted(ids[2:])
     for run_id in ids[2:]:  # parked until the fallback, with no second write
@@ -106,7 +133,7 @@ async def test_a_failed_placement_request_leaves_each_run_to_place_itself(
     ids = [item.kumofire_job_run_id for item in created]
     await settle(clock, 0.5)
     assert gauge.running == 2
-    assert spy.calls["arm"] == 10  # parked, then for now
+    assert spy.calls["arm"] == 2 + 3 * 2  # the first two alone; the others parked, then for now
     status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
     assert len(status["held"]) == 2 and status["waiting"] == 3
     gauge.gate.set()
@@ -136,7 +163,7 @@ async def test_a_create_many_stopped_after_its_parked_arms_loses_no_run(
     created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(5)])
     ids = [item.kumofire_job_run_id for item in created]
     await settle(clock, 2.0)
-    assert gauge.done == []
+    assert sorted(gauge.done) == sorted(ids[:2])  # armed alone; the other three parked
     status = await env.JOB_COORDINATOR.getByName("limiter:report").limit_status()
     assert status == {"held": [], "offered": [], "waiting": 0}
     spy.methods.clear()
@@ -176,4 +203,25 @@ async def test_a_create_many_for_a_paused_job_parks_its_runs_for_the_pause(
     await env.jobs.resume_job("report")
     await settle(clock, 1.0)
     assert done == [ids[1], ids[2], ids[0]]
+    await _succeeded(env, ids)
+
+
+async def test_a_hand_over_leases_the_waiter_under_the_token_the_limiter_named(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The limiter writes a hand-over's slot under the token it names, beside the early
+    lease: the coordinator grants that token (a higher one only if it granted one as high),
+    so nothing is rewritten after the lease."""
+    gauge = Gauge()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=2)})
+    spy = EarlyLeases(env.JOB_COORDINATOR)
+    rewire(env, coordinator=spy)
+    created = await env.jobs.create_many([CreateRequest(name="report") for _ in range(6)])
+    ids = [item.kumofire_job_run_id for item in created]
+    await settle(clock, 0.5)
+    gauge.gate.set()
+    await settle(clock, 0.5)
+    assert sorted(gauge.done) == sorted(ids) and gauge.peak == 2
+    assert len(spy.early) == 4  # each waiter handed over
+    assert all(named > 0 and granted == named for named, granted in spy.early), spy.early
     await _succeeded(env, ids)

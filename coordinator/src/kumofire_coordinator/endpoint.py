@@ -51,9 +51,16 @@ class CoordinatorEndpoint:
         return await self.actor.arm(key, int(due_ms), note, bool(inline))
 
     async def lease(
-        self, key: str, lease_ms: int, early: bool = False, token: int = 0
+        self,
+        key: str,
+        lease_ms: int,
+        early: bool = False,
+        vacant: bool = False,
+        token: int = 0,
     ) -> LeaseReply:
-        return await self.actor.lease(key, int(lease_ms), bool(early), int(token or 0))
+        return await self.actor.lease(
+            key, int(lease_ms), bool(early), bool(vacant), int(token or 0)
+        )
 
     async def renew(self, token: int, lease_ms: int) -> RenewReply:
         return await self.actor.renew(int(token), int(lease_ms))

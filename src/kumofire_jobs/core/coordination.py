@@ -97,17 +97,25 @@ class Coordinators:
         return _delivery_logged(run_id, cast(ArmReply, reply))
 
     async def lease(self, run_id: str, lease_ms: int, *, early: bool = False) -> LeaseReply:
-        """`early`: before the due time, for a run its job's limiter handed over (parked)."""
+        """`early`: before the due time, for a run its job's limiter handed over (parked).
+        Otherwise `vacant` (the actor's `lease`): an actor holding nothing grants too, as
+        one whose `create` arm delivered the run inline and stored nothing does; the
+        consumer's guarded `running` update decides whether the run starts. Never for a
+        name another actor lives under (a limiter's, a resume's)."""
         stub = self._stub(run_id)
-        reply = await (
-            stub.lease(run_id, lease_ms, True) if early else stub.lease(run_id, lease_ms)
-        )
+        if early:
+            reply = await stub.lease(run_id, lease_ms, True)
+        elif run_id.startswith((LIMITER_PREFIX, RESUME_PREFIX)):
+            reply = await stub.lease(run_id, lease_ms)
+        else:
+            reply = await stub.lease(run_id, lease_ms, False, True)
         return cast(LeaseReply, reply)
 
     def lease_early(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
-        """`lease(run_id, lease_ms, early=True, token)`, sent now: the stub's own awaitable (a
-        limiter hands several waiters over at once, with no task each)."""
-        return cast(Awaitable[LeaseReply], self._stub(run_id).lease(run_id, lease_ms, True, token))
+        """`lease(run_id, lease_ms, early=True, token=token)`, sent now: the stub's own
+        awaitable (a limiter hands several waiters over at once, with no task each)."""
+        call = self._stub(run_id).lease(run_id, lease_ms, True, False, token)
+        return cast(Awaitable[LeaseReply], call)
 
     async def renew(self, run_id: str, token: int, lease_ms: int) -> RenewReply:
         return cast(RenewReply, await self._stub(run_id).renew(token, lease_ms))
@@ -167,6 +175,12 @@ class Coordinators:
         share the commit anyway, and waiting keeps creates from running ahead of the
         coordinators that deliver their runs); either way a failed arm is logged, and
         reconciliation arms the run later: the run is durable in D1 before its arm is sent."""
+        await self.settle_created(self.send_created(runs), concurrent=concurrent)
+
+    def send_created(
+        self, runs: Sequence[tuple[str, int, str, str | None]]
+    ) -> list[tuple[str, Awaitable[Any]]]:
+        """`arm_all_created`'s calls, sent now; `settle_created` awaits them."""
         sent: list[tuple[str, Awaitable[Any]]] = []
         for run_id, due_ms, job, note in runs:
             log.info("run.created", run_id=run_id, job=job, attempt=0, scheduled_for_ms=due_ms)
@@ -174,6 +188,13 @@ class Coordinators:
                 sent.append((run_id, _arm_call(self._stub(run_id), run_id, due_ms, note, True)))
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
+        return sent
+
+    async def settle_created(
+        self, sent: list[tuple[str, Awaitable[Any]]], *, concurrent: bool = False
+    ) -> None:
+        """Await `send_created`'s calls if this runtime waits for arms or creates are
+        `concurrent`; else log their failures when they answer."""
         if not (self._wait_for_arms or concurrent):
             for run_id, answer in sent:
                 asyncio.ensure_future(answer).add_done_callback(_arm_answered(run_id))

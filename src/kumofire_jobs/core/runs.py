@@ -131,19 +131,19 @@ class RunService:
         return [c for c in created if c is not None]
 
     async def _arm(self, runs: list[NewRun], now: int, *, concurrent: bool) -> None:
-        """Arm the runs inserted; two or more due runs of one limited job are parked and
-        placed in their limiter's line in one request (`created_placements.py`)."""
+        """Arm the runs inserted; a limited job's runs its limits cannot all start at once
+        are parked and placed in its limiter's line in one request (`created_placements`)."""
         together = placed_together(runs, self._limits)
+        placed = {run.id for group in together.values() for run in group}
+        # Those armed alone first: their placements reach the limiter before the batch's.
+        sent = self._coordinators.send_created(
+            [(run.id, run.scheduled_for, run.name, arm_note(run))
+             for run in runs if run.id not in placed]
+        )  # fmt: skip
         placing = [
             ParkedArms(self._coordinators, job, group, now) for job, group in together.items()
         ]
-        if placing:
-            placed = {run.id for group in together.values() for run in group}
-            runs = [run for run in runs if run.id not in placed]
-        await self._coordinators.arm_all_created(
-            [(run.id, run.scheduled_for, run.name, arm_note(run)) for run in runs],
-            concurrent=concurrent,
-        )
+        await self._coordinators.settle_created(sent, concurrent=concurrent)
         if not placing or self._limits is None:
             return
         limits = self._limits
