@@ -74,3 +74,18 @@ async def test_a_parent_retried_alone_runs_at_once_with_its_finished_children(
     assert parent is not None and parent.status == "scheduled"
     await clock.advance(1)
     assert seen == [["canceled", "canceled"]]
+
+
+async def test_a_bulk_retry_whose_limit_cuts_a_flow_retries_the_parents_children_with_it(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # limit=1 takes the parent alone (the oldest): its matching children come along, as a
+    # bulk cancel takes a parent's children, instead of the parent running ahead of them.
+    env = await make_env({"report": report, "part": part})
+    parent_id, children = await _canceled_flow(env, clock)
+    result = await env.jobs.retry_many(status="canceled", limit=1)
+    assert result.count == 3 and not result.has_more
+    parent = await env.jobs.get(parent_id)
+    assert parent is not None and parent.status == "waiting"
+    await clock.advance(1)
+    assert seen == [["succeeded", "succeeded"]]

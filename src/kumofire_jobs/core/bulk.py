@@ -6,9 +6,10 @@ operation applies to) and changes each by the same guarded call as the single op
 (`RunService.cancel_with_children`, `retry`, `delete`), so a crash mid-bulk leaves every run
 either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
 counted). Calling again goes on with what still matches. A retry changes a flow's children
-before their parent, which then waits for them (`RunStore.retry`). `count` is every run the
-call changed: a canceled flow parent's unfinished children, canceled with it, count too (so
-it may exceed `limit`, which bounds the runs matched).
+before their parent, which then waits for them (`RunStore.retry`), and a retried parent takes
+its matching children with it. `count` is every run the call changed: a flow parent's children
+canceled or retried with it count too (so it may exceed `limit`, which bounds the runs
+matched).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ConflictError, ValidationError
+from .flows import MAX_CHILDREN
 from .ids import run_ids_before
 from .models import BulkResult
 from .runs import RunService
@@ -94,15 +96,27 @@ async def bulk(
 
     taken = found[:limit]
     if action == "retry":
-        # A flow's children before their parent: retried after them, the parent waits for
-        # them (`RunStore.retry`) instead of running ahead of the children retried with it.
-        changed = await asyncio.gather(*(change(r) for r, parent in taken if not parent))
+        # A taken parent's matching children come with it (past `limit` too, at most 100 a
+        # parent, as a bulk cancel takes them), and go first: retried after them, the parent
+        # waits for them (`RunStore.retry`) instead of running ahead of them.
+        children = dict.fromkeys(r for r, parent in taken if not parent)
+        for parent_id in [r for r, parent in taken if parent]:
+            kids = await store.ids_matching(
+                sorted(statuses),
+                name=name,
+                schedule_id=schedule_id,
+                id_below=bound,
+                limit=MAX_CHILDREN,
+                parent_id=parent_id,
+            )
+            children.update(dict.fromkeys(r for r, _ in kids))
+        changed = await asyncio.gather(*(change(r) for r in children))
         changed += await asyncio.gather(*(change(r) for r, parent in taken if parent))
     else:
         changed = await asyncio.gather(*(change(run_id) for run_id, _ in taken))
     has_more = len(found) > limit
-    if has_more and action == "cancel":
-        # The runs past `limit` may have gone with a canceled flow parent: ask again.
+    if has_more and action in ("cancel", "retry"):
+        # The runs past `limit` may have gone with a flow parent: ask again.
         has_more = bool(
             await store.ids_matching(
                 sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=1

@@ -424,10 +424,11 @@ class RunStore:
         schedule_id: str | None,
         id_below: str | None,
         limit: int,
+        parent_id: str | None = None,
     ) -> list[tuple[str, bool]]:
         """Runs in `statuses` that match the filter, oldest first (a bulk operation's
         candidates): each id, and whether it is a flow's parent. The primary key's order is
-        creation order, `id_below` a range of it."""
+        creation order, `id_below` a range of it; `parent_id`: only that parent's children."""
         if not statuses:
             return []
         sql = (
@@ -435,7 +436,11 @@ class RunStore:
             f"WHERE status IN ({sql_list(frozenset(statuses))})"
         )
         args: list[Any] = []
-        for column, value in (("name", name), ("schedule_id", schedule_id)):
+        for column, value in (
+            ("name", name),
+            ("schedule_id", schedule_id),
+            ("parent_id", parent_id),
+        ):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)
