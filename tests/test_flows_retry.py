@@ -89,3 +89,6 @@ async def test_a_bulk_retry_whose_limit_cuts_a_flow_retries_the_parents_children
     assert parent is not None and parent.status == "waiting"
     await clock.advance(1)
     assert seen == [["succeeded", "succeeded"]]
+    for run_id in children:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"
