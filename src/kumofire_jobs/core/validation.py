@@ -204,6 +204,8 @@ def schedule_key(value: Any) -> str:
         raise ValidationError(f"key is longer than {MAX_KEY_CHARS} characters")
     if "/" in value:
         raise ValidationError("key must not contain '/' (it is a path segment in the HTTP API)")
+    if value in (".", ".."):  # a dot segment, resolved away by browsers, httpx and curl
+        raise ValidationError(f"key must not be {value!r} (it is a path segment in the HTTP API)")
     return value
 
 
