@@ -28,5 +28,6 @@ async def test_hello_succeeds_with_a_payload_over_the_result_limit(
     created = await env.jobs.create("hello", {"to": "x" * (MAX_RESULT_BYTES + 1)})
     await clock.advance(0)
     run = await env.jobs.get(created.kumofire_job_run_id)
-    assert run is not None and run.status == "succeeded", run.last_error
+    assert run is not None
+    assert run.status == "succeeded", run.last_error
     assert run.result == {"greeted": f"a payload of {MAX_RESULT_BYTES + 10} bytes"}
