@@ -310,6 +310,17 @@ def test_the_token_from_the_option_or_the_environment(
     assert code == 0 and out.startswith("NAME")
 
 
+@pytest.mark.parametrize("token", ["a\nb", " "])
+def test_a_token_no_header_can_carry_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], token: str
+) -> None:
+    # It was reported as an unreachable service (exit 3), or a traceback for a non-ASCII one
+    # (which is now sent as UTF-8); no request is made.
+    assert main(["runs", "list", "--url", "http://127.0.0.1:9", "--token", token]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kumofire-jobs: --token (or $KUMOFIRE_API_TOKEN): the token must be")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -115,7 +115,7 @@ def run_ops(args: argparse.Namespace) -> int:
         import httpx
 
         from ..core.errors import KumofireJobsError
-        from ..http import HttpJobsClient, HttpJobsError
+        from ..http import HttpJobsClient, HttpJobsError, bearer_token
     except ImportError as exc:  # httpx is an extra
         return _fail(f"the {args.command} commands need httpx ({exc}): pip install "
                      "'kumofire-jobs[local]' (or [http], without the dev server); in a clone "
@@ -124,6 +124,12 @@ def run_ops(args: argparse.Namespace) -> int:
     async def call() -> Any:
         async with HttpJobsClient(args.url, args.token) as client:
             return await args.ops(client, args)
+
+    if args.token:
+        try:
+            bearer_token(args.token)
+        except ValueError as exc:
+            return _fail(f"--token (or ${TOKEN_ENV}): {exc}", USAGE)
 
     try:
         output = asyncio.run(call())
