@@ -285,9 +285,7 @@ def _health_with_a_header_of(url: str, size: int) -> bytes:
     """The status line of `GET /v1/health` with a header of `size` bytes, sent in 4 KB
     pieces a moment apart, as a network delivers a large request (not in one read)."""
     host, port = url.removeprefix("http://").split(":")
-    request = (
-        f"GET /v1/health HTTP/1.1\r\nHost: {host}\r\nX-Big: {'a' * size}\r\n\r\n".encode()
-    )
+    request = f"GET /v1/health HTTP/1.1\r\nHost: {host}\r\nX-Big: {'a' * size}\r\n\r\n".encode()
     with socket.create_connection((host, int(port)), timeout=10) as conn:
         for start in range(0, len(request), 4096):
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
