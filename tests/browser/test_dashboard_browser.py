@@ -271,6 +271,29 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     shot(dark, "runs-dark")
 
 
+def test_a_flow_s_children_view_offers_no_bulk_action_that_would_reach_other_runs(
+    tmp_path: Path, servers: list[DevServer], browser: Browser
+) -> None:
+    # A bulk filter has no parent_id: "Cancel matching" on a flow's children filtered by
+    # status canceled every scheduled run, the flow's and any other's.
+    server = start(tmp_path, servers, token=None)
+    other = create(server, "hello", delay=3600)
+    flow = server.http.post(
+        "/v1/flows",
+        json={"parent": {"name": "hello"}, "children": [{"name": "hello", "delay": 3600}]},
+    ).json()
+    page = new_page(browser, DESKTOP)
+    console = Console(page)
+    page.goto(f"{server.url}/ui/#/runs?parent_id={flow['parent_id']}&status=scheduled")
+    expect(page.locator("main tbody tr")).to_have_count(1)
+    page.locator("details.bulk summary").click()
+    expect(page.locator("details.bulk")).to_contain_text("not by parent")
+    for verb in ("Cancel", "Retry", "Delete"):
+        expect(page.get_by_role("button", name=f"{verb} matching")).to_be_disabled()
+    assert status(server, other) == "scheduled"
+    assert console.errors() == []
+
+
 def test_the_dashboard_asks_for_the_token_only_when_the_api_answers_401(
     tmp_path: Path, servers: list[DevServer], browser: Browser
 ) -> None:
