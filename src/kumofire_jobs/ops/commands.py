@@ -139,6 +139,10 @@ def run_ops(args: argparse.Namespace) -> int:
         return _fail(f"not_found: {exc}", API_ERROR)
     except HttpJobsError as exc:
         hint = f" (give --token or set ${TOKEN_ENV})" if exc.status == 401 else ""
+        if exc.status == 404 and exc.code == "not_found":  # no route: the commands' own exist
+            root = httpx.URL(args.url).copy_with(path="/", query=None, fragment=None)
+            example = str(root).rstrip("/")
+            hint = f" (give --url the service's root, such as {example}, with no path or query)"
         return _fail(f"{exc.code}: {exc.message}{hint}", API_ERROR)
     except KumofireJobsError as exc:
         return _fail(f"{exc.code}: {exc}", API_ERROR)
