@@ -345,6 +345,27 @@ async def test_a_query_parameter_given_empty_is_refused_naming_it(
     assert f"query parameter {parameter} is empty" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/runs?status=failed&status=succeeded", "status"),
+        ("/v1/runs?name=email&name=other&limit=5", "name"),
+        ("/v1/runs?limit=5&limit=6", "limit"),
+        ("/v1/runs:counts?name=email&name=email", "name"),
+        ("/v1/schedules?enabled=true&enabled=false", "enabled"),
+    ],
+)
+async def test_a_query_parameter_given_twice_is_refused_naming_it(
+    client: httpx.AsyncClient, path: str, parameter: str
+) -> None:
+    # Only the last was read: `?status=failed&status=succeeded`, an "either" to many APIs,
+    # answered the succeeded runs alone.
+    await client.post("/v1/runs", json={"name": "email"})
+    response = await client.get(path)
+    assert error_of(response) == (422, "validation_error")
+    assert f"query parameter {parameter} is given 2 times" in response.json()["error"]["message"]
+
+
 async def test_an_unknown_query_parameter_is_ignored(client: httpx.AsyncClient) -> None:
     await client.post("/v1/runs", json={"name": "email"})
     response = await client.get("/v1/runs?colour=blue")
