@@ -6,7 +6,7 @@ with."""
 
 from __future__ import annotations
 
-from kumofire_jobs import CreateRequest, JobContext
+from kumofire_jobs import BulkResult, CreateRequest, JobContext
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.environment import LocalEnvironment
 from tests.support.envs import EnvFactory
@@ -92,3 +92,24 @@ async def test_a_bulk_retry_whose_limit_cuts_a_flow_retries_the_parents_children
     for run_id in children:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded"
+
+
+async def test_a_bulk_retry_counts_the_children_it_takes_toward_its_limit(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # Two canceled flows of three runs: with limit=4 the second flow does not fit beside the
+    # first (the parent would come without its children, or the call change 6 runs), so it
+    # waits for the next call, which says so in has_more.
+    env = await make_env({"report": report, "part": part})
+    first = await _canceled_flow(env, clock)
+    second = await _canceled_flow(env, clock)
+    retried = await env.jobs.retry_many(status="canceled", limit=4)
+    assert retried == BulkResult(count=3, has_more=True)
+    for flow, canceled in ((first, False), (second, True)):
+        for run_id in (flow[0], *flow[1]):
+            run = await env.jobs.get(run_id)
+            assert run is not None and (run.status == "canceled") is canceled
+    retried = await env.jobs.retry_many(status="canceled", limit=4)
+    assert retried == BulkResult(count=3, has_more=False)
+    await clock.advance(1)
+    assert seen == [["succeeded", "succeeded"], ["succeeded", "succeeded"]]

@@ -7,14 +7,15 @@ operation applies to) and changes each by the same guarded call as the single op
 either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
 counted). Calling again goes on with what still matches. A retry changes a flow's children
 before their parent, which then waits for them (`RunStore.retry`), and a retried parent takes
-its matching children with it. `count` is every run the call changed: a flow parent's children
-canceled or retried with it count too (so it may exceed `limit`, which bounds the runs
-matched).
+its matching children with it (`_retry_plan`). `count` is every run the call changed: a flow
+parent's children canceled with it count too (so it may exceed `limit`, which bounds the runs
+matched); a retry keeps to `limit` but for one flow larger than it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -95,34 +96,53 @@ async def bulk(
             return await one(runs, run_id)
 
     taken = found[:limit]
+    cut = False
     if action == "retry":
-        # A taken parent's matching children come with it (past `limit` too, at most 100 a
-        # parent, as a bulk cancel takes them), and go first: retried after them, the parent
-        # waits for them (`RunStore.retry`) instead of running ahead of them.
-        children = dict.fromkeys(r for r, parent in taken if not parent)
-        for parent_id in [r for r, parent in taken if parent]:
-            kids = await store.ids_matching(
-                sorted(statuses),
-                name=name,
-                schedule_id=schedule_id,
-                id_below=bound,
-                limit=MAX_CHILDREN,
-                parent_id=parent_id,
-            )
-            children.update(dict.fromkeys(r for r, _ in kids))
+        # A flow's children go first: retried after them, the parent waits for them
+        # (`RunStore.retry`) instead of running ahead of them.
+        matching = functools.partial(
+            store.ids_matching, sorted(statuses), name=name, schedule_id=schedule_id,
+            id_below=bound,
+        )  # fmt: skip
+        children, parents, cut = await _retry_plan(taken, matching, limit)
         changed = await asyncio.gather(*(change(r) for r in children))
-        changed += await asyncio.gather(*(change(r) for r, parent in taken if parent))
+        changed += await asyncio.gather(*(change(r) for r in parents))
     else:
         changed = await asyncio.gather(*(change(run_id) for run_id, _ in taken))
-    has_more = len(found) > limit
+    has_more = cut or len(found) > limit
     if has_more and action in ("cancel", "retry"):
         # The runs past `limit` may have gone with a flow parent: ask again.
-        has_more = bool(
-            await store.ids_matching(
-                sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=1
-            )
-        )
+        has_more = bool(await store.ids_matching(
+            sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=1
+        ))  # fmt: skip
     return BulkResult(count=sum(changed), has_more=has_more)
+
+
+async def _retry_plan(
+    taken: list[tuple[str, bool]],
+    matching: Callable[..., Awaitable[list[tuple[str, bool]]]],
+    limit: int,
+) -> tuple[list[str], list[str], bool]:
+    """The runs a bulk retry changes, oldest first: the children (and runs outside a flow),
+    then the parents, and whether it stopped short of `taken`. A parent's matching children
+    come with it, in the same call (past `taken` too: else the parent ran ahead of them), and
+    count toward `limit`; a parent whose flow no longer fits waits for the next call, unless
+    it is the call's first (one flow may exceed a small `limit`, as a bulk cancel's does)."""
+    children: dict[str, None] = {}
+    parents: list[str] = []
+    for run_id, is_parent in taken:
+        if len(children) + len(parents) >= limit:
+            return list(children), parents, True
+        if not is_parent:
+            children[run_id] = None
+            continue
+        kids = [r for r, _ in await matching(limit=MAX_CHILDREN, parent_id=run_id)]
+        new = [r for r in kids if r not in children]
+        if (children or parents) and len(children) + len(parents) + len(new) + 1 > limit:
+            return list(children), parents, True
+        children.update(dict.fromkeys(new))
+        parents.append(run_id)
+    return list(children), parents, False
 
 
 async def _cancel(runs: RunService, run_id: str) -> int:
