@@ -82,6 +82,13 @@ def check_job_name(name: object) -> None:
             f"job name {name!r} must not contain '/' (it is a path segment in the HTTP API: "
             "/v1/jobs/{name})"
         )
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # a lone surrogate (`os.fsdecode` of an undecodable file name)
+        raise ConfigurationError(
+            f"job name {name!r} is not valid Unicode text (a lone surrogate): the API's JSON "
+            "and metrics cannot carry it"
+        ) from None
     if name in (".", ".."):
         # Browsers, httpx and curl resolve it as a dot segment (`%2E` too): the request
         # would reach another route.
