@@ -101,12 +101,7 @@ class RunService:
         """Create runs (the caller checked there are at most `validation.MAX_BATCH`) in one
         D1 transaction, then arm their coordinators."""
         now = now_ms(self._clock)
-        runs: list[NewRun] = []
-        for index, request in enumerate(requests):
-            try:
-                runs.append(self.new_run(request, now))
-            except ValidationError as exc:  # say which (the same class: unknown_job stays)
-                raise type(exc)(f"runs[{index}]: {exc}") from None
+        runs = [self.new_run(request, now) for request in requests]
         keys = [run.dedupe_key for run in runs if run.dedupe_key is not None]
         if len(keys) != len(set(keys)):
             raise ValidationError("two runs in one call share a dedupe_key")
