@@ -422,6 +422,29 @@ async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_messa
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
+async def test_a_placed_run_whose_queue_message_is_lost_is_delivered_again_into_its_offer(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The crash point between a placement's offer and its consumer: the send is lost. The
+    # offer (a slot reserved at the delivery) holds the capacity until the coordinator
+    # delivers again, and that delivery's placement finds and claims it: one run at a time.
+    gauge = Gauge()
+    gauge.gate.set()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    queue = DroppingQueue(env.JOBS_QUEUE, drops=1)
+    rewire(env, queue=queue)
+    first = (await env.jobs.create("report")).kumofire_job_run_id
+    second = (await env.jobs.create("report")).kumofire_job_run_id
+    await settle(clock, 0.5)
+    limiter = env.JOB_COORDINATOR.getByName("limiter:report")
+    assert await limiter.limit_status() == {"held": [], "offered": [first], "waiting": 1}
+    assert gauge.done == []
+    await clock.advance(10.0)  # the coordinator's first redelivery
+    await settle(clock, 0.5)
+    assert gauge.done == [first, second] and gauge.peak == 1
+    assert await limiter.limit_status() == {"held": [], "offered": [], "waiting": 0}
+
+
 @pytest.mark.parametrize("budget", ["MAX_HANDOFFS", "MAX_BATCH_HANDOFFS"])
 async def test_past_the_chain_budget_the_next_run_is_woken_through_the_queue(
     make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, budget: str

@@ -54,11 +54,14 @@ class Waker:
     leased: list[tuple[str, int]] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # after granting a lease, never answer (the caller dies meanwhile)
+    wake_hang: bool = False  # a wake never answers (the limiter dies meanwhile)
     token: int = 100
 
     async def wake(self, run_id: str) -> None:
         if self.fail:
             raise ConnectionError("the coordinator could not be reached")
+        if self.wake_hang:
+            await asyncio.Event().wait()
         self.woken.append((run_id, self.clock.now()))
 
     async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
@@ -448,6 +451,41 @@ async def test_a_limiter_that_dies_after_leasing_a_handed_over_run_admits_no_mor
         await clock.advance(LEASE_MS / 1000)
         assert waker.ids() == ["r2"]
         assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+    finally:
+        await ns.close()
+
+
+async def test_a_limiter_alarm_that_dies_waking_an_offered_run_offers_it_again_later(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> None:
+    """The crash point of the limiter's alarm between writing its offers and waking their
+    runs: the offer is stored, nobody is told; it expires and is made again, never beside
+    another run."""
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    c = Consumer(ns.getByName(NAME), clock, limits(concurrency=1))
+    t0 = clock.now()
+    await c.acquire("r1")  # its consumer dies: the slot expires with its lease
+    await c.acquire("r2", due=1)
+    waker.wake_hang = True
+    await clock.advance(LEASE_MS / 1000)  # the alarm offers r2 the slot, then hangs waking it
+    await ns.abort()
+    waker.wake_hang = False
+    assert waker.woken == []
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        c.stub = ns.getByName(NAME)
+        assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 0}
+        assert (await c.acquire("r3", due=5))["reason"] == "wait"  # the offer holds the slot
+        await clock.advance(OFFER_MS / 1000)  # it expires unclaimed: offered again, woken
+        assert waker.woken == [("r2", t0 + (LEASE_MS + OFFER_MS) / 1000)]
+        assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+        assert (await c.acquire("r2"))["granted"]
     finally:
         await ns.close()
 
