@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -241,6 +241,74 @@ async def test_a_rate_limit_counts_an_offered_run_when_it_claims_its_slot(
     assert waker.woken[2][1] - t0 == pytest.approx(3.0 + claim_after + 3.0, abs=0.11)
     for s in starts:  # at most 2 starts in any 3 s
         assert sum(1 for t in starts if s <= t < s + 3.0 - 1e-6) <= 2, starts
+
+
+class CountingStorage:
+    """The object's real storage, recording each call that writes a row: (method, key)."""
+
+    writes: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._storage, name)
+        if name in ("put", "delete", "setAlarm", "deleteAlarm"):
+
+            async def counted(*args: Any) -> Any:
+                key = args[0] if name in ("put", "delete") else ""
+                CountingStorage.writes.append((name, str(key)))
+                return await method(*args)
+
+            return counted
+        return method
+
+
+class CountingLimiter(CoordinatorEndpoint):
+    def __init__(self, ctx: Any, env: Env) -> None:
+        clock = env.waker.clock
+        self.actor = CoordinatorActor(ctx.storage, clock, env.hook)
+        self.limiter = LimiterActor(
+            CountingStorage(ctx.storage), clock, env.waker, LimiterConfig(offer_ms=OFFER_MS)
+        )
+
+
+async def test_a_rate_limited_run_placed_then_claimed_writes_the_limiter_record_once(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> None:
+    # The offer made at a run's delivery is kept in memory only (a restart decides the claim
+    # afresh), and so is the start it records: the claim moves that start to its own time
+    # and writes the record then. Writing it at both cost a row more per run.
+    CountingStorage.writes = []
+    ns = LocalDurableObjectNamespace(
+        CountingLimiter, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        stub = ns.getByName(NAME)
+        lim = limits(rate=(2, 3_000))
+        for run_id in ("a", "b"):
+            placed = await stub.limit_acquire(run_id, 0, "", 0, 0, OFFER_MS, lim)
+            assert placed["granted"]
+            if run_id == "a":
+                CountingStorage.writes = []  # (the first call stored the limits)
+        await clock.advance(1.0)
+        for token, run_id in enumerate(("a", "b"), start=1):
+            assert (await stub.limit_acquire(run_id, token, "", 0, 0, LEASE_MS, lim))["granted"]
+            assert (await stub.limit_release(run_id, token))["ok"]
+        meta = [w for w in CountingStorage.writes if w == ("put", "limiter")]
+        assert len(meta) == 2, CountingStorage.writes  # one a run, at its claim
+        # The window counts the claims (at 1 s), not the placements: a third run may start
+        # at 4 s, not at 3 s.
+        assert not (await stub.limit_acquire("c", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+        await clock.advance(2.0)
+        assert waker.ids() == []
+        await clock.advance(1.0)
+        assert waker.ids() == ["c"]
+        ns.evict(NAME)  # what was written says the same
+        assert (await stub.limit_status())["offered"] == ["c"]
+    finally:
+        await ns.close()
 
 
 async def test_priority_then_due_time_order_the_wait_list(

@@ -410,9 +410,11 @@ class LimiterActor:
         while (run_id := pick(self._limits, self._meta, self._slots, self._queue, now)) is not None:
             waiter = self._waiters[run_id]
             self._queue.remove(run_id, waiter)
+            placed = False  # an offer made at a delivery: kept in memory only
             if claimant is not None and claimant[0] == run_id:
                 _, token, lease_ms, stored = claimant
                 slot = Slot(waiter.key, token, now + lease_ms, start=now)
+                placed = not token
                 await self._drop_waiter(run_id, stored=stored)
                 await self._put_slot(run_id, slot)  # (an offer at a delivery: memory only)
             else:
@@ -423,7 +425,10 @@ class LimiterActor:
                     await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
                 woken.append(run_id)
             self._slots[run_id] = slot
-            if record_start(self._limits, self._meta, waiter.key, now):
+            if record_start(self._limits, self._meta, waiter.key, now) and not placed:
+                # (A placed offer's start is kept in memory only too, unless another change
+                # writes the record: its claim moves the start to its own time and writes it
+                # then, and a restart before decides the claim afresh: a row less a run.)
                 self._meta_dirty = True
         return woken
 
