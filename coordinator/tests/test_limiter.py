@@ -398,6 +398,41 @@ async def test_acquire_and_release_are_idempotent_and_fenced_by_the_token(
     assert (await stub.limit_status())["offered"] == ["r2"]
 
 
+async def test_a_new_attempt_taking_its_slot_over_is_a_start_the_rate_limit_counts(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    # A run cut off while it ran (its consumer died, or the embedded runtime restarted) is
+    # delivered again with a newer lease token and takes its slot over: its handler starts
+    # again. Uncounted, that start let another run start inside the same window.
+    stub = namespace.getByName(NAME)
+    lim = limits(rate=(1, 60_000))
+    starts: list[float] = []
+    t0 = clock.now()
+    assert (await stub.limit_acquire("r1", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+    starts.append(clock.now() - t0)
+    await clock.advance(10)
+    # The window is full: the new attempt waits for it, in line, as any start would.
+    assert (await stub.limit_acquire("r1", 2, "", 0, 0, LEASE_MS, lim))["reason"] == "wait"
+    assert (await stub.limit_acquire("r2", 1, "", 0, 1, LEASE_MS, lim))["reason"] == "wait"
+    while len(starts) < 3 and clock.now() - t0 < 300:
+        await clock.advance(1)
+        for run_id in waker.ids():
+            reply = await stub.limit_acquire(run_id, 3, "", 0, 0, LEASE_MS, lim)
+            if reply["granted"]:
+                starts.append(clock.now() - t0)
+                await stub.limit_release(run_id, 3)
+        waker.woken.clear()
+    assert len(starts) == 3, starts
+    for s in starts:  # at most one start in any 60 s
+        assert sum(1 for t in starts if s <= t < s + 60) <= 1, starts
+    # With room in the window, the new attempt keeps its slot and its start is counted.
+    await clock.advance(120)
+    assert (await stub.limit_acquire("r3", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+    await clock.advance(60)
+    assert (await stub.limit_acquire("r3", 2, "", 0, 0, LEASE_MS, lim))["granted"]
+    assert (await stub.limit_acquire("r4", 1, "", 0, 0, LEASE_MS, lim))["reason"] == "wait"
+
+
 async def test_two_consumers_racing_for_the_last_slot_one_wins(
     namespace: LocalDurableObjectNamespace, clock: ManualClock
 ) -> None:

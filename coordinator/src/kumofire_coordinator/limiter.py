@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actor import Clock
-from .limiter_order import claim_start, has_room, next_check, pick, prune_windows, record_start
+from .limiter_order import (
+    claim_start,
+    has_room,
+    next_check,
+    pick,
+    prune_windows,
+    rate_allows,
+    record_start,
+)
 from .limiter_state import (
     META_KEY,
     SLOT_PREFIX,
@@ -128,6 +136,16 @@ class LimiterActor:
             self._limits = _parse(limits)
         woken: list[str] = []
         slot = self._slots.get(run_id)
+        if slot is not None and not slot.offer and token > slot.token and self._limits.rated:
+            # A new attempt of a run cut off while it held the slot: its handler starts
+            # again, a start the rate windows count. With no room in them it waits in line
+            # as any start would (the cut-off attempt's start stays counted).
+            if rate_allows(self._limits, self._meta, self._slots, slot.key, now):
+                record_start(self._limits, self._meta, slot.key, now)
+                self._meta_dirty = True
+            else:
+                await self._free(run_id)
+                slot = None
         if slot is not None:
             if not slot.offer and slot.token > token:
                 return {"granted": False, "reason": "lost"}
