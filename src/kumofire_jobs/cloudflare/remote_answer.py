@@ -55,8 +55,11 @@ ANSWER_VERSION: Final = 1
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 _MEMBERS: Final = frozenset({ANSWER_KEY, "result", "progress", "logs", "error"})
 _LINE_MEMBERS: Final = frozenset({"level", "event", "fields", "at"})
-# Fields a replayed line cannot carry under their own name (structlog's own, or the line's).
-_RESERVED_FIELDS: Final = frozenset({"event", "level", "timestamp", "exc_info", "remote_at"})
+# Fields a replayed line cannot carry under their own name (structlog's own, the line's, or
+# the log method's own parameters: `self`).
+_RESERVED_FIELDS: Final = frozenset(
+    {"event", "level", "timestamp", "exc_info", "remote_at", "self"}
+)
 _NON_RETRYABLE_PREFIX: Final = "non_retryable:"
 
 
