@@ -422,12 +422,14 @@ async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_messa
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
-async def test_a_placed_run_whose_queue_message_is_lost_is_delivered_again_into_its_offer(
+async def test_a_placed_run_whose_queue_message_is_lost_frees_its_offer_and_runs_later(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
     # The crash point between a placement's offer and its consumer: the send is lost. The
-    # offer (a slot reserved at the delivery) holds the capacity until the coordinator
-    # delivers again, and that delivery's placement finds and claims it: one run at a time.
+    # offer (a slot reserved at the delivery, in memory) holds the capacity until it expires;
+    # the next run in line gets it then, and the lost run is delivered again (a run due at
+    # its create: by reconciliation, its coordinator having stored nothing after the send).
+    # One run at a time throughout.
     gauge = Gauge()
     gauge.gate.set()
     env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
@@ -439,9 +441,13 @@ async def test_a_placed_run_whose_queue_message_is_lost_is_delivered_again_into_
     limiter = env.JOB_COORDINATOR.getByName("limiter:report")
     assert await limiter.limit_status() == {"held": [], "offered": [first], "waiting": 1}
     assert gauge.done == []
-    await clock.advance(10.0)  # the coordinator's first redelivery
+    await clock.advance(59.0)
+    assert gauge.done == []  # the offer holds the slot
+    # It expires unclaimed (at 60 s): the next in line gets the slot; and reconciliation
+    # (its first tick at least a grace after the run's due time) delivers the lost run again.
+    await clock.advance(120.0)
     await settle(clock, 0.5)
-    assert gauge.done == [first, second] and gauge.peak == 1
+    assert gauge.done == [second, first] and gauge.peak == 1
     assert await limiter.limit_status() == {"held": [], "offered": [], "waiting": 0}
 
 
