@@ -6,22 +6,20 @@ operation applies to) and changes each by the same guarded call as the single op
 (`RunService.cancel_with_children`, `retry`, `delete`), so a crash mid-bulk leaves every run
 either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
 counted). Calling again goes on with what still matches. A retry changes a flow's children
-before their parent, which then waits for them (`RunStore.retry`), and a retried parent takes
-its matching children with it (`_retry_plan`). `count` is every run the call changed: a flow
-parent's children canceled with it count too (so it may exceed `limit`, which bounds the runs
-matched); a retry keeps to `limit` but for one flow larger than it.
+before their parent, which then waits for them (`RunStore.retry`), and takes the flows'
+parents after every other run (`_candidates`). `count` is every run the
+call changed: a canceled flow parent's unfinished children, canceled with it, count too (so
+it may exceed `limit`, which bounds the runs matched).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from .errors import ConflictError, ValidationError
-from .flows import MAX_CHILDREN
 from .ids import run_ids_before
 from .models import BulkResult
 from .runs import RunService
@@ -85,9 +83,7 @@ async def bulk(
 ) -> BulkResult:
     parsed, bound, limit = _check_filter(status, name, schedule_id, created_before, limit)
     statuses = APPLIES_TO[action] if parsed is None else APPLIES_TO[action] & {parsed}
-    found = await store.ids_matching(
-        sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
-    )
+    found = await _candidates(action, store, sorted(statuses), name, schedule_id, bound, limit)
     one = _ONE[action]
     gate = asyncio.Semaphore(_CONCURRENCY)
 
@@ -96,53 +92,51 @@ async def bulk(
             return await one(runs, run_id)
 
     taken = found[:limit]
-    cut = False
     if action == "retry":
-        # A flow's children go first: retried after them, the parent waits for them
-        # (`RunStore.retry`) instead of running ahead of them.
-        matching = functools.partial(
-            store.ids_matching, sorted(statuses), name=name, schedule_id=schedule_id,
-            id_below=bound,
-        )  # fmt: skip
-        children, parents, cut = await _retry_plan(taken, matching, limit)
-        changed = await asyncio.gather(*(change(r) for r in children))
-        changed += await asyncio.gather(*(change(r) for r in parents))
+        # A flow's children before their parent: retried after them, the parent waits for
+        # them (`RunStore.retry`) instead of running ahead of the children retried with it.
+        changed = await asyncio.gather(*(change(r) for r, parent in taken if not parent))
+        changed += await asyncio.gather(*(change(r) for r, parent in taken if parent))
     else:
         changed = await asyncio.gather(*(change(run_id) for run_id, _ in taken))
-    has_more = cut or len(found) > limit
-    if has_more and action in ("cancel", "retry"):
-        # The runs past `limit` may have gone with a flow parent: ask again.
-        has_more = bool(await store.ids_matching(
-            sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=1
-        ))  # fmt: skip
+    has_more = len(found) > limit
+    if has_more and action == "cancel":
+        # The runs past `limit` may have gone with a canceled flow parent: ask again.
+        has_more = bool(
+            await store.ids_matching(
+                sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=1
+            )
+        )
     return BulkResult(count=sum(changed), has_more=has_more)
 
 
-async def _retry_plan(
-    taken: list[tuple[str, bool]],
-    matching: Callable[..., Awaitable[list[tuple[str, bool]]]],
+async def _candidates(
+    action: str,
+    store: RunStore,
+    statuses: list[RunStatus],
+    name: str | None,
+    schedule_id: str | None,
+    bound: str | None,
     limit: int,
-) -> tuple[list[str], list[str], bool]:
-    """The runs a bulk retry changes, oldest first: the children (and runs outside a flow),
-    then the parents, and whether it stopped short of `taken`. A parent's matching children
-    come with it, in the same call (past `taken` too: else the parent ran ahead of them), and
-    count toward `limit`; a parent whose flow no longer fits waits for the next call, unless
-    it is the call's first (one flow may exceed a small `limit`, as a bulk cancel's does)."""
-    children: dict[str, None] = {}
-    parents: list[str] = []
-    for run_id, is_parent in taken:
-        if len(children) + len(parents) >= limit:
-            return list(children), parents, True
-        if not is_parent:
-            children[run_id] = None
-            continue
-        kids = [r for r, _ in await matching(limit=MAX_CHILDREN, parent_id=run_id)]
-        new = [r for r in kids if r not in children]
-        if (children or parents) and len(children) + len(parents) + len(new) + 1 > limit:
-            return list(children), parents, True
-        children.update(dict.fromkeys(new))
-        parents.append(run_id)
-    return list(children), parents, False
+) -> list[tuple[str, bool]]:
+    """At most `limit` + 1 candidates, oldest first; for a retry, every other run before the
+    flows' parents: a parent is older than its children, so a page cut by `limit` could take
+    it without them, and, retried alone, it would run at once ahead of them. A parent in a
+    retry's page has every matching child in it or retried by an earlier call."""
+    if action != "retry":
+        return await store.ids_matching(
+            statuses, name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
+        )
+    found = await store.ids_matching(
+        statuses, name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1,
+        parents=False,
+    )  # fmt: skip
+    if len(found) <= limit:
+        found += await store.ids_matching(
+            statuses, name=name, schedule_id=schedule_id, id_below=bound,
+            limit=limit + 1 - len(found), parents=True,
+        )  # fmt: skip
+    return found
 
 
 async def _cancel(runs: RunService, run_id: str) -> int:

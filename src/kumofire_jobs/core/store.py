@@ -428,23 +428,22 @@ class RunStore:
         schedule_id: str | None,
         id_below: str | None,
         limit: int,
-        parent_id: str | None = None,
+        parents: bool | None = None,
     ) -> list[tuple[str, bool]]:
         """Runs in `statuses` that match the filter, oldest first (a bulk operation's
         candidates): each id, and whether it is a flow's parent. The primary key's order is
-        creation order, `id_below` a range of it; `parent_id`: only that parent's children."""
+        creation order, `id_below` a range of it. `parents`: only flows' parents (True) or
+        only other runs (False)."""
         if not statuses:
             return []
         sql = (
             f"SELECT id, child_count IS NOT NULL AS parent FROM {TABLE} "
             f"WHERE status IN ({sql_list(frozenset(statuses))})"
         )
+        if parents is not None:
+            sql += f" AND child_count IS {'NOT ' if parents else ''}NULL"
         args: list[Any] = []
-        for column, value in (
-            ("name", name),
-            ("schedule_id", schedule_id),
-            ("parent_id", parent_id),
-        ):
+        for column, value in (("name", name), ("schedule_id", schedule_id)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 args.append(value)

@@ -28,13 +28,20 @@ from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
-from .startup import StartupError, configured_app, listen, load_runtime, load_settings
+from .startup import (
+    API_TOKEN_VAR,
+    StartupError,
+    configured_app,
+    listen,
+    load_runtime,
+    load_settings,
+)
 
 __all__ = ["StartupError", "configured_app", "dev_environment", "load_runtime", "run_dev_server"]
 
 log = get_logger()
 
-TOKEN_ENV = "KUMOFIRE_API_TOKEN"
+TOKEN_ENV = API_TOKEN_VAR
 DRAIN_SECONDS = 10.0  # how long Ctrl-C waits for running handlers
 MAX_HEADER_BYTES = 128 * 1024  # a request's headers in all, as Cloudflare takes them
 
