@@ -416,6 +416,32 @@ async def test_an_unstored_inline_delivery_deferred_stores_the_state_for_then(
     assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == ["n", None]
 
 
+async def test_an_early_lease_during_an_unstored_inline_delivery_is_granted(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """A limited run's inline delivery puts it in its limiter's line, and a slot freed
+    before the hook's answer reaches the actor hands it over at once: the limiter's early
+    lease must be granted then, as on an object whose state is stored (a `closed` answer
+    would drop the run from the line until its fallback). The deferral that follows does
+    not displace the lease."""
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()
+    hook.action = Delivery(DeliveryAction.DEFER, due_ms=now_ms(clock) + 300_000)
+    arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), "placement", True))
+    await hook.entered.wait()  # placed in line; the hook's answer is not back yet
+    grant = await stub.lease(KEY, LEASE_MS, True)
+    assert grant["granted"]
+    hook.gate.set()
+    assert await arming == {"armed": True}
+    status = await stub.status()
+    assert status["phase"] == "leased" and status["lease_live"]
+    assert namespace.alarm_of(KEY) == grant["expires_ms"]
+    assert await stub.release(grant["token"]) == {"ok": True, "closed": True}
+    assert namespace.alarm_of(KEY) is None
+    # Once the arm has answered, an empty object is closed to an early lease again.
+    assert await stub.lease(KEY, LEASE_MS, True) == {"granted": False, "reason": "closed"}
+
+
 async def test_a_failed_unstored_inline_send_does_not_overwrite_a_lease_or_cancel_meanwhile(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
