@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from kumofire_jobs import CreateRequest, JobContext, create_runtime
+from kumofire_jobs import CreateRequest, JobContext, JobOptions, create_runtime
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.log import configure_logging
 from kumofire_jobs.local.environment import LocalEnvironment
@@ -100,3 +100,19 @@ async def test_a_message_naming_a_waiting_flow_parent_arms_nothing(
     parent = await env.jobs.get(flow.parent_id)
     assert parent is not None and parent.status == "succeeded" and parent.attempt == 1
     assert calls.count(flow.parent_id) == 1
+
+
+async def test_a_limited_run_handed_over_while_its_arm_delivers_is_not_dropped(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """Each run created here goes to the head of its job's line (a higher priority), so
+    the slot a finishing run frees is handed to a run whose create's inline arm is still
+    under way (placed, its deferral not yet stored). Its limiter's early lease must be
+    granted then: refused (`closed`), the run left the line and waited for
+    reconciliation, a minute later."""
+    env = await make_env({"limited": noop}, job_options={"limited": JobOptions(concurrency=1)})
+    ids = [(await env.jobs.create("limited", priority=i)).kumofire_job_run_id for i in range(30)]
+    await clock.advance(1)
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1
