@@ -358,6 +358,33 @@ async def test_an_alarm_and_a_lease_interleaving_lose_no_update(
     assert (await stub.renew(lease["token"], LEASE_MS))["ok"]
 
 
+async def test_a_vacant_lease_granted_after_a_close_during_an_alarms_send_stands(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """While the alarm awaits its send, a consumer takes the lease and releases it (the
+    object closes), and another's vacant lease stores a state afresh: its version counts
+    from the start again, so it may equal the one the alarm read. The alarm's
+    compare-and-set must still see it changed: recording its delivery over it would drop
+    the live lease (no expiry, a redelivery alarm), and the next lease would go to a
+    second holder while the first runs."""
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    assert len(hook.deliveries) == 1  # the alarm awaits its send
+    first = await stub.lease(KEY, LEASE_MS)
+    assert (await stub.release(first["token"])) == {"ok": True, "closed": True}
+    vacant = await stub.lease(KEY, LEASE_MS, False, True)
+    assert vacant["granted"]
+    hook.gate.set()
+    await clock.advance(0)  # the alarm resumes
+    status = await stub.status()
+    assert status["phase"] == "leased" and status["lease_live"]
+    assert namespace.alarm_of(KEY) == vacant["expires_ms"]
+    assert await stub.lease(KEY, LEASE_MS, False, True) == {"granted": False, "reason": "held"}
+    assert (await stub.renew(vacant["token"], LEASE_MS))["ok"]
+
+
 # --- an arm with `inline` for a key already due delivers it ---------------------------------
 
 

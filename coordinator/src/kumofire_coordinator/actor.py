@@ -359,14 +359,14 @@ class CoordinatorActor:
         send is covered by the alarm: the platform retries an alarm whose handler did not
         finish, and an inline delivery (`arm`) stored its fallback alarm first. A call that
         runs meanwhile (a lease, most often) bumps the version, and then its state stands."""
-        seen = state.version
+        seen, changes = state.version, self._changes
         delivery = deliveries + 1
         first = delivery == 1 and state.phase is Phase.ARMED
         try:
             result = await self._hook.deliver(state.key, delivery, state.note if first else None)
         except Exception:
             current = await self._load()
-            if current is not None and current.version == seen:
+            if current is not None and current.version == seen and self._changes == changes:
                 if inline:
                     # The alarm tries again soon, still as the first delivery after the arm.
                     await self._storage.setAlarm(self._now_ms() + INLINE_RETRY_MS)
@@ -379,7 +379,9 @@ class CoordinatorActor:
             raise
 
         current = await self._load()
-        if current is None or current.version != seen:
+        # A state stored afresh after a close (a vacant lease's) counts its version from the
+        # start again: this instance's count of its writes tells it changed all the same.
+        if current is None or current.version != seen or self._changes != changes:
             return  # leased, released, armed or closed meanwhile: that state stands
         if result.action is DeliveryAction.CLOSE:
             await self.close()
