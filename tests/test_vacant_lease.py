@@ -116,3 +116,29 @@ async def test_a_limited_run_handed_over_while_its_arm_delivers_is_not_dropped(
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_backlogged_run_is_armed_again_once_not_at_every_tick(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """A run sent by its create's arm waits behind a stalled consumer: past the grace its
+    actor, holding nothing, reads as lost and reconciliation arms it once (a second message;
+    the actor's redelivery alarms take over from there, as for any delivered run). Later
+    ticks find the actor holding the run and arm nothing more."""
+    runtime = create_runtime({"job": noop}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.migrate()
+    await env.JOB_COORDINATOR.start()  # alarms fire, the queue delivers nothing
+    await env.jobs.create("job")
+    await clock.advance(0)
+    assert await env.broker.depth(env.settings.queue) == 1
+    await clock.advance(59)
+    assert (await env.jobs.dispatch()).dispatched == 0  # within the grace
+    await clock.advance(2)
+    assert (await env.jobs.dispatch()).dispatched == 1
+    await clock.advance(0)
+    assert await env.broker.depth(env.settings.queue) == 2
+    for _ in range(5):
+        await clock.advance(60)
+        assert (await env.jobs.dispatch()).dispatched == 0
+    await env.close()
