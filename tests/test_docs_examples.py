@@ -4,9 +4,12 @@ tests/test_testing_kit.py)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shlex
+import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,25 @@ def test_no_table_is_cut_by_a_blank_line() -> None:
             ):
                 cut.append(f"{path.name}:{i + 2}")
     assert cut == []
+
+
+def test_every_python_toml_and_json_block_parses() -> None:
+    # Fragments too: a Python block may await at top level (it stands for a handler's body).
+    broken = []
+    for path in MARKDOWN:
+        text = path.read_text(encoding="utf-8")
+        for language, body in re.findall(r"```(python|toml|json)\n(.*?)```", text, re.DOTALL):
+            body = textwrap.dedent(body)  # a block inside a list item is indented
+            try:
+                if language == "python":
+                    compile(body, path.name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                elif language == "toml":
+                    tomllib.loads(body)
+                else:
+                    json.loads(body)
+            except (SyntaxError, ValueError) as error:
+                broken.append(f"{path.name} {language}: {error}")
+    assert broken == []
 
 
 async def test_testing_md_harness_and_virtual_sleep_snippets_run() -> None:
