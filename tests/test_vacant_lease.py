@@ -142,3 +142,34 @@ async def test_a_backlogged_run_is_armed_again_once_not_at_every_tick(
         await clock.advance(60)
         assert (await env.jobs.dispatch()).dispatched == 0
     await env.close()
+
+
+async def test_every_key_of_a_key_limited_burst_starts_without_waiting_for_reconciliation(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """The fairness benchmark's shape (`key_concurrency=1`, `concurrency=10`, a
+    `create_many` per key while earlier keys' runs finish): each key's first run is armed
+    alone and placed by its arm's delivery, so a slot freed meanwhile may be handed to it
+    before its deferral is stored. Every run must start as slots free, within moments: none
+    may fall out of the line and wait for reconciliation (grace 60 s, then a tick), as one
+    did before the early lease was granted during an unstored arm (9502cde)."""
+    env = await make_env(
+        {"limited": noop},
+        job_options={"limited": JobOptions(key_concurrency=1, concurrency=10)},
+    )
+    ids: list[str] = []
+
+    async def create() -> None:
+        for key in range(30):
+            request = CreateRequest(name="limited", concurrency_key=f"k{key}")
+            ids.extend(c.kumofire_job_run_id for c in await env.jobs.create_many([request] * 20))
+
+    # The earlier keys' runs finish and hand over while the later keys are created.
+    creating = asyncio.ensure_future(create())
+    while not creating.done():
+        await clock.advance(0.001)
+    await creating
+    await clock.advance(5)
+    assert len(ids) == 600
+    late = [r for r in ids if (run := await env.jobs.get(r)) is None or run.status != "succeeded"]
+    assert late == []
