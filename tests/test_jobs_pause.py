@@ -163,6 +163,36 @@ async def test_disabling_a_paused_job_s_schedule_cancels_its_waiting_occurrence(
     ]
 
 
+async def test_a_paused_job_s_waiting_occurrence_takes_a_payload_change(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    # A payload change carries over to the pending occurrence (API.md), the one delivered and
+    # waiting for the resume too: it must not run at the resume with the old payload.
+    await env.jobs.pause_job("a")
+    schedule = await env.jobs.create_schedule("a", "old", every=10)
+    await clock.advance(30)
+    await env.jobs.update_schedule(schedule.id, payload="new", max_attempts=7, priority=9)
+    (waiting,) = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert waiting.status == "queued" and waiting.payload == "new"
+    assert waiting.max_attempts == 7 and waiting.priority == 9
+    await env.jobs.resume_job("a")
+    await clock.advance(0)
+    await clock.advance(0.01)
+    handler = env.runtime.handlers["a"]
+    assert isinstance(handler, Order) and handler.seen == ["new"]
+
+
+async def test_a_paused_job_s_waiting_occurrence_takes_a_payload_given_with_new_timing(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    await env.jobs.pause_job("a")
+    schedule = await env.jobs.create_schedule("a", "old", every=10)
+    await clock.advance(30)
+    await env.jobs.update_schedule(schedule.id, payload="new", every=20)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [(run.status, run.payload) for run in runs] == [("queued", "new")]
+
+
 async def test_pausing_survives_a_restart(clock: ManualClock, tmp_path: Path) -> None:
     def environment() -> LocalEnvironment:
         runtime = create_runtime({"a": noop}, clock=clock)
