@@ -92,7 +92,8 @@ async def reconcile(
         None if stopped_at is None else (int(stopped_at["scheduled_for"]), str(stopped_at["id"]))
     )
     if not await write_cursor(store.db, cursor, after):
-        # Another pass read the same position and wrote first: it walked the same page.
+        # Another tick (another isolate's, at once) moved it since this one read it: that
+        # write stands, so the cursor never goes back.
         log.debug("reconcile.cursor_moved_meanwhile")
     result.pruned = await prune_pass(
         store.db,
