@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from .pyodide_bundle import BUNDLE_NAME, build_bundle
 
@@ -329,19 +329,6 @@ class Stack:
         )  # fmt: skip
         if done.returncode != 0:
             raise HarnessError(f"d1 execute failed:\n{done.stdout}\n{done.stderr}")
-
-    def d1_query(self, sql: str) -> list[dict[str, Any]]:
-        """The rows a query reads from the service's local D1, from outside the Worker."""
-        config = self.configs[SERVICE]
-        done = subprocess.run(
-            [str(WRANGLER), "d1", "execute", "kumofire-jobs", "--local", "--persist-to",
-             str(self.root / "state"), "--config", str(config), "--json", "--command", sql],
-            cwd=config.parent, env=self.env(), capture_output=True, text=True, check=False,
-            timeout=120,
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise HarnessError(f"d1 execute failed:\n{done.stdout}\n{done.stderr}")
-        return cast(list[dict[str, Any]], json.loads(done.stdout)[0]["results"])
 
 
 # --- HTTP --------------------------------------------------------------------------------------

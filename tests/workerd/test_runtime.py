@@ -284,33 +284,6 @@ def test_the_cron_handler_repairs_a_run_no_coordinator_holds(api: Api) -> None:
     assert (run["status"], run["attempt"]) == ("succeeded", 1), run
 
 
-def test_the_cron_handler_keeps_its_cursor_in_d1(api: Api) -> None:
-    """More overdue runs no coordinator holds than a tick asks about (`limit`, 100): the tick
-    writes where it stopped to D1 through the Worker's binding (`kumofire_reconcile_cursor`,
-    compare-and-set), and the next tick, whichever isolate runs it, goes on from there."""
-    due = int(time.time() * 1000) - 600_000
-    ids = IdFactory()
-    run_ids = [ids.run_id(due) for _ in range(101)]
-    api.stack.d1_execute(
-        "INSERT INTO kumofire_job_runs (id, name, status, attempt, max_attempts, "
-        "scheduled_for, created_at, updated_at) VALUES "
-        + ", ".join(f"('{run_id}', 'echo', 'scheduled', 0, 3, {due}, {due}, {due})"
-                    for run_id in run_ids)
-    )  # fmt: skip
-    worker = api.stack.workers[SERVICE]
-    status, _ = request(f"{worker.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", token=None)
-    assert status == 200
-    (cursor,) = api.stack.d1_query("SELECT run_id, version FROM kumofire_reconcile_cursor")
-    assert cursor["run_id"] in run_ids, cursor  # stopped at its bound (100 asked), on ours
-    version = cursor["version"]
-    status, _ = request(f"{worker.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*", token=None)
-    assert status == 200
-    for run_id in run_ids:  # the last, behind a page of others, was reached by the second tick
-        assert api.wait(run_id, timeout=60)["status"] == "succeeded"
-    (cursor,) = api.stack.d1_query("SELECT run_id, version FROM kumofire_reconcile_cursor")
-    assert cursor["version"] > version
-
-
 def test_rpc_from_javascript(api: Api) -> None:
     for _ in range(2):  # so that a page of two has a next one, whatever ran before
         api.create({"name": "echo"})
