@@ -67,7 +67,13 @@ TOGETHER = (
 )
 
 # Workers Paid plan, beyond the included allowances, in USD per million units. From
-# Cloudflare's pricing pages (Workers, D1, Queues, Durable Objects) as looked up on 2026-11-22.
+# Cloudflare's pricing pages (Workers, D1, Queues, Durable Objects) as looked up on 2026-11-22
+# and checked again on 2026-12-07 (developers.cloudflare.com/durable-objects/platform/pricing/:
+# SQLite-backed storage bills rows as D1 does, KV methods included, "each setAlarm() is
+# billed as a single row written", "deletes are counted as rows written";
+# /d1/platform/pricing/: rows read and written as each query's meta reports them, an index
+# written adds a row; /queues/platform/pricing/: an operation per 64 KB written, read or
+# deleted). bench/README.md, "Prices and counting rules, checked", has the details.
 PRICES = {
     "worker_requests": 0.30,  # Workers Standard: 10 M requests/month included
     "d1_rows_read": 0.001,  # D1: first 25 billion rows read/month included

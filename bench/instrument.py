@@ -248,8 +248,11 @@ class CountingStub:
 
 class CountingStorage:
     """The coordinator's storage as the SQLite backend bills it: a get reads a row, a put
-    writes one, a delete that deletes writes one, `deleteAll()` one per stored key,
-    `setAlarm()` one (documented), `deleteAlarm()` of a set alarm one (assumed: a delete)."""
+    writes one, a delete that deletes writes one (documented: KV methods are billed as rows,
+    deletes as rows written), `deleteAll()` one per stored key (workerd's `deleteAll` resets
+    the object's database and reports the keys it deleted; the alarm it deletes too, from
+    compatibility date 2026-02-24, is not counted: undocumented), `setAlarm()` one
+    (documented), `deleteAlarm()` of a set alarm one (assumed: it is `setAlarm(null)`)."""
 
     def __init__(self, inner: Any, recorder: Recorder) -> None:
         self._inner = inner

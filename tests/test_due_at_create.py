@@ -136,18 +136,54 @@ async def test_a_run_canceled_before_its_delivery_never_starts(
         assert env.JOB_COORDINATOR.alarm_of(run_id) is None
 
 
-async def test_a_lost_first_message_is_redelivered_from_d1(
+async def test_a_lost_first_message_is_redelivered_by_reconciliation(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
+    """The inline arm stores nothing once its send went out (the queue holds the message):
+    a message lost after that is found by reconciliation, the run overdue by its grace
+    with its actor closed, and armed again; that delivery reads the row and sends."""
     env = await make_env({"job": noop})
     dropping = DroppingQueue(env.JOBS_QUEUE, drops=1)
     rewire(env, queue=dropping)
     db = recording(env)
     created = await env.jobs.create("job")
-    await clock.advance(10)  # the redelivery reads the row (queued) and sends again
-    run = await env.jobs.get(created.kumofire_job_run_id)
+    run_id = created.kumofire_job_run_id
+    assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+    assert env.JOB_COORDINATOR.alarm_of(run_id) is None
+    await clock.advance(59)  # within the grace: nothing redelivers it
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "queued" and dropping.sent == 1
+    await clock.advance(61)  # the first tick past the grace arms it again
+    run = await env.jobs.get(run_id)
     assert run is not None and run.status == "succeeded" and dropping.sent == 2
     assert db.count(_QUEUED_WRITE) == 1  # the redelivery's guarded write matched nothing
+    assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+
+
+async def test_a_duplicate_of_a_finished_runs_message_is_ignored_and_leaves_nothing(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """A duplicate message after the run finished: its closed actor grants the consumer a
+    lease (an actor that stored nothing is one an inline arm delivered), the guarded start
+    matches nothing, the consumer reads the run finished and closes the actor again: the
+    handler does not run twice, and no state or alarm is left."""
+    calls: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(clock.now())
+
+    env = await make_env({"job": job})
+    created = await env.jobs.create("job")
+    run_id = created.kumofire_job_run_id
+    await clock.advance(1)
+    assert len(calls) == 1
+    await env.JOBS_QUEUE.send({"version": 1, "kumofireJobRunId": run_id})
+    await clock.advance(1)
+    assert len(calls) == 1
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+    assert (await env.JOB_COORDINATOR.getByName(run_id).status())["phase"] == "closed"
+    assert env.JOB_COORDINATOR.alarm_of(run_id) is None
 
 
 async def test_a_failed_inline_send_is_retried_by_the_alarm_within_seconds(
@@ -257,3 +293,31 @@ async def test_a_dedupe_key_and_a_flows_children_due_at_create(
     for run_id in (first.kumofire_job_run_id, flow.parent_id, *flow.children):
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_message_naming_a_limiters_object_is_not_granted_a_vacant_lease(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    """A lease on an actor holding nothing is granted only for a run id: a message naming a
+    limiter's object (which holds no coordinator state) is refused `closed` as before, so no
+    coordinator state is written into the limiter's object, and no close clears its slots."""
+    release = asyncio.Event()
+
+    async def slow(ctx: JobContext) -> None:
+        await release.wait()
+
+    env = await make_env({"limited": slow}, job_options={"limited": JobOptions(concurrency=1)})
+    held = await env.jobs.create("limited")
+    await clock.advance(0)  # it runs, holding the one slot
+    limiter = env.JOB_COORDINATOR.getByName("limiter:limited")
+    before = await limiter.limit_status()
+    assert len(before["held"]) == 1
+    await env.JOBS_QUEUE.send({"version": 1, "kumofireJobRunId": "limiter:limited"})
+    await clock.advance(1)
+    assert (await limiter.status())["phase"] == "closed"  # no coordinator state written
+    env.JOB_COORDINATOR.evict("limiter:limited")  # what it holds is what its storage holds
+    assert await limiter.limit_status() == before
+    release.set()
+    await clock.advance(0)
+    run = await env.jobs.get(held.kumofire_job_run_id)
+    assert run is not None and run.status == "succeeded"

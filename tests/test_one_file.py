@@ -170,6 +170,7 @@ async def _per_binding_directory(clock: ManualClock, path: Path, calls: list[str
     queued = (await env.jobs.create("job")).kumofire_job_run_id
     await clock.advance(0)
     waiting = [(await env.jobs.create("job", delay=60 + i)).kumofire_job_run_id for i in range(2)]
+    await clock.advance(0)  # their arms land (the queued run's stored nothing: it was sent)
     await env.close()
     with closing(sqlite3.connect(layout.queue_path(path))) as conn:
         assert conn.execute("SELECT count(*) FROM kumofire_local_queue_messages").fetchone()[0] == 1

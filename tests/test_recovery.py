@@ -91,17 +91,19 @@ async def test_lost_queue_message_is_redelivered_by_the_coordinator(
     async def job(ctx: JobContext) -> None:
         calls.append(clock.now())
 
+    """A message the actor's alarm sent (a delayed run's; a run due at its create is sent by
+    its arm, which stores nothing: tests/test_due_at_create.py) is sent again by its alarm."""
     env = await make_env({"job": job})
     start = clock.now()
     dropping = DroppingQueue(env.JOBS_QUEUE, drops=1)
     rewire(env, queue=dropping)
-    created = await env.jobs.create("job")
-    await clock.advance(9.9)
+    created = await env.jobs.create("job", delay=1)
+    await clock.advance(10.9)
     assert calls == []
     run = await env.jobs.get(created.kumofire_job_run_id)
     assert run is not None and run.status == "queued"
     await clock.advance(0.1)  # the first redelivery (CoordinatorConfig.redeliver_initial)
-    assert calls == [start + 10]
+    assert calls == [start + 11]
     assert dropping.sent == 2
     run = await env.jobs.get(created.kumofire_job_run_id)
     assert run is not None and run.status == "succeeded"
@@ -186,17 +188,17 @@ async def test_reconciliation_revives_an_abandoned_coordinator(
     env = await make_env({"job": noop})
     dropping = DroppingQueue(env.JOBS_QUEUE, drops=10)  # every delivery of the actor is lost
     rewire(env, queue=dropping)
-    created = await env.jobs.create("job")
+    created = await env.jobs.create("job", delay=1)  # delivered by its alarm
     run_id = created.kumofire_job_run_id
-    # Deliveries at 0, 10, 30, 70, 150, 310, 610, 910, 1210, 1510 s (doubling from 10 s,
-    # capped at 300 s); the alarm after the tenth gives up at 1810 s.
-    await clock.advance(1830)
+    # Deliveries at 1, 11, 31, 71, 151, 311, 611, 911, 1211, 1511 s (doubling from 10 s,
+    # capped at 300 s); the alarm after the tenth gives up at 1811 s.
+    await clock.advance(1831)
     assert dropping.sent == 10
     stub = env.JOB_COORDINATOR.getByName(run_id)
     status = await stub.status()
     assert status["phase"] == "abandoned" and status["deliveries"] == 10
     assert env.JOB_COORDINATOR.alarm_of(run_id) is None  # it gave up: no more alarms
-    await clock.advance(30)  # the cron tick at 1860 s re-arms it, and this delivery arrives
+    await clock.advance(29)  # the cron tick at 1860 s re-arms it, and this delivery arrives
     run = await env.jobs.get(run_id)
     assert run is not None and run.status == "succeeded"
 

@@ -45,6 +45,7 @@ class Hook:
     notes: list[str | None] = field(default_factory=list)  # each delivery's note
     fail: int = 0  # how many of the next deliveries raise (a failed queue send)
     entered: asyncio.Event = field(default_factory=asyncio.Event)  # set by each delivery
+    fail_late: int = 0  # how many of the next deliveries raise after their gate opens
 
     async def deliver(self, key: str, delivery: int, note: str | None = None) -> Delivery:
         self.deliveries.append((key, delivery, self.clock.now()))
@@ -55,6 +56,9 @@ class Hook:
             raise RuntimeError("queue send failed")
         if self.gate is not None:
             await self.gate.wait()  # a queue send: other calls to the actor may run meanwhile
+        if self.fail_late:
+            self.fail_late -= 1
+            raise RuntimeError("queue send failed")
         return self.action
 
 
@@ -357,21 +361,86 @@ async def test_an_alarm_and_a_lease_interleaving_lose_no_update(
 # --- an arm with `inline` for a key already due delivers it ---------------------------------
 
 
-async def test_an_arm_already_due_delivers_inline_with_its_note_and_no_alarm_run(
+async def test_an_arm_already_due_delivers_inline_with_its_note_and_stores_nothing(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
+    """A new key (nothing stored) due at its arm: delivered before the reply, with the note,
+    and nothing written: no state, no alarm (the queue holds the message; a lost one is the
+    jobs layer's reconciliation's, tests/test_due_at_create.py)."""
     stub = namespace.getByName(KEY)
     start = clock.now()
     assert await stub.arm(KEY, now_ms(clock) - 5_000, "queued", True) == {"armed": True}
-    # Delivered before the reply, with the note; the alarm left is the redelivery's.
     assert hook.deliveries == [(KEY, 1, start)] and hook.notes == ["queued"]
-    assert namespace.alarm_of(KEY) == now_ms(clock) + 10_000
-    assert (await stub.status())["phase"] == "delivered"
-    await clock.advance(9.999)
-    assert len(hook.deliveries) == 1
-    await clock.advance(0.001)  # nobody took the lease: redelivered, without the note
-    assert [(d[1], d[2] - start) for d in hook.deliveries] == [(1, 0), (2, 10)]
-    assert hook.notes == ["queued", None]
+    assert namespace.alarm_of(KEY) is None
+    assert (await stub.status())["phase"] == "closed"
+    await clock.advance(600)
+    assert len(hook.deliveries) == 1  # no alarm: no redelivery of its own
+
+
+async def test_a_vacant_lease_is_granted_on_an_object_holding_nothing(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """The consumer of an inline delivery asks with `vacant`: granted, and the lease stores
+    the state with its own alarm, which delivers again if the holder dies. Without
+    `vacant`, or early (a limiter's hand-over), an empty object is closed."""
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock), "n", True)
+    assert await stub.lease(KEY, LEASE_MS) == {"granted": False, "reason": "closed"}
+    assert await stub.lease(KEY, LEASE_MS, True, True) == {"granted": False, "reason": "closed"}
+    grant = await stub.lease(KEY, LEASE_MS, False, True)
+    assert grant["granted"] and grant["token"] == now_ms(clock)
+    assert (await stub.lease(KEY, LEASE_MS, False, True)) == {"granted": False, "reason": "held"}
+    assert namespace.alarm_of(KEY) == grant["expires_ms"]
+    namespace.evict(KEY)  # the lease is durable: a new instance does not grant another
+    assert (await stub.lease(KEY, LEASE_MS, False, True)) == {"granted": False, "reason": "held"}
+    await clock.advance(LEASE_MS / 1000)  # the holder died: its alarm delivers again
+    assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == ["n", None]
+    again = await stub.lease(KEY, LEASE_MS, False, True)
+    assert again["granted"] and again["token"] > grant["token"]
+    assert await stub.release(again["token"]) == {"ok": True, "closed": True}
+    assert namespace.alarm_of(KEY) is None and (await stub.status())["phase"] == "closed"
+
+
+async def test_an_unstored_inline_delivery_deferred_stores_the_state_for_then(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """A hook that parks the key (a limited run told to wait) defers it: only then is the
+    state stored, armed for the fallback time, without the note."""
+    stub = namespace.getByName(KEY)
+    hook.action = Delivery(DeliveryAction.DEFER, due_ms=now_ms(clock) + 5_000)
+    assert await stub.arm(KEY, now_ms(clock), "n", True) == {"armed": True}
+    assert namespace.alarm_of(KEY) == now_ms(clock) + 5_000
+    assert (await stub.status())["phase"] == "armed"
+    hook.action = Delivery(DeliveryAction.SENT)
+    await clock.advance(5)
+    assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == ["n", None]
+
+
+async def test_a_failed_unstored_inline_send_does_not_overwrite_a_lease_or_cancel_meanwhile(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """The send failed after another call changed the object (a duplicate's lease, a
+    cancel): that call's state stands; the failure stores no retry over it."""
+    for other in ("lease", "cancel"):
+        key = f"{KEY}_{other}"
+        stub = namespace.getByName(key)
+        hook.gate, hook.fail_late = asyncio.Event(), 1
+        hook.entered.clear()
+        arming = asyncio.ensure_future(stub.arm(key, now_ms(clock), "n", True))
+        await hook.entered.wait()  # the send is awaited
+        if other == "lease":
+            lease = await stub.lease(key, LEASE_MS, False, True)
+            assert lease["granted"]
+        else:
+            assert await stub.cancel() == {"canceled": True, "leased": False}
+        hook.gate.set()
+        assert await arming == {"armed": True, "delivery_error": "queue send failed"}
+        status = await stub.status()
+        if other == "lease":
+            assert status["phase"] == "leased" and status["lease_live"]
+            assert namespace.alarm_of(key) == lease["expires_ms"]
+        else:
+            assert status["phase"] == "closed" and namespace.alarm_of(key) is None
 
 
 async def test_an_arm_already_due_without_inline_leaves_the_delivery_to_its_alarm(
@@ -420,12 +489,36 @@ async def test_a_failed_inline_delivery_is_tried_again_by_the_alarm(
     assert (await stub.lease(KEY, LEASE_MS))["granted"]
 
 
-async def test_an_object_dying_between_the_arm_and_its_inline_delivery_delivers_on_its_alarm(
+async def test_an_object_dying_during_an_unstored_inline_delivery_leaves_nothing_behind(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
-    """The state and the fallback alarm are stored before the delivery starts: an arm cut
-    off there (the object died, the caller's call with it) leaves the alarm to deliver."""
+    """Nothing is stored before the send: an arm cut off there (the object died, the
+    caller's call with it) leaves no state and no alarm. The message went out or it did
+    not; either way the jobs layer's reconciliation finds the unfinished run overdue with
+    its actor closed and arms it again (tests/test_due_at_create.py)."""
     stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()  # the send never completes
+    arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), "n", True))
+    await hook.entered.wait()  # the delivery awaits its send
+    arming.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await arming
+    namespace.evict(KEY)
+    hook.gate = None
+    assert namespace.alarm_of(KEY) is None and (await stub.status())["phase"] == "closed"
+    await stub.arm(KEY, now_ms(clock))  # reconciliation's arm: stored, its alarm delivers
+    await clock.advance(0)
+    assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == ["n", None]
+
+
+async def test_an_object_dying_between_a_stored_inline_arm_and_its_delivery_delivers_on_its_alarm(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """An inline arm of an object that already holds a state (armed for later, say) stores
+    the state and the fallback alarm before the delivery starts: an arm cut off there
+    leaves the alarm to deliver."""
+    stub = namespace.getByName(KEY)
+    await stub.arm(KEY, now_ms(clock) + 60_000)  # a state stored already
     hook.gate = asyncio.Event()  # the send never completes
     arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), "n", True))
     await hook.entered.wait()  # the delivery awaits its send
@@ -449,15 +542,15 @@ async def test_a_lease_taken_during_an_inline_delivery_stands(
     hook.gate = asyncio.Event()  # the send is slow
     arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), None, True))
     await hook.entered.wait()  # the delivery awaits its send
-    lease = await stub.lease(KEY, LEASE_MS)  # its consumer was faster than the reply
+    lease = await stub.lease(KEY, LEASE_MS, False, True)  # its consumer beat the reply
     assert lease["granted"]
     hook.gate.set()
     assert await arming == {"armed": True}
     status = await stub.status()
     assert status["phase"] == "leased" and status["lease_live"]
-    await clock.advance(10)  # the fallback alarm finds the lease live and re-aims at its end
+    assert namespace.alarm_of(KEY) == lease["expires_ms"]  # the lease's own alarm
+    await clock.advance(10)
     assert len(hook.deliveries) == 1
-    assert namespace.alarm_of(KEY) == lease["expires_ms"]
     assert (await stub.release(lease["token"])) == {"ok": True, "closed": True}
 
 
@@ -483,7 +576,7 @@ async def test_an_arm_while_leased_does_not_deliver_inline(
 ) -> None:
     stub = namespace.getByName(KEY)
     await stub.arm(KEY, now_ms(clock), None, True)
-    lease = await stub.lease(KEY, LEASE_MS)
+    lease = await stub.lease(KEY, LEASE_MS, False, True)
     assert await stub.arm(KEY, now_ms(clock), "n", True) == {"armed": False, "reason": "leased"}
     assert len(hook.deliveries) == 1
     await stub.release(lease["token"])  # the due time armed meanwhile applies: delivered
@@ -594,20 +687,19 @@ async def test_a_run_costs_five_storage_rows(
     assert counting.alarm_of(KEY) is None
 
 
-async def test_a_run_due_at_its_arm_costs_four_storage_rows(
+async def test_a_run_due_at_its_arm_costs_three_storage_rows(
     counting: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
 ) -> None:
     stub = counting.getByName(KEY)
     assert await stub.arm(KEY, now_ms(clock), None, True) == {"armed": True}  # inline
     assert [d[1] for d in hook.deliveries] == [1]
-    # arm: the state and the alarm, which is the redelivery alarm already: the inline
-    # delivery writes nothing
+    assert CountingStorage.writes == []  # the delivery went out: nothing stored
+    grant = await stub.lease(KEY, LEASE_MS, False, True)
+    # the lease: its state and its alarm (the stall's: the holder may die)
     assert CountingStorage.writes == ["put", "setAlarm"]
-    assert counting.alarm_of(KEY) == now_ms(clock) + 10_000
-    grant = await stub.lease(KEY, LEASE_MS)
-    assert CountingStorage.writes[2:] == ["put"]
+    assert counting.alarm_of(KEY) == grant["expires_ms"]
     await stub.release(grant["token"])
-    assert CountingStorage.writes[3:] == ["deleteAll"]
+    assert CountingStorage.writes[2:] == ["deleteAll"]
 
 
 async def test_a_lease_outliving_the_redelivery_alarm_is_kept_not_redelivered(

@@ -9,8 +9,9 @@ storage, so the Durable Object's input gate makes each of them atomic. The excep
 alarm and an `arm` for a key already due, which await the delivery hook (a queue send, a D1
 write): other calls run meanwhile, so afterwards they change the state only if its stored
 version is still the one read before the send (compare-and-set). A failed or interrupted
-delivery leaves the state as it was, and the platform retries the alarm; an `arm` stores a
-fallback alarm before it delivers.
+delivery leaves the state as it was, and the platform retries the alarm. An inline `arm`
+of a new key stores nothing unless its send fails (then the state and a retry alarm); one
+of a key with a state stores a fallback alarm before it delivers.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class CoordinatorActor:
         self._clock = clock
         self._hook = hook
         self._config = config or CoordinatorConfig()
+        # This instance's storage writes so far: an inline arm that stored nothing before
+        # its send compares it afterwards (no stored version to compare).
+        self._changes = 0
 
     # --- calls from the jobs layer ----------------------------------------------------------
 
@@ -111,6 +115,8 @@ class CoordinatorActor:
             state.canceled = False
             await self._save(state, alarm_ms=state.lease_expires)
             return {"armed": False, "reason": "leased"}
+        if state is None and inline and due_ms <= now:
+            return await self._arm_inline_unstored(key, due_ms, note)
         if state is None or state.key != key:
             state = ActorState(key=key, due=due_ms, token=state.token if state else 0)
         state.due = due_ms
@@ -123,12 +129,11 @@ class CoordinatorActor:
         if due_ms > now or not inline:
             await self._save(state, alarm_ms=due_ms)
             return {"armed": True}
-        # Due: deliver now rather than through an alarm set for now (a Durable Object request
-        # less; the caller waits for the delivery, so only a caller that can asks for it). The
-        # state is stored first with the first redelivery's alarm as the fallback: if this
-        # object dies before or during the delivery, that alarm delivers (counted as a
-        # redelivery); if the delivery goes out, it already is the redelivery alarm, so the
-        # delivery writes nothing more, as the alarm's first delivery writes only that alarm.
+        # Due, and this object already held a state: deliver now rather than through an
+        # alarm set for now (a Durable Object request less). The state is stored first with
+        # the first redelivery's alarm as the fallback: if this object dies before or during
+        # the delivery, that alarm delivers (counted as a redelivery); if the delivery goes
+        # out, it already is the redelivery alarm, so the delivery writes nothing more.
         await self._save(state, alarm_ms=self._redelivery_at(1))
         try:
             await self._deliver(state, 0, inline=True)
@@ -136,14 +141,54 @@ class CoordinatorActor:
             return {"armed": True, "delivery_error": str(exc) or type(exc).__name__}
         return {"armed": True}
 
-    async def lease(self, key: str, lease_ms: int, early: bool = False) -> LeaseReply:
+    async def _arm_inline_unstored(self, key: str, due_ms: int, note: str | None) -> ArmReply:
+        """An inline arm of a due key on an object holding nothing (a run just created):
+        deliver first and store nothing if the message went out. Storage rows are money,
+        and once the queue holds the message its own retries, then reconciliation (the
+        run is unfinished and overdue, its actor `closed`), deliver it again if no lease
+        comes; the consumer's lease is granted on an empty object (`lease`) and stores the
+        state with the lease's alarm. Only a failed send, or a deferral, stores the state:
+        its alarm delivers again. A lease or a cancel that came while the send was awaited
+        stands (`_changes`: this instance's count of its own writes)."""
+        state = ActorState(key=key, due=due_ms, note=note)
+        seen = self._changes
+        try:
+            result = await self._hook.deliver(key, 1, note)
+        except Exception as exc:
+            if self._changes == seen and await self._load() is None:
+                # The alarm tries again soon, still as the first delivery after the arm.
+                await self._save(state, alarm_ms=self._now_ms() + INLINE_RETRY_MS)
+            return {"armed": True, "delivery_error": str(exc) or type(exc).__name__}
+        if (
+            result.action is DeliveryAction.DEFER
+            and result.due_ms is not None
+            and self._changes == seen
+            and await self._load() is None
+        ):
+            state.due, state.note = result.due_ms, None
+            await self._save(state, alarm_ms=result.due_ms)
+        # SENT: the queue holds the message; CLOSE: nothing is stored to clear.
+        return {"armed": True}
+
+    async def lease(
+        self, key: str, lease_ms: int, early: bool = False, vacant: bool = False
+    ) -> LeaseReply:
         """Grant the lease to one caller: never before the due time (unless `early`), never
         while another caller's lease is live. The token fences the holder's writes elsewhere.
 
         `early` is for a run its job's limiter handed to a consumer: it was due when it
-        joined the limiter's line, and its coordinator is parked until a fallback time."""
+        joined the limiter's line, and its coordinator is parked until a fallback time.
+
+        `vacant`: grant on an object that holds nothing too, as one delivered by an inline
+        `arm` that stored nothing (`_arm_inline_unstored`) does; otherwise such an object
+        answers `closed`. Only for a caller whose own store fences what it starts under the
+        token (the jobs layer's guarded `running` update: a finished, canceled or not yet
+        due run does not start, and its holder closes or re-arms this actor), and never on
+        an object another actor uses (a limiter's)."""
         now = self._now_ms()
         state = await self._load()
+        if state is None and vacant and not early:
+            state = ActorState(key=key, due=now)
         if state is None or state.key != key:
             return {"granted": False, "reason": "closed"}
         if state.canceled:
@@ -232,6 +277,7 @@ class CoordinatorActor:
     async def close(self) -> CloseReply:
         """Forget the key: no alarm, no storage (`deleteAll` deletes the alarm too, from
         compatibility date 2026-02-24)."""
+        self._changes += 1
         await self._storage.deleteAll()
         return {"closed": True}
 
@@ -370,12 +416,14 @@ class CoordinatorActor:
         assert state.lease_expires is not None
         alarm = await self._storage.getAlarm()
         if alarm is not None and alarm <= state.lease_expires:
+            self._changes += 1
             state.version += 1
             await self._storage.put(STATE_KEY, state.to_storage())
         else:
             await self._save(state, alarm_ms=state.lease_expires)
 
     async def _save(self, state: ActorState, *, alarm_ms: int | None) -> None:
+        self._changes += 1
         state.version += 1
         await self._storage.put(STATE_KEY, state.to_storage())
         if alarm_ms is None:

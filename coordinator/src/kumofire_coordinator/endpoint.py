@@ -49,8 +49,10 @@ class CoordinatorEndpoint:
         note = note if isinstance(note, str) and note else None
         return await self.actor.arm(key, int(due_ms), note, bool(inline))
 
-    async def lease(self, key: str, lease_ms: int, early: bool = False) -> LeaseReply:
-        return await self.actor.lease(key, int(lease_ms), bool(early))
+    async def lease(
+        self, key: str, lease_ms: int, early: bool = False, vacant: bool = False
+    ) -> LeaseReply:
+        return await self.actor.lease(key, int(lease_ms), bool(early), bool(vacant))
 
     async def renew(self, token: int, lease_ms: int) -> RenewReply:
         return await self.actor.renew(int(token), int(lease_ms))

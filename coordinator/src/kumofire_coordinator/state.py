@@ -14,11 +14,12 @@ Phases and their alarm (the one alarm of the object is always the next thing to 
 | `abandoned` | redelivered `max_deliveries` times, nobody took it   | none (reconciliation) |
 
 Each storage write is a billed row on the platform, so the common path writes few: arming
-(state and alarm), the first delivery (alarm; none when `arm` delivered a due key inline: its
-alarm is the redelivery alarm already), the lease (state; its alarm is the pending redelivery
-alarm when that comes first), the close (`deleteAll`).
+(state and alarm), the first delivery (alarm), the lease (state; its alarm is the pending
+redelivery alarm when that comes first), the close (`deleteAll`). A new key due at its arm
+and delivered inline writes nothing until its lease (state and the lease's alarm).
 
-A closed actor has no state at all: its storage is cleared and its alarm deleted.
+A closed actor has no state at all: its storage is cleared and its alarm deleted. So has an
+actor whose inline `arm` delivered and stored nothing: a `vacant` lease is granted on it.
 """
 
 from __future__ import annotations

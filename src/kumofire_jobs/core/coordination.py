@@ -97,11 +97,18 @@ class Coordinators:
         return _delivery_logged(run_id, cast(ArmReply, reply))
 
     async def lease(self, run_id: str, lease_ms: int, *, early: bool = False) -> LeaseReply:
-        """`early`: before the due time, for a run its job's limiter handed over (parked)."""
+        """`early`: before the due time, for a run its job's limiter handed over (parked).
+        Otherwise `vacant` (the actor's `lease`): an actor holding nothing grants too, as
+        one whose `create` arm delivered the run inline and stored nothing does; the
+        consumer's guarded `running` update decides whether the run starts. Never for a
+        name another actor lives under (a limiter's, a resume's)."""
         stub = self._stub(run_id)
-        reply = await (
-            stub.lease(run_id, lease_ms, True) if early else stub.lease(run_id, lease_ms)
-        )
+        if early:
+            reply = await stub.lease(run_id, lease_ms, True)
+        elif run_id.startswith((LIMITER_PREFIX, RESUME_PREFIX)):
+            reply = await stub.lease(run_id, lease_ms)
+        else:
+            reply = await stub.lease(run_id, lease_ms, False, True)
         return cast(LeaseReply, reply)
 
     def lease_early(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
