@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -278,3 +279,27 @@ def test_migrate_command(tmp_path: Path) -> None:
     assert "0001_job_runs.sql" in migrate("--dry-run")
     assert "Applied 0001_job_runs.sql" in migrate()
     assert "No migrations to apply" in migrate()
+
+
+def _health_with_a_header_of(url: str, size: int) -> bytes:
+    """The status line of `GET /v1/health` with a header of `size` bytes, sent in 4 KB
+    pieces a moment apart, as a network delivers a large request (not in one read)."""
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET /v1/health HTTP/1.1\r\nHost: {host}\r\nX-Big: {'a' * size}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        for start in range(0, len(request), 4096):
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                conn.sendall(request[start : start + 4096])
+            time.sleep(0.002)
+        return conn.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_request_headers_up_to_cloudflare_s_128_kib_are_served(
+    tmp_path: Path, servers: list[DevServer]
+) -> None:
+    # uvicorn's h11 refused a request whose headers were over 16 KiB when they came in more
+    # than one read (a slow client, a tunnel), and took up to 64 KiB in one read.
+    server = DevServer(tmp_path / "data")
+    servers.append(server)
+    assert _health_with_a_header_of(server.url, 100 * 1024) == b"HTTP/1.1 200 OK"
+    assert _health_with_a_header_of(server.url, 140 * 1024) == b"HTTP/1.1 400 Bad Request"

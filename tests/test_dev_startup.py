@@ -80,9 +80,12 @@ def test_an_app_whose_configuration_is_refused_is_said_in_one_line(
          "cannot listen on 192.0.2.1:0: "),  # then the system's reason
         (["--config", "w.toml"], {"w.toml": '[vars]\nKUMOFIRE_REMOTE_HANDLERS = "{"\n'},
          "KUMOFIRE_REMOTE_HANDLERS is not valid JSON"),
+        # Not a string: it was ignored, and the API served without a token.
+        (["--config", "w.toml"], {"w.toml": "[vars]\nKUMOFIRE_API_TOKEN = 12345\n"},
+         "KUMOFIRE_API_TOKEN in [vars] must be a string"),
     ],
     ids=["no file", "no module", "no attribute part", "no attribute", "pyproject", "cron",
-         "toml", "no config", "service", "host", "routes"],
+         "toml", "no config", "service", "host", "routes", "token"],
 )  # fmt: skip
 def test_a_bad_argument_or_config_is_said_in_one_line(
     tmp_path: Path, args: list[str], files: dict[str, str], message: str

@@ -631,3 +631,24 @@ async def test_retention_keeps_a_waiting_parents_finished_children(
     await clock.advance(3720)  # the parent finished: the whole flow ages out
     assert await env.jobs.get(flow.children[0]) is None
     assert await env.jobs.get(flow.parent_id) is None
+
+
+async def test_retention_keeps_the_children_of_a_released_parent_until_it_finishes(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # Released but not run yet (due at its own later time): its handler still reads
+    # `ctx.children`, so they are kept while it is unfinished, not only while it waits.
+    parent = Parent()
+
+    async def child(ctx: JobContext) -> None:
+        return None
+
+    env = await make_env({"parent": parent, "child": child}, retention_seconds=3600)
+    flow = await env.jobs.create_flow(
+        CreateRequest(name="parent", delay=7200), [CreateRequest(name="child", payload="c")]
+    )
+    await clock.advance(3720)  # the child finished long ago; the parent is due at 7200 s
+    assert await status(env, flow.parent_id) == "scheduled"
+    assert await status(env, flow.children[0]) == "succeeded"
+    await clock.advance(3600)
+    assert [run.payload for run in parent.calls[0][1]] == ["c"]

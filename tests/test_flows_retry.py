@@ -74,3 +74,24 @@ async def test_a_parent_retried_alone_runs_at_once_with_its_finished_children(
     assert parent is not None and parent.status == "scheduled"
     await clock.advance(1)
     assert seen == [["canceled", "canceled"]]
+
+
+async def test_a_bulk_retry_cut_by_its_limit_leaves_a_parent_for_after_its_children(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The parent is the flow's oldest run: a page cut by `limit` right after it took it
+    # without its children, and retried alone it ran at once with their canceled outcomes.
+    env = await make_env({"report": report, "part": part})
+    parent_id, children = await _canceled_flow(env, clock)
+    counts = []
+    while True:
+        result = await env.jobs.retry_many(status="canceled", limit=1)
+        counts.append(result.count)
+        await clock.advance(1)  # the runtime runs what each page made due
+        if not result.has_more:
+            break
+    assert counts == [1, 1, 1]
+    assert seen == [["succeeded", "succeeded"]]
+    for run_id in (parent_id, *children):
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded"

@@ -191,6 +191,27 @@ async def test_bearer_token(env: LocalEnvironment) -> None:
         assert (await http.get("/v1/runs", headers=right)).status_code == 200
 
 
+async def test_a_token_configured_with_surrounding_whitespace_or_non_ascii_is_usable(
+    env: LocalEnvironment,
+) -> None:
+    # HTTP strips a header value's surrounding whitespace, so a configured token's own (a
+    # pasted secret's newline) could never be matched; a UTF-8 token arrives as its bytes.
+    for configured, sent in (("s3cret\n", b"Bearer s3cret"), (" gr\u00fc\u00df ", "Bearer grüß")):
+        app = create_app(lambda request: env.jobs, api_token=configured)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            value = sent if isinstance(sent, bytes) else sent.encode()
+            right = {b"Authorization": value}
+            assert (await http.get("/v1/runs", headers=right)).status_code == 200
+            wrong = {b"Authorization": b"Bearer s3cre"}
+            assert error_of(await http.get("/v1/runs", headers=wrong)) == (401, "unauthorized")
+    app = create_app(lambda request: env.jobs, api_token="  ")  # blank: nothing matches it
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        blank = {"Authorization": "Bearer "}
+        assert error_of(await http.get("/v1/runs", headers=blank)) == (401, "unauthorized")
+
+
 async def test_production_without_a_token_is_disabled(env: LocalEnvironment) -> None:
     app = create_app(lambda request: env.jobs, require_token=True)
     transport = httpx.ASGITransport(app=app)
@@ -322,6 +343,27 @@ async def test_a_query_parameter_given_empty_is_refused_naming_it(
     response = await client.get(path)
     assert error_of(response) == (422, "validation_error")
     assert f"query parameter {parameter} is empty" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/runs?status=failed&status=succeeded", "status"),
+        ("/v1/runs?name=email&name=other&limit=5", "name"),
+        ("/v1/runs?limit=5&limit=6", "limit"),
+        ("/v1/runs:counts?name=email&name=email", "name"),
+        ("/v1/schedules?enabled=true&enabled=false", "enabled"),
+    ],
+)
+async def test_a_query_parameter_given_twice_is_refused_naming_it(
+    client: httpx.AsyncClient, path: str, parameter: str
+) -> None:
+    # Only the last was read: `?status=failed&status=succeeded`, an "either" to many APIs,
+    # answered the succeeded runs alone.
+    await client.post("/v1/runs", json={"name": "email"})
+    response = await client.get(path)
+    assert error_of(response) == (422, "validation_error")
+    assert f"query parameter {parameter} is given 2 times" in response.json()["error"]["message"]
 
 
 async def test_an_unknown_query_parameter_is_ignored(client: httpx.AsyncClient) -> None:

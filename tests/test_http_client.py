@@ -303,3 +303,16 @@ async def test_no_server_raises_httpx_s_connect_error() -> None:
     async with HttpJobsClient(f"http://127.0.0.1:{port}") as nowhere:
         with pytest.raises(httpx.ConnectError):
             await nowhere.counts()
+
+
+async def test_a_non_ascii_token_is_sent_as_utf_8_and_a_token_no_header_carries_is_refused(
+    env: LocalEnvironment,
+) -> None:
+    # httpx refuses a non-ASCII str header (UnicodeEncodeError, a traceback in the CLI) and
+    # a newline in one (LocalProtocolError, which the CLI took for an unreachable service).
+    app = transport(env, api_token="grüß")
+    async with HttpJobsClient("http://test", " grüß\n", transport=app) as jobs:
+        assert (await jobs.counts())["succeeded"] == 0
+    for bad in ("a\nb", "a\rb", "   ", "tab\x7f"):
+        with pytest.raises(ValueError, match="token must be"):
+            HttpJobsClient("http://test", bad, transport=app)

@@ -14,6 +14,7 @@ from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
 from tests.support.envs import EnvFactory, noop
+from tests.support.faults import FailingNamespace, rewire
 
 
 class Order:
@@ -162,6 +163,36 @@ async def test_disabling_a_paused_job_s_schedule_cancels_its_waiting_occurrence(
     ]
 
 
+async def test_a_paused_job_s_waiting_occurrence_takes_a_payload_change(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    # A payload change carries over to the pending occurrence (API.md), the one delivered and
+    # waiting for the resume too: it must not run at the resume with the old payload.
+    await env.jobs.pause_job("a")
+    schedule = await env.jobs.create_schedule("a", "old", every=10)
+    await clock.advance(30)
+    await env.jobs.update_schedule(schedule.id, payload="new", max_attempts=7, priority=9)
+    (waiting,) = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert waiting.status == "queued" and waiting.payload == "new"
+    assert waiting.max_attempts == 7 and waiting.priority == 9
+    await env.jobs.resume_job("a")
+    await clock.advance(0)
+    await clock.advance(0.01)
+    handler = env.runtime.handlers["a"]
+    assert isinstance(handler, Order) and handler.seen == ["new"]
+
+
+async def test_a_paused_job_s_waiting_occurrence_takes_a_payload_given_with_new_timing(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    await env.jobs.pause_job("a")
+    schedule = await env.jobs.create_schedule("a", "old", every=10)
+    await clock.advance(30)
+    await env.jobs.update_schedule(schedule.id, payload="new", every=20)
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [(run.status, run.payload) for run in runs] == [("queued", "new")]
+
+
 async def test_pausing_survives_a_restart(clock: ManualClock, tmp_path: Path) -> None:
     def environment() -> LocalEnvironment:
         runtime = create_runtime({"a": noop}, clock=clock)
@@ -207,3 +238,54 @@ async def test_http_jobs_routes(client: httpx.AsyncClient) -> None:
         response = await client.request(method, path)
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert JobInfo(name="a", paused=False, options={}, counts={}).name == "a"
+
+
+async def test_a_refused_start_whose_release_is_lost_is_refused_again_then_runs_at_resume(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The crash point between a start the pause refused and its release: the lease expires,
+    # the alarm delivers, the start is refused again; no attempt is used.
+    env = await make_env({"b": noop}, lease_seconds=30)
+    partition = FailingNamespace(env.JOB_COORDINATOR, "release", times=1)
+    rewire(env, coordinator=partition)
+    await env.jobs.pause_job("b")
+    run_id = (await env.jobs.create("b")).kumofire_job_run_id
+    await clock.advance(0)
+    assert partition.calls["release"] == 1
+    stub = env.JOB_COORDINATOR.getByName(run_id)
+    assert (await stub.status())["lease_live"]
+    await clock.advance(30)  # the lease expires: delivered, refused, released (closed now)
+    assert partition.calls["release"] == 2
+    assert (await stub.status())["phase"] == "closed"
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "queued" and run.attempt == 0
+    await env.jobs.resume_job("b")
+    await clock.advance(0)
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_resume_whose_re_arms_are_lost_is_repaired_by_reconciliation(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The crash point between resume's flag write and its page's re-arms: the runs are
+    # overdue, their actors closed; the first cron tick after the grace re-arms them.
+    env = await make_env({"b": noop})
+    await env.jobs.pause_job("b")
+    ids = [(await env.jobs.create("b")).kumofire_job_run_id for _ in range(3)]
+    await clock.advance(0)  # each delivered, refused, its actor closed
+    partition = FailingNamespace(env.JOB_COORDINATOR, "arm")
+    rewire(env, coordinator=partition)
+    with pytest.raises(Exception, match="injected failure of arm"):
+        await env.jobs.resume_job("b")
+    job = await env.jobs.get_job("b")
+    assert job is not None and not job.paused
+    partition.methods.clear()
+    await clock.advance(59)
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "queued"
+    await clock.advance(62)  # a tick at least the grace (60 s) after the runs' due time
+    for run_id in ids:
+        run = await env.jobs.get(run_id)
+        assert run is not None and run.status == "succeeded" and run.attempt == 1

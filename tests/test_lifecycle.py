@@ -414,15 +414,17 @@ async def test_consume_driven_outside_any_task_still_runs_the_handler(
     assert run is not None and run.status == "succeeded"
 
 
-@pytest.mark.parametrize("name", ["", "n" * 257, "team/email"])
+@pytest.mark.parametrize("name", ["", "n" * 257, "team/email", ".", "..", "bad\ud800"])
 def test_a_job_name_the_api_cannot_carry_is_refused_when_the_runtime_is_created(
     name: str,
 ) -> None:
-    """`create` refuses an empty or over-long name, and `/v1/jobs/team%2Femail/pause` arrives
-    decoded and matches no route: such a job could get no run, or not be paused over HTTP."""
+    """`create` refuses an empty or over-long name, `/v1/jobs/team%2Femail/pause` arrives
+    decoded and matches no route, and `/v1/jobs/../pause` is resolved by the client to
+    `/v1/pause` (by the CLI's httpx, curl and the dashboard's browser): such a job could get no
+    run, or not be paused over HTTP. A lone surrogate made `/v1/jobs` and `/v1/metrics` 500."""
     with pytest.raises(ValueError, match="job name"):
         create_runtime({name: Recorder()})
-    create_runtime({"n" * 256: Recorder(), "team.email v2?#%": Recorder()})
+    create_runtime({"n" * 256: Recorder(), "team.email v2?#%": Recorder(), "...": Recorder()})
 
 
 def test_a_handler_that_is_not_async_is_refused_when_the_runtime_is_created() -> None:

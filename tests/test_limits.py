@@ -4,13 +4,14 @@ embedded bindings and the manual clock, the limiter actor deciding in its Durabl
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from kumofire_jobs import CreateRequest, JobContext, JobOptions, RateLimit, create_runtime
-from kumofire_jobs.core import handoff, job_control
+from kumofire_jobs.core import handoff, job_control, limits
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.run_rows import StartedRow
@@ -317,6 +318,41 @@ async def test_a_running_write_that_fails_after_the_slot_was_granted_loses_nothi
         assert run is not None and run.status == "succeeded" and run.attempt == 1
 
 
+async def test_a_consumer_keeps_no_slot_of_a_run_it_no_longer_runs(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slot granted, then the start failed (D1), then the run canceled: no later attempt
+    # of it in this process takes the consumer's record of the slot over, and it stayed
+    # there for the life of the process (an isolate's, on Workers: one more per failed start
+    # or lost lease).
+    original = RunStore.start
+    failed: list[str] = []
+
+    async def flaky(
+        self: RunStore, run_id: str, token: int, now: int, *, unless_jobs: str | None = None
+    ) -> StartedRow | None:
+        if unless_jobs is None and not failed:  # the limited run's start, after its acquire
+            failed.append(run_id)
+            raise ConnectionError("D1 is unavailable")
+        return await original(self, run_id, token, now, unless_jobs=unless_jobs)
+
+    monkeypatch.setattr(RunStore, "start", flaky)
+    env = await make_env(
+        {"job": noop}, lease_seconds=30, job_options={"job": JobOptions(concurrency=1)}
+    )
+    first = (await env.jobs.create("job")).kumofire_job_run_id
+    await settle(clock, 1.0)
+    assert failed == [first]
+    await env.jobs.cancel(first)
+    second = (await env.jobs.create("job")).kumofire_job_run_id
+    await clock.advance(30.0)  # the failed start's lease and slot expire
+    await settle(clock, 1.0)
+    run = await env.jobs.get(second)
+    assert run is not None and run.status == "succeeded"
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, limits.Slot)] == []
+
+
 async def test_a_paused_limited_job_keeps_its_limit_when_resumed(
     make_env: EnvFactory, clock: ManualClock
 ) -> None:
@@ -384,6 +420,35 @@ async def test_a_freed_slot_is_handed_to_the_next_run_with_no_second_queue_messa
     for run_id in ids:
         run = await env.jobs.get(run_id)
         assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_placed_run_whose_queue_message_is_lost_frees_its_offer_and_runs_later(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The crash point between a placement's offer and its consumer: the send is lost. The
+    # offer (a slot reserved at the delivery, in memory) holds the capacity until it expires;
+    # the next run in line gets it then, and the lost run is delivered again (a run due at
+    # its create: by reconciliation, its coordinator having stored nothing after the send).
+    # One run at a time throughout.
+    gauge = Gauge()
+    gauge.gate.set()
+    env = await make_env({"report": gauge}, job_options={"report": JobOptions(concurrency=1)})
+    queue = DroppingQueue(env.JOBS_QUEUE, drops=1)
+    rewire(env, queue=queue)
+    first = (await env.jobs.create("report")).kumofire_job_run_id
+    second = (await env.jobs.create("report")).kumofire_job_run_id
+    await settle(clock, 0.5)
+    limiter = env.JOB_COORDINATOR.getByName("limiter:report")
+    assert await limiter.limit_status() == {"held": [], "offered": [first], "waiting": 1}
+    assert gauge.done == []
+    await clock.advance(59.0)
+    assert gauge.done == []  # the offer holds the slot
+    # It expires unclaimed (at 60 s): the next in line gets the slot; and reconciliation
+    # (its first tick at least a grace after the run's due time) delivers the lost run again.
+    await clock.advance(120.0)
+    await settle(clock, 0.5)
+    assert gauge.done == [second, first] and gauge.peak == 1
+    assert await limiter.limit_status() == {"held": [], "offered": [], "waiting": 0}
 
 
 @pytest.mark.parametrize("budget", ["MAX_HANDOFFS", "MAX_BATCH_HANDOFFS"])

@@ -310,6 +310,32 @@ def test_the_token_from_the_option_or_the_environment(
     assert code == 0 and out.startswith("NAME")
 
 
+@pytest.mark.parametrize("token", ["a\nb", " "])
+def test_a_token_no_header_can_carry_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], token: str
+) -> None:
+    # It was reported as an unreachable service (exit 3), or a traceback for a non-ASCII one
+    # (which is now sent as UTF-8); no request is made.
+    assert main(["runs", "list", "--url", "http://127.0.0.1:9", "--token", token]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kumofire-jobs: --token (or $KUMOFIRE_API_TOKEN): the token must be")
+
+
+@pytest.mark.parametrize("suffix", ["/ui/", "/v1", "?page=1"])
+def test_a_url_that_is_not_the_service_s_root_says_so(
+    server: DevServer, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    # The commands add their routes to --url: one with a path or a query reached no route,
+    # said only as "not_found: no such route".
+    code = main(["jobs", "list", "--url", server.url + suffix, "--token", TOKEN])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (
+        "kumofire-jobs: not_found: no such route (give --url the service's root, "
+        f"such as {server.url}, with no path or query)\n"
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from kumofire_jobs import CreateRequest, JobContext, JobOptions, Resources, create_runtime
+from kumofire_jobs import (
+    CreateRequest,
+    JobContext,
+    JobOptions,
+    Resources,
+    RetryPolicy,
+    create_runtime,
+)
 from kumofire_jobs.core.clock import ManualClock
 from kumofire_jobs.core.delivery import run_message
 from kumofire_jobs.core.retention import prune_pass
@@ -509,3 +516,61 @@ async def test_a_canceled_run_s_slot_held_by_a_dead_process_is_freed_at_the_next
     run = await env.jobs.get(first)
     assert run is not None and run.status == "canceled"
     await env.stop()
+
+
+async def test_a_finish_whose_lease_release_is_lost_closes_its_actor_at_the_redelivery(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The crash point between the D1 finalize and `release`: the outcome landed, the
+    # coordinator never heard of it.
+    calls: list[int] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.attempt)
+
+    env = await make_env({"job": job}, lease_seconds=30)
+    partition = FailingNamespace(env.JOB_COORDINATOR, "release")
+    rewire(env, coordinator=partition)
+    run_id = (await env.jobs.create("job")).kumofire_job_run_id
+    await clock.advance(0)
+    assert calls == [1] and partition.calls["release"] >= 1
+    stub = env.JOB_COORDINATOR.getByName(run_id)
+    assert (await stub.status())["lease_live"]  # still leased: the release was lost
+    partition.methods.clear()
+    await clock.advance(30)  # the lease expires: the alarm delivers, the consumer reads the run
+    assert calls == [1]
+    assert (await stub.status())["phase"] == "closed"
+    assert env.JOB_COORDINATOR.alarm_of(run_id) is None
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 1
+
+
+async def test_a_retry_whose_re_arm_is_lost_runs_when_due_not_at_the_lease_expiry(
+    make_env: EnvFactory, clock: ManualClock
+) -> None:
+    # The crash point between a retry's D1 write and its re-arm (the release that re-arms):
+    # the lease expires first, and the delivery then finds the run not yet due.
+    started: list[float] = []
+
+    async def job(ctx: JobContext) -> None:
+        started.append(clock.now())
+        if ctx.job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    env = await make_env(
+        {"job": job}, lease_seconds=30, retry=RetryPolicy(base_delay=100, max_delay=100)
+    )
+    partition = FailingNamespace(env.JOB_COORDINATOR, "release", times=1)
+    rewire(env, coordinator=partition)
+    t0 = clock.now()
+    run_id = (await env.jobs.create("job", max_attempts=2)).kumofire_job_run_id
+    await clock.advance(0)
+    assert len(started) == 1 and partition.calls["release"] == 1
+    await clock.advance(99.9)  # the lease expired at 30 s: its delivery did not start it
+    assert len(started) == 1
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "scheduled"
+    await clock.advance(0.1)
+    assert started == [t0, t0 + 100]
+    run = await env.jobs.get(run_id)
+    assert run is not None and run.status == "succeeded" and run.attempt == 2

@@ -175,6 +175,44 @@ async def test_a_hand_written_answer_as_a_javascript_target_writes_it(
     ]
 
 
+async def test_an_answer_s_line_with_a_field_named_self_is_kept_not_a_failure(
+    make_env: Callable[..., Awaitable[LocalEnvironment]], clock: ManualClock
+) -> None:
+    # `self` is the name of the log method's own first parameter: replayed under its own
+    # name, the line raised a TypeError and failed the attempt of a target that succeeded.
+    async def run_job(run: Any) -> Any:
+        return {ANSWER_KEY: 1, "logs": [{"event": "e", "fields": {"self": 1}}], "result": 2}
+
+    env = await make_env(run_job)
+    run_id = (await env.jobs.create("notify")).kumofire_job_run_id
+    await clock.advance(0)
+    run = await env.jobs.get(run_id)
+    assert run is not None and (run.status, run.attempt, run.result) == ("succeeded", 1, 2)
+    lines = await env.jobs.logs(run_id)
+    assert lines is not None and [(x.event, x.fields) for x in lines] == [("e", {"remote_self": 1})]
+
+
+async def test_an_answer_whose_progress_cannot_be_kept_fails_the_run_without_a_retry(
+    make_env: Callable[..., Awaitable[LocalEnvironment]], clock: ManualClock
+) -> None:
+    # As a result that cannot be kept does: a retry would run the target again for the
+    # same answer.
+    calls: list[int] = []
+
+    async def run_job(run: Any) -> Any:
+        calls.append(run["attempt"])
+        return {ANSWER_KEY: 1, "progress": "x" * 100_000, "result": 1}
+
+    env = await make_env(run_job)
+    run_id = (await env.jobs.create("notify")).kumofire_job_run_id
+    await clock.advance(10)
+    run = await env.jobs.get(run_id)
+    assert run is not None and (run.status, run.attempt) == ("failed", 1) and calls == [1]
+    assert run.last_error is not None
+    assert run.last_error.startswith("RemoteAnswerError: H.run_job: "), run.last_error
+    assert "progress" in run.last_error
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [

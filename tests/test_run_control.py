@@ -23,6 +23,7 @@ from kumofire_jobs.core.times import ms_to_datetime
 from kumofire_jobs.local.environment import LocalEnvironment
 from kumofire_jobs.web import create_app
 from tests.support.envs import EnvFactory, noop
+from tests.support.faults import FailingNamespace, rewire
 
 
 async def fail(ctx: JobContext) -> None:
@@ -59,6 +60,30 @@ async def test_promote_makes_a_scheduled_run_due_now(
     with pytest.raises(ConflictError, match="only a scheduled run can be promoted"):
         await env.jobs.promote(run_id)
     assert await env.jobs.promote("run_missing") is None
+
+
+async def test_a_promote_whose_arm_is_lost_starts_the_run_at_its_old_time_or_again_promoted(
+    env: LocalEnvironment, clock: ManualClock
+) -> None:
+    # The crash point between promote's D1 write and its re-arm: the actor's alarm stays at
+    # the old due time, where the run starts as it would have; promoting again repairs it.
+    late = (await env.jobs.create("a", delay=600)).kumofire_job_run_id
+    again = (await env.jobs.create("a", delay=600)).kumofire_job_run_id
+    partition = FailingNamespace(env.JOB_COORDINATOR, "arm", times=2)
+    rewire(env, coordinator=partition)
+    for run_id in (late, again):
+        with pytest.raises(Exception, match="injected failure of arm"):
+            await env.jobs.promote(run_id)
+    await clock.advance(300)  # reconciliation's ticks find each actor armed: nothing to do
+    assert await status_of(env, late) == "scheduled"
+    assert await status_of(env, again) == "scheduled"
+    await env.jobs.promote(again)
+    await clock.advance(0)
+    assert await status_of(env, again) == "succeeded"
+    await clock.advance(299)
+    assert await status_of(env, late) == "scheduled"
+    await clock.advance(1)
+    assert await status_of(env, late) == "succeeded"
 
 
 async def test_delete_removes_only_a_finished_run(

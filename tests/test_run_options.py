@@ -56,6 +56,8 @@ async def test_priority_and_concurrency_key_are_kept_on_the_run(env: LocalEnviro
         ({"priority": 1.5}, "priority must be an integer"),
         ({"concurrency_key": ""}, "concurrency_key must be a non-empty string"),
         ({"concurrency_key": "k" * 201}, "longer than 200"),
+        ({"concurrency_key": "k\ud800"}, "concurrency_key has a lone surrogate"),
+        ({"dedupe_key": "d\udfff"}, "dedupe_key has a lone surrogate"),
         ({"dedupe_ttl": 0, "dedupe_key": "d"}, "dedupe_ttl must be above 0"),
         ({"dedupe_ttl": float("nan"), "dedupe_key": "d"}, "dedupe_ttl must be above 0"),
         ({"dedupe_ttl": "1", "dedupe_key": "d"}, "dedupe_ttl must be a number"),

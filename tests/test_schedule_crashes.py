@@ -126,3 +126,37 @@ async def test_an_occurrence_canceled_after_it_started_counts_toward_the_limit(
     assert len(started) == 2, started
     current = await env.jobs.get_schedule(schedule.id)
     assert current is not None and current.count == 2 and not current.enabled
+
+
+async def test_the_last_occurrence_s_lost_materialization_is_restored_as_the_schedule_s_end(
+    make_env: EnvFactory, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The crash point before the statement that counts a schedule's last occurrence and
+    # disables it: the schedule still points at the delivered occurrence, and
+    # reconciliation's restore takes the same path (counted, disabled, nothing more runs).
+    ran: list[float] = []
+
+    async def tick(ctx: JobContext) -> None:
+        ran.append(clock.now())
+
+    delivered = ScheduleService.occurrence_delivered
+    lost = [True]
+
+    async def first_lost(self: ScheduleService, *args: Any) -> None:
+        if lost.pop() if lost else False:
+            raise RuntimeError("D1 unavailable")  # the materialization after a delivery
+        await delivered(self, *args)
+
+    monkeypatch.setattr(ScheduleService, "occurrence_delivered", first_lost)
+    env = await make_env({"tick": tick})
+    schedule = await env.jobs.create_schedule("tick", every=10, limit=1)
+    await clock.advance(10.01)  # delivered, and its materialization (5 ms later) lost
+    assert len(ran) == 1 and lost == []
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.count == 0 and current.enabled  # not counted yet
+    await clock.advance(600)  # reconciliation's ticks
+    assert len(ran) == 1
+    current = await env.jobs.get_schedule(schedule.id)
+    assert current is not None and current.count == 1 and not current.enabled
+    runs = (await env.jobs.list(schedule_id=schedule.id)).items
+    assert [run.status for run in runs] == ["succeeded"]

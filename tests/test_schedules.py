@@ -275,6 +275,9 @@ async def test_bad_schedule_input(make_env: EnvFactory) -> None:
         ({"every": 5, "timezone": "UTC"}, "timezone"),
         ({"every": 5, "max_attempts": 0}, "max_attempts"),
         ({"every": 5, "key": "a/b"}, "key"),
+        ({"every": 5, "key": ".."}, "key must not be '..'"),
+        ({"every": 5, "key": "."}, "key must not be '.'"),
+        ({"every": 5, "key": "k\ud800"}, "key has a lone surrogate"),
     ]
     for fields, message in bad:
         with pytest.raises(ValidationError, match=message):

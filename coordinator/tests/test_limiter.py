@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -54,11 +54,14 @@ class Waker:
     leased: list[tuple[str, int]] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # after granting a lease, never answer (the caller dies meanwhile)
+    wake_hang: bool = False  # a wake never answers (the limiter dies meanwhile)
     token: int = 100
 
     async def wake(self, run_id: str) -> None:
         if self.fail:
             raise ConnectionError("the coordinator could not be reached")
+        if self.wake_hang:
+            await asyncio.Event().wait()
         self.woken.append((run_id, self.clock.now()))
 
     async def lease(self, run_id: str, lease_ms: int) -> LeaseReply:
@@ -240,6 +243,74 @@ async def test_a_rate_limit_counts_an_offered_run_when_it_claims_its_slot(
         assert sum(1 for t in starts if s <= t < s + 3.0 - 1e-6) <= 2, starts
 
 
+class CountingStorage:
+    """The object's real storage, recording each call that writes a row: (method, key)."""
+
+    writes: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._storage, name)
+        if name in ("put", "delete", "setAlarm", "deleteAlarm"):
+
+            async def counted(*args: Any) -> Any:
+                key = args[0] if name in ("put", "delete") else ""
+                CountingStorage.writes.append((name, str(key)))
+                return await method(*args)
+
+            return counted
+        return method
+
+
+class CountingLimiter(CoordinatorEndpoint):
+    def __init__(self, ctx: Any, env: Env) -> None:
+        clock = env.waker.clock
+        self.actor = CoordinatorActor(ctx.storage, clock, env.hook)
+        self.limiter = LimiterActor(
+            CountingStorage(ctx.storage), clock, env.waker, LimiterConfig(offer_ms=OFFER_MS)
+        )
+
+
+async def test_a_rate_limited_run_placed_then_claimed_writes_the_limiter_record_once(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> None:
+    # The offer made at a run's delivery is kept in memory only (a restart decides the claim
+    # afresh), and so is the start it records: the claim moves that start to its own time
+    # and writes the record then. Writing it at both cost a row more per run.
+    CountingStorage.writes = []
+    ns = LocalDurableObjectNamespace(
+        CountingLimiter, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        stub = ns.getByName(NAME)
+        lim = limits(rate=(2, 3_000))
+        for run_id in ("a", "b"):
+            placed = await stub.limit_acquire(run_id, 0, "", 0, 0, OFFER_MS, lim)
+            assert placed["granted"]
+            if run_id == "a":
+                CountingStorage.writes = []  # (the first call stored the limits)
+        await clock.advance(1.0)
+        for token, run_id in enumerate(("a", "b"), start=1):
+            assert (await stub.limit_acquire(run_id, token, "", 0, 0, LEASE_MS, lim))["granted"]
+            assert (await stub.limit_release(run_id, token))["ok"]
+        meta = [w for w in CountingStorage.writes if w == ("put", "limiter")]
+        assert len(meta) == 2, CountingStorage.writes  # one a run, at its claim
+        # The window counts the claims (at 1 s), not the placements: a third run may start
+        # at 4 s, not at 3 s.
+        assert not (await stub.limit_acquire("c", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+        await clock.advance(2.0)
+        assert waker.ids() == []
+        await clock.advance(1.0)
+        assert waker.ids() == ["c"]
+        ns.evict(NAME)  # what was written says the same
+        assert (await stub.limit_status())["offered"] == ["c"]
+    finally:
+        await ns.close()
+
+
 async def test_priority_then_due_time_order_the_wait_list(
     namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
 ) -> None:
@@ -325,6 +396,41 @@ async def test_acquire_and_release_are_idempotent_and_fenced_by_the_token(
     assert await stub.limit_release("r1", 8) == {"ok": True}
     assert await stub.limit_release("r1", 8) == {"ok": False, "reason": "lost"}
     assert (await stub.limit_status())["offered"] == ["r2"]
+
+
+async def test_a_new_attempt_taking_its_slot_over_is_a_start_the_rate_limit_counts(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, waker: Waker
+) -> None:
+    # A run cut off while it ran (its consumer died, or the embedded runtime restarted) is
+    # delivered again with a newer lease token and takes its slot over: its handler starts
+    # again. Uncounted, that start let another run start inside the same window.
+    stub = namespace.getByName(NAME)
+    lim = limits(rate=(1, 60_000))
+    starts: list[float] = []
+    t0 = clock.now()
+    assert (await stub.limit_acquire("r1", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+    starts.append(clock.now() - t0)
+    await clock.advance(10)
+    # The window is full: the new attempt waits for it, in line, as any start would.
+    assert (await stub.limit_acquire("r1", 2, "", 0, 0, LEASE_MS, lim))["reason"] == "wait"
+    assert (await stub.limit_acquire("r2", 1, "", 0, 1, LEASE_MS, lim))["reason"] == "wait"
+    while len(starts) < 3 and clock.now() - t0 < 300:
+        await clock.advance(1)
+        for run_id in waker.ids():
+            reply = await stub.limit_acquire(run_id, 3, "", 0, 0, LEASE_MS, lim)
+            if reply["granted"]:
+                starts.append(clock.now() - t0)
+                await stub.limit_release(run_id, 3)
+        waker.woken.clear()
+    assert len(starts) == 3, starts
+    for s in starts:  # at most one start in any 60 s
+        assert sum(1 for t in starts if s <= t < s + 60) <= 1, starts
+    # With room in the window, the new attempt keeps its slot and its start is counted.
+    await clock.advance(120)
+    assert (await stub.limit_acquire("r3", 1, "", 0, 0, LEASE_MS, lim))["granted"]
+    await clock.advance(60)
+    assert (await stub.limit_acquire("r3", 2, "", 0, 0, LEASE_MS, lim))["granted"]
+    assert (await stub.limit_acquire("r4", 1, "", 0, 0, LEASE_MS, lim))["reason"] == "wait"
 
 
 async def test_two_consumers_racing_for_the_last_slot_one_wins(
@@ -448,6 +554,41 @@ async def test_a_limiter_that_dies_after_leasing_a_handed_over_run_admits_no_mor
         await clock.advance(LEASE_MS / 1000)
         assert waker.ids() == ["r2"]
         assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+    finally:
+        await ns.close()
+
+
+async def test_a_limiter_alarm_that_dies_waking_an_offered_run_offers_it_again_later(
+    clock: ManualClock, tmp_path: Path, waker: Waker
+) -> None:
+    """The crash point of the limiter's alarm between writing its offers and waking their
+    runs: the offer is stored, nobody is told; it expires and is made again, never beside
+    another run."""
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    c = Consumer(ns.getByName(NAME), clock, limits(concurrency=1))
+    t0 = clock.now()
+    await c.acquire("r1")  # its consumer dies: the slot expires with its lease
+    await c.acquire("r2", due=1)
+    waker.wake_hang = True
+    await clock.advance(LEASE_MS / 1000)  # the alarm offers r2 the slot, then hangs waking it
+    await ns.abort()
+    waker.wake_hang = False
+    assert waker.woken == []
+    ns = LocalDurableObjectNamespace(
+        BothActors, path=tmp_path / "do", clock=clock, env=Env(waker, Hook(clock))
+    )
+    await ns.start()
+    try:
+        c.stub = ns.getByName(NAME)
+        assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 0}
+        assert (await c.acquire("r3", due=5))["reason"] == "wait"  # the offer holds the slot
+        await clock.advance(OFFER_MS / 1000)  # it expires unclaimed: offered again, woken
+        assert waker.woken == [("r2", t0 + (LEASE_MS + OFFER_MS) / 1000)]
+        assert await c.stub.limit_status() == {"held": [], "offered": ["r2"], "waiting": 1}
+        assert (await c.acquire("r2"))["granted"]
     finally:
         await ns.close()
 

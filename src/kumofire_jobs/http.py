@@ -80,10 +80,24 @@ def _query(values: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def bearer_token(token: str) -> bytes:
+    """`token` as an `Authorization` header carries it (UTF-8, as the server compares it,
+    surrounding whitespace dropped as HTTP drops it); ValueError for one no header can carry
+    (a control character such as a newline, or nothing but whitespace)."""
+    stripped = token.strip()
+    if not stripped or any(ord(c) < 0x20 or ord(c) == 0x7F for c in stripped):
+        raise ValueError(
+            "the token must be a non-blank string without control characters "
+            "(it is sent in the Authorization header)"
+        )
+    return stripped.encode()
+
+
 class HttpJobsClient(JobsClient):
     """The jobs API (`JobsApi`) of a Kumofire Jobs service over its HTTP API: the Worker's
     URL, or `kumofire-jobs dev`'s (`http://127.0.0.1:8787`). `token` is the bearer token
-    (`KUMOFIRE_API_TOKEN` of the service). Close it with `aclose()`, or use `async with`."""
+    (`KUMOFIRE_API_TOKEN` of the service; `ValueError` for one no header can carry). Close it
+    with `aclose()`, or use `async with`."""
 
     def __init__(
         self,
@@ -94,9 +108,9 @@ class HttpJobsClient(JobsClient):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(None)
-        headers = {"accept": "application/json"}
+        headers = {b"accept": b"application/json"}
         if token:
-            headers["authorization"] = f"Bearer {token}"
+            headers[b"authorization"] = b"Bearer " + bearer_token(token)
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport

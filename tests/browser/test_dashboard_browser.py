@@ -271,6 +271,47 @@ def test_the_dashboard_shows_and_controls_runs_without_a_token(
     shot(dark, "runs-dark")
 
 
+def test_a_flow_s_children_view_offers_no_bulk_action_that_would_reach_other_runs(
+    tmp_path: Path, servers: list[DevServer], browser: Browser
+) -> None:
+    # A bulk filter has no parent_id: "Cancel matching" on a flow's children filtered by
+    # status canceled every scheduled run, the flow's and any other's.
+    server = start(tmp_path, servers, token=None)
+    other = create(server, "hello", delay=3600)
+    flow = server.http.post(
+        "/v1/flows",
+        json={"parent": {"name": "hello"}, "children": [{"name": "hello", "delay": 3600}]},
+    ).json()
+    page = new_page(browser, DESKTOP)
+    console = Console(page)
+    page.goto(f"{server.url}/ui/#/runs?parent_id={flow['parent_id']}&status=scheduled")
+    expect(page.locator("main tbody tr")).to_have_count(1)
+    page.locator("details.bulk summary").click()
+    expect(page.locator("details.bulk")).to_contain_text("not by parent")
+    for verb in ("Cancel", "Retry", "Delete"):
+        expect(page.get_by_role("button", name=f"{verb} matching")).to_be_disabled()
+    assert status(server, other) == "scheduled"
+    assert console.errors() == []
+
+
+def test_a_run_deleted_behind_the_page_s_back_is_shown_gone_after_an_action(
+    tmp_path: Path, servers: list[DevServer], browser: Browser
+) -> None:
+    # The refresh after the action answered 404: the page kept showing the run, its buttons
+    # enabled, as if it still existed.
+    server = start(tmp_path, servers, token=None)
+    run_id = create(server, "hello", delay=3600)
+    page = new_page(browser, DESKTOP)
+    page.goto(f"{server.url}/ui/#/runs/{run_id}")
+    expect(page.locator("h1.run-id")).to_be_visible()
+    server.http.post(f"/v1/runs/{run_id}/cancel")
+    assert server.http.delete(f"/v1/runs/{run_id}").status_code == 204
+    page.get_by_role("button", name="Promote").click()
+    expect(page.locator(".toast", has_text="run not found").first).to_be_visible()
+    expect(page.locator(".error-panel")).to_contain_text("run not found")
+    expect(page.locator("h1.run-id")).to_have_count(0)
+
+
 def test_the_dashboard_asks_for_the_token_only_when_the_api_answers_401(
     tmp_path: Path, servers: list[DevServer], browser: Browser
 ) -> None:

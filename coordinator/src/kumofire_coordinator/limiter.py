@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .actor import Clock
-from .limiter_order import claim_start, has_room, next_check, pick, prune_windows, record_start
+from .limiter_order import (
+    claim_start,
+    has_room,
+    next_check,
+    pick,
+    prune_windows,
+    rate_allows,
+    record_start,
+)
 from .limiter_state import (
     META_KEY,
     SLOT_PREFIX,
@@ -128,6 +136,16 @@ class LimiterActor:
             self._limits = _parse(limits)
         woken: list[str] = []
         slot = self._slots.get(run_id)
+        if slot is not None and not slot.offer and token > slot.token and self._limits.rated:
+            # A new attempt of a run cut off while it held the slot: its handler starts
+            # again, a start the rate windows count. With no room in them it waits in line
+            # as any start would (the cut-off attempt's start stays counted).
+            if rate_allows(self._limits, self._meta, self._slots, slot.key, now):
+                record_start(self._limits, self._meta, slot.key, now)
+                self._meta_dirty = True
+            else:
+                await self._free(run_id)
+                slot = None
         if slot is not None:
             if not slot.offer and slot.token > token:
                 return {"granted": False, "reason": "lost"}
@@ -410,9 +428,11 @@ class LimiterActor:
         while (run_id := pick(self._limits, self._meta, self._slots, self._queue, now)) is not None:
             waiter = self._waiters[run_id]
             self._queue.remove(run_id, waiter)
+            placed = False  # an offer made at a delivery: kept in memory only
             if claimant is not None and claimant[0] == run_id:
                 _, token, lease_ms, stored = claimant
                 slot = Slot(waiter.key, token, now + lease_ms, start=now)
+                placed = not token
                 await self._drop_waiter(run_id, stored=stored)
                 await self._put_slot(run_id, slot)  # (an offer at a delivery: memory only)
             else:
@@ -423,7 +443,10 @@ class LimiterActor:
                     await self._storage.put(SLOT_PREFIX + run_id, slot.to_storage())
                 woken.append(run_id)
             self._slots[run_id] = slot
-            if record_start(self._limits, self._meta, waiter.key, now):
+            if record_start(self._limits, self._meta, waiter.key, now) and not placed:
+                # (A placed offer's start is kept in memory only too, unless another change
+                # writes the record: its claim moves the start to its own time and writes it
+                # then, and a restart before decides the claim afresh: a row less a run.)
                 self._meta_dirty = True
         return woken
 

@@ -16,6 +16,7 @@ __all__ = [
     "next_check",
     "pick",
     "prune_windows",
+    "rate_allows",
     "record_start",
     "stale_offers",
 ]
@@ -57,6 +58,18 @@ def pick(
     top = min(head[0] for _, head in eligible)
     heads = {key: head for key, head in eligible if head[0] == top}
     return heads[next_in_turn(list(heads), meta.cursor)][2]
+
+
+def rate_allows(limits: Limits, meta: Meta, slots: Mapping[str, Slot], key: str, now: int) -> bool:
+    """Whether the rate windows that apply take one more start of `key` now."""
+    if (rate := limits.rate) is not None and not rate.allows(
+        meta.starts, now, stale_offers(slots, rate, now).total()
+    ):
+        return False
+    kr = limits.key_rate
+    return kr is None or kr.allows(
+        meta.key_starts.get(key, []), now, stale_offers(slots, kr, now)[key]
+    )
 
 
 def record_start(limits: Limits, meta: Meta, key: str, now: int) -> bool:

@@ -71,6 +71,10 @@ class Limits:
         )
 
     @property
+    def rated(self) -> bool:
+        return self.rate is not None or self.key_rate is not None
+
+    @property
     def keyed(self) -> bool:
         return self.key_concurrency is not None or self.key_rate is not None
 

@@ -24,8 +24,9 @@ string; `non_retryable:` at its start fails the run at once, as a raised error's
 or returns `result` as the run's result. So a target that catches its own error can still
 carry its log lines back. `RemoteContext` builds such answers in a Python target; any target
 (JavaScript too) can write the object itself. An answer the service cannot read (another
-version, an unknown member, a member of the wrong type) fails the run without a retry, saying
-what is wrong: the target's code and the service disagree, and a retry would not change that.
+version, an unknown member, a member of the wrong type, a progress too large to keep) fails
+the run without a retry, saying what is wrong: the target's code and the service disagree, and
+a retry would not change that.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import Any, Final
 from ..api.wire import run_from_wire
 from ..core.clock import Clock, SystemClock, now_ms
 from ..core.context import JobContext
-from ..core.errors import NonRetryableError
+from ..core.errors import NonRetryableError, ValidationError
+from ..core.history import progress_value
 from ..core.models import JobRun
 from ..core.times import format_ms
 
@@ -55,8 +57,11 @@ ANSWER_VERSION: Final = 1
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 _MEMBERS: Final = frozenset({ANSWER_KEY, "result", "progress", "logs", "error"})
 _LINE_MEMBERS: Final = frozenset({"level", "event", "fields", "at"})
-# Fields a replayed line cannot carry under their own name (structlog's own, or the line's).
-_RESERVED_FIELDS: Final = frozenset({"event", "level", "timestamp", "exc_info", "remote_at"})
+# Fields a replayed line cannot carry under their own name (structlog's own, the line's, or
+# the log method's own parameters: `self`).
+_RESERVED_FIELDS: Final = frozenset(
+    {"event", "level", "timestamp", "exc_info", "remote_at", "self"}
+)
 _NON_RETRYABLE_PREFIX: Final = "non_retryable:"
 
 
@@ -107,6 +112,11 @@ def _checked(answer: Mapping[str, Any]) -> None:
     error = answer.get("error")
     if error is not None and not isinstance(error, str):
         raise RemoteAnswerError(f"the answer's error must be a string, not {type(error).__name__}")
+    if "progress" in answer:
+        try:  # (as `ctx.progress` checks it: found now, nothing of the answer is replayed)
+            progress_value(answer["progress"])
+        except ValidationError as exc:
+            raise RemoteAnswerError(f"the answer's {exc}") from None
 
 
 def _fields(line: Mapping[str, Any]) -> dict[str, Any]:

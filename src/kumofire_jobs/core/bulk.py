@@ -6,7 +6,8 @@ operation applies to) and changes each by the same guarded call as the single op
 (`RunService.cancel_with_children`, `retry`, `delete`), so a crash mid-bulk leaves every run
 either changed or not, never half-changed, and a run that changed meanwhile is skipped (not
 counted). Calling again goes on with what still matches. A retry changes a flow's children
-before their parent, which then waits for them (`RunStore.retry`). `count` is every run the
+before their parent, which then waits for them (`RunStore.retry`), and takes the flows'
+parents after every other run (`_candidates`). `count` is every run the
 call changed: a canceled flow parent's unfinished children, canceled with it, count too (so
 it may exceed `limit`, which bounds the runs matched).
 """
@@ -82,9 +83,7 @@ async def bulk(
 ) -> BulkResult:
     parsed, bound, limit = _check_filter(status, name, schedule_id, created_before, limit)
     statuses = APPLIES_TO[action] if parsed is None else APPLIES_TO[action] & {parsed}
-    found = await store.ids_matching(
-        sorted(statuses), name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
-    )
+    found = await _candidates(action, store, sorted(statuses), name, schedule_id, bound, limit)
     one = _ONE[action]
     gate = asyncio.Semaphore(_CONCURRENCY)
 
@@ -109,6 +108,35 @@ async def bulk(
             )
         )
     return BulkResult(count=sum(changed), has_more=has_more)
+
+
+async def _candidates(
+    action: str,
+    store: RunStore,
+    statuses: list[RunStatus],
+    name: str | None,
+    schedule_id: str | None,
+    bound: str | None,
+    limit: int,
+) -> list[tuple[str, bool]]:
+    """At most `limit` + 1 candidates, oldest first; for a retry, every other run before the
+    flows' parents: a parent is older than its children, so a page cut by `limit` could take
+    it without them, and, retried alone, it would run at once ahead of them. A parent in a
+    retry's page has every matching child in it or retried by an earlier call."""
+    if action != "retry":
+        return await store.ids_matching(
+            statuses, name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1
+        )
+    found = await store.ids_matching(
+        statuses, name=name, schedule_id=schedule_id, id_below=bound, limit=limit + 1,
+        parents=False,
+    )  # fmt: skip
+    if len(found) <= limit:
+        found += await store.ids_matching(
+            statuses, name=name, schedule_id=schedule_id, id_below=bound,
+            limit=limit + 1 - len(found), parents=True,
+        )  # fmt: skip
+    return found
 
 
 async def _cancel(runs: RunService, run_id: str) -> int:

@@ -105,6 +105,13 @@ class Consumer:
         guarded start."""
         run_id, token = passed.run["run_id"], int(passed.run["token"])
         log.debug("run.handed_over", run_id=run_id, job=passed.job)
+        assert self._limits is not None
+        try:
+            await self._run_handed(run_id, token)
+        finally:
+            self._limits.forget(run_id, token)
+
+    async def _run_handed(self, run_id: str, token: int) -> None:
         writes = self._handoff_writes()
         if writes is None:
             started = await self._store.start(run_id, token, now_ms(self._clock))
@@ -136,6 +143,14 @@ class Consumer:
             log.debug("run.ignored", run_id=run_id, reason=grant["reason"])
             return ConsumeResult(outcome=ConsumeOutcome.IGNORED, job_run_id=run_id)
         token = int(grant["token"])
+        if self._limits is None:
+            return await self._start(run_id, token)
+        try:
+            return await self._start(run_id, token)
+        finally:
+            self._limits.forget(run_id, token)
+
+    async def _start(self, run_id: str, token: int) -> ConsumeResult:
         # In a runtime with limited jobs, their runs do not start here (`unless_jobs`): the
         # row read below tells the job, key and priority the limiter needs. Other runs start
         # in this one statement, as in a runtime without limits.

@@ -71,8 +71,8 @@ def is_async_handler(handler: object) -> bool:
 def check_job_name(name: object) -> None:
     """Refuse a job name that some surface cannot carry: `create` takes 1 to `MAX_NAME_CHARS`
     characters, and the name is a path segment of the HTTP API (`/v1/jobs/{name}/pause`),
-    where a '/' would split it (`%2F` arrives decoded), so such a job could not be paused over
-    HTTP, the CLI or the dashboard."""
+    where a '/' would split it (`%2F` arrives decoded) and '.' or '..' would be resolved away,
+    so such a job could not be paused over HTTP, the CLI or the dashboard."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_CHARS:
         raise ConfigurationError(
             f"job name {name!r} must be a string of 1 to {MAX_NAME_CHARS} characters"
@@ -81,6 +81,19 @@ def check_job_name(name: object) -> None:
         raise ConfigurationError(
             f"job name {name!r} must not contain '/' (it is a path segment in the HTTP API: "
             "/v1/jobs/{name})"
+        )
+    try:
+        name.encode()
+    except UnicodeEncodeError:  # a lone surrogate (`os.fsdecode` of an undecodable file name)
+        raise ConfigurationError(
+            f"job name {name!r} is not valid Unicode text (a lone surrogate): the API's JSON "
+            "and metrics cannot carry it"
+        ) from None
+    if name in (".", ".."):
+        # Browsers, httpx and curl resolve it as a dot segment (`%2E` too): the request
+        # would reach another route.
+        raise ConfigurationError(
+            f"job name {name!r} is not a path segment the HTTP API can carry (/v1/jobs/{{name}})"
         )
 
 

@@ -247,6 +247,15 @@ class Limits:
         )
         return reply["ok"]
 
+    def forget(self, run_id: str, token: int) -> None:
+        """The attempt under `token` is over here (its consume call or hand-over ended, the
+        slot released or left to expire): forget its slot, if still kept. A failed start or
+        a lost lease leaves the slot to expire with its lease, and no later attempt of the
+        run may come to this consumer to take the record over."""
+        slot = self._held.get(run_id)
+        if slot is not None and slot.token == token:
+            del self._held[run_id]
+
     def holds(self, run_id: str, token: int) -> bool:
         """Whether this consumer holds a slot for the run under `token`."""
         slot = self._held.get(run_id)

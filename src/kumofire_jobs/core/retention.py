@@ -21,25 +21,26 @@ from .ids import run_ids_before
 from .states import TERMINAL, sql_list
 from .store import TABLE
 
-# A finished child of a parent still waiting is kept: the parent's `ctx.children` shows it.
-# For a run outside a flow (`parent_id` NULL) the test reads nothing.
-NOT_A_WAITING_PARENTS_CHILD = (
+# A finished child of a parent still unfinished is kept: the parent's `ctx.children` shows
+# it (a parent released but due later, paused or retrying has yet to read it). For a run
+# outside a flow (`parent_id` NULL) the test reads nothing.
+NOT_AN_UNFINISHED_PARENTS_CHILD = (
     f"({TABLE}.parent_id IS NULL OR NOT EXISTS (SELECT 1 FROM {TABLE} AS p "
-    f"WHERE p.id = {TABLE}.parent_id AND p.status = 'waiting'))"
+    f"WHERE p.id = {TABLE}.parent_id AND p.finished_at IS NULL))"
 )
 _PRUNE = (
     # Run ids start with their creation time, and a run finishes after it is created: the
     # primary key's range `id < ?1` holds every candidate, so the scan reads old rows only.
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     f"WHERE id < ?1 AND status IN ({sql_list(TERMINAL)}) AND finished_at < ?2 "
-    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
+    f"AND {NOT_AN_UNFINISHED_PARENTS_CHILD} LIMIT ?3)"
 )
 
 # As `_PRUNE`, skipping the (name, status) pairs of ?4, a JSON array of [name, status].
 _PRUNE_EXCEPT = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     "WHERE id < ?1 AND status IN ('succeeded', 'failed', 'canceled') AND finished_at < ?2 "
-    f"AND {NOT_A_WAITING_PARENTS_CHILD} "
+    f"AND {NOT_AN_UNFINISHED_PARENTS_CHILD} "
     "AND (name, status) NOT IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') "
     "FROM json_each(?4)) LIMIT ?3)"
 )
@@ -47,7 +48,7 @@ _PRUNE_EXCEPT = (
 _PRUNE_JOB = (
     f"DELETE FROM {TABLE} WHERE id IN (SELECT id FROM {TABLE} "
     "WHERE id < ?1 AND name = ?4 AND status = ?5 AND finished_at < ?2 "
-    f"AND {NOT_A_WAITING_PARENTS_CHILD} LIMIT ?3)"
+    f"AND {NOT_AN_UNFINISHED_PARENTS_CHILD} LIMIT ?3)"
 )
 
 

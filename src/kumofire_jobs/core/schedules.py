@@ -371,8 +371,15 @@ class ScheduleService:
         row["occurrence_count"] = current["occurrence_count"]
         row["next_run_id"], row["next_run_at"] = current["next_run_id"], current["next_run_at"]
         guard = _read(current, given, row)
-        [result] = await self._db.batch(
-            [self._store.restart_held(row["id"], guard, given_values, row, anchor, now)]
+        # The held occurrence takes on the fields given with the restart (as a waiting one
+        # would), guarded by the restart's outcome.
+        restarted = {f: row[f] for f in _RESTARTING}  # type: ignore[literal-required]
+        where, values = self._store.guarded(row["id"], restarted, alias="s")
+        [result, _] = await self._db.batch(
+            [
+                self._store.restart_held(row["id"], guard, given_values, row, anchor, now),
+                self._runs.refresh_pending(where, values, now),
+            ]
         )
         if not result.results:
             return None

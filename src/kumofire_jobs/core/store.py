@@ -191,8 +191,11 @@ _REFRESH_PENDING = (
     f"UPDATE {TABLE} SET name = s.name, payload = s.payload, "
     f"max_attempts = COALESCE(s.max_attempts, {TABLE}.max_attempts), updated_at = ?, "
     f"priority = s.priority, concurrency_key = s.concurrency_key FROM {SCHEDULES} AS s "
-    f"WHERE {TABLE}.id = s.next_run_id AND {TABLE}.status = 'scheduled' "
-    f"AND {TABLE}.attempt = 0 AND "
+    f"WHERE {TABLE}.id = s.next_run_id AND {TABLE}.attempt = 0 AND ({TABLE}.status = 'scheduled' "
+    # A paused job's occurrence delivered and waiting for the resume is still the pending one
+    # (one of the same job: a held occurrence keeps its name, `Schedules._restart_held`).
+    f"OR ({TABLE}.status = 'queued' AND {TABLE}.name = s.name AND {PAUSED.format(table=TABLE)})) "
+    "AND "
 )
 # A schedule's pending occurrence, canceled while it waits (one delivered runs to its end).
 _CANCEL_PENDING = (
@@ -267,7 +270,8 @@ class RunStore:
         self, where: str, values: Sequence[Any], now_ms: int
     ) -> D1PreparedStatement:
         """The waiting occurrence of the schedule `s` that `where` (over `s.` columns) selects
-        takes on the schedule's name, payload, attempts, priority and concurrency key."""
+        (or its paused job's one delivered and waiting for the resume) takes on the schedule's
+        name, payload, attempts, priority and concurrency key."""
         return self.db.prepare(_REFRESH_PENDING + where).bind(now_ms, *values)
 
     def cancel_pending(
@@ -424,16 +428,20 @@ class RunStore:
         schedule_id: str | None,
         id_below: str | None,
         limit: int,
+        parents: bool | None = None,
     ) -> list[tuple[str, bool]]:
         """Runs in `statuses` that match the filter, oldest first (a bulk operation's
         candidates): each id, and whether it is a flow's parent. The primary key's order is
-        creation order, `id_below` a range of it."""
+        creation order, `id_below` a range of it. `parents`: only flows' parents (True) or
+        only other runs (False)."""
         if not statuses:
             return []
         sql = (
             f"SELECT id, child_count IS NOT NULL AS parent FROM {TABLE} "
             f"WHERE status IN ({sql_list(frozenset(statuses))})"
         )
+        if parents is not None:
+            sql += f" AND child_count IS {'NOT ' if parents else ''}NULL"
         args: list[Any] = []
         for column, value in (("name", name), ("schedule_id", schedule_id)):
             if value is not None:

@@ -62,6 +62,20 @@ def _shown(value: Any) -> str:
     return text if 0 < len(text) <= 40 else f"a {type(value).__name__}"
 
 
+def _key_text(field: str, value: Any, max_chars: int) -> str:
+    """A non-empty string of at most `max_chars` that D1 can store (UTF-8: no lone surrogate,
+    which a Python caller, or a JavaScript one over RPC, can pass), else ValidationError."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{field} must be a non-empty string")
+    if len(value) > max_chars:
+        raise ValidationError(f"{field} is longer than {max_chars} characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(f"{field} has a lone surrogate: it is not Unicode text") from None
+    return value
+
+
 def max_attempts(value: Any, default: int) -> int:
     if value is None:
         return default
@@ -100,11 +114,7 @@ def due_ms(run_at: Any, delay: Any, now: int) -> int:
 def dedupe_key(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
-        raise ValidationError("dedupe_key must be a non-empty string")
-    if len(value) > MAX_DEDUPE_KEY_CHARS:
-        raise ValidationError(f"dedupe_key is longer than {MAX_DEDUPE_KEY_CHARS} characters")
-    return value
+    return _key_text("dedupe_key", value, MAX_DEDUPE_KEY_CHARS)
 
 
 def payload(value: Any) -> str | None:
@@ -174,13 +184,7 @@ def priority(value: Any) -> int:
 def concurrency_key(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value:
-        raise ValidationError("concurrency_key must be a non-empty string")
-    if len(value) > MAX_CONCURRENCY_KEY_CHARS:
-        raise ValidationError(
-            f"concurrency_key is longer than {MAX_CONCURRENCY_KEY_CHARS} characters"
-        )
-    return value
+    return _key_text("concurrency_key", value, MAX_CONCURRENCY_KEY_CHARS)
 
 
 def dedupe_expires_ms(ttl: Any, dedupe_key: str | None, now: int) -> int | None:
@@ -198,13 +202,12 @@ def dedupe_expires_ms(ttl: Any, dedupe_key: str | None, now: int) -> int | None:
 
 
 def schedule_key(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValidationError("key must be a non-empty string")
-    if len(value) > MAX_KEY_CHARS:
-        raise ValidationError(f"key is longer than {MAX_KEY_CHARS} characters")
-    if "/" in value:
+    key = _key_text("key", value, MAX_KEY_CHARS)
+    if "/" in key:
         raise ValidationError("key must not contain '/' (it is a path segment in the HTTP API)")
-    return value
+    if key in (".", ".."):  # a dot segment, resolved away by browsers, httpx and curl
+        raise ValidationError(f"key must not be {key!r} (it is a path segment in the HTTP API)")
+    return key
 
 
 def enabled(value: Any) -> bool:

@@ -28,14 +28,22 @@ from .data_dir_lock import DataDirectoryInUseError
 from .environment import LocalEnvironment, WranglerSettings, open_local_d1
 from .gc_tuning import freeze_startup_heap
 from .services import ServiceSpecError, parse_service_spec, service_bindings
-from .startup import StartupError, configured_app, listen, load_runtime, load_settings
+from .startup import (
+    API_TOKEN_VAR,
+    StartupError,
+    configured_app,
+    listen,
+    load_runtime,
+    load_settings,
+)
 
 __all__ = ["StartupError", "configured_app", "dev_environment", "load_runtime", "run_dev_server"]
 
 log = get_logger()
 
-TOKEN_ENV = "KUMOFIRE_API_TOKEN"
+TOKEN_ENV = API_TOKEN_VAR
 DRAIN_SECONDS = 10.0  # how long Ctrl-C waits for running handlers
+MAX_HEADER_BYTES = 128 * 1024  # a request's headers in all, as Cloudflare takes them
 
 
 def api_token(settings: WranglerSettings) -> str | None:
@@ -177,7 +185,16 @@ async def _serve(
                 print(unhandled, flush=True)
 
     # Its sockets are bound already (`listen`): the config names no host or port.
-    server = Server(uvicorn.Config(http, log_level="warning", lifespan="off"))
+    server = Server(
+        uvicorn.Config(
+            http,
+            log_level="warning",
+            lifespan="off",
+            # h11's default, 16 KiB, refused larger headers only when they came in more than
+            # one read (a slow client, a tunnel): Cloudflare's limit instead, whatever the reads.
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        )
+    )
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.signal, sig, server)

@@ -136,6 +136,7 @@ def _users_frames(exc: BaseException) -> TracebackType | None:
 
 
 DEV_VARS = ".dev.vars"  # wrangler's local secrets, beside wrangler.toml
+API_TOKEN_VAR = "KUMOFIRE_API_TOKEN"
 
 
 def dev_vars(path: Path) -> dict[str, str]:
@@ -159,6 +160,13 @@ def load_settings(config: Path | None) -> WranglerSettings:
         for cron in settings.crons:
             to_croniter(cron)
         settings.vars.update(dev_vars(config.parent / DEV_VARS))
+        token = settings.vars.get(API_TOKEN_VAR)
+        if token is not None and not isinstance(token, str):
+            # (Ignored, the API would be served without one; the Worker disables its API.)
+            raise StartupError(
+                f"--config {config}: {API_TOKEN_VAR} in [vars] must be a string (the API's "
+                f"bearer token), not {type(token).__name__}"
+            )
     except OSError as exc:
         raise StartupError(f"--config {config}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:

@@ -115,7 +115,7 @@ def run_ops(args: argparse.Namespace) -> int:
         import httpx
 
         from ..core.errors import KumofireJobsError
-        from ..http import HttpJobsClient, HttpJobsError
+        from ..http import HttpJobsClient, HttpJobsError, bearer_token
     except ImportError as exc:  # httpx is an extra
         return _fail(f"the {args.command} commands need httpx ({exc}): pip install "
                      "'kumofire-jobs[local]' (or [http], without the dev server); in a clone "
@@ -125,6 +125,12 @@ def run_ops(args: argparse.Namespace) -> int:
         async with HttpJobsClient(args.url, args.token) as client:
             return await args.ops(client, args)
 
+    if args.token:
+        try:
+            bearer_token(args.token)
+        except ValueError as exc:
+            return _fail(f"--token (or ${TOKEN_ENV}): {exc}", USAGE)
+
     try:
         output = asyncio.run(call())
     except KeyboardInterrupt:
@@ -133,6 +139,10 @@ def run_ops(args: argparse.Namespace) -> int:
         return _fail(f"not_found: {exc}", API_ERROR)
     except HttpJobsError as exc:
         hint = f" (give --token or set ${TOKEN_ENV})" if exc.status == 401 else ""
+        if exc.status == 404 and exc.code == "not_found":  # no route: the commands' own exist
+            root = httpx.URL(args.url).copy_with(path="/", query=None, fragment=None)
+            example = str(root).rstrip("/")
+            hint = f" (give --url the service's root, such as {example}, with no path or query)"
         return _fail(f"{exc.code}: {exc.message}{hint}", API_ERROR)
     except KumofireJobsError as exc:
         return _fail(f"{exc.code}: {exc}", API_ERROR)

@@ -57,15 +57,22 @@ def create_app(
     loopback address) and no `api_token`, a `Host` naming anything but loopback is refused
     (DNS rebinding)."""
 
+    # HTTP strips a header value's surrounding whitespace, so the configured token's own (a
+    # pasted secret's newline) is dropped too; the header's bytes (Starlette decodes them as
+    # Latin-1) are compared with the token's UTF-8. A blank token matches nothing.
+    expected = None if api_token is None else api_token.strip().encode()
+
     def authorize(request: Request) -> None:
-        if api_token is None:
+        if expected is None:
             if require_token:
                 raise ApiError(403, "api_disabled", "the API is disabled: no token is configured")
             return
         header = request.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), api_token.encode()
+        if (
+            scheme.lower() != "bearer"
+            or not expected
+            or not hmac.compare_digest(given.strip().encode("latin-1"), expected)
         ):
             raise ApiError(401, "unauthorized", "a valid bearer token is required")
 

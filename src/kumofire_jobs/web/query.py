@@ -1,9 +1,10 @@
 """The HTTP API's query parameters: read as the jobs API expects them, refused with its
 validation error otherwise. A parameter given with no value (`?status=`) is refused too,
 naming it: no status, name or id is empty, so it can only be a client's mistake, and reading
-it as absent would answer every run for a filter that meant some. A parameter the route
-does not know is ignored (as most HTTP APIs do; bodies, which the OpenAPI document lists
-field by field, refuse unknown fields)."""
+it as absent would answer every run for a filter that meant some. So is one given twice: one
+value would be read, a subset of what `?status=a&status=b` may have meant. A parameter the
+route does not know is ignored (as most HTTP APIs do; bodies, which the OpenAPI document
+lists field by field, refuse unknown fields)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ __all__ = ["query_bool", "query_limit", "query_str"]
 
 
 def _given(request: Request, name: str) -> str | None:
-    """The parameter's value; None when absent; a 422 naming it when present but empty."""
-    value = request.query_params.get(name)
+    """The parameter's value; None when absent; a 422 naming it when present but empty, or
+    given more than once (only one value is read: `?status=a&status=b` is no "either")."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ValidationError(f"query parameter {name} is given {len(values)} times: give it once")
+    value = values[0] if values else None
     if value == "":
         raise ValidationError(f"query parameter {name} is empty: give a value or leave it out")
     return value

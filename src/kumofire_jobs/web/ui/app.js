@@ -46,7 +46,10 @@ async function render({ quiet = false } = {}) {
   } catch (error) {
     if (mine !== rendering) return;
     main.removeAttribute("aria-busy");
-    if (quiet) {
+    // A refresh keeps what it showed through a passing error, not through a 404: what the
+    // view shows is gone (deleted elsewhere), and its buttons would act on nothing.
+    const gone = error instanceof ApiError && error.status === 404;
+    if (quiet && !gone) {
       toast(messageOf(error), "error");
       return;
     }

@@ -180,7 +180,10 @@ export function runTable(runs, { empty = "No runs.", compactView = false } = {})
 }
 
 function bulkPanel(filter, app) {
-  const given = BULK_FILTERS.filter((key) => filter[key]);
+  // A bulk call filters by status, job and schedule, not by parent: on a flow's children it
+  // would change every other run the rest of the filter matches.
+  const byParent = Boolean(filter.parent_id);
+  const given = byParent ? [] : BULK_FILTERS.filter((key) => filter[key]);
   const described = given.map((key) => `${key} = ${filter[key]}`).join(", ");
   const body = Object.fromEntries(given.map((key) => [key, filter[key]]));
   const action = (verb, path, note) =>
@@ -215,9 +218,12 @@ function bulkPanel(filter, app) {
     h(
       "p.muted.small",
       null,
-      given.length
-        ? `Acts on every run where ${described}, not only this page.`
-        : "Filter by status, job or schedule first: a bulk action needs at least one.",
+      byParent
+        ? "Bulk actions filter by status, job or schedule, not by parent: cancel or retry the " +
+            "parent to act on its children."
+        : given.length
+          ? `Acts on every run where ${described}, not only this page.`
+          : "Filter by status, job or schedule first: a bulk action needs at least one.",
     ),
     h(
       "div.buttons",
