@@ -358,6 +358,33 @@ async def test_an_alarm_and_a_lease_interleaving_lose_no_update(
     assert (await stub.renew(lease["token"], LEASE_MS))["ok"]
 
 
+async def test_a_vacant_lease_granted_after_a_close_during_an_alarms_send_stands(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """While the alarm awaits its send, a consumer takes the lease and releases it (the
+    object closes), and another's vacant lease stores a state afresh: its version counts
+    from the start again, so it may equal the one the alarm read. The alarm's
+    compare-and-set must still see it changed: recording its delivery over it would drop
+    the live lease (no expiry, a redelivery alarm), and the next lease would go to a
+    second holder while the first runs."""
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()
+    await stub.arm(KEY, now_ms(clock))
+    await clock.advance(0)
+    assert len(hook.deliveries) == 1  # the alarm awaits its send
+    first = await stub.lease(KEY, LEASE_MS)
+    assert (await stub.release(first["token"])) == {"ok": True, "closed": True}
+    vacant = await stub.lease(KEY, LEASE_MS, False, True)
+    assert vacant["granted"]
+    hook.gate.set()
+    await clock.advance(0)  # the alarm resumes
+    status = await stub.status()
+    assert status["phase"] == "leased" and status["lease_live"]
+    assert namespace.alarm_of(KEY) == vacant["expires_ms"]
+    assert await stub.lease(KEY, LEASE_MS, False, True) == {"granted": False, "reason": "held"}
+    assert (await stub.renew(vacant["token"], LEASE_MS))["ok"]
+
+
 # --- an arm with `inline` for a key already due delivers it ---------------------------------
 
 
@@ -414,6 +441,32 @@ async def test_an_unstored_inline_delivery_deferred_stores_the_state_for_then(
     hook.action = Delivery(DeliveryAction.SENT)
     await clock.advance(5)
     assert [d[1] for d in hook.deliveries] == [1, 1] and hook.notes == ["n", None]
+
+
+async def test_an_early_lease_during_an_unstored_inline_delivery_is_granted(
+    namespace: LocalDurableObjectNamespace, clock: ManualClock, hook: Hook
+) -> None:
+    """A limited run's inline delivery puts it in its limiter's line, and a slot freed
+    before the hook's answer reaches the actor hands it over at once: the limiter's early
+    lease must be granted then, as on an object whose state is stored (a `closed` answer
+    would drop the run from the line until its fallback). The deferral that follows does
+    not displace the lease."""
+    stub = namespace.getByName(KEY)
+    hook.gate = asyncio.Event()
+    hook.action = Delivery(DeliveryAction.DEFER, due_ms=now_ms(clock) + 300_000)
+    arming = asyncio.ensure_future(stub.arm(KEY, now_ms(clock), "placement", True))
+    await hook.entered.wait()  # placed in line; the hook's answer is not back yet
+    grant = await stub.lease(KEY, LEASE_MS, True)
+    assert grant["granted"]
+    hook.gate.set()
+    assert await arming == {"armed": True}
+    status = await stub.status()
+    assert status["phase"] == "leased" and status["lease_live"]
+    assert namespace.alarm_of(KEY) == grant["expires_ms"]
+    assert await stub.release(grant["token"]) == {"ok": True, "closed": True}
+    assert namespace.alarm_of(KEY) is None
+    # Once the arm has answered, an empty object is closed to an early lease again.
+    assert await stub.lease(KEY, LEASE_MS, True) == {"granted": False, "reason": "closed"}
 
 
 async def test_a_failed_unstored_inline_send_does_not_overwrite_a_lease_or_cancel_meanwhile(

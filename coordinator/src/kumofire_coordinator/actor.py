@@ -95,6 +95,9 @@ class CoordinatorActor:
         # This instance's storage writes so far: an inline arm that stored nothing before
         # its send compares it afterwards (no stored version to compare).
         self._changes = 0
+        # Keys whose unstored inline arm awaits its delivery here: an early lease of one is
+        # granted, as if the state had been stored first (see `lease`).
+        self._delivering: set[str] = set()
 
     # --- calls from the jobs layer ----------------------------------------------------------
 
@@ -152,6 +155,7 @@ class CoordinatorActor:
         stands (`_changes`: this instance's count of its own writes)."""
         state = ActorState(key=key, due=due_ms, note=note)
         seen = self._changes
+        self._delivering.add(key)
         try:
             result = await self._hook.deliver(key, 1, note)
         except Exception as exc:
@@ -159,6 +163,8 @@ class CoordinatorActor:
                 # The alarm tries again soon, still as the first delivery after the arm.
                 await self._save(state, alarm_ms=self._now_ms() + INLINE_RETRY_MS)
             return {"armed": True, "delivery_error": str(exc) or type(exc).__name__}
+        finally:
+            self._delivering.discard(key)
         if (
             result.action is DeliveryAction.DEFER
             and result.due_ms is not None
@@ -184,10 +190,12 @@ class CoordinatorActor:
         answers `closed`. Only for a caller whose own store fences what it starts under the
         token (the jobs layer's guarded `running` update: a finished, canceled or not yet
         due run does not start, and its holder closes or re-arms this actor), and never on
-        an object another actor uses (a limiter's)."""
+        an object another actor uses (a limiter's). An early lease is granted on an empty
+        object only while its unstored inline arm awaits the hook: a limited run the hook
+        put in its limiter's line can be handed over before the hook's deferral is stored."""
         now = self._now_ms()
         state = await self._load()
-        if state is None and vacant and not early:
+        if state is None and (key in self._delivering if early else vacant):
             state = ActorState(key=key, due=now)
         if state is None or state.key != key:
             return {"granted": False, "reason": "closed"}
@@ -351,14 +359,14 @@ class CoordinatorActor:
         send is covered by the alarm: the platform retries an alarm whose handler did not
         finish, and an inline delivery (`arm`) stored its fallback alarm first. A call that
         runs meanwhile (a lease, most often) bumps the version, and then its state stands."""
-        seen = state.version
+        seen, changes = state.version, self._changes
         delivery = deliveries + 1
         first = delivery == 1 and state.phase is Phase.ARMED
         try:
             result = await self._hook.deliver(state.key, delivery, state.note if first else None)
         except Exception:
             current = await self._load()
-            if current is not None and current.version == seen:
+            if current is not None and current.version == seen and self._changes == changes:
                 if inline:
                     # The alarm tries again soon, still as the first delivery after the arm.
                     await self._storage.setAlarm(self._now_ms() + INLINE_RETRY_MS)
@@ -371,7 +379,9 @@ class CoordinatorActor:
             raise
 
         current = await self._load()
-        if current is None or current.version != seen:
+        # A state stored afresh after a close (a vacant lease's) counts its version from the
+        # start again: this instance's count of its writes tells it changed all the same.
+        if current is None or current.version != seen or self._changes != changes:
             return  # leased, released, armed or closed meanwhile: that state stands
         if result.action is DeliveryAction.CLOSE:
             await self.close()

@@ -199,8 +199,10 @@ class Consumer:
                 await self._flows.settle(row["parent_id"], recovering=True)
             await self._release(run_id, token)  # closes the actor: nothing left to deliver
             return ConsumeOutcome.IGNORED
-        if row["scheduled_for"] > now:
+        if row["scheduled_for"] > now and row["status"] != RunStatus.WAITING:
             # A crash fell between a retry's D1 write and its re-arm: arm for the due time.
+            # (Not a flow's parent still waiting, named by a stray message: its last
+            # child's finish arms it.)
             await self._release(run_id, token, rearm_ms=row["scheduled_for"])
             return ConsumeOutcome.IGNORED
         if row["status"] == RunStatus.RUNNING and row["attempt"] >= row["max_attempts"]:

@@ -8,7 +8,7 @@ runtime assembles with their collaborators.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -264,7 +264,11 @@ class Jobs:
         return result
 
     async def dispatch_at_start(
-        self, limit: int = 100, *, expire_leases_before: int | None = None
+        self,
+        limit: int = 100,
+        *,
+        expire_leases_before: int | None = None,
+        held: Collection[str] = (),
     ) -> DispatchResult:
         """Reconciliation for a process that alone owns its bindings, at its start (the
         embedded runtime): no grace and every unfinished run, whatever its due time, since
@@ -272,9 +276,13 @@ class Jobs:
         `expire_leases_before` (this process's start, epoch ms; only where a lock proves
         every earlier process gone), the leases granted before it end at once, so the runs a
         crash cut off go again now instead of when their leases would have run out, and the
-        limiter slots those leases held for runs canceled meanwhile are freed."""
+        limiter slots those leases held for runs canceled meanwhile are freed. `held`: the
+        run ids whose message the queue holds (a `queued` run among them whose actor holds
+        nothing is not sent again: see `reconcile_unfinished`)."""
         await self._ready()
-        result = await self.runs.reconcile_unfinished(expire_leases_before=expire_leases_before)
+        result = await self.runs.reconcile_unfinished(
+            expire_leases_before=expire_leases_before, held=held
+        )
         if expire_leases_before is not None:
             await self._consumer.expire_slots(expire_leases_before)
         result.schedules_restored = await self.schedules.restore(limit, grace=False)

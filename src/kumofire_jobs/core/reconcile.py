@@ -12,7 +12,7 @@ nothing to repair. The embedded runtime also reconciles at its start, with no gr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from .clock import Clock, now_ms
 from .coordination import Coordinators
@@ -120,6 +120,7 @@ async def reconcile_unfinished(
     coordinators: Coordinators,
     page: int = 500,
     expire_leases_before: int | None = None,
+    held: Collection[str] = (),
 ) -> DispatchResult:
     """Reconciliation with no grace, over every unfinished run whatever its due time.
 
@@ -131,14 +132,22 @@ async def reconcile_unfinished(
     `expire_leases_before` (epoch ms, this process's start): the leases granted before it
     were held by a process that is gone (the lock proves it), so they end now and their runs
     go again at once instead of when the lease would have run out. Leases this process has
-    granted since are left alone (`CoordinatorActor.expire_lease`)."""
+    granted since are left alone (`CoordinatorActor.expire_lease`).
+
+    `held`: the run ids whose message the queue holds. A `queued` run among them whose
+    actor holds nothing is not lost: a create's inline arm stores nothing once it sent, and
+    the message's consumer is granted the lease on the empty actor (arming it again would
+    send every run of a backlog twice at each start)."""
     result = DispatchResult()
     gate = asyncio.Semaphore(_CONCURRENCY)
     after: tuple[int, str] = (-1, "")
     while True:
         rows = await unfinished_after(store.db, *after, page)
         await asyncio.gather(
-            *(_rearm_if_lost(row, coordinators, gate, result, expire_leases_before) for row in rows)
+            *(
+                _rearm_if_lost(row, coordinators, gate, result, expire_leases_before, held=held)
+                for row in rows
+            )
         )
         if len(rows) < page:
             break
@@ -159,11 +168,13 @@ async def _rearm_if_lost(
     expire_leases_before: int | None = None,
     *,
     now: int | None = None,
+    held: Collection[str] = (),
 ) -> None:
     """Ask the run's actor what it holds; arm it again if it no longer owns the run, or end
     its lease if that was granted before `expire_leases_before` (a holder known gone). With
     `now` (the tick's runs in a limiter's line were left out): a `queued` run whose actor is
-    parked (armed for later) waits in no line, so no limiter will wake it: armed for now."""
+    parked (armed for later) waits in no line, so no limiter will wake it: armed for now.
+    `held`: see `reconcile_unfinished`."""
     run_id = str(row["id"])
     async with gate:
         status = await coordinators.status(run_id)
@@ -175,6 +186,8 @@ async def _rearm_if_lost(
                 log.warning("run.lease_expired_at_start", run_id=run_id, status=row["status"])
             return
         due = int(str(row["scheduled_for"]))
+        if status["phase"] == "closed" and row["status"] == "queued" and run_id in held:
+            return  # its message is in the queue: its consumer leases the empty actor
         if status["phase"] not in _LOST_PHASES:
             if now is None or row["status"] != "queued" or status["phase"] != "armed":
                 return

@@ -9,7 +9,7 @@ schedule's pending occurrence moves the schedule on) and the reconciliation sett
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from . import validation
 from .clock import Clock, now_ms
@@ -284,11 +284,12 @@ class RunService:
         )
 
     async def reconcile_unfinished(
-        self, *, expire_leases_before: int | None = None
+        self, *, expire_leases_before: int | None = None, held: Collection[str] = ()
     ) -> DispatchResult:
         """Reconciliation at the start of a process that alone owns its bindings."""
         return await reconcile_unfinished(
             store=self._store,
             coordinators=self._coordinators,
             expire_leases_before=expire_leases_before,
+            held=held,
         )

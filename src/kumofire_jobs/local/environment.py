@@ -13,6 +13,7 @@ the routes of the `KUMOFIRE_REMOTE_HANDLERS` var reach them, as on Cloudflare.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tomllib
 from asyncio import FIRST_COMPLETED
 from collections.abc import Mapping, Sequence
@@ -25,8 +26,9 @@ from kumofire_coordinator import CoordinatorEndpoint, LimiterActor
 from ..cloudflare.remote import REMOTE_HANDLERS_VAR, RemoteRoute, parse_routes, remote_handlers
 from ..core.bindings import MessageBatch
 from ..core.clock import now_ms
-from ..core.errors import RemoteHandlersError
+from ..core.errors import MalformedMessageError, RemoteHandlersError
 from ..core.log import get_logger
+from ..core.message import parse_message
 from ..core.migrations import apply_migrations
 from ..core.runtime import Resources, Runtime
 from . import layout as layouts
@@ -245,12 +247,15 @@ class LocalEnvironment:
         # is ours (the kernel frees it with its holder): those leases end at once below.
         started_ms = now_ms(self.clock)
         await self.JOB_COORDINATOR.start()
+        # The runs whose message the stored queue holds: their actors may hold nothing (a
+        # create's inline arm stores nothing once it sent), and they are not lost.
+        held = _run_ids(await self.broker.bodies(self.settings.queue))
         await self.broker.start()
         # This process alone owns the data directory (the lock), so nothing is in flight:
         # a run whose creation a crash cut before its arm starts now, not a minute later,
         # and a run a crash cut off goes again now, not when its lease would have run out.
         await self.runtime.bind(self.resources).dispatch_at_start(
-            expire_leases_before=started_ms if self._lock.exclusive else None
+            expire_leases_before=started_ms if self._lock.exclusive else None, held=held
         )
         await self.cron.start()
         self._started = True
@@ -313,3 +318,12 @@ class LocalEnvironment:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def _run_ids(bodies: Sequence[Any]) -> set[str]:
+    """The run ids the queue's messages name (a malformed one names none)."""
+    ids: set[str] = set()
+    for body in bodies:
+        with contextlib.suppress(MalformedMessageError):
+            ids.add(parse_message(body))
+    return ids

@@ -650,6 +650,18 @@ class LocalQueueBroker:
         ).fetchone()
         return int(row[0])
 
+    async def bodies(self, queue_name: str) -> list[Any]:
+        """The bodies of the messages not yet acked (visible, delayed and in flight), read
+        at a start: which runs the queue still holds (`LocalEnvironment.start`)."""
+        self._check_open()
+        if self._commits.pending:
+            await self._commits.wait(_as_sqlite_error)
+        rows = self._db.execute(
+            "SELECT content_type, body FROM kumofire_local_queue_messages WHERE queue = ?",
+            (queue_name,),
+        ).fetchall()
+        return [_decode(body, content_type) for content_type, body in rows]
+
     # -- producing
 
     async def _send(self, queue: str, rows: Sequence[tuple[str, bytes, int]]) -> None:
