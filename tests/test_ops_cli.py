@@ -272,6 +272,35 @@ def test_jobs_list_get_pause_resume(cli: Cli) -> None:
     assert (code, out, err) == (1, "", "kumofire-jobs: not_found: job nope not found\n")
 
 
+def test_docs_cli_md_example_prints_what_the_commands_print(cli: Cli) -> None:
+    # docs/cli.md's console example: each command's table has the columns the doc shows, and
+    # an error the doc's line, exit status included.
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    console = text.split("```console\n", 1)[1].split("```", 1)[0]
+    shown: dict[str, list[str]] = {}
+    for line in console.splitlines():
+        if line.startswith("$ "):
+            command = line[2:].split(";")[0]
+            shown[command] = []
+        else:
+            shown[command].append(line)
+    failed = cli.create("fail", max_attempts=1)
+    cli.settled(failed, "failed")
+    for command, lines in shown.items():
+        argv = command.split()[1:]
+        if argv[:2] == ["runs", "retry"]:
+            argv[2] = failed
+        assert lines, f"docs/cli.md shows nothing printed by {command!r}"
+        code, out, err = cli(*argv)
+        if argv[:2] == ["runs", "get"]:
+            assert (code, out, err) == (int(lines[1]), "", lines[0] + "\n")
+            continue
+        assert (code, err) == (0, ""), command
+        assert rows(out)[0] == rows(lines[0])[0], command
+        assert len(rows(out)[1]) == len(rows(lines[1])[0]), command
+    cli.ok("jobs", "resume", "slow")
+
+
 # --- HttpJobsClient itself against the process ------------------------------------------------
 
 
