@@ -544,6 +544,28 @@ def test_a_limited_jobs_slots_are_handed_over_two_at_a_time(api: Api) -> None:
     assert (last - parse(due)).total_seconds() < LEASE_SECONDS, finished
 
 
+def test_a_batch_of_due_limited_runs_is_placed_in_one_request(api: Api) -> None:
+    """`concurrency=2`, a batch of runs due at once: their coordinators are armed parked, then
+    one `limit_place_many` places them all (lists across Workers RPC), two are armed for now
+    and the others wait in line and are handed over. Every run runs once, never more than
+    two at a time."""
+    logged_before = len(api.log())
+    runs = [{"name": "paired"} for _ in range(6)]
+    status, created = request(f"{api.url}/v1/runs:batch", "POST", {"runs": runs})
+    assert status == 202, created
+    finished = [api.wait(item["kumofire_job_run_id"], timeout=60) for item in created["items"]]
+    assert [(r["status"], r["attempt"]) for r in finished] == [("succeeded", 1)] * 6
+    for run in finished:
+        at = parse(run["started_at"])
+        overlapping = [
+            r for r in finished if parse(r["started_at"]) <= at < parse(r["finished_at"])
+        ]
+        assert len(overlapping) <= 2, finished
+    log = api.log()[logged_before:]
+    assert "limit.place_failed" not in log, api.stack.tail(SERVICE)
+    assert log.count("run.waiting") >= 4, api.stack.tail(SERVICE)
+
+
 def test_a_paused_job_holds_its_runs_until_resumed(api: Api) -> None:
     """The job routes on the Worker (their `options` are `JobOptions.to_json`, msgspec's
     `to_builtins`): paused, runs wait `queued` with no attempt; resumed, they start one at a

@@ -177,13 +177,21 @@ class CoordinatorActor:
         return {"armed": True}
 
     async def lease(
-        self, key: str, lease_ms: int, early: bool = False, vacant: bool = False
+        self,
+        key: str,
+        lease_ms: int,
+        early: bool = False,
+        vacant: bool = False,
+        token: int = 0,
     ) -> LeaseReply:
         """Grant the lease to one caller: never before the due time (unless `early`), never
         while another caller's lease is live. The token fences the holder's writes elsewhere.
 
         `early` is for a run its job's limiter handed to a consumer: it was due when it
-        joined the limiter's line, and its coordinator is parked until a fallback time.
+        joined the limiter's line, and its coordinator is parked until a fallback time. The
+        limiter names the `token` it expects (a time: it wrote the run's slot under it before
+        asking, see `LimiterActor.release_many`); the grant's is that, or the next token if
+        this coordinator has granted one as high.
 
         `vacant`: grant on an object that holds nothing too, as one delivered by an inline
         `arm` that stored nothing (`_arm_inline_unstored`) does; otherwise such an object
@@ -214,8 +222,9 @@ class CoordinatorActor:
         # An early lease makes the key due now: if its holder dies, it is delivered again.
         state.due = min(state.due, now)
         state.note = None  # the next delivery follows a lease: the hook must look for itself
-        # Tokens only grow, even across a close that cleared storage: they start from the time.
-        state.token = max(state.token + 1, now)
+        # Tokens only grow, even across a close that cleared storage: they start from the time
+        # (the limiter's, for a token it names).
+        state.token = max(state.token + 1, token or now)
         state.phase = Phase.LEASED
         state.lease_expires = now + lease_ms
         state.deliveries = 0

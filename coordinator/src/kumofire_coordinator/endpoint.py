@@ -24,6 +24,7 @@ from .messages import (
     LimiterStatus,
     LimitsMessage,
     PauseReply,
+    PlacementsReply,
     ReleaseReply,
     RenewReply,
     SlotReleaseReply,
@@ -50,9 +51,16 @@ class CoordinatorEndpoint:
         return await self.actor.arm(key, int(due_ms), note, bool(inline))
 
     async def lease(
-        self, key: str, lease_ms: int, early: bool = False, vacant: bool = False
+        self,
+        key: str,
+        lease_ms: int,
+        early: bool = False,
+        vacant: bool = False,
+        token: int = 0,
     ) -> LeaseReply:
-        return await self.actor.lease(key, int(lease_ms), bool(early), bool(vacant))
+        return await self.actor.lease(
+            key, int(lease_ms), bool(early), bool(vacant), int(token or 0)
+        )
 
     async def renew(self, token: int, lease_ms: int) -> RenewReply:
         return await self.actor.renew(int(token), int(lease_ms))
@@ -96,6 +104,20 @@ class CoordinatorEndpoint:
         return await self._limiter().acquire(
             run_id, int(token), key, int(priority), int(due_ms), int(lease_ms), limits
         )
+
+    async def limit_place_many(
+        self,
+        run_ids: list[str],
+        keys: list[str],
+        priorities: list[int],
+        due_ms: list[int],
+        offer_ms: int,
+        limits: LimitsMessage,
+    ) -> PlacementsReply:
+        return await self._limiter().place_many(
+            [str(r) for r in run_ids], [str(k) for k in keys], [int(p) for p in priorities],
+            [int(d) for d in due_ms], int(offer_ms), limits,
+        )  # fmt: skip
 
     async def limit_renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
         return await self._limiter().renew(run_id, int(token), key, int(lease_ms))

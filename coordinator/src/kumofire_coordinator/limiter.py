@@ -55,6 +55,7 @@ from .messages import (
     LimiterStatus,
     LimitsMessage,
     PauseReply,
+    PlacementsReply,
     SlotReleaseReply,
     SlotReleasesReply,
     SlotRenewReply,
@@ -78,10 +79,11 @@ class Waker(Protocol):
         """Have `run_id` delivered again now (its coordinator armed for now)."""
         ...
 
-    def lease(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
+    def lease(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
         """Lease `run_id`'s coordinator early (it is parked in line) for a consumer the
-        limiter hands it to (`release` with `lease_ms`). Sent when called, as a Durable
-        Object stub's call is (the limiter asks several at once)."""
+        limiter hands it to (`release` with `lease_ms`), under `token` if the coordinator
+        has granted none as high. Sent when called, as a Durable Object stub's call is (the
+        limiter asks several at once)."""
         ...
 
 
@@ -114,6 +116,7 @@ class LimiterActor:
         self._queue = WaitQueue()
         self._alarm: int | None = None
         self._limits = Limits()  # `_meta.limits` parsed (set with it)
+        self._token = 0  # the last lease token named by `release_many`
 
     # --- calls from consumers ---------------------------------------------------------------
 
@@ -130,11 +133,54 @@ class LimiterActor:
         """A slot for `run_id` under lease `token`, or a place in the wait list. Idempotent
         by run id and token; a newer token of the same run takes its slot over."""
         now = await self._begin()
+        self._set_limits(limits)
+        woken: list[str] = []
+        reply = await self._acquire(run_id, token, key, priority, due_ms, lease_ms, now, woken)
+        await self._commit(now)
+        await self._wake(woken)
+        return reply
+
+    async def place_many(
+        self,
+        run_ids: list[str],
+        keys: list[str],
+        priorities: list[int],
+        due_ms: list[int],
+        offer_ms: int,
+        limits: LimitsMessage,
+    ) -> PlacementsReply:
+        """`acquire(run_id, 0, key, priority, due, offer_ms, limits)` (a placement) for each
+        run, in order, in one request: the runs of one `create_many`, their coordinators
+        armed (parked) already. One commit, then the wakes of every run given capacity."""
+        now = await self._begin()
+        self._set_limits(limits)
+        woken: list[str] = []
+        replies: list[AcquireReply] = []
+        for run_id, key, priority, due in zip(run_ids, keys, priorities, due_ms, strict=True):
+            replies.append(await self._acquire(run_id, 0, key, priority, due, offer_ms, now, woken))
+        await self._commit(now)
+        await self._wake(woken)
+        return {"placed": replies}
+
+    def _set_limits(self, limits: LimitsMessage) -> None:
         if self._meta.limits != limits:
             self._meta.limits = limits
             self._meta_dirty = True
             self._limits = _parse(limits)
-        woken: list[str] = []
+
+    async def _acquire(
+        self,
+        run_id: str,
+        token: int,
+        key: str,
+        priority: int,
+        due_ms: int,
+        lease_ms: int,
+        now: int,
+        woken: list[str],
+    ) -> AcquireReply:
+        """`acquire`'s decision, in memory and pending writes; the runs to wake are added to
+        `woken` (the caller commits, then wakes them)."""
         slot = self._slots.get(run_id)
         if slot is not None and not slot.offer and token > slot.token and self._limits.rated:
             # A new attempt of a run cut off while it held the slot: its handler starts
@@ -163,19 +209,14 @@ class LimiterActor:
             fresh = Waiter(key, priority, due_ms, waiter.offers if waiter else 0)
             self._waiters[run_id] = fresh
             self._queue.add(run_id, fresh)
-            woken = await self._fill(now, claimant=(run_id, token, lease_ms, waiter is not None))
+            woken += await self._fill(now, claimant=(run_id, token, lease_ms, waiter is not None))
             if run_id not in self._slots and fresh != waiter:
                 await self._storage.put(WAIT_PREFIX + run_id, fresh.to_storage())
-        await self._commit(now)
         # The reply is decided before the wakes: other calls may run while they are awaited.
         granted = self._slots.get(run_id)
-        reply: AcquireReply = (
-            {"granted": True, "expires_ms": granted.expires}
-            if granted is not None and granted.token == token
-            else {"granted": False, "reason": "paused" if self._meta.paused else "wait"}
-        )
-        await self._wake(woken)
-        return reply
+        if granted is not None and granted.token == token:
+            return {"granted": True, "expires_ms": granted.expires}
+        return {"granted": False, "reason": "paused" if self._meta.paused else "wait"}
 
     async def renew(self, run_id: str, token: int, key: str, lease_ms: int) -> SlotRenewReply:
         """Extend the slot with the run's lease. A slot the limiter does not know (it expired,
@@ -223,8 +264,9 @@ class LimiterActor:
     ) -> SlotReleasesReply:
         """`release(run_id, token, lease_ms)` for each pair, in one request (a consumer's
         releases of one loop turn): each freed slot goes to the next waiter in order, handed
-        to the caller; their coordinators are leased at once, and everything is written in
-        one commit after the leases. `released` answers each pair in order."""
+        to the caller; their coordinators are leased at once, under tokens this limiter
+        names, and the writes that assume the leases granted go beside them (see
+        `_stage`). `released` answers each pair in order."""
         now = await self._begin()
         replies: list[SlotReleaseReply] = []
         freed: list[int] = []  # indexes of the pairs whose slot was freed
@@ -233,11 +275,9 @@ class LimiterActor:
             if slot is None or slot.offer or slot.token != token:
                 replies.append({"ok": False, "reason": "lost"})
                 continue
-            # Decided in memory, and the waiters' coordinators leased before anything is
-            # written: a call out waits for this object's pending writes (the output gate),
-            # and these go with the hand-overs'. Until then the released slot stays stored:
-            # should this object restart first, it expires with its old lease (the limit
-            # never admits more).
+            # Decided in memory; the released slot's record is deleted with the hand-overs'
+            # writes, in their commit (should this object restart before it, the slot
+            # expires with its old lease: the limit never admits more).
             del self._slots[run_id]
             freed.append(len(replies))
             replies.append({"ok": True, "next": None})
@@ -245,6 +285,7 @@ class LimiterActor:
             return {"released": replies}
         woken = await self._fill(now, handoffs=len(freed))
         wake: list[str] = woken[len(freed) :]
+        released = [run_ids[index] for index in freed]
         # Each freed slot's waiter (the i-th goes to the i-th freed slot): their coordinators
         # leased at once; a waiter whose coordinator turns out closed passes the slot to the
         # next in line, at most HANDOFF_TRIES in all per slot.
@@ -252,13 +293,19 @@ class LimiterActor:
         for _ in range(HANDOFF_TRIES):
             if not tries:
                 break
-            grants = await self._lease_all([run_id for _, run_id in tries], lease_ms)
+            token, expires = self._next_token(now), now + lease_ms
+            calls = self._lease_all([run_id for _, run_id in tries], lease_ms, token)
+            for _, run_id in tries:
+                await self._stage(run_id, token, expires)
+            await self._delete_released(released)
+            released = []
+            grants = await _answers(calls)
             now = await self._begin()
             retry: list[tuple[int, str]] = []
             # No call out below: the leases' outcomes and the writes after the loop go in one
-            # commit.
+            # commit (with the staged ones, if they have not committed yet).
             for (index, run_id), grant in zip(tries, grants, strict=True):
-                passed, more = await self._hand_over(run_id, grant, lease_ms, wake, now)
+                passed, more = await self._hand_over(run_id, grant, (token, expires), wake, now)
                 if passed is not None:
                     replies[index] = {"ok": True, "next": passed}
                 elif more:
@@ -266,53 +313,90 @@ class LimiterActor:
                     retry.append((index, more[0]))
             tries = retry
         wake += [run_id for _, run_id in tries]
-        for index in freed:
-            run_id = run_ids[index]
-            if run_id not in self._slots:  # (not taken again meanwhile by a renew)
-                await self._storage.delete(SLOT_PREFIX + run_id)
+        await self._delete_released(released)  # (no waiter to hand over: nothing staged)
         await self._commit(now)
         await self._wake(wake)
         return {"released": replies}
 
-    async def _lease_all(self, run_ids: list[str], lease_ms: int) -> list[LeaseReply | None]:
-        """Lease the coordinators of `run_ids` early, all at once (None: the call failed).
-        Other calls may run meanwhile: they see the offers, so nobody else takes their
-        capacity."""
+    def _next_token(self, now: int) -> int:
+        """A lease token for the coordinators of the waiters handed over now: a time, as the
+        coordinators' own tokens are, growing across this object's requests."""
+        self._token = max(now, self._token + 1)
+        return self._token
+
+    def _lease_all(
+        self, run_ids: list[str], lease_ms: int, token: int
+    ) -> list[asyncio.Future[LeaseReply] | None]:
+        """Send the early leases of the coordinators of `run_ids` (None: the call could not
+        be sent). Sent before this request writes anything: a call out waits for the
+        caller's pending writes (the output gate). Other calls may run while they are
+        awaited: they see the offers, so nobody else takes their capacity."""
         calls: list[asyncio.Future[LeaseReply] | None] = []
         for run_id in run_ids:
             try:  # (a Future, as a stub's call is, is awaited as it is: no task to start)
-                calls.append(asyncio.ensure_future(self._waker.lease(run_id, lease_ms)))
+                calls.append(asyncio.ensure_future(self._waker.lease(run_id, lease_ms, token)))
             except Exception:
                 calls.append(None)
-        grants: list[LeaseReply | None] = []
-        for call in calls:
-            try:
-                grants.append(None if call is None else await call)
-            except Exception:
-                grants.append(None)
-        return grants
+        return calls
+
+    async def _stage(self, run_id: str, token: int, expires: int) -> None:
+        """Write what a granted early lease under `token` means (the waiter's slot under it,
+        its wait entry gone) before the lease is answered, so that these writes commit
+        beside the coordinators' instead of after them, and the answer waits for one commit,
+        not two. Memory still holds the offer until the grant comes (`_hand_over`), which
+        puts right a lease refused or granted under another token, and a call that took the
+        offer meanwhile writes over these. Should this object restart before that, the slot
+        expires with the lease it assumed: the limit never admits more (a refused waiter
+        out of the line meanwhile is the crash point in docs/architecture.md)."""
+        slot = self._slots.get(run_id)
+        if slot is None:
+            return
+        await self._storage.put(
+            SLOT_PREFIX + run_id, Slot(slot.key, token, expires, slot.start).to_storage()
+        )
+        await self._storage.delete(WAIT_PREFIX + run_id)
+
+    async def _delete_released(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            if run_id not in self._slots:  # (not taken again meanwhile by a renew)
+                await self._storage.delete(SLOT_PREFIX + run_id)
 
     async def _hand_over(
-        self, run_id: str, grant: LeaseReply | None, lease_ms: int, wake: list[str], now: int
+        self,
+        run_id: str,
+        grant: LeaseReply | None,
+        staged: tuple[int, int],
+        wake: list[str],
+        now: int,
     ) -> tuple[Handoff | None, list[str]]:
-        """Give `run_id` (offered in memory by `_fill(handoffs=...)`) the offered slot under
-        the token of the early lease of its coordinator, `grant` (None: the lease call
-        failed). Returns the run handed over (or None) and, if its coordinator was closed or
-        canceled (the run leaves the line), the runs its capacity went to: the caller hands
-        the first over in turn. A run to wake instead is added to `wake`."""
+        """Give `run_id` (offered in memory by `_fill(handoffs=...)`, its hand-over written
+        under the token and expiry `staged` by `_stage`) the offered slot under the token of
+        the early lease of its coordinator, `grant` (None: the lease call failed). Returns
+        the run handed over (or None) and, if its coordinator was closed or canceled (the
+        run leaves the line), the runs its capacity went to: the caller hands the first over
+        in turn. A run to wake instead is added to `wake`."""
         slot = self._slots.get(run_id)
         waiter = self._waiters.get(run_id)
+        if slot is None and waiter is not None:
+            # Its offer expired while the lease was asked (it is back in the queue): the
+            # staged delete of its wait entry is undone. (Its early lease made it due: if
+            # granted and unused, it is delivered again when that lease expires.)
+            await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
+            return None, []
         if grant is not None and grant["granted"]:
             token = int(grant["token"])
             if slot is None or waiter is None or (not slot.offer and slot.token >= token):
-                # The offer went meanwhile (forgotten, or claimed by a delivery of the run):
-                # the early lease made the run due, so when it expires unused the run is
-                # delivered again and decided afresh.
+                # The offer went meanwhile (forgotten, or claimed by a delivery of the run),
+                # and its writes over the staged ones: the early lease made the run due, so
+                # when it expires unused the run is delivered again and decided afresh.
                 return None, []
             slot.token = token
-            slot.expires = now + lease_ms
-            await self._put_slot(run_id, slot)
-            await self._drop_waiter(run_id)
+            # The staged expiry, or the lease's if later (granted after the staging: the
+            # stored record may end a few ms before the lease; it serves only after a restart).
+            slot.expires = max(staged[1], int(grant["expires_ms"]))
+            if token != staged[0]:  # granted under another token than the one written
+                await self._put_slot(run_id, slot)
+            await self._drop_waiter(run_id, stored=False)
             handed: Handoff = {"run_id": run_id, "key": waiter.key, "priority": waiter.priority,
                                "due_ms": waiter.due, "token": token}  # fmt: skip
             return handed, []
@@ -322,11 +406,11 @@ class LimiterActor:
             # The run was canceled (or its coordinator lost: reconciliation re-arms it, and
             # its delivery joins the line again): it leaves the line, the slot passes on.
             await self._free(run_id, unstart=True)
-            await self._drop_waiter(run_id)
+            await self._drop_waiter(run_id, stored=False)
             return None, await self._fill(now, handoffs=1)
         # Its lease is held (a delivery under way) or could not be asked: store the offer and
         # wake the run as any offered waiter, so that a holder told to wait and park gives
-        # way to a delivery that claims it.
+        # way to a delivery that claims it. (Both records are written over the staged ones.)
         if waiter is not None:
             waiter.offers += 1
             await self._storage.put(WAIT_PREFIX + run_id, waiter.to_storage())
@@ -533,6 +617,17 @@ class LimiterActor:
             # A failed wake costs nothing lasting: the offer expires and is made again.
             with contextlib.suppress(Exception):
                 await self._waker.wake(run_id)
+
+
+async def _answers(calls: list[asyncio.Future[LeaseReply] | None]) -> list[LeaseReply | None]:
+    """The leases' replies, None for each call that failed."""
+    grants: list[LeaseReply | None] = []
+    for call in calls:
+        try:
+            grants.append(None if call is None else await call)
+        except Exception:
+            grants.append(None)
+    return grants
 
 
 def _parse(message: LimitsMessage | None) -> Limits:

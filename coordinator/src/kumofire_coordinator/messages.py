@@ -156,6 +156,13 @@ class SlotRefused(TypedDict):
 AcquireReply = SlotGranted | SlotRefused
 
 
+class PlacementsReply(TypedDict):
+    """`limit_place_many`: each placement's reply (as `limit_acquire` with token 0), in the
+    order asked."""
+
+    placed: list[AcquireReply]
+
+
 class SlotLost(TypedDict):
     ok: Literal[False]
     reason: Literal["lost"]
@@ -230,6 +237,7 @@ __all__ = [
     "LimitsMessage",
     "PauseReply",
     "PhaseName",
+    "PlacementsReply",
     "ReleaseReply",
     "Released",
     "RenewReply",

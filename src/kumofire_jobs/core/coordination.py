@@ -111,10 +111,11 @@ class Coordinators:
             reply = await stub.lease(run_id, lease_ms, False, True)
         return cast(LeaseReply, reply)
 
-    def lease_early(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
-        """`lease(run_id, lease_ms, early=True)`, sent now: the stub's own awaitable (a
-        limiter hands several waiters over at once, with no task each)."""
-        return cast(Awaitable[LeaseReply], self._stub(run_id).lease(run_id, lease_ms, True))
+    def lease_early(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
+        """`lease(run_id, lease_ms, early=True, token=token)`, sent now: the stub's own
+        awaitable (a limiter hands several waiters over at once, with no task each)."""
+        call = self._stub(run_id).lease(run_id, lease_ms, True, False, token)
+        return cast(Awaitable[LeaseReply], call)
 
     async def renew(self, run_id: str, token: int, lease_ms: int) -> RenewReply:
         return cast(RenewReply, await self._stub(run_id).renew(token, lease_ms))
@@ -174,6 +175,12 @@ class Coordinators:
         share the commit anyway, and waiting keeps creates from running ahead of the
         coordinators that deliver their runs); either way a failed arm is logged, and
         reconciliation arms the run later: the run is durable in D1 before its arm is sent."""
+        await self.settle_created(self.send_created(runs), concurrent=concurrent)
+
+    def send_created(
+        self, runs: Sequence[tuple[str, int, str, str | None]]
+    ) -> list[tuple[str, Awaitable[Any]]]:
+        """`arm_all_created`'s calls, sent now; `settle_created` awaits them."""
         sent: list[tuple[str, Awaitable[Any]]] = []
         for run_id, due_ms, job, note in runs:
             log.info("run.created", run_id=run_id, job=job, attempt=0, scheduled_for_ms=due_ms)
@@ -181,6 +188,13 @@ class Coordinators:
                 sent.append((run_id, _arm_call(self._stub(run_id), run_id, due_ms, note, True)))
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
+        return sent
+
+    async def settle_created(
+        self, sent: list[tuple[str, Awaitable[Any]]], *, concurrent: bool = False
+    ) -> None:
+        """Await `send_created`'s calls if this runtime waits for arms or creates are
+        `concurrent`; else log their failures when they answer."""
         if not (self._wait_for_arms or concurrent):
             for run_id, answer in sent:
                 asyncio.ensure_future(answer).add_done_callback(_arm_answered(run_id))
@@ -190,6 +204,38 @@ class Coordinators:
                 _delivery_logged(run_id, await answer)
             except Exception as exc:
                 log.error("run.arm_failed", run_id=run_id, error=str(exc))
+
+    def send_arms(
+        self, arms: Sequence[tuple[str, int, str | None]], *, inline: bool = False
+    ) -> list[tuple[str, Awaitable[Any] | None]]:
+        """Send arms of runs already inserted ((run id, due time, note)) at once, in order;
+        `answers` awaits them. A call that could not be sent is logged (None)."""
+        sent: list[tuple[str, Awaitable[Any] | None]] = []
+        for run_id, due_ms, note in arms:
+            try:
+                sent.append((run_id, _arm_call(self._stub(run_id), run_id, due_ms, note, inline)))
+            except Exception as exc:
+                log.error("run.arm_failed", run_id=run_id, error=str(exc))
+                sent.append((run_id, None))
+        return sent
+
+    async def answers(
+        self, sent: Sequence[tuple[str, Awaitable[Any] | None]]
+    ) -> list[ArmReply | None]:
+        """The replies of `send_arms`' calls, None for each that failed (logged:
+        reconciliation arms the run later)."""
+        replies: list[ArmReply | None] = []
+        for run_id, answer in sent:
+            try:
+                replies.append(None if answer is None else _delivery_logged(run_id, await answer))
+            except Exception as exc:
+                log.error("run.arm_failed", run_id=run_id, error=str(exc))
+                replies.append(None)
+        return replies
+
+    @property
+    def waits_for_arms(self) -> bool:
+        return self._wait_for_arms
 
     async def forget_waiting(self, job: str, run_id: str) -> None:
         """Tell a limited job's limiter (`limiter:<job>`, same namespace) that a run D1 holds

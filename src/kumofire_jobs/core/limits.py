@@ -9,7 +9,7 @@ docs/architecture.md, "The limiter actor".
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -19,6 +19,7 @@ from kumofire_coordinator.messages import (
     Handoff,
     LeaseReply,
     LimitsMessage,
+    PlacementsReply,
     SlotReleaseReply,
     SlotRenewReply,
     WaitingReply,
@@ -31,6 +32,7 @@ from .handoff import Budget
 from .handoff_releases import Releases
 from .log import get_logger
 from .options import JobOptions, RateLimit
+from .run_rows import NewRun
 from .states import TERMINAL, RunStatus
 
 log = get_logger()
@@ -84,8 +86,8 @@ class CoordinatorWaker:
     async def wake(self, run_id: str) -> None:
         await self._coordinators.arm(run_id, int(self._clock.now() * 1000))
 
-    def lease(self, run_id: str, lease_ms: int) -> Awaitable[LeaseReply]:
-        return self._coordinators.lease_early(run_id, lease_ms)
+    def lease(self, run_id: str, lease_ms: int, token: int) -> Awaitable[LeaseReply]:
+        return self._coordinators.lease_early(run_id, lease_ms, token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,37 @@ class Limits:
             return None
         log.info("run.waiting", run_id=run_id, job=row["name"], reason=reply["reason"])
         return now + park_ms(reply["reason"])
+
+    async def place_many(
+        self, job: str, runs: Sequence[NewRun], now: int
+    ) -> list[str | None] | None:
+        """`place` for runs of `job` just created and due, their coordinators armed parked
+        (`created_placements.py`), in one limiter request: for each, None (a slot is
+        reserved for it: send it) or why it waits (`wait`, `paused`: it is in line). None
+        if the request failed (logged)."""
+        limits = self._options.get(job)
+        if limits is None:
+            return [None] * len(runs)
+        try:
+            reply = cast(
+                PlacementsReply,
+                await self._stub(job).limit_place_many(
+                    [run.id for run in runs], [run.concurrency_key or "" for run in runs],
+                    [run.priority for run in runs], [run.scheduled_for for run in runs],
+                    OFFER_MS, limits,
+                ),
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("limit.place_failed", job=job, runs=len(runs), error=str(exc))
+            return None
+        reasons: list[str | None] = []
+        for run, placed in zip(runs, reply["placed"], strict=True):
+            if placed["granted"] or placed["reason"] == "lost":
+                reasons.append(None)
+            else:
+                log.info("run.waiting", run_id=run.id, job=job, reason=placed["reason"])
+                reasons.append(placed["reason"])
+        return reasons
 
     async def pause(self, job: str, paused: bool) -> None:
         """Tell a limited job's limiter it was paused or resumed (see `JobService`). If the

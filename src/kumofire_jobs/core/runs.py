@@ -15,10 +15,11 @@ from . import validation
 from .clock import Clock, now_ms
 from .context import Handler
 from .coordination import Coordinators, arm_note
+from .created_placements import ParkedArms, placed_together
 from .errors import ConflictError, ValidationError
 from .flows import FlowService
 from .ids import IdFactory
-from .limits import limits_message
+from .limits import Limits, limits_message
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
@@ -51,6 +52,7 @@ class RunService:
         retention_seconds: float | None,
         parked: ParkedProbe | None = None,
         cursor: TickCursor | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._cursor = cursor  # where the last cron tick's reconciliation stopped
         self._store = store
@@ -66,6 +68,8 @@ class RunService:
         self._retention_seconds = retention_seconds
         self._parked = parked  # which runs wait in a limiter's line (None: no limited job)
         self._creating = 0  # create_many calls in progress
+        self._limits = limits  # places a create_many's limited runs (None: no limited job)
+        self._placing: set[asyncio.Future[list[None]]] = set()  # placements not awaited
 
     # --- create -----------------------------------------------------------------------------
 
@@ -121,13 +125,34 @@ class RunService:
         finally:
             # Whatever was inserted is armed, even if a later statement failed.
             try:
-                await self._coordinators.arm_all_created(
-                    [(run.id, run.scheduled_for, run.name, arm_note(run)) for run in to_arm],
-                    concurrent=self._creating > 1,
-                )
+                await self._arm(to_arm, now, concurrent=self._creating > 1)
             finally:
                 self._creating -= 1
         return [c for c in created if c is not None]
+
+    async def _arm(self, runs: list[NewRun], now: int, *, concurrent: bool) -> None:
+        """Arm the runs inserted; a limited job's runs its limits cannot all start at once
+        are parked and placed in its limiter's line in one request (`created_placements`)."""
+        together = placed_together(runs, self._limits)
+        placed = {run.id for group in together.values() for run in group}
+        # Those armed alone first: their placements reach the limiter before the batch's.
+        sent = self._coordinators.send_created(
+            [(run.id, run.scheduled_for, run.name, arm_note(run))
+             for run in runs if run.id not in placed]
+        )  # fmt: skip
+        placing = [
+            ParkedArms(self._coordinators, job, group, now) for job, group in together.items()
+        ]
+        await self._coordinators.settle_created(sent, concurrent=concurrent)
+        if not placing or self._limits is None:
+            return
+        limits = self._limits
+        done = asyncio.gather(*(arms.place(limits) for arms in placing))
+        if self._coordinators.waits_for_arms or concurrent:
+            await done
+        else:  # as the arms' answers: the lone create does not wait (see `arm_all_created`)
+            self._placing.add(done)
+            done.add_done_callback(self._placing.discard)
 
     async def _insert_pass(
         self,

@@ -180,6 +180,7 @@ class Runtime:
             retention_seconds=self.retention_seconds,
             parked=None if limits.names is None else limits.parked,
             cursor=self._tick_cursor,
+            limits=None if limits.names is None else limits,
         )
         consumer = Consumer(
             store=store,
