@@ -34,7 +34,7 @@ __all__ = [
     "sql_tokens",
 ]
 
-SCHEMA_VERSION: int = 6
+SCHEMA_VERSION: int = 7
 """The migration number this code expects the database to be at."""
 
 MIGRATIONS_TABLE = "d1_migrations"

@@ -18,6 +18,7 @@ from .clock import Clock, now_ms
 from .coordination import Coordinators
 from .log import get_logger
 from .models import DispatchResult
+from .reconcile_cursor import read_cursor, write_cursor
 from .reconcile_reads import active_due_after, active_due_before, unfinished_after
 from .retention import prune_pass
 from .run_rows import UnfinishedRow
@@ -37,18 +38,6 @@ _MAX_PAGES = 10
 ParkedProbe = Callable[[list[str]], Awaitable[set[str]]]
 
 
-class TickCursor:
-    """Where the last tick's pass stopped, (scheduled_for, id) of the last run it looked at,
-    when it stopped at its bound (`limit` coordinators asked) before the last overdue run;
-    None: the next tick starts from the oldest. Without it the oldest overdue runs, healthy
-    ones included (long handlers still running), fill every tick's page and hide a lost run
-    behind them for as long as they run. Kept in memory by the runtime: a process (or
-    isolate) that starts afresh starts from the oldest, as a cycle's end does."""
-
-    def __init__(self) -> None:
-        self.after: tuple[int, str] | None = None
-
-
 async def reconcile(
     *,
     store: RunStore,
@@ -59,12 +48,17 @@ async def reconcile(
     retention_seconds: float | None,
     retention_overrides: Mapping[str, tuple[float | None, float | None]] | None = None,
     parked: ParkedProbe | None = None,
-    cursor: TickCursor | None = None,
 ) -> DispatchResult:
+    """One cron pass: ask at most `limit` coordinators about overdue unfinished runs, going on
+    after the run the last pass (in any isolate) stopped at (`reconcile_cursor`), then from
+    the oldest once the walk has reached the newest. Without it the oldest overdue runs,
+    healthy ones included (long handlers still running), would fill every pass's page and
+    hide a lost run behind them for as long as they run."""
     now = now_ms(clock)
     result = DispatchResult()
     cutoff = now - int(grace_seconds * 1000)
-    start = None if cursor is None else cursor.after
+    cursor = await read_cursor(store.db)
+    start = cursor.after
     rows = [] if start is None else await active_due_after(store.db, cutoff, *start, limit)
     if not rows:  # from the oldest (a cycle over the overdue runs ended, or none began)
         rows = await active_due_before(store.db, cutoff, limit)
@@ -94,12 +88,13 @@ async def reconcile(
         rows = await active_due_after(
             store.db, cutoff, int(last["scheduled_for"]), str(last["id"]), limit
         )
-    if cursor is not None:
-        cursor.after = (
-            None
-            if stopped_at is None
-            else (int(stopped_at["scheduled_for"]), str(stopped_at["id"]))
-        )
+    after = (
+        None if stopped_at is None else (int(stopped_at["scheduled_for"]), str(stopped_at["id"]))
+    )
+    if not await write_cursor(store.db, cursor, after):
+        # Another tick (another isolate's, at once) moved it since this one read it: that
+        # write stands, so the cursor never goes back.
+        log.debug("reconcile.cursor_moved_meanwhile")
     result.pruned = await prune_pass(
         store.db,
         now=now,

@@ -23,7 +23,7 @@ from .limits import Limits, limits_message
 from .log import get_logger
 from .models import CreatedRun, CreateRequest, DispatchResult, JobRun, Page
 from .options import JobPolicies
-from .reconcile import ParkedProbe, TickCursor, reconcile, reconcile_unfinished
+from .reconcile import ParkedProbe, reconcile, reconcile_unfinished
 from .run_rows import NewRun
 from .schedules import ScheduleService
 from .states import RunStatus
@@ -51,10 +51,8 @@ class RunService:
         reconcile_grace_seconds: float,
         retention_seconds: float | None,
         parked: ParkedProbe | None = None,
-        cursor: TickCursor | None = None,
         limits: Limits | None = None,
     ) -> None:
-        self._cursor = cursor  # where the last cron tick's reconciliation stopped
         self._store = store
         self.store = store  # the bulk operations read their candidates through it
         self._coordinators = coordinators
@@ -305,7 +303,6 @@ class RunService:
             retention_seconds=self._retention_seconds,
             retention_overrides=self._policies.retention_overrides(),
             parked=self._parked,
-            cursor=self._cursor,
         )
 
     async def reconcile_unfinished(

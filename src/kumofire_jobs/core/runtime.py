@@ -40,7 +40,7 @@ from .limits import CoordinatorWaker, Limits, limits_message
 from .log import get_logger
 from .models import ConsumeResult, DispatchResult
 from .options import JobOptions, JobPolicies, check_job_options
-from .reconcile import DEFAULT_GRACE_SECONDS, TickCursor
+from .reconcile import DEFAULT_GRACE_SECONDS
 from .retry import RetryPolicy
 from .runs import RunService
 from .schedule_store import ScheduleStore
@@ -132,8 +132,6 @@ class Runtime:
         self.coordinator_config = coordinator_config
         self.ids = IdFactory()
         self._bound: dict[tuple[int, int, int], BoundResources] = {}
-        # Where the cron tick's reconciliation stopped, across the bindings made per request.
-        self._tick_cursor = TickCursor()
 
     def _bind(self, resources: Resources) -> BoundResources:
         key = (id(resources.db), id(resources.queue), id(resources.coordinator))
@@ -179,7 +177,6 @@ class Runtime:
             reconcile_grace_seconds=self.reconcile_grace_seconds,
             retention_seconds=self.retention_seconds,
             parked=None if limits.names is None else limits.parked,
-            cursor=self._tick_cursor,
             limits=None if limits.names is None else limits,
         )
         consumer = Consumer(
