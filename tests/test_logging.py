@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -87,3 +89,108 @@ def test_a_json_line_has_the_level_the_time_the_exception_and_bounded_fields(
     assert done["timestamp"].endswith("Z") and len(done["timestamp"]) == len(
         "2026-01-01T00:00:00.000000Z"
     )
+
+
+class _CountingStream(io.StringIO):
+    """A non-terminal stream that counts its flushes and what was in it at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[int] = []
+
+    def flush(self) -> None:
+        self.flushed.append(len(self.getvalue().splitlines()))
+
+
+def _loop_with_time() -> tuple[asyncio.AbstractEventLoop, list[float]]:
+    """An event loop whose timers follow a time the test sets (its callbacks, not a sleep)."""
+    loop = asyncio.new_event_loop()
+    now = [0.0]
+    loop.time = lambda: now[0]  # type: ignore[method-assign]
+    return loop, now
+
+
+def test_lines_of_many_turns_share_one_flush_within_the_delay() -> None:
+    stream = _CountingStream()
+    configure_logging(stream=stream, flush_delay=0.05)
+    log = structlog.get_logger("a")
+    other = structlog.get_logger("b")  # every logger of the configuration shares the flush
+
+    async def turns(now: list[float]) -> None:
+        log.info("one")
+        await asyncio.sleep(0)
+        other.info("two")
+        await asyncio.sleep(0)
+        assert stream.flushed == []  # written, not flushed: the delay has not passed
+        now[0] += 0.05
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert stream.flushed == [2]  # one flush for both
+        log.info("three")
+        now[0] += 0.05
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert stream.flushed == [2, 3]
+        log.info("pending")  # its flush is still waiting when the loop closes
+
+    try:
+        loop, now = _loop_with_time()
+        loop.run_until_complete(turns(now))
+        loop.close()
+        # A loop closed with a flush pending does not hold the next loop's lines back.
+        log.info("four")
+        assert stream.flushed == [2, 3, 5]  # outside a loop: flushed by itself
+        loop, now = _loop_with_time()
+        loop.run_until_complete(_log_and_wait(log, now))
+        loop.close()
+        assert stream.flushed == [2, 3, 5, 6]
+    finally:
+        structlog.reset_defaults()
+
+
+async def _log_and_wait(log: structlog.typing.FilteringBoundLogger, now: list[float]) -> None:
+    log.info("five")
+    now[0] += 0.05
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+def test_the_worker_flushes_at_the_end_of_the_turn() -> None:
+    stream = _CountingStream()
+    configure_logging(stream=stream, json=True, flush_delay=None)  # as the Worker's
+    log = structlog.get_logger("w")
+
+    async def turn() -> None:
+        log.info("one")
+        log.info("two")
+        assert stream.flushed == []
+        await asyncio.sleep(0)
+        assert stream.flushed == [2]
+
+    try:
+        asyncio.run(turn())
+    finally:
+        structlog.reset_defaults()
+
+
+def test_a_stream_closed_before_its_flush_is_left_alone() -> None:
+    stream = io.TextIOWrapper(io.BytesIO())  # a file's stream: flushing it once closed raises
+    configure_logging(stream=stream, flush_delay=0.05)
+    log = structlog.get_logger("c")
+
+    async def close_after_a_line(now: list[float]) -> None:
+        log.info("last")
+        stream.close()  # as a program closes its log file while the flush waits
+        now[0] += 0.05
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    errors: list[dict[str, Any]] = []
+    try:
+        loop, now = _loop_with_time()
+        loop.set_exception_handler(lambda _, context: errors.append(context))
+        loop.run_until_complete(close_after_a_line(now))
+        loop.close()
+    finally:
+        structlog.reset_defaults()
+    assert errors == []

@@ -8,6 +8,7 @@ a crash between its copy and the removal of the old files."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator
@@ -187,9 +188,44 @@ _OLD_INDEXES = (
 )
 
 
+def _names_in_their_own_table(file: Path) -> None:
+    """Give a coordinators' file the schema it had before the objects' names moved into their
+    alarms' rows: a `kumofire_local_do_names` table, no `name` column."""
+    with closing(sqlite3.connect(file)) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE kumofire_local_do_names (
+                object_id TEXT PRIMARY KEY,
+                name TEXT NOT NULL
+            ) WITHOUT ROWID;
+            INSERT INTO kumofire_local_do_names (object_id, name)
+                SELECT object_id, name FROM kumofire_local_do_alarms WHERE name IS NOT NULL;
+            ALTER TABLE kumofire_local_do_alarms DROP COLUMN name;
+            """
+        )
+
+
+def _alarm_names(file: Path) -> dict[str, str | None]:
+    with closing(sqlite3.connect(file)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "kumofire_local_do_names" not in tables and "names" not in tables
+        rows = conn.execute("SELECT object_id, name FROM kumofire_local_do_alarms").fetchall()
+    return dict(rows)
+
+
+def _assert_named_for_runs(names: dict[str, str | None], runs: list[str], rows: int) -> None:
+    """Each alarm row carries the name of its coordinator: its run's id, whose object id it is."""
+    assert len(names) == rows
+    for object_id, name in names.items():
+        assert name in runs
+        assert hashlib.sha256(f"{COORDINATOR_CLASS}\0{name}".encode()).hexdigest() == object_id
+
+
 def _unprefix(path: Path) -> None:
     """Give a per-binding data directory's queue and coordinator files the table and index
-    names they had before the `kumofire_local_` prefix (a directory written before it)."""
+    names they had before the `kumofire_local_` prefix (a directory written before it, so
+    before the names moved too)."""
+    _names_in_their_own_table(layout.objects_path(path, COORDINATOR_CLASS))
     for file, tables in (
         (layout.queue_path(path), table_names.QUEUE_TABLES),
         (layout.objects_path(path, COORDINATOR_CLASS), table_names.OBJECT_TABLES),
@@ -208,13 +244,15 @@ def _unprefix(path: Path) -> None:
             conn.commit()
 
 
-@pytest.mark.parametrize("written_before_the_prefix", [False, True])
+@pytest.mark.parametrize("written", ["now", "before the names moved", "before the prefix"])
 async def test_a_per_binding_data_directory_moves_into_one_file_and_runs_on(
-    clock: ManualClock, tmp_path: Path, written_before_the_prefix: bool
+    clock: ManualClock, tmp_path: Path, written: str
 ) -> None:
     calls: list[str] = []
     runs = await _per_binding_directory(clock, tmp_path, calls)
-    if written_before_the_prefix:
+    if written == "before the names moved":
+        _names_in_their_own_table(layout.objects_path(tmp_path, COORDINATOR_CLASS))
+    elif written == "before the prefix":
         _unprefix(tmp_path)
 
     async def job(ctx: JobContext) -> None:
@@ -223,6 +261,8 @@ async def test_a_per_binding_data_directory_moves_into_one_file_and_runs_on(
     env = LocalEnvironment(create_runtime({"job": job}, clock=clock), tmp_path)
     assert not layout.queue_path(tmp_path).exists()
     assert not layout.objects_path(tmp_path, COORDINATOR_CLASS).exists()
+    # The waiting runs' coordinators (each named for its run) keep their names.
+    _assert_named_for_runs(_alarm_names(layout.d1_path(tmp_path)), runs, 2)
     await env.start()
     try:
         await clock.advance(0)
@@ -346,3 +386,32 @@ async def test_a_users_own_tables_named_like_the_bindings_old_ones_are_left_alon
                 assert [row["note"] for row in rows] == [f"the user's {table}"]
         finally:
             await env.stop()
+
+
+async def test_a_one_file_directory_written_before_the_names_moved_runs_on(
+    clock: ManualClock, tmp_path: Path
+) -> None:
+    """A data directory whose coordinators' names have a table of their own (as versions
+    before the name moved into the alarm's row wrote it): at its next start the names move
+    into the alarms' rows and the table goes, in one transaction; the runs waiting for their
+    alarms run on time."""
+    calls: list[str] = []
+
+    async def job(ctx: JobContext) -> None:
+        calls.append(ctx.job.id)
+
+    runtime = create_runtime({"job": job}, clock=clock)
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    waiting = [(await env.jobs.create("job", delay=60 + i)).kumofire_job_run_id for i in range(2)]
+    await env.stop()
+    _names_in_their_own_table(layout.d1_path(tmp_path))
+    env = LocalEnvironment(runtime, tmp_path)
+    await env.start()
+    try:
+        _assert_named_for_runs(_alarm_names(layout.d1_path(tmp_path)), waiting, 2)
+        await clock.advance(61)
+        assert sorted(calls) == sorted(waiting)
+        assert (await env.jobs.counts())["succeeded"] == 2
+    finally:
+        await env.stop()

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -268,6 +270,44 @@ async def test_name_is_known_to_an_object_rebuilt_by_its_alarm_after_restart(
     assert ns.instance_count() == 1
     hex_id = ns.idFromName("named").toString()
     assert ns._actors[hex_id].instance.ctx.id.name == "named"
+
+
+async def test_names_kept_in_their_own_table_move_into_the_alarms_rows(
+    do_env: LocalDurableObjectEnv,
+) -> None:
+    """A file written when an object's name had a table of its own: at open, the names of the
+    objects with an alarm move into their alarm rows and the table goes; an object rebuilt by
+    its alarm still knows its name, and a name kept for an object with no alarm is dropped
+    (a call brings its id's name)."""
+    ns = do_env.namespace()
+    await ns.getByName("named").storage("setAlarm", now_ms(do_env.now()) + 1_000)
+    await ns.getByName("kv only").storage("put", "k", 1)
+    kv_only = ns.idFromName("kv only").toString()
+    await do_env.close()
+    with closing(sqlite3.connect(do_env.path / "objects.sqlite3")) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE kumofire_local_do_names (
+                object_id TEXT PRIMARY KEY, name TEXT NOT NULL
+            ) WITHOUT ROWID;
+            INSERT INTO kumofire_local_do_names (object_id, name)
+                SELECT object_id, name FROM kumofire_local_do_alarms;
+            ALTER TABLE kumofire_local_do_alarms DROP COLUMN name;
+            """
+        )
+        conn.execute("INSERT INTO kumofire_local_do_names VALUES (?, 'kv only')", (kv_only,))
+        conn.commit()
+    ns = await do_env.open()
+    with closing(sqlite3.connect(do_env.path / "objects.sqlite3")) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        names = conn.execute("SELECT name FROM kumofire_local_do_alarms").fetchall()
+    assert "kumofire_local_do_names" not in tables
+    assert names == [("named",)]
+    await do_env.advance(1)
+    hex_id = ns.idFromName("named").toString()
+    assert ns._actors[hex_id].instance.ctx.id.name == "named"
+    assert (await ns.get(ns.idFromString(kv_only)).whoami())["name"] is None
+    assert await ns.getByName("kv only").storage("get", "k") == 1
 
 
 async def test_alarm_heap_stays_bounded_under_rearming(do_env: LocalDurableObjectEnv) -> None:

@@ -13,6 +13,7 @@ than that is logged as its size only. A line is small whatever a handler passes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -121,37 +122,60 @@ class LineStream(Protocol):
 
 
 class TurnFlushedLogger:
-    """Writes each line at once and flushes once per event-loop turn, not once per line: a
-    busy runtime logs several events per run, and a flush is a system call each. Outside
-    an event loop every line is flushed by itself."""
+    """Writes each line at once and flushes after it in a loop callback, not once per line:
+    a busy runtime logs several events per run, and a flush is a system call each. One
+    instance serves every logger of a configuration, so a turn's lines share one flush.
 
-    def __init__(self, stream: LineStream) -> None:
+    `delay` None flushes at the end of the loop's turn (the Worker: a timer may never fire
+    once its request is answered); a number of seconds flushes that long after the first
+    line not yet flushed (the embedded runtime: one flush for the lines of many turns, each
+    line out within `delay`). Outside an event loop every line is flushed by itself."""
+
+    def __init__(self, stream: LineStream, delay: float | None = None) -> None:
         self._stream = stream
-        self._flush_pending = False
+        self._delay = delay
+        # The loop whose callback will flush (None: nothing waits for a flush). Another
+        # loop, or one that closed before its callback ran, gets a callback of its own.
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: str) -> None:
         self._stream.write(message + "\n")
-        if self._flush_pending:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self._stream.flush()
             return
-        self._flush_pending = True
-        loop.call_soon(self._flush)
+        if self._flush_loop is loop:
+            return
+        self._flush_loop = loop
+        if self._delay is None:
+            loop.call_soon(self._flush)
+        else:
+            loop.call_later(self._delay, self._flush)
 
     def _flush(self) -> None:
-        self._flush_pending = False
-        self._stream.flush()
+        self._flush_loop = None
+        # A stream closed since its last line (its close flushed it) has nothing to flush.
+        with contextlib.suppress(ValueError):
+            self._stream.flush()
 
     log = debug = info = warn = warning = error = err = critical = exception = fatal = msg
 
 
+# How long a line written by the embedded runtime may wait for its flush (see TurnFlushedLogger).
+FLUSH_DELAY_SECONDS: Final = 0.05
+
+
 def configure_logging(
-    *, json: bool | None = None, level: int = logging.INFO, stream: LineStream | None = None
+    *,
+    json: bool | None = None,
+    level: int = logging.INFO,
+    stream: LineStream | None = None,
+    flush_delay: float | None = FLUSH_DELAY_SECONDS,
 ) -> None:
-    """JSON lines when `json` (default: when the stream is not a terminal), else console."""
+    """JSON lines when `json` (default: when the stream is not a terminal), else console.
+    Inside an event loop a line is flushed at most `flush_delay` seconds after it is written
+    (None: at the end of the loop's turn)."""
     if stream is None:
         stream = sys.stderr
     if json is None:
@@ -166,10 +190,11 @@ def configure_logging(
             limit_fields,
             structlog.dev.ConsoleRenderer(),
         ]
+    output = TurnFlushedLogger(stream, flush_delay)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=lambda *_: TurnFlushedLogger(stream),
+        logger_factory=lambda *_: output,
         cache_logger_on_first_use=True,
     )
 
@@ -190,7 +215,7 @@ class _StandardOutput:
 def configure_worker_logging(level: int = logging.INFO) -> None:
     """The Worker's logging: one JSON object per line on standard output (`console.log` under
     Pyodide, which Workers Logs indexes), never the console renderer's colours."""
-    configure_logging(json=True, level=level, stream=_StandardOutput())
+    configure_logging(json=True, level=level, stream=_StandardOutput(), flush_delay=None)
 
 
 def get_logger(**bound: Any) -> Any:

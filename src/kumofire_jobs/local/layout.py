@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from kumofire_jobs.local import table_names
+from kumofire_jobs.local.durable_objects import upgrade
 from kumofire_jobs.local.durable_objects.commit import SCHEMA as OBJECTS_SCHEMA
 from kumofire_jobs.local.queue import SCHEMA as QUEUE_SCHEMA
 from kumofire_jobs.local.wal_sync import sync_directory
@@ -41,8 +42,7 @@ _COLUMNS: Final = {
         "seq, queue, id, timestamp_ms, content_type, body, visible_at, attempts, lease"
     ),
     "kumofire_local_do_kv": "object_id, key, value",
-    "kumofire_local_do_alarms": "object_id, time_ms, retry",
-    "kumofire_local_do_names": "object_id, name",
+    "kumofire_local_do_alarms": "object_id, time_ms, retry, name",
 }
 
 
@@ -81,17 +81,34 @@ def to_one_file(data_dir: Path, class_name: str) -> bool:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # the copy is on disk before the old files go
         conn.executescript(QUEUE_SCHEMA + OBJECTS_SCHEMA)
+        upgrade.fold_names(conn)  # a move cut off before, by a version with the names table
         for path, alias, _ in sources:
             conn.execute("ATTACH DATABASE ? AS " + alias, (os.fspath(path),))
         conn.execute("BEGIN IMMEDIATE")
         try:
             for _, alias, tables in sources:
                 # A file written before the tables' prefix has them under their old names.
-                for table, there in table_names.legacy(conn, alias, tables).items():
+                found = table_names.legacy(conn, alias, tables)
+                for table, there in found.items():
+                    if table == upgrade.NAMES_TABLE:
+                        continue  # folded into the alarms' rows (below)
                     columns = _COLUMNS[table]
+                    select = columns
+                    if table == "kumofire_local_do_alarms" and not upgrade.has_column(
+                        conn, there, "name", alias
+                    ):
+                        # Written before the name moved into the alarm's row: from its table.
+                        names = found.get(upgrade.NAMES_TABLE)
+                        name = (
+                            "NULL"
+                            if names is None
+                            else f"(SELECT n.name FROM {alias}.{names} AS n"
+                            f" WHERE n.object_id = {alias}.{there}.object_id)"
+                        )
+                        select = f"object_id, time_ms, retry, {name}"
                     conn.execute(
                         f"INSERT OR IGNORE INTO main.{table} ({columns})"
-                        f" SELECT {columns} FROM {alias}.{there}"
+                        f" SELECT {select} FROM {alias}.{there}"
                     )
             conn.execute("COMMIT")
         except BaseException:

@@ -20,6 +20,7 @@ QUEUE_TABLES: Final = (("kumofire_local_queue_messages", "messages", ("messages_
 OBJECT_TABLES: Final = (
     ("kumofire_local_do_kv", "kv", ()),
     ("kumofire_local_do_alarms", "alarms", ("alarms_by_time",)),
+    # Written by earlier versions only: folded into the alarms' rows (`durable_objects.upgrade`).
     ("kumofire_local_do_names", "names", ()),
 )
 

@@ -34,8 +34,6 @@ class Actor:
         "hex",
         "instance",
         "name",
-        "name_committed",
-        "name_recorded",
         "namespace",
         "opened",
         "reset_error",
@@ -53,8 +51,6 @@ class Actor:
         self.hex = hex_id
         self.name = name
         self.namespace = namespace
-        self.name_recorded = False  # the name's row, as it will be once pending writes commit
-        self.name_committed: bool | None = None  # the row as committed (None: not known)
         # Writes not yet committed: KV values by key (None: deleted), whether every committed
         # key goes first (deleteAll), and the alarm row (alarm_row) when it differs from the
         # committed one (alarm_committed, read from storage when the entry is made). `dirty`

@@ -42,7 +42,9 @@ def _entry_size(key: str, value: bytes | None) -> int:
     return len(key) + (0 if value is None else len(value)) + _ENTRY_BYTES
 
 
-# One SQLite file per namespace holds every object's KV pairs, alarm and name.
+# One SQLite file per namespace holds every object's KV pairs and alarm. An object's name
+# (`ctx.id.name`) is kept with its alarm: an instance rebuilt by its alarm, with no caller to
+# bring the name, knows it from there (as on the platform); any other call brings its id's.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kumofire_local_do_kv (
     object_id TEXT NOT NULL,
@@ -53,14 +55,11 @@ CREATE TABLE IF NOT EXISTS kumofire_local_do_kv (
 CREATE TABLE IF NOT EXISTS kumofire_local_do_alarms (
     object_id TEXT PRIMARY KEY,
     time_ms INTEGER NOT NULL,
-    retry INTEGER NOT NULL
+    retry INTEGER NOT NULL,
+    name TEXT
 ) WITHOUT ROWID;
 -- The window's load: the alarms due in a time range, and the earliest after it.
 CREATE INDEX IF NOT EXISTS kumofire_local_do_alarms_by_time ON kumofire_local_do_alarms (time_ms);
-CREATE TABLE IF NOT EXISTS kumofire_local_do_names (
-    object_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL
-) WITHOUT ROWID;
 """
 
 
@@ -161,12 +160,6 @@ class Commit:
             actor.cache_bytes += size
         return found
 
-    def _record_name(self, actor: Actor) -> None:
-        # Remember the object's name beside its first stored value, so an instance rebuilt
-        # after a restart (say, by its alarm) still knows `ctx.id.name`.
-        if actor.name and not actor.name_recorded:
-            actor.name_recorded = True
-
     def _touch(self, actor: Actor) -> None:
         """The object has pending writes: commit them at the end of the loop's turn."""
         if not actor.dirty:
@@ -257,10 +250,8 @@ class Commit:
         clears: list[tuple[str]] = []
         deletes: list[tuple[str, str]] = []
         puts: list[tuple[str, str, bytes]] = []
-        alarm_sets: list[tuple[str, int, int]] = []
+        alarm_sets: list[tuple[str, int, int, str | None]] = []
         alarm_deletes: list[tuple[str]] = []
-        name_sets: list[tuple[str, str]] = []
-        name_deletes: list[tuple[str]] = []
         for actor in dirty:
             hex_id = actor.hex
             if actor.writes_clear:
@@ -276,12 +267,7 @@ class Commit:
                 if row is None:
                     alarm_deletes.append((hex_id,))
                 else:
-                    alarm_sets.append((hex_id, row[0], row[1]))
-            if actor.name_recorded != actor.name_committed:
-                if actor.name_recorded:
-                    name_sets.append((hex_id, actor.name or ""))
-                else:
-                    name_deletes.append((hex_id,))
+                    alarm_sets.append((hex_id, row[0], row[1], actor.name))
         db = self._db
         if not db.in_transaction:
             db.execute("BEGIN IMMEDIATE")
@@ -299,21 +285,14 @@ class Commit:
             )
         if alarm_sets:
             db.executemany(
-                "INSERT OR REPLACE INTO kumofire_local_do_alarms (object_id, time_ms, retry)"
-                " VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO kumofire_local_do_alarms (object_id, time_ms, retry, name)"
+                " VALUES (?, ?, ?, ?)",
                 alarm_sets,
             )
         if alarm_deletes:
             db.executemany(
                 "DELETE FROM kumofire_local_do_alarms WHERE object_id = ?", alarm_deletes
             )
-        if name_sets:
-            db.executemany(
-                "INSERT OR IGNORE INTO kumofire_local_do_names (object_id, name) VALUES (?, ?)",
-                name_sets,
-            )
-        if name_deletes:
-            db.executemany("DELETE FROM kumofire_local_do_names WHERE object_id = ?", name_deletes)
 
     def _committed(self, actor: Actor) -> None:
         cache = actor.cache
@@ -335,7 +314,6 @@ class Commit:
         actor.cache_bytes += size
         actor.writes = {}
         actor.alarm_committed = actor.alarm_row
-        actor.name_committed = actor.name_recorded
         actor.alarm_ran = None
         actor.dirty = False
         if self._is_closed_object(actor) and self._actors.get(actor.hex) is actor:
@@ -346,7 +324,6 @@ class Commit:
         actor.dirty = False
         actor.writes = {}
         actor.writes_clear = False
-        actor.name_recorded = bool(actor.name_committed)
         if actor.instance is not None:
             # The instance is reset, as on the platform: its calls still in flight fail at
             # their next storage operation; the next call builds a fresh one from storage.

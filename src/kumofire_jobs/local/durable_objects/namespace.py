@@ -22,6 +22,7 @@ from kumofire_jobs.core.clock import Clock
 from kumofire_jobs.core.log import RepeatedLog
 from kumofire_jobs.local import checkpoint, group_commit, output_gate, table_names, wal_sync
 
+from . import upgrade
 from .actor import Actor
 from .alarms import Alarms
 from .clone import structured_clone
@@ -45,10 +46,12 @@ if TYPE_CHECKING:
 _SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 _HEX_ID = re.compile(r"[0-9a-f]{64}")
 
-# What storage holds of an object not in memory: its alarm, and whether it has KV pairs.
+# What storage holds of an object not in memory: its alarm (and the name kept with it), and
+# whether it has KV pairs.
 _STORED = """
 SELECT (SELECT time_ms FROM kumofire_local_do_alarms WHERE object_id = ?1),
        (SELECT retry FROM kumofire_local_do_alarms WHERE object_id = ?1),
+       (SELECT name FROM kumofire_local_do_alarms WHERE object_id = ?1),
        EXISTS (SELECT 1 FROM kumofire_local_do_kv WHERE object_id = ?1)
 """
 
@@ -108,6 +111,8 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
             self._checkpointer = checkpoint.Checkpointer(self._dir / "objects.sqlite3")
             table_names.rename_legacy(self._db, table_names.OBJECT_TABLES)  # its own file only
         self._db.executescript(SCHEMA)
+        if upgrade.fold_names(self._db):  # a file written before the name moved to the alarm
+            log.info("Durable Object names moved into their alarms' rows (%s)", self.class_name)
         self._actors: dict[str, Actor] = {}
         self._idle_seconds = idle_eviction_seconds
         self._evictor = IdleEvictor[Actor](
@@ -309,8 +314,10 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
             actor.storage = LocalDurableObjectStorage(self, actor)
             # Not in memory: storage holds all of it (an object leaves memory only with its
             # writes committed). No KV pairs: its reads need no query.
-            time_ms, retry, stored = self._db.execute(_STORED, (hex_id,)).fetchone()
+            time_ms, retry, stored_name, stored = self._db.execute(_STORED, (hex_id,)).fetchone()
             actor.cache_complete = not stored
+            if name is None:
+                actor.name = stored_name  # an alarm's object rebuilt, or a call by its id alone
             if time_ms is not None:
                 actor.alarm_retry = retry
                 actor.alarm_row = actor.alarm_committed = (time_ms, retry)
@@ -431,12 +438,6 @@ class LocalDurableObjectNamespace(InputGate, Alarms, Commit, Eviction):
 
     def _build(self, actor: Actor) -> None:
         assert actor.storage is not None
-        if actor.name is None:
-            row = self._db.execute(
-                "SELECT name FROM kumofire_local_do_names WHERE object_id = ?", (actor.hex,)
-            ).fetchone()
-            if row is not None:
-                actor.name, actor.name_recorded = row[0], True
         id = LocalDurableObjectId(actor.hex, actor.name, self.class_name)
         ctx = LocalDurableObjectState(self, actor, id, actor.storage)
         actor.serial += 1

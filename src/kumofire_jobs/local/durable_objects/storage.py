@@ -158,7 +158,6 @@ class LocalDurableObjectStorage:
         else:
             raise TypeError("put() takes a key and a value, or a dict of entries")
         actor.cleared = False
-        self._namespace._record_name(actor)
         self._namespace._touch(actor)
 
     @overload
@@ -193,7 +192,6 @@ class LocalDurableObjectStorage:
         actor.writes_clear = True
         if namespace.delete_all_deletes_alarm:
             namespace._delete_alarm(actor)
-            actor.name_recorded = False
         namespace._touch(actor)
         actor.cleared = True  # with no alarm left, nothing of the object remains
         if actor.sql is not None:
